@@ -1,0 +1,1 @@
+//! cvbench micro-VM monitor (filled by the micro-VM issues).

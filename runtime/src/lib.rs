@@ -1,0 +1,1 @@
+//! cvbench container runtime (filled by the container-runtime issue).

@@ -1,0 +1,1 @@
+//! cvbench harness library.
