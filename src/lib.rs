@@ -1,1 +1,12 @@
-//! cvbench harness library.
+//! cvbench: the harness library behind the `cvbench` CLI and the criterion
+//! benches. It runs one static workload binary on several backends (native,
+//! containers, micro-VMs, and peer systems), records every run in one schema,
+//! and turns result sets into reports.
+
+pub mod backend;
+pub mod doctor;
+pub mod env;
+pub mod footprint;
+pub mod paths;
+pub mod record;
+pub mod runner;

@@ -1,0 +1,10 @@
+//! KVM state shared by both guest kinds (Linux and bare): guest memory, the VM and its vCPUs,
+//! behind a small `Vm`/`Vcpu` seam so guest set-up logic is testable without `/dev/kvm`.
+
+pub mod memory;
+pub mod vcpu;
+pub mod vm;
+
+pub use memory::{create_guest_memory, GuestMemoryMmap, MemRange, MemoryError};
+pub use vcpu::{run_vcpu, ExitData, ExitHandler, KvmVcpu, Vcpu, VcpuError, VcpuExit, VmExit};
+pub use vm::{kvm_kind, kvm_kind_at, KvmKind, KvmVm, Vm, VmError, VmOptions};

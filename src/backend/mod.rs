@@ -1,0 +1,153 @@
+//! The backend seam: how the harness starts one workload instance natively,
+//! in a container or in a micro-VM, and what it gets back. Every backend
+//! implements [`Backend`]; [`registry`] lists them by name.
+
+pub mod native;
+pub mod process;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use crate::record::ExitInfo;
+
+/// Errors a backend can report; each names the backend and what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend {backend} cannot run on this host: {reason}")]
+    Unavailable { backend: String, reason: String },
+    #[error("backend {backend} does not support workload {workload}: {reason}")]
+    Unsupported {
+        backend: String,
+        workload: String,
+        reason: String,
+    },
+    #[error("backend {backend} failed to launch {workload}")]
+    Launch {
+        backend: String,
+        workload: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("backend {backend} failed while waiting for pid {pid}")]
+    Wait {
+        backend: String,
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("backend {backend}: {what} failed")]
+    Other {
+        backend: String,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("no backend named {0:?} (known: {1})")]
+    UnknownBackend(String, String),
+}
+
+/// Network set-up for the instance (containers; VMs use their own device).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// An empty network namespace (not even lo up) for containers.
+    #[default]
+    None,
+    /// Own network namespace with only lo up.
+    Loopback,
+    /// A veth pair to a peer namespace the run creates (one /30).
+    Veth,
+}
+
+/// Knobs a run can set. Fields a backend has no use for are ignored by it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendOptions {
+    /// Containers: keep all capabilities, no seccomp, no masked paths.
+    pub privileged: bool,
+    /// Containers: no seccomp filter.
+    pub seccomp_unconfined: bool,
+    /// Containers: network mode (net workloads force `veth`).
+    pub net: NetMode,
+    /// Containers: namespaces to create (default: all but user).
+    pub namespaces: Option<Vec<String>>,
+    /// Containers: memory limit in bytes.
+    pub memory_limit: Option<u64>,
+    /// Containers: CPU quota as a percentage of one CPU.
+    pub cpu_quota_pct: Option<u32>,
+    /// Containers: maximum number of tasks.
+    pub pids_limit: Option<u64>,
+    /// Containers: image name in the local store (default: the workload image).
+    pub image: Option<String>,
+    /// VMs: guest memory in MiB.
+    pub guest_mem_mib: Option<u32>,
+    /// VMs: number of vCPUs.
+    pub vcpus: Option<u8>,
+}
+
+/// What to run: one workload subcommand with its arguments.
+pub struct LaunchSpec {
+    pub workload: String,
+    pub args: Vec<String>,
+    /// When true the instance's stdin is a pipe the harness can close
+    /// ([`Instance::close_stdin`]); otherwise it is /dev/null.
+    pub stdin_pipe: bool,
+    /// Write end of the pipe the harness reads READY and the JSON line from.
+    pub stdout: OwnedFd,
+    /// Write end of the pipe the harness keeps for error messages.
+    pub stderr: OwnedFd,
+    pub timeout: Duration,
+    pub options: BackendOptions,
+}
+
+/// A way of running the workload.
+pub trait Backend: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// `Err(reason)` when this host cannot run the backend.
+    fn check(&self) -> Result<(), String>;
+    /// Start one instance. The harness takes its launch timestamp just before
+    /// this call. For `net-stream`/`net-rr` the backend starts the peer server
+    /// where its peer lives and appends `--peer IP:PORT`; for `disk` it appends
+    /// `--dir` with the storage under test.
+    fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError>;
+}
+
+/// One running instance. Dropping it kills and removes everything it made.
+pub trait Instance: Send {
+    /// Host processes that make up this instance (for RSS/PSS).
+    fn pids(&self) -> Vec<i32>;
+    /// Close the instance's stdin (ends `idle`); no-op when not piped.
+    fn close_stdin(&mut self);
+    /// Wait for exit; on timeout, kill, clean up and return a timeout error.
+    fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError>;
+    /// SIGTERM, then SIGKILL after a grace period.
+    fn stop(&mut self) -> Result<ExitInfo, BackendError>;
+    /// Ordered per-phase host timings (name, ns).
+    fn phases(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+    /// Backend measurements; `peak_rss_kib`, if present, fills the footprint.
+    fn extra(&self) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
+    /// Honest remarks for the record.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Names of every backend the suite knows, in report order.
+pub const ALL: &[&str] = &["native", "container", "microvm-bare", "microvm"];
+
+/// Look a backend up by name.
+pub fn by_name(name: &str) -> Result<Box<dyn Backend>, BackendError> {
+    match name {
+        "native" => Ok(Box::new(native::Native::new())),
+        _ => Err(BackendError::UnknownBackend(
+            name.to_string(),
+            ALL.join(", "),
+        )),
+    }
+}

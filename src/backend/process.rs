@@ -1,0 +1,201 @@
+//! A backend instance that is one host child process (native, the VMM
+//! processes, peer runtimes): spawning with the harness's pipes, a waiter
+//! thread that reaps it with `wait4` (exit status and peak RSS), and signals
+//! sent through a pidfd so a recycled pid can never be hit.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use super::{BackendError, LaunchSpec};
+use crate::record::ExitInfo;
+
+/// What the waiter thread reports when the child is reaped.
+struct Reaped {
+    status: i32,
+}
+
+/// A spawned child process owned by one instance.
+pub struct ChildProcess {
+    backend: &'static str,
+    pid: i32,
+    pidfd: OwnedFd,
+    stdin: Option<ChildStdin>,
+    reaped: Receiver<std::io::Result<Reaped>>,
+    exit: Option<ExitInfo>,
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+impl ChildProcess {
+    /// Spawn `cmd` with the spec's stdout/stderr and, if asked, a stdin pipe.
+    pub fn spawn(
+        backend: &'static str,
+        mut cmd: Command,
+        spec: LaunchSpec,
+    ) -> Result<ChildProcess, BackendError> {
+        let launch_err = |e: std::io::Error| BackendError::Launch {
+            backend: backend.into(),
+            workload: spec.workload.clone(),
+            source: Box::new(e),
+        };
+        cmd.stdin(if spec.stdin_pipe {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::from(spec.stdout))
+        .stderr(Stdio::from(spec.stderr));
+        let mut child = cmd.spawn().map_err(launch_err)?;
+        let pid = child.id() as i32;
+        let stdin = child.stdin.take();
+        // `Child` is dropped without waiting: reaping is the waiter thread's job.
+        drop(child);
+        let pidfd = pidfd_open(pid).map_err(launch_err)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("reap-{pid}"))
+            .spawn(move || {
+                let mut status = 0;
+                // SAFETY: rusage is plain data; zero is a valid initial value.
+                let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+                let r = loop {
+                    // SAFETY: waiting for our own child with valid out-pointers.
+                    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+                    if r < 0
+                        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                    {
+                        continue;
+                    }
+                    break r;
+                };
+                let msg = if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(Reaped { status })
+                };
+                let _ = tx.send(msg);
+            })
+            .map_err(launch_err)?;
+        Ok(ChildProcess {
+            backend,
+            pid,
+            pidfd,
+            stdin,
+            reaped: rx,
+            exit: None,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Send `sig` unless the child has already been reaped.
+    pub fn signal(&self, sig: i32) {
+        if self.exit.is_some() {
+            return;
+        }
+        // SAFETY: the pidfd refers to our child; a null siginfo is allowed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                sig,
+                std::ptr::null::<u8>(),
+                0,
+            )
+        };
+    }
+
+    fn record(&mut self, r: Reaped) -> ExitInfo {
+        let s = r.status;
+        let exit = if libc::WIFEXITED(s) {
+            ExitInfo {
+                code: Some(libc::WEXITSTATUS(s)),
+                signal: None,
+                oom_killed: false,
+            }
+        } else {
+            ExitInfo {
+                code: None,
+                signal: Some(libc::WTERMSIG(s)),
+                oom_killed: false,
+            }
+        };
+        self.exit = Some(exit);
+        exit
+    }
+
+    /// Wait up to `timeout`; `Ok(None)` if still running.
+    pub fn try_wait(&mut self, timeout: Duration) -> Result<Option<ExitInfo>, BackendError> {
+        if let Some(e) = self.exit {
+            return Ok(Some(e));
+        }
+        match self.reaped.recv_timeout(timeout) {
+            Ok(Ok(r)) => Ok(Some(self.record(r))),
+            Ok(Err(e)) => Err(BackendError::Wait {
+                backend: self.backend.into(),
+                pid: self.pid,
+                source: e,
+            }),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(BackendError::Wait {
+                backend: self.backend.into(),
+                pid: self.pid,
+                source: std::io::Error::other("waiter thread ended without a status"),
+            }),
+        }
+    }
+
+    /// Wait; on timeout kill the child and report a timeout.
+    pub fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
+        if let Some(e) = self.try_wait(timeout)? {
+            return Ok(e);
+        }
+        self.signal(libc::SIGKILL);
+        self.try_wait(Duration::from_secs(10))?;
+        Err(BackendError::Other {
+            backend: self.backend.into(),
+            what: format!("waiting for pid {}", self.pid),
+            source: format!("timed out after {timeout:?}; killed").into(),
+        })
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) -> Result<ExitInfo, BackendError> {
+        self.signal(libc::SIGTERM);
+        if let Some(e) = self.try_wait(grace)? {
+            return Ok(e);
+        }
+        self.signal(libc::SIGKILL);
+        self.try_wait(Duration::from_secs(10))?
+            .ok_or_else(|| BackendError::Other {
+                backend: self.backend.into(),
+                what: format!("killing pid {}", self.pid),
+                source: "still running 10 s after SIGKILL".into(),
+            })
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            self.signal(libc::SIGKILL);
+            let _ = self.try_wait(Duration::from_secs(5));
+        }
+    }
+}

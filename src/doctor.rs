@@ -1,0 +1,193 @@
+//! `cvbench doctor`: what this host can run, and for each thing it cannot, why.
+
+use serde::Serialize;
+
+use crate::env::{self, CgroupMode, KvmKind};
+use crate::paths;
+
+/// How a check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Works, with a caveat the user must know.
+    Warn,
+    /// Missing: the backends that need it are skipped.
+    Missing,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    /// Part of the core suite (native + container + microvm-bare).
+    pub core: bool,
+}
+
+fn check(name: &'static str, ok: bool, core: bool, yes: String, no: String) -> Check {
+    Check {
+        name,
+        status: if ok { Status::Ok } else { Status::Missing },
+        detail: if ok { yes } else { no },
+        core,
+    }
+}
+
+/// Where the cached guest kernel is, if built.
+pub fn guest_kernel() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+    let dir = base.join("cvbench/kernel");
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("vmlinux"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+pub fn run_checks() -> Vec<Check> {
+    let mut v = Vec::new();
+    v.push(match paths::workload_binary() {
+        Ok(p) => check(
+            "workload binary",
+            true,
+            true,
+            p.display().to_string(),
+            String::new(),
+        ),
+        Err(e) => check("workload binary", false, true, String::new(), e.to_string()),
+    });
+    v.push(check(
+        "root",
+        env::is_root(),
+        true,
+        "running as root".into(),
+        "not root: containers, cgroups, tap devices and the peers need root".into(),
+    ));
+    let kvm = env::kvm_kind();
+    v.push(Check {
+        name: "kvm",
+        status: match kvm {
+            KvmKind::Hardware => Status::Ok,
+            KvmKind::SoftwarePvm | KvmKind::Unknown => Status::Warn,
+            KvmKind::Absent => Status::Missing,
+        },
+        detail: match kvm {
+            KvmKind::SoftwarePvm => format!(
+                "{}; microvm-bare runs fully; a Linux guest boots only to the kernel (its user space cannot make system calls here), so the microvm and qemu backends stop before the workload",
+                kvm.describe()
+            ),
+            KvmKind::Absent => "no usable /dev/kvm: microvm-bare, microvm and qemu are skipped".into(),
+            _ => kvm.describe().into(),
+        },
+        core: true,
+    });
+    let cg = env::cgroup_mode();
+    v.push(Check {
+        name: "cgroups",
+        status: if cg == CgroupMode::Absent { Status::Missing } else { Status::Ok },
+        detail: match cg {
+            CgroupMode::V2 => "cgroup v2 (unified) at /sys/fs/cgroup".into(),
+            CgroupMode::Hybrid => "cgroup v1 controllers at /sys/fs/cgroup/<controller>, cgroup2 at /sys/fs/cgroup/unified (hybrid); the runtime uses v1".into(),
+            CgroupMode::V1 => "cgroup v1 controllers at /sys/fs/cgroup/<controller>".into(),
+            CgroupMode::Absent => "no cgroup hierarchy mounted at /sys/fs/cgroup".into(),
+        },
+        core: true,
+    });
+    v.push(check(
+        "overlayfs",
+        env::overlayfs_available(),
+        true,
+        "overlay listed in /proc/filesystems".into(),
+        "overlay not in /proc/filesystems (modprobe overlay)".into(),
+    ));
+    v.push(check(
+        "tun",
+        std::path::Path::new("/dev/net/tun").exists(),
+        false,
+        "/dev/net/tun present (virtio-net tap devices)".into(),
+        "/dev/net/tun missing: VM network workloads are skipped".into(),
+    ));
+    v.push(match guest_kernel() {
+        Some(p) => check(
+            "guest kernel",
+            true,
+            false,
+            p.display().to_string(),
+            String::new(),
+        ),
+        None => check(
+            "guest kernel",
+            false,
+            false,
+            String::new(),
+            "not built: run scripts/build-guest-kernel (about 5 minutes on 2 cores)".into(),
+        ),
+    });
+    for (name, ver) in env::peer_versions() {
+        let name: &'static str = match name.as_str() {
+            "runc" => "peer runc",
+            "crun" => "peer crun",
+            "qemu" => "peer qemu",
+            _ => "peer docker",
+        };
+        v.push(match ver {
+            Some(ver) => check(name, true, false, ver, String::new()),
+            None => check(
+                name,
+                false,
+                false,
+                String::new(),
+                "not installed (apt-get install it to compare)".into(),
+            ),
+        });
+    }
+    v
+}
+
+/// The core suite can run when no core check is missing.
+pub fn core_ok(checks: &[Check]) -> bool {
+    checks
+        .iter()
+        .all(|c| !c.core || c.status != Status::Missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_ok_ignores_missing_optional_checks() {
+        let c = vec![
+            Check {
+                name: "a",
+                status: Status::Ok,
+                detail: String::new(),
+                core: true,
+            },
+            Check {
+                name: "b",
+                status: Status::Missing,
+                detail: String::new(),
+                core: false,
+            },
+        ];
+        assert!(core_ok(&c));
+    }
+
+    #[test]
+    fn core_ok_fails_on_a_missing_core_check() {
+        let c = vec![Check {
+            name: "a",
+            status: Status::Missing,
+            detail: String::new(),
+            core: true,
+        }];
+        assert!(!core_ok(&c));
+    }
+}

@@ -1,0 +1,260 @@
+//! What this host is and can do: the environment manifest written with every
+//! result set, and the checks `cvbench doctor` prints.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+/// Which kind of KVM `/dev/kvm` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KvmKind {
+    /// kvm_intel / kvm_amd: guest kernel code runs on the CPU.
+    Hardware,
+    /// kvm_pvm: software nested KVM; guest kernel code is emulated.
+    SoftwarePvm,
+    /// /dev/kvm exists but the provider module is not recognised.
+    Unknown,
+    /// No usable /dev/kvm.
+    Absent,
+}
+
+impl KvmKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            KvmKind::Hardware => "hardware KVM (kvm_intel/kvm_amd)",
+            KvmKind::SoftwarePvm => {
+                "software nested KVM (kvm_pvm): guest user code runs natively, guest kernel code is emulated (~2 MIPS)"
+            }
+            KvmKind::Unknown => "KVM of an unrecognised kind",
+            KvmKind::Absent => "no usable /dev/kvm",
+        }
+    }
+}
+
+/// Classify KVM from the loaded modules under `sys_module` (normally /sys/module).
+pub fn kvm_kind_from(sys_module: &Path, dev_kvm_usable: bool) -> KvmKind {
+    if !dev_kvm_usable {
+        KvmKind::Absent
+    } else if sys_module.join("kvm_pvm").exists() {
+        KvmKind::SoftwarePvm
+    } else if sys_module.join("kvm_intel").exists() || sys_module.join("kvm_amd").exists() {
+        KvmKind::Hardware
+    } else {
+        KvmKind::Unknown
+    }
+}
+
+/// Can /dev/kvm be opened read-write?
+pub fn dev_kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+pub fn kvm_kind() -> KvmKind {
+    kvm_kind_from(Path::new("/sys/module"), dev_kvm_usable())
+}
+
+/// How cgroups are mounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CgroupMode {
+    /// Pure cgroup2 at /sys/fs/cgroup.
+    V2,
+    /// v1 controllers, with a cgroup2 hierarchy at /sys/fs/cgroup/unified.
+    Hybrid,
+    /// v1 controllers only.
+    V1,
+    Absent,
+}
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+fn is_cgroup2(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+pub fn cgroup_mode() -> CgroupMode {
+    let root = Path::new("/sys/fs/cgroup");
+    if is_cgroup2(root) {
+        CgroupMode::V2
+    } else if root.join("memory").is_dir() {
+        if is_cgroup2(&root.join("unified")) {
+            CgroupMode::Hybrid
+        } else {
+            CgroupMode::V1
+        }
+    } else {
+        CgroupMode::Absent
+    }
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn overlayfs_available() -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .map(|s| s.lines().any(|l| l.ends_with("\toverlay")))
+        .unwrap_or(false)
+}
+
+/// First line of `cmd --version`, or `None` when it is not installed.
+pub fn tool_version(cmd: &str, arg: &str) -> Option<String> {
+    let out = Command::new(cmd).arg(arg).output().ok()?;
+    let text = String::from_utf8_lossy(if out.stdout.is_empty() {
+        &out.stderr
+    } else {
+        &out.stdout
+    })
+    .into_owned();
+    text.lines()
+        .next()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+}
+
+/// Peer systems and tools the comparison uses, with their versions.
+pub fn peer_versions() -> BTreeMap<String, Option<String>> {
+    [
+        ("runc", "runc", "--version"),
+        ("crun", "crun", "--version"),
+        ("qemu", "qemu-system-x86_64", "--version"),
+        ("docker", "dockerd", "--version"),
+    ]
+    .into_iter()
+    .map(|(name, cmd, arg)| (name.to_string(), tool_version(cmd, arg)))
+    .collect()
+}
+
+/// The environment a result set was measured in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub cvbench_version: String,
+    pub git_rev: Option<String>,
+    pub hostname: String,
+    pub kernel: String,
+    pub cpu_model: String,
+    pub cores: usize,
+    pub mem_total_kib: u64,
+    pub kvm: KvmKind,
+    pub cgroup: CgroupMode,
+    pub peers: BTreeMap<String, Option<String>>,
+}
+
+fn cpuinfo_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn mem_total_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn git_rev() -> Option<String> {
+    let out = Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl Manifest {
+    pub fn collect() -> Manifest {
+        let uts = nix::sys::utsname::uname().ok();
+        Manifest {
+            cvbench_version: env!("CARGO_PKG_VERSION").to_string(),
+            git_rev: git_rev(),
+            hostname: uts
+                .as_ref()
+                .map(|u| u.nodename().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            kernel: uts
+                .as_ref()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            cpu_model: cpuinfo_model(),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            mem_total_kib: mem_total_kib(),
+            kvm: kvm_kind(),
+            cgroup: cgroup_mode(),
+            peers: peer_versions(),
+        }
+    }
+
+    /// A short stable id: the first 12 hex digits of the manifest's SHA-256.
+    pub fn id(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let d = Sha256::digest(&json);
+        d.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_kind_prefers_pvm_when_its_module_is_loaded() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("kvm_pvm")).unwrap();
+        std::fs::create_dir(d.path().join("kvm_intel")).unwrap();
+        assert_eq!(kvm_kind_from(d.path(), true), KvmKind::SoftwarePvm);
+    }
+
+    #[test]
+    fn kvm_kind_is_hardware_with_kvm_amd() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("kvm_amd")).unwrap();
+        assert_eq!(kvm_kind_from(d.path(), true), KvmKind::Hardware);
+    }
+
+    #[test]
+    fn kvm_kind_is_absent_without_dev_kvm() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("kvm_intel")).unwrap();
+        assert_eq!(kvm_kind_from(d.path(), false), KvmKind::Absent);
+    }
+
+    #[test]
+    fn manifest_id_changes_with_content() {
+        let m = Manifest::collect();
+        let mut m2 = m.clone();
+        m2.cores += 1;
+        assert_eq!(m.id().len(), 12);
+        assert_ne!(m.id(), m2.id());
+    }
+}

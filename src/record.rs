@@ -1,0 +1,214 @@
+//! The suite's single results schema: one `RunRecord` per run of one workload
+//! on one backend, kept even when the run failed (with its error).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bumped whenever a field changes meaning or is removed.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One run: what ran where, what the host saw, what the workload measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    pub schema_version: u32,
+    /// Backend name: native, container, microvm-bare, microvm, runc, crun, qemu, docker.
+    pub backend: String,
+    /// Workload subcommand.
+    pub workload: String,
+    /// Arguments passed to the workload after the subcommand (including any
+    /// the backend added, such as `--peer`).
+    pub args: Vec<String>,
+    /// Short id of the environment manifest this run belongs to.
+    pub env_id: String,
+    /// Free-form label for the experiment (e.g. `startup-serial`, `parallel-10`).
+    #[serde(default)]
+    pub scenario: String,
+    /// Index of this run within its cell.
+    #[serde(default)]
+    pub iteration: u32,
+    /// Wall-clock start, milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    pub host: HostTimings,
+    pub footprint: Footprint,
+    pub exit: Option<ExitInfo>,
+    /// The workload's own metrics from its JSON line (empty if it never printed one).
+    pub metrics: BTreeMap<String, f64>,
+    /// Backend-specific measurements (cgroup memory peak, VM exits, ...).
+    #[serde(default)]
+    pub extra: BTreeMap<String, f64>,
+    /// Honest remarks: what this backend could not do here, and why.
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// Why the run failed; `None` for a successful run.
+    pub error: Option<String>,
+}
+
+/// Timings taken by the host, in nanoseconds from the launch call.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostTimings {
+    pub launch_to_ready_ns: Option<u64>,
+    pub launch_to_exit_ns: Option<u64>,
+    /// Ordered per-phase durations the backend recorded (name, ns).
+    #[serde(default)]
+    pub phases: Vec<(String, u64)>,
+}
+
+/// Host memory cost of the instance.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Footprint {
+    /// Peak resident set of the instance's processes (KiB), where known.
+    pub peak_rss_kib: Option<u64>,
+    /// RSS sampled while running (KiB), summed over the instance's processes.
+    pub rss_kib: Option<u64>,
+    /// PSS sampled while running (KiB), summed over the instance's processes.
+    pub pss_kib: Option<u64>,
+}
+
+/// How the instance ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub oom_killed: bool,
+}
+
+impl ExitInfo {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && self.signal.is_none() && !self.oom_killed
+    }
+}
+
+/// The workload's final JSON line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadOutput {
+    pub workload: String,
+    pub metrics: BTreeMap<String, Option<f64>>,
+}
+
+impl WorkloadOutput {
+    /// Parse one line; `None` if it is not the workload's JSON result.
+    pub fn parse(line: &str) -> Option<WorkloadOutput> {
+        let line = line.trim();
+        if !line.starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(line).ok()
+    }
+
+    /// Finite metrics only (the workload prints `null` for non-finite values).
+    pub fn finite_metrics(&self) -> BTreeMap<String, f64> {
+        self.metrics
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| (k.clone(), v)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RunRecord {
+        RunRecord {
+            schema_version: SCHEMA_VERSION,
+            backend: "native".into(),
+            workload: "cpu".into(),
+            args: vec!["--sha-mib".into(), "4".into()],
+            env_id: "abc123".into(),
+            scenario: "cpu".into(),
+            iteration: 3,
+            started_unix_ms: 1_700_000_000_000,
+            host: HostTimings {
+                launch_to_ready_ns: Some(500_000),
+                launch_to_exit_ns: Some(9_000_000),
+                phases: vec![("spawn".into(), 400_000)],
+            },
+            footprint: Footprint {
+                peak_rss_kib: Some(1200),
+                rss_kib: None,
+                pss_kib: None,
+            },
+            exit: Some(ExitInfo {
+                code: Some(0),
+                signal: None,
+                oom_killed: false,
+            }),
+            metrics: [("sha256_mib_per_s".to_string(), 180.5)]
+                .into_iter()
+                .collect(),
+            extra: BTreeMap::new(),
+            notes: vec![],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn record_round_trips_through_json() {
+        let r = sample();
+        let text = serde_json::to_string(&r).unwrap();
+        let back: RunRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn record_rejects_unknown_fields() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v.as_object_mut()
+            .unwrap()
+            .insert("surprise".into(), 1.into());
+        assert!(serde_json::from_value::<RunRecord>(v).is_err());
+    }
+
+    #[test]
+    fn failed_record_keeps_its_error() {
+        let mut r = sample();
+        r.error = Some("container: pivot_root failed".into());
+        r.exit = None;
+        let back: RunRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.error.as_deref(), Some("container: pivot_root failed"));
+    }
+
+    #[test]
+    fn workload_output_parses_and_drops_nulls() {
+        let o =
+            WorkloadOutput::parse(r#"{"workload":"cpu","metrics":{"a":1.5,"b":null}}"#).unwrap();
+        assert_eq!(o.workload, "cpu");
+        let m = o.finite_metrics();
+        assert_eq!(m.get("a"), Some(&1.5));
+        assert!(!m.contains_key("b"));
+    }
+
+    #[test]
+    fn workload_output_ignores_non_json_lines() {
+        assert!(WorkloadOutput::parse("READY").is_none());
+        assert!(WorkloadOutput::parse("{not json").is_none());
+    }
+
+    #[test]
+    fn exit_success_requires_code_zero_and_no_oom() {
+        assert!(ExitInfo {
+            code: Some(0),
+            signal: None,
+            oom_killed: false
+        }
+        .success());
+        assert!(!ExitInfo {
+            code: Some(0),
+            signal: None,
+            oom_killed: true
+        }
+        .success());
+        assert!(!ExitInfo {
+            code: None,
+            signal: Some(9),
+            oom_killed: false
+        }
+        .success());
+    }
+}
