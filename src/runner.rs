@@ -184,6 +184,9 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     let waited = inst.wait(remaining);
     let t_exit = Instant::now();
     rec.footprint.peak_rss_kib = sampler.and_then(|s| s.finish());
+    if let Some(a) = inst.effective_args() {
+        rec.args = a;
+    }
     rec.host.phases = inst.phases();
     rec.extra = inst.extra();
     rec.notes = inst.notes();

@@ -124,6 +124,11 @@ pub trait Instance: Send {
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError>;
     /// SIGTERM, then SIGKILL after a grace period.
     fn stop(&mut self) -> Result<ExitInfo, BackendError>;
+    /// The workload arguments actually passed, when the backend added some
+    /// (`--peer`, `--dir`); `None` means exactly the requested ones.
+    fn effective_args(&self) -> Option<Vec<String>> {
+        None
+    }
     /// Ordered per-phase host timings (name, ns).
     fn phases(&self) -> Vec<(String, u64)> {
         Vec::new()

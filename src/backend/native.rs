@@ -85,6 +85,7 @@ impl LoopbackServer {
 
 struct NativeInstance {
     child: ChildProcess,
+    args: Vec<String>,
     server: Option<LoopbackServer>,
     scratch: Option<tempfile::TempDir>,
 }
@@ -124,11 +125,7 @@ impl Backend for Native {
         let mut cmd = Command::new(&bin);
         cmd.arg(&spec.workload).args(&args);
         let child = ChildProcess::spawn("native", cmd, spec)?;
-        Ok(Box::new(NativeInstance {
-            child,
-            server,
-            scratch,
-        }))
+        Ok(Box::new(NativeInstance { child, args, server, scratch }))
     }
 }
 
@@ -139,6 +136,10 @@ impl Instance for NativeInstance {
 
     fn close_stdin(&mut self) {
         self.child.close_stdin();
+    }
+
+    fn effective_args(&self) -> Option<Vec<String>> {
+        Some(self.args.clone())
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {

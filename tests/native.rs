@@ -1,0 +1,115 @@
+//! The native backend through the harness: every workload produces a complete
+//! record, failures are recorded with their error, and the CLI tells the truth.
+
+use std::process::Command;
+use std::time::Duration;
+
+use cvbench::backend::by_name;
+use cvbench::record::RunRecord;
+use cvbench::runner::{run, RunRequest};
+
+fn native(workload: &str, args: &[&str]) -> RunRecord {
+    let b = by_name("native").unwrap();
+    let mut req = RunRequest::new(workload, args.iter().map(|s| s.to_string()).collect());
+    req.sample_footprint = true;
+    req.timeout = Duration::from_secs(60);
+    run(b.as_ref(), &req)
+}
+
+#[test]
+fn every_workload_yields_a_complete_record() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("noop", &[], ""),
+        ("cpu", &["--sha-mib", "1", "--sieve-n", "100000", "--matmul-n", "16"], "sieve_primes"),
+        ("mem-bw", &["--array-mib", "2", "--iters", "1"], "triad_gb_s"),
+        ("mem-touch", &["--touch-mib", "2", "--chase-mib", "1", "--accesses", "1000"], "touch_ns_per_page"),
+        ("syscall", &["--iters", "1000"], "ns_per_call"),
+        ("net-stream", &["--mib", "4"], "gbit_per_s"),
+        ("net-rr", &["--requests", "100"], "p99_us"),
+        ("disk", &["--size-mib", "2", "--rand-ops", "4"], "rand_write_iops"),
+        ("idle", &[], "idle_ns"),
+    ];
+    for (w, args, key) in cases {
+        let r = native(w, args);
+        assert_eq!(r.error, None, "{w}: {r:?}");
+        assert_eq!(r.backend, "native");
+        assert!(r.exit.unwrap().success());
+        let ready = r.host.launch_to_ready_ns.unwrap();
+        let exit = r.host.launch_to_exit_ns.unwrap();
+        assert!(ready > 0 && ready <= exit, "{w}: ready {ready} exit {exit}");
+        if !key.is_empty() {
+            assert!(r.metrics.get(*key).copied().unwrap_or(-1.0) > 0.0, "{w}: missing {key}: {:?}", r.metrics);
+        }
+    }
+}
+
+#[test]
+fn net_workloads_get_a_loopback_peer() {
+    let r = native("net-rr", &["--requests", "10"]);
+    let i = r.args.iter().position(|a| a == "--peer").expect("--peer appended");
+    assert!(r.args[i + 1].starts_with("127.0.0.1:"), "{:?}", r.args);
+}
+
+#[test]
+fn footprint_is_sampled_for_idle() {
+    let r = native("idle", &[]);
+    assert!(r.footprint.rss_kib.unwrap_or(0) > 0, "{:?}", r.footprint);
+    assert!(r.footprint.peak_rss_kib.unwrap_or(0) > 0, "{:?}", r.footprint);
+}
+
+#[test]
+fn failed_run_keeps_its_error_and_exit_code() {
+    let r = native("cpu", &["--sha-mib", "not-a-number"]);
+    assert_eq!(r.exit.unwrap().code, Some(2));
+    let e = r.error.expect("error recorded");
+    assert!(e.contains("exit code 2") && e.contains("usage"), "{e}");
+}
+
+#[test]
+fn timeout_kills_the_instance_and_says_so() {
+    let b = by_name("native").unwrap();
+    let mut req = RunRequest::new("mem-touch", vec!["--touch-mib".into(), "64".into(), "--accesses".into(), "100000000000".into()]);
+    req.timeout = Duration::from_millis(500);
+    let r = run(b.as_ref(), &req);
+    let e = r.error.expect("timed out");
+    assert!(e.contains("timed out"), "{e}");
+}
+
+fn cvbench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cvbench"))
+}
+
+#[test]
+fn cli_run_json_prints_one_valid_record() {
+    let out = cvbench().args(["run", "--backend", "native", "--workload", "cpu", "--json", "--", "--sha-mib", "1"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    let r: RunRecord = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!((r.backend.as_str(), r.workload.as_str()), ("native", "cpu"));
+    assert!(r.metrics["sha256_mib_per_s"] > 0.0);
+    assert!(!r.env_id.is_empty());
+}
+
+#[test]
+fn cli_rejects_unknown_backend_and_workload() {
+    let out = cvbench().args(["run", "--backend", "teleport", "--workload", "noop"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("teleport"));
+    let out = cvbench().args(["run", "--backend", "native", "--workload", "warp"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn doctor_reports_kvm_kind_truthfully() {
+    let out = cvbench().args(["doctor", "--json"]).output().unwrap();
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kvm = checks.as_array().unwrap().iter().find(|c| c["name"] == "kvm").unwrap();
+    let detail = kvm["detail"].as_str().unwrap();
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() && std::path::Path::new("/dev/kvm").exists() {
+        assert!(detail.contains("kvm_pvm"), "{detail}");
+        assert_eq!(kvm["status"], "warn");
+    } else if !std::path::Path::new("/dev/kvm").exists() {
+        assert_eq!(kvm["status"], "missing");
+    }
+}
