@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let root =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let ws = root.join("workload");
     for p in ["src", "Cargo.toml", "build.rs"] {
         println!("cargo:rerun-if-changed={}", ws.join(p).display());

@@ -26,40 +26,13 @@ pub struct Check {
 }
 
 fn check(name: &'static str, ok: bool, core: bool, yes: String, no: String) -> Check {
-    Check {
-        name,
-        status: if ok { Status::Ok } else { Status::Missing },
-        detail: if ok { yes } else { no },
-        core,
-    }
-}
-
-/// Where the cached guest kernel is, if built.
-pub fn guest_kernel() -> Option<std::path::PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
-    let dir = base.join("cvbench/kernel");
-    let mut found: Vec<_> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path().join("vmlinux"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop()
+    Check { name, status: if ok { Status::Ok } else { Status::Missing }, detail: if ok { yes } else { no }, core }
 }
 
 pub fn run_checks() -> Vec<Check> {
     let mut v = Vec::new();
     v.push(match paths::workload_binary() {
-        Ok(p) => check(
-            "workload binary",
-            true,
-            true,
-            p.display().to_string(),
-            String::new(),
-        ),
+        Ok(p) => check("workload binary", true, true, p.display().to_string(), String::new()),
         Err(e) => check("workload binary", false, true, String::new(), e.to_string()),
     });
     v.push(check(
@@ -82,7 +55,12 @@ pub fn run_checks() -> Vec<Check> {
                 "{}; microvm-bare runs fully; a Linux guest boots only to the kernel (its user space cannot make system calls here), so the microvm and qemu backends stop before the workload",
                 kvm.describe()
             ),
-            KvmKind::Absent => "no usable /dev/kvm: microvm-bare, microvm and qemu are skipped".into(),
+            KvmKind::Absent | KvmKind::Unknown => match cvbench_microvm::kvm_kind() {
+                cvbench_microvm::KvmKind::Unavailable(why) => {
+                    format!("{why}: microvm-bare, microvm and qemu are skipped")
+                }
+                other => format!("{}: the VMM will try it", other.name()),
+            },
             _ => kvm.describe().into(),
         },
         core: true,
@@ -113,14 +91,8 @@ pub fn run_checks() -> Vec<Check> {
         "/dev/net/tun present (virtio-net tap devices)".into(),
         "/dev/net/tun missing: VM network workloads are skipped".into(),
     ));
-    v.push(match guest_kernel() {
-        Some(p) => check(
-            "guest kernel",
-            true,
-            false,
-            p.display().to_string(),
-            String::new(),
-        ),
+    v.push(match crate::backend::microvm::guest_kernel() {
+        Some(p) => check("guest kernel", true, false, p.display().to_string(), String::new()),
         None => check(
             "guest kernel",
             false,
@@ -138,13 +110,7 @@ pub fn run_checks() -> Vec<Check> {
         };
         v.push(match ver {
             Some(ver) => check(name, true, false, ver, String::new()),
-            None => check(
-                name,
-                false,
-                false,
-                String::new(),
-                "not installed (apt-get install it to compare)".into(),
-            ),
+            None => check(name, false, false, String::new(), "not installed (apt-get install it to compare)".into()),
         });
     }
     v
@@ -152,9 +118,7 @@ pub fn run_checks() -> Vec<Check> {
 
 /// The core suite can run when no core check is missing.
 pub fn core_ok(checks: &[Check]) -> bool {
-    checks
-        .iter()
-        .all(|c| !c.core || c.status != Status::Missing)
+    checks.iter().all(|c| !c.core || c.status != Status::Missing)
 }
 
 #[cfg(test)]
@@ -164,30 +128,15 @@ mod tests {
     #[test]
     fn core_ok_ignores_missing_optional_checks() {
         let c = vec![
-            Check {
-                name: "a",
-                status: Status::Ok,
-                detail: String::new(),
-                core: true,
-            },
-            Check {
-                name: "b",
-                status: Status::Missing,
-                detail: String::new(),
-                core: false,
-            },
+            Check { name: "a", status: Status::Ok, detail: String::new(), core: true },
+            Check { name: "b", status: Status::Missing, detail: String::new(), core: false },
         ];
         assert!(core_ok(&c));
     }
 
     #[test]
     fn core_ok_fails_on_a_missing_core_check() {
-        let c = vec![Check {
-            name: "a",
-            status: Status::Missing,
-            detail: String::new(),
-            core: true,
-        }];
+        let c = vec![Check { name: "a", status: Status::Missing, detail: String::new(), core: true }];
         assert!(!core_ok(&c));
     }
 }

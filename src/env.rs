@@ -34,30 +34,15 @@ impl KvmKind {
     }
 }
 
-/// Classify KVM from the loaded modules under `sys_module` (normally /sys/module).
-pub fn kvm_kind_from(sys_module: &Path, dev_kvm_usable: bool) -> KvmKind {
-    if !dev_kvm_usable {
-        KvmKind::Absent
-    } else if sys_module.join("kvm_pvm").exists() {
-        KvmKind::SoftwarePvm
-    } else if sys_module.join("kvm_intel").exists() || sys_module.join("kvm_amd").exists() {
-        KvmKind::Hardware
-    } else {
-        KvmKind::Unknown
-    }
-}
-
-/// Can /dev/kvm be opened read-write?
-pub fn dev_kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
-
+/// The kind of `/dev/kvm`, as the VMM detects it (one detector for the VMM,
+/// the doctor and the manifest).
 pub fn kvm_kind() -> KvmKind {
-    kvm_kind_from(Path::new("/sys/module"), dev_kvm_usable())
+    match cvbench_microvm::kvm_kind() {
+        cvbench_microvm::KvmKind::Hardware => KvmKind::Hardware,
+        cvbench_microvm::KvmKind::Pvm => KvmKind::SoftwarePvm,
+        cvbench_microvm::KvmKind::Unavailable(_) if std::path::Path::new("/dev/kvm").exists() => KvmKind::Unknown,
+        cvbench_microvm::KvmKind::Unavailable(_) => KvmKind::Absent,
+    }
 }
 
 /// How cgroups are mounted.
@@ -73,11 +58,9 @@ pub enum CgroupMode {
     Absent,
 }
 
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-
 fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
 
@@ -101,24 +84,14 @@ pub fn is_root() -> bool {
 }
 
 pub fn overlayfs_available() -> bool {
-    std::fs::read_to_string("/proc/filesystems")
-        .map(|s| s.lines().any(|l| l.ends_with("\toverlay")))
-        .unwrap_or(false)
+    std::fs::read_to_string("/proc/filesystems").map(|s| s.lines().any(|l| l.ends_with("\toverlay"))).unwrap_or(false)
 }
 
 /// First line of `cmd --version`, or `None` when it is not installed.
 pub fn tool_version(cmd: &str, arg: &str) -> Option<String> {
     let out = Command::new(cmd).arg(arg).output().ok()?;
-    let text = String::from_utf8_lossy(if out.stdout.is_empty() {
-        &out.stderr
-    } else {
-        &out.stdout
-    })
-    .into_owned();
-    text.lines()
-        .next()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
+    let text = String::from_utf8_lossy(if out.stdout.is_empty() { &out.stderr } else { &out.stdout }).into_owned();
+    text.lines().next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty())
 }
 
 /// Peer systems and tools the comparison uses, with their versions.
@@ -176,18 +149,10 @@ fn mem_total_kib() -> u64 {
 
 fn git_rev() -> Option<String> {
     let out = Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short=12",
-            "HEAD",
-        ])
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short=12", "HEAD"])
         .output()
         .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 impl Manifest {
@@ -196,18 +161,10 @@ impl Manifest {
         Manifest {
             cvbench_version: env!("CARGO_PKG_VERSION").to_string(),
             git_rev: git_rev(),
-            hostname: uts
-                .as_ref()
-                .map(|u| u.nodename().to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            kernel: uts
-                .as_ref()
-                .map(|u| u.release().to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            hostname: uts.as_ref().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default(),
+            kernel: uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
             cpu_model: cpuinfo_model(),
-            cores: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             mem_total_kib: mem_total_kib(),
             kvm: kvm_kind(),
             cgroup: cgroup_mode(),
@@ -226,28 +183,6 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kvm_kind_prefers_pvm_when_its_module_is_loaded() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("kvm_pvm")).unwrap();
-        std::fs::create_dir(d.path().join("kvm_intel")).unwrap();
-        assert_eq!(kvm_kind_from(d.path(), true), KvmKind::SoftwarePvm);
-    }
-
-    #[test]
-    fn kvm_kind_is_hardware_with_kvm_amd() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("kvm_amd")).unwrap();
-        assert_eq!(kvm_kind_from(d.path(), true), KvmKind::Hardware);
-    }
-
-    #[test]
-    fn kvm_kind_is_absent_without_dev_kvm() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("kvm_intel")).unwrap();
-        assert_eq!(kvm_kind_from(d.path(), false), KvmKind::Absent);
-    }
 
     #[test]
     fn manifest_id_changes_with_content() {

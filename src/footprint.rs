@@ -30,9 +30,7 @@ pub fn sample(pids: &[i32]) -> Sample {
 fn sample_under(proc_root: &Path, pids: &[i32]) -> Sample {
     let mut s = Sample::default();
     for pid in pids {
-        let Ok(text) =
-            std::fs::read_to_string(proc_root.join(pid.to_string()).join("smaps_rollup"))
-        else {
+        let Ok(text) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("smaps_rollup")) else {
             continue;
         };
         let (rss, pss) = parse_rollup(&text);
@@ -62,20 +60,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for pid in [10, 11] {
             std::fs::create_dir(dir.path().join(pid.to_string())).unwrap();
-            std::fs::write(
-                dir.path().join(pid.to_string()).join("smaps_rollup"),
-                ROLLUP,
-            )
-            .unwrap();
+            std::fs::write(dir.path().join(pid.to_string()).join("smaps_rollup"), ROLLUP).unwrap();
         }
         let s = sample_under(dir.path(), &[10, 11, 12]);
-        assert_eq!(
-            s,
-            Sample {
-                rss_kib: Some(2468),
-                pss_kib: Some(912)
-            }
-        );
+        assert_eq!(s, Sample { rss_kib: Some(2468), pss_kib: Some(912) });
     }
 
     #[test]
@@ -113,10 +101,8 @@ impl PeakSampler {
             let mut best: Vec<Option<u64>> = vec![None; pids.len()];
             loop {
                 for (slot, pid) in best.iter_mut().zip(&pids) {
-                    if let Some(h) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                        .ok()
-                        .as_deref()
-                        .and_then(parse_hwm)
+                    if let Some(h) =
+                        std::fs::read_to_string(format!("/proc/{pid}/status")).ok().as_deref().and_then(parse_hwm)
                     {
                         *slot = Some(slot.unwrap_or(0).max(h));
                     }
@@ -145,19 +131,13 @@ mod hwm_tests {
 
     #[test]
     fn parse_hwm_reads_the_high_water_mark() {
-        assert_eq!(
-            parse_hwm("Name:\tx\nVmPeak:\t  9 kB\nVmHWM:\t    1500 kB\n"),
-            Some(1500)
-        );
+        assert_eq!(parse_hwm("Name:\tx\nVmPeak:\t  9 kB\nVmHWM:\t    1500 kB\n"), Some(1500));
         assert_eq!(parse_hwm("Name:\tx\n"), None);
     }
 
     #[test]
     fn peak_sampler_sees_this_process() {
-        let s = PeakSampler::start(
-            vec![std::process::id() as i32],
-            std::time::Duration::from_millis(1),
-        );
+        let s = PeakSampler::start(vec![std::process::id() as i32], std::time::Duration::from_millis(1));
         std::thread::sleep(std::time::Duration::from_millis(5));
         assert!(s.finish().unwrap_or(0) > 0);
     }

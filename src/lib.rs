@@ -4,9 +4,14 @@
 //! and turns result sets into reports.
 
 pub mod backend;
+pub mod bench;
 pub mod doctor;
 pub mod env;
 pub mod footprint;
+pub mod lab;
 pub mod paths;
 pub mod record;
+pub mod report;
+pub mod results;
 pub mod runner;
+pub mod stats;

@@ -8,11 +8,7 @@ pub enum PathsError {
     #[error("workload binary not found at {0} (build it: cargo build --release, or set CVBENCH_WORKLOAD)")]
     WorkloadMissing(PathBuf),
     #[error("{name} not found at {path} (build it: cargo build --release, or set {env})")]
-    SiblingMissing {
-        name: String,
-        path: PathBuf,
-        env: String,
-    },
+    SiblingMissing { name: String, path: PathBuf, env: String },
     #[error("cannot locate the running executable")]
     CurrentExe(#[source] std::io::Error),
 }
@@ -40,11 +36,7 @@ pub fn sibling_binary(name: &str, env: &str) -> Result<PathBuf, PathsError> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(PathsError::SiblingMissing {
-                name: name.into(),
-                path: p,
-                env: env.into(),
-            })
+            Err(PathsError::SiblingMissing { name: name.into(), path: p, env: env.into() })
         };
     }
     let exe = std::env::current_exe().map_err(PathsError::CurrentExe)?;
@@ -55,11 +47,7 @@ pub fn sibling_binary(name: &str, env: &str) -> Result<PathBuf, PathsError> {
             return Ok(c.clone());
         }
     }
-    Err(PathsError::SiblingMissing {
-        name: name.into(),
-        path: candidates[0].clone(),
-        env: env.into(),
-    })
+    Err(PathsError::SiblingMissing { name: name.into(), path: candidates[0].clone(), env: env.into() })
 }
 
 /// The repository root (where `reports/` lives), from the build.
@@ -77,9 +65,6 @@ mod tests {
         std::env::set_var(var, "/nonexistent/cvbench-x");
         let err = sibling_binary("cvbench-x", var).unwrap_err().to_string();
         std::env::remove_var(var);
-        assert!(
-            err.contains("/nonexistent/cvbench-x") && err.contains(var),
-            "{err}"
-        );
+        assert!(err.contains("/nonexistent/cvbench-x") && err.contains(var), "{err}");
     }
 }

@@ -103,10 +103,7 @@ impl WorkloadOutput {
 
     /// Finite metrics only (the workload prints `null` for non-finite values).
     pub fn finite_metrics(&self) -> BTreeMap<String, f64> {
-        self.metrics
-            .iter()
-            .filter_map(|(k, v)| v.map(|v| (k.clone(), v)))
-            .collect()
+        self.metrics.iter().filter_map(|(k, v)| v.map(|v| (k.clone(), v))).collect()
     }
 }
 
@@ -129,19 +126,9 @@ mod tests {
                 launch_to_exit_ns: Some(9_000_000),
                 phases: vec![("spawn".into(), 400_000)],
             },
-            footprint: Footprint {
-                peak_rss_kib: Some(1200),
-                rss_kib: None,
-                pss_kib: None,
-            },
-            exit: Some(ExitInfo {
-                code: Some(0),
-                signal: None,
-                oom_killed: false,
-            }),
-            metrics: [("sha256_mib_per_s".to_string(), 180.5)]
-                .into_iter()
-                .collect(),
+            footprint: Footprint { peak_rss_kib: Some(1200), rss_kib: None, pss_kib: None },
+            exit: Some(ExitInfo { code: Some(0), signal: None, oom_killed: false }),
+            metrics: [("sha256_mib_per_s".to_string(), 180.5)].into_iter().collect(),
             extra: BTreeMap::new(),
             notes: vec![],
             error: None,
@@ -159,9 +146,7 @@ mod tests {
     #[test]
     fn record_rejects_unknown_fields() {
         let mut v = serde_json::to_value(sample()).unwrap();
-        v.as_object_mut()
-            .unwrap()
-            .insert("surprise".into(), 1.into());
+        v.as_object_mut().unwrap().insert("surprise".into(), 1.into());
         assert!(serde_json::from_value::<RunRecord>(v).is_err());
     }
 
@@ -176,8 +161,7 @@ mod tests {
 
     #[test]
     fn workload_output_parses_and_drops_nulls() {
-        let o =
-            WorkloadOutput::parse(r#"{"workload":"cpu","metrics":{"a":1.5,"b":null}}"#).unwrap();
+        let o = WorkloadOutput::parse(r#"{"workload":"cpu","metrics":{"a":1.5,"b":null}}"#).unwrap();
         assert_eq!(o.workload, "cpu");
         let m = o.finite_metrics();
         assert_eq!(m.get("a"), Some(&1.5));
@@ -192,23 +176,8 @@ mod tests {
 
     #[test]
     fn exit_success_requires_code_zero_and_no_oom() {
-        assert!(ExitInfo {
-            code: Some(0),
-            signal: None,
-            oom_killed: false
-        }
-        .success());
-        assert!(!ExitInfo {
-            code: Some(0),
-            signal: None,
-            oom_killed: true
-        }
-        .success());
-        assert!(!ExitInfo {
-            code: None,
-            signal: Some(9),
-            oom_killed: false
-        }
-        .success());
+        assert!(ExitInfo { code: Some(0), signal: None, oom_killed: false }.success());
+        assert!(!ExitInfo { code: Some(0), signal: None, oom_killed: true }.success());
+        assert!(!ExitInfo { code: None, signal: Some(9), oom_killed: false }.success());
     }
 }

@@ -47,10 +47,7 @@ impl RunRequest {
 /// Lines the stdout reader reports.
 enum Event {
     Ready(Instant),
-    Done {
-        output: Option<WorkloadOutput>,
-        other: Vec<String>,
-    },
+    Done { output: Option<WorkloadOutput>, other: Vec<String> },
 }
 
 /// Errors while wiring the run itself (before the backend is involved).
@@ -61,10 +58,8 @@ pub enum RunnerError {
 }
 
 fn pipes() -> Result<[(std::os::fd::OwnedFd, std::os::fd::OwnedFd); 2], RunnerError> {
-    let out = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| RunnerError::Pipe("stdout", e))?;
-    let err = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| RunnerError::Pipe("stderr", e))?;
+    let out = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RunnerError::Pipe("stdout", e))?;
+    let err = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RunnerError::Pipe("stderr", e))?;
     Ok([out, err])
 }
 
@@ -79,10 +74,7 @@ pub fn run(backend: &dyn Backend, req: &RunRequest) -> RunRecord {
         env_id: req.env_id.clone(),
         scenario: req.scenario.clone(),
         iteration: req.iteration,
-        started_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        started_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
         host: HostTimings::default(),
         footprint: Footprint::default(),
         exit: None,
@@ -137,9 +129,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     });
     let stderr_reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = std::fs::File::from(err_r)
-            .take(64 << 10)
-            .read_to_end(&mut buf);
+        let _ = std::fs::File::from(err_r).take(64 << 10).read_to_end(&mut buf);
         String::from_utf8_lossy(&buf).into_owned()
     });
 
@@ -154,9 +144,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         }
     };
 
-    let sampler = req
-        .sample_footprint
-        .then(|| footprint::PeakSampler::start(inst.pids(), Duration::from_millis(10)));
+    let sampler = req.sample_footprint.then(|| footprint::PeakSampler::start(inst.pids(), Duration::from_millis(10)));
     // Wait for READY (or the end of output) within the timeout.
     let mut ready = None;
     let mut done = None;
@@ -177,10 +165,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         }
     }
     inst.close_stdin();
-    let remaining = req
-        .timeout
-        .saturating_sub(t0.elapsed())
-        .max(Duration::from_millis(1));
+    let remaining = req.timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
     let waited = inst.wait(remaining);
     let t_exit = Instant::now();
     rec.footprint.peak_rss_kib = sampler.and_then(|s| s.finish());
@@ -209,10 +194,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         _ => (None, Vec::new()),
     };
     if exit.oom_killed {
-        return Err(with_stderr(
-            "the instance was killed by the OOM killer".into(),
-            &stderr,
-        ));
+        return Err(with_stderr("the instance was killed by the OOM killer".into(), &stderr));
     }
     if !exit.success() {
         let how = match (exit.code, exit.signal) {
@@ -227,37 +209,20 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         return Err(with_stderr(msg, &stderr));
     }
     if ready.is_none() {
-        return Err(with_stderr(
-            format!("workload {} never printed READY", req.workload),
-            &stderr,
-        ));
+        return Err(with_stderr(format!("workload {} never printed READY", req.workload), &stderr));
     }
     match output {
         Some(o) if o.workload == req.workload => {
             rec.metrics = o.finite_metrics();
             Ok(())
         }
-        Some(o) => Err(format!(
-            "workload printed a result for {:?}, expected {:?}",
-            o.workload, req.workload
-        )),
-        None => Err(with_stderr(
-            format!("workload {} printed no JSON result", req.workload),
-            &stderr,
-        )),
+        Some(o) => Err(format!("workload printed a result for {:?}, expected {:?}", o.workload, req.workload)),
+        None => Err(with_stderr(format!("workload {} printed no JSON result", req.workload), &stderr)),
     }
 }
 
 fn with_stderr(msg: String, stderr: &str) -> String {
-    let tail: String = stderr
-        .trim()
-        .chars()
-        .rev()
-        .take(800)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let tail: String = stderr.trim().chars().rev().take(800).collect::<Vec<_>>().into_iter().rev().collect();
     if tail.is_empty() {
         msg
     } else {

@@ -68,7 +68,10 @@ fn failed_run_keeps_its_error_and_exit_code() {
 #[test]
 fn timeout_kills_the_instance_and_says_so() {
     let b = by_name("native").unwrap();
-    let mut req = RunRequest::new("mem-touch", vec!["--touch-mib".into(), "64".into(), "--accesses".into(), "100000000000".into()]);
+    let mut req = RunRequest::new(
+        "mem-touch",
+        vec!["--touch-mib".into(), "64".into(), "--accesses".into(), "100000000000".into()],
+    );
     req.timeout = Duration::from_millis(500);
     let r = run(b.as_ref(), &req);
     let e = r.error.expect("timed out");
@@ -81,7 +84,10 @@ fn cvbench() -> Command {
 
 #[test]
 fn cli_run_json_prints_one_valid_record() {
-    let out = cvbench().args(["run", "--backend", "native", "--workload", "cpu", "--json", "--", "--sha-mib", "1"]).output().unwrap();
+    let out = cvbench()
+        .args(["run", "--backend", "native", "--workload", "cpu", "--json", "--", "--sha-mib", "1"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1);

@@ -19,7 +19,12 @@ fn run(args: &[&str]) -> Output {
 fn metrics(args: &[&str]) -> std::collections::BTreeMap<String, f64> {
     let out = run(args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{args:?} failed: {:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.first(), Some(&"READY"), "{args:?}: first line must be READY: {stdout}");
     assert_eq!(lines.len(), 2, "{args:?}: expected READY + one JSON line: {stdout}");
@@ -153,7 +158,11 @@ fn binary_is_static_and_not_pie() {
 /// The documented footprint: the `nr` table of workload/src/sys.rs.
 fn documented_syscalls() -> BTreeSet<String> {
     let src = std::fs::read_to_string(cvbench::paths::repo_root().join("workload/src/sys.rs")).unwrap();
-    let table = src.split("pub mod nr {").nth(1).and_then(|rest| rest.split('}').next()).expect("sys.rs has a `pub mod nr` table");
+    let table = src
+        .split("pub mod nr {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .expect("sys.rs has a `pub mod nr` table");
     let names: BTreeSet<String> = table
         .lines()
         .filter_map(|l| l.trim().strip_prefix("pub const "))
@@ -207,7 +216,13 @@ fn strace_sees_only_documented_syscalls() {
         assert!(st.code().is_some(), "strace run of {args:?} did not finish");
         let text = std::fs::read_to_string(&log).unwrap();
         for line in text.lines() {
-            let name: String = line.split_whitespace().nth(1).unwrap_or("").chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let name: String = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
             if name.is_empty() || name == "execve" || line.contains("+++") || line.contains("---") {
                 continue;
             }

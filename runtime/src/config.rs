@@ -39,9 +39,7 @@ impl std::str::FromStr for NetMode {
             "loopback" => Ok(NetMode::Loopback),
             "veth" => Ok(NetMode::Veth),
             "host" => Ok(NetMode::Host),
-            other => Err(format!(
-                "unknown network mode `{other}` (none|loopback|veth|host)"
-            )),
+            other => Err(format!("unknown network mode `{other}` (none|loopback|veth|host)")),
         }
     }
 }
@@ -132,8 +130,10 @@ pub struct ContainerConfig {
     pub readonly_rootfs: bool,
     pub mounts: Vec<MountSpec>,
     pub cgroup: CgroupChoice,
-    /// Store and container state live here.
+    /// The image store lives here.
     pub state_dir: PathBuf,
+    /// Per-container state dirs (`<run_root>/containers/<id>`) live here.
+    pub run_root: PathBuf,
 }
 
 impl Default for ContainerConfig {
@@ -160,6 +160,7 @@ impl Default for ContainerConfig {
             mounts: Vec::new(),
             cgroup: CgroupChoice::Auto,
             state_dir: PathBuf::from(crate::DEFAULT_STATE_DIR),
+            run_root: crate::default_run_root(),
         }
     }
 }

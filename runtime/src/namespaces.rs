@@ -83,11 +83,7 @@ impl FromStr for Namespace {
 
 /// Parse a comma-separated list such as `pid,mount,uts`.
 pub fn parse_list(list: &str) -> Result<BTreeSet<Namespace>, Error> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(Namespace::from_str)
-        .collect()
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Namespace::from_str).collect()
 }
 
 /// The combined clone flags for a set of namespaces.
@@ -97,10 +93,7 @@ pub fn clone_flags(set: &BTreeSet<Namespace>) -> u64 {
 
 /// The default set: everything except the user namespace.
 pub fn default_set() -> BTreeSet<Namespace> {
-    Namespace::ALL
-        .into_iter()
-        .filter(|ns| *ns != Namespace::User)
-        .collect()
+    Namespace::ALL.into_iter().filter(|ns| *ns != Namespace::User).collect()
 }
 
 #[cfg(test)]
@@ -123,10 +116,7 @@ mod tests {
     #[test]
     fn clone_flags_combine() {
         let set = parse_list("pid,net").unwrap();
-        assert_eq!(
-            clone_flags(&set),
-            (libc::CLONE_NEWPID | libc::CLONE_NEWNET) as u64
-        );
+        assert_eq!(clone_flags(&set), (libc::CLONE_NEWPID | libc::CLONE_NEWNET) as u64);
     }
 
     #[test]

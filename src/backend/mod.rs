@@ -2,7 +2,11 @@
 //! in a container or in a micro-VM, and what it gets back. Every backend
 //! implements [`Backend`]; [`registry`] lists them by name.
 
+pub mod container;
+pub mod microvm;
+pub mod microvm_bare;
 pub mod native;
+pub mod peers;
 pub mod process;
 
 use serde::{Deserialize, Serialize};
@@ -18,11 +22,7 @@ pub enum BackendError {
     #[error("backend {backend} cannot run on this host: {reason}")]
     Unavailable { backend: String, reason: String },
     #[error("backend {backend} does not support workload {workload}: {reason}")]
-    Unsupported {
-        backend: String,
-        workload: String,
-        reason: String,
-    },
+    Unsupported { backend: String, workload: String, reason: String },
     #[error("backend {backend} failed to launch {workload}")]
     Launch {
         backend: String,
@@ -144,15 +144,19 @@ pub trait Instance: Send {
 }
 
 /// Names of every backend the suite knows, in report order.
-pub const ALL: &[&str] = &["native", "container", "microvm-bare", "microvm"];
+pub const ALL: &[&str] = &["native", "container", "microvm-bare", "microvm", "runc", "crun", "docker", "qemu"];
 
 /// Look a backend up by name.
 pub fn by_name(name: &str) -> Result<Box<dyn Backend>, BackendError> {
     match name {
         "native" => Ok(Box::new(native::Native::new())),
-        _ => Err(BackendError::UnknownBackend(
-            name.to_string(),
-            ALL.join(", "),
-        )),
+        "container" => Ok(Box::new(container::ContainerBackend::new())),
+        "microvm" => Ok(Box::new(microvm::MicroVm::new())),
+        "microvm-bare" => Ok(Box::new(microvm_bare::MicroVmBare::new())),
+        "runc" => Ok(Box::new(peers::oci_runtime::OciRuntime::new(peers::oci_runtime::Kind::Runc))),
+        "crun" => Ok(Box::new(peers::oci_runtime::OciRuntime::new(peers::oci_runtime::Kind::Crun))),
+        "docker" => Ok(Box::new(peers::docker::Docker::new())),
+        "qemu" => Ok(Box::new(peers::qemu::Qemu::new())),
+        _ => Err(BackendError::UnknownBackend(name.to_string(), ALL.join(", "))),
     }
 }

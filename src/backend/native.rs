@@ -26,11 +26,7 @@ impl Default for Native {
 }
 
 fn err(workload: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BackendError {
-    BackendError::Launch {
-        backend: "native".into(),
-        workload: workload.into(),
-        source: e.into(),
-    }
+    BackendError::Launch { backend: "native".into(), workload: workload.into(), source: e.into() }
 }
 
 /// A `cvbench-workload serve` on a free loopback port, for the net workloads.
@@ -43,18 +39,12 @@ impl LoopbackServer {
     pub fn start(workload_bin: &std::path::Path) -> Result<LoopbackServer, BackendError> {
         // Ask the kernel for a free port, then hand it to the server. The tiny
         // window between close and the server's bind is on loopback only.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| err("serve", e))?
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| err("serve", e))?.port();
         let addr = format!("127.0.0.1:{port}");
         let (rd, wr) = nix::unistd::pipe().map_err(|e| err("serve", e))?;
         let mut cmd = Command::new(workload_bin);
         cmd.args(["serve", "--listen", &addr, "--max-conns", "1"]);
-        let errfd = std::fs::File::options()
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| err("serve", e))?;
+        let errfd = std::fs::File::options().write(true).open("/dev/null").map_err(|e| err("serve", e))?;
         let spec = LaunchSpec {
             workload: "serve".into(),
             args: vec![],
@@ -66,14 +56,9 @@ impl LoopbackServer {
         };
         let proc = ChildProcess::spawn("native", cmd, spec)?;
         let mut line = String::new();
-        BufReader::new(std::fs::File::from(rd))
-            .read_line(&mut line)
-            .map_err(|e| err("serve", e))?;
+        BufReader::new(std::fs::File::from(rd)).read_line(&mut line).map_err(|e| err("serve", e))?;
         if line.trim() != "READY" {
-            return Err(err(
-                "serve",
-                format!("server on {addr} did not start (printed {line:?})"),
-            ));
+            return Err(err("serve", format!("server on {addr} did not start (printed {line:?})")));
         }
         Ok(LoopbackServer { proc, addr })
     }
@@ -96,9 +81,7 @@ impl Backend for Native {
     }
 
     fn check(&self) -> Result<(), String> {
-        paths::workload_binary()
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        paths::workload_binary().map(|_| ()).map_err(|e| e.to_string())
     }
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {

@@ -38,23 +38,15 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 
 impl ChildProcess {
     /// Spawn `cmd` with the spec's stdout/stderr and, if asked, a stdin pipe.
-    pub fn spawn(
-        backend: &'static str,
-        mut cmd: Command,
-        spec: LaunchSpec,
-    ) -> Result<ChildProcess, BackendError> {
+    pub fn spawn(backend: &'static str, mut cmd: Command, spec: LaunchSpec) -> Result<ChildProcess, BackendError> {
         let launch_err = |e: std::io::Error| BackendError::Launch {
             backend: backend.into(),
             workload: spec.workload.clone(),
             source: Box::new(e),
         };
-        cmd.stdin(if spec.stdin_pipe {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::from(spec.stdout))
-        .stderr(Stdio::from(spec.stderr));
+        cmd.stdin(if spec.stdin_pipe { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::from(spec.stdout))
+            .stderr(Stdio::from(spec.stderr));
         let mut child = cmd.spawn().map_err(launch_err)?;
         let pid = child.id() as i32;
         let stdin = child.stdin.take();
@@ -71,29 +63,16 @@ impl ChildProcess {
                 let r = loop {
                     // SAFETY: waiting for our own child with valid out-pointers.
                     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-                    if r < 0
-                        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                    {
+                    if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                         continue;
                     }
                     break r;
                 };
-                let msg = if r < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(Reaped { status })
-                };
+                let msg = if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(Reaped { status }) };
                 let _ = tx.send(msg);
             })
             .map_err(launch_err)?;
-        Ok(ChildProcess {
-            backend,
-            pid,
-            pidfd,
-            stdin,
-            reaped: rx,
-            exit: None,
-        })
+        Ok(ChildProcess { backend, pid, pidfd, stdin, reaped: rx, exit: None })
     }
 
     pub fn pid(&self) -> i32 {
@@ -110,31 +89,15 @@ impl ChildProcess {
             return;
         }
         // SAFETY: the pidfd refers to our child; a null siginfo is allowed.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                sig,
-                std::ptr::null::<u8>(),
-                0,
-            )
-        };
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), sig, std::ptr::null::<u8>(), 0) };
     }
 
     fn record(&mut self, r: Reaped) -> ExitInfo {
         let s = r.status;
         let exit = if libc::WIFEXITED(s) {
-            ExitInfo {
-                code: Some(libc::WEXITSTATUS(s)),
-                signal: None,
-                oom_killed: false,
-            }
+            ExitInfo { code: Some(libc::WEXITSTATUS(s)), signal: None, oom_killed: false }
         } else {
-            ExitInfo {
-                code: None,
-                signal: Some(libc::WTERMSIG(s)),
-                oom_killed: false,
-            }
+            ExitInfo { code: None, signal: Some(libc::WTERMSIG(s)), oom_killed: false }
         };
         self.exit = Some(exit);
         exit
@@ -147,11 +110,7 @@ impl ChildProcess {
         }
         match self.reaped.recv_timeout(timeout) {
             Ok(Ok(r)) => Ok(Some(self.record(r))),
-            Ok(Err(e)) => Err(BackendError::Wait {
-                backend: self.backend.into(),
-                pid: self.pid,
-                source: e,
-            }),
+            Ok(Err(e)) => Err(BackendError::Wait { backend: self.backend.into(), pid: self.pid, source: e }),
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(BackendError::Wait {
                 backend: self.backend.into(),
@@ -182,12 +141,11 @@ impl ChildProcess {
             return Ok(e);
         }
         self.signal(libc::SIGKILL);
-        self.try_wait(Duration::from_secs(10))?
-            .ok_or_else(|| BackendError::Other {
-                backend: self.backend.into(),
-                what: format!("killing pid {}", self.pid),
-                source: "still running 10 s after SIGKILL".into(),
-            })
+        self.try_wait(Duration::from_secs(10))?.ok_or_else(|| BackendError::Other {
+            backend: self.backend.into(),
+            what: format!("killing pid {}", self.pid),
+            source: "still running 10 s after SIGKILL".into(),
+        })
     }
 }
 

@@ -140,10 +140,7 @@ pub fn execute(a: RunArgs) -> anyhow::Result<i32> {
     req.env_id = Manifest::collect().id();
     let rec = runner::run(backend.as_ref(), &req);
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string(&rec).context("serialising the record")?
-        );
+        println!("{}", serde_json::to_string(&rec).context("serialising the record")?);
     } else {
         print_summary(&rec);
     }
@@ -151,8 +148,7 @@ pub fn execute(a: RunArgs) -> anyhow::Result<i32> {
 }
 
 fn ms(ns: Option<u64>) -> String {
-    ns.map(|n| format!("{:.3} ms", n as f64 / 1e6))
-        .unwrap_or_else(|| "-".into())
+    ns.map(|n| format!("{:.3} ms", n as f64 / 1e6)).unwrap_or_else(|| "-".into())
 }
 
 fn print_summary(r: &RunRecord) {
@@ -217,9 +213,7 @@ mod tests {
 
     #[test]
     fn unknown_workload_is_rejected() {
-        assert!(
-            T::try_parse_from(["x", "--backend", "native", "--workload", "fork-bomb"]).is_err()
-        );
+        assert!(T::try_parse_from(["x", "--backend", "native", "--workload", "fork-bomb"]).is_err());
     }
 
     #[test]

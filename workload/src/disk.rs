@@ -5,9 +5,9 @@
 //! `direct_io` = 1); otherwise they are buffered reads of data just written
 //! and synced, and `direct_io` = 0 says so.
 
+use crate::mem::xorshift;
 use crate::out::Report;
 use crate::sys::{self, now_ns, Errno, Mapping};
-use crate::mem::xorshift;
 
 const BLOCK: usize = 4096;
 
@@ -95,7 +95,14 @@ fn measure(fd: i32, path: &[u8], io: &mut Mapping, size: usize, blocks: u64, ran
     Ok((seq_w, rand_w, seq_r, rand_r, direct))
 }
 
-fn read_pass(rfd: i32, buf: &mut [u8], size: usize, blocks: u64, rand_ops: u64, s: &mut u64) -> Result<(u64, u64), Errno> {
+fn read_pass(
+    rfd: i32,
+    buf: &mut [u8],
+    size: usize,
+    blocks: u64,
+    rand_ops: u64,
+    s: &mut u64,
+) -> Result<(u64, u64), Errno> {
     let chunk = buf.len();
     let t = now_ns();
     let mut off = 0;

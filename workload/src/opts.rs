@@ -77,7 +77,12 @@ impl<'a> Opts<'a> {
     }
 
     /// A string option (returned with a trailing NUL appended into `buf`).
-    pub fn path<'b>(&mut self, name: &'static str, default: &[u8], buf: &'b mut [u8; 512]) -> Result<&'b [u8], UsageError> {
+    pub fn path<'b>(
+        &mut self,
+        name: &'static str,
+        default: &[u8],
+        buf: &'b mut [u8; 512],
+    ) -> Result<&'b [u8], UsageError> {
         let v = self.find(name)?.unwrap_or(default);
         if v.len() + 1 > buf.len() || v.is_empty() {
             return Err(UsageError::OutOfRange(name));

@@ -6,15 +6,7 @@ use core::arch::{asm, global_asm};
 // The kernel (or the bare micro-VM loader) enters with rsp pointing at argc,
 // followed by argv[], NULL, envp[], NULL, auxv. Align the stack and hand the
 // original pointer to Rust.
-global_asm!(
-    ".globl _start",
-    "_start:",
-    "xor ebp, ebp",
-    "mov rdi, rsp",
-    "and rsp, -16",
-    "call cvbench_start",
-    "ud2",
-);
+global_asm!(".globl _start", "_start:", "xor ebp, ebp", "mov rdi, rsp", "and rsp, -16", "call cvbench_start", "ud2",);
 
 /// Up to this many arguments are looked at; more is a usage error.
 pub const MAX_ARGS: usize = 64;

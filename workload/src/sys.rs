@@ -123,12 +123,8 @@ impl Mapping {
     pub fn new(len: usize) -> Result<Mapping, Errno> {
         let len = len.max(1);
         // SAFETY: an anonymous mapping with a null hint touches no existing memory.
-        let ret = unsafe {
-            syscall6(
-                nr::MMAP,
-                [0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, usize::MAX, 0],
-            )
-        };
+        let ret =
+            unsafe { syscall6(nr::MMAP, [0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, usize::MAX, 0]) };
         let addr = check(ret)?;
         Ok(Mapping { ptr: addr as *mut u8, len })
     }
@@ -183,8 +179,7 @@ impl SockAddrIn {
 
 pub fn tcp_socket() -> Result<i32, Errno> {
     // SAFETY: socket takes no memory.
-    check(unsafe { syscall6(nr::SOCKET, [AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0, 0, 0, 0]) })
-        .map(|fd| fd as i32)
+    check(unsafe { syscall6(nr::SOCKET, [AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0, 0, 0, 0]) }).map(|fd| fd as i32)
 }
 
 pub fn connect(fd: i32, sa: &SockAddrIn) -> Result<(), Errno> {
@@ -247,10 +242,8 @@ pub fn open(path: &[u8], flags: usize) -> Result<i32, Errno> {
         return Err(Errno(22));
     }
     // SAFETY: `path` is a NUL-terminated byte string.
-    check(unsafe {
-        syscall6(nr::OPENAT, [AT_FDCWD as usize, path.as_ptr() as usize, flags, 0o600, 0, 0])
-    })
-    .map(|fd| fd as i32)
+    check(unsafe { syscall6(nr::OPENAT, [AT_FDCWD as usize, path.as_ptr() as usize, flags, 0o600, 0, 0]) })
+        .map(|fd| fd as i32)
 }
 
 pub fn unlink(path: &[u8]) -> Result<(), Errno> {
@@ -258,8 +251,7 @@ pub fn unlink(path: &[u8]) -> Result<(), Errno> {
         return Err(Errno(22));
     }
     // SAFETY: `path` is a NUL-terminated byte string.
-    check(unsafe { syscall6(nr::UNLINKAT, [AT_FDCWD as usize, path.as_ptr() as usize, 0, 0, 0, 0]) })
-        .map(|_| ())
+    check(unsafe { syscall6(nr::UNLINKAT, [AT_FDCWD as usize, path.as_ptr() as usize, 0, 0, 0, 0]) }).map(|_| ())
 }
 
 pub fn pwrite(fd: i32, buf: &[u8], off: u64) -> Result<usize, Errno> {

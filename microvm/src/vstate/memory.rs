@@ -54,10 +54,7 @@ pub struct MemRange {
 
 /// Map anonymous, lazily faulted host memory for each range (sorted, non-overlapping).
 pub fn create_guest_memory(ranges: &[MemRange]) -> Result<GuestMemoryMmap, MemoryError> {
-    let pairs: Vec<(GuestAddress, usize)> = ranges
-        .iter()
-        .map(|r| (GuestAddress(r.start), r.size))
-        .collect();
+    let pairs: Vec<(GuestAddress, usize)> = ranges.iter().map(|r| (GuestAddress(r.start), r.size)).collect();
     GuestMemoryMmap::from_ranges(&pairs).map_err(|source| MemoryError::Create {
         addr: ranges.first().map_or(0, |r| r.start),
         size: ranges.iter().map(|r| r.size).sum(),
@@ -79,22 +76,12 @@ pub fn host_range(mem: &GuestMemoryMmap, addr: u64, len: u64) -> Result<*mut u8,
 
 /// Copy `data` into guest memory at `addr`.
 pub fn write_bytes(mem: &GuestMemoryMmap, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-    mem.write_slice(data, GuestAddress(addr))
-        .map_err(|source| MemoryError::Write {
-            addr,
-            len: data.len(),
-            source,
-        })
+    mem.write_slice(data, GuestAddress(addr)).map_err(|source| MemoryError::Write { addr, len: data.len(), source })
 }
 
 /// Copy guest memory at `addr` into `buf`.
 pub fn read_bytes(mem: &GuestMemoryMmap, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-    mem.read_slice(buf, GuestAddress(addr))
-        .map_err(|source| MemoryError::Read {
-            addr,
-            len: buf.len(),
-            source,
-        })
+    mem.read_slice(buf, GuestAddress(addr)).map_err(|source| MemoryError::Read { addr, len: buf.len(), source })
 }
 
 /// Write a little-endian u64 into guest memory.
@@ -121,11 +108,7 @@ pub fn discard(mem: &GuestMemoryMmap, addr: u64, len: u64) -> Result<(), MemoryE
     // does not unmap it. No Rust reference into guest memory is held across this call.
     let rc = unsafe { libc::madvise(host.cast(), len as usize, libc::MADV_DONTNEED) };
     if rc != 0 {
-        return Err(MemoryError::Discard {
-            addr,
-            len,
-            source: std::io::Error::last_os_error(),
-        });
+        return Err(MemoryError::Discard { addr, len, source: std::io::Error::last_os_error() });
     }
     Ok(())
 }
@@ -136,11 +119,7 @@ mod tests {
 
     #[test]
     fn discard_zeroes_a_written_page() {
-        let mem = create_guest_memory(&[MemRange {
-            start: 0,
-            size: 0x4000,
-        }])
-        .unwrap();
+        let mem = create_guest_memory(&[MemRange { start: 0, size: 0x4000 }]).unwrap();
         write_u64(&mem, 0x1008, 0xdead_beef).unwrap();
         discard(&mem, 0x1000, 0x1000).unwrap();
         assert_eq!(read_u64(&mem, 0x1008).unwrap(), 0);
@@ -148,15 +127,8 @@ mod tests {
 
     #[test]
     fn host_range_rejects_a_range_past_the_end() {
-        let mem = create_guest_memory(&[MemRange {
-            start: 0,
-            size: 0x2000,
-        }])
-        .unwrap();
+        let mem = create_guest_memory(&[MemRange { start: 0, size: 0x2000 }]).unwrap();
         assert!(host_range(&mem, 0x1000, 0x1000).is_ok());
-        assert!(matches!(
-            host_range(&mem, 0x1800, 0x1000),
-            Err(MemoryError::OutOfRange { .. })
-        ));
+        assert!(matches!(host_range(&mem, 0x1800, 0x1000), Err(MemoryError::OutOfRange { .. })));
     }
 }

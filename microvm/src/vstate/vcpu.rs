@@ -108,6 +108,29 @@ pub trait Vcpu {
     fn complete_mmio_read(&mut self, data: &[u8]);
     /// When set, the next [`Vcpu::run`] returns [`VmExit::Interrupted`] without entering.
     fn set_immediate_exit(&mut self, on: bool);
+    /// Address of `kvm_run.immediate_exit`, for a signal handler to stop the next entry (the
+    /// race-free way to kick a vCPU). Valid while the vCPU lives.
+    fn immediate_exit_flag(&mut self) -> Option<std::ptr::NonNull<u8>> {
+        None
+    }
+    /// Have registers travel through the shared `kvm_run` page (KVM_CAP_SYNC_REGS), so
+    /// [`Vcpu::exit_regs`] and [`Vcpu::set_entry_state`] cost no ioctl. Returns whether it is
+    /// on; without support they fall back to KVM_GET/SET_REGS and KVM_SET_SREGS.
+    fn enable_sync_regs(&mut self) -> bool {
+        false
+    }
+    /// The general registers as of the last exit.
+    fn exit_regs(&mut self) -> Result<kvm_regs, VcpuError> {
+        self.regs()
+    }
+    /// Registers (and optionally special registers) the next entry starts from.
+    fn set_entry_state(&mut self, regs: &kvm_regs, sregs: Option<&kvm_sregs>) -> Result<(), VcpuError> {
+        self.set_regs(regs)?;
+        if let Some(s) = sregs {
+            self.set_sregs(s)?;
+        }
+        Ok(())
+    }
 }
 
 /// Decides what each exit means for one guest kind.
@@ -135,11 +158,14 @@ where
 pub struct KvmVcpu {
     id: u8,
     fd: VcpuFd,
+    /// KVM offers synchronising general and special registers through `kvm_run`.
+    sync_supported: bool,
+    sync_on: bool,
 }
 
 impl KvmVcpu {
-    pub(super) fn new(id: u8, fd: VcpuFd) -> KvmVcpu {
-        KvmVcpu { id, fd }
+    pub(super) fn new(id: u8, fd: VcpuFd, sync_supported: bool) -> KvmVcpu {
+        KvmVcpu { id, fd, sync_supported, sync_on: false }
     }
 
     /// The raw vCPU handle, for what the seam does not cover yet.
@@ -154,61 +180,38 @@ impl Vcpu for KvmVcpu {
     }
 
     fn regs(&self) -> Result<kvm_regs, VcpuError> {
-        self.fd
-            .get_regs()
-            .map_err(|e| VcpuError::GetRegs(self.id, e))
+        self.fd.get_regs().map_err(|e| VcpuError::GetRegs(self.id, e))
     }
 
     fn set_regs(&self, regs: &kvm_regs) -> Result<(), VcpuError> {
-        self.fd
-            .set_regs(regs)
-            .map_err(|e| VcpuError::SetRegs(self.id, e))
+        self.fd.set_regs(regs).map_err(|e| VcpuError::SetRegs(self.id, e))
     }
 
     fn sregs(&self) -> Result<kvm_sregs, VcpuError> {
-        self.fd
-            .get_sregs()
-            .map_err(|e| VcpuError::GetSregs(self.id, e))
+        self.fd.get_sregs().map_err(|e| VcpuError::GetSregs(self.id, e))
     }
 
     fn set_sregs(&self, sregs: &kvm_sregs) -> Result<(), VcpuError> {
-        self.fd
-            .set_sregs(sregs)
-            .map_err(|e| VcpuError::SetSregs(self.id, e))
+        self.fd.set_sregs(sregs).map_err(|e| VcpuError::SetSregs(self.id, e))
     }
 
     fn set_fpu(&self, fpu: &kvm_fpu) -> Result<(), VcpuError> {
-        self.fd
-            .set_fpu(fpu)
-            .map_err(|e| VcpuError::SetFpu(self.id, e))
+        self.fd.set_fpu(fpu).map_err(|e| VcpuError::SetFpu(self.id, e))
     }
 
     fn set_cpuid(&self, cpuid: &CpuId) -> Result<(), VcpuError> {
-        self.fd
-            .set_cpuid2(cpuid)
-            .map_err(|e| VcpuError::SetCpuid(self.id, e))
+        self.fd.set_cpuid2(cpuid).map_err(|e| VcpuError::SetCpuid(self.id, e))
     }
 
     fn set_msrs(&self, msrs: &[(u32, u64)]) -> Result<(), VcpuError> {
         let entries: Vec<kvm_bindings::kvm_msr_entry> = msrs
             .iter()
-            .map(|&(index, data)| kvm_bindings::kvm_msr_entry {
-                index,
-                data,
-                ..Default::default()
-            })
+            .map(|&(index, data)| kvm_bindings::kvm_msr_entry { index, data, ..Default::default() })
             .collect();
         let list = Msrs::from_entries(&entries).map_err(|_| VcpuError::MsrList(self.id))?;
-        let set = self
-            .fd
-            .set_msrs(&list)
-            .map_err(|e| VcpuError::SetMsrs(self.id, e))?;
+        let set = self.fd.set_msrs(&list).map_err(|e| VcpuError::SetMsrs(self.id, e))?;
         if set != msrs.len() {
-            return Err(VcpuError::SetMsrsPartial {
-                id: self.id,
-                set,
-                wanted: msrs.len(),
-            });
+            return Err(VcpuError::SetMsrsPartial { id: self.id, set, wanted: msrs.len() });
         }
         Ok(())
     }
@@ -216,22 +219,10 @@ impl Vcpu for KvmVcpu {
     fn run(&mut self) -> Result<VmExit, VcpuError> {
         use kvm_ioctls::VcpuExit as K;
         let exit = match self.fd.run() {
-            Ok(K::IoOut(port, data)) => VmExit::IoOut {
-                port,
-                data: ExitData::new(data),
-            },
-            Ok(K::IoIn(port, data)) => VmExit::IoIn {
-                port,
-                len: data.len(),
-            },
-            Ok(K::MmioRead(addr, data)) => VmExit::MmioRead {
-                addr,
-                len: data.len(),
-            },
-            Ok(K::MmioWrite(addr, data)) => VmExit::MmioWrite {
-                addr,
-                data: ExitData::new(data),
-            },
+            Ok(K::IoOut(port, data)) => VmExit::IoOut { port, data: ExitData::new(data) },
+            Ok(K::IoIn(port, data)) => VmExit::IoIn { port, len: data.len() },
+            Ok(K::MmioRead(addr, data)) => VmExit::MmioRead { addr, len: data.len() },
+            Ok(K::MmioWrite(addr, data)) => VmExit::MmioWrite { addr, data: ExitData::new(data) },
             Ok(K::Hlt) => VmExit::Hlt,
             Ok(K::Shutdown) => VmExit::Shutdown,
             Ok(K::SystemEvent(kind, _)) => VmExit::SystemEvent { kind },
@@ -261,9 +252,7 @@ impl Vcpu for KvmVcpu {
         // SAFETY: the kernel places the I/O data `data_offset` bytes into the kvm_run mapping,
         // which is mapped for the whole vCPU mmap size and holds `size * count` bytes there;
         // `n` is at most that, and `data` does not alias the mapping.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(io.data_offset as usize), n)
-        };
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(io.data_offset as usize), n) };
     }
 
     fn complete_mmio_read(&mut self, data: &[u8]) {
@@ -279,6 +268,46 @@ impl Vcpu for KvmVcpu {
 
     fn set_immediate_exit(&mut self, on: bool) {
         self.fd.set_kvm_immediate_exit(u8::from(on));
+    }
+
+    fn immediate_exit_flag(&mut self) -> Option<std::ptr::NonNull<u8>> {
+        Some(std::ptr::NonNull::from(&mut self.fd.get_kvm_run().immediate_exit))
+    }
+
+    fn enable_sync_regs(&mut self) -> bool {
+        if self.sync_supported {
+            self.fd.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
+            self.sync_on = true;
+        }
+        self.sync_on
+    }
+
+    fn exit_regs(&mut self) -> Result<kvm_regs, VcpuError> {
+        if self.sync_on {
+            Ok(self.fd.sync_regs().regs)
+        } else {
+            self.regs()
+        }
+    }
+
+    fn set_entry_state(&mut self, regs: &kvm_regs, sregs: Option<&kvm_sregs>) -> Result<(), VcpuError> {
+        if !self.sync_on {
+            self.set_regs(regs)?;
+            if let Some(s) = sregs {
+                self.set_sregs(s)?;
+            }
+            return Ok(());
+        }
+        let sync = self.fd.sync_regs_mut();
+        sync.regs = *regs;
+        if let Some(s) = sregs {
+            sync.sregs = *s;
+        }
+        self.fd.set_sync_dirty_reg(kvm_ioctls::SyncReg::Register);
+        if sregs.is_some() {
+            self.fd.set_sync_dirty_reg(kvm_ioctls::SyncReg::SystemRegister);
+        }
+        Ok(())
     }
 }
 
@@ -333,9 +362,7 @@ mod tests {
         fn handle(&mut self, _: &mut Replay, exit: VmExit) -> Result<VcpuExit, VcpuError> {
             self.seen += 1;
             Ok(match exit {
-                VmExit::IoOut { port: 0x501, data } => {
-                    VcpuExit::Shutdown(i32::from(data.as_slice()[0]))
-                }
+                VmExit::IoOut { port: 0x501, data } => VcpuExit::Shutdown(i32::from(data.as_slice()[0])),
                 _ => VcpuExit::Continue,
             })
         }
@@ -346,14 +373,8 @@ mod tests {
         let mut vcpu = Replay {
             exits: vec![
                 VmExit::Hlt,
-                VmExit::IoOut {
-                    port: 0x80,
-                    data: ExitData::new(&[1]),
-                },
-                VmExit::IoOut {
-                    port: 0x501,
-                    data: ExitData::new(&[7]),
-                },
+                VmExit::IoOut { port: 0x80, data: ExitData::new(&[1]) },
+                VmExit::IoOut { port: 0x501, data: ExitData::new(&[7]) },
             ],
         };
         let mut h = PortExit { seen: 0 };

@@ -72,9 +72,9 @@ impl std::fmt::Display for KvmKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             KvmKind::Hardware => f.write_str("hardware KVM (VMX/SVM)"),
-            KvmKind::Pvm => f.write_str(
-                "kvm_pvm (software nested KVM: guest user mode native, guest kernel mode emulated)",
-            ),
+            KvmKind::Pvm => {
+                f.write_str("kvm_pvm (software nested KVM: guest user mode native, guest kernel mode emulated)")
+            }
             KvmKind::Unavailable(why) => write!(f, "no usable KVM: {why}"),
         }
     }
@@ -95,10 +95,7 @@ pub fn kvm_kind_at(dev: &Path, sys_module: &Path) -> KvmKind {
     } else if sys_module.join("kvm_intel").exists() || sys_module.join("kvm_amd").exists() {
         KvmKind::Hardware
     } else {
-        KvmKind::Unavailable(format!(
-            "{} opens but no kvm_intel, kvm_amd or kvm_pvm module is loaded",
-            dev.display()
-        ))
+        KvmKind::Unavailable(format!("{} opens but no kvm_intel, kvm_amd or kvm_pvm module is loaded", dev.display()))
     }
 }
 
@@ -147,23 +144,20 @@ impl KvmVm {
             return Err(VmError::ApiVersion(version));
         }
         let fd = kvm.create_vm().map_err(VmError::CreateVm)?;
-        let vm = KvmVm {
-            kvm,
-            fd,
-            memory: None,
-        };
+        let vm = KvmVm { kvm, fd, memory: None };
         if opts.irqchip {
-            vm.fd
-                .set_tss_address(KVM_TSS_ADDRESS)
-                .map_err(VmError::SetTssAddress)?;
-            vm.fd.create_irq_chip().map_err(VmError::CreateIrqchip)?;
-            let pit = kvm_pit_config {
-                flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
-                ..Default::default()
-            };
+            vm.create_irqchip()?;
+            let pit = kvm_pit_config { flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
             vm.fd.create_pit2(pit).map_err(VmError::CreatePit)?;
         }
         Ok(vm)
+    }
+
+    /// Create the in-kernel irqchip (PIC, IOAPIC, one LAPIC per vCPU) without a PIT. Call before
+    /// creating vCPUs.
+    pub fn create_irqchip(&self) -> Result<(), VmError> {
+        self.fd.set_tss_address(KVM_TSS_ADDRESS).map_err(VmError::SetTssAddress)?;
+        self.fd.create_irq_chip().map_err(VmError::CreateIrqchip)
     }
 
     /// The system handle (`/dev/kvm`), for capability checks.
@@ -188,12 +182,10 @@ impl Vm for KvmVm {
     fn register_memory(&mut self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
         for (slot, region) in mem.iter().enumerate() {
             let addr = region.start_addr().0;
-            let host = mem.get_host_address(region.start_addr()).map_err(|_| {
-                VmError::SetUserMemoryRegion {
-                    slot: slot as u32,
-                    addr,
-                    source: kvm_ioctls::Error::new(libc::EFAULT),
-                }
+            let host = mem.get_host_address(region.start_addr()).map_err(|_| VmError::SetUserMemoryRegion {
+                slot: slot as u32,
+                addr,
+                source: kvm_ioctls::Error::new(libc::EFAULT),
             })?;
             let desc = kvm_userspace_memory_region {
                 slot: slot as u32,
@@ -204,12 +196,10 @@ impl Vm for KvmVm {
             };
             // SAFETY: `host..host+len` is a live mapping owned by `mem`; a clone of `mem` is kept
             // in `self.memory` below, so the mapping outlives the VM's use of it.
-            unsafe { self.fd.set_user_memory_region(desc) }.map_err(|source| {
-                VmError::SetUserMemoryRegion {
-                    slot: slot as u32,
-                    addr,
-                    source,
-                }
+            unsafe { self.fd.set_user_memory_region(desc) }.map_err(|source| VmError::SetUserMemoryRegion {
+                slot: slot as u32,
+                addr,
+                source,
             })?;
         }
         self.memory = Some(mem.clone());
@@ -217,39 +207,28 @@ impl Vm for KvmVm {
     }
 
     fn create_vcpu(&self, id: u8) -> Result<KvmVcpu, VmError> {
-        let fd = self
-            .fd
-            .create_vcpu(u64::from(id))
-            .map_err(|e| VmError::CreateVcpu(id, e))?;
-        Ok(KvmVcpu::new(id, fd))
+        let fd = self.fd.create_vcpu(u64::from(id)).map_err(|e| VmError::CreateVcpu(id, e))?;
+        let want = kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS;
+        let caps = self.fd.check_extension_int(Cap::SyncRegs) as u32;
+        Ok(KvmVcpu::new(id, fd, caps & want == want))
     }
 
     fn supported_cpuid(&self) -> Result<CpuId, VmError> {
-        self.kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(VmError::SupportedCpuid)
+        self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmError::SupportedCpuid)
     }
 
     fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), VmError> {
-        self.fd
-            .register_irqfd(fd, gsi)
-            .map_err(|e| VmError::RegisterIrqfd(gsi, e))
+        self.fd.register_irqfd(fd, gsi).map_err(|e| VmError::RegisterIrqfd(gsi, e))
     }
 
     fn register_ioevent(&self, fd: &EventFd, mmio_addr: u64) -> Result<(), VmError> {
         self.fd
-            .register_ioevent(
-                fd,
-                &IoEventAddress::Mmio(mmio_addr),
-                kvm_ioctls::NoDatamatch,
-            )
+            .register_ioevent(fd, &IoEventAddress::Mmio(mmio_addr), kvm_ioctls::NoDatamatch)
             .map_err(|e| VmError::RegisterIoevent(mmio_addr, e))
     }
 
     fn set_irq_line(&self, irq: u32, active: bool) -> Result<(), VmError> {
-        self.fd
-            .set_irq_line(irq, active)
-            .map_err(|e| VmError::SetIrqLine(irq, e))
+        self.fd.set_irq_line(irq, active).map_err(|e| VmError::SetIrqLine(irq, e))
     }
 }
 
@@ -273,10 +252,7 @@ mod tests {
         let dev = dir.path().join("kvm");
         std::fs::write(&dev, b"").unwrap();
         std::fs::create_dir_all(dir.path().join("mod/kvm_intel")).unwrap();
-        assert_eq!(
-            kvm_kind_at(&dev, &dir.path().join("mod")),
-            KvmKind::Hardware
-        );
+        assert_eq!(kvm_kind_at(&dev, &dir.path().join("mod")), KvmKind::Hardware);
     }
 
     #[test]

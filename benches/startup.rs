@@ -1,0 +1,150 @@
+//! Criterion benches over the same `RunRequest`/`Backend` code the matrix
+//! uses: one launch of `noop` is one iteration (launch→READY and launch→exit,
+//! timed by the harness), and `syscall`, where the workload times itself
+//! (ns per getppid). Backends that cannot run here print `SKIPPED: <reason>`.
+//! Every record is also written to `results/criterion-<unix time>/` in the
+//! harness's own schema (criterion's JSON is not parsed).
+//!
+//! Select backends with CVBENCH_BACKENDS=native,crun (default: all).
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use cvbench::backend::{self, Backend};
+use cvbench::env::Manifest;
+use cvbench::record::RunRecord;
+use cvbench::results::RecordSink;
+use cvbench::runner::{self, RunRequest};
+
+static SINK: Mutex<Option<RecordSink>> = Mutex::new(None);
+
+fn keep(rec: &RunRecord) {
+    if let Ok(mut g) = SINK.lock() {
+        if g.is_none() {
+            let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let dir = cvbench::paths::repo_root().join("results").join(format!("criterion-{t}"));
+            match RecordSink::create(&dir, &Manifest::collect()) {
+                Ok(s) => *g = Some(s),
+                Err(e) => eprintln!("cvbench bench: not keeping records: {e}"),
+            }
+        }
+        if let Some(s) = g.as_mut() {
+            let _ = s.append(rec);
+        }
+    }
+}
+
+/// Backends to bench, each checked once; the ones that cannot run are reported.
+fn backends() -> Vec<Box<dyn Backend>> {
+    let names: Vec<String> = std::env::var("CVBENCH_BACKENDS")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|_| backend::ALL.iter().map(|s| s.to_string()).collect());
+    let mut out = Vec::new();
+    for n in names {
+        match backend::by_name(&n) {
+            Ok(b) => match b.check() {
+                Ok(()) => out.push(b),
+                Err(e) => eprintln!("SKIPPED: {n}: {e}"),
+            },
+            Err(e) => eprintln!("SKIPPED: {n}: {e}"),
+        }
+    }
+    out
+}
+
+/// Slow launchers get the minimum sample count criterion allows.
+fn sample_size(name: &str) -> usize {
+    match name {
+        "native" => 50,
+        "docker" | "qemu" | "microvm" => 10,
+        _ => 20,
+    }
+}
+
+fn request(workload: &str, args: &[&str], scenario: &str) -> RunRequest {
+    let mut r = RunRequest::new(workload, args.iter().map(|s| s.to_string()).collect());
+    r.timeout = Duration::from_secs(60);
+    r.scenario = scenario.to_string();
+    r
+}
+
+/// One run; `None` (after printing why) when it failed.
+fn once(b: &dyn Backend, req: &RunRequest) -> Option<RunRecord> {
+    let rec = runner::run(b, req);
+    keep(&rec);
+    match &rec.error {
+        None => Some(rec),
+        Some(e) => {
+            eprintln!("SKIPPED: {} {}: {e}", b.name(), req.workload);
+            None
+        }
+    }
+}
+
+fn startup(c: &mut Criterion) {
+    for b in backends() {
+        let req = request("noop", &[], "criterion-startup");
+        // A failing backend is reported once instead of panicking mid-bench.
+        if once(b.as_ref(), &req).is_none() {
+            continue;
+        }
+        let mut g = c.benchmark_group(format!("startup/{}", b.name()));
+        g.sample_size(sample_size(b.name()));
+        g.warm_up_time(Duration::from_millis(500));
+        for (id, ready) in [("launch_to_ready", true), ("launch_to_exit", false)] {
+            g.bench_function(id, |bench| {
+                bench.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let rec = runner::run(b.as_ref(), &req);
+                        keep(&rec);
+                        let ns = if ready { rec.host.launch_to_ready_ns } else { rec.host.launch_to_exit_ns };
+                        // A failed launch counts as the timeout: visible, never flattering.
+                        total += ns.map(Duration::from_nanos).unwrap_or(req.timeout);
+                    }
+                    total
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+/// The workload times its own getppid loop; an iteration is one call.
+fn syscall(c: &mut Criterion) {
+    const PER_RUN: u64 = 20_000;
+    for b in backends() {
+        let req = request("syscall", &["--iters", &PER_RUN.to_string()], "criterion-syscall");
+        if once(b.as_ref(), &req).is_none() {
+            continue;
+        }
+        let mut g = c.benchmark_group(format!("syscall/{}", b.name()));
+        g.sample_size(10);
+        g.warm_up_time(Duration::from_millis(500));
+        g.bench_function("getppid", |bench| {
+            bench.iter_custom(|iters| {
+                // Runs of PER_RUN calls until `iters` calls are covered; the
+                // measured ns/call is scaled to `iters`.
+                let mut ns_per_call = Vec::new();
+                let runs = iters.div_ceil(PER_RUN).clamp(1, 20);
+                for _ in 0..runs {
+                    let rec = runner::run(b.as_ref(), &req);
+                    keep(&rec);
+                    ns_per_call.extend(rec.metrics.get("ns_per_call").copied());
+                }
+                let mean = if ns_per_call.is_empty() {
+                    f64::from(u32::MAX)
+                } else {
+                    ns_per_call.iter().sum::<f64>() / ns_per_call.len() as f64
+                };
+                Duration::from_nanos((mean * iters as f64) as u64)
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, startup, syscall);
+criterion_main!(benches);

@@ -1,0 +1,22 @@
+#!/bin/busybox sh
+# cvbench guest /init (PID 1 inside the Linux micro-VM), run by the kernel from the initramfs.
+# Arguments: the workload subcommand and its arguments (everything after `--` on the kernel
+# command line). Output goes to /dev/console, the VM's serial port, which the harness reads.
+# Milestones and the exit status go to the boot-timer page (see microvm/src/devices/boot_timer.rs).
+BT=0xd0000000
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+$bb mount -t sysfs sysfs /sys
+$bb mount -t devtmpfs devtmpfs /dev 2>/dev/null
+$bb mount -t tmpfs tmpfs /tmp
+$bb devmem $((BT + 1)) 8 0xcb            # user space is running
+$bb ip link set lo up
+# eth0 was configured by the kernel (ip= on the command line); make sure it is up.
+[ -e /sys/class/net/eth0 ] && $bb ip link set eth0 up
+# The disk workload writes to /mnt when a virtio-blk disk with a filesystem is attached.
+[ -b /dev/vda ] && $bb mount /dev/vda /mnt 2>/dev/null
+/cvbench-workload "$@"
+status=$?
+$bb devmem $((BT + 2)) 8 $status          # the workload's exit status
+$bb sync
+$bb reboot -f                             # reboot=k: i8042 reset, the VMM exits

@@ -1,0 +1,227 @@
+//! One bare-guest run, start to finish: load the ELF into fresh guest memory, build the address
+//! space and CPU state, then drive the vCPU, turning syscall exits into service calls and
+//! exception exits into [`BareError::GuestFault`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kvm_bindings::kvm_sregs;
+
+use super::control::{self, Control, Stop};
+use super::cpu::{self, EXCEPTION_PORT_BASE, EXCEPTION_VECTORS, SYSCALL_PORT};
+use super::layout::{write_page_tables, Layout};
+use super::syscalls::{Action, Service};
+use super::{elf, stack, BareConfig, BareError, BareOutcome, GuestEnd, RunStats};
+use crate::vstate::memory::{create_guest_memory, read_u64, write_bytes, MemRange};
+use crate::vstate::{run_vcpu, ExitHandler, KvmVm, Vcpu, VcpuExit, Vm, VmExit, VmOptions};
+
+/// Records named phase durations.
+struct Phases {
+    last: Instant,
+    list: Vec<(String, u64)>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases { last: Instant::now(), list: Vec::new() }
+    }
+
+    fn lap(&mut self, name: &str) {
+        let now = Instant::now();
+        self.list.push((name.to_string(), (now - self.last).as_nanos() as u64));
+        self.last = now;
+    }
+}
+
+fn random16() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    // SAFETY: `b` is writable for 16 bytes. On failure the bytes stay zero, which only weakens
+    // the guest's AT_RANDOM seed (the workload does not read it).
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    b
+}
+
+/// This process's peak resident set (VmHWM), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident guest memory in KiB, counted with mincore(2) over the guest mapping.
+fn resident_kib(mem: &crate::vstate::GuestMemoryMmap, size: u64) -> Result<u64, crate::vstate::MemoryError> {
+    let host = crate::vstate::memory::host_range(mem, 0, size)?;
+    let pages = size.div_ceil(4096) as usize;
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `host..host+size` is one live mapping owned by `mem`, page aligned; `vec` has
+    // one byte per page as mincore requires.
+    let rc = unsafe { libc::mincore(host.cast(), size as usize, vec.as_mut_ptr()) };
+    if rc != 0 {
+        return Ok(0);
+    }
+    Ok(vec.iter().filter(|&&b| b & 1 != 0).count() as u64 * 4)
+}
+
+/// Run the guest described by `cfg` to completion.
+pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
+    let mut phases = Phases::new();
+    let bytes = std::fs::read(&cfg.elf).map_err(|source| BareError::ReadElf { path: cfg.elf.clone(), source })?;
+    let image = elf::parse(&bytes).map_err(|source| BareError::Elf { path: cfg.elf.clone(), source })?;
+    let layout = Layout::plan(u64::from(cfg.mem_mib) << 20, &image)?;
+    let initial_stack = stack::build(layout.stack_top, &cfg.argv, &cfg.env, &image, random16())?;
+    phases.lap("parse_elf");
+
+    let mut vm = KvmVm::new(VmOptions { irqchip: false })?;
+    phases.lap("create_vm");
+
+    let mem = create_guest_memory(&[MemRange { start: 0, size: layout.mem_size as usize }])?;
+    vm.register_memory(&mem)?;
+    phases.lap("guest_memory");
+
+    let cr3 = write_page_tables(&mem, &layout)?;
+    cpu::write_system_tables(&mem)?;
+    for seg in &image.segments {
+        let file = &bytes[seg.offset as usize..(seg.offset + seg.filesz) as usize];
+        write_bytes(&mem, seg.vaddr, file)?; // the rest up to memsz is fresh, zero memory
+    }
+    write_bytes(&mem, initial_stack.sp, &initial_stack.bytes)?;
+    phases.lap("load_guest");
+
+    let mut vcpu = vm.create_vcpu(0)?;
+    vcpu.set_cpuid(&vm.supported_cpuid()?)?;
+    let user_sregs = cpu::setup_vcpu(&vcpu, cr3, image.entry, initial_stack.sp)?;
+    let sync_regs = std::env::var_os("CVBENCH_VMM_NO_SYNC_REGS").is_none() && vcpu.enable_sync_regs();
+    phases.lap("setup_vcpu");
+
+    let control = Arc::new(Control::new()?);
+    let kick_flag = vcpu.immediate_exit_flag();
+    // SAFETY: the flag lives in the vCPU's kvm_run mapping; `vcpu` outlives `armed`, which is
+    // dropped right after the run loop. The VMM runs one guest per process.
+    let armed = unsafe { control::arm(&control, kick_flag, cfg.timeout)? };
+    let mut handler = BareExits {
+        service: Service::new(mem.clone(), layout, Arc::clone(&control)),
+        control,
+        user_sregs,
+        mem,
+        end: None,
+        vm_exits: 0,
+        service_ns: 0,
+        timeout: cfg.timeout.unwrap_or_default(),
+    };
+    let result = run_vcpu(&mut vcpu, &mut handler);
+    drop(armed);
+    phases.lap("run");
+    let code = result?;
+    let (vmm_peak_rss_kib, guest_resident_kib) = if cfg.measure_memory {
+        (peak_rss_kib(), resident_kib(&handler.mem, layout.mem_size).ok())
+    } else {
+        (None, None)
+    };
+
+    let stats = RunStats {
+        phases: phases.list,
+        vm_exits: handler.vm_exits,
+        syscalls: handler.service.stats.total,
+        syscall_service_ns: handler.service_ns,
+        unsupported_syscalls: handler.service.stats.unsupported.iter().copied().collect(),
+        kvm_kind: crate::vstate::kvm_kind().name().to_string(),
+        sync_regs,
+        guest_mem_kib: layout.mem_size >> 10,
+        vmm_peak_rss_kib,
+        guest_resident_kib,
+    };
+    let end = handler.end.unwrap_or(GuestEnd::Exited(code));
+    Ok(BareOutcome { end, stats })
+}
+
+/// Exit handling for the bare guest.
+struct BareExits {
+    service: Service,
+    control: Arc<Control>,
+    user_sregs: kvm_sregs,
+    mem: crate::vstate::GuestMemoryMmap,
+    end: Option<GuestEnd>,
+    vm_exits: u64,
+    service_ns: u64,
+    timeout: std::time::Duration,
+}
+
+impl BareExits {
+    fn stop(&mut self, stop: Stop) -> Result<VcpuExit, BareError> {
+        match stop {
+            Stop::TimedOut => Err(BareError::Timeout(self.timeout)),
+            Stop::Signal(sig) => {
+                self.end = Some(GuestEnd::Signalled(sig));
+                Ok(VcpuExit::Shutdown(128 + sig))
+            }
+        }
+    }
+
+    fn syscall<V: Vcpu + ?Sized>(&mut self, vcpu: &mut V) -> Result<VcpuExit, BareError> {
+        let t = Instant::now();
+        let mut regs = vcpu.exit_regs()?;
+        let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+        match self.service.call(regs.rax, args) {
+            Action::Return(v) => {
+                // What sysret would do: resume at RCX with RFLAGS from R11 (RF cleared).
+                regs.rax = v as u64;
+                regs.rip = regs.rcx;
+                regs.rflags = (regs.r11 & !(1 << 16)) | 0x2;
+                vcpu.set_entry_state(&regs, Some(&self.user_sregs))?;
+            }
+            Action::Exit(code) => {
+                self.end = Some(GuestEnd::Exited(code));
+                return Ok(VcpuExit::Shutdown(code));
+            }
+            Action::Stop(stop) => return self.stop(stop),
+        }
+        self.service_ns += t.elapsed().as_nanos() as u64;
+        match self.control.check(self.service.blocked()) {
+            Some(stop) => self.stop(stop),
+            None => Ok(VcpuExit::Continue),
+        }
+    }
+
+    fn fault<V: Vcpu + ?Sized>(&mut self, vcpu: &mut V, vector: u8) -> BareError {
+        let (rip, error_code) = match vcpu.regs() {
+            Ok(regs) => {
+                // The CPU pushed [error code], RIP, CS, RFLAGS, RSP, SS on the exception stack.
+                let has_code = cpu::has_error_code(vector);
+                let frame = regs.rsp + if has_code { 8 } else { 0 };
+                let code = if has_code { read_u64(&self.mem, regs.rsp).ok() } else { None };
+                (read_u64(&self.mem, frame).unwrap_or(regs.rip), code)
+            }
+            Err(_) => (0, None),
+        };
+        let fault_addr = if vector == 14 { vcpu.sregs().ok().map(|s| s.cr2) } else { None };
+        BareError::GuestFault { vector, name: cpu::vector_name(vector), rip, fault_addr, error_code }
+    }
+}
+
+impl<V: Vcpu + ?Sized> ExitHandler<V> for BareExits {
+    type Error = BareError;
+
+    fn handle(&mut self, vcpu: &mut V, exit: VmExit) -> Result<VcpuExit, BareError> {
+        self.vm_exits += 1;
+        let rip = || vcpu.regs().map(|r| r.rip).unwrap_or(0);
+        match exit {
+            VmExit::IoOut { port: SYSCALL_PORT, .. } => self.syscall(vcpu),
+            VmExit::IoOut { port, .. }
+                if (EXCEPTION_PORT_BASE..EXCEPTION_PORT_BASE + EXCEPTION_VECTORS).contains(&port) =>
+            {
+                Err(self.fault(vcpu, (port - EXCEPTION_PORT_BASE) as u8))
+            }
+            VmExit::Interrupted => {
+                // Clear the kick before looking at the flags, so a signal landing after the
+                // check sets it again and the next KVM_RUN returns at once.
+                vcpu.set_immediate_exit(false);
+                match self.control.check(self.service.blocked()) {
+                    Some(stop) => self.stop(stop),
+                    None => Ok(VcpuExit::Continue),
+                }
+            }
+            VmExit::Shutdown => Err(BareError::TripleFault { rip: rip() }),
+            other => Err(BareError::UnexpectedExit { what: format!("{other:?}"), rip: rip() }),
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! The bare guest's system call service: the workload's whole kernel footprint implemented by
+//! the VMM (stdio forwarded to the VMM's own descriptors, anonymous mmap from the guest heap,
+//! host CLOCK_MONOTONIC, a signalfd fed by the VMM's SIGTERM/SIGINT, poll over both), and
+//! `-ENOSYS` with a one-time warning for anything else.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::control::{Control, Stop};
+use super::heap::Heap;
+use super::layout::Layout;
+use crate::vstate::memory::{discard, host_range, read_bytes, write_bytes, GuestMemoryMmap};
+
+pub const SYS_READ: u64 = 0;
+pub const SYS_WRITE: u64 = 1;
+pub const SYS_CLOSE: u64 = 3;
+pub const SYS_POLL: u64 = 7;
+pub const SYS_MMAP: u64 = 9;
+pub const SYS_MUNMAP: u64 = 11;
+pub const SYS_RT_SIGPROCMASK: u64 = 14;
+pub const SYS_GETPID: u64 = 39;
+pub const SYS_EXIT: u64 = 60;
+pub const SYS_GETPPID: u64 = 110;
+pub const SYS_CLOCK_GETTIME: u64 = 228;
+pub const SYS_EXIT_GROUP: u64 = 231;
+pub const SYS_SIGNALFD4: u64 = 289;
+
+const MAP_PRIVATE: u64 = 0x02;
+const MAP_FIXED: u64 = 0x10;
+const MAP_ANONYMOUS: u64 = 0x20;
+const SIGINFO_SIZE: u64 = 128;
+
+/// What the VMM does after servicing a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Resume the guest with this value in RAX.
+    Return(i64),
+    /// The guest called exit/exit_group with this status.
+    Exit(i32),
+    /// The guest must be stopped (deadline or an unblocked host signal).
+    Stop(Stop),
+}
+
+/// Names of calls the workload may make that the bare VM does not implement, for the warning.
+fn unsupported_name(nr: u64) -> &'static str {
+    match nr {
+        17 => "pread64",
+        18 => "pwrite64",
+        41 => "socket",
+        42 => "connect",
+        43 => "accept",
+        48 => "shutdown",
+        49 => "bind",
+        50 => "listen",
+        54 => "setsockopt",
+        74 => "fsync",
+        257 => "openat",
+        263 => "unlinkat",
+        _ => "unknown",
+    }
+}
+
+fn neg_errno(e: i32) -> i64 {
+    -i64::from(e)
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// A descriptor in the guest's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GuestFd {
+    /// Forwarded to the VMM's host descriptor of the same number (0, 1, 2).
+    Host(i32),
+    /// A signalfd over the given signal mask.
+    Signal(u64),
+}
+
+/// Per-run counters reported with the result.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SyscallStats {
+    pub total: u64,
+    pub by_nr: BTreeMap<u64, u64>,
+    pub unsupported: BTreeSet<u64>,
+}
+
+/// The guest's kernel-side state.
+pub struct Service {
+    mem: GuestMemoryMmap,
+    layout: Layout,
+    heap: Heap,
+    fds: BTreeMap<i32, GuestFd>,
+    blocked: u64,
+    control: Arc<Control>,
+    pub stats: SyscallStats,
+}
+
+impl Service {
+    pub fn new(mem: GuestMemoryMmap, layout: Layout, control: Arc<Control>) -> Service {
+        let fds = (0..3).map(|fd| (fd, GuestFd::Host(fd))).collect();
+        Service {
+            heap: Heap::new(layout.heap_start, layout.heap_end),
+            mem,
+            layout,
+            fds,
+            blocked: 0,
+            control,
+            stats: SyscallStats::default(),
+        }
+    }
+
+    /// Signals the guest currently blocks.
+    pub fn blocked(&self) -> u64 {
+        self.blocked
+    }
+
+    /// Service system call `nr` with arguments `a` (rdi, rsi, rdx, r10, r8, r9).
+    pub fn call(&mut self, nr: u64, a: [u64; 6]) -> Action {
+        self.stats.total += 1;
+        *self.stats.by_nr.entry(nr).or_default() += 1;
+        let r = match nr {
+            SYS_READ => return self.read(a[0] as i32, a[1], a[2]),
+            SYS_WRITE => self.write(a[0] as i32, a[1], a[2]),
+            SYS_CLOSE => self.close(a[0] as i32),
+            SYS_POLL => return self.poll(a[0], a[1], a[2] as i32),
+            SYS_MMAP => self.mmap(a[0], a[1], a[3], a[4] as i32),
+            SYS_MUNMAP => self.munmap(a[0], a[1]),
+            SYS_RT_SIGPROCMASK => self.sigprocmask(a[0], a[1], a[2], a[3]),
+            // SAFETY: getpid/getppid take no arguments and cannot fail.
+            SYS_GETPID => i64::from(unsafe { libc::getpid() }),
+            // SAFETY: as above.
+            SYS_GETPPID => i64::from(unsafe { libc::getppid() }),
+            SYS_CLOCK_GETTIME => self.clock_gettime(a[0] as i32, a[1]),
+            SYS_EXIT | SYS_EXIT_GROUP => return Action::Exit((a[0] & 0xff) as i32),
+            SYS_SIGNALFD4 => self.signalfd4(a[0] as i32, a[1], a[2]),
+            _ => {
+                if self.stats.unsupported.insert(nr) {
+                    eprintln!(
+                        "cvbench-vmm: warning: guest system call {nr} ({}) is not supported by the bare VM; returning -ENOSYS",
+                        unsupported_name(nr)
+                    );
+                }
+                neg_errno(libc::ENOSYS)
+            }
+        };
+        Action::Return(r)
+    }
+
+    /// Host pointer for a user buffer, or None if any of it is outside user memory.
+    fn user_ptr(&self, addr: u64, len: u64) -> Option<*mut u8> {
+        if len == 0 {
+            return Some(std::ptr::NonNull::dangling().as_ptr());
+        }
+        if !self.layout.is_user_range(addr, len) {
+            return None;
+        }
+        host_range(&self.mem, addr, len).ok()
+    }
+
+    fn read_user(&self, addr: u64, buf: &mut [u8]) -> bool {
+        self.layout.is_user_range(addr, buf.len() as u64) && read_bytes(&self.mem, addr, buf).is_ok()
+    }
+
+    fn write_user(&self, addr: u64, data: &[u8]) -> bool {
+        self.layout.is_user_range(addr, data.len() as u64) && write_bytes(&self.mem, addr, data).is_ok()
+    }
+
+    fn host_fd(&self, fd: i32) -> Option<i32> {
+        match self.fds.get(&fd) {
+            Some(GuestFd::Host(h)) => Some(*h),
+            _ => None,
+        }
+    }
+
+    fn write(&mut self, fd: i32, buf: u64, len: u64) -> i64 {
+        let Some(host) = self.host_fd(fd) else { return neg_errno(libc::EBADF) };
+        let Some(ptr) = self.user_ptr(buf, len) else { return neg_errno(libc::EFAULT) };
+        loop {
+            // SAFETY: `ptr..ptr+len` is inside guest memory (checked by `user_ptr`), which
+            // stays mapped for the service's lifetime; write only reads it.
+            let n = unsafe { libc::write(host, ptr.cast(), len as usize) };
+            if n >= 0 {
+                return n as i64;
+            }
+            let e = last_errno();
+            if e != libc::EINTR {
+                return neg_errno(e);
+            }
+        }
+    }
+
+    fn read(&mut self, fd: i32, buf: u64, len: u64) -> Action {
+        match self.fds.get(&fd).copied() {
+            Some(GuestFd::Host(host)) => {
+                let Some(ptr) = self.user_ptr(buf, len) else {
+                    return Action::Return(neg_errno(libc::EFAULT));
+                };
+                loop {
+                    // Wait for data or a wake-up first: a signal that lands just before a
+                    // blocking read would otherwise go unnoticed until input arrives.
+                    let mut fds = [
+                        libc::pollfd { fd: host, events: libc::POLLIN, revents: 0 },
+                        libc::pollfd { fd: self.control.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                    ];
+                    // SAFETY: `fds` is a valid array of two pollfd structs.
+                    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+                    if n < 0 || fds[1].revents != 0 {
+                        self.control.clear_wake();
+                        if let Some(stop) = self.control.check(self.blocked) {
+                            return Action::Stop(stop);
+                        }
+                        if fds[0].revents == 0 {
+                            continue;
+                        }
+                    }
+                    // SAFETY: `ptr..ptr+len` is writable guest memory (checked by
+                    // `user_ptr`); no Rust reference to it exists.
+                    let n = unsafe { libc::read(host, ptr.cast(), len as usize) };
+                    if n >= 0 {
+                        return Action::Return(n as i64);
+                    }
+                    let e = last_errno();
+                    if e != libc::EINTR && e != libc::EAGAIN {
+                        return Action::Return(neg_errno(e));
+                    }
+                }
+            }
+            Some(GuestFd::Signal(mask)) => self.read_signalfd(mask, buf, len),
+            None => Action::Return(neg_errno(libc::EBADF)),
+        }
+    }
+
+    fn read_signalfd(&mut self, mask: u64, buf: u64, len: u64) -> Action {
+        if len < SIGINFO_SIZE {
+            return Action::Return(neg_errno(libc::EINVAL));
+        }
+        loop {
+            let ready = self.control.pending() & mask;
+            if ready != 0 {
+                let signo = ready.trailing_zeros() + 1;
+                let mut info = [0u8; SIGINFO_SIZE as usize];
+                info[..4].copy_from_slice(&signo.to_le_bytes());
+                if !self.write_user(buf, &info) {
+                    return Action::Return(neg_errno(libc::EFAULT));
+                }
+                self.control.consume(1 << (signo - 1));
+                return Action::Return(SIGINFO_SIZE as i64);
+            }
+            if let Err(stop) = self.wait_wake(-1) {
+                return Action::Stop(stop);
+            }
+        }
+    }
+
+    /// Block until the control eventfd fires or `timeout_ms` passes; Err if the guest must stop.
+    fn wait_wake(&self, timeout_ms: i32) -> Result<(), Stop> {
+        let mut p = libc::pollfd { fd: self.control.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        self.control.clear_wake();
+        self.control.check(self.blocked).map_or(Ok(()), Err)
+    }
+
+    fn close(&mut self, fd: i32) -> i64 {
+        // Host descriptors stay open: they belong to the VMM (its stdio).
+        match self.fds.remove(&fd) {
+            Some(_) => 0,
+            None => neg_errno(libc::EBADF),
+        }
+    }
+
+    fn poll(&mut self, fds_addr: u64, nfds: u64, timeout_ms: i32) -> Action {
+        if nfds > 1024 {
+            return Action::Return(neg_errno(libc::EINVAL));
+        }
+        let mut raw = vec![0u8; nfds as usize * 8];
+        if !self.read_user(fds_addr, &mut raw) {
+            return Action::Return(neg_errno(libc::EFAULT));
+        }
+        let mut guest: Vec<(i32, i16, i16)> = raw
+            .chunks_exact(8)
+            .map(|c| {
+                let fd = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                (fd, i16::from_le_bytes([c[4], c[5]]), 0)
+            })
+            .collect();
+        let start = Instant::now();
+        loop {
+            // Host descriptors first, plus the wake eventfd last.
+            let mut host: Vec<libc::pollfd> = Vec::new();
+            let mut slots = Vec::new();
+            let mut ready = 0;
+            for (i, (fd, events, revents)) in guest.iter_mut().enumerate() {
+                *revents = 0;
+                if *fd < 0 {
+                    continue; // poll(2) ignores negative descriptors
+                }
+                match self.fds.get(fd) {
+                    Some(GuestFd::Host(h)) => {
+                        slots.push(i);
+                        host.push(libc::pollfd { fd: *h, events: *events, revents: 0 });
+                    }
+                    Some(GuestFd::Signal(mask)) => {
+                        if self.control.pending() & mask != 0 && *events & libc::POLLIN != 0 {
+                            *revents = libc::POLLIN;
+                            ready += 1;
+                        }
+                    }
+                    None => {
+                        *revents = libc::POLLNVAL;
+                        ready += 1;
+                    }
+                }
+            }
+            host.push(libc::pollfd { fd: self.control.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            let wait = if ready > 0 {
+                0
+            } else if timeout_ms < 0 {
+                -1
+            } else {
+                (i64::from(timeout_ms) - start.elapsed().as_millis() as i64).max(0) as i32
+            };
+            // SAFETY: `host` is a valid array of `host.len()` pollfd structs.
+            let n = unsafe { libc::poll(host.as_mut_ptr(), host.len() as libc::nfds_t, wait) };
+            if n < 0 && last_errno() != libc::EINTR {
+                return Action::Return(neg_errno(last_errno()));
+            }
+            for (k, &i) in slots.iter().enumerate() {
+                if n > 0 && host[k].revents != 0 {
+                    guest[i].2 = host[k].revents;
+                    ready += 1;
+                }
+            }
+            let woken = n < 0 || host.last().is_some_and(|p| p.revents != 0);
+            if woken {
+                self.control.clear_wake();
+                if let Some(stop) = self.control.check(self.blocked) {
+                    return Action::Stop(stop);
+                }
+                if ready == 0 {
+                    continue; // re-evaluate signalfds after the wake-up
+                }
+            }
+            let expired = timeout_ms >= 0 && start.elapsed().as_millis() as i64 >= i64::from(timeout_ms);
+            if ready > 0 || expired {
+                break;
+            }
+        }
+        for (i, (_, _, revents)) in guest.iter().enumerate() {
+            raw[i * 8 + 6..i * 8 + 8].copy_from_slice(&revents.to_le_bytes());
+        }
+        if !self.write_user(fds_addr, &raw) {
+            return Action::Return(neg_errno(libc::EFAULT));
+        }
+        Action::Return(guest.iter().filter(|g| g.2 != 0).count() as i64)
+    }
+
+    fn mmap(&mut self, addr: u64, len: u64, flags: u64, fd: i32) -> i64 {
+        let anon_private = flags & (MAP_ANONYMOUS | MAP_PRIVATE) == MAP_ANONYMOUS | MAP_PRIVATE;
+        if !anon_private || flags & MAP_FIXED != 0 || fd != -1 || len == 0 {
+            if !anon_private || fd != -1 {
+                eprintln!("cvbench-vmm: warning: guest mmap(addr {addr:#x}, flags {flags:#x}, fd {fd}) is not anonymous private memory; only that is supported");
+            }
+            return neg_errno(libc::EINVAL);
+        }
+        match self.heap.alloc(len) {
+            Some(a) => a as i64,
+            None => neg_errno(libc::ENOMEM),
+        }
+    }
+
+    fn munmap(&mut self, addr: u64, len: u64) -> i64 {
+        match self.heap.free(addr, len) {
+            Some((a, l)) => match discard(&self.mem, a, l) {
+                Ok(()) => 0,
+                Err(_) => neg_errno(libc::EINVAL),
+            },
+            None => neg_errno(libc::EINVAL),
+        }
+    }
+
+    fn sigprocmask(&mut self, how: u64, set: u64, old: u64, size: u64) -> i64 {
+        if size != 8 {
+            return neg_errno(libc::EINVAL);
+        }
+        let prev = self.blocked;
+        if set != 0 {
+            let mut b = [0u8; 8];
+            if !self.read_user(set, &mut b) {
+                return neg_errno(libc::EFAULT);
+            }
+            // SIGKILL and SIGSTOP cannot be blocked.
+            let s = u64::from_le_bytes(b) & !((1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1)));
+            self.blocked = match how as i32 {
+                libc::SIG_BLOCK => prev | s,
+                libc::SIG_UNBLOCK => prev & !s,
+                libc::SIG_SETMASK => s,
+                _ => return neg_errno(libc::EINVAL),
+            };
+        }
+        if old != 0 && !self.write_user(old, &prev.to_le_bytes()) {
+            return neg_errno(libc::EFAULT);
+        }
+        0
+    }
+
+    fn signalfd4(&mut self, fd: i32, mask_addr: u64, size: u64) -> i64 {
+        if size != 8 {
+            return neg_errno(libc::EINVAL);
+        }
+        let mut b = [0u8; 8];
+        if !self.read_user(mask_addr, &mut b) {
+            return neg_errno(libc::EFAULT);
+        }
+        let mask = u64::from_le_bytes(b);
+        if fd == -1 {
+            let new = (3..).find(|n| !self.fds.contains_key(n)).unwrap_or(3);
+            self.fds.insert(new, GuestFd::Signal(mask));
+            return i64::from(new);
+        }
+        match self.fds.get_mut(&fd) {
+            Some(GuestFd::Signal(m)) => {
+                *m = mask;
+                i64::from(fd)
+            }
+            _ => neg_errno(libc::EINVAL),
+        }
+    }
+
+    fn clock_gettime(&mut self, clock: i32, ts_addr: u64) -> i64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid timespec we own.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+            return neg_errno(last_errno());
+        }
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&ts.tv_sec.to_le_bytes());
+        out[8..].copy_from_slice(&ts.tv_nsec.to_le_bytes());
+        if self.write_user(ts_addr, &out) {
+            0
+        } else {
+            neg_errno(libc::EFAULT)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bare::elf::{ElfImage, Segment};
+    use crate::vstate::memory::{create_guest_memory, read_u64, write_u64, MemRange};
+
+    fn service() -> Service {
+        let seg = Segment { vaddr: 0x20_0000, offset: 0, filesz: 0, memsz: 0x1000, flags: 5 };
+        let img = ElfImage { entry: 0x20_0000, segments: vec![seg], phdr_vaddr: None, phnum: 1 };
+        let layout = Layout::plan(64 << 20, &img).unwrap();
+        let mem = create_guest_memory(&[MemRange { start: 0, size: 64 << 20 }]).unwrap();
+        Service::new(mem, layout, Arc::new(Control::new().unwrap()))
+    }
+
+    #[test]
+    fn unknown_syscall_returns_enosys_and_is_recorded() {
+        let mut s = service();
+        assert_eq!(s.call(41, [2, 1, 0, 0, 0, 0]), Action::Return(-i64::from(libc::ENOSYS)));
+        assert!(s.stats.unsupported.contains(&41));
+    }
+
+    #[test]
+    fn mmap_returns_zeroed_heap_memory_and_munmap_rezeroes_it() {
+        let mut s = service();
+        let Action::Return(a) = s.call(SYS_MMAP, [0, 8192, 3, 0x22, u64::MAX, 0]) else { panic!() };
+        assert_eq!(a as u64, s.layout.heap_start);
+        write_u64(&s.mem, a as u64, 42).unwrap();
+        assert_eq!(s.call(SYS_MUNMAP, [a as u64, 8192, 0, 0, 0, 0]), Action::Return(0));
+        let Action::Return(b) = s.call(SYS_MMAP, [0, 4096, 3, 0x22, u64::MAX, 0]) else { panic!() };
+        assert_eq!(b, a);
+        assert_eq!(read_u64(&s.mem, b as u64).unwrap(), 0);
+    }
+
+    #[test]
+    fn mmap_of_a_file_is_rejected() {
+        let mut s = service();
+        assert_eq!(s.call(SYS_MMAP, [0, 4096, 1, 0x02, 5, 0]), Action::Return(-i64::from(libc::EINVAL)));
+    }
+
+    #[test]
+    fn write_to_a_bad_pointer_is_efault_and_to_a_bad_fd_is_ebadf() {
+        let mut s = service();
+        assert_eq!(s.call(SYS_WRITE, [1, 0x10, 4, 0, 0, 0]), Action::Return(-i64::from(libc::EFAULT)));
+        assert_eq!(s.call(SYS_WRITE, [9, 0x20_0000, 4, 0, 0, 0]), Action::Return(-i64::from(libc::EBADF)));
+    }
+
+    #[test]
+    fn exit_group_ends_with_the_low_byte_of_the_status() {
+        let mut s = service();
+        assert_eq!(s.call(SYS_EXIT_GROUP, [0x1_03, 0, 0, 0, 0, 0]), Action::Exit(3));
+    }
+
+    #[test]
+    fn signalfd_polls_readable_once_a_blocked_stop_signal_is_pending() {
+        let mut s = service();
+        let mask_at = s.layout.heap_start;
+        let term = 1u64 << (libc::SIGTERM - 1);
+        write_u64(&s.mem, mask_at, term).unwrap();
+        assert_eq!(s.call(SYS_RT_SIGPROCMASK, [0, mask_at, 0, 8, 0, 0]), Action::Return(0));
+        assert_eq!(s.blocked(), term);
+        let Action::Return(fd) = s.call(SYS_SIGNALFD4, [u64::MAX, mask_at, 8, 0, 0, 0]) else { panic!() };
+        assert_eq!(fd, 3);
+        s.control.note_signal(libc::SIGTERM as u32);
+        let pfd = mask_at + 64;
+        write_u64(&s.mem, pfd, (fd as u64) | (1 << 32)).unwrap(); // fd, events POLLIN
+        assert_eq!(s.call(SYS_POLL, [pfd, 1, 1000, 0, 0, 0]), Action::Return(1));
+        assert_eq!(read_u64(&s.mem, pfd).unwrap() >> 48, 1); // revents POLLIN
+        assert_eq!(s.call(SYS_READ, [fd as u64, pfd, 128, 0, 0, 0]), Action::Return(128));
+        assert_eq!(read_u64(&s.mem, pfd).unwrap() & 0xffff_ffff, libc::SIGTERM as u64);
+        assert_eq!(s.control.pending(), 0);
+    }
+
+    #[test]
+    fn clock_gettime_writes_a_monotonic_timespec() {
+        let mut s = service();
+        let at = s.layout.heap_start;
+        assert_eq!(s.call(SYS_CLOCK_GETTIME, [1, at, 0, 0, 0, 0]), Action::Return(0));
+        let t1 = read_u64(&s.mem, at).unwrap();
+        assert!(t1 > 0 || read_u64(&s.mem, at + 8).unwrap() > 0);
+    }
+}

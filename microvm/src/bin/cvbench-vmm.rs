@@ -1,0 +1,167 @@
+//! `cvbench-vmm`: the micro-VM monitor as its own process, so the harness measures its start-up
+//! and memory like a container's. One subcommand per guest kind; each converts its CLI
+//! arguments into the library's config type and runs it.
+//!
+//! Exit status: the guest's own exit status; if the guest was stopped by a SIGTERM/SIGINT it
+//! had not blocked, the VMM dies of the same signal (as the workload process would natively);
+//! otherwise 124 when the run hit its timeout, 125 when the VMM could not set the VM up,
+//! 126 when the guest faulted or stopped unexpectedly (the message names vector, RIP and
+//! fault address).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cvbench_microvm::bare::{self, BareConfig, BareError, GuestEnd};
+
+mod vmm_linux;
+
+const EXIT_TIMEOUT: i32 = 124;
+const EXIT_VMM_ERROR: i32 = 125;
+const EXIT_GUEST_CRASH: i32 = 126;
+
+#[derive(Parser)]
+#[command(name = "cvbench-vmm", about = "cvbench's KVM micro-VM monitor")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Run a static ELF directly at guest CPL3 with no guest kernel; the VMM services its
+    /// system calls.
+    Bare(BareArgs),
+    /// Boot a Linux guest (vmlinux/PVH or bzImage) with serial, virtio-net and virtio-blk.
+    Linux(vmm_linux::LinuxArgs),
+}
+
+#[derive(clap::Args)]
+struct BareArgs {
+    /// The static (ET_EXEC) executable to run.
+    #[arg(long)]
+    elf: PathBuf,
+    /// Guest memory in MiB (multiple of 2, at least 32). Host memory is only used when touched.
+    #[arg(long, default_value_t = bare::default_mem_mib())]
+    mem_mib: u32,
+    /// Stop the guest after this many seconds (fractions allowed).
+    #[arg(long)]
+    timeout_s: Option<f64>,
+    /// `argv[0]` for the guest (default: the ELF path).
+    #[arg(long)]
+    argv0: Option<String>,
+    /// Environment strings for the guest, KEY=VALUE (repeatable).
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// Write run statistics (phases, exits, syscalls, KVM kind) as JSON to this file.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
+    /// Arguments for the guest after `argv[0]`.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+impl TryFrom<BareArgs> for BareConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: BareArgs) -> anyhow::Result<BareConfig> {
+        let timeout = match a.timeout_s {
+            Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+            Some(s) => anyhow::bail!("--timeout-s must be a positive number of seconds, not {s}"),
+            None => None,
+        };
+        let argv0 = a.argv0.unwrap_or_else(|| a.elf.display().to_string());
+        let mut argv = vec![argv0];
+        argv.extend(a.args);
+        Ok(BareConfig {
+            elf: a.elf,
+            argv,
+            env: a.env,
+            mem_mib: a.mem_mib,
+            timeout,
+            measure_memory: a.stats_json.is_some(),
+        })
+    }
+}
+
+fn main() {
+    let start = std::time::Instant::now();
+    let cli = Cli::parse();
+    let code = match cli.mode {
+        // The bare guest catches SIGTERM/SIGINT with handlers while it runs (bare::control).
+        Mode::Bare(args) => run_bare(args),
+        Mode::Linux(args) => {
+            // Before any thread exists, so every thread inherits the mask and the Linux VMM's
+            // stop-signal thread collects SIGTERM/SIGINT with sigwait.
+            bare::block_stop_signals();
+            vmm_linux::run(args, start)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run_bare(args: BareArgs) -> i32 {
+    let stats_path = args.stats_json.clone();
+    let config = match BareConfig::try_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cvbench-vmm: {e:#}");
+            return EXIT_VMM_ERROR;
+        }
+    };
+    match bare::run(&config) {
+        Ok(outcome) => {
+            if let Some(path) = stats_path {
+                if let Err(e) = write_stats(&path, &outcome.stats) {
+                    eprintln!("cvbench-vmm: {e:#}");
+                }
+            }
+            match outcome.end {
+                GuestEnd::Exited(code) => code,
+                GuestEnd::Signalled(sig) => die_of(sig),
+            }
+        }
+        Err(e) => {
+            eprintln!("cvbench-vmm: {}", error_chain(&e));
+            match e {
+                BareError::Timeout(_) => EXIT_TIMEOUT,
+                BareError::GuestFault { .. } | BareError::TripleFault { .. } | BareError::UnexpectedExit { .. } => {
+                    EXIT_GUEST_CRASH
+                }
+                _ => EXIT_VMM_ERROR,
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn write_stats(path: &std::path::Path, stats: &bare::RunStats) -> anyhow::Result<()> {
+    let json = serde_json::to_vec(stats).context("serialising run statistics")?;
+    std::fs::write(path, json).with_context(|| path.display().to_string())
+}
+
+/// Terminate the VMM with signal `sig`, as the guest program would have died natively.
+fn die_of(sig: i32) -> i32 {
+    // SAFETY: resetting a disposition, unblocking and raising are plain libc calls on our own
+    // process; sigset is initialised by sigemptyset before use.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+    128 + sig
+}

@@ -1,0 +1,292 @@
+//! Building and booting a Linux micro-VM from a [`Config`]: one linear
+//! [`build_and_boot`] that creates the VM, loads the guest, attaches the devices, starts the
+//! vCPUs and reports how the run ended.
+
+use std::fs::File;
+use std::io::{LineWriter, Write};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::devices::virtio::blk::Block;
+use crate::devices::virtio::mmio::QUEUE_NOTIFY_OFFSET;
+use crate::devices::virtio::net::{mac_from_seed, open_tap, Net, TapConfig};
+use crate::devices::virtio::{VirtioDevice, VirtioError};
+use crate::devices::{
+    virtio_window, BootTimer, BootTimes, Devices, MmioTransport, PowerOff, Serial, I8042, SERIAL_IRQ, VIRTIO_FIRST_IRQ,
+};
+use crate::linux::cmdline::{CmdlineSpec, GuestNet};
+use crate::linux::vcpus::{GuestEnd, VcpuRunError};
+use crate::linux::{self, cpu, cpuid, mptable, LinuxError};
+use crate::vstate::{
+    create_guest_memory, kvm_kind, GuestMemoryMmap, KvmKind, KvmVcpu, KvmVm, MemRange, MemoryError, Vcpu, VcpuError,
+    Vm, VmError, VmOptions,
+};
+
+/// A Linux micro-VM to run. The CLI, the backend and the tests all build this.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// vmlinux (PVH entry) or bzImage.
+    pub kernel: PathBuf,
+    /// Uncompressed newc cpio.
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    /// Appended to the generated kernel command line (e.g. `quiet`).
+    #[serde(default)]
+    pub cmdline_extra: String,
+    /// Arguments for the guest `/init`.
+    #[serde(default)]
+    pub init_args: Vec<String>,
+    #[serde(default = "default_mem_mib")]
+    pub mem_mib: u64,
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u8,
+    #[serde(default)]
+    pub net: Option<NetConfig>,
+    #[serde(default)]
+    pub blk: Option<BlkConfig>,
+    /// Serial console output file; stdout when absent.
+    #[serde(default)]
+    pub console: Option<PathBuf>,
+    /// Stop the guest after this long.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Apply the kvm_pvm workarounds; detected from the host when absent.
+    #[serde(default)]
+    pub pvm_workarounds: Option<bool>,
+}
+
+fn default_mem_mib() -> u64 {
+    128
+}
+fn default_vcpus() -> u8 {
+    1
+}
+
+/// A tap inside an existing network namespace; host and guest ends of the VM's /30.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    pub netns: PathBuf,
+    pub tap: String,
+    pub host_ip: Ipv4Addr,
+    pub guest_ip: Ipv4Addr,
+    #[serde(default = "default_prefix")]
+    pub prefix_len: u8,
+}
+
+fn default_prefix() -> u8 {
+    30
+}
+
+/// A raw disk image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlkConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Errors from building or running the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("KVM is not usable here: {0}")]
+    NoKvm(String),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Linux(#[from] LinuxError),
+    #[error(transparent)]
+    Virtio(#[from] VirtioError),
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    #[error(transparent)]
+    Run(#[from] VcpuRunError),
+    #[error("cannot create an eventfd for {0}")]
+    EventFd(&'static str, #[source] std::io::Error),
+    #[error("cannot open the console file {path}")]
+    Console {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What happened, with the VMM's own timings (all measured from `start`).
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    pub end: GuestEnd,
+    pub boot: BootTimes,
+    /// VMM start → vCPU 0's first KVM_RUN.
+    pub first_kvm_run: Option<Duration>,
+    /// VMM start → the run ended.
+    pub total: Duration,
+    pub kvm_kind: String,
+    pub cmdline: String,
+    /// MSRs KVM refused at boot (kvm_pvm rejects some), and other remarks.
+    pub notes: Vec<String>,
+}
+
+/// Build the VM described by `cfg` and run it to its end, timing from now.
+pub fn build_and_boot(cfg: &Config) -> Result<RunOutcome, BuildError> {
+    build_and_boot_from(cfg, Instant::now())
+}
+
+/// [`build_and_boot`], timing from `start` (the binary passes its own start instant).
+pub fn build_and_boot_from(cfg: &Config, start: Instant) -> Result<RunOutcome, BuildError> {
+    let kind = kvm_kind();
+    if let KvmKind::Unavailable(why) = &kind {
+        return Err(BuildError::NoKvm(why.clone()));
+    }
+    let pvm = cfg.pvm_workarounds.unwrap_or(kind == KvmKind::Pvm);
+    let mem_size = linux::check_mem_size(cfg.mem_mib)?;
+    let mut vm = KvmVm::new(VmOptions { irqchip: true })?;
+    let mem = create_guest_memory(&[MemRange { start: 0, size: mem_size as usize }])?;
+    trace(start, "VM created, guest memory mapped");
+    vm.register_memory(&mem)?;
+    trace(start, "guest memory registered");
+
+    let kernel = linux::load_kernel(&mem, &cfg.kernel)?;
+    trace(start, "kernel loaded");
+    let initrd = match &cfg.initrd {
+        Some(p) => Some(linux::load_initrd(&mem, mem_size, kernel.kernel_end, p)?),
+        None => None,
+    };
+    trace(start, "initramfs loaded");
+
+    let stop = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("stop", e))?);
+    let power_off = PowerOff::default();
+    let boot_timer = BootTimer::new(start);
+    let serial = attach_serial(&vm, cfg.console.as_ref())?;
+    let mut virtio = Vec::new();
+    if let Some(b) = &cfg.blk {
+        attach_virtio(&vm, &mem, Box::new(Block::open(&b.path, b.read_only)?), &stop, &mut virtio)?;
+    }
+    if let Some(n) = &cfg.net {
+        let tap = open_tap(&TapConfig {
+            netns: n.netns.clone(),
+            name: n.tap.clone(),
+            host_ip: n.host_ip,
+            prefix_len: n.prefix_len,
+        })?;
+        let net = Net::new(tap, mac_from_seed(std::process::id()));
+        attach_virtio(&vm, &mem, Box::new(net), &stop, &mut virtio)?;
+    }
+
+    let cmdline = linux::cmdline::build(&CmdlineSpec {
+        extra: cfg.cmdline_extra.clone(),
+        pvm_workarounds: pvm,
+        virtio: (0..virtio.len()).map(|i| (virtio_window(i), VIRTIO_FIRST_IRQ + i as u32)).collect(),
+        net: cfg.net.as_ref().map(|n| GuestNet { guest_ip: n.guest_ip, host_ip: n.host_ip, prefix_len: n.prefix_len }),
+        init_args: cfg.init_args.clone(),
+    });
+    linux::write_cmdline(&mem, &cmdline)?;
+    linux::write_boot_info(&mem, &kernel, mem_size, cmdline.len(), initrd)?;
+    mptable::write(&mem, cfg.vcpus).map_err(LinuxError::from)?;
+
+    let devices = Arc::new(Mutex::new(Devices {
+        serial,
+        i8042: I8042::new(power_off.clone()),
+        boot_timer: boot_timer.clone(),
+        virtio,
+    }));
+    let mut notes = Vec::new();
+    let vcpus = (0..cfg.vcpus.max(1))
+        .map(|id| attach_vcpu(&vm, &mem, id, cfg.vcpus.max(1), &kernel, pvm, &mut notes))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    trace(start, "devices and vCPUs ready");
+    let first_run = Arc::new(OnceLock::new());
+    let timeout = cfg.timeout_ms.map(Duration::from_millis);
+    let end = linux::vcpus::run(vcpus, devices.clone(), power_off, timeout, first_run.clone())?;
+    let _ = stop.write(1); // device workers exit
+    let mut devs = devices.lock().unwrap_or_else(|e| e.into_inner());
+    devs.serial.flush();
+    notes.extend(
+        devs.virtio
+            .iter()
+            .filter_map(|t| t.activate_error().map(|e| format!("{} failed to activate: {e}", t.device_name()))),
+    );
+    Ok(RunOutcome {
+        end,
+        boot: boot_timer.times(),
+        first_kvm_run: first_run.get().map(|t| t.duration_since(start)),
+        total: start.elapsed(),
+        kvm_kind: kind.name().to_string(),
+        cmdline,
+        notes,
+    })
+}
+
+/// With `CVBENCH_VMM_DEBUG` set, print how long each build step took since `start`.
+fn trace(start: Instant, step: &str) {
+    if std::env::var_os("CVBENCH_VMM_DEBUG").is_some() {
+        eprintln!("cvbench-vmm: {:8.3} ms  {step}", start.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
+/// COM1 with its irqfd on IRQ 4, writing to `console` (or stdout).
+fn attach_serial(vm: &KvmVm, console: Option<&PathBuf>) -> Result<Serial, BuildError> {
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("serial", e))?;
+    vm.register_irqfd(&irq, SERIAL_IRQ)?;
+    let out: Box<dyn Write + Send> = match console {
+        Some(path) => {
+            let f = File::create(path).map_err(|source| BuildError::Console { path: path.clone(), source })?;
+            Box::new(LineWriter::new(f))
+        }
+        None => Box::new(LineWriter::new(std::io::stdout())),
+    };
+    Ok(Serial::new(irq, out))
+}
+
+/// A virtio-mmio window for `device`: irqfd on its IRQ, ioeventfd on its QueueNotify.
+fn attach_virtio(
+    vm: &KvmVm,
+    mem: &GuestMemoryMmap,
+    device: Box<dyn VirtioDevice>,
+    stop: &Arc<EventFd>,
+    transports: &mut Vec<MmioTransport>,
+) -> Result<(), BuildError> {
+    let n = transports.len();
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("virtio irq", e))?;
+    vm.register_irqfd(&irq, VIRTIO_FIRST_IRQ + n as u32)?;
+    let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("virtio notify", e))?;
+    vm.register_ioevent(&notify, virtio_window(n) + QUEUE_NOTIFY_OFFSET)?;
+    transports.push(MmioTransport::new(device, mem.clone(), irq, notify, stop.clone()));
+    Ok(())
+}
+
+/// vCPU `id` with filtered CPUID, boot MSRs, LINT pins and, for the BSP, the entry state.
+fn attach_vcpu(
+    vm: &KvmVm,
+    mem: &GuestMemoryMmap,
+    id: u8,
+    count: u8,
+    kernel: &linux::LoadedKernel,
+    pvm: bool,
+    notes: &mut Vec<String>,
+) -> Result<KvmVcpu, BuildError> {
+    let mut vcpu = vm.create_vcpu(id)?;
+    let spec = cpuid::CpuidSpec { vcpu_id: id, vcpus: count, pvm };
+    vcpu.set_cpuid(&cpuid::filter(&vm.supported_cpuid()?, spec))?;
+    let refused = cpu::set_boot_msrs(&vcpu);
+    if !refused.is_empty() && id == 0 {
+        notes.push(format!("KVM refused boot MSRs {refused:#x?}; left at reset values"));
+    }
+    cpu::set_lint(&mut vcpu).map_err(LinuxError::from)?;
+    if id == 0 {
+        let sregs = cpu::boot_sregs(mem, &kernel.entry, vcpu.sregs()?).map_err(LinuxError::from)?;
+        vcpu.set_sregs(&sregs)?;
+        vcpu.set_regs(&cpu::boot_regs(&kernel.entry))?;
+        vcpu.set_fpu(&cpu::boot_fpu())?;
+    }
+    Ok(vcpu)
+}

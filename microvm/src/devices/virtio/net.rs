@@ -1,0 +1,333 @@
+//! virtio-net backed by a tap device. The tap is created inside a network namespace the
+//! caller made for this VM (never the host's root namespace) and gets the host end of the
+//! VM's /30; the guest end is configured by the guest. No offloads are negotiated, so frames
+//! cross as plain Ethernet with a zeroed virtio-net header, copied by a worker thread.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{ActivateContext, Interrupt, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
+use crate::vstate::GuestMemoryMmap;
+
+const VIRTIO_ID_NET: u32 = 1;
+const VIRTIO_NET_F_MAC: u64 = 1 << 5;
+/// `struct virtio_net_hdr_v1`: 12 bytes with VERSION_1 (num_buffers always present).
+const NET_HDR_LEN: usize = 12;
+const QUEUE_SIZES: &[u16] = &[256, 256];
+const RX: usize = 0;
+const TX: usize = 1;
+const MAX_FRAME: usize = 65_550;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+
+/// Where and how to create the tap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapConfig {
+    /// A network namespace file (e.g. `/run/netns/NAME` or `/proc/PID/ns/net`).
+    pub netns: PathBuf,
+    /// Interface name (at most 15 bytes).
+    pub name: String,
+    /// Host-side address of the tap, with `prefix_len` (a /30 per VM).
+    pub host_ip: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// `struct ifreq`: the interface name and a 24-byte union.
+#[repr(C)]
+#[derive(Default)]
+struct IfReq {
+    name: [u8; 16],
+    data: [u8; 24],
+}
+
+impl IfReq {
+    fn new(name: &str) -> IfReq {
+        let mut r = IfReq::default();
+        let n = name.len().min(15);
+        r.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+        r
+    }
+
+    fn with_flags(name: &str, flags: i16) -> IfReq {
+        let mut r = IfReq::new(name);
+        r.data[..2].copy_from_slice(&flags.to_ne_bytes());
+        r
+    }
+
+    /// A `sockaddr_in` with `addr` in the union.
+    fn with_addr(name: &str, addr: Ipv4Addr) -> IfReq {
+        let mut r = IfReq::new(name);
+        r.data[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        r.data[4..8].copy_from_slice(&addr.octets());
+        r
+    }
+}
+
+fn ioctl(fd: &impl AsRawFd, req: libc::c_ulong, ifr: &mut IfReq) -> std::io::Result<()> {
+    // SAFETY: `ifr` is a live, correctly sized `struct ifreq` for every request used here
+    // (TUNSETIFF, SIOCSIF{ADDR,NETMASK,FLAGS}, SIOCGIFFLAGS); the kernel reads/writes only it.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, std::ptr::from_mut(ifr)) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Create the tap inside `cfg.netns`, give it the host address and bring it up. The tap is
+/// not persistent: it disappears when the returned fd (and every copy) is closed.
+pub fn open_tap(cfg: &TapConfig) -> Result<File, VirtioError> {
+    let name = cfg.name.clone();
+    let tap_err = |source| VirtioError::Tap { name: cfg.name.clone(), source };
+    if cfg.name.is_empty() || cfg.name.len() > 15 {
+        return Err(tap_err(std::io::Error::other("interface names are 1 to 15 bytes")));
+    }
+    let cfg2 = cfg.clone();
+    // setns(CLONE_NEWNET) applies to the calling thread only: do it on a short-lived thread so
+    // the VMM's other threads stay in their namespace. Fds opened there keep their namespace.
+    let handle = std::thread::Builder::new()
+        .name("tap-setup".into())
+        .spawn(move || open_tap_in_netns(&cfg2))
+        .map_err(tap_err)?;
+    handle
+        .join()
+        .map_err(|_| tap_err(std::io::Error::other("tap set-up thread panicked")))?
+        .map_err(|source| VirtioError::Tap { name, source })
+}
+
+fn open_tap_in_netns(cfg: &TapConfig) -> std::io::Result<File> {
+    let ns = File::open(&cfg.netns).map_err(|e| annotate(e, "open", &cfg.netns))?;
+    // SAFETY: setns on a valid namespace fd; affects only this thread, which exits right after.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(annotate(std::io::Error::last_os_error(), "setns", &cfg.netns));
+    }
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")?;
+    ioctl(&tun, TUNSETIFF, &mut IfReq::with_flags(&cfg.name, IFF_TAP | IFF_NO_PI))?;
+    // SAFETY: plain socket(2); the fd is owned by the OwnedFd right away.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh, valid fd nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mask = u32::MAX.checked_shl(32 - u32::from(cfg.prefix_len.min(32))).unwrap_or(0);
+    ioctl(&sock, libc::SIOCSIFADDR, &mut IfReq::with_addr(&cfg.name, cfg.host_ip))?;
+    ioctl(&sock, libc::SIOCSIFNETMASK, &mut IfReq::with_addr(&cfg.name, Ipv4Addr::from(mask)))?;
+    let mut flags = IfReq::new(&cfg.name);
+    ioctl(&sock, libc::SIOCGIFFLAGS, &mut flags)?;
+    let cur = i16::from_ne_bytes([flags.data[0], flags.data[1]]);
+    ioctl(&sock, libc::SIOCSIFFLAGS, &mut IfReq::with_flags(&cfg.name, cur | libc::IFF_UP as i16))?;
+    Ok(tun)
+}
+
+fn annotate(e: std::io::Error, what: &str, path: &Path) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// A virtio network device over an open tap.
+pub struct Net {
+    tap: Option<File>,
+    config: [u8; 6],
+}
+
+impl Net {
+    /// A device with MAC address `mac` over `tap` (from [`open_tap`]).
+    pub fn new(tap: File, mac: [u8; 6]) -> Net {
+        Net { tap: Some(tap), config: mac }
+    }
+}
+
+impl VirtioDevice for Net {
+    fn name(&self) -> &'static str {
+        "virtio-net"
+    }
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        QUEUE_SIZES
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        super::read_config_bytes(&self.config, offset, data);
+    }
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
+        if ctx.queues.len() != 2 {
+            return Err(VirtioError::QueueCount(self.name(), ctx.queues.len(), 2));
+        }
+        let tap = self.tap.take().ok_or_else(|| VirtioError::Tap {
+            name: "tap".into(),
+            source: std::io::Error::other("device activated twice"),
+        })?;
+        let mut worker = NetWorker {
+            tap,
+            mem: ctx.mem,
+            queues: ctx.queues,
+            interrupt: ctx.interrupt,
+            pending: None,
+            buf: vec![0u8; MAX_FRAME],
+        };
+        let (notify, stop) = (ctx.notify, ctx.stop);
+        std::thread::Builder::new()
+            .name("virtio-net".into())
+            .spawn(move || worker.run(&notify, &stop))
+            .map_err(|e| VirtioError::SpawnWorker(self.name(), e))?;
+        Ok(())
+    }
+}
+
+struct NetWorker {
+    tap: File,
+    mem: GuestMemoryMmap,
+    queues: Vec<Queue>,
+    interrupt: Arc<Interrupt>,
+    /// A frame read from the tap that found no free guest buffer yet.
+    pending: Option<usize>,
+    buf: Vec<u8>,
+}
+
+const EV_NOTIFY: u64 = 0;
+const EV_TAP: u64 = 1;
+const EV_STOP: u64 = 2;
+
+impl NetWorker {
+    fn run(&mut self, notify: &EventFd, stop: &EventFd) {
+        let Ok(epoll) = Epoll::new() else { return };
+        let add = |fd, set, data| epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(set, data));
+        if add(notify.as_raw_fd(), EventSet::IN, EV_NOTIFY).is_err()
+            || add(self.tap.as_raw_fd(), EventSet::IN | EventSet::EDGE_TRIGGERED, EV_TAP).is_err()
+            || add(stop.as_raw_fd(), EventSet::IN, EV_STOP).is_err()
+        {
+            return;
+        }
+        let mut events = [EpollEvent::default(); 8];
+        loop {
+            let Ok(n) = epoll.wait(-1, &mut events) else {
+                continue;
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    EV_STOP => return,
+                    EV_NOTIFY => {
+                        let _ = notify.read();
+                        self.process_tx();
+                        self.process_rx();
+                    }
+                    _ => self.process_rx(),
+                }
+            }
+        }
+    }
+
+    /// Send every frame the guest queued for transmission.
+    fn process_tx(&mut self) {
+        let mut used_any = false;
+        while let Some(chain) = self.queues[TX].pop_descriptor_chain(&self.mem) {
+            let head = chain.head_index();
+            if let Ok(mut reader) = virtio_queue::Reader::<()>::new(&self.mem, chain) {
+                let total = reader.available_bytes();
+                let mut frame = vec![0u8; total];
+                if reader.read_exact(&mut frame).is_ok() && total > NET_HDR_LEN {
+                    // A full tap queue drops the frame, as a congested wire would.
+                    let _ = self.tap.write(&frame[NET_HDR_LEN..]);
+                }
+            }
+            if self.queues[TX].add_used(&self.mem, head, 0).is_err() {
+                break;
+            }
+            used_any = true;
+        }
+        if used_any {
+            self.interrupt.signal_used();
+        }
+    }
+
+    /// Move frames from the tap into guest receive buffers until either runs out.
+    fn process_rx(&mut self) {
+        let mut used_any = false;
+        loop {
+            let len = match self.pending.take() {
+                Some(len) => len,
+                None => match self.tap.read(&mut self.buf[NET_HDR_LEN..]) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(_) => break, // EAGAIN: drained (edge-triggered)
+                },
+            };
+            let Some(chain) = self.queues[RX].pop_descriptor_chain(&self.mem) else {
+                self.pending = Some(len);
+                break;
+            };
+            let head = chain.head_index();
+            // virtio_net_hdr_v1 with no offloads: all zero but num_buffers = 1.
+            self.buf[..NET_HDR_LEN].fill(0);
+            self.buf[10..12].copy_from_slice(&1u16.to_le_bytes());
+            let frame = &self.buf[..NET_HDR_LEN + len];
+            let written = match virtio_queue::Writer::<()>::new(&self.mem, chain) {
+                Ok(mut w) if w.available_bytes() >= frame.len() => w.write_all(frame).map_or(0, |()| frame.len()),
+                _ => 0, // buffer too small: the frame is dropped
+            };
+            if self.queues[RX].add_used(&self.mem, head, written as u32).is_err() {
+                break;
+            }
+            used_any = true;
+        }
+        if used_any {
+            self.interrupt.signal_used();
+        }
+    }
+}
+
+/// A locally administered MAC derived from `seed` (e.g. the VMM's pid).
+pub fn mac_from_seed(seed: u32) -> [u8; 6] {
+    let b = seed.to_be_bytes();
+    [0x02, 0xcb, b[0], b[1], b[2], b[3]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifreq_with_addr_holds_a_sockaddr_in() {
+        let r = IfReq::with_addr("tap0", Ipv4Addr::new(10, 1, 2, 3));
+        assert_eq!(&r.name[..5], b"tap0\0");
+        assert_eq!(u16::from_ne_bytes([r.data[0], r.data[1]]), libc::AF_INET as u16);
+        assert_eq!(&r.data[4..8], &[10, 1, 2, 3]);
+    }
+
+    #[test]
+    fn mac_from_seed_is_locally_administered_unicast() {
+        let mac = mac_from_seed(0x1234_5678);
+        assert_eq!(mac[0] & 0x03, 0x02);
+        assert_eq!(&mac[2..], &[0x12, 0x34, 0x56, 0x78]);
+    }
+
+    #[test]
+    fn open_tap_rejects_an_overlong_name() {
+        let cfg = TapConfig {
+            netns: PathBuf::from("/proc/self/ns/net"),
+            name: "a-name-longer-than-15".into(),
+            host_ip: Ipv4Addr::new(10, 0, 0, 1),
+            prefix_len: 30,
+        };
+        assert!(matches!(open_tap(&cfg), Err(VirtioError::Tap { .. })));
+    }
+}

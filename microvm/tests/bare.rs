@@ -1,0 +1,312 @@
+//! The bare micro-VM end to end: the real `cvbench-vmm bare` binary on /dev/kvm running the
+//! workload (JSON structure identical to a native run), the exit-status path, a guest fault,
+//! an unknown system call, stop signals and the timeout. Needs root and /dev/kvm; otherwise
+//! each test prints `SKIPPED: <reason>` and returns.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cvbench_microvm::bare::elf::build_test_elf;
+
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("bare micro-VM tests need root".into());
+    }
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => None,
+        Err(e) => Some(format!("cannot open /dev/kvm: {e}")),
+    }
+}
+
+macro_rules! require_kvm {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+}
+
+fn vmm() -> &'static str {
+    env!("CARGO_BIN_EXE_cvbench-vmm")
+}
+
+fn workload() -> PathBuf {
+    let p = std::env::var_os("CVBENCH_WORKLOAD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../workload/target/release/cvbench-workload"));
+    assert!(
+        p.exists(),
+        "workload binary {} is missing: build it with `cargo build --release --manifest-path \
+         workload/Cargo.toml --target-dir workload/target` or set CVBENCH_WORKLOAD",
+        p.display()
+    );
+    p
+}
+
+/// Kills the child on drop, so a failing assertion leaves no VMM behind.
+struct Reap(Option<Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn bare_cmd(elf: &Path, extra: &[&str], args: &[&str]) -> Command {
+    let mut c = Command::new(vmm());
+    c.arg("bare").arg("--elf").arg(elf).args(["--mem-mib", "256"]).args(extra).arg("--").args(args);
+    c
+}
+
+fn run_bare(elf: &Path, extra: &[&str], args: &[&str]) -> Output {
+    bare_cmd(elf, extra, args).stdin(Stdio::null()).output().expect("spawn cvbench-vmm")
+}
+
+/// The READY line and the JSON line's workload name + metric keys.
+fn shape(out: &Output, what: &str) -> (String, BTreeSet<String>) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} failed: {:?}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"READY"), "{what}: first line must be READY: {stdout}");
+    assert_eq!(lines.len(), 2, "{what}: expected READY + one JSON line: {stdout}");
+    let v: serde_json::Value = serde_json::from_str(lines[1]).expect("JSON line");
+    let name = v["workload"].as_str().expect("workload name").to_string();
+    let keys = v["metrics"].as_object().expect("metrics object").keys().cloned().collect();
+    (name, keys)
+}
+
+fn same_shape_as_native(args: &[&str]) {
+    let w = workload();
+    let native = Command::new(&w).args(args).stdin(Stdio::null()).output().expect("spawn workload");
+    let vm = run_bare(&w, &["--timeout-s", "120"], args);
+    let (n_name, n_keys) = shape(&native, "native run");
+    let (v_name, v_keys) = shape(&vm, "bare VM run");
+    assert_eq!(v_name, n_name);
+    assert_eq!(v_keys, n_keys, "metric keys differ between the bare VM and native");
+}
+
+#[test]
+fn noop_matches_native_structure() {
+    require_kvm!();
+    same_shape_as_native(&["noop"]);
+}
+
+#[test]
+fn cpu_matches_native_structure_and_checksums() {
+    require_kvm!();
+    let args = ["cpu", "--sha-mib", "2", "--sieve-n", "1000000", "--matmul-n", "32"];
+    same_shape_as_native(&args);
+    let out = run_bare(&workload(), &[], &args);
+    let line = String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap_or_default().to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+    assert_eq!(v["metrics"]["sieve_primes"], 78498, "the sieve ran in the guest: {line}");
+}
+
+#[test]
+fn mem_bw_matches_native_structure() {
+    require_kvm!();
+    same_shape_as_native(&["mem-bw", "--array-mib", "4", "--iters", "2"]);
+}
+
+#[test]
+fn mem_touch_matches_native_structure() {
+    require_kvm!();
+    same_shape_as_native(&["mem-touch", "--touch-mib", "8", "--chase-mib", "2", "--accesses", "20000"]);
+}
+
+#[test]
+fn syscall_matches_native_structure() {
+    require_kvm!();
+    same_shape_as_native(&["syscall", "--iters", "2000"]);
+}
+
+#[test]
+fn idle_matches_native_structure_and_ends_when_stdin_closes() {
+    require_kvm!();
+    let w = workload();
+    let native = Command::new(&w).arg("idle").stdin(Stdio::null()).output().expect("spawn workload");
+    let mut child = Reap(Some(
+        bare_cmd(&w, &["--timeout-s", "60"], &["idle"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn cvbench-vmm"),
+    ));
+    let c = child.0.as_mut().expect("child");
+    std::thread::sleep(Duration::from_millis(200));
+    c.stdin.take().expect("stdin").write_all(b"some input\n").expect("write stdin");
+    // Dropping the pipe's write end (above) closes the VMM's stdin: the guest's poll sees EOF.
+    let vm = child.0.take().expect("child").wait_with_output().expect("wait");
+    let (n_name, n_keys) = shape(&native, "native idle");
+    let (v_name, v_keys) = shape(&vm, "bare idle");
+    assert_eq!((v_name, v_keys), (n_name, n_keys));
+    assert!(String::from_utf8_lossy(&vm.stdout).contains("\"stopped_by_signal\":0"));
+}
+
+#[test]
+fn idle_stops_on_sigterm_through_the_guest_signalfd() {
+    require_kvm!();
+    let mut child = Reap(Some(
+        bare_cmd(&workload(), &["--timeout-s", "60"], &["idle"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn cvbench-vmm"),
+    ));
+    let c = child.0.as_mut().expect("child");
+    // Hold stdin open until the VMM has exited, so only the signal can end `idle`.
+    let stdin = c.stdin.take();
+    // The guest prints READY after it has blocked SIGTERM and made its signalfd.
+    let mut stdout = std::io::BufReader::new(c.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("read READY");
+    assert_eq!(first, "READY\n");
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read the JSON line");
+    let status = child.0.take().expect("child").wait().expect("wait");
+    drop(stdin);
+    assert!(status.success(), "{status:?} {rest}");
+    assert!(rest.contains("\"stopped_by_signal\":1"), "{rest}");
+}
+
+fn test_elf(dir: &Path, name: &str, code: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, build_test_elf(0x40_0000, code)).expect("write test ELF");
+    p
+}
+
+const EXIT_42: &[u8] = &[
+    0xbf, 0x2a, 0, 0, 0, // mov edi, 42
+    0xb8, 0xe7, 0, 0, 0, // mov eax, 231 (exit_group)
+    0x0f, 0x05, // syscall
+];
+
+#[test]
+fn guest_exit_status_becomes_the_vmm_exit_status() {
+    require_kvm!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_bare(&test_elf(dir.path(), "exit42", EXIT_42), &[], &[]);
+    assert_eq!(out.status.code(), Some(42), "{}", String::from_utf8_lossy(&out.stderr));
+    // And the workload's own usage-error status 2.
+    let out = run_bare(&workload(), &[], &["cpu", "--bogus", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn guest_page_fault_is_reported_with_vector_rip_and_address() {
+    require_kvm!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // mov rax, [0x10]: the null page is not mapped.
+    let code = [0x48, 0x8b, 0x04, 0x25, 0x10, 0, 0, 0];
+    let out = run_bare(&test_elf(dir.path(), "fault", &code), &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(stderr.contains("exception 14 (#PF page fault)"), "{stderr}");
+    assert!(stderr.contains("RIP 0x400078"), "{stderr}"); // entry = vaddr + headers
+    assert!(stderr.contains("fault address 0x10"), "{stderr}");
+}
+
+#[test]
+fn invalid_opcode_is_reported_not_hung() {
+    require_kvm!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_bare(&test_elf(dir.path(), "ud2", &[0x0f, 0x0b]), &["--timeout-s", "20"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(stderr.contains("exception 6 (#UD invalid opcode) at RIP 0x400078"), "{stderr}");
+}
+
+#[test]
+fn port_io_from_the_program_faults_like_in_a_process() {
+    require_kvm!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // out 0x80, al at CPL3: only the VMM's stub ports are open in the I/O bitmap.
+    let out = run_bare(&test_elf(dir.path(), "outb", &[0xe6, 0x80]), &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(stderr.contains("exception 13 (#GP general protection) at RIP 0x400078"), "{stderr}");
+}
+
+#[test]
+fn unknown_syscall_returns_enosys_with_a_warning() {
+    require_kvm!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let code = [
+        0xb8, 0xe7, 0x03, 0, 0, // mov eax, 999
+        0x0f, 0x05, // syscall
+        0xf7, 0xd8, // neg eax
+        0x89, 0xc7, // mov edi, eax
+        0xb8, 0xe7, 0, 0, 0, // mov eax, 231
+        0x0f, 0x05, // syscall
+    ];
+    let out = run_bare(&test_elf(dir.path(), "enosys", &code), &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(libc::ENOSYS), "{stderr}");
+    assert!(stderr.contains("system call 999"), "{stderr}");
+}
+
+#[test]
+fn network_workloads_fail_clearly_with_enosys() {
+    require_kvm!();
+    let out = run_bare(&workload(), &[], &["net-rr", "--peer", "127.0.0.1:9", "--requests", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("(socket) is not supported by the bare VM"), "{stderr}");
+}
+
+#[test]
+fn a_guest_spinning_past_its_timeout_is_stopped() {
+    require_kvm!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Instant::now();
+    let out = run_bare(&test_elf(dir.path(), "spin", &[0xeb, 0xfe]), &["--timeout-s", "0.5"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert!(stderr.contains("past its timeout"), "{stderr}");
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+}
+
+#[test]
+fn sigterm_kills_a_guest_that_does_not_block_it() {
+    require_kvm!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spin = test_elf(dir.path(), "spin", &[0xeb, 0xfe]);
+    let mut child =
+        Reap(Some(bare_cmd(&spin, &["--timeout-s", "60"], &[]).stdin(Stdio::null()).spawn().expect("spawn")));
+    let c = child.0.as_mut().expect("child");
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let status = child.0.take().expect("child").wait().expect("wait");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+}
+
+#[test]
+fn stats_json_names_the_kvm_kind_and_counts_syscalls() {
+    require_kvm!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stats = dir.path().join("stats.json");
+    let out = run_bare(&workload(), &["--stats-json", stats.to_str().expect("utf8")], &["noop"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).expect("stats file")).expect("stats JSON");
+    let kind = cvbench_microvm::kvm_kind();
+    assert_eq!(v["kvm_kind"], kind.name());
+    // noop: write READY, write the JSON line, exit_group.
+    assert_eq!(v["syscalls"], 3, "{v}");
+}

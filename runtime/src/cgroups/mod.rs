@@ -1,0 +1,233 @@
+//! cgroups: one `CgroupManager` trait with v1 and v2 implementations, picked by probing the
+//! mount, plus the shared helpers (file writes naming the path, own-cgroup lookup, stats).
+
+pub mod v1;
+pub mod v2;
+
+use crate::config::{CgroupChoice, Resources};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+/// Smallest memory limit accepted: below this the workload cannot even be exec'd, and the kernel
+/// would OOM-kill it before it prints anything.
+pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
+
+/// Errors from cgroup setup, control and teardown.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create cgroup {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write `{value}` to {path}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot attach pid {pid} to {path}")]
+    AttachCgroup {
+        pid: i32,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot remove cgroup {path}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("memory limit {0} bytes is below the minimum of {MIN_MEMORY_BYTES} bytes")]
+    MemoryTooLow(u64),
+    #[error("memory+swap limit {swap} is below the memory limit {memory}")]
+    SwapBelowMemory { memory: u64, swap: u64 },
+    #[error("controller `{controller}` is not available under {root}")]
+    ControllerMissing { controller: String, root: PathBuf },
+    #[error("cannot find this process's cgroup in /proc/self/cgroup for `{0}`")]
+    OwnCgroup(String),
+    #[error("no cgroup hierarchy found under {0}")]
+    NoHierarchy(PathBuf),
+}
+
+/// Statistics read back after (or during) a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    pub memory_usage_bytes: Option<u64>,
+    pub memory_peak_bytes: Option<u64>,
+    pub cpu_usage_ns: Option<u64>,
+    pub pids_current: Option<u64>,
+    /// Number of OOM kills inside this cgroup.
+    pub oom_kills: u64,
+}
+
+/// A container's cgroup (or set of per-controller cgroups on v1).
+pub trait CgroupManager: Send {
+    /// "v1" or "v2".
+    fn version(&self) -> &'static str;
+    /// Create the directories and write the limits.
+    fn create(&mut self, res: &Resources) -> Result<(), Error>;
+    /// Move a process in.
+    fn attach(&self, pid: i32) -> Result<(), Error>;
+    /// A directory fd for `clone3(CLONE_INTO_CGROUP)`, when the hierarchy supports it.
+    fn clone_into_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Files the new process can write "0" to in order to move itself (v1 `tasks`). Moving
+    /// only the current thread skips the global threadgroup rwsem, and with it the RCU grace
+    /// period a write of another pid costs on this kernel.
+    fn self_attach_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    fn freeze(&self) -> Result<(), Error>;
+    fn thaw(&self) -> Result<(), Error>;
+    fn stats(&self) -> Result<Stats, Error>;
+    /// Pids currently in the cgroup.
+    fn procs(&self) -> Result<Vec<i32>, Error>;
+    /// Every directory this manager created (for the state file and gc).
+    fn paths(&self) -> Vec<PathBuf>;
+    /// Remove the directories; the cgroup must be empty.
+    fn remove(&mut self) -> Result<(), Error>;
+}
+
+/// Check limits before touching the kernel, so bad input fails with a clear message.
+pub fn validate(res: &Resources) -> Result<(), Error> {
+    if let Some(m) = res.memory_bytes {
+        if m < MIN_MEMORY_BYTES {
+            return Err(Error::MemoryTooLow(m));
+        }
+        if let Some(s) = res.memory_swap_bytes {
+            if s < m {
+                return Err(Error::SwapBelowMemory { memory: m, swap: s });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Build the manager a config asks for, probing `/sys/fs/cgroup` on `Auto`.
+pub fn manager(choice: &CgroupChoice, name: &str) -> Result<Box<dyn CgroupManager>, Error> {
+    let own = fs::read_to_string("/proc/self/cgroup")
+        .map_err(|source| Error::Read { path: "/proc/self/cgroup".into(), source })?;
+    let own = parse_proc_cgroup(&own);
+    let choice = match choice {
+        CgroupChoice::Auto => probe(Path::new("/sys/fs/cgroup")),
+        other => other.clone(),
+    };
+    match choice {
+        CgroupChoice::V2(root) => Ok(Box::new(v2::V2::new(&root, &own, name)?)),
+        CgroupChoice::V1(root) => Ok(Box::new(v1::V1::new(&root, &own, name))),
+        CgroupChoice::Auto => Ok(Box::new(v1::V1::new(Path::new("/sys/fs/cgroup"), &own, name))),
+    }
+}
+
+/// v2 when `root` itself is a cgroup2 mount, v1 otherwise.
+pub fn probe(root: &Path) -> CgroupChoice {
+    match nix::sys::statfs::statfs(root) {
+        Ok(st) if st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => CgroupChoice::V2(root.to_path_buf()),
+        _ => CgroupChoice::V1(root.to_path_buf()),
+    }
+}
+
+/// Parse `/proc/self/cgroup` into controller → path. The v2 entry is keyed by "" and
+/// `name=systemd` style entries keep their name.
+pub fn parse_proc_cgroup(text: &str) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => continue,
+        };
+        for c in ctrls.split(',') {
+            map.insert(c.to_string(), path.to_string());
+        }
+    }
+    map
+}
+
+pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), Error> {
+    fs::write(path, value).map_err(|source| Error::Write { path: path.to_path_buf(), value: value.to_string(), source })
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<String, Error> {
+    fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })
+}
+
+pub(crate) fn read_u64(path: &Path) -> Result<u64, Error> {
+    let text = read_file(path)?;
+    text.trim().parse().map_err(|_| Error::Read {
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidData, format!("not a number: {text:?}")),
+    })
+}
+
+/// Value of `key` in a flat-keyed file such as `memory.events` or `cpu.stat`.
+pub(crate) fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(key)).then(|| it.next()?.parse().ok())?
+    })
+}
+
+pub(crate) fn read_procs(path: &Path) -> Result<Vec<i32>, Error> {
+    Ok(read_file(path)?.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// rmdir with a few retries: a killed task can linger in the cgroup for a moment after exit.
+pub(crate) fn remove_dir(path: &Path) -> Result<(), Error> {
+    for attempt in 0..50 {
+        match fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
+                std::thread::sleep(std::time::Duration::from_millis(2))
+            }
+            Err(source) => return Err(Error::Remove { path: path.to_path_buf(), source }),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_proc_cgroup_reads_v1_and_v2_lines() {
+        let map = parse_proc_cgroup("4:memory:/a/b\n1:cpu,cpuacct:/\n0::/x\n");
+        assert_eq!(map["memory"], "/a/b");
+        assert_eq!(map["cpuacct"], "/");
+        assert_eq!(map[""], "/x");
+    }
+
+    #[test]
+    fn validate_rejects_tiny_memory_limit() {
+        let res = Resources { memory_bytes: Some(4096), ..Default::default() };
+        assert!(matches!(validate(&res), Err(Error::MemoryTooLow(4096))));
+    }
+
+    #[test]
+    fn validate_rejects_swap_below_memory() {
+        let res = Resources { memory_bytes: Some(64 << 20), memory_swap_bytes: Some(32 << 20), ..Default::default() };
+        assert!(matches!(validate(&res), Err(Error::SwapBelowMemory { .. })));
+    }
+
+    #[test]
+    fn keyed_finds_values() {
+        assert_eq!(keyed("low 0\noom_kill 3\n", "oom_kill"), Some(3));
+        assert_eq!(keyed("low 0\n", "oom_kill"), None);
+    }
+}

@@ -1,0 +1,299 @@
+//! cgroup v1: one directory per controller hierarchy, each nested under this process's own
+//! cgroup in that hierarchy (on this machine the memory controller sits under a parent cgroup).
+
+use super::{read_file, read_procs, read_u64, remove_dir, write_file, CgroupManager, Error, Stats};
+use crate::config::Resources;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Controllers every container gets: accounting, OOM reporting, pids limit and freezing.
+const ALWAYS: [&str; 4] = ["memory", "cpuacct", "pids", "freezer"];
+
+/// A container's set of v1 cgroups.
+pub struct V1 {
+    root: PathBuf,
+    own: BTreeMap<String, String>,
+    name: String,
+    /// controller → directory, filled by `create`.
+    dirs: BTreeMap<&'static str, PathBuf>,
+    /// Directories to attach to, deduplicated (cpu and cpuacct may share a hierarchy).
+    attach_dirs: Vec<PathBuf>,
+}
+
+impl V1 {
+    /// `root` holds one mount per controller (`root/memory`, ...); `own` is this process's
+    /// `/proc/self/cgroup`; `name` the leaf directory to create.
+    pub fn new(root: &Path, own: &BTreeMap<String, String>, name: &str) -> V1 {
+        V1 {
+            root: root.to_path_buf(),
+            own: own.clone(),
+            name: name.to_string(),
+            dirs: BTreeMap::new(),
+            attach_dirs: Vec::new(),
+        }
+    }
+
+    /// The directory this container gets in `controller`'s hierarchy.
+    pub fn dir_for(&self, controller: &str) -> PathBuf {
+        let parent = self.own.get(controller).map(|p| p.trim_start_matches('/')).unwrap_or("");
+        self.root.join(controller).join(parent).join(&self.name)
+    }
+
+    fn dir(&self, controller: &str) -> Option<&PathBuf> {
+        self.dirs.get(controller)
+    }
+
+    fn wanted(res: &Resources) -> Vec<&'static str> {
+        let mut c = ALWAYS.to_vec();
+        if res.cpu_quota_us.is_some() || res.cpu_shares.is_some() || res.cpu_period_us.is_some() {
+            c.push("cpu");
+        }
+        if res.cpuset_cpus.is_some() || res.cpuset_mems.is_some() {
+            c.push("cpuset");
+        }
+        c
+    }
+
+    fn apply(&self, res: &Resources) -> Result<(), Error> {
+        if let (Some(dir), Some(mem)) = (self.dir("memory"), res.memory_bytes) {
+            write_file(&dir.join("memory.limit_in_bytes"), &mem.to_string())?;
+            // Without an explicit swap limit, forbid swap so the memory limit means an OOM kill
+            // rather than silent swapping (only possible where swap accounting is on).
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            let swap = res.memory_swap_bytes.unwrap_or(mem);
+            if memsw.exists() {
+                write_file(&memsw, &swap.to_string())?;
+            } else if res.memory_swap_bytes.is_some() {
+                return Err(Error::ControllerMissing {
+                    controller: "memory.memsw (swap accounting)".into(),
+                    root: dir.clone(),
+                });
+            }
+        }
+        if let Some(dir) = self.dir("cpu") {
+            if let Some(p) = res.cpu_period_us {
+                write_file(&dir.join("cpu.cfs_period_us"), &p.to_string())?;
+            }
+            if let Some(q) = res.cpu_quota_us {
+                write_file(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
+            }
+            if let Some(s) = res.cpu_shares {
+                write_file(&dir.join("cpu.shares"), &s.to_string())?;
+            }
+        }
+        if let (Some(dir), Some(max)) = (self.dir("pids"), res.pids_max) {
+            write_file(&dir.join("pids.max"), &max.to_string())?;
+        }
+        if let Some(dir) = self.dir("cpuset") {
+            // A fresh v1 cpuset is empty and refuses tasks: inherit the parent's unless given.
+            let parent = dir.parent().unwrap_or(dir);
+            for (file, want) in [("cpuset.cpus", &res.cpuset_cpus), ("cpuset.mems", &res.cpuset_mems)] {
+                let value = match want {
+                    Some(v) => v.clone(),
+                    None => read_file(&parent.join(file))?.trim().to_string(),
+                };
+                write_file(&dir.join(file), &value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CgroupManager for V1 {
+    fn version(&self) -> &'static str {
+        "v1"
+    }
+
+    fn create(&mut self, res: &Resources) -> Result<(), Error> {
+        super::validate(res)?;
+        let mut seen: Vec<PathBuf> = Vec::new();
+        for ctrl in Self::wanted(res) {
+            let hier = self.root.join(ctrl);
+            if !hier.exists() {
+                return Err(Error::ControllerMissing { controller: ctrl.into(), root: self.root.clone() });
+            }
+            let dir = self.dir_for(ctrl);
+            // cpu and cpuacct are often co-mounted (`cpu,cpuacct` with symlinks).
+            let canon = fs::canonicalize(&hier).unwrap_or(hier.clone());
+            let first = !seen.contains(&canon);
+            if first {
+                fs::create_dir(&dir).map_err(|source| Error::Create { path: dir.clone(), source })?;
+                seen.push(canon);
+                self.attach_dirs.push(dir.clone());
+            }
+            self.dirs.insert(ctrl, dir);
+        }
+        self.apply(res)
+    }
+
+    fn attach(&self, pid: i32) -> Result<(), Error> {
+        let value = pid.to_string();
+        for dir in &self.attach_dirs {
+            fs::write(dir.join("cgroup.procs"), &value).map_err(|source| Error::AttachCgroup {
+                pid,
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn self_attach_files(&self) -> Vec<PathBuf> {
+        self.attach_dirs.iter().map(|d| d.join("tasks")).collect()
+    }
+
+    fn freeze(&self) -> Result<(), Error> {
+        let dir = self
+            .dir("freezer")
+            .ok_or_else(|| Error::ControllerMissing { controller: "freezer".into(), root: self.root.clone() })?;
+        let state = dir.join("freezer.state");
+        write_file(&state, "FROZEN")?;
+        for _ in 0..1000 {
+            if read_file(&state)?.trim() == "FROZEN" {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(Error::Write {
+            path: state,
+            value: "FROZEN".into(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "never reached FROZEN"),
+        })
+    }
+
+    fn thaw(&self) -> Result<(), Error> {
+        match self.dir("freezer") {
+            Some(dir) => write_file(&dir.join("freezer.state"), "THAWED"),
+            None => Ok(()),
+        }
+    }
+
+    fn stats(&self) -> Result<Stats, Error> {
+        let mut st = Stats::default();
+        if let Some(dir) = self.dir("memory") {
+            st.memory_usage_bytes = read_u64(&dir.join("memory.usage_in_bytes")).ok();
+            st.memory_peak_bytes = read_u64(&dir.join("memory.max_usage_in_bytes")).ok();
+            if let Ok(text) = read_file(&dir.join("memory.oom_control")) {
+                st.oom_kills = super::keyed(&text, "oom_kill").unwrap_or(0);
+            }
+        }
+        if let Some(dir) = self.dir("cpuacct") {
+            st.cpu_usage_ns = read_u64(&dir.join("cpuacct.usage")).ok();
+        }
+        if let Some(dir) = self.dir("pids") {
+            st.pids_current = read_u64(&dir.join("pids.current")).ok();
+        }
+        Ok(st)
+    }
+
+    fn procs(&self) -> Result<Vec<i32>, Error> {
+        match self.attach_dirs.first() {
+            Some(dir) => read_procs(&dir.join("cgroup.procs")),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        self.attach_dirs.clone()
+    }
+
+    fn remove(&mut self) -> Result<(), Error> {
+        let mut first_err = None;
+        for dir in self.attach_dirs.drain(..) {
+            if let Err(e) = remove_dir(&dir) {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.dirs.clear();
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake v1 tree in a temp dir: plain directories and files stand in for cgroupfs.
+    fn fake_root() -> (tempfile::TempDir, BTreeMap<String, String>) {
+        let tmp = tempfile::tempdir().unwrap();
+        for c in ["memory", "cpu", "cpuacct", "pids", "freezer", "cpuset"] {
+            fs::create_dir_all(tmp.path().join(c)).unwrap();
+        }
+        fs::create_dir_all(tmp.path().join("memory/outer")).unwrap();
+        fs::write(tmp.path().join("cpuset/cpuset.cpus"), "0-1\n").unwrap();
+        fs::write(tmp.path().join("cpuset/cpuset.mems"), "0\n").unwrap();
+        let own = super::super::parse_proc_cgroup("4:memory:/outer\n1:cpu:/\n2:pids:/\n");
+        (tmp, own)
+    }
+
+    #[test]
+    fn create_nests_memory_under_own_cgroup() {
+        let (tmp, own) = fake_root();
+        let mut cg = V1::new(tmp.path(), &own, "cvbench-1-0");
+        cg.create(&Resources::default()).unwrap();
+        assert!(tmp.path().join("memory/outer/cvbench-1-0").is_dir());
+        assert!(tmp.path().join("pids/cvbench-1-0").is_dir());
+        assert!(!tmp.path().join("cpu/cvbench-1-0").exists());
+    }
+
+    #[test]
+    fn create_writes_limits() {
+        let (tmp, own) = fake_root();
+        let mut cg = V1::new(tmp.path(), &own, "c");
+        let res = Resources {
+            memory_bytes: Some(64 << 20),
+            cpu_quota_us: Some(50_000),
+            cpu_period_us: Some(100_000),
+            cpu_shares: Some(512),
+            pids_max: Some(32),
+            cpuset_mems: Some("0".into()),
+            ..Default::default()
+        };
+        cg.create(&res).unwrap();
+        let read = |p: &str| fs::read_to_string(tmp.path().join(p)).unwrap();
+        assert_eq!(read("memory/outer/c/memory.limit_in_bytes"), "67108864");
+        assert_eq!(read("cpu/c/cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu/c/cpu.cfs_period_us"), "100000");
+        assert_eq!(read("cpu/c/cpu.shares"), "512");
+        assert_eq!(read("pids/c/pids.max"), "32");
+        assert_eq!(read("cpuset/c/cpuset.cpus"), "0-1");
+    }
+
+    #[test]
+    fn attach_writes_pid_to_every_hierarchy() {
+        let (tmp, own) = fake_root();
+        let mut cg = V1::new(tmp.path(), &own, "c");
+        cg.create(&Resources::default()).unwrap();
+        cg.attach(42).unwrap();
+        for d in ["memory/outer/c", "cpuacct/c", "pids/c", "freezer/c"] {
+            assert_eq!(fs::read_to_string(tmp.path().join(d).join("cgroup.procs")).unwrap(), "42");
+        }
+    }
+
+    #[test]
+    fn stats_read_usage_peak_and_oom_kills() {
+        let (tmp, own) = fake_root();
+        let mut cg = V1::new(tmp.path(), &own, "c");
+        cg.create(&Resources::default()).unwrap();
+        let m = tmp.path().join("memory/outer/c");
+        fs::write(m.join("memory.usage_in_bytes"), "100\n").unwrap();
+        fs::write(m.join("memory.max_usage_in_bytes"), "200\n").unwrap();
+        fs::write(m.join("memory.oom_control"), "oom_kill_disable 0\noom_kill 1\n").unwrap();
+        fs::write(tmp.path().join("cpuacct/c/cpuacct.usage"), "5000\n").unwrap();
+        let st = cg.stats().unwrap();
+        assert_eq!(st.memory_usage_bytes, Some(100));
+        assert_eq!(st.memory_peak_bytes, Some(200));
+        assert_eq!(st.cpu_usage_ns, Some(5000));
+        assert_eq!(st.oom_kills, 1);
+    }
+
+    #[test]
+    fn create_fails_without_memory_hierarchy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cg = V1::new(tmp.path(), &BTreeMap::new(), "c");
+        let err = cg.create(&Resources::default()).unwrap_err();
+        assert!(matches!(err, Error::ControllerMissing { .. }));
+    }
+}

@@ -1,0 +1,264 @@
+//! cgroup v2: one directory in the unified hierarchy, controllers enabled in the parent's
+//! `cgroup.subtree_control`, and a directory fd for `clone3(CLONE_INTO_CGROUP)`.
+
+use super::{read_file, read_procs, read_u64, remove_dir, write_file, CgroupManager, Error, Stats};
+use crate::config::Resources;
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A container's v2 cgroup.
+pub struct V2 {
+    root: PathBuf,
+    dir: PathBuf,
+    dir_fd: Option<File>,
+    created: bool,
+}
+
+impl V2 {
+    /// `root` is the cgroup2 mount; the cgroup goes under this process's own v2 cgroup.
+    pub fn new(root: &Path, own: &BTreeMap<String, String>, name: &str) -> Result<V2, Error> {
+        let parent = own.get("").map(|p| p.trim_start_matches('/')).unwrap_or("");
+        Ok(V2 { root: root.to_path_buf(), dir: root.join(parent).join(name), dir_fd: None, created: false })
+    }
+
+    /// The cgroup directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn parent(&self) -> &Path {
+        self.dir.parent().unwrap_or(&self.root)
+    }
+
+    /// Controllers the limits need, in `cgroup.controllers` names.
+    fn needed(res: &Resources) -> Vec<&'static str> {
+        let mut c = Vec::new();
+        if res.memory_bytes.is_some() || res.memory_swap_bytes.is_some() {
+            c.push("memory");
+        }
+        if res.cpu_quota_us.is_some() || res.cpu_shares.is_some() {
+            c.push("cpu");
+        }
+        if res.pids_max.is_some() {
+            c.push("pids");
+        }
+        if res.cpuset_cpus.is_some() || res.cpuset_mems.is_some() {
+            c.push("cpuset");
+        }
+        c
+    }
+
+    fn enable_controllers(&self, res: &Resources) -> Result<(), Error> {
+        let available = read_file(&self.parent().join("cgroup.controllers")).unwrap_or_default();
+        let available: Vec<&str> = available.split_whitespace().collect();
+        for ctrl in Self::needed(res) {
+            if !available.contains(&ctrl) {
+                return Err(Error::ControllerMissing { controller: ctrl.into(), root: self.parent().to_path_buf() });
+            }
+        }
+        // Enable what the parent offers (memory/cpu/pids also for stats); the parent must not
+        // hold processes itself (v2's no-internal-processes rule), so failures only matter when
+        // a limit needs the controller, which the writes below then report.
+        let subtree = self.parent().join("cgroup.subtree_control");
+        for ctrl in ["memory", "cpu", "pids", "cpuset"] {
+            if available.contains(&ctrl) {
+                let _ = fs::write(&subtree, format!("+{ctrl}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, res: &Resources) -> Result<(), Error> {
+        let d = &self.dir;
+        if let Some(m) = res.memory_bytes {
+            write_file(&d.join("memory.max"), &m.to_string())?;
+            let swap = res.memory_swap_bytes.map(|s| s - m).unwrap_or(0);
+            let swap_file = d.join("memory.swap.max");
+            if swap_file.exists() {
+                write_file(&swap_file, &swap.to_string())?;
+            }
+        }
+        if res.cpu_quota_us.is_some() || res.cpu_period_us.is_some() {
+            let quota = match res.cpu_quota_us {
+                Some(q) if q > 0 => q.to_string(),
+                _ => "max".into(),
+            };
+            let period = res.cpu_period_us.unwrap_or(100_000);
+            write_file(&d.join("cpu.max"), &format!("{quota} {period}"))?;
+        }
+        if let Some(shares) = res.cpu_shares {
+            write_file(&d.join("cpu.weight"), &shares_to_weight(shares).to_string())?;
+        }
+        if let Some(p) = res.pids_max {
+            write_file(&d.join("pids.max"), &p.to_string())?;
+        }
+        if let Some(c) = &res.cpuset_cpus {
+            write_file(&d.join("cpuset.cpus"), c)?;
+        }
+        if let Some(m) = &res.cpuset_mems {
+            write_file(&d.join("cpuset.mems"), m)?;
+        }
+        Ok(())
+    }
+}
+
+/// Map v1 shares (2..=262144, default 1024) onto v2 weight (1..=10000, default 100), the same
+/// linear conversion runc and crun use.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+impl CgroupManager for V2 {
+    fn version(&self) -> &'static str {
+        "v2"
+    }
+
+    fn create(&mut self, res: &Resources) -> Result<(), Error> {
+        super::validate(res)?;
+        self.enable_controllers(res)?;
+        fs::create_dir(&self.dir).map_err(|source| Error::Create { path: self.dir.clone(), source })?;
+        self.created = true;
+        self.apply(res)?;
+        let fd = File::open(&self.dir).map_err(|source| Error::Read { path: self.dir.clone(), source })?;
+        self.dir_fd = Some(fd);
+        Ok(())
+    }
+
+    fn attach(&self, pid: i32) -> Result<(), Error> {
+        fs::write(self.dir.join("cgroup.procs"), pid.to_string()).map_err(|source| Error::AttachCgroup {
+            pid,
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    fn clone_into_fd(&self) -> Option<RawFd> {
+        self.dir_fd.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    fn freeze(&self) -> Result<(), Error> {
+        write_file(&self.dir.join("cgroup.freeze"), "1")?;
+        let events = self.dir.join("cgroup.events");
+        for _ in 0..1000 {
+            if super::keyed(&read_file(&events)?, "frozen") == Some(1) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(Error::Write {
+            path: self.dir.join("cgroup.freeze"),
+            value: "1".into(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "never reported frozen"),
+        })
+    }
+
+    fn thaw(&self) -> Result<(), Error> {
+        write_file(&self.dir.join("cgroup.freeze"), "0")
+    }
+
+    fn stats(&self) -> Result<Stats, Error> {
+        let d = &self.dir;
+        let mut st = Stats {
+            memory_usage_bytes: read_u64(&d.join("memory.current")).ok(),
+            memory_peak_bytes: read_u64(&d.join("memory.peak")).ok(),
+            pids_current: read_u64(&d.join("pids.current")).ok(),
+            ..Default::default()
+        };
+        if let Ok(text) = read_file(&d.join("cpu.stat")) {
+            st.cpu_usage_ns = super::keyed(&text, "usage_usec").map(|u| u * 1000);
+        }
+        if let Ok(text) = read_file(&d.join("memory.events")) {
+            st.oom_kills = super::keyed(&text, "oom_kill").unwrap_or(0);
+        }
+        Ok(st)
+    }
+
+    fn procs(&self) -> Result<Vec<i32>, Error> {
+        read_procs(&self.dir.join("cgroup.procs"))
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        if self.created {
+            vec![self.dir.clone()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn remove(&mut self) -> Result<(), Error> {
+        self.dir_fd = None;
+        if self.created {
+            remove_dir(&self.dir)?;
+            self.created = false;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_root(controllers: &str) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("cgroup.controllers"), controllers).unwrap();
+        fs::write(tmp.path().join("cgroup.subtree_control"), "").unwrap();
+        tmp
+    }
+
+    #[test]
+    fn create_writes_v2_limit_files() {
+        let tmp = fake_root("cpu memory pids cpuset\n");
+        let mut cg = V2::new(tmp.path(), &BTreeMap::new(), "c").unwrap();
+        let res = Resources {
+            memory_bytes: Some(64 << 20),
+            cpu_quota_us: Some(50_000),
+            cpu_shares: Some(1024),
+            pids_max: Some(16),
+            ..Default::default()
+        };
+        cg.create(&res).unwrap();
+        let read = |p: &str| fs::read_to_string(tmp.path().join("c").join(p)).unwrap();
+        assert_eq!(read("memory.max"), "67108864");
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert_eq!(read("cpu.weight"), "39");
+        assert_eq!(read("pids.max"), "16");
+        assert!(cg.clone_into_fd().is_some());
+    }
+
+    #[test]
+    fn create_reports_missing_controller() {
+        let tmp = fake_root("");
+        let mut cg = V2::new(tmp.path(), &BTreeMap::new(), "c").unwrap();
+        let res = Resources { pids_max: Some(16), ..Default::default() };
+        let err = cg.create(&res).unwrap_err();
+        assert!(err.to_string().contains("`pids`"), "{err}");
+        assert!(!tmp.path().join("c").exists());
+    }
+
+    #[test]
+    fn stats_read_cpu_stat_and_memory_events() {
+        let tmp = fake_root("");
+        let mut cg = V2::new(tmp.path(), &BTreeMap::new(), "c").unwrap();
+        cg.create(&Resources::default()).unwrap();
+        let d = tmp.path().join("c");
+        fs::write(d.join("cpu.stat"), "usage_usec 7\nuser_usec 5\n").unwrap();
+        fs::write(d.join("memory.events"), "oom 1\noom_kill 2\n").unwrap();
+        fs::write(d.join("memory.peak"), "4096\n").unwrap();
+        let st = cg.stats().unwrap();
+        assert_eq!(st.cpu_usage_ns, Some(7000));
+        assert_eq!(st.oom_kills, 2);
+        assert_eq!(st.memory_peak_bytes, Some(4096));
+    }
+
+    #[test]
+    fn shares_map_to_weight_like_runc() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(1024), 39);
+    }
+}

@@ -1,0 +1,411 @@
+//! The `microvm` backend: the workload in a Linux guest booted by our own VMM
+//! (`cvbench-vmm linux`), from the cached cvbench guest kernel and an initramfs
+//! holding busybox, the guest `/init` and the workload. The serial console is
+//! relayed line by line to the harness; the VMM's own timings (start → first
+//! KVM_RUN, boot timer milestones) come back through its `--stats-json` file
+//! and go into the record. Under kvm_pvm the guest reaches `/init` but its
+//! first system call faults, and the record says exactly that.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cvbench_microvm::linux::{initramfs, kernel_cache};
+use cvbench_microvm::{kvm_kind, KvmKind};
+
+use super::peers::{launch_err, run_tool, scratch};
+use super::process::ChildProcess;
+use super::{Backend, BackendError, Instance, LaunchSpec};
+use crate::paths;
+use crate::record::ExitInfo;
+
+const BACKEND: &str = "microvm";
+const DEFAULT_MEM_MIB: u32 = 128;
+/// The VM's /30: host (tap, peer server) and guest ends.
+const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
+const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
+const PEER_PORT: u16 = 5201;
+const DISK_MIB: u64 = 512;
+
+/// The cached guest kernel, if `scripts/build-guest-kernel` has built it (for `cvbench doctor`).
+pub fn guest_kernel() -> Option<PathBuf> {
+    kernel_cache::cached_kernel()
+}
+
+fn kernel() -> Result<PathBuf, String> {
+    guest_kernel().ok_or_else(|| {
+        format!(
+            "guest kernel not built (expected at {}); build it with {} (about 5 minutes on 2 cores)",
+            kernel_cache::expected_path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "~/.cache/cvbench/kernel/<key>/vmlinux".into()),
+            kernel_cache::BUILD_COMMAND
+        )
+    })
+}
+
+fn vmm_binary() -> Result<PathBuf, String> {
+    paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").map_err(|e| e.to_string())
+}
+
+/// The Linux micro-VM backend. The initramfs is built once per backend object.
+#[derive(Default)]
+pub struct MicroVm {
+    initrd: Mutex<Option<Arc<tempfile::NamedTempFile>>>,
+}
+
+impl MicroVm {
+    pub fn new() -> MicroVm {
+        MicroVm::default()
+    }
+
+    fn initrd(&self) -> Result<Arc<tempfile::NamedTempFile>, String> {
+        let mut g = self.initrd.lock().map_err(|_| "initrd lock poisoned".to_string())?;
+        if let Some(f) = g.as_ref() {
+            return Ok(f.clone());
+        }
+        let img = initramfs::GuestImage {
+            workload: paths::workload_binary().map_err(|e| e.to_string())?,
+            busybox: PathBuf::from("/bin/busybox"),
+        };
+        let f = tempfile::Builder::new()
+            .prefix(&format!("cvbench-microvm-initrd-{}-", std::process::id()))
+            .tempfile()
+            .map_err(|e| e.to_string())?;
+        initramfs::write_guest_image(&img, f.path()).map_err(|e| e.to_string())?;
+        let f = Arc::new(f);
+        *g = Some(f.clone());
+        Ok(f)
+    }
+}
+
+/// The peer `cvbench-workload serve`, alone in a network namespace it unshared at start; the
+/// VMM puts the VM's tap into that namespace, so guest traffic never reaches the host's.
+struct PeerServer {
+    proc: ChildProcess,
+}
+
+impl PeerServer {
+    fn start(workload_bin: &Path, workload: &str) -> Result<PeerServer, BackendError> {
+        let (rd, wr) = nix::unistd::pipe().map_err(|e| launch_err(BACKEND, workload, e))?;
+        let mut cmd = Command::new(workload_bin);
+        // 0.0.0.0: the tap (and its address) appears only when the VMM starts.
+        cmd.args(["serve", "--listen", &format!("0.0.0.0:{PEER_PORT}"), "--max-conns", "1"]);
+        // SAFETY: the closure runs between fork and exec and only calls unshare(2), which is
+        // async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let errf =
+            std::fs::File::options().write(true).open("/dev/null").map_err(|e| launch_err(BACKEND, workload, e))?;
+        let spec = LaunchSpec {
+            workload: "serve".into(),
+            args: vec![],
+            stdin_pipe: false,
+            stdout: wr,
+            stderr: errf.into(),
+            timeout: Duration::from_secs(60),
+            options: Default::default(),
+        };
+        let proc = ChildProcess::spawn("microvm-peer", cmd, spec)?;
+        let mut line = String::new();
+        BufReader::new(std::fs::File::from(rd)).read_line(&mut line).map_err(|e| launch_err(BACKEND, workload, e))?;
+        if line.trim() != "READY" {
+            return Err(launch_err(BACKEND, workload, format!("peer server did not start (printed {line:?})")));
+        }
+        Ok(PeerServer { proc })
+    }
+
+    fn netns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.proc.pid()))
+    }
+}
+
+/// A sparse raw image with an ext4 filesystem, for the `disk` workload (mounted at /mnt).
+fn make_disk(dir: &Path, workload: &str) -> Result<PathBuf, BackendError> {
+    let img = dir.join("disk.ext4");
+    let f = std::fs::File::create(&img).map_err(|e| launch_err(BACKEND, workload, e))?;
+    f.set_len(DISK_MIB << 20).map_err(|e| launch_err(BACKEND, workload, e))?;
+    run_tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)).map_err(|e| launch_err(BACKEND, workload, e))?;
+    Ok(img)
+}
+
+/// What the console relay saw.
+#[derive(Default)]
+struct Console {
+    first_output: Option<Instant>,
+    tail: VecDeque<String>,
+    /// The first few lines that say how far the guest got (init, faults, panics).
+    milestones: Vec<String>,
+}
+
+/// Console lines worth quoting in the record when the workload did not report.
+fn is_milestone(line: &str) -> bool {
+    const KEYS: [&str; 6] = ["Run /init", "segfault", "Kernel panic", "VFS:", "BUG:", "Oops"];
+    KEYS.iter().any(|k| line.contains(k))
+}
+
+struct MicroVmInstance {
+    child: ChildProcess,
+    console: Arc<Mutex<Console>>,
+    relay: Option<std::thread::JoinHandle<()>>,
+    launched: Instant,
+    stats_path: PathBuf,
+    args: Vec<String>,
+    kvm: KvmKind,
+    _scratch: tempfile::TempDir,
+    _initrd: Arc<tempfile::NamedTempFile>,
+    peer: Option<PeerServer>,
+}
+
+impl Backend for MicroVm {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if let KvmKind::Unavailable(why) = kvm_kind() {
+            return Err(why);
+        }
+        vmm_binary()?;
+        if !Path::new("/bin/busybox").is_file() {
+            return Err("/bin/busybox missing (apt-get install busybox-static)".into());
+        }
+        kernel().map(|_| ())
+    }
+
+    fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
+        let w = spec.workload.clone();
+        let kvm = kvm_kind();
+        if let KvmKind::Unavailable(why) = &kvm {
+            return Err(BackendError::Unavailable { backend: BACKEND.into(), reason: why.clone() });
+        }
+        let kernel = kernel().map_err(|e| launch_err(BACKEND, &w, e))?;
+        let vmm = vmm_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
+        let initrd = self.initrd().map_err(|e| launch_err(BACKEND, &w, e))?;
+        let dir = scratch("cvbench-microvm-").map_err(|e| launch_err(BACKEND, &w, e))?;
+        let stats_path = dir.path().join("vmm-stats.json");
+
+        let mut cmd = Command::new(&vmm);
+        let mem = spec.options.guest_mem_mib.unwrap_or(DEFAULT_MEM_MIB);
+        let vcpus = spec.options.vcpus.unwrap_or(1);
+        cmd.arg("linux")
+            .arg("--kernel")
+            .arg(&kernel)
+            .arg("--initrd")
+            .arg(initrd.path())
+            .args(["--cmdline", "quiet"])
+            .args(["--mem-mib", &mem.to_string(), "--vcpus", &vcpus.to_string()])
+            .args(["--timeout-s", &format!("{:.3}", spec.timeout.as_secs_f64())])
+            .arg("--stats-json")
+            .arg(&stats_path);
+        let mut args = spec.args.clone();
+        let mut peer = None;
+        match w.as_str() {
+            "net-stream" | "net-rr" => {
+                let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
+                let p = PeerServer::start(&bin, &w)?;
+                let tap = format!("cvbvm{}", p.proc.pid());
+                cmd.arg("--net-netns").arg(p.netns()).args(["--net-tap", &tap]).args([
+                    "--net-host-ip",
+                    &HOST_IP.to_string(),
+                    "--net-guest-ip",
+                    &GUEST_IP.to_string(),
+                ]);
+                args.extend(["--peer".to_string(), format!("{HOST_IP}:{PEER_PORT}")]);
+                peer = Some(p);
+            }
+            "disk" => {
+                let img = make_disk(dir.path(), &w)?;
+                cmd.arg("--blk").arg(img);
+                args.extend(["--dir".to_string(), "/mnt".to_string()]);
+            }
+            _ => {}
+        }
+        cmd.arg("--").arg(&w).args(&args);
+
+        let LaunchSpec { workload, stdout, stderr, timeout, options, .. } = spec;
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, &w, e))?;
+        let child_spec = LaunchSpec {
+            workload,
+            args: args.clone(),
+            // The guest has no stdin: `idle` ends by stop/drop, not by closing stdin.
+            stdin_pipe: false,
+            stdout: wr,
+            stderr,
+            timeout,
+            options,
+        };
+        let launched = Instant::now();
+        let child = ChildProcess::spawn(BACKEND, cmd, child_spec)?;
+        let console = Arc::new(Mutex::new(Console::default()));
+        let relay = {
+            let console = console.clone();
+            let mut out = std::fs::File::from(stdout);
+            std::thread::spawn(move || {
+                for line in BufReader::new(std::fs::File::from(rd)).split(b'\n') {
+                    let Ok(line) = line else { break };
+                    let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                    if let Ok(mut c) = console.lock() {
+                        c.first_output.get_or_insert_with(Instant::now);
+                        if c.tail.len() == 12 {
+                            c.tail.pop_front();
+                        }
+                        c.tail.push_back(text.clone());
+                        if c.milestones.len() < 6 && is_milestone(&text) {
+                            c.milestones.push(text.trim().to_string());
+                        }
+                    }
+                    let _ = writeln!(out, "{text}");
+                }
+            })
+        };
+        Ok(Box::new(MicroVmInstance {
+            child,
+            console,
+            relay: Some(relay),
+            launched,
+            stats_path,
+            args,
+            kvm,
+            _scratch: dir,
+            _initrd: initrd,
+            peer,
+        }))
+    }
+}
+
+impl MicroVmInstance {
+    /// The VMM's own report, once it has exited.
+    fn stats(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.stats_path).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn finish(&mut self) {
+        if let Some(h) = self.relay.take() {
+            let _ = h.join();
+        }
+        if let Some(p) = self.peer.as_mut() {
+            let _ = p.proc.stop(Duration::from_secs(2));
+        }
+    }
+}
+
+fn ms_field(stats: &serde_json::Value, key: &str) -> Option<f64> {
+    stats.get(key).and_then(serde_json::Value::as_f64)
+}
+
+impl Instance for MicroVmInstance {
+    fn pids(&self) -> Vec<i32> {
+        vec![self.child.pid()]
+    }
+
+    fn close_stdin(&mut self) {
+        // The guest has no stdin (see `launch`); `idle` is ended by stop/drop.
+    }
+
+    fn effective_args(&self) -> Option<Vec<String>> {
+        Some(self.args.clone())
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
+        let r = self.child.wait(timeout);
+        self.finish();
+        r
+    }
+
+    fn stop(&mut self) -> Result<ExitInfo, BackendError> {
+        let r = self.child.stop(Duration::from_secs(2));
+        self.finish();
+        r
+    }
+
+    fn phases(&self) -> Vec<(String, u64)> {
+        let mut v = Vec::new();
+        let ns = |ms: f64| (ms * 1e6) as u64;
+        if let Some(s) = self.stats() {
+            if let Some(ms) = ms_field(&s, "first_kvm_run_ms") {
+                v.push(("vmm start→first KVM_RUN".to_string(), ns(ms)));
+            }
+            if let Some(ms) = ms_field(&s, "kernel_init_ms") {
+                v.push(("vmm start→guest kernel starts /init (boot timer)".to_string(), ns(ms)));
+            }
+            if let Some(ms) = ms_field(&s, "user_init_ms") {
+                v.push(("vmm start→/init in user space (boot timer)".to_string(), ns(ms)));
+            }
+        }
+        if let Ok(c) = self.console.lock() {
+            if let Some(t) = c.first_output {
+                v.push(("launch→first console line".to_string(), t.duration_since(self.launched).as_nanos() as u64));
+            }
+        }
+        v
+    }
+
+    fn extra(&self) -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::new();
+        if let Some(s) = self.stats() {
+            for key in ["first_kvm_run_ms", "kernel_init_ms", "user_init_ms", "total_ms"] {
+                if let Some(v) = ms_field(&s, key) {
+                    m.insert(format!("vmm_{key}"), v);
+                }
+            }
+        }
+        m
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let mut v = vec![format!(
+            "microvm: cvbench-vmm linux, vmlinux via PVH, initramfs (busybox + /init + workload); {}",
+            self.kvm
+        )];
+        let Some(s) = self.stats() else {
+            v.push("microvm: the VMM wrote no stats (it was killed or failed before the guest ended)".into());
+            return v;
+        };
+        let kernel_init = ms_field(&s, "kernel_init_ms");
+        let user_init = ms_field(&s, "user_init_ms");
+        let end = s.get("end").and_then(|e| e.as_str()).unwrap_or("unknown");
+        v.push(format!(
+            "microvm: guest end = {end}; kernel reached /init: {}; /init ran in user space: {}; workload exit status reported: {}",
+            kernel_init.map_or("no".to_string(), |ms| format!("yes, {ms:.1} ms after VMM start")),
+            user_init.map_or("no".to_string(), |ms| format!("yes, {ms:.1} ms")),
+            s.get("exit_status").filter(|x| !x.is_null()).map_or("none".to_string(), |x| x.to_string()),
+        ));
+        if self.kvm == KvmKind::Pvm && user_init.is_none() {
+            v.push(
+                "microvm: workload not run: under kvm_pvm (software nested KVM) the guest kernel boots to /init, \
+                 but the guest's first user-space system call faults (bogus page fault at entry_SYSCALL_64), so \
+                 the kernel panics and the VMM powers off; on hardware KVM the same guest runs the workload"
+                    .into(),
+            );
+        }
+        if let Ok(c) = self.console.lock() {
+            if !c.milestones.is_empty() {
+                v.push(format!("microvm: guest console: {}", c.milestones.join(" / ")));
+            } else if !c.tail.iter().any(|l| l.trim() == "READY") && !c.tail.is_empty() {
+                let tail: Vec<&str> = c.tail.iter().map(String::as_str).filter(|l| !l.trim().is_empty()).collect();
+                v.push(format!("microvm: guest console ended with: {}", tail.join(" / ")));
+            }
+        }
+        v
+    }
+}
+
+impl Drop for MicroVmInstance {
+    fn drop(&mut self) {
+        let _ = self.child.stop(Duration::from_millis(500));
+        self.finish();
+    }
+}

@@ -1,0 +1,498 @@
+//! The `docker` backend: a private dockerd of our own (its own data root,
+//! exec root, socket and pid file; no iptables, no bridge; it starts its own
+//! managed containerd), the workload image loaded with `docker import`, and
+//! `docker run --rm --network none` per instance. Where the time goes comes
+//! from the daemon's own event stream (create, start, die, destroy). The
+//! daemon is stopped by pid when the backend is dropped.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{launch_err, oci, PeerError};
+use crate::backend::process::ChildProcess;
+use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
+use crate::paths;
+use crate::record::ExitInfo;
+
+const IMAGE: &str = "cvbench-workload:latest";
+
+/// The private daemon.
+struct Daemon {
+    proc: Mutex<ChildProcess>,
+    ctr: Mutex<Option<CtrEvents>>,
+    sock: String,
+    base: PathBuf,
+    exec_root: PathBuf,
+    cli: PathBuf,
+}
+
+/// The docker client matching Debian's dockerd (`/usr/bin/docker`), else
+/// whatever `docker` is on PATH.
+fn cli_path() -> PathBuf {
+    let deb = PathBuf::from("/usr/bin/docker");
+    if deb.is_file() {
+        deb
+    } else {
+        PathBuf::from("docker")
+    }
+}
+
+fn unix_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+impl Daemon {
+    fn start() -> Result<Daemon, PeerError> {
+        let pid = std::process::id();
+        let base = PathBuf::from(format!("/var/tmp/cvbench-docker-{pid}"));
+        // Short: dockerd puts unix sockets under its exec root.
+        let exec_root = PathBuf::from(format!("/run/cvbd-{pid}"));
+        for d in [&base, &exec_root] {
+            std::fs::create_dir_all(d).map_err(|e| PeerError::Io(d.clone(), e))?;
+        }
+        let sock = format!("unix://{}/docker.sock", exec_root.display());
+        let log_path = base.join("dockerd.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| PeerError::Io(log_path.clone(), e))?;
+        let null = std::fs::File::options()
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| PeerError::Io(PathBuf::from("/dev/null"), e))?;
+        let mut cmd = Command::new("dockerd");
+        cmd.arg("--data-root")
+            .arg(base.join("data"))
+            .arg("--exec-root")
+            .arg(exec_root.join("x"))
+            .arg("-H")
+            .arg(&sock)
+            .arg("--pidfile")
+            .arg(exec_root.join("dockerd.pid"))
+            .args(["--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none", "--log-level=error"])
+            // Ctrl-C at the terminal must not reach the daemon: we stop it.
+            .process_group(0);
+        let spec = LaunchSpec {
+            workload: "dockerd".into(),
+            args: vec![],
+            stdin_pipe: false,
+            stdout: null.into(),
+            stderr: log.into(),
+            timeout: Duration::from_secs(60),
+            options: Default::default(),
+        };
+        let proc = ChildProcess::spawn("docker", cmd, spec).map_err(|e| PeerError::Other(e.to_string()))?;
+        let d = Daemon { proc: Mutex::new(proc), ctr: Mutex::new(None), sock, base, exec_root, cli: cli_path() };
+        let t = Instant::now();
+        loop {
+            if super::run_tool(d.cli().arg("version")).is_ok() {
+                break;
+            }
+            let exited = d.proc.lock().ok().and_then(|mut p| p.try_wait(Duration::ZERO).ok().flatten());
+            if exited.is_some() || t.elapsed() > Duration::from_secs(30) {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" / ");
+                return Err(PeerError::Other(format!(
+                    "private dockerd did not answer on {} ({}); log: {tail}",
+                    d.sock,
+                    if exited.is_some() { "it exited" } else { "30 s" }
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d.import()?;
+        if let Ok(mut c) = d.ctr.lock() {
+            *c = CtrEvents::start(&d.exec_root);
+        }
+        Ok(d)
+    }
+
+    fn cli(&self) -> Command {
+        let mut c = Command::new(&self.cli);
+        c.arg("-H").arg(&self.sock).env("DOCKER_CONFIG", self.base.join("client"));
+        c
+    }
+
+    /// `docker import` of a tar of the same rootfs the OCI peers use.
+    fn import(&self) -> Result<(), PeerError> {
+        let rootfs = self.base.join("rootfs");
+        let bin = paths::workload_binary().map_err(|e| PeerError::Other(e.to_string()))?;
+        oci::make_rootfs(&rootfs, &bin)?;
+        let tar = self.base.join("image.tar");
+        super::run_tool(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."))?;
+        super::run_tool(self.cli().arg("import").arg(&tar).arg(IMAGE))?;
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.ctr.lock() {
+            c.take();
+        }
+        if let Ok(mut p) = self.proc.lock() {
+            // dockerd stops its containers and its managed containerd on SIGTERM.
+            if let Err(e) = p.stop(Duration::from_secs(20)) {
+                eprintln!("cvbench: docker: stopping the private dockerd: {e}");
+            }
+        }
+        for d in [&self.exec_root, &self.base] {
+            if let Err(e) = std::fs::remove_dir_all(d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    eprintln!("cvbench: docker: removing {}: {e}", d.display());
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Docker {
+    daemon: Mutex<Option<Arc<Daemon>>>,
+}
+
+impl Docker {
+    pub fn new() -> Docker {
+        Docker::default()
+    }
+
+    fn daemon(&self) -> Result<Arc<Daemon>, String> {
+        let mut g = self.daemon.lock().map_err(|_| "daemon lock poisoned".to_string())?;
+        if let Some(d) = g.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(Daemon::start().map_err(|e| e.to_string())?);
+        *g = Some(d.clone());
+        Ok(d)
+    }
+}
+
+struct DockerInstance {
+    child: ChildProcess,
+    name: String,
+    server: Option<String>,
+    daemon: Arc<Daemon>,
+    launched_unix_ns: u128,
+    pids: Mutex<Option<Vec<i32>>>,
+    scratch: Option<tempfile::TempDir>,
+    notes: Vec<String>,
+}
+
+impl Backend for Docker {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    /// Starts the private daemon (so the first launch does not pay for it).
+    fn check(&self) -> Result<(), String> {
+        if !super::on_path("dockerd") {
+            return Err("dockerd is not installed (apt-get install docker.io)".into());
+        }
+        if !crate::env::is_root() {
+            return Err("needs root to run a private dockerd".into());
+        }
+        self.daemon().map(|_| ())
+    }
+
+    fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
+        let w = spec.workload.clone();
+        let daemon = self.daemon().map_err(|e| launch_err("docker", &w, e))?;
+        let launched_unix_ns = unix_ns();
+        let name = super::unique("cvb-docker");
+        let mut notes = vec![
+            "docker: private dockerd 20.10 → containerd → containerd-shim-runc-v2 → runc; default seccomp profile and capabilities; json-file log driver; footprint counts the docker CLI, the shim and the container, not the shared dockerd and containerd".to_string(),
+        ];
+        let mut args: Vec<String> = spec.args.clone();
+        let mut cmd = daemon.cli();
+        cmd.args(["run", "--rm", "--name", &name]);
+        let mut server = None;
+        let mut scratch = None;
+        match spec.workload.as_str() {
+            "net-stream" | "net-rr" => {
+                let srv = format!("{name}-srv");
+                super::run_tool(daemon.cli().args([
+                    "run",
+                    "-d",
+                    "--network",
+                    "none",
+                    "--name",
+                    &srv,
+                    IMAGE,
+                    oci::GUEST_WORKLOAD,
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:5201",
+                    "--max-conns",
+                    "1",
+                ]))
+                .map_err(|e| launch_err("docker", &w, e))?;
+                cmd.args(["--network", &format!("container:{srv}")]);
+                args.extend(["--peer".to_string(), "127.0.0.1:5201".to_string()]);
+                notes.push("net: client container joins the server container's network namespace (loopback)".into());
+                server = Some(srv);
+            }
+            _ => {
+                cmd.args(["--network", "none"]);
+            }
+        }
+        if spec.workload == "disk" {
+            let d = super::scratch("cvbench-disk-").map_err(|e| launch_err("docker", &w, e))?;
+            cmd.arg("-v").arg(format!("{}:{}", d.path().display(), oci::DATA_DIR));
+            args.extend(["--dir".to_string(), oci::DATA_DIR.to_string()]);
+            notes.push(format!("disk: bind volume from {}", d.path().display()));
+            scratch = Some(d);
+        }
+        if spec.stdin_pipe {
+            cmd.arg("-i");
+        }
+        cmd.arg(IMAGE).arg(oci::GUEST_WORKLOAD).arg(&spec.workload).args(&args);
+        let child = match ChildProcess::spawn("docker", cmd, spec) {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(s) = &server {
+                    let _ = super::run_tool(daemon.cli().args(["rm", "-f", s]));
+                }
+                return Err(e);
+            }
+        };
+        Ok(Box::new(DockerInstance {
+            child,
+            name,
+            server,
+            daemon,
+            launched_unix_ns,
+            pids: Mutex::new(None),
+            scratch,
+            notes,
+        }))
+    }
+}
+
+/// `PPid:` of a process.
+fn ppid(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Milestones of a `docker run`, in order, with the phase that ends at each:
+/// dockerd's events (`create`, `start`, `die`, `destroy`) and, when the
+/// private containerd's event stream was readable, containerd's
+/// (`/containers/create`, `/tasks/create`: shim up and `runc create` done,
+/// `/tasks/start`: `runc start` done).
+const MILESTONES: &[(&str, &str)] = &[
+    ("create", "cli+dockerd create"),
+    ("/containers/create", "dockerd→containerd"),
+    ("/tasks/create", "containerd→shim→runc create"),
+    ("/tasks/start", "runc start"),
+    ("start", "dockerd start reply"),
+    ("die", "workload until exit"),
+    ("destroy", "dockerd remove"),
+];
+
+/// Phases from (unix ns, event) pairs, relative to the launch. A missing
+/// milestone is skipped: the next phase then spans both.
+pub fn phases_from_events(launched_unix_ns: u128, events: &[(u128, String)]) -> Vec<(String, u64)> {
+    let mut prev = launched_unix_ns;
+    let mut out = Vec::new();
+    for (event, phase) in MILESTONES {
+        let Some(t) = events.iter().find(|(_, e)| e == event).map(|(t, _)| *t) else { continue };
+        out.push((phase.to_string(), t.saturating_sub(prev) as u64));
+        prev = prev.max(t);
+    }
+    out
+}
+
+/// Parse `docker events` lines `<unix ns> <action> <id>` into (ns, action, id).
+fn parse_docker_events(text: &str) -> Vec<(u128, String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let t = it.next()?.parse().ok()?;
+            Some((t, it.next()?.to_string(), it.next().unwrap_or("").to_string()))
+        })
+        .collect()
+}
+
+/// Topic and container id of a `ctr events` line
+/// (`<date> <time> <zone> <zone> <namespace> <topic> <json>`).
+pub fn parse_ctr_event(line: &str) -> Option<(String, String)> {
+    let topic = line.split_whitespace().find(|w| w.starts_with('/'))?.to_string();
+    let id = ["\"container_id\":\"", "\"id\":\""].iter().find_map(|k| {
+        let i = line.find(k)? + k.len();
+        line[i..].split('"').next().map(str::to_string)
+    })?;
+    Some((topic, id))
+}
+
+/// `ctr events` on the private containerd, kept for the daemon's lifetime;
+/// each event is stamped when it is read.
+struct CtrEvents {
+    proc: ChildProcess,
+    seen: Arc<Mutex<Vec<(u128, String, String)>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CtrEvents {
+    fn start(exec_root: &std::path::Path) -> Option<CtrEvents> {
+        let sock = exec_root.join("x/containerd/containerd.sock");
+        if !sock.exists() || !super::on_path("ctr") {
+            return None;
+        }
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        let null = std::fs::File::options().write(true).open("/dev/null").ok()?;
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(&sock).arg("events").process_group(0);
+        let spec = LaunchSpec {
+            workload: "ctr-events".into(),
+            args: vec![],
+            stdin_pipe: false,
+            stdout: wr,
+            stderr: null.into(),
+            timeout: Duration::from_secs(60),
+            options: Default::default(),
+        };
+        let proc = ChildProcess::spawn("docker", cmd, spec).ok()?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let reader = {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(std::fs::File::from(rd)).lines() {
+                    let Ok(line) = line else { break };
+                    let t = unix_ns();
+                    if let (Some((topic, id)), Ok(mut s)) = (parse_ctr_event(&line), seen.lock()) {
+                        s.push((t, topic, id));
+                    }
+                }
+            })
+        };
+        Some(CtrEvents { proc, seen, reader: Some(reader) })
+    }
+
+    /// Events of one container, removed from the buffer.
+    fn take(&self, id: &str) -> Vec<(u128, String)> {
+        let Ok(mut s) = self.seen.lock() else { return Vec::new() };
+        let (mine, rest): (Vec<_>, Vec<_>) = s.drain(..).partition(|(_, _, c)| c == id);
+        *s = rest;
+        mine.into_iter().map(|(t, topic, _)| (t, topic)).collect()
+    }
+}
+
+impl Drop for CtrEvents {
+    fn drop(&mut self) {
+        let _ = self.proc.stop(Duration::from_secs(2));
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Instance for DockerInstance {
+    fn pids(&self) -> Vec<i32> {
+        let mut v = vec![self.child.pid()];
+        let Ok(mut cache) = self.pids.lock() else { return v };
+        if cache.is_none() {
+            let out = super::run_tool(self.daemon.cli().args(["inspect", "-f", "{{.State.Pid}}", &self.name]));
+            if let Some(pid) = out.ok().and_then(|s| s.trim().parse::<i32>().ok()).filter(|p| *p > 0) {
+                // The container's init and its containerd-shim.
+                *cache = Some([ppid(pid), Some(pid)].into_iter().flatten().collect());
+            }
+        }
+        v.extend(cache.iter().flatten().copied());
+        v
+    }
+
+    fn close_stdin(&mut self) {
+        self.child.close_stdin();
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
+        let r = self.child.wait(timeout);
+        if let Some(s) = self.server.take() {
+            let _ = super::run_tool(self.daemon.cli().args(["rm", "-f", &s]));
+        }
+        r
+    }
+
+    fn stop(&mut self) -> Result<ExitInfo, BackendError> {
+        let _ = super::run_tool(self.daemon.cli().args(["kill", &self.name]));
+        self.child.stop(Duration::from_secs(5))
+    }
+
+    fn phases(&self) -> Vec<(String, u64)> {
+        let since = format!("{}.{:09}", self.launched_unix_ns / 1_000_000_000, self.launched_unix_ns % 1_000_000_000);
+        let until = format!("{}", unix_ns() / 1_000_000_000 + 1);
+        let text = super::run_tool(self.daemon.cli().args([
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            &format!("container={}", self.name),
+            "--format",
+            "{{.TimeNano}} {{.Action}} {{.Actor.ID}}",
+        ]))
+        .unwrap_or_default();
+        let docker = parse_docker_events(&text);
+        let mut events: Vec<(u128, String)> = docker.iter().map(|(t, a, _)| (*t, a.clone())).collect();
+        if let (Some(id), Ok(ctr)) = (docker.first().map(|(_, _, id)| id.clone()), self.daemon.ctr.lock()) {
+            events.extend(ctr.as_ref().map(|c| c.take(&id)).unwrap_or_default());
+        }
+        phases_from_events(self.launched_unix_ns, &events)
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+}
+
+impl Drop for DockerInstance {
+    fn drop(&mut self) {
+        let clean = self.child.try_wait(Duration::ZERO).ok().flatten().is_some_and(|e| e.signal.is_none());
+        if !clean {
+            let _ = self.child.stop(Duration::from_millis(200));
+            let _ = super::run_tool(self.daemon.cli().args(["rm", "-f", &self.name]));
+        }
+        if let Some(s) = self.server.take() {
+            let _ = super::run_tool(self.daemon.cli().args(["rm", "-f", &s]));
+        }
+        self.scratch.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(list: &[(u128, &str)]) -> Vec<(u128, String)> {
+        list.iter().map(|(t, e)| (*t, e.to_string())).collect()
+    }
+
+    #[test]
+    fn phases_follow_the_milestone_order() {
+        let e = ev(&[(1000, "create"), (1500, "start"), (1200, "/tasks/create"), (1700, "die"), (1750, "destroy")]);
+        let p = phases_from_events(900, &e);
+        let names: Vec<&str> = p.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "cli+dockerd create",
+                "containerd→shim→runc create",
+                "dockerd start reply",
+                "workload until exit",
+                "dockerd remove"
+            ]
+        );
+        let v: Vec<u64> = p.iter().map(|(_, ns)| *ns).collect();
+        assert_eq!(v, vec![100, 200, 300, 200, 50]);
+    }
+
+    #[test]
+    fn ctr_event_lines_give_topic_and_container() {
+        let l = r#"2026-11-29 13:39:29.1 +0000 UTC moby /tasks/create {"container_id":"abc123","bundle":"/x","pid":7}"#;
+        assert_eq!(parse_ctr_event(l), Some(("/tasks/create".into(), "abc123".into())));
+        let l = r#"2026-11-29 13:39:29.1 +0000 UTC moby /containers/create {"id":"abc123","image":"i"}"#;
+        assert_eq!(parse_ctr_event(l), Some(("/containers/create".into(), "abc123".into())));
+    }
+}

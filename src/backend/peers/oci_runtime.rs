@@ -1,0 +1,267 @@
+//! The `runc` and `crun` backends: `<runtime> run` of a generated OCI bundle
+//! in the foreground (the runtime process stays the container's parent and
+//! passes the harness's pipes straight through), with a state root of our
+//! own. crun 1.8 refuses hybrid cgroups while the cgroup2 mount has
+//! controllers, so crun runs in a private mount namespace with that mount
+//! detached; the host's mounts are untouched.
+
+use std::ffi::CString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::oci::{self, RunConfig};
+use super::{launch_err, NetPeer, PeerError};
+use crate::backend::process::ChildProcess;
+use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
+use crate::paths;
+use crate::record::ExitInfo;
+
+const UNIFIED: &str = "/sys/fs/cgroup/unified";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Runc,
+    Crun,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Runc => "runc",
+            Kind::Crun => "crun",
+        }
+    }
+}
+
+/// Files shared by every run of one backend value.
+struct State {
+    dir: tempfile::TempDir,
+    rootfs: PathBuf,
+    root: PathBuf,
+}
+
+pub struct OciRuntime {
+    kind: Kind,
+    state: Mutex<Option<std::sync::Arc<State>>>,
+}
+
+impl OciRuntime {
+    pub fn new(kind: Kind) -> OciRuntime {
+        OciRuntime { kind, state: Mutex::new(None) }
+    }
+
+    fn state(&self) -> Result<std::sync::Arc<State>, PeerError> {
+        let mut g = self.state.lock().map_err(|_| PeerError::Other("state lock poisoned".into()))?;
+        if let Some(s) = g.as_ref() {
+            return Ok(s.clone());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("cvbench-{}-{}-", self.kind.name(), std::process::id()))
+            .tempdir_in("/run")
+            .map_err(|e| PeerError::Io(PathBuf::from("/run"), e))?;
+        let rootfs = dir.path().join("rootfs");
+        let bin = paths::workload_binary().map_err(|e| PeerError::Other(e.to_string()))?;
+        oci::make_rootfs(&rootfs, &bin)?;
+        let root = dir.path().join("state");
+        std::fs::create_dir_all(&root).map_err(|e| PeerError::Io(root.clone(), e))?;
+        let s = std::sync::Arc::new(State { dir, rootfs, root });
+        *g = Some(s.clone());
+        Ok(s)
+    }
+
+    /// A command for the runtime with our state root, set up for this host.
+    fn command(&self, st: &State) -> Command {
+        let mut cmd = Command::new(self.kind.name());
+        cmd.arg("--root").arg(&st.root);
+        if self.kind == Kind::Crun && needs_unified_detach() {
+            detach_unified(&mut cmd);
+        }
+        cmd
+    }
+}
+
+/// crun 1.8 rejects a hybrid hierarchy whose cgroup2 mount has controllers.
+fn needs_unified_detach() -> bool {
+    std::fs::read_to_string(Path::new(UNIFIED).join("cgroup.controllers"))
+        .map(|s| !s.trim().is_empty())
+        .unwrap_or(false)
+}
+
+fn detach_unified(cmd: &mut Command) {
+    let (Ok(root), Ok(unified)) = (CString::new("/"), CString::new(UNIFIED)) else {
+        return;
+    };
+    // SAFETY: runs in the child between fork and exec; unshare, mount and
+    // umount2 are raw syscalls (async-signal-safe) on strings prepared
+    // before the fork. The new mount namespace is private to the child, so
+    // detaching the cgroup2 mount there leaves the host's mounts alone.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::umount2(unified.as_ptr(), libc::MNT_DETACH) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+struct OciInstance {
+    backend: &'static str,
+    child: ChildProcess,
+    id: String,
+    bundle: PathBuf,
+    pid_file: PathBuf,
+    delete_cmd: Command,
+    peer: Option<NetPeer>,
+    scratch: Option<tempfile::TempDir>,
+    notes: Vec<String>,
+    _state: std::sync::Arc<State>,
+}
+
+impl Backend for OciRuntime {
+    fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !super::on_path(self.kind.name()) {
+            return Err(format!("{} is not installed (apt-get install {})", self.kind.name(), self.kind.name()));
+        }
+        if !crate::env::is_root() {
+            return Err("needs root to create containers".into());
+        }
+        paths::workload_binary().map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
+        let name = self.kind.name();
+        let w = spec.workload.clone();
+        let st = self.state().map_err(|e| launch_err(name, &w, e))?;
+        let bin = paths::workload_binary().map_err(|e| launch_err(name, &w, e))?;
+        let mut args = vec![spec.workload.clone()];
+        args.extend(spec.args.iter().cloned());
+        let mut notes = vec![format!(
+            "{name}: generated OCI bundle (read-only rootfs with the workload only), namespaces {}, capabilities kept {}, no seccomp profile (as `runc spec` generates); footprint counts the runtime process (the container's parent in `run` mode) and the container",
+            oci::NAMESPACES.join(","),
+            oci::CAPS.join(",")
+        )];
+        let (mut peer, mut scratch) = (None, None);
+        match spec.workload.as_str() {
+            "net-stream" | "net-rr" => {
+                let p = NetPeer::start(&bin).map_err(|e| launch_err(name, &w, e))?;
+                args.extend(["--peer".to_string(), p.addr.clone()]);
+                notes.push("net: container joins a network namespace the run created, server on its loopback".into());
+                peer = Some(p);
+            }
+            "disk" => {
+                let d = super::scratch("cvbench-disk-").map_err(|e| launch_err(name, &w, e))?;
+                args.extend(["--dir".to_string(), oci::DATA_DIR.to_string()]);
+                notes.push(format!("disk: bind volume from {}", d.path().display()));
+                scratch = Some(d);
+            }
+            _ => {}
+        }
+        let id = super::unique(&format!("cvb-{name}"));
+        let bundle = st.dir.path().join("bundles").join(&id);
+        oci::write_bundle(
+            &bundle,
+            &RunConfig {
+                rootfs: &st.rootfs,
+                args,
+                netns: peer.as_ref().map(NetPeer::netns),
+                data: scratch.as_ref().map(|d| d.path()),
+            },
+        )
+        .map_err(|e| launch_err(name, &w, e))?;
+        let pid_file = bundle.join("pid");
+        let mut cmd = self.command(&st);
+        cmd.arg("run").arg("--bundle").arg(&bundle).arg("--pid-file").arg(&pid_file).arg(&id);
+        let mut delete_cmd = self.command(&st);
+        delete_cmd.args(["delete", "--force", &id]);
+        let child = ChildProcess::spawn(name, cmd, spec)?;
+        Ok(Box::new(OciInstance {
+            backend: name,
+            child,
+            id,
+            bundle,
+            pid_file,
+            delete_cmd,
+            peer,
+            scratch,
+            notes,
+            _state: st,
+        }))
+    }
+}
+
+impl Instance for OciInstance {
+    fn pids(&self) -> Vec<i32> {
+        let runtime = self.child.pid();
+        let mut v = vec![runtime];
+        // runc writes its pid file only after starting the process, so at
+        // READY it may not be there yet; the container's init is then found
+        // as the runtime's child.
+        match super::read_pid(&self.pid_file) {
+            Some(p) => v.push(p),
+            None => v.extend(super::children(runtime)),
+        }
+        v
+    }
+
+    fn close_stdin(&mut self) {
+        self.child.close_stdin();
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
+        let r = self.child.wait(timeout);
+        if let Some(p) = self.peer.as_mut() {
+            p.stop();
+        }
+        r
+    }
+
+    fn stop(&mut self) -> Result<ExitInfo, BackendError> {
+        self.child.stop(Duration::from_secs(2))
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+}
+
+impl Drop for OciInstance {
+    fn drop(&mut self) {
+        // `run` removes the container when it ends normally; after a kill (or
+        // a timeout) the container may outlive the runtime process.
+        let clean = self.child.try_wait(Duration::ZERO).ok().flatten().is_some_and(|e| e.signal.is_none());
+        if !clean {
+            let _ = self.child.stop(Duration::from_millis(200));
+            if let Err(e) = super::run_tool(&mut self.delete_cmd) {
+                if !e.to_string().contains("does not exist") && !e.to_string().contains("not exist") {
+                    eprintln!("cvbench: {}: removing container {}: {e}", self.backend, self.id);
+                }
+            }
+        }
+        if let Some(p) = self.peer.as_mut() {
+            p.stop();
+        }
+        self.scratch.take();
+        let _ = std::fs::remove_dir_all(&self.bundle);
+    }
+}

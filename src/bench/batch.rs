@@ -1,0 +1,180 @@
+//! Units that start several instances at once: startup-parallel (N launches
+//! released by one barrier) and density (N idle instances up together, host
+//! memory growth from `/proc/meminfo` MemAvailable and from summed PSS).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::record::RunRecord;
+use crate::runner::{self, RunRequest};
+
+/// Each instance's record with the instant its launch was released.
+struct Launched {
+    start: Instant,
+    rec: RunRecord,
+}
+
+/// Run `n` copies of `req` at once; records come back in instance order with
+/// `extra.instance` set, and the batch figures on instance 0.
+fn launch_n(backend: &dyn Backend, req: &RunRequest, n: u32) -> (Instant, Vec<Launched>) {
+    let barrier = Barrier::new(n as usize + 1);
+    let release = Mutex::new(None);
+    let out: Vec<Launched> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|k| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut rec = runner::run(backend, req);
+                    rec.extra.insert("instance".into(), f64::from(k));
+                    Launched { start, rec }
+                })
+            })
+            .collect();
+        barrier.wait();
+        if let Ok(mut g) = release.lock() {
+            *g = Some(Instant::now());
+        }
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    // The batch clock starts at the first launch: the releasing thread itself
+    // may be scheduled after the instances it released.
+    let released = release.into_inner().ok().flatten();
+    let t0 = out.iter().map(|l| l.start).chain(released).min().unwrap_or_else(Instant::now);
+    (t0, out)
+}
+
+fn ready_at(l: &Launched) -> Option<Instant> {
+    l.rec.host.launch_to_ready_ns.map(|ns| l.start + Duration::from_nanos(ns))
+}
+
+/// startup-parallel: N noop launches released together.
+pub fn parallel(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord> {
+    let (t0, out) = launch_n(backend, req, n);
+    let last_ready = out.iter().filter_map(ready_at).max();
+    let last_exit =
+        out.iter().filter_map(|l| l.rec.host.launch_to_exit_ns.map(|ns| l.start + Duration::from_nanos(ns))).max();
+    let mut recs: Vec<RunRecord> = out.into_iter().map(|l| l.rec).collect();
+    if let Some(first) = recs.first_mut() {
+        first.extra.insert("batch_n".into(), f64::from(n));
+        if let Some(t) = last_ready {
+            first.extra.insert("batch_last_ready_ns".into(), t.duration_since(t0).as_nanos() as f64);
+        }
+        if let Some(t) = last_exit {
+            first.extra.insert("batch_last_exit_ns".into(), t.duration_since(t0).as_nanos() as f64);
+        }
+    }
+    recs
+}
+
+/// `MemAvailable:` from a /proc/meminfo text, KiB.
+pub fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn mem_available() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo").ok().as_deref().and_then(parse_mem_available)
+}
+
+/// Median of the samples taken inside `[from, to]`; `None` if there are none.
+pub fn median_in_window(samples: &[(Instant, u64)], from: Instant, to: Instant) -> Option<f64> {
+    let inside: Vec<f64> = samples.iter().filter(|(t, _)| *t >= from && *t <= to).map(|(_, v)| *v as f64).collect();
+    crate::stats::median(&inside)
+}
+
+/// density: N idle instances up together. Instance 0's record carries the
+/// unit's figures (`density_*`); if the instances were never all up at the
+/// same time, it carries an error instead.
+pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord> {
+    let samples = Arc::new(Mutex::new(Vec::<(Instant, u64)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (samples, stop) = (samples.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let (Some(v), Ok(mut s)) = (mem_available(), samples.lock()) {
+                    s.push((Instant::now(), v));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // A baseline over a quiet 200 ms before the launches.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = Instant::now();
+    let (t0, out) = launch_n(backend, req, n);
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let baseline = median_in_window(&samples, before - Duration::from_millis(250), before);
+
+    let all_ready = out.iter().all(|l| l.rec.error.is_none());
+    let last_ready = out.iter().filter_map(ready_at).max();
+    let first_close = out.iter().filter_map(ready_at).min().map(|t| t + req.hold);
+    let pss: Vec<u64> = out.iter().filter_map(|l| l.rec.footprint.pss_kib).collect();
+    let mut recs: Vec<RunRecord> = out.into_iter().map(|l| l.rec).collect();
+    let Some(first) = recs.first_mut() else {
+        return recs;
+    };
+    let nf = f64::from(n);
+    first.extra.insert("density_n".into(), nf);
+    if let Some(t) = last_ready {
+        first.extra.insert("density_launch_all_ns".into(), t.duration_since(t0).as_nanos() as f64);
+    }
+    if pss.len() == n as usize {
+        let sum: u64 = pss.iter().sum();
+        first.extra.insert("density_pss_sum_kib".into(), sum as f64);
+        first.extra.insert("density_pss_per_instance_kib".into(), sum as f64 / nf);
+    }
+    let (Some(up), Some(close)) = (last_ready, first_close) else {
+        return recs; // some instance never got READY: its record says why
+    };
+    if !all_ready {
+        return recs;
+    }
+    if up >= close {
+        first.error = Some(format!(
+            "density-{n}: the {n} instances were never all up at once (hold {:?} too short for the launch spread)",
+            req.hold
+        ));
+        return recs;
+    }
+    match (baseline, median_in_window(&samples, up, close)) {
+        (Some(base), Some(during)) => {
+            let growth = base - during;
+            first.extra.insert("density_memavail_growth_kib".into(), growth);
+            first.extra.insert("density_memavail_per_instance_kib".into(), growth / nf);
+            first.notes.push("density: MemAvailable is host-wide; other activity on the host adds noise".into());
+        }
+        _ => first.notes.push("density: no MemAvailable samples around the launch; only PSS is reported".into()),
+    }
+    recs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_mem_available_reads_kib() {
+        let t = "MemTotal:  100 kB\nMemFree:   50 kB\nMemAvailable:   75 kB\n";
+        assert_eq!(parse_mem_available(t), Some(75));
+        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn median_in_window_uses_only_samples_inside() {
+        let t = Instant::now();
+        let s: Vec<(Instant, u64)> = (0..10).map(|i| (t + Duration::from_millis(i * 10), i * 100)).collect();
+        let m = median_in_window(&s, t + Duration::from_millis(20), t + Duration::from_millis(40));
+        assert_eq!(m, Some(300.0));
+        assert_eq!(median_in_window(&s, t + Duration::from_secs(5), t + Duration::from_secs(6)), None);
+    }
+}

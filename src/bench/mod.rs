@@ -1,0 +1,283 @@
+//! The `cvbench bench` matrix: every scenario on every backend, interleaved
+//! round-robin (unit i of every backend before unit i+1 of any) with the same
+//! pause between units, a time budget per cell, and every failure kept as a
+//! record with its error.
+
+pub mod batch;
+pub mod plan;
+pub mod surface;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::backend::{self, Backend};
+use crate::record::{RunRecord, SCHEMA_VERSION};
+use crate::runner::{self, RunRequest};
+pub use plan::{Plan, Profile, Scenario, Shape};
+
+/// A backend as the matrix sees it: usable, or not here and why.
+pub enum Slot {
+    Ready(Box<dyn Backend>),
+    Unavailable { name: String, reason: String },
+}
+
+impl Slot {
+    /// Look `name` up and run its host check.
+    pub fn resolve(name: &str) -> Slot {
+        match backend::by_name(name) {
+            Ok(b) => match b.check() {
+                Ok(()) => Slot::Ready(b),
+                Err(reason) => Slot::Unavailable { name: name.to_string(), reason },
+            },
+            Err(e) => Slot::Unavailable { name: name.to_string(), reason: e.to_string() },
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Slot::Ready(b) => b.name(),
+            Slot::Unavailable { name, .. } => name,
+        }
+    }
+}
+
+/// What the matrix reports as it goes.
+pub trait Observer {
+    /// A unit is about to start.
+    fn unit(&mut self, backend: &str, scenario: &str, iteration: u32);
+    /// Records are ready to be stored.
+    fn records(&mut self, recs: &[RunRecord]);
+    /// A unit that will not run (budget, skip, unavailable) was accounted for.
+    fn skipped(&mut self, units: u64);
+}
+
+/// Progress of one backend × scenario cell.
+#[derive(Default)]
+struct Cell {
+    spent: Duration,
+    done: u32,
+    failed_units: u32,
+    closed: bool,
+}
+
+/// Per-backend state across cells.
+#[derive(Default)]
+struct BackendState {
+    successes: u64,
+    failed_units: u32,
+    first_error: Option<String>,
+}
+
+/// A record for a cell that produced no run (backend unavailable, skipped).
+pub fn placeholder(backend: &str, sc: &Scenario, env_id: &str, error: String) -> RunRecord {
+    RunRecord {
+        schema_version: SCHEMA_VERSION,
+        backend: backend.to_string(),
+        workload: sc.workload.clone(),
+        args: sc.args.clone(),
+        env_id: env_id.to_string(),
+        scenario: sc.name.clone(),
+        error: Some(error),
+        ..Default::default()
+    }
+}
+
+fn request(plan: &Plan, sc: &Scenario, env_id: &str, iteration: u32) -> RunRequest {
+    let mut r = RunRequest::new(&sc.workload, sc.args.clone());
+    r.timeout = plan.run_timeout + sc.hold;
+    r.hold = sc.hold;
+    r.sample_footprint = sc.sample_footprint;
+    r.env_id = env_id.to_string();
+    r.scenario = sc.name.clone();
+    r.iteration = iteration;
+    r
+}
+
+/// Run one unit of `sc` on `b`.
+pub fn run_unit(b: &dyn Backend, req: &RunRequest, shape: Shape) -> Vec<RunRecord> {
+    match shape {
+        Shape::Single => vec![runner::run(b, req)],
+        Shape::Parallel { n } => batch::parallel(b, req, n),
+        Shape::Density { n } => batch::density(b, req, n),
+        Shape::Surface => vec![surface::probe(b, req)],
+    }
+}
+
+/// A backend whose first units all failed, this many of them, is skipped for
+/// the rest of the matrix (its first error is kept): a backend that cannot
+/// start the workload here must not spend every cell's budget on timeouts.
+const SKIP_AFTER_FAILED_UNITS: u32 = 2;
+/// A cell stops after this many failed units.
+const MAX_FAILED_UNITS: u32 = 2;
+
+/// Run the matrix. `stop` ends it early (Ctrl-C) after the current unit.
+pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, stop: &AtomicBool) {
+    let mut states: BTreeMap<String, BackendState> = BTreeMap::new();
+    for sc in &plan.scenarios {
+        let mut cells: Vec<Cell> = slots.iter().map(|_| Cell::default()).collect();
+        // Cells that cannot run at all are written first, once.
+        for (slot, cell) in slots.iter().zip(cells.iter_mut()) {
+            let st = states.entry(slot.name().to_string()).or_default();
+            let why = match slot {
+                Slot::Unavailable { reason, .. } => Some(format!("backend unavailable here: {reason}")),
+                Slot::Ready(_) if st.successes == 0 && st.failed_units >= SKIP_AFTER_FAILED_UNITS => Some(format!(
+                    "skipped: the backend's first {} units here all failed (first error: {})",
+                    st.failed_units,
+                    st.first_error.as_deref().unwrap_or("?")
+                )),
+                Slot::Ready(_) => None,
+            };
+            if let Some(e) = why {
+                obs.records(&[placeholder(slot.name(), sc, env_id, e)]);
+                obs.skipped(u64::from(sc.iterations));
+                cell.closed = true;
+            }
+        }
+        for i in 0..sc.iterations {
+            for (slot, cell) in slots.iter().zip(cells.iter_mut()) {
+                let Slot::Ready(b) = slot else { continue };
+                if cell.closed {
+                    continue;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                obs.unit(b.name(), &sc.name, i);
+                let req = request(plan, sc, env_id, i);
+                let t = Instant::now();
+                let mut recs = run_unit(b.as_ref(), &req, sc.shape);
+                cell.spent += t.elapsed();
+                cell.done += 1;
+                let st = states.entry(b.name().to_string()).or_default();
+                let failed = recs.iter().find_map(|r| r.error.clone());
+                match failed {
+                    Some(e) => {
+                        cell.failed_units += 1;
+                        st.failed_units += 1;
+                        st.first_error.get_or_insert(e);
+                    }
+                    None => st.successes += 1,
+                }
+                let left = sc.iterations - cell.done;
+                let hopeless = st.successes == 0 && st.failed_units >= SKIP_AFTER_FAILED_UNITS;
+                if left > 0 && (hopeless || cell.failed_units >= MAX_FAILED_UNITS) {
+                    cell.closed = true;
+                    note_last(
+                        &mut recs,
+                        format!("cell stopped after {} failed units; {left} not run", cell.failed_units),
+                    );
+                } else if left > 0 && cell.spent >= plan.cell_budget {
+                    cell.closed = true;
+                    note_last(
+                        &mut recs,
+                        format!(
+                            "cell time budget of {:?} used after {} of {} units; {left} not run",
+                            plan.cell_budget, cell.done, sc.iterations
+                        ),
+                    );
+                }
+                obs.records(&recs);
+                if cell.closed {
+                    obs.skipped(u64::from(left));
+                }
+                std::thread::sleep(plan.spacing);
+            }
+        }
+    }
+}
+
+fn note_last(recs: &mut [RunRecord], note: String) {
+    if let Some(r) = recs.last_mut() {
+        r.notes.push(note);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendError, Instance, LaunchSpec};
+
+    /// A backend that fails every launch (no host access needed).
+    struct Broken;
+    impl Backend for Broken {
+        fn name(&self) -> &'static str {
+            "broken"
+        }
+        fn check(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
+            Err(BackendError::Unsupported { backend: "broken".into(), workload: spec.workload, reason: "test".into() })
+        }
+    }
+
+    #[derive(Default)]
+    struct Collect {
+        order: Vec<(String, String, u32)>,
+        recs: Vec<RunRecord>,
+        skipped: u64,
+    }
+    impl Observer for Collect {
+        fn unit(&mut self, b: &str, s: &str, i: u32) {
+            self.order.push((b.into(), s.into(), i));
+        }
+        fn records(&mut self, r: &[RunRecord]) {
+            self.recs.extend_from_slice(r);
+        }
+        fn skipped(&mut self, n: u64) {
+            self.skipped += n;
+        }
+    }
+
+    fn plan(families: &[&str]) -> Plan {
+        let f: Vec<String> = families.iter().map(|s| s.to_string()).collect();
+        let mut p = Plan::new(Profile::Quick, vec![], Some(&f)).unwrap();
+        p.spacing = Duration::ZERO;
+        p
+    }
+
+    #[test]
+    fn unavailable_backend_gets_one_error_record_per_scenario() {
+        let slots = vec![Slot::Unavailable { name: "qemu".into(), reason: "guest kernel not built".into() }];
+        let mut c = Collect::default();
+        run(&plan(&["cpu", "disk"]), &slots, "e", &mut c, &AtomicBool::new(false));
+        assert_eq!(c.recs.len(), 2);
+        assert!(c.recs[0].error.as_deref().unwrap().contains("guest kernel not built"));
+        assert_eq!(c.skipped, 6);
+    }
+
+    #[test]
+    fn failing_cells_stop_early_and_the_backend_is_then_skipped() {
+        let slots = vec![Slot::Ready(Box::new(Broken))];
+        let mut c = Collect::default();
+        run(&plan(&["cpu", "mem-bw", "disk"]), &slots, "e", &mut c, &AtomicBool::new(false));
+        // cpu: 2 failed units, then mem-bw and disk get a skipped placeholder.
+        assert_eq!(c.order.len(), 2);
+        assert_eq!(c.recs.len(), 4);
+        assert!(c.recs[2].error.as_deref().unwrap().starts_with("skipped"));
+        assert_eq!(c.skipped, 1 + 3 + 3);
+        assert!(c.recs.iter().all(|r| r.error.is_some()));
+    }
+
+    #[test]
+    fn units_are_interleaved_round_robin() {
+        struct Named(&'static str);
+        impl Backend for Named {
+            fn name(&self) -> &'static str {
+                self.0
+            }
+            fn check(&self) -> Result<(), String> {
+                Ok(())
+            }
+            fn launch(&self, s: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
+                Broken.launch(s)
+            }
+        }
+        let slots = vec![Slot::Ready(Box::new(Named("a"))), Slot::Ready(Box::new(Named("b")))];
+        let mut c = Collect::default();
+        run(&plan(&["cpu"]), &slots, "e", &mut c, &AtomicBool::new(false));
+        let order: Vec<(String, u32)> = c.order.into_iter().map(|(b, _, i)| (b, i)).collect();
+        assert_eq!(order, vec![("a".into(), 0), ("b".into(), 0), ("a".into(), 1), ("b".into(), 1)]);
+    }
+}

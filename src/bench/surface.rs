@@ -1,0 +1,254 @@
+//! The security-surface probe: start one `idle` instance, and from the host
+//! read what isolates its most isolated process — namespaces it does not
+//! share with the harness, effective capabilities, seccomp mode and filter
+//! count, no_new_privs — from `/proc/<pid>/{status,ns}`. The same reading
+//! for every backend; for a VM it describes the VMM process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::backend::{Backend, LaunchSpec};
+use crate::record::{RunRecord, SCHEMA_VERSION};
+use crate::runner::RunRequest;
+
+const NAMESPACES: &[&str] = &["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
+
+const CAPS: &[&str] = &[
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+/// What the host sees of one process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcSurface {
+    pub pid: i32,
+    pub name: String,
+    pub own_namespaces: Vec<String>,
+    pub cap_eff: u64,
+    pub seccomp_mode: Option<u32>,
+    pub seccomp_filters: Option<u32>,
+    pub no_new_privs: Option<bool>,
+}
+
+fn field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':'))).map(str::trim)
+}
+
+/// Parse the fields of a `/proc/<pid>/status` text this probe uses.
+pub fn parse_status(pid: i32, status: &str) -> ProcSurface {
+    ProcSurface {
+        pid,
+        name: field(status, "Name").unwrap_or("?").to_string(),
+        own_namespaces: Vec::new(),
+        cap_eff: field(status, "CapEff").and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0),
+        seccomp_mode: field(status, "Seccomp").and_then(|v| v.parse().ok()),
+        seccomp_filters: field(status, "Seccomp_filters").and_then(|v| v.parse().ok()),
+        no_new_privs: field(status, "NoNewPrivs").map(|v| v == "1"),
+    }
+}
+
+/// Capability names of a CapEff mask; "all N" when every known one is set.
+pub fn cap_names(mask: u64) -> String {
+    let set: Vec<&str> = CAPS.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, n)| *n).collect();
+    if set.len() == CAPS.len() {
+        format!("all {}", set.len())
+    } else if set.len() > CAPS.len() / 2 {
+        let missing: Vec<&str> =
+            CAPS.iter().enumerate().filter(|(i, _)| mask & (1 << i) == 0).map(|(_, n)| *n).collect();
+        format!("{} of {} (all but {})", set.len(), CAPS.len(), missing.join(", "))
+    } else if set.is_empty() {
+        "none".into()
+    } else {
+        format!("{}: {}", set.len(), set.join(", "))
+    }
+}
+
+fn inspect(proc_root: &Path, pid: i32) -> Option<ProcSurface> {
+    let dir = proc_root.join(pid.to_string());
+    let status = std::fs::read_to_string(dir.join("status")).ok()?;
+    let mut s = parse_status(pid, &status);
+    let me = proc_root.join("self/ns");
+    for ns in NAMESPACES {
+        let theirs = std::fs::read_link(dir.join("ns").join(ns)).ok();
+        let mine = std::fs::read_link(me.join(ns)).ok();
+        if theirs.is_some() && theirs != mine {
+            s.own_namespaces.push(ns.to_string());
+        }
+    }
+    Some(s)
+}
+
+fn notes_for(s: &ProcSurface) -> Vec<String> {
+    vec![
+        format!("surface.process: {} (pid {})", s.name, s.pid),
+        format!(
+            "surface.namespaces: {}",
+            if s.own_namespaces.is_empty() {
+                "none (host namespaces)".to_string()
+            } else {
+                s.own_namespaces.join(", ")
+            }
+        ),
+        format!("surface.capabilities: {}", cap_names(s.cap_eff)),
+        format!(
+            "surface.seccomp: {}",
+            match (s.seccomp_mode, s.seccomp_filters) {
+                (Some(0), _) => "none".to_string(),
+                (Some(1), _) => "strict mode".to_string(),
+                (Some(2), Some(n)) => format!("filter mode, {n} filter(s)"),
+                (Some(2), None) => "filter mode".to_string(),
+                _ => "unknown".to_string(),
+            }
+        ),
+        format!(
+            "surface.no_new_privs: {}",
+            match s.no_new_privs {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "unknown",
+            }
+        ),
+    ]
+}
+
+/// Probe `b` once; the record's notes carry `surface.*` facts, or its error.
+pub fn probe(b: &dyn Backend, req: &RunRequest) -> RunRecord {
+    let mut rec = RunRecord {
+        schema_version: SCHEMA_VERSION,
+        backend: b.name().to_string(),
+        workload: "idle".into(),
+        env_id: req.env_id.clone(),
+        scenario: req.scenario.clone(),
+        iteration: req.iteration,
+        started_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        ..Default::default()
+    };
+    if let Err(e) = probe_into(b, req, &mut rec) {
+        rec.error = Some(e);
+    }
+    rec
+}
+
+fn probe_into(b: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Result<(), String> {
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let errf = std::fs::File::options().write(true).open("/dev/null").map_err(|e| e.to_string())?;
+    let spec = LaunchSpec {
+        workload: "idle".into(),
+        args: Vec::new(),
+        stdin_pipe: true,
+        stdout: out_w,
+        stderr: errf.into(),
+        timeout: req.timeout,
+        options: req.options.clone(),
+    };
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(std::fs::File::from(out_r)).lines() {
+            let Ok(line) = line else { break };
+            if line.trim() == "READY" {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let t0 = Instant::now();
+    let mut inst = b.launch(spec).map_err(|e| {
+        let mut s = e.to_string();
+        let mut cur = std::error::Error::source(&e);
+        while let Some(c) = cur {
+            s.push_str(&format!(": {c}"));
+            cur = c.source();
+        }
+        s
+    })?;
+    let ready = rx.recv_timeout(req.timeout).is_ok();
+    let result = if ready {
+        rec.host.launch_to_ready_ns = Some(t0.elapsed().as_nanos() as u64);
+        let seen: Vec<ProcSurface> = inst.pids().into_iter().filter_map(|p| inspect(Path::new("/proc"), p)).collect();
+        // The most isolated process; on a tie the later one (the payload
+        // comes after the runtime or shim in a backend's pid list).
+        match seen.iter().rev().max_by_key(|s| s.own_namespaces.len()) {
+            Some(s) => {
+                rec.notes.extend(notes_for(s));
+                Ok(())
+            }
+            None => Err("none of the instance's processes could be read in /proc".to_string()),
+        }
+    } else {
+        Err(format!("idle never printed READY within {:?}", req.timeout))
+    };
+    inst.close_stdin();
+    let _ = inst.wait(Duration::from_secs(10));
+    rec.notes.extend(inst.notes());
+    drop(inst);
+    let _ = reader.join();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_status_reads_caps_and_seccomp() {
+        let s = parse_status(
+            7,
+            "Name:\tcvbench-worklo\nCapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t1\n",
+        );
+        assert_eq!(s.name, "cvbench-worklo");
+        assert_eq!(s.cap_eff, 0xa80425fb);
+        assert_eq!((s.seccomp_mode, s.seccomp_filters, s.no_new_privs), (Some(2), Some(1), Some(true)));
+    }
+
+    #[test]
+    fn docker_default_caps_are_fourteen() {
+        assert!(cap_names(0xa80425fb).starts_with("14: chown, dac_override"));
+        assert_eq!(cap_names(0), "none");
+    }
+
+    #[test]
+    fn own_process_shares_every_namespace_with_itself() {
+        let s = inspect(Path::new("/proc"), std::process::id() as i32).unwrap();
+        assert!(s.own_namespaces.is_empty(), "{:?}", s.own_namespaces);
+    }
+}

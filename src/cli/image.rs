@@ -1,0 +1,93 @@
+//! `cvbench image build|import|ls|rm` and `cvbench gc`: the container image
+//! store and the clean-up of a crashed run, over the runtime library.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+
+use cvbench_runtime::{cleanup, image};
+
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    /// State directory holding the image store.
+    #[arg(long, default_value = cvbench_runtime::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Pack a directory into an OCI image (one layer) and tag it.
+    Build {
+        /// Directory that becomes the image's root filesystem.
+        dir: PathBuf,
+        /// Name to tag the image with.
+        #[arg(long)]
+        tag: String,
+    },
+    /// Import an OCI layout (directory or tarball) or a `docker save` tarball.
+    Import { path: PathBuf },
+    /// List the images in the store.
+    Ls,
+    /// Remove an image (its layers go when no other image uses them).
+    Rm { name: String },
+    /// Build the default image from the workload binary alone.
+    Default,
+}
+
+fn open(state_dir: &Path) -> anyhow::Result<image::Store> {
+    image::Store::open(state_dir).with_context(|| format!("opening the image store under {}", state_dir.display()))
+}
+
+pub fn execute(a: ImageArgs) -> anyhow::Result<i32> {
+    let store = open(&a.state_dir)?;
+    match a.command {
+        ImageCommand::Build { dir, tag } => {
+            let d = image::build::build(&store, &dir, &tag).with_context(|| format!("building {}", dir.display()))?;
+            println!("{tag} {}", d.digest);
+        }
+        ImageCommand::Import { path } => {
+            let names =
+                image::import::import(&store, &path).with_context(|| format!("importing {}", path.display()))?;
+            for n in names {
+                println!("imported {n}");
+            }
+        }
+        ImageCommand::Ls => {
+            println!("{:<32} {:<20} {:>6} {:>12}", "NAME", "DIGEST", "LAYERS", "SIZE");
+            for i in store.list()? {
+                let short: String = i.digest.trim_start_matches("sha256:").chars().take(12).collect();
+                println!("{:<32} sha256:{:<13} {:>6} {:>12}", i.name, short, i.layers, i.size);
+            }
+        }
+        ImageCommand::Rm { name } => {
+            store.remove(&name).with_context(|| format!("removing image {name}"))?;
+            println!("removed {name}");
+        }
+        ImageCommand::Default => {
+            let bin = cvbench::paths::workload_binary()?;
+            image::build::ensure_default_image(&store, &bin)?;
+            println!("{} (from {})", image::DEFAULT_IMAGE, bin.display());
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// State directory of the runtime.
+    #[arg(long, default_value = cvbench_runtime::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+pub fn gc(a: GcArgs) -> anyhow::Result<i32> {
+    let removed = cleanup::gc(&a.state_dir, &cvbench_runtime::default_run_root());
+    if removed.is_empty() {
+        println!("gc: nothing left behind");
+    }
+    for r in removed {
+        println!("gc: {r}");
+    }
+    Ok(0)
+}

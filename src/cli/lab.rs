@@ -1,0 +1,143 @@
+//! `cvbench lab N [--quick]`: run a course lab's experiment live and check it;
+//! the hidden `cvbench lab check-commands FILE…` parses every `cvbench`
+//! command quoted in lab handouts with this very parser.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use cvbench::lab::{self, commands, LabOptions};
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub tool: Option<LabTool>,
+    /// Lab number, 1 to 6 (see labs/README.md).
+    #[arg(value_parser = clap::value_parser!(u8).range(1..=6))]
+    pub lab: Option<u8>,
+    /// Fewer repetitions and smaller sizes.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabTool {
+    /// Parse every `cvbench` command quoted in these Markdown files.
+    #[command(hide = true)]
+    CheckCommands { files: Vec<PathBuf> },
+}
+
+pub fn execute(a: LabArgs) -> anyhow::Result<i32> {
+    if let Some(LabTool::CheckCommands { files }) = a.tool {
+        return check_commands(&files);
+    }
+    let Some(n) = a.lab else {
+        println!("the labs (handouts in labs/; run one with `cvbench lab N [--quick]`):");
+        for (i, (dir, title)) in lab::LABS.iter().enumerate() {
+            println!("  {}  {title}  (labs/{dir}/README.md)", i + 1);
+        }
+        return Ok(2);
+    };
+    install_stop_handler();
+    let report = lab::run(n, LabOptions { quick: a.quick })?;
+    print!("{}", lab::table::render(&report));
+    if lab::stopped() {
+        println!("lab {n}: interrupted (everything the lab made has been removed)");
+        return Ok(130);
+    }
+    let outcome = report.outcome();
+    match outcome {
+        lab::Outcome::Passed => println!("lab {n}: every check held"),
+        lab::Outcome::Failed => println!("lab {n}: FAILED: a check did not hold (see [FAIL] above)"),
+        lab::Outcome::Unavailable => {
+            println!("lab {n}: this machine cannot show all of the lab (see CANNOT SHOW HERE above)")
+        }
+    }
+    Ok(outcome.exit_code())
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // Only async-signal-safe operations: an atomic swap, write(2), signal(2), raise(3).
+    if lab::stop_flag().swap(true, std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: restoring the default disposition and re-raising are
+        // async-signal-safe; the second signal ends the process as usual.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    } else {
+        let msg = b"\ncvbench lab: stopping after the current run and cleaning up (again to abort at once)\n";
+        // SAFETY: write(2) on stderr with a valid static buffer and its length.
+        unsafe {
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+        }
+    }
+}
+
+/// Ctrl-C and SIGTERM stop the lab between runs instead of killing it, so
+/// its guards remove the containers, cgroups, mounts and daemons it made.
+fn install_stop_handler() {
+    let act = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_signal),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    for sig in [nix::sys::signal::SIGINT, nix::sys::signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe, and nothing else in this process installs a
+        // handler for these signals that it relies on.
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &act) };
+    }
+}
+
+/// Parse a `cvbench-runtime` command with that binary's own parser: the
+/// words plus `--help`, which clap answers with exit 0 only when every
+/// subcommand and option before it is known.
+fn runtime_parses(words: &[String]) -> Result<(), String> {
+    let bin = cvbench::paths::sibling_binary("cvbench-runtime", "CVBENCH_RUNTIME").map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(&bin)
+        .args(&words[1..])
+        .arg("--help")
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(err.lines().next().unwrap_or("").to_string())
+    }
+}
+
+fn check_commands(files: &[PathBuf]) -> anyhow::Result<i32> {
+    anyhow::ensure!(!files.is_empty(), "give the Markdown files to check");
+    let mut checked = 0;
+    let mut bad = 0;
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| f.display().to_string())?;
+        for q in commands::quoted_commands(&text) {
+            match q {
+                Ok(q) => {
+                    checked += 1;
+                    let parsed = if q.words.first().map(String::as_str) == Some("cvbench-runtime") {
+                        runtime_parses(&q.words)
+                    } else {
+                        super::Cli::try_parse_from(&q.words)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())
+                    };
+                    if let Err(first) = parsed {
+                        bad += 1;
+                        println!("{}:{}: `{}` does not parse: {first}", f.display(), q.line, q.text);
+                    }
+                }
+                Err(e) => {
+                    bad += 1;
+                    println!("{}: {e}", f.display());
+                }
+            }
+        }
+    }
+    println!("{checked} commands checked, {bad} bad");
+    Ok(if bad == 0 { 0 } else { 1 })
+}

@@ -1,0 +1,408 @@
+//! `REPORT.md`: the environment, the ratio-to-native table of every headline
+//! metric × backend, the startup breakdown, density, the security surface,
+//! full distributions, and plain statements of what could not be measured.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::aggregate::{family_of, Aggregate, Headline};
+use crate::results::ResultSet;
+use crate::stats::{self, Better};
+
+/// Chart files (relative to the report) and chart failures.
+#[derive(Debug, Default)]
+pub struct Figures {
+    pub startup: Option<String>,
+    pub density_mem: Option<String>,
+    pub density_launch: Option<String>,
+    pub ratios: Option<String>,
+    pub errors: Vec<String>,
+}
+
+/// A figure with about three significant digits.
+pub fn num(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// A note with per-run scratch paths (`/var/tmp/cvbench-disk-Ab12Cd`)
+/// replaced by a pattern, so the same remark from every run reads once.
+pub fn generic_note(n: &str) -> String {
+    n.split(' ')
+        .map(|w| if w.starts_with("/var/tmp/") { "/var/tmp/…".to_string() } else { w.to_string() })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn short(e: &str) -> String {
+    let one = e.replace(['\n', '|'], " ");
+    if one.chars().count() > 320 {
+        format!("{}…", one.chars().take(320).collect::<String>())
+    } else {
+        one
+    }
+}
+
+fn cell_text(a: &Aggregate, sc: &str, b: &str, hl: &Headline) -> String {
+    let c = a.cell(sc, b, hl.metric);
+    match c.summary {
+        Some(s) => {
+            let v = format!("{} {}", num(hl.unit.scale(s.median)), hl.unit.text());
+            let failed = if c.failed > 0 { format!(" ({} failed)", c.failed) } else { String::new() };
+            match (b, c.ratio) {
+                ("native", _) => format!("{v}{failed}"),
+                (_, Some(r)) => format!("**×{}** {v}{failed}", num(r)),
+                (_, None) => format!("{v}{failed}"),
+            }
+        }
+        None if c.failed > 0 => "✗ failed".into(),
+        None => "—".into(),
+    }
+}
+
+fn environment(out: &mut String, set: &ResultSet) {
+    let m = &set.manifest;
+    let _ = writeln!(out, "## Environment\n");
+    let _ = writeln!(out, "| | |\n|---|---|");
+    let rows = [
+        ("host", m.hostname.clone()),
+        ("CPU", format!("{} ({} cores)", m.cpu_model, m.cores)),
+        ("memory", format!("{} MiB", m.mem_total_kib / 1024)),
+        ("kernel", m.kernel.clone()),
+        ("KVM", m.kvm.describe().to_string()),
+        ("cgroups", format!("{:?}", m.cgroup)),
+        ("cvbench", format!("{} (git {})", m.cvbench_version, m.git_rev.as_deref().unwrap_or("unknown"))),
+        ("environment id", m.id()),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(out, "| {k} | {} |", short(&v));
+    }
+    for (k, v) in &m.peers {
+        let _ = writeln!(out, "| peer {k} | {} |", v.as_deref().unwrap_or("not installed"));
+    }
+    out.push('\n');
+}
+
+fn backend_status(out: &mut String, a: &Aggregate) {
+    let _ = writeln!(out, "## Backends\n");
+    let _ = writeln!(out, "| backend | runs ok | runs failed | status |\n|---|---:|---:|---|");
+    for b in &a.backends {
+        let recs: Vec<_> = a.groups.iter().filter(|((_, gb), _)| gb == b).flat_map(|(_, v)| v).collect();
+        let ok = recs.iter().filter(|r| r.error.is_none()).count();
+        let failed = recs.len() - ok;
+        let status = if failed == 0 {
+            "ran every scenario".to_string()
+        } else if ok == 0 {
+            let first = recs.iter().find_map(|r| r.error.as_deref()).unwrap_or("");
+            // The backend's own explanation (e.g. what KVM kind stopped it) beats the last symptom.
+            let why = recs.iter().flat_map(|r| r.notes.iter()).find(|n| n.contains("not run:"));
+            match why {
+                Some(n) => format!("**could not run here**: {} (symptom: {})", short(n), short(first)),
+                None => format!("**could not run here**: {}", short(first)),
+            }
+        } else {
+            "ran; some cells failed (see *Not measured*)".to_string()
+        };
+        let _ = writeln!(out, "| {b} | {ok} | {failed} | {status} |");
+    }
+    out.push('\n');
+}
+
+fn headline_table(out: &mut String, a: &Aggregate) {
+    let _ = writeln!(out, "## Cost of isolation: every metric × backend\n");
+    let _ = writeln!(
+        out,
+        "Each cell: **×ratio to native** (median ÷ native's median), then the backend's median. \
+         For throughput (↑) a ratio below 1 is a loss; for times and sizes (↓) a ratio above 1 is. \
+         ✗ = every run of the cell failed (reasons under *Not measured*); — = not run.\n"
+    );
+    let _ = write!(out, "| scenario | metric |");
+    for b in &a.backends {
+        let _ = write!(out, " {b} |");
+    }
+    let _ = write!(out, "\n|---|---|");
+    for _ in &a.backends {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for (sc, hl) in a.headline_rows() {
+        let arrow = match stats::better(hl.metric) {
+            Better::Higher => "↑",
+            Better::Lower => "↓",
+            Better::Neither => "",
+        };
+        let _ = write!(out, "| {sc} | {} ({}) {arrow} |", hl.label, hl.unit.text());
+        for b in &a.backends {
+            let _ = write!(out, " {} |", cell_text(a, &sc, b, &hl));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+}
+
+fn startup_breakdown(out: &mut String, a: &Aggregate) {
+    let _ = writeln!(out, "## Startup breakdown (noop, serial runs, medians)\n");
+    let _ = writeln!(
+        out,
+        "| backend | n | launch→READY | launch→exit | phases recorded by the backend |\n|---|---:|---:|---:|---|"
+    );
+    for b in &a.backends {
+        let recs: Vec<_> = a.records("startup-serial", b).iter().filter(|r| r.error.is_none()).collect();
+        if recs.is_empty() {
+            continue;
+        }
+        let med = |f: &dyn Fn(&crate::record::RunRecord) -> Option<f64>| {
+            stats::median(&recs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+        };
+        let ms = |v: Option<f64>| v.map(|x| format!("{} ms", num(x / 1e6))).unwrap_or("—".into());
+        let ready = med(&|r| r.host.launch_to_ready_ns.map(|v| v as f64));
+        let exit = med(&|r| r.host.launch_to_exit_ns.map(|v| v as f64));
+        let mut order: Vec<String> = Vec::new();
+        let mut vals: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for r in &recs {
+            for (p, ns) in &r.host.phases {
+                if !order.contains(p) {
+                    order.push(p.clone());
+                }
+                vals.entry(p.clone()).or_default().push(*ns as f64);
+            }
+        }
+        let phases: Vec<String> = order.iter().map(|p| format!("{p} {}", ms(stats::median(&vals[p])))).collect();
+        let phases = if phases.is_empty() { "none recorded".to_string() } else { phases.join(" → ") };
+        let _ = writeln!(out, "| {b} | {} | {} | {} | {phases} |", recs.len(), ms(ready), ms(exit));
+    }
+    out.push('\n');
+}
+
+fn scaled_table(out: &mut String, a: &Aggregate, family: &str, title: &str, cols: &[(&str, &str, f64, &str)]) {
+    let scs: Vec<&String> = a.scenarios.iter().filter(|s| family_of(s) == family).collect();
+    if scs.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## {title}\n");
+    let _ = write!(out, "| scenario | backend |");
+    for (_, label, _, _) in cols {
+        let _ = write!(out, " {label} |");
+    }
+    let _ = write!(out, "\n|---|---|");
+    for _ in cols {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for sc in scs {
+        for b in &a.backends {
+            if a.records(sc, b).is_empty() {
+                continue;
+            }
+            let _ = write!(out, "| {sc} | {b} |");
+            for (metric, _, scale, unit) in cols {
+                let c = a.cell(sc, b, metric);
+                let t = match c.summary {
+                    Some(s) => format!("{} {unit} (n={})", num(s.median * scale), s.n),
+                    None if c.failed > 0 => "✗".into(),
+                    None => "—".into(),
+                };
+                let _ = write!(out, " {t} |");
+            }
+            out.push('\n');
+        }
+    }
+    out.push('\n');
+}
+
+fn surface(out: &mut String, a: &Aggregate) {
+    let _ = writeln!(out, "## Security surface\n");
+    let _ = writeln!(
+        out,
+        "Read from the host while an `idle` instance runs (`/proc/<pid>/status` and `/proc/<pid>/ns/*` of the \
+         instance's most isolated process), plus what the backend states about itself. The number of system \
+         calls a seccomp filter allows cannot be read back from the kernel; where the backend does not state \
+         it, the table says so.\n"
+    );
+    let _ = writeln!(out, "| backend | process | namespaces not shared with the host | capabilities kept | seccomp | no_new_privs | what the backend states |\n|---|---|---|---|---|---|---|");
+    for b in &a.backends {
+        let recs = a.records("surface", b);
+        let Some(r) = recs.first() else { continue };
+        if let Some(e) = &r.error {
+            let _ = writeln!(out, "| {b} | ✗ | | | | | probe failed: {} |", short(e));
+            continue;
+        }
+        let note =
+            |k: &str| r.notes.iter().find_map(|n| n.strip_prefix(&format!("surface.{k}: "))).unwrap_or("—").to_string();
+        let stated: Vec<&str> = r.notes.iter().filter(|n| !n.starts_with("surface.")).map(String::as_str).collect();
+        let _ = writeln!(
+            out,
+            "| {b} | {} | {} | {} | {} | {} | {} |",
+            note("process"),
+            note("namespaces"),
+            note("capabilities"),
+            note("seccomp"),
+            note("no_new_privs"),
+            short(&stated.join("; ")),
+        );
+    }
+    out.push('\n');
+}
+
+fn distributions(out: &mut String, a: &Aggregate) {
+    let _ = writeln!(out, "## Distributions\n");
+    let _ = writeln!(out, "| scenario | metric | backend | n | median | p90 | p99 | min | max | MAD |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (sc, hl) in a.headline_rows() {
+        for b in &a.backends {
+            let Some(s) = a.cell(&sc, b, hl.metric).summary else { continue };
+            let f = |v: f64| num(hl.unit.scale(v));
+            let _ = writeln!(
+                out,
+                "| {sc} | {} ({}) | {b} | {} | {} | {} | {} | {} | {} | {} |",
+                hl.label,
+                hl.unit.text(),
+                s.n,
+                f(s.median),
+                f(s.p90),
+                f(s.p99),
+                f(s.min),
+                f(s.max),
+                f(s.mad)
+            );
+        }
+    }
+    out.push('\n');
+}
+
+fn not_measured(out: &mut String, a: &Aggregate, figs: &Figures) {
+    let _ = writeln!(out, "## Not measured on this machine, and why\n");
+    let mut any = false;
+    for b in &a.backends {
+        // Group the backend's failed cells by error text.
+        let mut by_err: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for ((sc, gb), recs) in &a.groups {
+            if gb != b {
+                continue;
+            }
+            let ok = recs.iter().any(|r| r.error.is_none());
+            if let Some(e) = recs.iter().find_map(|r| r.error.clone()) {
+                let label = if ok { format!("{sc} (some runs)") } else { sc.clone() };
+                by_err.entry(short(&e)).or_default().push(label);
+            }
+        }
+        for (e, scs) in by_err {
+            any = true;
+            let _ = writeln!(out, "- **{b}** — {}: {e}", scs.join(", "));
+        }
+    }
+    for e in &figs.errors {
+        any = true;
+        let _ = writeln!(out, "- chart not drawn: {e}");
+    }
+    if !any {
+        let _ = writeln!(out, "Every cell that was planned produced results.");
+    }
+    out.push('\n');
+    let mut notes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ((_, b), recs) in &a.groups {
+        for n in recs.iter().flat_map(|r| &r.notes).filter(|n| !n.starts_with("surface.")) {
+            let n = generic_note(n);
+            let v = notes.entry(b.clone()).or_default();
+            if !v.contains(&n) && v.len() < 8 {
+                v.push(n);
+            }
+        }
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out, "### Notes the backends recorded\n");
+        for (b, ns) in notes {
+            for n in ns {
+                let _ = writeln!(out, "- {b}: {}", short(&n));
+            }
+        }
+        out.push('\n');
+    }
+}
+
+/// The whole report.
+pub fn render(set: &ResultSet, a: &Aggregate, figs: &Figures) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# cvbench: what does isolation cost?\n");
+    let _ = writeln!(
+        out,
+        "The same static workload binary, natively and under each backend, measured in one interleaved run \
+         (unit *i* of every backend before unit *i+1* of any, equal pauses between units). {} records; \
+         generated by `cvbench report` from the result set with environment id `{}`.\n",
+        set.records.len(),
+        set.manifest.id()
+    );
+    environment(&mut out, set);
+    backend_status(&mut out, a);
+    headline_table(&mut out, a);
+    if let Some(p) = &figs.ratios {
+        let _ = writeln!(out, "![overhead ratios]({p})\n");
+    }
+    startup_breakdown(&mut out, a);
+    if let Some(p) = &figs.startup {
+        let _ = writeln!(out, "![startup distributions]({p})\n");
+    }
+    scaled_table(
+        &mut out,
+        a,
+        "startup-parallel",
+        "Parallel startup (N noop launches released together)",
+        &[
+            ("host.launch_to_ready_ns", "launch→READY per instance (median)", 1e-6, "ms"),
+            ("extra.batch_last_ready_ns", "until all N READY", 1e-6, "ms"),
+        ],
+    );
+    scaled_table(
+        &mut out,
+        a,
+        "density",
+        "Density (N idle instances up at once)",
+        &[
+            ("extra.density_memavail_per_instance_kib", "host MemAvailable drop per instance", 1.0 / 1024.0, "MiB"),
+            ("extra.density_pss_per_instance_kib", "summed PSS per instance", 1.0 / 1024.0, "MiB"),
+            ("extra.density_launch_all_ns", "time to launch N", 1e-6, "ms"),
+        ],
+    );
+    for p in [&figs.density_mem, &figs.density_launch].into_iter().flatten() {
+        let _ = writeln!(out, "![density]({p})\n");
+    }
+    surface(&mut out, a);
+    not_measured(&mut out, a, figs);
+    distributions(&mut out, a);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn num_keeps_about_three_significant_digits() {
+        assert_eq!(num(1234.5), "1234");
+        assert_eq!(num(12.345), "12.3");
+        assert_eq!(num(1.2345), "1.23");
+        assert_eq!(num(0.012345), "0.012");
+    }
+
+    #[test]
+    fn generic_note_hides_scratch_names() {
+        assert_eq!(
+            generic_note("disk: bind volume from /var/tmp/cvbench-disk-Ab12Cd at /data"),
+            "disk: bind volume from /var/tmp/… at /data"
+        );
+    }
+
+    #[test]
+    fn short_flattens_table_breaking_characters() {
+        assert_eq!(short("a|b\nc"), "a b c");
+    }
+}

@@ -1,0 +1,80 @@
+//! The `microvm-bare` backend through the harness: each supported workload yields a complete
+//! record whose metrics have the same keys as the native run's, with the VMM's counters, its
+//! peak RSS and the KVM kind; network and disk workloads get a clear "unsupported" record.
+//! Needs root and /dev/kvm (else SKIPPED) and the `cvbench-vmm` binary built beside the tests
+//! (`cargo build --workspace --bins`, as scripts/test does).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cvbench::backend::by_name;
+use cvbench::record::RunRecord;
+use cvbench::runner::{run, RunRequest};
+
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("microvm-bare tests need root".into());
+    }
+    match cvbench_microvm::kvm_kind() {
+        cvbench_microvm::KvmKind::Unavailable(why) => Some(why),
+        _ => None,
+    }
+}
+
+fn record(backend: &str, workload: &str, args: &[&str]) -> RunRecord {
+    let b = by_name(backend).expect("backend");
+    let mut req = RunRequest::new(workload, args.iter().map(|s| s.to_string()).collect());
+    req.sample_footprint = true;
+    req.timeout = Duration::from_secs(120);
+    run(b.as_ref(), &req)
+}
+
+fn keys(r: &RunRecord) -> BTreeSet<String> {
+    r.metrics.keys().cloned().collect()
+}
+
+#[test]
+fn supported_workloads_give_records_shaped_like_native() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let cases: &[(&str, &[&str])] = &[
+        ("noop", &[]),
+        ("cpu", &["--sha-mib", "1", "--sieve-n", "100000", "--matmul-n", "16"]),
+        ("mem-bw", &["--array-mib", "2", "--iters", "1"]),
+        ("mem-touch", &["--touch-mib", "2", "--chase-mib", "1", "--accesses", "1000"]),
+        ("syscall", &["--iters", "1000"]),
+        ("idle", &[]),
+    ];
+    for (w, args) in cases {
+        let vm = record("microvm-bare", w, args);
+        assert_eq!(vm.error, None, "{w}: {vm:?}");
+        assert!(vm.exit.expect("exit").success(), "{w}: {:?}", vm.exit);
+        let ready = vm.host.launch_to_ready_ns.expect("launch→READY");
+        let exit = vm.host.launch_to_exit_ns.expect("launch→exit");
+        assert!(ready > 0 && ready <= exit, "{w}: ready {ready} exit {exit}");
+        let native = record("native", w, args);
+        assert_eq!(keys(&vm), keys(&native), "{w}: metric keys differ from native");
+        assert!(vm.extra.get("syscalls").copied().unwrap_or(0.0) >= 3.0, "{w}: {:?}", vm.extra);
+        assert!(vm.footprint.peak_rss_kib.unwrap_or(0) > 0, "{w}: {:?}", vm.footprint);
+        let kind = cvbench_microvm::kvm_kind().to_string();
+        assert!(vm.notes.iter().any(|n| n.contains(&kind)), "{w}: notes lack the KVM kind: {:?}", vm.notes);
+        assert!(vm.host.phases.iter().any(|(p, _)| p == "vmm create_vm"), "{w}: {:?}", vm.host.phases);
+    }
+}
+
+#[test]
+fn network_and_disk_workloads_are_reported_unsupported() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    for w in ["net-rr", "net-stream", "disk"] {
+        let r = record("microvm-bare", w, &[]);
+        let err = r.error.unwrap_or_default();
+        assert!(err.contains("does not support workload"), "{w}: {err}");
+        assert!(r.exit.is_none(), "{w}: nothing should have run");
+    }
+}
