@@ -121,6 +121,10 @@ pub struct Manifest {
     pub kvm: KvmKind,
     pub cgroup: CgroupMode,
     pub peers: BTreeMap<String, Option<String>>,
+    /// `/proc/loadavg` when the manifest was taken: other work on the host
+    /// moves every figure, so the report says how busy the machine was.
+    #[serde(default)]
+    pub loadavg_at_start: Option<String>,
 }
 
 fn cpuinfo_model() -> String {
@@ -169,12 +173,17 @@ impl Manifest {
             kvm: kvm_kind(),
             cgroup: cgroup_mode(),
             peers: peer_versions(),
+            loadavg_at_start: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
         }
     }
 
-    /// A short stable id: the first 12 hex digits of the manifest's SHA-256.
+    /// A short stable id: the first 12 hex digits of the SHA-256 of the
+    /// manifest's host description (the load average is not part of it).
     pub fn id(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
+        let host = Manifest { loadavg_at_start: None, ..self.clone() };
+        let json = serde_json::to_vec(&host).unwrap_or_default();
         let d = Sha256::digest(&json);
         d.iter().take(6).map(|b| format!("{b:02x}")).collect()
     }

@@ -233,6 +233,7 @@ mod tests {
             kvm: KvmKind::SoftwarePvm,
             cgroup: CgroupMode::Hybrid,
             peers: [("runc".to_string(), Some("runc 1.1".to_string()))].into_iter().collect(),
+            loadavg_at_start: Some("0.10 0.20 0.30".into()),
         }
     }
 

@@ -6,8 +6,9 @@
 //! and go into the record. Under kvm_pvm the guest reaches `/init` but its
 //! first system call faults, and the record says exactly that.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Write};
+use std::collections::BTreeMap;
+
+use super::console::{self, Console};
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use cvbench_microvm::linux::{initramfs, kernel_cache};
 use cvbench_microvm::{kvm_kind, KvmKind};
 
 use super::peers::{launch_err, run_tool, scratch};
-use super::process::ChildProcess;
+use super::process::{spawn_server, ChildProcess};
 use super::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
@@ -91,8 +92,7 @@ struct PeerServer {
 }
 
 impl PeerServer {
-    fn start(workload_bin: &Path, workload: &str) -> Result<PeerServer, BackendError> {
-        let (rd, wr) = nix::unistd::pipe().map_err(|e| launch_err(BACKEND, workload, e))?;
+    fn start(workload_bin: &Path) -> Result<PeerServer, BackendError> {
         let mut cmd = Command::new(workload_bin);
         // 0.0.0.0: the tap (and its address) appears only when the VMM starts.
         cmd.args(["serve", "--listen", &format!("0.0.0.0:{PEER_PORT}"), "--max-conns", "1"]);
@@ -106,23 +106,7 @@ impl PeerServer {
                 Ok(())
             });
         }
-        let errf =
-            std::fs::File::options().write(true).open("/dev/null").map_err(|e| launch_err(BACKEND, workload, e))?;
-        let spec = LaunchSpec {
-            workload: "serve".into(),
-            args: vec![],
-            stdin_pipe: false,
-            stdout: wr,
-            stderr: errf.into(),
-            timeout: Duration::from_secs(60),
-            options: Default::default(),
-        };
-        let proc = ChildProcess::spawn("microvm-peer", cmd, spec)?;
-        let mut line = String::new();
-        BufReader::new(std::fs::File::from(rd)).read_line(&mut line).map_err(|e| launch_err(BACKEND, workload, e))?;
-        if line.trim() != "READY" {
-            return Err(launch_err(BACKEND, workload, format!("peer server did not start (printed {line:?})")));
-        }
+        let proc = spawn_server("microvm-peer", cmd)?;
         Ok(PeerServer { proc })
     }
 
@@ -138,21 +122,6 @@ fn make_disk(dir: &Path, workload: &str) -> Result<PathBuf, BackendError> {
     f.set_len(DISK_MIB << 20).map_err(|e| launch_err(BACKEND, workload, e))?;
     run_tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)).map_err(|e| launch_err(BACKEND, workload, e))?;
     Ok(img)
-}
-
-/// What the console relay saw.
-#[derive(Default)]
-struct Console {
-    first_output: Option<Instant>,
-    tail: VecDeque<String>,
-    /// The first few lines that say how far the guest got (init, faults, panics).
-    milestones: Vec<String>,
-}
-
-/// Console lines worth quoting in the record when the workload did not report.
-fn is_milestone(line: &str) -> bool {
-    const KEYS: [&str; 6] = ["Run /init", "segfault", "Kernel panic", "VFS:", "BUG:", "Oops"];
-    KEYS.iter().any(|k| line.contains(k))
 }
 
 struct MicroVmInstance {
@@ -214,7 +183,7 @@ impl Backend for MicroVm {
         match w.as_str() {
             "net-stream" | "net-rr" => {
                 let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
-                let p = PeerServer::start(&bin, &w)?;
+                let p = PeerServer::start(&bin)?;
                 let tap = format!("cvbvm{}", p.proc.pid());
                 cmd.arg("--net-netns").arg(p.netns()).args(["--net-tap", &tap]).args([
                     "--net-host-ip",
@@ -248,28 +217,7 @@ impl Backend for MicroVm {
         };
         let launched = Instant::now();
         let child = ChildProcess::spawn(BACKEND, cmd, child_spec)?;
-        let console = Arc::new(Mutex::new(Console::default()));
-        let relay = {
-            let console = console.clone();
-            let mut out = std::fs::File::from(stdout);
-            std::thread::spawn(move || {
-                for line in BufReader::new(std::fs::File::from(rd)).split(b'\n') {
-                    let Ok(line) = line else { break };
-                    let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
-                    if let Ok(mut c) = console.lock() {
-                        c.first_output.get_or_insert_with(Instant::now);
-                        if c.tail.len() == 12 {
-                            c.tail.pop_front();
-                        }
-                        c.tail.push_back(text.clone());
-                        if c.milestones.len() < 6 && is_milestone(&text) {
-                            c.milestones.push(text.trim().to_string());
-                        }
-                    }
-                    let _ = writeln!(out, "{text}");
-                }
-            })
-        };
+        let (console, relay) = console::relay(rd, stdout);
         Ok(Box::new(MicroVmInstance {
             child,
             console,
@@ -395,8 +343,7 @@ impl Instance for MicroVmInstance {
             if !c.milestones.is_empty() {
                 v.push(format!("microvm: guest console: {}", c.milestones.join(" / ")));
             } else if !c.tail.iter().any(|l| l.trim() == "READY") && !c.tail.is_empty() {
-                let tail: Vec<&str> = c.tail.iter().map(String::as_str).filter(|l| !l.trim().is_empty()).collect();
-                v.push(format!("microvm: guest console ended with: {}", tail.join(" / ")));
+                v.push(format!("microvm: guest console ended with: {}", c.tail_text()));
             }
         }
         v

@@ -2,6 +2,7 @@
 //! in a container or in a micro-VM, and what it gets back. Every backend
 //! implements [`Backend`]; [`registry`] lists them by name.
 
+pub mod console;
 pub mod container;
 pub mod microvm;
 pub mod microvm_bare;

@@ -1,12 +1,11 @@
 //! The `native` backend: fork+exec of the workload binary on the host, the
 //! baseline every ratio in the report is taken against.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use super::process::ChildProcess;
+use super::process::{spawn_server, ChildProcess};
 use super::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
@@ -41,25 +40,9 @@ impl LoopbackServer {
         // window between close and the server's bind is on loopback only.
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| err("serve", e))?.port();
         let addr = format!("127.0.0.1:{port}");
-        let (rd, wr) = nix::unistd::pipe().map_err(|e| err("serve", e))?;
         let mut cmd = Command::new(workload_bin);
         cmd.args(["serve", "--listen", &addr, "--max-conns", "1"]);
-        let errfd = std::fs::File::options().write(true).open("/dev/null").map_err(|e| err("serve", e))?;
-        let spec = LaunchSpec {
-            workload: "serve".into(),
-            args: vec![],
-            stdin_pipe: false,
-            stdout: wr,
-            stderr: errfd.into(),
-            timeout: Duration::from_secs(60),
-            options: Default::default(),
-        };
-        let proc = ChildProcess::spawn("native", cmd, spec)?;
-        let mut line = String::new();
-        BufReader::new(std::fs::File::from(rd)).read_line(&mut line).map_err(|e| err("serve", e))?;
-        if line.trim() != "READY" {
-            return Err(err("serve", format!("server on {addr} did not start (printed {line:?})")));
-        }
+        let proc = spawn_server("native", cmd)?;
         Ok(LoopbackServer { proc, addr })
     }
 

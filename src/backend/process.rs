@@ -157,3 +157,32 @@ impl Drop for ChildProcess {
         }
     }
 }
+
+/// Spawn a `cvbench-workload serve` command (already given its arguments and
+/// any namespace set-up) and wait until it prints READY, i.e. is listening.
+pub fn spawn_server(backend: &'static str, cmd: Command) -> Result<ChildProcess, BackendError> {
+    let err = |e: Box<dyn std::error::Error + Send + Sync>| BackendError::Launch {
+        backend: backend.into(),
+        workload: "serve".into(),
+        source: e,
+    };
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(e.into()))?;
+    let devnull = std::fs::File::options().write(true).open("/dev/null").map_err(|e| err(e.into()))?;
+    let spec = LaunchSpec {
+        workload: "serve".into(),
+        args: vec![],
+        stdin_pipe: false,
+        stdout: wr,
+        stderr: devnull.into(),
+        timeout: Duration::from_secs(60),
+        options: Default::default(),
+    };
+    let proc = ChildProcess::spawn(backend, cmd, spec)?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(std::fs::File::from(rd)), &mut line)
+        .map_err(|e| err(e.into()))?;
+    if line.trim() != "READY" {
+        return Err(err(format!("the peer server did not start (printed {line:?})").into()));
+    }
+    Ok(proc)
+}

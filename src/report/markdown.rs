@@ -83,6 +83,7 @@ fn environment(out: &mut String, set: &ResultSet) {
         ("cgroups", format!("{:?}", m.cgroup)),
         ("cvbench", format!("{} (git {})", m.cvbench_version, m.git_rev.as_deref().unwrap_or("unknown"))),
         ("environment id", m.id()),
+        ("load average at start (1/5/15 min)", m.loadavg_at_start.clone().unwrap_or_else(|| "not recorded".into())),
     ];
     for (k, v) in rows {
         let _ = writeln!(out, "| {k} | {} |", short(&v));

@@ -9,15 +9,14 @@ pub mod oci;
 pub mod oci_runtime;
 pub mod qemu;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::process::ChildProcess;
-use super::{BackendError, LaunchSpec};
+use super::process::{spawn_server, ChildProcess};
+use super::BackendError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -115,7 +114,6 @@ pub struct NetPeer {
 impl NetPeer {
     pub fn start(workload_bin: &Path) -> Result<NetPeer, PeerError> {
         let addr = "127.0.0.1:5201".to_string();
-        let (rd, wr) = nix::unistd::pipe().map_err(|e| PeerError::PeerServer(e.to_string()))?;
         let mut cmd = Command::new(workload_bin);
         cmd.args(["serve", "--listen", &addr, "--max-conns", "1"]);
         // SAFETY: the closure runs in the child between fork and exec and
@@ -129,25 +127,7 @@ impl NetPeer {
                 lo_up()
             });
         }
-        let errf =
-            std::fs::File::options().write(true).open("/dev/null").map_err(|e| PeerError::PeerServer(e.to_string()))?;
-        let spec = LaunchSpec {
-            workload: "serve".into(),
-            args: vec![],
-            stdin_pipe: false,
-            stdout: wr,
-            stderr: errf.into(),
-            timeout: Duration::from_secs(60),
-            options: Default::default(),
-        };
-        let proc = ChildProcess::spawn("peer-server", cmd, spec).map_err(|e| PeerError::PeerServer(e.to_string()))?;
-        let mut line = String::new();
-        BufReader::new(std::fs::File::from(rd))
-            .read_line(&mut line)
-            .map_err(|e| PeerError::PeerServer(e.to_string()))?;
-        if line.trim() != "READY" {
-            return Err(PeerError::PeerServer(format!("printed {line:?}")));
-        }
+        let proc = spawn_server("peer-server", cmd).map_err(|e| PeerError::PeerServer(e.to_string()))?;
         Ok(NetPeer { proc, addr })
     }
 

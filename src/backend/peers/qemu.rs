@@ -5,8 +5,7 @@
 //! line as from any backend; the relay also times the first console output
 //! and keeps the last lines for the record when the guest does not get far.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
+use crate::backend::console::{self, Console};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -71,12 +70,6 @@ fn kernel() -> Result<PathBuf, String> {
 }
 
 /// What the console relay saw.
-#[derive(Default)]
-struct Console {
-    first_output: Option<Instant>,
-    tail: VecDeque<String>,
-}
-
 struct QemuInstance {
     child: ChildProcess,
     console: Arc<Mutex<Console>>,
@@ -167,25 +160,7 @@ impl Backend for Qemu {
         };
         let launched = Instant::now();
         let child = ChildProcess::spawn("qemu", cmd, child_spec)?;
-        let console = Arc::new(Mutex::new(Console::default()));
-        let relay = {
-            let console = console.clone();
-            let mut out = std::fs::File::from(stdout);
-            std::thread::spawn(move || {
-                for line in BufReader::new(std::fs::File::from(rd)).split(b'\n') {
-                    let Ok(line) = line else { break };
-                    let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
-                    if let Ok(mut c) = console.lock() {
-                        c.first_output.get_or_insert_with(Instant::now);
-                        if c.tail.len() == 12 {
-                            c.tail.pop_front();
-                        }
-                        c.tail.push_back(text.clone());
-                    }
-                    let _ = writeln!(out, "{text}");
-                }
-            })
-        };
+        let (console, relay) = console::relay(rd, stdout);
         Ok(Box::new(QemuInstance { child, console, launched, relay: Some(relay), kvm, _initrd: initrd }))
     }
 }
@@ -251,8 +226,7 @@ impl Instance for QemuInstance {
         }
         if let Ok(c) = self.console.lock() {
             if !c.tail.iter().any(|l| l.trim() == "READY") && !c.tail.is_empty() {
-                let tail: Vec<&str> = c.tail.iter().map(String::as_str).filter(|l| !l.trim().is_empty()).collect();
-                v.push(format!("qemu: guest console ended with: {}", tail.join(" / ")));
+                v.push(format!("qemu: guest console ended with: {}", c.tail_text()));
             }
         }
         v
