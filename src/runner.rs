@@ -89,7 +89,8 @@ pub fn run(backend: &dyn Backend, req: &RunRequest) -> RunRecord {
     rec
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error with its whole cause chain on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -18,6 +18,8 @@ static PIDS: [AtomicI32; SLOTS] = [EMPTY; SLOTS];
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 static TRACKED: Mutex<BTreeMap<String, State>> = Mutex::new(BTreeMap::new());
+/// What else the program must stop on SIGINT/SIGTERM (run in a normal thread).
+static HOOKS: Mutex<Vec<Box<dyn Fn() + Send>>> = Mutex::new(Vec::new());
 
 /// Remember a container pid for the signal handler.
 pub fn register_pid(pid: i32) -> Option<usize> {
@@ -84,6 +86,10 @@ pub fn install_signal_handlers() {
                 for s in &states {
                     let _ = remove_leftovers(s);
                 }
+                let hooks = HOOKS.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
+                for h in hooks {
+                    h();
+                }
                 let sig = b[0] as libc::c_int;
                 // SAFETY: restoring the default action and re-raising ends the process the
                 // way the signal would have.
@@ -98,6 +104,17 @@ pub fn install_signal_handlers() {
             unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
         }
     });
+}
+
+/// Run `f` when SIGINT/SIGTERM arrives, after the containers are cleaned up and before the
+/// signal is re-raised: for whatever else the program started and must stop on Ctrl-C (a
+/// private daemon, say). `f` runs in an ordinary thread, not in signal context. Installs the
+/// handlers if they are not installed yet.
+pub fn on_interrupt(f: impl Fn() + Send + 'static) {
+    install_signal_handlers();
+    if let Ok(mut h) = HOOKS.lock() {
+        h.push(Box::new(f));
+    }
 }
 
 fn rmdir_retry(p: &Path) -> bool {

@@ -109,17 +109,7 @@ impl Drop for Held {
     }
 }
 
-/// An error with its whole cause chain on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use crate::runner::chain as error_chain;
 
 /// The `NSpid:` line of `/proc/<pid>/status`: the pid in each nested PID
 /// namespace, outermost first.

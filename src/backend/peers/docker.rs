@@ -125,8 +125,10 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+impl Daemon {
+    /// Stop the private dockerd (by its pid, through the child handle) and remove its
+    /// directories. Idempotent: Drop and the Ctrl-C hook may both call it.
+    fn shutdown(&self) {
         if let Ok(mut c) = self.ctr.lock() {
             c.take();
         }
@@ -146,6 +148,12 @@ impl Drop for Daemon {
     }
 }
 
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
 #[derive(Default)]
 pub struct Docker {
     daemon: Mutex<Option<Arc<Daemon>>>,
@@ -162,6 +170,14 @@ impl Docker {
             return Ok(d.clone());
         }
         let d = Arc::new(Daemon::start().map_err(|e| e.to_string())?);
+        // Ctrl-C must not leave the private daemon running: the runtime's signal handling
+        // (shared by every backend) calls this before the process dies of the signal.
+        let weak = Arc::downgrade(&d);
+        cvbench_runtime::cleanup::on_interrupt(move || {
+            if let Some(d) = weak.upgrade() {
+                d.shutdown();
+            }
+        });
         *g = Some(d.clone());
         Ok(d)
     }
