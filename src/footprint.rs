@@ -82,6 +82,15 @@ pub fn parse_hwm(status: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Sum of `VmHWM` over the processes that are still readable, in KiB.
+pub fn hwm_sum(pids: &[i32]) -> Option<u64> {
+    let seen: Vec<u64> = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok().as_deref().and_then(parse_hwm))
+        .collect();
+    (!seen.is_empty()).then(|| seen.iter().sum())
+}
+
 /// Polls the instance's processes' `VmHWM` while it runs and keeps the sum of
 /// the highest values seen. `VmHWM` is a per-address-space high-water mark, so
 /// only growth in the last poll interval before exit can be missed. (The

@@ -149,6 +149,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     // Wait for READY (or the end of output) within the timeout.
     let mut ready = None;
     let mut done = None;
+    let mut ready_hwm = None;
     match rx.recv_timeout(req.timeout) {
         Ok(Event::Ready(t)) => ready = Some(t),
         Ok(d @ Event::Done { .. }) => done = Some(d),
@@ -158,6 +159,9 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         rec.host.launch_to_ready_ns = Some(t.duration_since(t0).as_nanos() as u64);
         if req.sample_footprint {
             let f = footprint::sample(&inst.pids());
+            // A short-lived instance can be gone before the poller's first look: the
+            // high-water mark read at READY is a lower bound the peak never falls below.
+            ready_hwm = footprint::hwm_sum(&inst.pids());
             rec.footprint.rss_kib = f.rss_kib;
             rec.footprint.pss_kib = f.pss_kib;
         }
@@ -169,7 +173,10 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     let remaining = req.timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
     let waited = inst.wait(remaining);
     let t_exit = Instant::now();
-    rec.footprint.peak_rss_kib = sampler.and_then(|s| s.finish());
+    rec.footprint.peak_rss_kib = match (sampler.and_then(|s| s.finish()), ready_hwm) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
     if let Some(a) = inst.effective_args() {
         rec.args = a;
     }
