@@ -66,23 +66,33 @@ impl MicroVm {
     }
 
     fn initrd(&self) -> Result<Arc<tempfile::NamedTempFile>, String> {
-        let mut g = self.initrd.lock().map_err(|_| "initrd lock poisoned".to_string())?;
-        if let Some(f) = g.as_ref() {
-            return Ok(f.clone());
-        }
-        let img = initramfs::GuestImage {
-            workload: paths::workload_binary().map_err(|e| e.to_string())?,
-            busybox: PathBuf::from("/bin/busybox"),
-        };
-        let f = tempfile::Builder::new()
-            .prefix(&format!("cvbench-microvm-initrd-{}-", std::process::id()))
-            .tempfile()
-            .map_err(|e| e.to_string())?;
-        initramfs::write_guest_image(&img, f.path()).map_err(|e| e.to_string())?;
-        let f = Arc::new(f);
-        *g = Some(f.clone());
-        Ok(f)
+        shared_initrd(&self.initrd, "cvbench-microvm-initrd", &std::env::temp_dir())
     }
+}
+
+/// The guest initramfs (busybox, `/init`, the workload), written once into `dir` and shared by
+/// every instance of a backend (ours and the QEMU peer boot the same image).
+pub(crate) fn shared_initrd(
+    slot: &Mutex<Option<Arc<tempfile::NamedTempFile>>>,
+    prefix: &str,
+    dir: &Path,
+) -> Result<Arc<tempfile::NamedTempFile>, String> {
+    let mut g = slot.lock().map_err(|_| "initrd lock poisoned".to_string())?;
+    if let Some(f) = g.as_ref() {
+        return Ok(f.clone());
+    }
+    let img = initramfs::GuestImage {
+        workload: paths::workload_binary().map_err(|e| e.to_string())?,
+        busybox: PathBuf::from("/bin/busybox"),
+    };
+    let f = tempfile::Builder::new()
+        .prefix(&format!("{prefix}-{}-", std::process::id()))
+        .tempfile_in(dir)
+        .map_err(|e| e.to_string())?;
+    initramfs::write_guest_image(&img, f.path()).map_err(|e| e.to_string())?;
+    let f = Arc::new(f);
+    *g = Some(f.clone());
+    Ok(f)
 }
 
 /// The peer `cvbench-workload serve`, alone in a network namespace it unshared at start; the

@@ -11,13 +11,12 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cvbench_microvm::linux::{cmdline, initramfs, kernel_cache};
+use cvbench_microvm::linux::{cmdline, kernel_cache};
 
 use super::launch_err;
 use crate::backend::process::ChildProcess;
 use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
 use crate::env::{self, KvmKind};
-use crate::paths;
 use crate::record::ExitInfo;
 
 const GUEST_MEM_MIB: u32 = 128;
@@ -38,22 +37,7 @@ impl Qemu {
     }
 
     fn initrd(&self) -> Result<Arc<tempfile::NamedTempFile>, String> {
-        let mut g = self.initrd.lock().map_err(|_| "initrd lock poisoned".to_string())?;
-        if let Some(f) = g.as_ref() {
-            return Ok(f.clone());
-        }
-        let img = initramfs::GuestImage {
-            workload: paths::workload_binary().map_err(|e| e.to_string())?,
-            busybox: PathBuf::from("/bin/busybox"),
-        };
-        let f = tempfile::Builder::new()
-            .prefix(&format!("cvbench-qemu-initrd-{}-", std::process::id()))
-            .tempfile_in("/run")
-            .map_err(|e| e.to_string())?;
-        initramfs::write_guest_image(&img, f.path()).map_err(|e| e.to_string())?;
-        let f = Arc::new(f);
-        *g = Some(f.clone());
-        Ok(f)
+        crate::backend::microvm::shared_initrd(&self.initrd, "cvbench-qemu-initrd", std::path::Path::new("/run"))
     }
 }
 
