@@ -65,6 +65,21 @@ pub fn run_checks() -> Vec<Check> {
         },
         core: true,
     });
+    let cpu = crate::hostkind::host_cpu();
+    v.push(Check {
+        name: "host cpu",
+        status: if cpu.emulated { Status::Warn } else { Status::Ok },
+        detail: match (cpu.emulated, kvm) {
+            (true, KvmKind::Hardware) => format!(
+                "{}; /dev/kvm has hardware-KVM semantics (nested SVM/VMX emulated by the outer QEMU), so every \
+                 backend runs as on an ordinary host, only far slower — this is the cvbench test host \
+                 (scripts/testhost)",
+                cpu.describe()
+            ),
+            _ => cpu.describe(),
+        },
+        core: false,
+    });
     let cg = env::cgroup_mode();
     v.push(Check {
         name: "cgroups",

@@ -125,6 +125,10 @@ pub struct Manifest {
     /// moves every figure, so the report says how busy the machine was.
     #[serde(default)]
     pub loadavg_at_start: Option<String>,
+    /// The CPU as CPUID describes it: an emulated one (the test host) makes every timing
+    /// unrepresentative, and the report says so.
+    #[serde(default)]
+    pub host_cpu: Option<crate::hostkind::HostCpu>,
 }
 
 fn cpuinfo_model() -> String {
@@ -176,6 +180,7 @@ impl Manifest {
             loadavg_at_start: std::fs::read_to_string("/proc/loadavg")
                 .ok()
                 .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
+            host_cpu: Some(crate::hostkind::host_cpu()),
         }
     }
 

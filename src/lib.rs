@@ -8,6 +8,7 @@ pub mod bench;
 pub mod doctor;
 pub mod env;
 pub mod footprint;
+pub mod hostkind;
 pub mod lab;
 pub mod paths;
 pub mod record;

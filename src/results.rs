@@ -234,6 +234,7 @@ mod tests {
             cgroup: CgroupMode::Hybrid,
             peers: [("runc".to_string(), Some("runc 1.1".to_string()))].into_iter().collect(),
             loadavg_at_start: Some("0.10 0.20 0.30".into()),
+            host_cpu: None,
         }
     }
 

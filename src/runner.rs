@@ -183,6 +183,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     rec.host.phases = inst.phases();
     rec.extra = inst.extra();
     rec.notes = inst.notes();
+    rec.notes.extend(crate::hostkind::not_representative_note(&crate::hostkind::host_cpu()));
     // A backend with exact accounting (a cgroup's peak) overrides the sampled peak.
     if let Some(k) = rec.extra.remove("peak_rss_kib") {
         rec.footprint.peak_rss_kib = Some(k as u64);

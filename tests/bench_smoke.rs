@@ -10,8 +10,7 @@ use cvbench::results::ResultSet;
 
 #[test]
 fn quick_matrix_on_native_and_container_writes_a_report() {
-    if !cvbench::env::is_root() {
-        eprintln!("SKIPPED: the matrix needs root (containers, cgroups)");
+    if !cvbench_testkit::require_root("the quick matrix (containers, cgroups)") {
         return;
     }
     let mut backends = vec!["native"];

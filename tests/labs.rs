@@ -80,8 +80,7 @@ fn command_checker_rejects_a_command_that_does_not_parse() {
 }
 
 fn run_lab(n: u8) {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: cvbench lab {n} --quick needs root (containers, cgroups, /dev/kvm)");
+    if !cvbench_testkit::require_root(&format!("cvbench lab {n} --quick (containers, cgroups, /dev/kvm)")) {
         return;
     }
     let out = cvbench().args(["lab", &n.to_string(), "--quick"]).output().expect("running cvbench lab");

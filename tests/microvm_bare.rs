@@ -11,13 +11,14 @@ use cvbench::backend::by_name;
 use cvbench::record::RunRecord;
 use cvbench::runner::{run, RunRequest};
 
-fn skip_reason() -> Option<String> {
+fn skip_reason() -> Option<(cvbench_testkit::Need, String)> {
+    use cvbench_testkit::Need;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Some("microvm-bare tests need root".into());
+        return Some((Need::Root, "microvm-bare tests need root".into()));
     }
     match cvbench_microvm::kvm_kind() {
-        cvbench_microvm::KvmKind::Unavailable(why) => Some(why),
+        cvbench_microvm::KvmKind::Unavailable(why) => Some((Need::Kvm, why)),
         _ => None,
     }
 }
@@ -36,8 +37,8 @@ fn keys(r: &RunRecord) -> BTreeSet<String> {
 
 #[test]
 fn supported_workloads_give_records_shaped_like_native() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
+    if let Some((need, why)) = skip_reason() {
+        cvbench_testkit::skip(need, &why);
         return;
     }
     let cases: &[(&str, &[&str])] = &[
@@ -67,8 +68,8 @@ fn supported_workloads_give_records_shaped_like_native() {
 
 #[test]
 fn network_and_disk_workloads_are_reported_unsupported() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
+    if let Some((need, why)) = skip_reason() {
+        cvbench_testkit::skip(need, &why);
         return;
     }
     for w in ["net-rr", "net-stream", "disk"] {

@@ -187,6 +187,7 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant) -> Result<RunOutcome, B
         virtio: (0..virtio.len()).map(|i| (virtio_window(i), VIRTIO_FIRST_IRQ + i as u32)).collect(),
         net: cfg.net.as_ref().map(|n| GuestNet { guest_ip: n.guest_ip, host_ip: n.host_ip, prefix_len: n.prefix_len }),
         init_args: cfg.init_args.clone(),
+        reboot: linux::cmdline::Reboot::Keyboard,
     });
     linux::write_cmdline(&mem, &cmdline)?;
     linux::write_boot_info(&mem, &kernel, mem_size, cmdline.len(), initrd)?;

@@ -11,21 +11,22 @@ use std::time::{Duration, Instant};
 
 use cvbench_microvm::bare::elf::build_test_elf;
 
-fn skip_reason() -> Option<String> {
+fn skip_reason() -> Option<(cvbench_testkit::Need, String)> {
+    use cvbench_testkit::Need;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Some("bare micro-VM tests need root".into());
+        return Some((Need::Root, "bare micro-VM tests need root".into()));
     }
     match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         Ok(_) => None,
-        Err(e) => Some(format!("cannot open /dev/kvm: {e}")),
+        Err(e) => Some((Need::Kvm, format!("cannot open /dev/kvm: {e}"))),
     }
 }
 
 macro_rules! require_kvm {
     () => {
-        if let Some(why) = skip_reason() {
-            eprintln!("SKIPPED: {why}");
+        if let Some((need, why)) = skip_reason() {
+            cvbench_testkit::skip(need, &why);
             return;
         }
     };

@@ -18,11 +18,14 @@ use cvbench_microvm::{kvm_kind, KvmKind};
 fn skip_without_root_and_kvm() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: Linux-guest boot tests need root (tap devices, network namespaces)");
+        cvbench_testkit::skip(
+            cvbench_testkit::Need::Root,
+            "Linux-guest boot tests need root (tap devices, network namespaces)",
+        );
         return true;
     }
     if let KvmKind::Unavailable(why) = kvm_kind() {
-        eprintln!("SKIPPED: Linux-guest boot tests need /dev/kvm: {why}");
+        cvbench_testkit::skip(cvbench_testkit::Need::Kvm, &format!("Linux-guest boot tests need /dev/kvm: {why}"));
         return true;
     }
     false
@@ -258,10 +261,12 @@ fn workload_initramfs_boots_to_init_and_the_vmm_exits_on_guest_power_off() {
     assert!(s["kernel_init_ms"].as_f64().is_some(), "guest kernel never reached init");
     assert_eq!(s["end"], "power_off", "the guest did not power the VM off by itself");
     if kvm_kind() == KvmKind::Pvm {
-        eprintln!(
-            "SKIPPED: workload-in-guest check: /dev/kvm is kvm_pvm, where the guest's first \
-             user-space system call faults; verified only boot-to-init and power-off \
-             (exit status {status})"
+        cvbench_testkit::skip(
+            cvbench_testkit::Need::Kvm,
+            &format!(
+                "workload-in-guest check: /dev/kvm is kvm_pvm, where the guest's first user-space system \
+                 call faults; verified only boot-to-init and power-off (exit status {status})"
+            ),
         );
         return;
     }

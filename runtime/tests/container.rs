@@ -180,8 +180,14 @@ fn cgroup_namespace_hides_host_paths() {
     let cfg = sh(&env, "cat /proc/self/cgroup");
     let (r, out, _) = run_capture(&cfg);
     r.unwrap();
-    let mem = out.lines().find(|l| l.contains(":memory:")).unwrap();
-    assert!(mem.ends_with(":/"), "{out}");
+    // v1: one line per hierarchy (`N:memory:/…`); pure v2: the single `0::/…` line. Either way
+    // the container's own cgroup is its namespace root: no host path shows through.
+    let line = if pure_v2() {
+        out.lines().find(|l| l.starts_with("0::")).unwrap_or_else(|| panic!("no 0:: line in {out}"))
+    } else {
+        out.lines().find(|l| l.contains(":memory:")).unwrap_or_else(|| panic!("no memory line in {out}"))
+    };
+    assert!(line.ends_with(":/"), "{out}");
 }
 
 #[test]
@@ -246,6 +252,23 @@ fn cpu_cpuset_memory_and_swap_limits_reach_the_kernel() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(std::fs::File::from(out_r)), &mut line).unwrap();
     assert_eq!(line.split_whitespace().last(), Some("0"), "{line}");
     let dirs = c.state().cgroups.clone();
+    if pure_v2() {
+        // One directory holds every controller's files on v2.
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        let read = |file: &str| std::fs::read_to_string(dirs[0].join(file)).unwrap().trim().to_string();
+        assert_eq!(read("cpu.max"), "20000 100000");
+        let weight = cvbench_runtime::cgroups::v2::shares_to_weight(512);
+        assert_eq!(read("cpu.weight"), weight.to_string());
+        assert_eq!(read("cpuset.cpus"), "0");
+        assert_eq!(read("memory.max"), (64u64 << 20).to_string());
+        // v2 limits swap on its own: memsw (96 MiB) minus memory (64 MiB).
+        if dirs[0].join("memory.swap.max").exists() {
+            assert_eq!(read("memory.swap.max"), (32u64 << 20).to_string());
+        }
+        c.delete().unwrap();
+        assert!(!dirs[0].exists(), "{} left behind", dirs[0].display());
+        return;
+    }
     let read = |ctrl: &str, file: &str| {
         let d = dirs
             .iter()
@@ -262,4 +285,12 @@ fn cpu_cpuset_memory_and_swap_limits_reach_the_kernel() {
     for d in &dirs {
         assert!(!d.exists(), "{} left behind", d.display());
     }
+}
+
+/// `/sys/fs/cgroup` is a cgroup2 mount (the test host; most current distributions).
+fn pure_v2() -> bool {
+    matches!(
+        cvbench_runtime::cgroups::probe(std::path::Path::new("/sys/fs/cgroup")),
+        cvbench_runtime::config::CgroupChoice::V2(_)
+    )
 }

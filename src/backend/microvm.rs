@@ -27,10 +27,11 @@ use crate::record::ExitInfo;
 
 const BACKEND: &str = "microvm";
 const DEFAULT_MEM_MIB: u32 = 128;
-/// The VM's /30: host (tap, peer server) and guest ends.
-const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
-const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
-const PEER_PORT: u16 = 5201;
+/// The VM's /30: host (tap, peer server) and guest ends. Both live only in the run's own
+/// network namespace (the peer's), never in the host's.
+pub(crate) const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
+pub(crate) const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
+pub(crate) const PEER_PORT: u16 = 5201;
 const DISK_MIB: u64 = 512;
 
 /// The cached guest kernel, if `scripts/build-guest-kernel` has built it (for `cvbench doctor`).
@@ -38,7 +39,7 @@ pub fn guest_kernel() -> Option<PathBuf> {
     kernel_cache::cached_kernel()
 }
 
-fn kernel() -> Result<PathBuf, String> {
+pub(crate) fn kernel() -> Result<PathBuf, String> {
     guest_kernel().ok_or_else(|| {
         format!(
             "guest kernel not built (expected at {}); build it with {} (about 5 minutes on 2 cores)",
@@ -97,12 +98,12 @@ pub(crate) fn shared_initrd(
 
 /// The peer `cvbench-workload serve`, alone in a network namespace it unshared at start; the
 /// VMM puts the VM's tap into that namespace, so guest traffic never reaches the host's.
-struct PeerServer {
-    proc: ChildProcess,
+pub(crate) struct PeerServer {
+    pub(crate) proc: ChildProcess,
 }
 
 impl PeerServer {
-    fn start(workload_bin: &Path) -> Result<PeerServer, BackendError> {
+    pub(crate) fn start(workload_bin: &Path) -> Result<PeerServer, BackendError> {
         let mut cmd = Command::new(workload_bin);
         // 0.0.0.0: the tap (and its address) appears only when the VMM starts.
         cmd.args(["serve", "--listen", &format!("0.0.0.0:{PEER_PORT}"), "--max-conns", "1"]);
@@ -120,17 +121,17 @@ impl PeerServer {
         Ok(PeerServer { proc })
     }
 
-    fn netns(&self) -> PathBuf {
+    pub(crate) fn netns(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}/ns/net", self.proc.pid()))
     }
 }
 
 /// A sparse raw image with an ext4 filesystem, for the `disk` workload (mounted at /mnt).
-fn make_disk(dir: &Path, workload: &str) -> Result<PathBuf, BackendError> {
+pub(crate) fn make_disk(backend: &str, dir: &Path, workload: &str) -> Result<PathBuf, BackendError> {
     let img = dir.join("disk.ext4");
-    let f = std::fs::File::create(&img).map_err(|e| launch_err(BACKEND, workload, e))?;
-    f.set_len(DISK_MIB << 20).map_err(|e| launch_err(BACKEND, workload, e))?;
-    run_tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)).map_err(|e| launch_err(BACKEND, workload, e))?;
+    let f = std::fs::File::create(&img).map_err(|e| launch_err(backend, workload, e))?;
+    f.set_len(DISK_MIB << 20).map_err(|e| launch_err(backend, workload, e))?;
+    run_tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)).map_err(|e| launch_err(backend, workload, e))?;
     Ok(img)
 }
 
@@ -145,6 +146,10 @@ struct MicroVmInstance {
     _scratch: tempfile::TempDir,
     _initrd: Arc<tempfile::NamedTempFile>,
     peer: Option<PeerServer>,
+    /// The harness gave this instance a stdin to close (`idle`): closing it stops the guest.
+    stop_on_stdin_close: bool,
+    /// `close_stdin` asked the VMM to stop the guest (an `idle` instance being ended).
+    stop_requested: bool,
 }
 
 impl Backend for MicroVm {
@@ -205,7 +210,7 @@ impl Backend for MicroVm {
                 peer = Some(p);
             }
             "disk" => {
-                let img = make_disk(dir.path(), &w)?;
+                let img = make_disk(BACKEND, dir.path(), &w)?;
                 cmd.arg("--blk").arg(img);
                 args.extend(["--dir".to_string(), "/mnt".to_string()]);
             }
@@ -214,6 +219,7 @@ impl Backend for MicroVm {
         cmd.arg("--").arg(&w).args(&args);
 
         let LaunchSpec { workload, stdout, stderr, timeout, options, .. } = spec;
+        let stop_on_stdin_close = spec.stdin_pipe;
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, &w, e))?;
         let child_spec = LaunchSpec {
             workload,
@@ -239,6 +245,8 @@ impl Backend for MicroVm {
             _scratch: dir,
             _initrd: initrd,
             peer,
+            stop_requested: false,
+            stop_on_stdin_close,
         }))
     }
 }
@@ -270,7 +278,12 @@ impl Instance for MicroVmInstance {
     }
 
     fn close_stdin(&mut self) {
-        // The guest has no stdin (see `launch`); `idle` is ended by stop/drop.
+        // The guest has no stdin (see `launch`): ending its input means asking the VMM to stop
+        // the guest (SIGTERM), which is how an `idle` instance ends.
+        if self.stop_on_stdin_close && !self.stop_requested {
+            self.stop_requested = true;
+            self.child.signal(libc::SIGTERM);
+        }
     }
 
     fn effective_args(&self) -> Option<Vec<String>> {
@@ -280,7 +293,11 @@ impl Instance for MicroVmInstance {
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
         let r = self.child.wait(timeout);
         self.finish();
-        r
+        match r {
+            // The VMM ends with 128 + signal when stopped: that is success when we asked for it.
+            Ok(e) if self.stop_requested && e.code == Some(128 + libc::SIGTERM) => Ok(ExitInfo { code: Some(0), ..e }),
+            other => other,
+        }
     }
 
     fn stop(&mut self) -> Result<ExitInfo, BackendError> {

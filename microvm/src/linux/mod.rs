@@ -14,7 +14,6 @@ pub mod cpuid;
 pub mod initramfs;
 pub mod kernel_cache;
 pub mod mptable;
-pub mod qemu;
 pub mod vcpus;
 
 use std::fs::File;

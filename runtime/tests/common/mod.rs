@@ -11,14 +11,9 @@ use std::path::{Path, PathBuf};
 
 pub const BUSYBOX_IMAGE: &str = "test/busybox:latest";
 
-/// True when running as root; otherwise prints a loud SKIPPED line.
+/// True when running as root; otherwise a loud, counted skip (a failure inside the test host).
 pub fn root(test: &str) -> bool {
-    let euid = nix::unistd::geteuid();
-    if !euid.is_root() {
-        eprintln!("SKIPPED: {test} needs root (euid {euid})");
-        return false;
-    }
-    true
+    cvbench_testkit::require_root(test)
 }
 
 /// The workload binary (env CVBENCH_WORKLOAD or the repo's release build).

@@ -1,25 +1,32 @@
-//! The `qemu` backend: `qemu-system-x86_64 -M microvm` booting the same guest
-//! kernel (from `scripts/build-guest-kernel`'s cache) and the same initramfs
-//! (busybox, /init, the workload) as our Linux micro-VM. The serial console
-//! is relayed line by line to the harness, which sees READY and the JSON
-//! line as from any backend; the relay also times the first console output
-//! and keeps the last lines for the record when the guest does not get far.
+//! The `qemu` backend: `qemu-system-x86_64 -M microvm` booting the same guest kernel (from
+//! `scripts/build-guest-kernel`'s cache), the same initramfs (busybox, /init, the workload) and the
+//! same guest command line as our Linux micro-VM, with the same devices: virtio-net on a tap in
+//! the run's own network namespace (the peer server's, one /30) and a virtio-blk ext4 disk. The
+//! serial console is relayed to the harness like ours. QEMU's microvm has no i8042 and no boot
+//! timer, so the guest ends by triple fault (`reboot=t`, QEMU exits on `-no-reboot`) and reports
+//! the workload's exit status as a console line from `/init`.
 
-use crate::backend::console::{self, Console};
-use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cvbench_microvm::linux::{cmdline, kernel_cache};
+use cvbench_microvm::linux::cmdline::{self, CmdlineSpec, GuestNet, Reboot};
 
-use super::launch_err;
+use super::{launch_err, run_tool};
+use crate::backend::console::{self, Console};
+use crate::backend::microvm::{self, PeerServer, GUEST_IP, HOST_IP, PEER_PORT};
 use crate::backend::process::ChildProcess;
 use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
 use crate::env::{self, KvmKind};
+use crate::paths;
 use crate::record::ExitInfo;
 
+const BACKEND: &str = "qemu";
 const GUEST_MEM_MIB: u32 = 128;
+/// The line `/init` prints last (microvm/guest/init.sh).
+const EXIT_MARKER: &str = "cvbench-init: exit status ";
 
 pub struct Qemu {
     initrd: Mutex<Option<Arc<tempfile::NamedTempFile>>>,
@@ -37,35 +44,97 @@ impl Qemu {
     }
 
     fn initrd(&self) -> Result<Arc<tempfile::NamedTempFile>, String> {
-        crate::backend::microvm::shared_initrd(&self.initrd, "cvbench-qemu-initrd", std::path::Path::new("/run"))
+        microvm::shared_initrd(&self.initrd, "cvbench-qemu-initrd", &std::env::temp_dir())
     }
 }
 
-fn kernel() -> Result<PathBuf, String> {
-    kernel_cache::cached_kernel().ok_or_else(|| {
-        format!(
-            "guest kernel not built (expected at {}; run {})",
-            kernel_cache::expected_path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "~/.cache/cvbench/kernel/<key>/vmlinux".into()),
-            kernel_cache::BUILD_COMMAND
-        )
+/// What QEMU boots and attaches.
+struct QemuArgs<'a> {
+    kernel: &'a Path,
+    initrd: &'a Path,
+    append: String,
+    /// A tap device that already exists in QEMU's network namespace.
+    tap: Option<String>,
+    disk: Option<PathBuf>,
+}
+
+/// `qemu-system-x86_64 -M microvm` with KVM, no option ROMs, no RTC, CPU `host` without
+/// ARCH_CAPABILITIES (kvm_pvm cannot emulate its MSR), console on stdio, no reboot (the guest's
+/// triple fault ends QEMU, as a reset ends our VMM). QEMU adds the `virtio_mmio.device=` entries
+/// for its devices to the command line itself.
+fn command(a: &QemuArgs<'_>) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-M", "microvm,x-option-roms=off,rtc=off", "-enable-kvm"])
+        .args(["-cpu", "host,-arch-capabilities"])
+        .args(["-m", &GUEST_MEM_MIB.to_string(), "-smp", "1"])
+        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+        .args(["-serial", "stdio", "-kernel"])
+        .arg(a.kernel)
+        .arg("-initrd")
+        .arg(a.initrd);
+    if let Some(tap) = &a.tap {
+        c.args(["-netdev", &format!("tap,id=n0,ifname={tap},script=no,downscript=no,vhost=off")])
+            .args(["-device", "virtio-net-device,netdev=n0"]);
+    }
+    if let Some(disk) = &a.disk {
+        c.arg("-drive")
+            .arg(format!("id=d0,file={},format=raw,if=none", disk.display()))
+            .args(["-device", "virtio-blk-device,drive=d0"]);
+    }
+    c.arg("-append").arg(&a.append);
+    c
+}
+
+/// The guest command line: ours, with the triple-fault reboot QEMU's microvm needs.
+fn append(kvm: KvmKind, net: bool, workload: &str, args: &[String]) -> String {
+    let mut init_args = vec![workload.to_string()];
+    init_args.extend(args.iter().cloned());
+    cmdline::build(&CmdlineSpec {
+        extra: "quiet".into(),
+        pvm_workarounds: kvm == KvmKind::SoftwarePvm,
+        virtio: Vec::new(),
+        net: net.then_some(GuestNet { guest_ip: GUEST_IP, host_ip: HOST_IP, prefix_len: 30 }),
+        init_args,
+        reboot: Reboot::TripleFault,
     })
 }
 
-/// What the console relay saw.
+/// A persistent tap with the host end of the /30, created inside `netns`; it goes away with the
+/// namespace when the peer server (its only process) exits.
+fn make_tap(netns: &Path, name: &str) -> Result<(), String> {
+    let ns = format!("--net={}", netns.display());
+    let ip = |args: &[&str]| {
+        run_tool(Command::new("nsenter").arg(&ns).arg("ip").args(args)).map(|_| ()).map_err(|e| e.to_string())
+    };
+    ip(&["tuntap", "add", "dev", name, "mode", "tap"])?;
+    ip(&["addr", "add", &format!("{HOST_IP}/30"), "dev", name])?;
+    ip(&["link", "set", name, "up"])
+}
+
+/// The workload's exit status as `/init` printed it, if it did.
+fn reported_status(tail: &std::collections::VecDeque<String>) -> Option<i32> {
+    tail.iter().rev().find_map(|l| l.trim().strip_prefix(EXIT_MARKER)?.trim().parse().ok())
+}
+
 struct QemuInstance {
     child: ChildProcess,
     console: Arc<Mutex<Console>>,
     launched: Instant,
     relay: Option<std::thread::JoinHandle<()>>,
     kvm: KvmKind,
+    args: Vec<String>,
+    peer: Option<PeerServer>,
+    /// The harness gave this instance a stdin to close (`idle`): closing it stops the guest.
+    stop_on_stdin_close: bool,
+    /// `close_stdin` asked QEMU to stop the guest (an `idle` instance being ended).
+    stop_requested: bool,
+    _scratch: tempfile::TempDir,
     _initrd: Arc<tempfile::NamedTempFile>,
 }
 
 impl Backend for Qemu {
     fn name(&self) -> &'static str {
-        "qemu"
+        BACKEND
     }
 
     fn check(&self) -> Result<(), String> {
@@ -75,65 +144,69 @@ impl Backend for Qemu {
         if env::kvm_kind() == KvmKind::Absent {
             return Err("no usable /dev/kvm".into());
         }
-        if !std::path::Path::new("/bin/busybox").is_file() {
+        if !Path::new("/bin/busybox").is_file() {
             return Err("/bin/busybox missing (apt-get install busybox-static)".into());
         }
-        kernel().map(|_| ())
+        microvm::kernel().map(|_| ())
     }
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
         let w = spec.workload.clone();
-        if matches!(w.as_str(), "net-stream" | "net-rr" | "disk") {
-            return Err(BackendError::Unsupported {
-                backend: "qemu".into(),
-                workload: w,
-                reason: "this backend attaches no virtio-net tap or virtio-blk disk".into(),
-            });
-        }
-        let kernel = kernel().map_err(|e| launch_err("qemu", &w, e))?;
-        let initrd = self.initrd().map_err(|e| launch_err("qemu", &w, e))?;
+        let kernel = microvm::kernel().map_err(|e| launch_err(BACKEND, &w, e))?;
+        let initrd = self.initrd().map_err(|e| launch_err(BACKEND, &w, e))?;
+        let dir = super::scratch("cvbench-qemu-").map_err(|e| launch_err(BACKEND, &w, e))?;
         let kvm = env::kvm_kind();
-        let mut append = format!("{} quiet", cmdline::BASE);
-        if kvm == KvmKind::SoftwarePvm {
-            append.push(' ');
-            append.push_str(cmdline::PVM_WORKAROUNDS);
+        let mut args = spec.args.clone();
+        let mut peer = None;
+        let mut tap = None;
+        let mut disk = None;
+        match w.as_str() {
+            "net-stream" | "net-rr" => {
+                let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
+                let p = PeerServer::start(&bin)?;
+                let name = format!("cvbqm{}", p.proc.pid());
+                make_tap(&p.netns(), &name).map_err(|e| launch_err(BACKEND, &w, e))?;
+                args.extend(["--peer".to_string(), format!("{HOST_IP}:{PEER_PORT}")]);
+                tap = Some(name);
+                peer = Some(p);
+            }
+            "disk" => {
+                disk = Some(microvm::make_disk(BACKEND, dir.path(), &w)?);
+                args.extend(["--dir".to_string(), "/mnt".to_string()]);
+            }
+            _ => {}
         }
-        append.push_str(" -- ");
-        append.push_str(&w);
-        for a in &spec.args {
-            append.push(' ');
-            append.push_str(a);
+        let qargs = QemuArgs {
+            kernel: &kernel,
+            initrd: initrd.path(),
+            append: append(kvm, tap.is_some(), &w, &args),
+            tap,
+            disk,
+        };
+        let mut cmd = command(&qargs);
+        if let Some(p) = &peer {
+            // QEMU opens the tap inside the peer's namespace; nothing of the VM's network is
+            // visible from the host's.
+            let netns = std::fs::File::open(p.netns()).map_err(|e| launch_err(BACKEND, &w, e))?;
+            // SAFETY: the closure runs between fork and exec and only calls setns(2), which is
+            // async-signal-safe; `netns` stays open until the closure has run (it is moved in).
+            unsafe {
+                cmd.pre_exec(move || {
+                    use std::os::fd::AsRawFd;
+                    if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args([
-            "-M",
-            "microvm,x-option-roms=off,rtc=off",
-            "-enable-kvm",
-            "-cpu",
-            "host,-arch-capabilities",
-            "-m",
-            &GUEST_MEM_MIB.to_string(),
-            "-smp",
-            "1",
-            "-nodefaults",
-            "-no-user-config",
-            "-nographic",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-            "-kernel",
-        ])
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(initrd.path())
-        .arg("-append")
-        .arg(&append);
         // The console goes through our relay, then to the harness's pipe.
-        let LaunchSpec { workload, args, stdout, stderr, timeout, options, .. } = spec;
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err("qemu", &w, e))?;
+        let LaunchSpec { workload, stdout, stderr, timeout, options, .. } = spec;
+        let stop_on_stdin_close = spec.stdin_pipe;
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, &w, e))?;
         let child_spec = LaunchSpec {
             workload,
-            args,
+            args: args.clone(),
             // The guest's console is its only input; idle cannot be ended by
             // closing stdin here (the instance is stopped instead).
             stdin_pipe: false,
@@ -143,9 +216,41 @@ impl Backend for Qemu {
             options,
         };
         let launched = Instant::now();
-        let child = ChildProcess::spawn("qemu", cmd, child_spec)?;
+        let child = ChildProcess::spawn(BACKEND, cmd, child_spec)?;
         let (console, relay) = console::relay(rd, stdout);
-        Ok(Box::new(QemuInstance { child, console, launched, relay: Some(relay), kvm, _initrd: initrd }))
+        Ok(Box::new(QemuInstance {
+            child,
+            console,
+            launched,
+            relay: Some(relay),
+            kvm,
+            args,
+            peer,
+            stop_requested: false,
+            stop_on_stdin_close,
+            _scratch: dir,
+            _initrd: initrd,
+        }))
+    }
+}
+
+impl QemuInstance {
+    fn finish(&mut self) {
+        if let Some(h) = self.relay.take() {
+            let _ = h.join();
+        }
+        if let Some(p) = self.peer.as_mut() {
+            let _ = p.proc.stop(Duration::from_secs(2));
+        }
+    }
+
+    fn last_console_line(&self) -> String {
+        self.console
+            .lock()
+            .ok()
+            .and_then(|c| c.tail.iter().rev().find(|l| !l.trim().is_empty()).cloned())
+            .map(|l| format!("last console line: {l:?}"))
+            .unwrap_or_else(|| "the guest printed nothing on its console (booted with `quiet`)".into())
     }
 }
 
@@ -155,33 +260,49 @@ impl Instance for QemuInstance {
     }
 
     fn close_stdin(&mut self) {
-        // Nothing to close: see `launch`. A guest blocked in `idle` is
-        // stopped by `stop`/drop.
+        // The guest has no stdin (see `launch`): ending its input means stopping QEMU (SIGTERM,
+        // on which QEMU powers the guest off and exits), which is how an `idle` instance ends.
+        if self.stop_on_stdin_close && !self.stop_requested {
+            self.stop_requested = true;
+            self.child.signal(libc::SIGTERM);
+        }
+    }
+
+    fn effective_args(&self) -> Option<Vec<String>> {
+        Some(self.args.clone())
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
         let r = self.child.wait(timeout);
-        if let Some(h) = self.relay.take() {
-            let _ = h.join();
+        self.finish();
+        let exit = r.map_err(|e| BackendError::Other {
+            backend: BACKEND.into(),
+            what: format!("running the guest ({:.1} s after launch)", self.launched.elapsed().as_secs_f64()),
+            source: format!("{e}; {}", self.last_console_line()).into(),
+        })?;
+        if self.stop_requested {
+            // Ended on our request (QEMU exits 0 on SIGTERM): /init never got to report.
+            return Ok(ExitInfo { code: Some(0), signal: None, oom_killed: false });
         }
-        r.map_err(|e| {
-            let console = self
-                .console
-                .lock()
-                .ok()
-                .and_then(|c| c.tail.iter().rev().find(|l| !l.trim().is_empty()).cloned())
-                .map(|l| format!("last console line: {l:?}"))
-                .unwrap_or_else(|| "the guest printed nothing on its console (booted with `quiet`)".into());
-            BackendError::Other {
-                backend: "qemu".into(),
-                what: format!("running the guest ({:.1} s after launch)", self.launched.elapsed().as_secs_f64()),
-                source: format!("{e}; {console}").into(),
-            }
-        })
+        if !exit.success() {
+            return Ok(exit);
+        }
+        // QEMU itself ended cleanly: the workload's status is what /init reported.
+        let reported = self.console.lock().ok().and_then(|c| reported_status(&c.tail));
+        match reported {
+            Some(code) => Ok(ExitInfo { code: Some(code), signal: None, oom_killed: false }),
+            None => Err(BackendError::Other {
+                backend: BACKEND.into(),
+                what: "reading the workload's exit status".into(),
+                source: format!("the guest ended without /init reporting one; {}", self.last_console_line()).into(),
+            }),
+        }
     }
 
     fn stop(&mut self) -> Result<ExitInfo, BackendError> {
-        self.child.stop(Duration::from_secs(2))
+        let r = self.child.stop(Duration::from_secs(2));
+        self.finish();
+        r
     }
 
     fn phases(&self) -> Vec<(String, u64)> {
@@ -197,14 +318,15 @@ impl Instance for QemuInstance {
 
     fn notes(&self) -> Vec<String> {
         let mut v = vec![format!(
-            "qemu: -M microvm, {GUEST_MEM_MIB} MiB, 1 vCPU, same vmlinux and initramfs as the microvm backend; {}",
+            "qemu: -M microvm, {GUEST_MEM_MIB} MiB, 1 vCPU, same vmlinux, initramfs and guest command line as the \
+             microvm backend (reboot=t instead of the i8042), virtio-net tap in the run's peer namespace, \
+             virtio-blk ext4 disk; {}",
             self.kvm.describe()
         )];
         if self.kvm == KvmKind::SoftwarePvm {
             v.push(
                 "qemu: workload not run: under kvm_pvm (software nested KVM) the guest kernel boots but its \
-                 user space cannot make system calls, and QEMU -M microvm has no i8042 to power off through, \
-                 so the guest never reports; on hardware KVM the same guest runs the workload"
+                 user space cannot make system calls; on hardware KVM the same guest runs the workload"
                     .into(),
             );
         }
@@ -220,8 +342,45 @@ impl Instance for QemuInstance {
 impl Drop for QemuInstance {
     fn drop(&mut self) {
         let _ = self.child.stop(Duration::from_millis(500));
-        if let Some(h) = self.relay.take() {
-            let _ = h.join();
-        }
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_boots_our_kernel_with_our_cmdline_and_the_same_devices() {
+        let a = QemuArgs {
+            kernel: Path::new("/k/vmlinux"),
+            initrd: Path::new("/k/initrd"),
+            append: append(KvmKind::Hardware, true, "net-rr", &["--peer".into(), "10.203.0.1:5201".into()]),
+            tap: Some("cvbqm1".into()),
+            disk: Some(PathBuf::from("/d/disk.ext4")),
+        };
+        let args: Vec<String> = command(&a).get_args().map(|x| x.to_string_lossy().into_owned()).collect();
+        assert!(args.windows(2).any(|w| w == ["-kernel", "/k/vmlinux"]));
+        assert!(args.windows(2).any(|w| w == ["-initrd", "/k/initrd"]));
+        assert!(args.iter().any(|x| x.starts_with("tap,id=n0,ifname=cvbqm1,")));
+        assert!(args.iter().any(|x| x == "virtio-blk-device,drive=d0"));
+        let last = args.last().cloned().unwrap_or_default();
+        assert!(last.contains(" reboot=t") && last.contains(" ip=10.203.0.2::10.203.0.1:255.255.255.252::eth0:off"));
+        assert_eq!(
+            cmdline::workload_argv(&last, cmdline::BARE_WORDS_THE_KERNEL_CONSUMES),
+            Ok(vec!["net-rr", "--peer", "10.203.0.1:5201"])
+        );
+    }
+
+    #[test]
+    fn exit_status_comes_from_the_last_init_report() {
+        let tail: std::collections::VecDeque<String> =
+            ["READY", "{\"workload\":\"noop\"}", "cvbench-init: exit status 3\r"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        assert_eq!(reported_status(&tail), Some(3));
+        let none: std::collections::VecDeque<String> = ["READY"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(reported_status(&none), None);
     }
 }

@@ -1,0 +1,74 @@
+//! Skips that are loud, counted and, inside the test host, failures.
+//!
+//! A test that cannot run on a machine prints one `SKIPPED: <reason>` line on stderr;
+//! `scripts/test` counts those lines and lists their reasons in its summary. Inside the test host
+//! (`scripts/testhost` sets `CVBENCH_TESTHOST=1`), root, hardware-semantics KVM and cgroup v2 are
+//! all present by construction, so a skip for lack of one of them means the test (or the test host)
+//! is broken: [`skip`] panics there instead of skipping.
+
+/// What a test needs that the machine may lack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Running as root.
+    Root,
+    /// A usable `/dev/kvm` (or one with hardware semantics, not kvm_pvm).
+    Kvm,
+    /// A pure cgroup v2 hierarchy (or a cgroup2 mount).
+    CgroupV2,
+    /// Anything else (an optional tool or peer): a skip everywhere.
+    Other,
+}
+
+impl Need {
+    fn label(self) -> &'static str {
+        match self {
+            Need::Root => "root",
+            Need::Kvm => "kvm",
+            Need::CgroupV2 => "cgroup-v2",
+            Need::Other => "other",
+        }
+    }
+}
+
+/// True inside `scripts/testhost`.
+pub fn in_testhost() -> bool {
+    std::env::var_os("CVBENCH_TESTHOST").is_some_and(|v| v == "1")
+}
+
+/// Record that the calling test skips its checks for `reason`; panics inside the test host when
+/// the missing thing is root, KVM or cgroup v2.
+#[track_caller]
+pub fn skip(need: Need, reason: &str) {
+    if need != Need::Other && in_testhost() {
+        panic!("inside the test host this must not be skipped (needs {}): {reason}", need.label());
+    }
+    eprintln!("SKIPPED: [{}] {reason}", need.label());
+}
+
+/// `true` when running as root; otherwise skips (see [`skip`]) naming `what`.
+#[track_caller]
+pub fn require_root(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        skip(Need::Root, &format!("{what} needs root (euid {euid})"));
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_skips_never_panic() {
+        skip(Need::Other, "an optional tool is missing");
+    }
+
+    #[test]
+    fn labels_name_what_was_missing() {
+        assert_eq!(Need::CgroupV2.label(), "cgroup-v2");
+        assert_eq!(Need::Kvm.label(), "kvm");
+    }
+}
