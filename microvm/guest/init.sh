@@ -1,7 +1,7 @@
 #!/bin/busybox sh
 # cvbench guest /init (PID 1 inside the Linux micro-VM), run by the kernel from the initramfs.
-# Arguments: `cvbench-init`, then the workload subcommand and its arguments (everything after `--`
-# on the kernel command line). Output goes to /dev/console, the VM's serial port, which the harness reads.
+# Arguments: none; the workload's argv is $cvbench_argv (from the kernel command line).
+# Output goes to /dev/console, the VM's serial port, which the harness reads.
 # Milestones and the exit status go to the boot-timer page (see microvm/src/devices/boot_timer.rs).
 BT=0xd0000000
 bb=/bin/busybox
@@ -15,15 +15,24 @@ $bb ip link set lo up
 [ -e /sys/class/net/eth0 ] && $bb ip link set eth0 up
 # The disk workload writes to /mnt when a virtio-blk disk with a filesystem is attached.
 [ -b /dev/vda ] && $bb mount /dev/vda /mnt 2>/dev/null
-# The kernel puts every bare word it does not know *before* our arguments: the first one must be
-# the sentinel (microvm/src/linux/cmdline.rs), or the workload would get a shifted argv.
-if [ "${1:-}" = cvbench-init ]; then
-    shift
+# The workload's argv comes in the environment ($cvbench_argv, words joined by commas; see
+# microvm/src/linux/cmdline.rs). A positional argument means the kernel handed us a parameter it
+# did not know: refuse rather than run the workload with a shifted argv.
+if [ $# -ne 0 ]; then
+    echo "cvbench /init: unexpected arguments from the kernel (unknown parameters?): $*" > /dev/console
+    status=125
+elif [ -z "${cvbench_argv:-}" ]; then
+    echo "cvbench /init: no cvbench_argv= on the kernel command line" > /dev/console
+    status=125
+else
+    set -f
+    IFS=,
+    # shellcheck disable=SC2086
+    set -- $cvbench_argv
+    unset IFS
+    set +f
     /cvbench-workload "$@"
     status=$?
-else
-    echo "cvbench /init: the kernel passed unexpected arguments before the workload's: $*" > /dev/console
-    status=125
 fi
 $bb devmem $((BT + 2)) 8 $status          # the workload's exit status (our VMM's boot timer)
 echo "cvbench-init: exit status $status" > /dev/console   # for VMMs without the boot timer (QEMU)

@@ -96,6 +96,8 @@ pub struct BlkConfig {
 /// Errors from building or running the VM.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error(transparent)]
+    Cmdline(#[from] linux::cmdline::CmdlineError),
     #[error("KVM is not usable here: {0}")]
     NoKvm(String),
     #[error(transparent)]
@@ -188,7 +190,7 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant) -> Result<RunOutcome, B
         net: cfg.net.as_ref().map(|n| GuestNet { guest_ip: n.guest_ip, host_ip: n.host_ip, prefix_len: n.prefix_len }),
         init_args: cfg.init_args.clone(),
         reboot: linux::cmdline::Reboot::Keyboard,
-    });
+    })?;
     linux::write_cmdline(&mem, &cmdline)?;
     linux::write_boot_info(&mem, &kernel, mem_size, cmdline.len(), initrd)?;
     mptable::write(&mem, cfg.vcpus).map_err(LinuxError::from)?;

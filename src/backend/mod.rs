@@ -130,6 +130,11 @@ pub trait Instance: Send {
     fn effective_args(&self) -> Option<Vec<String>> {
         None
     }
+    /// True when [`Instance::close_stdin`] could not reach the workload and stopped the whole
+    /// instance instead (a VM has no stdin): an `idle` workload then never prints its result line.
+    fn stopped_instead_of_closing_stdin(&self) -> bool {
+        false
+    }
     /// Ordered per-phase host timings (name, ns).
     fn phases(&self) -> Vec<(String, u64)> {
         Vec::new()

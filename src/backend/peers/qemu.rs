@@ -24,7 +24,7 @@ use crate::paths;
 use crate::record::ExitInfo;
 
 const BACKEND: &str = "qemu";
-const GUEST_MEM_MIB: u32 = 128;
+const GUEST_MEM_MIB: u32 = microvm::DEFAULT_MEM_MIB;
 /// The line `/init` prints last (microvm/guest/init.sh).
 const EXIT_MARKER: &str = "cvbench-init: exit status ";
 
@@ -58,13 +58,13 @@ struct QemuArgs<'a> {
     disk: Option<PathBuf>,
 }
 
-/// `qemu-system-x86_64 -M microvm` with KVM, no option ROMs, no RTC, CPU `host` without
-/// ARCH_CAPABILITIES (kvm_pvm cannot emulate its MSR), console on stdio, no reboot (the guest's
-/// triple fault ends QEMU, as a reset ends our VMM). QEMU adds the `virtio_mmio.device=` entries
-/// for its devices to the command line itself.
+/// `qemu-system-x86_64 -M microvm` with KVM, no option ROMs, no RTC, no ACPI (the guest kernel has
+/// none: with ACPI off QEMU describes its virtio-mmio devices on the kernel command line, as our
+/// VMM does), CPU `host` without ARCH_CAPABILITIES (kvm_pvm cannot emulate its MSR), console on
+/// stdio, no reboot (the guest's triple fault ends QEMU, as a reset ends our VMM).
 fn command(a: &QemuArgs<'_>) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-M", "microvm,x-option-roms=off,rtc=off", "-enable-kvm"])
+    c.args(["-M", "microvm,x-option-roms=off,rtc=off,acpi=off", "-enable-kvm"])
         .args(["-cpu", "host,-arch-capabilities"])
         .args(["-m", &GUEST_MEM_MIB.to_string(), "-smp", "1"])
         .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
@@ -86,7 +86,7 @@ fn command(a: &QemuArgs<'_>) -> Command {
 }
 
 /// The guest command line: ours, with the triple-fault reboot QEMU's microvm needs.
-fn append(kvm: KvmKind, net: bool, workload: &str, args: &[String]) -> String {
+fn append(kvm: KvmKind, net: bool, workload: &str, args: &[String]) -> Result<String, cmdline::CmdlineError> {
     let mut init_args = vec![workload.to_string()];
     init_args.extend(args.iter().cloned());
     cmdline::build(&CmdlineSpec {
@@ -176,13 +176,8 @@ impl Backend for Qemu {
             }
             _ => {}
         }
-        let qargs = QemuArgs {
-            kernel: &kernel,
-            initrd: initrd.path(),
-            append: append(kvm, tap.is_some(), &w, &args),
-            tap,
-            disk,
-        };
+        let append = append(kvm, tap.is_some(), &w, &args).map_err(|e| launch_err(BACKEND, &w, e))?;
+        let qargs = QemuArgs { kernel: &kernel, initrd: initrd.path(), append, tap, disk };
         let mut cmd = command(&qargs);
         if let Some(p) = &peer {
             // QEMU opens the tap inside the peer's namespace; nothing of the VM's network is
@@ -272,6 +267,10 @@ impl Instance for QemuInstance {
         Some(self.args.clone())
     }
 
+    fn stopped_instead_of_closing_stdin(&self) -> bool {
+        self.stop_requested
+    }
+
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
         let r = self.child.wait(timeout);
         self.finish();
@@ -355,7 +354,7 @@ mod tests {
         let a = QemuArgs {
             kernel: Path::new("/k/vmlinux"),
             initrd: Path::new("/k/initrd"),
-            append: append(KvmKind::Hardware, true, "net-rr", &["--peer".into(), "10.203.0.1:5201".into()]),
+            append: append(KvmKind::Hardware, true, "net-rr", &["--peer".into(), "10.203.0.1:5201".into()]).unwrap(),
             tap: Some("cvbqm1".into()),
             disk: Some(PathBuf::from("/d/disk.ext4")),
         };
