@@ -44,9 +44,69 @@ fn sample_under(proc_root: &Path, pids: &[i32]) -> Sample {
     s
 }
 
+/// RSS, in KiB, of the mappings of exactly `guest_bytes` bytes in an smaps text: a VMM's guest
+/// RAM (ours and QEMU's map it as one anonymous region of the guest's size), i.e. the guest
+/// memory the guest has touched. `None` when no mapping has that size.
+pub fn parse_guest_ram_rss(smaps: &str, guest_bytes: u64) -> Option<u64> {
+    let mut total = None;
+    let mut in_guest = false;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+                in_guest = false;
+                continue;
+            };
+            in_guest = b.saturating_sub(a) == guest_bytes;
+        } else if in_guest && first == "Rss:" {
+            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            total = Some(total.unwrap_or(0) + kib);
+        }
+    }
+    total
+}
+
+/// A VMM's memory split at one instant: its whole RSS, the part that is guest RAM the guest
+/// touched, and the difference — the VMM's own overhead (Firecracker's NSDI'20 figure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmmMemory {
+    pub rss_kib: u64,
+    pub guest_touched_kib: u64,
+}
+
+impl VmmMemory {
+    pub fn overhead_kib(&self) -> u64 {
+        self.rss_kib.saturating_sub(self.guest_touched_kib)
+    }
+}
+
+/// Read [`VmmMemory`] of process `pid` whose guest RAM is `guest_bytes` long.
+pub fn vmm_memory(pid: i32, guest_bytes: u64) -> Option<VmmMemory> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let rss_kib = parse_rollup(&rollup).0?;
+    let guest_touched_kib = parse_guest_ram_rss(&smaps, guest_bytes)?;
+    Some(VmmMemory { rss_kib, guest_touched_kib })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_ram_is_the_mapping_of_the_guest_size() {
+        let smaps = "\
+7f0000000000-7f0010000000 rw-p 00000000 00:00 0 \n\
+Size:             262144 kB\n\
+Rss:               30000 kB\n\
+7f0010000000-7f0010001000 r-xp 00000000 08:01 42   /usr/bin/vmm\n\
+Rss:                   4 kB\n";
+        assert_eq!(parse_guest_ram_rss(smaps, 256 << 20), Some(30000));
+        assert_eq!(parse_guest_ram_rss(smaps, 128 << 20), None);
+        let m = VmmMemory { rss_kib: 32000, guest_touched_kib: 30000 };
+        assert_eq!(m.overhead_kib(), 2000);
+    }
 
     const ROLLUP: &str = "55d0-7ffd ---p 00000000 00:00 0  [rollup]\nRss:                1234 kB\nPss:                 456 kB\nPss_Anon:            100 kB\n";
 

@@ -150,6 +150,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     let mut ready = None;
     let mut done = None;
     let mut ready_hwm = None;
+    let mut vmm_mem = None;
     match rx.recv_timeout(req.timeout) {
         Ok(Event::Ready(t)) => ready = Some(t),
         Ok(d @ Event::Done { .. }) => done = Some(d),
@@ -162,6 +163,9 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
             // A short-lived instance can be gone before the poller's first look: the
             // high-water mark read at READY is a lower bound the peak never falls below.
             ready_hwm = footprint::hwm_sum(&inst.pids());
+            if let (Some(bytes), Some(pid)) = (inst.guest_ram_bytes(), inst.pids().first().copied()) {
+                vmm_mem = footprint::vmm_memory(pid, bytes);
+            }
             rec.footprint.rss_kib = f.rss_kib;
             rec.footprint.pss_kib = f.pss_kib;
         }
@@ -183,6 +187,12 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     let stopped_idle = inst.stopped_instead_of_closing_stdin();
     rec.host.phases = inst.phases();
     rec.extra = inst.extra();
+    if let Some(m) = vmm_mem {
+        // At READY: the VMM's RSS split into guest RAM the guest touched and the VMM's own.
+        rec.extra.insert("vmm_rss_at_ready_kib".into(), m.rss_kib as f64);
+        rec.extra.insert("guest_ram_touched_kib".into(), m.guest_touched_kib as f64);
+        rec.extra.insert("vmm_overhead_kib".into(), m.overhead_kib() as f64);
+    }
     rec.notes = inst.notes();
     rec.notes.extend(crate::hostkind::not_representative_note(&crate::hostkind::host_cpu()));
     // A backend with exact accounting (a cgroup's peak) overrides the sampled peak.

@@ -149,6 +149,8 @@ struct MicroVmInstance {
     _scratch: tempfile::TempDir,
     _initrd: Arc<tempfile::NamedTempFile>,
     peer: Option<PeerServer>,
+    /// Guest RAM, MiB.
+    mem_mib: u32,
     /// The harness gave this instance a stdin to close (`idle`): closing it stops the guest.
     stop_on_stdin_close: bool,
     /// `close_stdin` asked the VMM to stop the guest (an `idle` instance being ended).
@@ -234,6 +236,7 @@ impl Backend for MicroVm {
             timeout,
             options,
         };
+        let mem_mib = mem;
         let launched = Instant::now();
         let child = ChildProcess::spawn(BACKEND, cmd, child_spec)?;
         let (console, relay) = console::relay(rd, stdout);
@@ -249,6 +252,7 @@ impl Backend for MicroVm {
             _initrd: initrd,
             peer,
             stop_requested: false,
+            mem_mib,
             stop_on_stdin_close,
         }))
     }
@@ -295,6 +299,10 @@ impl Instance for MicroVmInstance {
 
     fn stopped_instead_of_closing_stdin(&self) -> bool {
         self.stop_requested
+    }
+
+    fn guest_ram_bytes(&self) -> Option<u64> {
+        Some(u64::from(self.mem_mib) << 20)
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {

@@ -135,6 +135,11 @@ pub trait Instance: Send {
     fn stopped_instead_of_closing_stdin(&self) -> bool {
         false
     }
+    /// For a VMM: the size of the guest's RAM, so the harness can split the VMM's RSS at READY
+    /// into guest memory touched and the VMM's own overhead.
+    fn guest_ram_bytes(&self) -> Option<u64> {
+        None
+    }
     /// Ordered per-phase host timings (name, ns).
     fn phases(&self) -> Vec<(String, u64)> {
         Vec::new()

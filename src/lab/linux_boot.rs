@@ -21,6 +21,14 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     let kvm = crate::env::kvm_kind();
     let mut ht = Table::new("This host", &["", "value"]);
     ht.row(["/dev/kvm", kvm.describe()]);
+    let cpu = crate::hostkind::host_cpu();
+    ht.row(["CPU".to_string(), cpu.describe()]);
+    if cpu.emulated {
+        r.note(
+            "this is an emulated CPU (the cvbench test host): the boot below is the real boot path of a hardware-KVM \
+             host, but every time in it is far slower than on hardware and only the milestones' order and ratios carry meaning",
+        );
+    }
     let kernel = crate::backend::microvm::guest_kernel();
     ht.row([
         "guest kernel".to_string(),

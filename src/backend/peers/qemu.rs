@@ -124,6 +124,8 @@ struct QemuInstance {
     kvm: KvmKind,
     args: Vec<String>,
     peer: Option<PeerServer>,
+    /// Guest RAM, MiB.
+    mem_mib: u32,
     /// The harness gave this instance a stdin to close (`idle`): closing it stops the guest.
     stop_on_stdin_close: bool,
     /// `close_stdin` asked QEMU to stop the guest (an `idle` instance being ended).
@@ -210,6 +212,7 @@ impl Backend for Qemu {
             timeout,
             options,
         };
+        let mem_mib = GUEST_MEM_MIB;
         let launched = Instant::now();
         let child = ChildProcess::spawn(BACKEND, cmd, child_spec)?;
         let (console, relay) = console::relay(rd, stdout);
@@ -222,6 +225,7 @@ impl Backend for Qemu {
             args,
             peer,
             stop_requested: false,
+            mem_mib,
             stop_on_stdin_close,
             _scratch: dir,
             _initrd: initrd,
@@ -269,6 +273,10 @@ impl Instance for QemuInstance {
 
     fn stopped_instead_of_closing_stdin(&self) -> bool {
         self.stop_requested
+    }
+
+    fn guest_ram_bytes(&self) -> Option<u64> {
+        Some(u64::from(self.mem_mib) << 20)
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
