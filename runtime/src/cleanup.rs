@@ -3,7 +3,7 @@
 //! namespaces, subnet claims, temp files) whose owning process is gone. Every host object the
 //! runtime creates is named `cvbench-<owner pid>-...`, which is how gc recognises them.
 
-use crate::container::{alive, State};
+use crate::state::{alive, Keeper, State};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -217,7 +217,10 @@ pub fn gc(state_dir: &Path, run_root: &Path) -> Vec<String> {
             match state {
                 Some(s) => {
                     let owner_gone = !alive(s.owner_pid as i32, s.owner_start);
-                    let stale = if s.detached { !alive(s.pid, s.pid_start) } else { owner_gone };
+                    let stale = match s.keeper {
+                        Keeper::Detached => !alive(s.pid, s.pid_start),
+                        Keeper::Owner => owner_gone,
+                    };
                     if stale {
                         out.extend(remove_leftovers(&s));
                     }

@@ -2,8 +2,9 @@
 //! only; anything else is a clear error), and the `create/start/state/kill/delete` verbs.
 
 use crate::config::{ContainerConfig, IdMap, MountSpec, NetMode, Resources, RootfsSource, User};
-use crate::container::{alive, Container, Gate, State, Stdio};
+use crate::container::{self, Container, Gate, Stdio};
 use crate::namespaces::Namespace;
+use crate::state::{State, Status};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -202,37 +203,28 @@ pub fn parse_spec(v: &Value, bundle: &Path, run_root: &Path) -> Result<Container
     Ok(cfg)
 }
 
-fn state_path(run_root: &Path, id: &str) -> PathBuf {
-    run_root.join("containers").join(id).join("state.json")
-}
-
 /// Load a container's state file.
 pub fn load_state(run_root: &Path, id: &str) -> Result<State, crate::Error> {
-    let p = state_path(run_root, id);
-    let bytes = fs::read(&p).map_err(|_| crate::Error::NoSuchContainer(id.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Json { path: p, reason: e.to_string() }.into())
+    State::load(run_root, id)?.ok_or_else(|| crate::Error::NoSuchContainer(id.to_string()))
 }
 
 /// OCI `create`: set the container up; its process waits until `start`.
 pub fn create(id: &str, bundle: &Path, run_root: &Path) -> Result<i32, crate::Error> {
     let mut cfg = load_bundle(bundle, run_root)?;
     cfg.id = id.to_string();
-    let c = Container::create_gated(&cfg, Stdio::default(), Gate::Fifo)?;
+    let mut c = Container::create_gated(&cfg, Stdio::default(), Gate::Fifo)?;
     let pid = c.pid();
-    let mut st = c.state().clone();
-    st.bundle = Some(bundle.to_path_buf());
-    let p = state_path(run_root, id);
-    let bytes = serde_json::to_vec_pretty(&st).map_err(|e| crate::Error::Config(e.to_string()))?;
-    fs::write(&p, bytes).map_err(|source| crate::Error::Io { path: p, source })?;
+    c.state_mut().bundle = Some(bundle.to_path_buf());
+    c.persist()?;
     c.detach();
     Ok(pid)
 }
 
 /// OCI `start`: release a created container.
 pub fn start(id: &str, run_root: &Path) -> Result<(), crate::Error> {
-    let st = load_state(run_root, id)?;
+    let mut st = load_state(run_root, id)?;
     let fifo = st.run_dir.join("exec.fifo");
-    if !fifo.exists() {
+    if !st.current_status().can_start() || !fifo.exists() {
         return Err(Error::NotCreated(id.to_string()).into());
     }
     // Opening the read end unblocks the container's write open.
@@ -241,25 +233,20 @@ pub fn start(id: &str, run_root: &Path) -> Result<(), crate::Error> {
     if bytes.is_empty() {
         return Err(Error::NotCreated(id.to_string()).into());
     }
+    st.status = Status::Running;
+    st.save()?;
     Ok(())
 }
 
 /// OCI `state` as JSON.
 pub fn state_json(id: &str, run_root: &Path) -> Result<Value, crate::Error> {
     let st = load_state(run_root, id)?;
-    let running = alive(st.pid, st.pid_start);
-    let status = if !running {
-        "stopped"
-    } else if st.run_dir.join("exec.fifo").exists() {
-        "created"
-    } else {
-        "running"
-    };
+    let status = st.current_status();
     Ok(serde_json::json!({
         "ociVersion": "1.0.2",
         "id": st.id,
-        "status": status,
-        "pid": if running { st.pid } else { 0 },
+        "status": status.as_str(),
+        "pid": if status == Status::Stopped { 0 } else { st.pid },
         "bundle": st.bundle,
     }))
 }
@@ -267,7 +254,7 @@ pub fn state_json(id: &str, run_root: &Path) -> Result<Value, crate::Error> {
 /// OCI `kill`.
 pub fn kill(id: &str, sig: i32, run_root: &Path) -> Result<(), crate::Error> {
     let st = load_state(run_root, id)?;
-    if alive(st.pid, st.pid_start) {
+    if st.current_status().can_kill() {
         // SAFETY: kill(2) of the container process identified by pid and start time.
         unsafe { libc::kill(st.pid, sig) };
     }
@@ -277,20 +264,20 @@ pub fn kill(id: &str, sig: i32, run_root: &Path) -> Result<(), crate::Error> {
 /// OCI `delete`: remove a stopped container (or kill it first with `force`).
 pub fn delete(id: &str, force: bool, run_root: &Path) -> Result<Vec<String>, crate::Error> {
     let st = load_state(run_root, id)?;
-    if alive(st.pid, st.pid_start) {
+    if !st.current_status().can_delete() {
         if !force {
             return Err(Error::Running(id.to_string()).into());
         }
         // SAFETY: as in `kill`.
         unsafe { libc::kill(st.pid, libc::SIGKILL) };
         for _ in 0..200 {
-            if !alive(st.pid, st.pid_start) {
+            if !st.process_alive() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
-    Ok(crate::cleanup::remove_leftovers(&st))
+    Ok(container::delete_stored(&st))
 }
 
 #[cfg(test)]
