@@ -172,7 +172,19 @@ fn run_image(root: PathBuf, run_root: PathBuf, a: RunImageArgs) -> Result<i32> {
     Ok(exit_code(&exit))
 }
 
-fn main() -> Result<()> {
+fn main() {
+    let code = match run_cli() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            1
+        }
+    };
+    // Through the signal owner: an interrupted run ends by its signal once cleanup is done.
+    cvbench_signals::exit(code)
+}
+
+fn run_cli() -> Result<i32> {
     let cli = Cli::parse();
     let root = cli.root;
     let run_root = cli.run_root.unwrap_or_else(cvbench_runtime::default_run_root);
@@ -193,12 +205,11 @@ fn main() -> Result<()> {
             let mut cfg = oci::load_bundle(&bundle, &run_root)?;
             cfg.id = id;
             let r = container::run(&cfg, Stdio::default(), None)?;
-            std::process::exit(exit_code(&r.exit));
+            return Ok(exit_code(&r.exit));
         }
         Cmd::RunImage(a) => {
             cleanup::install_signal_handlers();
-            let code = run_image(root, run_root, a)?;
-            std::process::exit(code);
+            return run_image(root, run_root, a);
         }
         Cmd::Image(ic) => {
             let store = Store::open(&root)?;
@@ -232,5 +243,5 @@ fn main() -> Result<()> {
             println!("{}", seccomp::blocked_names().join(" "));
         }
     }
-    Ok(())
+    Ok(0)
 }

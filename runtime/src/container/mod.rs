@@ -82,7 +82,7 @@ pub struct Container {
     marks: PhaseMarks,
     exit: Option<ExitStatus>,
     final_stats: Option<Stats>,
-    pid_slot: Option<usize>,
+    pid_slot: Option<cvbench_signals::PidSlot>,
     notes: Vec<String>,
 }
 

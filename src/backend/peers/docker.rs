@@ -170,10 +170,10 @@ impl Docker {
             return Ok(d.clone());
         }
         let d = Arc::new(Daemon::start().map_err(|e| e.to_string())?);
-        // Ctrl-C must not leave the private daemon running: the runtime's signal handling
+        // Ctrl-C must not leave the private daemon running: the process's signal owner
         // (shared by every backend) calls this before the process dies of the signal.
         let weak = Arc::downgrade(&d);
-        cvbench_runtime::cleanup::on_interrupt(move || {
+        cvbench_signals::on_interrupt(move || {
             if let Some(d) = weak.upgrade() {
                 d.shutdown();
             }

@@ -62,6 +62,8 @@ impl OciRuntime {
             .prefix(&format!("cvbench-{}-{}-", self.kind.name(), std::process::id()))
             .tempdir_in("/run")
             .map_err(|e| PeerError::Io(PathBuf::from("/run"), e))?;
+        // Gone even if the process dies of Ctrl-C before this state drops.
+        cvbench_signals::remove_on_interrupt(dir.path().to_path_buf());
         let rootfs = dir.path().join("rootfs");
         let bin = paths::workload_binary().map_err(|e| PeerError::Other(e.to_string()))?;
         oci::make_rootfs(&rootfs, &bin)?;
