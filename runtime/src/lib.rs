@@ -16,6 +16,7 @@ pub mod oci;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_profile;
 pub mod state;
 mod syscalls;
 

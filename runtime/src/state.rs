@@ -101,6 +101,9 @@ pub struct State {
     /// OCI annotations from the bundle, reported by `state`.
     #[serde(default)]
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The bundle's hooks, for the `start` and `delete` invocations that run the later ones.
+    #[serde(default)]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// The state file of container `id` under `run_root`.

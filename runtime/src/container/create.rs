@@ -29,7 +29,7 @@ pub fn validate(cfg: &ContainerConfig) -> Result<(), Error> {
     }
     match (cfg.net, cfg.has(Namespace::Net)) {
         (NetMode::Host, true) => return Err(Error::Config("--net host needs the net namespace left out".into())),
-        (NetMode::Host, false) if !cfg.privileged => {
+        (NetMode::Host, false) if !cfg.privileged && !cfg.host_net_allowed => {
             return Err(Error::Config("--net host requires --privileged".into()))
         }
         (NetMode::None | NetMode::Loopback | NetMode::Veth, false) => {
@@ -175,7 +175,11 @@ impl Container {
         c.phase("prepare", t0);
 
         let t = now_ns();
-        let mut cg = cgroups::manager(&cfg.cgroup, &host_name)?;
+        let cg_name = match &cfg.cgroups_path {
+            Some(p) => p.to_string_lossy().into_owned(),
+            None => host_name.clone(),
+        };
+        let mut cg = cgroups::manager(&cfg.cgroup, &cg_name)?;
         let created = cg.create(&cfg.resources);
         c.state.cgroups = cg.paths();
         c.cgroup = Some(cg);
@@ -207,6 +211,13 @@ impl Container {
         let plan = c.build_plan(cfg, &prepared, &scratch, fifo, status_fd, go_fd, &stdio)?;
 
         let mut flags = namespaces::clone_flags(&cfg.namespaces);
+        // A pid namespace given by path is entered by the clone itself (setns on this thread
+        // sets the namespace of its next child); the others the child joins first thing.
+        let pid_join = join_fd(cfg, Namespace::Pid)?;
+        let _restore = match &pid_join {
+            Some(fd) => Some(PidNsGuard::enter(fd)?),
+            None => None,
+        };
         // The cgroup namespace is entered after attaching, so its root is the container's cgroup.
         flags &= !Namespace::Cgroup.clone_flag();
         let cgroup_fd = c.cgroup.as_ref().and_then(|g| g.clone_into_fd());
@@ -214,6 +225,7 @@ impl Container {
         // SAFETY: the closure only runs `init::run`, which makes async-signal-safe calls on the
         // prepared plan and never returns.
         let child = unsafe { clone::spawn(flags, cgroup_fd, |mask| proc::init::run(&plan, mask)) }?;
+        drop(_restore);
         c.phase("clone", t);
         c.state.pid = child.pid;
         c.pid_slot = cleanup::register_pid(child.pid);
@@ -225,6 +237,7 @@ impl Container {
         c.go_wr = Some(go_wr);
         drop(stdio);
 
+        c.apply_process_limits(cfg)?;
         if cfg.has(Namespace::User) {
             c.write_id_maps(cfg)?;
             c.send(channel::MSG_MAPS)?;
@@ -293,6 +306,7 @@ impl Container {
             (None, true) => Vec::new(),
             (None, false) => rootfs::DEFAULT_READONLY.iter().map(|s| s.to_string()).collect(),
         };
+        let cgroup_dirs = self.state.cgroups.clone();
         let ops = rootfs::plan(&rootfs::Spec {
             scratch,
             lowers: &p.lowers,
@@ -303,17 +317,41 @@ impl Container {
             readonly: &readonly,
             mounts: &cfg.mounts,
             readonly_rootfs: cfg.readonly_rootfs,
+            exact: cfg.exact_mounts,
+            devices: &cfg.devices,
+            sysctl: &cfg.sysctl,
+            root_propagation: cfg.rootfs_propagation as libc::c_ulong,
+            cgroup_dirs: &cgroup_dirs,
         })?;
-        let caps = if cfg.privileged && cfg.capabilities.is_none() {
+        let last_cap = capabilities::last_cap();
+        let caps = if let Some(sets) = &cfg.capability_sets {
+            Some(CapPlan {
+                bounding: capabilities::mask(&sets.bounding)?,
+                effective: capabilities::mask(&sets.effective)?,
+                permitted: capabilities::mask(&sets.permitted)?,
+                inheritable: capabilities::mask(&sets.inheritable)?,
+                ambient: capabilities::mask(&sets.ambient)?,
+                last_cap,
+            })
+        } else if cfg.privileged && cfg.capabilities.is_none() {
             None
         } else {
             let keep = match &cfg.capabilities {
                 Some(list) => capabilities::mask(list)?,
                 None => capabilities::mask(capabilities::DOCKER_DEFAULT)?,
             };
-            Some(CapPlan { keep, last_cap: capabilities::last_cap() })
+            Some(CapPlan::uniform(keep, last_cap))
         };
-        let seccomp = (!cfg.privileged && !cfg.seccomp_unconfined).then(seccomp::default_filter);
+        let seccomp = match &cfg.seccomp_profile {
+            Some(p) => Some(crate::seccomp_profile::compile(p).map_err(|e| Error::Config(e.to_string()))?),
+            None => (!cfg.privileged && !cfg.seccomp_unconfined).then(seccomp::default_filter),
+        };
+        let mut join = Vec::new();
+        for (kind, _) in cfg.join_namespaces.iter().filter(|(k, _)| *k != Namespace::Pid) {
+            if let Some(fd) = join_fd(cfg, *kind)? {
+                join.push((std::os::fd::IntoRawFd::into_raw_fd(fd), kind.clone_flag() as libc::c_int));
+            }
+        }
         let iface = self.veth.as_ref().map(|v| {
             let mut name = [0u8; libc::IFNAMSIZ];
             name[..network::CONTAINER_IF.len()].copy_from_slice(network::CONTAINER_IF.as_bytes());
@@ -358,12 +396,38 @@ impl Container {
             gid: cfg.user.gid,
             groups: cfg.user.additional_gids.clone(),
             caps,
-            no_new_privs: !cfg.privileged,
+            no_new_privs: cfg.no_new_privileges.unwrap_or(!cfg.privileged),
             seccomp,
+            join,
+            umask: cfg.umask.map(|m| m as libc::mode_t),
             stdio: [fd_or_inherit(&stdio.stdin), fd_or_inherit(&stdio.stdout), fd_or_inherit(&stdio.stderr)],
             cwd: CString::new(p.cwd.as_str()).map_err(|_| Error::Config(format!("cwd {:?} contains NUL", p.cwd)))?,
             exec: ExecPlan::new(&args, &p.env)?,
         })
+    }
+
+    /// rlimits and the OOM score, set on the child from here before it may exec.
+    fn apply_process_limits(&self, cfg: &ContainerConfig) -> Result<(), Error> {
+        let pid = self.state.pid;
+        for r in &cfg.rlimits {
+            let lim = libc::rlimit { rlim_cur: r.soft, rlim_max: r.hard };
+            // SAFETY: prlimit(2) on our child with a valid new-limit struct, no old value.
+            let rc = unsafe { libc::prlimit(pid, r.resource as libc::__rlimit_resource_t, &lim, std::ptr::null_mut()) };
+            if rc != 0 {
+                return Err(Error::Config(format!(
+                    "cannot set rlimit {} to {}/{}: {}",
+                    r.resource,
+                    r.soft,
+                    r.hard,
+                    std::io::Error::last_os_error()
+                )));
+            }
+        }
+        if let Some(adj) = cfg.oom_score_adj {
+            let path = PathBuf::from(format!("/proc/{pid}/oom_score_adj"));
+            fs::write(&path, adj.to_string()).map_err(io_err(&path))?;
+        }
+        Ok(())
     }
 
     fn write_id_maps(&self, cfg: &ContainerConfig) -> Result<(), Error> {
@@ -373,5 +437,38 @@ impl Container {
             fs::write(&path, text).map_err(|source| proc::Error::IdMap { path, source })?;
         }
         Ok(())
+    }
+}
+
+/// Open the namespace file a config asks to join for `kind`, if any.
+fn join_fd(cfg: &ContainerConfig, kind: Namespace) -> Result<Option<OwnedFd>, Error> {
+    let Some((_, path)) = cfg.join_namespaces.iter().find(|(k, _)| *k == kind) else {
+        return Ok(None);
+    };
+    let f = fs::File::open(path).map_err(io_err(path))?;
+    Ok(Some(OwnedFd::from(f)))
+}
+
+/// This thread's pid namespace for children, switched to a joined one and restored on drop.
+pub(crate) struct PidNsGuard {
+    own: OwnedFd,
+}
+
+impl PidNsGuard {
+    pub(crate) fn enter(target: &OwnedFd) -> Result<PidNsGuard, Error> {
+        let own_path = Path::new("/proc/thread-self/ns/pid_for_children");
+        let own = OwnedFd::from(fs::File::open(own_path).map_err(io_err(own_path))?);
+        // SAFETY: setns(2) on a namespace fd we opened; affects only this thread's children.
+        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+            return Err(Error::Config(format!("cannot join the pid namespace: {}", std::io::Error::last_os_error())));
+        }
+        Ok(PidNsGuard { own })
+    }
+}
+
+impl Drop for PidNsGuard {
+    fn drop(&mut self) {
+        // SAFETY: setns(2) back to the namespace this thread had.
+        unsafe { libc::setns(self.own.as_raw_fd(), libc::CLONE_NEWPID) };
     }
 }

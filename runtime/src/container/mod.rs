@@ -11,6 +11,7 @@ mod wait;
 
 pub use crate::state::{alive, proc_start_time, State, Status};
 pub use create::validate;
+pub(crate) use create::PidNsGuard;
 pub use delete::delete_stored;
 
 use crate::cgroups::{CgroupManager, Stats};
