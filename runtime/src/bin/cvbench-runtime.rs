@@ -175,6 +175,16 @@ enum ImageCmd {
     Default { workload: PathBuf },
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_utc_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_796_118_211), "2026-12-01T09:43:31Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
+
 fn parse_signal(s: &str) -> Result<i32> {
     if let Ok(n) = s.parse() {
         return Ok(n);
@@ -251,11 +261,27 @@ fn main() {
     cvbench_signals::exit(code)
 }
 
+/// `secs` since the epoch as an RFC 3339 UTC time (containerd parses the log's `time`).
+fn rfc3339(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 fn write_log(path: &std::path::Path, json: bool, msg: &str) {
     use std::io::Write;
     let line = if json {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        serde_json::json!({"level": "error", "msg": msg, "time": t}).to_string()
+        serde_json::json!({"level": "error", "msg": msg, "time": rfc3339(t)}).to_string()
     } else {
         format!("level=error msg={msg:?}")
     };

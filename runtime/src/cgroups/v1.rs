@@ -128,6 +128,11 @@ impl CgroupManager for V1 {
             let canon = fs::canonicalize(&hier).unwrap_or(hier.clone());
             let first = !seen.contains(&canon);
             if first {
+                // A cgroupsPath may name a parent that does not exist yet (`/docker/<id>`).
+                if let Some(parent) = dir.parent() {
+                    fs::create_dir_all(parent)
+                        .map_err(|source| Error::Create { path: parent.to_path_buf(), source })?;
+                }
                 fs::create_dir(&dir).map_err(|source| Error::Create { path: dir.clone(), source })?;
                 seen.push(canon);
                 self.attach_dirs.push(dir.clone());

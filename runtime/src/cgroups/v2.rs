@@ -127,6 +127,9 @@ impl CgroupManager for V2 {
             });
         }
         self.enable_controllers(res)?;
+        if let Some(parent) = self.dir.parent() {
+            fs::create_dir_all(parent).map_err(|source| Error::Create { path: parent.to_path_buf(), source })?;
+        }
         fs::create_dir(&self.dir).map_err(|source| Error::Create { path: self.dir.clone(), source })?;
         self.created = true;
         self.apply(res)?;

@@ -86,7 +86,17 @@ fn check_raw(v: &Value) -> Result<(), Error> {
             "mountLabel",
         ],
     )?;
-    check_keys(&v["linux"]["resources"], "linux.resources.", &["devices", "memory", "cpu", "pids"])?;
+    check_keys(&v["linux"]["resources"], "linux.resources.", &["devices", "memory", "cpu", "pids", "blockIO"])?;
+    // Docker always sends `blockIO: {"weight": 0}`: zero means unset; anything else is not
+    // honoured here.
+    if let Some(b) = v["linux"]["resources"]["blockIO"].as_object() {
+        for (k, x) in b {
+            let unset = x.is_null() || x.as_u64() == Some(0) || x.as_array().is_some_and(|a| a.is_empty());
+            if !unset {
+                return Err(unsupported(&format!("linux.resources.blockIO.{k}")));
+            }
+        }
+    }
     check_keys(
         &v["linux"]["resources"]["memory"],
         "linux.resources.memory.",
@@ -495,11 +505,11 @@ fn resources(r: &oci_spec::runtime::LinuxResources, cfg: &ContainerConfig) -> Re
         }
     }
     if let Some(c) = r.cpu() {
-        out.cpu_shares = c.shares();
-        out.cpu_quota_us = c.quota();
-        out.cpu_period_us = c.period();
-        out.cpuset_cpus = c.cpus().clone();
-        out.cpuset_mems = c.mems().clone();
+        out.cpu_shares = c.shares().filter(|s| *s > 0);
+        out.cpu_quota_us = c.quota().filter(|q| *q > 0);
+        out.cpu_period_us = c.period().filter(|p| *p > 0);
+        out.cpuset_cpus = c.cpus().clone().filter(|s| !s.is_empty());
+        out.cpuset_mems = c.mems().clone().filter(|s| !s.is_empty());
     }
     if let Some(p) = r.pids() {
         out.pids_max = (p.limit() > 0).then_some(p.limit() as u64);
