@@ -175,16 +175,6 @@ enum ImageCmd {
     Default { workload: PathBuf },
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_formats_utc_dates() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_796_118_211), "2026-12-01T09:43:31Z");
-        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
-}
-
 fn parse_signal(s: &str) -> Result<i32> {
     if let Ok(n) = s.parse() {
         return Ok(n);
@@ -398,4 +388,14 @@ fn run_cli(cli: Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_utc_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_796_118_211), "2026-12-01T09:43:31Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
 }
