@@ -1,35 +1,24 @@
-//! Cleaning up: a registry of live containers so SIGINT/SIGTERM kill them and remove what they
-//! made, and `gc`, which removes leftovers of crashed runs (state dirs, cgroups, peer network
+//! Cleaning up: a registry of live containers, registered with the process's signal owner
+//! ([`cvbench_signals`]) so SIGINT/SIGTERM kill them and remove what they made, and `gc`, which removes leftovers of crashed runs (state dirs, cgroups, peer network
 //! namespaces, subnet claims, temp files) whose owning process is gone. Every host object the
 //! runtime creates is named `cvbench-<owner pid>-...`, which is how gc recognises them.
 
-use crate::container::{alive, State};
+use crate::state::{alive, Keeper, State};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Mutex, Once};
 
-const SLOTS: usize = 256;
-#[allow(clippy::declare_interior_mutable_const)]
-const EMPTY: AtomicI32 = AtomicI32::new(0);
-/// Container pids the signal handler kills (0 = free slot).
-static PIDS: [AtomicI32; SLOTS] = [EMPTY; SLOTS];
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 static TRACKED: Mutex<BTreeMap<String, State>> = Mutex::new(BTreeMap::new());
-/// What else the program must stop on SIGINT/SIGTERM (run in a normal thread).
-static HOOKS: Mutex<Vec<Box<dyn Fn() + Send>>> = Mutex::new(Vec::new());
 
-/// Remember a container pid for the signal handler.
-pub fn register_pid(pid: i32) -> Option<usize> {
-    PIDS.iter().position(|s| s.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+/// Have the process's signal owner SIGKILL a container pid on SIGINT/SIGTERM.
+pub fn register_pid(pid: i32) -> Option<cvbench_signals::PidSlot> {
+    install_signal_handlers();
+    cvbench_signals::register_pid(pid)
 }
 
-pub fn unregister_pid(slot: usize) {
-    if let Some(s) = PIDS.get(slot) {
-        s.store(0, Ordering::SeqCst);
-    }
+pub fn unregister_pid(slot: cvbench_signals::PidSlot) {
+    cvbench_signals::unregister_pid(slot)
 }
 
 /// Record (or update) what a live container has created.
@@ -45,76 +34,34 @@ pub fn untrack(id: &str) {
     }
 }
 
-/// True once SIGINT/SIGTERM arrived (after `install_signal_handlers`).
+/// True once SIGINT/SIGTERM arrived.
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    cvbench_signals::interrupted()
 }
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    // Async-signal-safe only: kill(2) and write(2).
-    INTERRUPTED.store(true, Ordering::SeqCst);
-    for s in PIDS.iter() {
-        let pid = s.load(Ordering::SeqCst);
-        if pid > 0 {
-            // SAFETY: kill(2) with a pid we started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-    let fd = SIGNAL_PIPE.load(Ordering::SeqCst);
-    if fd >= 0 {
-        let b = sig as u8;
-        // SAFETY: one byte from a stack variable to our own pipe.
-        unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
-    }
-}
-
-/// Install SIGINT/SIGTERM handlers: they kill every registered container at once, then a
-/// helper thread removes cgroups, network namespaces and state dirs of every tracked container
-/// and re-raises the signal with its default action, so the program still dies of it.
+/// Register with the process's one signal owner ([`cvbench_signals`]): on SIGINT/SIGTERM it
+/// SIGKILLs every registered container at once, and its cleanup (before the process dies of
+/// the signal, or when a graceful program asks for it) removes the cgroups, network
+/// namespaces and state dirs of every container still tracked. Idempotent.
 pub fn install_signal_handlers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let Ok((rd, wr)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
-            return;
-        };
-        SIGNAL_PIPE.store(std::os::fd::IntoRawFd::into_raw_fd(wr), Ordering::SeqCst);
-        std::thread::spawn(move || {
-            let mut f = fs::File::from(rd);
-            let mut b = [0u8; 1];
-            if std::io::Read::read_exact(&mut f, &mut b).is_ok() {
-                let states: Vec<State> = TRACKED.lock().map(|t| t.values().cloned().collect()).unwrap_or_default();
-                for s in &states {
-                    let _ = remove_leftovers(s);
-                }
-                let hooks = HOOKS.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
-                for h in hooks {
-                    h();
-                }
-                let sig = b[0] as libc::c_int;
-                // SAFETY: restoring the default action and re-raising ends the process the
-                // way the signal would have.
-                unsafe {
-                    libc::signal(sig, libc::SIG_DFL);
-                    libc::raise(sig);
-                }
+        cvbench_signals::on_interrupt(|| {
+            let states: Vec<State> = TRACKED.lock().map(|t| t.values().cloned().collect()).unwrap_or_default();
+            for s in &states {
+                let _ = remove_leftovers(s);
+                untrack(&s.id);
             }
         });
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: `on_signal` only makes async-signal-safe calls.
-            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-        }
     });
 }
 
-/// Run `f` when SIGINT/SIGTERM arrives, after the containers are cleaned up and before the
-/// signal is re-raised: for whatever else the program started and must stop on Ctrl-C (a
-/// private daemon, say). `f` runs in an ordinary thread, not in signal context. Installs the
-/// handlers if they are not installed yet.
+/// Run `f` on SIGINT/SIGTERM with the rest of the process's cleanup (see
+/// [`cvbench_signals::on_interrupt`]): for whatever else the program started (a private
+/// daemon, say).
 pub fn on_interrupt(f: impl Fn() + Send + 'static) {
     install_signal_handlers();
-    if let Ok(mut h) = HOOKS.lock() {
-        h.push(Box::new(f));
-    }
+    cvbench_signals::on_interrupt(f);
 }
 
 fn rmdir_retry(p: &Path) -> bool {
@@ -217,7 +164,10 @@ pub fn gc(state_dir: &Path, run_root: &Path) -> Vec<String> {
             match state {
                 Some(s) => {
                     let owner_gone = !alive(s.owner_pid as i32, s.owner_start);
-                    let stale = if s.detached { !alive(s.pid, s.pid_start) } else { owner_gone };
+                    let stale = match s.keeper {
+                        Keeper::Detached => !alive(s.pid, s.pid_start),
+                        Keeper::Owner => owner_gone,
+                    };
                     if stale {
                         out.extend(remove_leftovers(&s));
                     }
@@ -287,15 +237,6 @@ mod tests {
         assert_eq!(owner_of("cvbench-123-4"), Some(123));
         assert_eq!(owner_of("cvbench-123-foo-bar"), Some(123));
         assert_eq!(owner_of("other-123"), None);
-    }
-
-    #[test]
-    fn pid_slots_are_reused() {
-        let a = register_pid(-5).unwrap();
-        unregister_pid(a);
-        let b = register_pid(-6).unwrap();
-        assert_eq!(a, b);
-        unregister_pid(b);
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct User {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Resources {
+    /// Device cgroup rules in order (OCI `linux.resources.devices`); empty: no device cgroup.
+    pub devices: Vec<DeviceRule>,
     pub memory_bytes: Option<u64>,
     /// Memory plus swap (v1 `memsw`); v2 gets `swap = this - memory`.
     pub memory_swap_bytes: Option<u64>,
@@ -95,12 +97,74 @@ pub struct Resources {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountSpec {
-    /// `bind` or `tmpfs`.
+    /// `bind`, `tmpfs`, or (with `exact_mounts`) `proc`, `sysfs`, `mqueue`, `devpts`,
+    /// `cgroup`.
     pub kind: String,
     pub source: PathBuf,
     pub destination: PathBuf,
     #[serde(default)]
     pub readonly: bool,
+    /// mount(8)-style options (`nosuid`, `mode=755`, `rprivate`, ...), as an OCI bundle gives
+    /// them; parsed by the rootfs planner.
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+/// One device cgroup rule: `kind` is `a`, `c` or `b`; `None` major/minor mean any.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRule {
+    pub allow: bool,
+    pub kind: char,
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    /// Some of `r`, `w`, `m`.
+    pub access: String,
+}
+
+impl DeviceRule {
+    /// The v1 `devices.allow`/`devices.deny` line (`c 1:3 rwm`, `a *:* rwm`).
+    pub fn v1_line(&self) -> String {
+        let n = |v: Option<i64>| v.map_or("*".to_string(), |x| x.to_string());
+        if self.kind == 'a' && self.major.is_none() && self.minor.is_none() {
+            return format!("a *:* {}", self.access);
+        }
+        format!("{} {}:{} {}", self.kind, n(self.major), n(self.minor), self.access)
+    }
+}
+
+/// A device node to create in the container's /dev (OCI `linux.devices`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceNode {
+    pub path: PathBuf,
+    /// `c`, `b` or `p`.
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One resource limit (`RLIMIT_*` number, soft and hard values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The five capability sets of the container process, by name (`CAP_*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapSets {
+    pub bounding: Vec<String>,
+    pub effective: Vec<String>,
+    pub permitted: Vec<String>,
+    pub inheritable: Vec<String>,
+    pub ambient: Vec<String>,
 }
 
 /// Everything needed to create one container.
@@ -129,6 +193,31 @@ pub struct ContainerConfig {
     pub readonly_paths: Option<Vec<String>>,
     pub readonly_rootfs: bool,
     pub mounts: Vec<MountSpec>,
+    /// The mounts above replace the built-in /proc, /dev, /sys and /tmp (OCI bundles list
+    /// their own); default devices and /dev symlinks are still made.
+    pub exact_mounts: bool,
+    /// All five capability sets (OCI); overrides `capabilities`.
+    pub capability_sets: Option<CapSets>,
+    pub rlimits: Vec<Rlimit>,
+    /// Explicit no_new_privs; `None` means "on unless privileged".
+    pub no_new_privileges: Option<bool>,
+    pub oom_score_adj: Option<i32>,
+    pub umask: Option<u32>,
+    /// `/proc/sys` keys (dotted) and values, written inside the container's namespaces.
+    pub sysctl: std::collections::BTreeMap<String, String>,
+    /// A seccomp profile replacing the default one (OCI `linux.seccomp`).
+    pub seccomp_profile: Option<crate::seccomp_profile::Profile>,
+    /// Mount propagation of the container's root (`MS_*` flags; 0: private, the default).
+    pub rootfs_propagation: u64,
+    /// Namespaces to join (`setns`) instead of creating: (kind, path).
+    pub join_namespaces: Vec<(Namespace, PathBuf)>,
+    /// Sharing the host's network (`NetMode::Host`) without `privileged`: an OCI bundle that
+    /// lists no network namespace asks for exactly that, and keeps every other confinement.
+    pub host_net_allowed: bool,
+    /// The cgroup to use (OCI `cgroupsPath`): relative to the runtime's own cgroup, or
+    /// absolute from the hierarchy root. Default: `cvbench-<pid>-<id>`.
+    pub cgroups_path: Option<PathBuf>,
+    pub devices: Vec<DeviceNode>,
     pub cgroup: CgroupChoice,
     /// The image store lives here.
     pub state_dir: PathBuf,
@@ -158,6 +247,19 @@ impl Default for ContainerConfig {
             readonly_paths: None,
             readonly_rootfs: false,
             mounts: Vec::new(),
+            exact_mounts: false,
+            capability_sets: None,
+            rlimits: Vec::new(),
+            no_new_privileges: None,
+            oom_score_adj: None,
+            umask: None,
+            sysctl: Default::default(),
+            seccomp_profile: None,
+            rootfs_propagation: 0,
+            join_namespaces: Vec::new(),
+            host_net_allowed: false,
+            cgroups_path: None,
+            devices: Vec::new(),
             cgroup: CgroupChoice::Auto,
             state_dir: PathBuf::from(crate::DEFAULT_STATE_DIR),
             run_root: crate::default_run_root(),

@@ -16,6 +16,8 @@ pub mod oci;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_profile;
+pub mod state;
 mod syscalls;
 
 pub use config::ContainerConfig;
@@ -59,6 +61,10 @@ pub enum Error {
     Timeout(std::time::Duration),
     #[error("interrupted by a signal; the container was killed")]
     Interrupted,
+    #[error("cannot {verb} container `{id}`: it is {}", status.as_str())]
+    BadStatus { id: String, verb: &'static str, status: state::Status },
+    #[error(transparent)]
+    State(#[from] state::Error),
     #[error(transparent)]
     Namespace(#[from] namespaces::Error),
     #[error(transparent)]

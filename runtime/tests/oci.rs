@@ -114,7 +114,7 @@ fn oci_unsupported_field_is_a_clear_error() {
     let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
     bundle(b.path(), &["/bin/busybox", "true"]);
     let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(b.path().join("config.json")).unwrap()).unwrap();
-    spec["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]);
+    spec["process"]["ioPriority"] = serde_json::json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
     fs::write(b.path().join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
     let out = Command::new(BIN)
         .arg("--run-root")
@@ -126,5 +126,5 @@ fn oci_unsupported_field_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unsupported field `process.rlimits`"), "{err}");
+    assert!(err.contains("unsupported field `process.ioPriority`"), "{err}");
 }

@@ -152,6 +152,7 @@ impl Backend for ContainerBackend {
                 source: d.path().to_path_buf(),
                 destination: "/data".into(),
                 readonly: false,
+                options: Vec::new(),
             });
             args.extend(["--dir".to_string(), "/data".to_string()]);
             disk = Some(d);

@@ -93,6 +93,9 @@ pub(crate) fn shared_initrd(
         .prefix(&format!("{prefix}-{}-", std::process::id()))
         .tempfile_in(dir)
         .map_err(|e| e.to_string())?;
+    // Removed by the signal owner's cleanup too, should the process die of Ctrl-C before the
+    // last Arc drops.
+    cvbench_signals::remove_on_interrupt(f.path().to_path_buf());
     initramfs::write_guest_image(&img, f.path()).map_err(|e| e.to_string())?;
     let f = Arc::new(f);
     *g = Some(f.clone());

@@ -155,7 +155,18 @@ pub trait Instance: Send {
 }
 
 /// Names of every backend the suite knows, in report order.
-pub const ALL: &[&str] = &["native", "container", "microvm-bare", "microvm", "runc", "crun", "docker", "qemu"];
+pub const ALL: &[&str] = &[
+    "native",
+    "container",
+    "microvm-bare",
+    "microvm",
+    "runc",
+    "crun",
+    "cvbench-runtime",
+    "docker",
+    "docker-cvbench",
+    "qemu",
+];
 
 /// Look a backend up by name.
 pub fn by_name(name: &str) -> Result<Box<dyn Backend>, BackendError> {
@@ -166,7 +177,9 @@ pub fn by_name(name: &str) -> Result<Box<dyn Backend>, BackendError> {
         "microvm-bare" => Ok(Box::new(microvm_bare::MicroVmBare::new())),
         "runc" => Ok(Box::new(peers::oci_runtime::OciRuntime::new(peers::oci_runtime::Kind::Runc))),
         "crun" => Ok(Box::new(peers::oci_runtime::OciRuntime::new(peers::oci_runtime::Kind::Crun))),
+        "cvbench-runtime" => Ok(Box::new(peers::oci_runtime::OciRuntime::new(peers::oci_runtime::Kind::Cvbench))),
         "docker" => Ok(Box::new(peers::docker::Docker::new())),
+        "docker-cvbench" => Ok(Box::new(peers::docker::Docker::over_cvbench_runtime())),
         "qemu" => Ok(Box::new(peers::qemu::Qemu::new())),
         _ => Err(BackendError::UnknownBackend(name.to_string(), ALL.join(", "))),
     }

@@ -5,7 +5,6 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cvbench::backend;
@@ -39,25 +38,15 @@ pub struct BenchArgs {
     pub no_report: bool,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    STOP.store(true, Ordering::Relaxed);
-}
-
+/// Ctrl-C and SIGTERM stop the bench between units (graceful mode of the process's one
+/// signal owner): the containers it started are killed at once, the units in flight fail,
+/// and the result set written so far is kept. A second signal ends the process.
 fn install_stop_handler() {
-    let act = nix::sys::signal::SigAction::new(
-        nix::sys::signal::SigHandler::Handler(on_signal),
-        nix::sys::signal::SaFlags::empty(),
-        nix::sys::signal::SigSet::empty(),
+    cvbench_signals::install();
+    cvbench_signals::set_mode(cvbench_signals::Mode::Graceful);
+    cvbench_signals::set_message(
+        b"\ncvbench bench: stopping and keeping the results so far (again to abort at once)\n",
     );
-    for sig in [nix::sys::signal::SIGINT, nix::sys::signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is
-        // async-signal-safe; no other handler for these signals is replaced
-        // that the program relies on.
-        let _ = unsafe { nix::sys::signal::sigaction(sig, &act) };
-    }
 }
 
 struct Progress {
@@ -119,18 +108,21 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
             .progress_chars("=> "),
     );
     let mut obs = Progress { bar, sink, failed: 0, in_unit: false, write_error: None };
-    bench::run(&plan, &slots, &env_id, &mut obs, &STOP);
+    bench::run(&plan, &slots, &env_id, &mut obs, cvbench_signals::flag());
     obs.bar.finish_with_message("done");
     drop(slots); // backends with daemons stop them here
     if let Some(e) = obs.write_error {
         anyhow::bail!("storing records in {}: {e}", dir.display());
     }
     eprintln!("{} failed records kept with their error", obs.failed);
-    if STOP.load(Ordering::Relaxed) {
+    let stopped = cvbench_signals::interrupted();
+    // Whatever registered for cleanup on interruption (tracked containers, daemons).
+    cvbench_signals::run_cleanup();
+    if stopped {
         eprintln!("interrupted: the result set holds every record up to the interruption");
     }
     if !a.no_report {
         super::report::write_report(&dir, &a.out)?;
     }
-    Ok(if STOP.load(Ordering::Relaxed) { 130 } else { 0 })
+    Ok(if stopped { 130 } else { 0 })
 }

@@ -42,6 +42,7 @@ pub fn execute(a: LabArgs) -> anyhow::Result<i32> {
     install_stop_handler();
     let report = lab::run(n, LabOptions { quick: a.quick })?;
     print!("{}", lab::table::render(&report));
+    cvbench_signals::run_cleanup();
     if lab::stopped() {
         println!("lab {n}: interrupted (everything the lab made has been removed)");
         return Ok(130);
@@ -57,38 +58,15 @@ pub fn execute(a: LabArgs) -> anyhow::Result<i32> {
     Ok(outcome.exit_code())
 }
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    // Only async-signal-safe operations: an atomic swap, write(2), signal(2), raise(3).
-    if lab::stop_flag().swap(true, std::sync::atomic::Ordering::Relaxed) {
-        // SAFETY: restoring the default disposition and re-raising are
-        // async-signal-safe; the second signal ends the process as usual.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-            libc::raise(sig);
-        }
-    } else {
-        let msg = b"\ncvbench lab: stopping after the current run and cleaning up (again to abort at once)\n";
-        // SAFETY: write(2) on stderr with a valid static buffer and its length.
-        unsafe {
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-        }
-    }
-}
-
-/// Ctrl-C and SIGTERM stop the lab between runs instead of killing it, so
-/// its guards remove the containers, cgroups, mounts and daemons it made.
+/// Ctrl-C and SIGTERM stop the lab between runs instead of killing it (graceful mode of the
+/// process's one signal owner), so its guards remove the containers, cgroups, mounts and
+/// daemons it made; a second signal ends the process at once.
 fn install_stop_handler() {
-    let act = nix::sys::signal::SigAction::new(
-        nix::sys::signal::SigHandler::Handler(on_signal),
-        nix::sys::signal::SaFlags::empty(),
-        nix::sys::signal::SigSet::empty(),
+    cvbench_signals::install();
+    cvbench_signals::set_mode(cvbench_signals::Mode::Graceful);
+    cvbench_signals::set_message(
+        b"\ncvbench lab: stopping after the current run and cleaning up (again to abort at once)\n",
     );
-    for sig in [nix::sys::signal::SIGINT, nix::sys::signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is
-        // async-signal-safe, and nothing else in this process installs a
-        // handler for these signals that it relies on.
-        let _ = unsafe { nix::sys::signal::sigaction(sig, &act) };
-    }
 }
 
 /// Parse a `cvbench-runtime` command with that binary's own parser: the

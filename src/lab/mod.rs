@@ -12,7 +12,7 @@ pub mod namespaces;
 pub mod overhead;
 pub mod table;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::backend::{self, BackendOptions};
@@ -143,18 +143,16 @@ pub fn run(lab: u8, opts: LabOptions) -> Result<LabReport, LabError> {
     Ok(r)
 }
 
-/// Set by the CLI's SIGINT/SIGTERM handler: labs stop starting runs, and
-/// every guard (containers, cgroups, mounts, daemons) cleans up on the way out.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-/// The flag a signal handler sets (an atomic store is async-signal-safe).
+/// The process's interrupted flag (set by the signal owner, `cvbench_signals`, on
+/// SIGINT/SIGTERM): labs stop starting runs, and every guard (containers, cgroups, mounts,
+/// daemons) cleans up on the way out.
 pub fn stop_flag() -> &'static AtomicBool {
-    &STOP
+    cvbench_signals::flag()
 }
 
 /// Has the user asked the lab to stop?
 pub fn stopped() -> bool {
-    STOP.load(Ordering::Relaxed)
+    cvbench_signals::interrupted()
 }
 
 /// Print a progress line (labs take seconds to minutes).

@@ -1,6 +1,7 @@
 //! Asynchronous control of a running bare guest, with no thread besides the vCPU's: SIGTERM and
 //! SIGINT sent to the VMM, and the run's deadline (SIGALRM from an interval timer), are caught by
-//! async-signal-safe handlers that record them in atomics, set `kvm_run.immediate_exit` (so a
+//! the process's signal owner (`cvbench_signals`), whose handler hands them to an
+//! async-signal-safe interceptor registered here while a guest runs; it records them in atomics, set `kvm_run.immediate_exit` (so a
 //! KVM_RUN about to start returns at once) and write to an eventfd that blocking host calls also
 //! wait on. The signal itself interrupts a KVM_RUN or blocking call in progress: the handlers are
 //! installed without SA_RESTART.
@@ -21,8 +22,6 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 pub enum ControlError {
     #[error("creating the wake eventfd failed")]
     EventFd(#[source] std::io::Error),
-    #[error("installing the handler for signal {0} failed")]
-    Handler(i32, #[source] std::io::Error),
     #[error("arming the {0:?} run timer failed")]
     Timer(Duration, #[source] std::io::Error),
 }
@@ -116,16 +115,14 @@ impl Control {
     }
 }
 
-extern "C" fn on_signal(sig: libc::c_int) {
+/// The interceptor registered with the process's signal owner while a guest runs: host
+/// stop signals and the deadline go to the guest's control instead of stopping the VMM.
+/// Async-signal-safe (atomics and write(2)).
+fn intercept(sig: i32) -> bool {
     let active = ACTIVE.load(Ordering::Acquire);
     if active.is_null() {
-        // No guest is running: behave like the default action and die of the signal.
-        // SAFETY: signal and raise are async-signal-safe.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-            libc::raise(sig);
-        }
-        return;
+        // No guest is running: the signal owner handles it (the VMM dies of it).
+        return false;
     }
     // SAFETY: `ACTIVE` is only non-null while an `Armed` guard holds an `Arc` of the control.
     let control = unsafe { &*active };
@@ -134,21 +131,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
     } else {
         control.note_signal(sig as u32);
     }
-}
-
-fn install(sig: i32) -> Result<(), ControlError> {
-    // SAFETY: a zeroed sigaction is a valid starting point; the handler only touches atomics and
-    // calls write(2); sigemptyset and sigaction only access the struct we own.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        sa.sa_flags = 0; // no SA_RESTART: interrupt KVM_RUN and blocking calls
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-            return Err(ControlError::Handler(sig, std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
+    true
 }
 
 fn set_timer(t: Duration) -> Result<(), ControlError> {
@@ -181,9 +164,9 @@ pub unsafe fn arm(
     control.immediate_exit.store(immediate_exit.map_or(std::ptr::null_mut(), NonNull::as_ptr), Ordering::Release);
     ACTIVE.store(Arc::as_ptr(control).cast_mut(), Ordering::Release);
     let mut armed = Armed { control: Arc::clone(control), timer: false };
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGALRM] {
-        install(sig)?;
-    }
+    // The process's one signal owner holds the handlers; it asks `intercept` first.
+    cvbench_signals::install_alarm();
+    cvbench_signals::set_interceptor(Some(intercept));
     // Signals blocked by whoever started us (e.g. a harness) would never arrive.
     // SAFETY: sigset is initialised by sigemptyset before use; pthread_sigmask reads it.
     unsafe {
@@ -206,22 +189,9 @@ impl Drop for Armed {
         if self.timer {
             let _ = set_timer(Duration::ZERO);
         }
+        cvbench_signals::set_interceptor(None);
         self.control.immediate_exit.store(std::ptr::null_mut(), Ordering::Release);
         ACTIVE.store(std::ptr::null_mut(), Ordering::Release);
-    }
-}
-
-/// Block SIGTERM and SIGINT in the calling thread (and the threads it spawns later), so they
-/// can be collected with sigwait/signalfd. The Linux guest's VMM uses this; the bare guest
-/// catches them with handlers instead ([`arm`]).
-pub fn block_stop_signals() {
-    // SAFETY: sigemptyset/sigaddset initialise a set we own; pthread_sigmask only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 

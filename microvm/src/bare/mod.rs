@@ -42,7 +42,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use control::block_stop_signals;
 pub use runner::run;
 
 /// Errors of a bare-guest run. Guest faults, timeouts and unexpected exits are errors too:

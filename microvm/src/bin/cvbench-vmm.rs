@@ -91,12 +91,8 @@ fn main() {
     let code = match cli.mode {
         // The bare guest catches SIGTERM/SIGINT with handlers while it runs (bare::control).
         Mode::Bare(args) => run_bare(args),
-        Mode::Linux(args) => {
-            // Before any thread exists, so every thread inherits the mask and the Linux VMM's
-            // stop-signal thread collects SIGTERM/SIGINT with sigwait.
-            bare::block_stop_signals();
-            vmm_linux::run(args, start)
-        }
+        // SIGTERM/SIGINT reach the VMM through the process's signal owner (vmm_linux).
+        Mode::Linux(args) => vmm_linux::run(args, start),
     };
     std::process::exit(code);
 }

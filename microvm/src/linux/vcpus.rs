@@ -2,7 +2,7 @@
 //! stop path (first vCPU to see power-off, or the timeout) that kicks the others out of
 //! KVM_RUN with a signal and joins them, so the VMM never leaves a vCPU thread behind.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -39,13 +39,11 @@ pub enum GuestEnd {
     Stopped(i32),
 }
 
-/// Set by [`request_stop`]: the signal (or other non-zero reason) that asked the VMM to stop.
-static STOP_REQUEST: AtomicI32 = AtomicI32::new(0);
-
 /// Ask a running [`run`] to stop the guest and return [`GuestEnd::Stopped`] with `reason`
-/// (a signal number). Safe to call from any thread.
+/// (a signal number). Safe to call from any thread; SIGTERM/SIGINT do the same through the
+/// process's signal owner (`cvbench_signals`, in graceful mode).
 pub fn request_stop(reason: i32) {
-    STOP_REQUEST.store(reason.max(1), Ordering::SeqCst);
+    cvbench_signals::request_stop(reason);
 }
 
 /// Poll interval of the stop request while waiting for the guest.
@@ -164,8 +162,7 @@ pub fn run(
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut last_sample = Instant::now();
     let end = loop {
-        let stop = STOP_REQUEST.load(Ordering::SeqCst);
-        if stop != 0 {
+        if let Some(stop) = cvbench_signals::stop_signal() {
             break GuestEnd::Stopped(stop);
         }
         let wait = match deadline {

@@ -13,13 +13,27 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "cvbench-runtime", about = "cvbench's minimal OCI container runtime")]
 struct Cli {
-    /// State directory (image store and container state).
-    #[arg(long, global = true, default_value = cvbench_runtime::DEFAULT_STATE_DIR)]
-    root: PathBuf,
-    /// Per-container runtime state (OCI state, subnet claims); default /run/cvbench, or
-    /// /dev/shm/cvbench when /run is not a tmpfs.
+    /// For the OCI verbs (create/start/state/kill/delete/run/exec/ps), the container state
+    /// directory, as in runc; for image commands and run-image, the image store (default
+    /// /var/lib/cvbench).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    /// Per-container runtime state (OCI state, subnet claims); default: --root for the OCI
+    /// verbs, else /run/cvbench, or /dev/shm/cvbench when /run is not a tmpfs.
     #[arg(long, global = true)]
     run_root: Option<PathBuf>,
+    /// Also write errors to this file (runc's --log, read by containerd).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Format of --log: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    /// Manage cgroups through systemd (not supported: a clear error).
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// Print debug output (accepted for runc compatibility).
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -27,11 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a container from an OCI bundle; it waits for `start`.
-    Create {
-        id: String,
-        #[arg(long, short, default_value = ".")]
-        bundle: PathBuf,
-    },
+    Create(CreateArgs),
     /// Start a created container.
     Start { id: String },
     /// Print the OCI state JSON.
@@ -41,6 +51,9 @@ enum Cmd {
         id: String,
         #[arg(default_value = "TERM")]
         signal: String,
+        /// Signal every process in the container's cgroup.
+        #[arg(long, short)]
+        all: bool,
     },
     /// Delete a stopped container (or a running one with --force).
     Delete {
@@ -49,11 +62,17 @@ enum Cmd {
         force: bool,
     },
     /// create + start + wait + delete of a bundle; exits with the container's status.
-    Run {
+    Run(CreateArgs),
+    /// Run a process in a running container (process.json as `docker exec` passes it).
+    Exec(ExecArgs),
+    /// List the processes of a container (host pids).
+    Ps {
         id: String,
-        #[arg(long, short, default_value = ".")]
-        bundle: PathBuf,
+        #[arg(long, default_value = "table")]
+        format: String,
     },
+    /// Print what this runtime supports (runtime-spec `features` JSON).
+    Features,
     /// Run an image from the store (default: the workload image).
     RunImage(RunImageArgs),
     /// Image store commands.
@@ -63,6 +82,48 @@ enum Cmd {
     Gc,
     /// Print how many system calls the default seccomp profile blocks.
     SeccompInfo,
+}
+
+#[derive(clap::Args)]
+struct CreateArgs {
+    id: String,
+    #[arg(long, short, default_value = ".")]
+    bundle: PathBuf,
+    /// Write the container's pid here.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// A terminal's console socket (not supported: a clear error).
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility: no session keyring is made either way.
+    #[arg(long)]
+    no_new_keyring: bool,
+}
+
+#[derive(clap::Args)]
+struct ExecArgs {
+    id: String,
+    /// The process to run, as a runtime-spec `process` JSON file.
+    #[arg(long, short)]
+    process: Option<PathBuf>,
+    /// Return once the process started (its parent becomes our parent's subreaper).
+    #[arg(long, short)]
+    detach: bool,
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    #[arg(long, short)]
+    tty: bool,
+    /// Working directory (without --process).
+    #[arg(long)]
+    cwd: Option<String>,
+    /// Environment variables (without --process).
+    #[arg(long, short)]
+    env: Vec<String>,
+    /// The command (without --process).
+    #[arg(trailing_var_arg = true)]
+    args: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -172,33 +233,127 @@ fn run_image(root: PathBuf, run_root: PathBuf, a: RunImageArgs) -> Result<i32> {
     Ok(exit_code(&exit))
 }
 
-fn main() -> Result<()> {
+fn main() {
     let cli = Cli::parse();
-    let root = cli.root;
-    let run_root = cli.run_root.unwrap_or_else(cvbench_runtime::default_run_root);
+    let (log, json) = (cli.log.clone(), cli.log_format == "json");
+    let code = match run_cli(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("cvbench-runtime: {msg}");
+            if let Some(p) = log {
+                write_log(&p, json, &msg);
+            }
+            1
+        }
+    };
+    // Through the signal owner: an interrupted run ends by its signal once cleanup is done.
+    cvbench_signals::exit(code)
+}
+
+/// `secs` since the epoch as an RFC 3339 UTC time (containerd parses the log's `time`).
+fn rfc3339(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn write_log(path: &std::path::Path, json: bool, msg: &str) {
+    use std::io::Write;
+    let line = if json {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        serde_json::json!({"level": "error", "msg": msg, "time": rfc3339(t)}).to_string()
+    } else {
+        format!("level=error msg={msg:?}")
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+fn oci_create(a: &CreateArgs, run_root: &std::path::Path) -> Result<(PathBuf, oci::CreateOptions)> {
+    if a.console_socket.is_some() {
+        bail!("--console-socket: terminals are not supported (process.terminal must be false)");
+    }
+    let bundle = std::fs::canonicalize(&a.bundle).with_context(|| a.bundle.display().to_string())?;
+    let _ = run_root;
+    Ok((bundle, oci::CreateOptions { pid_file: a.pid_file.clone() }))
+}
+
+fn run_cli(cli: Cli) -> Result<i32> {
+    if cli.systemd_cgroup {
+        bail!("--systemd-cgroup is not supported: cvbench-runtime writes cgroupfs itself");
+    }
+    let oci_verb = matches!(
+        cli.cmd,
+        Cmd::Create(_)
+            | Cmd::Start { .. }
+            | Cmd::State { .. }
+            | Cmd::Kill { .. }
+            | Cmd::Delete { .. }
+            | Cmd::Run(_)
+            | Cmd::Exec(_)
+            | Cmd::Ps { .. }
+    );
+    let run_root = match (&cli.run_root, &cli.root) {
+        (Some(r), _) => r.clone(),
+        (None, Some(r)) if oci_verb => r.clone(),
+        _ => cvbench_runtime::default_run_root(),
+    };
+    let root = cli.root.clone().unwrap_or_else(|| PathBuf::from(cvbench_runtime::DEFAULT_STATE_DIR));
     match cli.cmd {
-        Cmd::Create { id, bundle } => {
-            let bundle = std::fs::canonicalize(&bundle).with_context(|| bundle.display().to_string())?;
-            oci::create(&id, &bundle, &run_root)?;
+        Cmd::Create(a) => {
+            let (bundle, opts) = oci_create(&a, &run_root)?;
+            oci::create(&a.id, &bundle, &run_root, &opts)?;
         }
         Cmd::Start { id } => oci::start(&id, &run_root)?,
         Cmd::State { id } => println!("{:#}", oci::state_json(&id, &run_root)?),
-        Cmd::Kill { id, signal } => oci::kill(&id, parse_signal(&signal)?, &run_root)?,
+        Cmd::Kill { id, signal, all } => oci::kill(&id, parse_signal(&signal)?, all, &run_root)?,
         Cmd::Delete { id, force } => {
             oci::delete(&id, force, &run_root)?;
         }
-        Cmd::Run { id, bundle } => {
+        Cmd::Run(a) => {
             cleanup::install_signal_handlers();
-            let bundle = std::fs::canonicalize(&bundle).with_context(|| bundle.display().to_string())?;
+            let (bundle, _opts) = oci_create(&a, &run_root)?;
             let mut cfg = oci::load_bundle(&bundle, &run_root)?;
-            cfg.id = id;
+            cfg.id = a.id;
             let r = container::run(&cfg, Stdio::default(), None)?;
-            std::process::exit(exit_code(&r.exit));
+            return Ok(exit_code(&r.exit));
         }
+        Cmd::Exec(a) => {
+            if a.console_socket.is_some() || a.tty {
+                bail!("exec: terminals are not supported");
+            }
+            let process = match &a.process {
+                Some(p) => oci::exec::ProcessSpec::load(p)?,
+                None => oci::exec::ProcessSpec::from_args(a.args, a.env, a.cwd)?,
+            };
+            return Ok(oci::exec::exec(&a.id, &run_root, &process, a.detach, a.pid_file.as_deref())?);
+        }
+        Cmd::Ps { id, format } => {
+            let pids = oci::pids(&id, &run_root)?;
+            if format == "json" {
+                println!("{}", serde_json::to_string(&pids)?);
+            } else {
+                println!("PID");
+                for p in pids {
+                    println!("{p}");
+                }
+            }
+        }
+        Cmd::Features => println!("{:#}", oci::features()),
         Cmd::RunImage(a) => {
             cleanup::install_signal_handlers();
-            let code = run_image(root, run_root, a)?;
-            std::process::exit(code);
+            return run_image(root, run_root, a);
         }
         Cmd::Image(ic) => {
             let store = Store::open(&root)?;
@@ -232,5 +387,15 @@ fn main() -> Result<()> {
             println!("{}", seccomp::blocked_names().join(" "));
         }
     }
-    Ok(())
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_utc_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_796_118_211), "2026-12-01T09:43:31Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
 }

@@ -121,7 +121,15 @@ pub fn validate(res: &Resources) -> Result<(), Error> {
 pub fn manager(choice: &CgroupChoice, name: &str) -> Result<Box<dyn CgroupManager>, Error> {
     let own = fs::read_to_string("/proc/self/cgroup")
         .map_err(|source| Error::Read { path: "/proc/self/cgroup".into(), source })?;
-    let own = parse_proc_cgroup(&own);
+    let mut own = parse_proc_cgroup(&own);
+    // An absolute name starts at the hierarchy root, not below our own cgroup.
+    let name = match name.strip_prefix('/') {
+        Some(rest) => {
+            own.clear();
+            rest
+        }
+        None => name,
+    };
     let choice = match choice {
         CgroupChoice::Auto => probe(Path::new("/sys/fs/cgroup")),
         other => other.clone(),

@@ -53,10 +53,19 @@ impl V1 {
         if res.cpuset_cpus.is_some() || res.cpuset_mems.is_some() {
             c.push("cpuset");
         }
+        if !res.devices.is_empty() {
+            c.push("devices");
+        }
         c
     }
 
     fn apply(&self, res: &Resources) -> Result<(), Error> {
+        if let Some(dir) = self.dir("devices") {
+            for rule in &res.devices {
+                let file = if rule.allow { "devices.allow" } else { "devices.deny" };
+                write_file(&dir.join(file), &rule.v1_line())?;
+            }
+        }
         if let (Some(dir), Some(mem)) = (self.dir("memory"), res.memory_bytes) {
             write_file(&dir.join("memory.limit_in_bytes"), &mem.to_string())?;
             // Without an explicit swap limit, forbid swap so the memory limit means an OOM kill
@@ -119,6 +128,11 @@ impl CgroupManager for V1 {
             let canon = fs::canonicalize(&hier).unwrap_or(hier.clone());
             let first = !seen.contains(&canon);
             if first {
+                // A cgroupsPath may name a parent that does not exist yet (`/docker/<id>`).
+                if let Some(parent) = dir.parent() {
+                    fs::create_dir_all(parent)
+                        .map_err(|source| Error::Create { path: parent.to_path_buf(), source })?;
+                }
                 fs::create_dir(&dir).map_err(|source| Error::Create { path: dir.clone(), source })?;
                 seen.push(canon);
                 self.attach_dirs.push(dir.clone());

@@ -119,7 +119,17 @@ impl CgroupManager for V2 {
 
     fn create(&mut self, res: &Resources) -> Result<(), Error> {
         super::validate(res)?;
+        if !res.devices.is_empty() {
+            // v2 enforces device rules only through a BPF_CGROUP_DEVICE program.
+            return Err(Error::ControllerMissing {
+                controller: "devices (a cgroup v2 BPF device program, not implemented)".into(),
+                root: self.root.clone(),
+            });
+        }
         self.enable_controllers(res)?;
+        if let Some(parent) = self.dir.parent() {
+            fs::create_dir_all(parent).map_err(|source| Error::Create { path: parent.to_path_buf(), source })?;
+        }
         fs::create_dir(&self.dir).map_err(|source| Error::Create { path: self.dir.clone(), source })?;
         self.created = true;
         self.apply(res)?;

@@ -28,6 +28,8 @@ pub const STEP_STDIO: u32 = 10_012;
 pub const STEP_SECCOMP: u32 = 10_013;
 pub const STEP_EXEC: u32 = 10_014;
 pub const STEP_SELF_ATTACH: u32 = 10_015;
+pub const STEP_SETNS: u32 = 10_016;
+pub const STEP_AMBIENT: u32 = 10_017;
 
 /// The argv/envp arrays and candidate paths for execve, prepared in the parent.
 pub struct ExecPlan {
@@ -79,10 +81,21 @@ pub struct Iface {
     pub netmask: [u8; 4],
 }
 
-/// Capabilities to keep (bit i = capability i) and the highest capability the kernel knows.
+/// The capability sets (bit i = capability i) and the highest capability the kernel knows.
 pub struct CapPlan {
-    pub keep: u64,
+    pub bounding: u64,
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
     pub last_cap: u32,
+}
+
+impl CapPlan {
+    /// The same set everywhere but ambient (the runtime's own containers).
+    pub fn uniform(keep: u64, last_cap: u32) -> CapPlan {
+        CapPlan { bounding: keep, effective: keep, permitted: keep, inheritable: keep, ambient: 0, last_cap }
+    }
 }
 
 /// Everything the child does, in order.
@@ -106,6 +119,9 @@ pub struct ChildPlan {
     pub caps: Option<CapPlan>,
     pub no_new_privs: bool,
     pub seccomp: Option<Vec<libc::sock_filter>>,
+    /// Namespaces to join first: (fd opened by the parent, CLONE_NEW* type).
+    pub join: Vec<(RawFd, libc::c_int)>,
+    pub umask: Option<libc::mode_t>,
     pub stdio: [RawFd; 3],
     pub cwd: CString,
     pub exec: ExecPlan,
@@ -134,6 +150,8 @@ impl ChildPlan {
             STEP_SECCOMP => "install the seccomp filter".into(),
             STEP_EXEC => format!("execve {:?}", self.exec.candidates),
             STEP_SELF_ATTACH => format!("move into the cgroups {:?}", self.self_attach),
+            STEP_SETNS => "join a namespace given by path".into(),
+            STEP_AMBIENT => "raise ambient capabilities".into(),
             other => format!("step {other}"),
         }
     }
@@ -296,7 +314,7 @@ fn wait_start(gate: RawFd, status: RawFd) {
 
 fn drop_bounding(caps: &CapPlan) -> Result<(), i32> {
     for cap in 0..=caps.last_cap.min(63) {
-        if caps.keep & (1u64 << cap) == 0 {
+        if caps.bounding & (1u64 << cap) == 0 {
             // SAFETY: prctl with integer arguments.
             check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } as libc::c_long)?;
         }
@@ -320,16 +338,23 @@ struct CapData {
     inheritable: u32,
 }
 
-fn capset(keep: u64) -> Result<(), i32> {
+fn capset(c: &CapPlan) -> Result<(), i32> {
     let hdr = CapHeader {
         version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
         pid: 0,
     };
-    let lo = keep as u32;
-    let hi = (keep >> 32) as u32;
+    let half = |m: u64, hi: bool| if hi { (m >> 32) as u32 } else { m as u32 };
     let data = [
-        CapData { effective: lo, permitted: lo, inheritable: lo },
-        CapData { effective: hi, permitted: hi, inheritable: hi },
+        CapData {
+            effective: half(c.effective, false),
+            permitted: half(c.permitted, false),
+            inheritable: half(c.inheritable, false),
+        },
+        CapData {
+            effective: half(c.effective, true),
+            permitted: half(c.permitted, true),
+            inheritable: half(c.inheritable, true),
+        },
     ];
     // SAFETY: header and a two-element data array as capset(2) version 3 expects.
     check(unsafe { libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) })
@@ -390,6 +415,12 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
             fail(st, STEP_SELF_ATTACH, e);
         }
     }
+    for (fd, nstype) in &plan.join {
+        // SAFETY: setns(2) on an fd the parent opened from a namespace path.
+        if let Err(e) = check(unsafe { libc::setns(*fd, *nstype) } as libc::c_long) {
+            fail(st, STEP_SETNS, e);
+        }
+    }
     if plan.userns {
         wait_for(st, plan.go_fd, channel::MSG_MAPS, STEP_USERNS);
         if let Err(e) = setids(0, 0, &[]) {
@@ -437,18 +468,53 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
         }
         None => st,
     };
+    if !plan.no_new_privs {
+        // Without no_new_privs the kernel wants CAP_SYS_ADMIN for a filter: install it while
+        // we still have it (as runc does); the filter then also governs the rest of setup.
+        if let Some(f) = &plan.seccomp {
+            if let Err(e) = install_seccomp(f) {
+                fail(st, STEP_SECCOMP, e);
+            }
+        }
+    }
     if let Some(c) = &plan.caps {
         if let Err(e) = drop_bounding(c) {
             fail(st, STEP_CAPBSET, e);
         }
     }
+    if plan.caps.is_some() && plan.uid != 0 {
+        // Keep the permitted set across the uid change; capset below sets what is asked.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    }
     if let Err(e) = setids(plan.uid, plan.gid, &plan.groups) {
         fail(st, STEP_SETID, e);
     }
-    if let (Some(c), 0) = (&plan.caps, plan.uid) {
-        if let Err(e) = capset(c.keep) {
+    if let Some(c) = &plan.caps {
+        if let Err(e) = capset(c) {
             fail(st, STEP_CAPSET, e);
         }
+        for cap in 0..=c.last_cap.min(63) {
+            if c.ambient & (1u64 << cap) != 0 {
+                // SAFETY: prctl with integer arguments.
+                let r = unsafe {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    )
+                };
+                if let Err(e) = check(r as libc::c_long) {
+                    fail(st, STEP_AMBIENT, e);
+                }
+            }
+        }
+    }
+    if let Some(m) = plan.umask {
+        // SAFETY: umask(2) cannot fail.
+        unsafe { libc::umask(m) };
     }
     if plan.no_new_privs {
         // SAFETY: prctl with integer arguments.
@@ -468,9 +534,11 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) };
     reset_signals(old_mask);
     mark(st, channel::MARK_EXEC);
-    if let Some(f) = &plan.seccomp {
-        if let Err(e) = install_seccomp(f) {
-            fail(st, STEP_SECCOMP, e);
+    if plan.no_new_privs {
+        if let Some(f) = &plan.seccomp {
+            if let Err(e) = install_seccomp(f) {
+                fail(st, STEP_SECCOMP, e);
+            }
         }
     }
     let mut err = libc::ENOENT;

@@ -4,8 +4,9 @@
 
 pub mod ops;
 
-use crate::config::MountSpec;
+use crate::config::{DeviceNode, MountSpec};
 pub use ops::Op;
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,79 @@ pub struct Spec<'a> {
     pub readonly: &'a [String],
     pub mounts: &'a [MountSpec],
     pub readonly_rootfs: bool,
+    /// `mounts` replace the built-in /proc, /dev, /sys and /tmp (OCI bundles).
+    pub exact: bool,
+    /// Extra device nodes (OCI `linux.devices`).
+    pub devices: &'a [DeviceNode],
+    /// Dotted `/proc/sys` keys and values.
+    pub sysctl: &'a BTreeMap<String, String>,
+    /// Propagation flags for "/" after pivot_root (0: leave it private).
+    pub root_propagation: libc::c_ulong,
+    /// The container's cgroup directories (for a `cgroup` mount on a v1 host).
+    pub cgroup_dirs: &'a [PathBuf],
+}
+
+/// mount(2) flags, propagation flags and the data string of mount(8)-style options.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    pub flags: libc::c_ulong,
+    pub propagation: libc::c_ulong,
+    pub data: String,
+}
+
+/// Split OCI mount options into flags, propagation and filesystem data.
+pub fn parse_options(opts: &[String]) -> Options {
+    use libc::*;
+    let mut o = Options::default();
+    for opt in opts {
+        let (set, clear): (c_ulong, c_ulong) = match opt.as_str() {
+            "ro" => (MS_RDONLY, 0),
+            "rw" => (0, MS_RDONLY),
+            "nosuid" => (MS_NOSUID, 0),
+            "suid" => (0, MS_NOSUID),
+            "nodev" => (MS_NODEV, 0),
+            "dev" => (0, MS_NODEV),
+            "noexec" => (MS_NOEXEC, 0),
+            "exec" => (0, MS_NOEXEC),
+            "sync" => (MS_SYNCHRONOUS, 0),
+            "async" => (0, MS_SYNCHRONOUS),
+            "dirsync" => (MS_DIRSYNC, 0),
+            "mand" => (MS_MANDLOCK, 0),
+            "nomand" => (0, MS_MANDLOCK),
+            "noatime" => (MS_NOATIME, 0),
+            "atime" => (0, MS_NOATIME),
+            "nodiratime" => (MS_NODIRATIME, 0),
+            "diratime" => (0, MS_NODIRATIME),
+            "relatime" => (MS_RELATIME, 0),
+            "norelatime" => (0, MS_RELATIME),
+            "strictatime" => (MS_STRICTATIME, 0),
+            "nostrictatime" => (0, MS_STRICTATIME),
+            "bind" => (MS_BIND, 0),
+            "rbind" => (MS_BIND | MS_REC, 0),
+            "defaults" => (0, 0),
+            p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable") => {
+                o.propagation |= match p.trim_start_matches('r') {
+                    "private" => MS_PRIVATE,
+                    "shared" => MS_SHARED,
+                    "slave" => MS_SLAVE,
+                    _ => MS_UNBINDABLE,
+                };
+                if p.starts_with('r') && p != "rw" {
+                    o.propagation |= MS_REC;
+                }
+                (0, 0)
+            }
+            other => {
+                if !o.data.is_empty() {
+                    o.data.push(',');
+                }
+                o.data.push_str(other);
+                (0, 0)
+            }
+        };
+        o.flags = (o.flags | set) & !clear;
+    }
+    o
 }
 
 fn c(p: &Path) -> Result<CString, Error> {
@@ -138,7 +212,10 @@ pub fn plan(spec: &Spec<'_>) -> Result<Vec<Op>, Error> {
         data.push_str(",userxattr");
     }
     ops.push(mount("overlay", &merged, "overlay", 0, &data)?);
-
+    if spec.exact {
+        exact_ops(&mut ops, &merged, spec)?;
+        return Ok(ops);
+    }
     for d in ["proc", "dev", "sys", "tmp"] {
         ops.push(mkdir(&merged.join(d), 0o755)?);
     }
@@ -194,6 +271,183 @@ pub fn plan(spec: &Spec<'_>) -> Result<Vec<Op>, Error> {
     Ok(ops)
 }
 
+/// mkdir of every missing directory from `root` down to `target` (inclusive).
+fn mkdirs(ops: &mut Vec<Op>, root: &Path, target: &Path) -> Result<(), Error> {
+    let rel = target.strip_prefix(root).unwrap_or(target);
+    let mut p = root.to_path_buf();
+    for comp in rel.components() {
+        p.push(comp);
+        ops.push(mkdir(&p, 0o755)?);
+    }
+    Ok(())
+}
+
+/// The OCI path: the bundle's mounts in its order, then default and listed devices, sysctls,
+/// masks, read-only paths, pivot_root and the root's propagation.
+fn exact_ops(ops: &mut Vec<Op>, merged: &Path, spec: &Spec<'_>) -> Result<(), Error> {
+    use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC};
+    for m in spec.mounts {
+        let target = inside(merged, &m.destination)?;
+        let o = parse_options(&m.options);
+        match m.kind.as_str() {
+            "bind" => {
+                let meta = std::fs::metadata(&m.source).map_err(|_| Error::MissingSource(m.source.clone()))?;
+                if meta.is_dir() {
+                    mkdirs(ops, merged, &target)?;
+                } else {
+                    if let Some(parent) = target.parent() {
+                        mkdirs(ops, merged, parent)?;
+                    }
+                    ops.push(Op::Touch { path: c(&target)? });
+                }
+                ops.push(Op::Mount {
+                    src: c(&m.source)?,
+                    target: c(&target)?,
+                    fstype: cs(""),
+                    flags: o.flags | MS_BIND,
+                    data: None,
+                });
+            }
+            "sysfs" if !spec.net_ns => {
+                // sysfs cannot be mounted fresh without a private netns: bind the host's.
+                mkdirs(ops, merged, &target)?;
+                ops.push(mount(
+                    "/sys",
+                    &target,
+                    "",
+                    MS_BIND | MS_REC | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                    "",
+                )?);
+            }
+            "cgroup" | "cgroup2" => {
+                mkdirs(ops, merged, &target)?;
+                let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+                    .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+                if v2 {
+                    ops.push(mount("cgroup2", &target, "cgroup2", o.flags, "")?);
+                } else {
+                    // v1: a tmpfs holding the container's own cgroup of each controller,
+                    // bound read-only (as the spec's `ro` asks) or read-write.
+                    ops.push(mount("tmpfs", &target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755")?);
+                    for dir in spec.cgroup_dirs {
+                        let Ok(rel) = dir.strip_prefix("/sys/fs/cgroup") else { continue };
+                        let Some(ctrl) = rel.components().next() else { continue };
+                        let sub = target.join(ctrl);
+                        ops.push(mkdir(&sub, 0o755)?);
+                        ops.push(Op::Mount {
+                            src: c(dir)?,
+                            target: c(&sub)?,
+                            fstype: cs(""),
+                            flags: MS_BIND | (o.flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)),
+                            data: None,
+                        });
+                    }
+                    if o.flags & MS_RDONLY != 0 {
+                        ops.push(mount(
+                            "tmpfs",
+                            &target,
+                            "",
+                            libc::MS_REMOUNT | o.flags | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                            "mode=755",
+                        )?);
+                    }
+                }
+            }
+            kind @ ("tmpfs" | "proc" | "sysfs" | "mqueue" | "devpts") => {
+                mkdirs(ops, merged, &target)?;
+                let src = m.source.to_string_lossy();
+                ops.push(mount(&src, &target, kind, o.flags, &o.data)?);
+            }
+            other => return Err(Error::MountKind { kind: other.into(), destination: m.destination.clone() }),
+        }
+        if o.propagation != 0 {
+            ops.push(Op::Propagate { path: c(&target)?, flags: o.propagation });
+        }
+    }
+    let dev = merged.join("dev");
+    ops.push(mkdir(&dev, 0o755)?);
+    default_devices(ops, &dev, spec)?;
+    for d in spec.devices {
+        let target = inside(merged, &d.path)?;
+        if let Some(parent) = target.parent() {
+            mkdirs(ops, merged, parent)?;
+        }
+        let kind = match d.kind {
+            'b' => libc::S_IFBLK,
+            'p' => libc::S_IFIFO,
+            _ => libc::S_IFCHR,
+        };
+        let (major, minor) = (d.major.max(0) as u32, d.minor.max(0) as u32);
+        if spec.userns {
+            let host = Path::new("/dev").join(d.path.strip_prefix("/dev").unwrap_or(&d.path));
+            ops.push(Op::Touch { path: c(&target)? });
+            ops.push(Op::Mount { src: c(&host)?, target: c(&target)?, fstype: cs(""), flags: MS_BIND, data: None });
+        } else {
+            ops.push(Op::Mknod {
+                path: c(&target)?,
+                kind,
+                mode: (d.mode & 0o7777) as libc::mode_t,
+                dev: libc::makedev(major, minor),
+                owner: Some((d.uid, d.gid)),
+            });
+        }
+    }
+    for (k, v) in spec.sysctl {
+        let path = merged.join("proc/sys").join(k.replace('.', "/"));
+        ops.push(Op::Write { path: c(&path)?, data: CString::new(v.as_str()).map_err(|_| Error::Nul(path.clone()))? });
+    }
+    let null = c(&dev.join("null"))?;
+    for p in spec.masked {
+        ops.push(Op::Mask { path: c(&inside(merged, Path::new(p))?)?, null: null.clone() });
+    }
+    for p in spec.readonly {
+        ops.push(Op::Readonly { path: c(&inside(merged, Path::new(p))?)? });
+    }
+    ops.push(Op::PivotRoot { new_root: c(merged)? });
+    if spec.readonly_rootfs {
+        ops.push(Op::ReadonlyRoot);
+    }
+    if spec.root_propagation != 0 {
+        ops.push(Op::Propagate { path: cs("/"), flags: spec.root_propagation });
+    }
+    Ok(())
+}
+
+/// The nodes every container gets and the /dev symlinks (skipped where they exist).
+fn default_devices(ops: &mut Vec<Op>, dev: &Path, spec: &Spec<'_>) -> Result<(), Error> {
+    for (name, major, minor) in DEVICES {
+        let path = dev.join(name);
+        if spec.userns {
+            ops.push(Op::Touch { path: c(&path)? });
+            ops.push(Op::Mount {
+                src: c(&Path::new("/dev").join(name))?,
+                target: c(&path)?,
+                fstype: cs(""),
+                flags: libc::MS_BIND,
+                data: None,
+            });
+        } else {
+            ops.push(Op::Mknod {
+                path: c(&path)?,
+                kind: libc::S_IFCHR,
+                mode: 0o666,
+                dev: libc::makedev(*major, *minor),
+                owner: None,
+            });
+        }
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        ops.push(Op::Symlink { target: cs(target), link: c(&dev.join(link))? });
+    }
+    Ok(())
+}
+
 fn dev_ops(ops: &mut Vec<Op>, dev: &Path, spec: &Spec<'_>) -> Result<(), Error> {
     use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_STRICTATIME};
     ops.push(mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")?);
@@ -210,7 +464,13 @@ fn dev_ops(ops: &mut Vec<Op>, dev: &Path, spec: &Spec<'_>) -> Result<(), Error> 
                 data: None,
             });
         } else {
-            ops.push(Op::Mknod { path: c(&path)?, mode: 0o666, dev: libc::makedev(*major, *minor) });
+            ops.push(Op::Mknod {
+                path: c(&path)?,
+                kind: libc::S_IFCHR,
+                mode: 0o666,
+                dev: libc::makedev(*major, *minor),
+                owner: None,
+            });
         }
     }
     for (link, target) in [
@@ -255,7 +515,46 @@ mod tests {
             readonly: &[],
             mounts,
             readonly_rootfs: false,
+            exact: false,
+            devices: &[],
+            sysctl: &EMPTY,
+            root_propagation: 0,
+            cgroup_dirs: &[],
         }
+    }
+
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+
+    #[test]
+    fn options_split_into_flags_propagation_and_data() {
+        let opts: Vec<String> = ["nosuid", "ro", "rw", "noexec", "rslave", "mode=755", "size=65536k"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let o = parse_options(&opts);
+        assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_NOEXEC);
+        assert_eq!(o.propagation, libc::MS_SLAVE | libc::MS_REC);
+        assert_eq!(o.data, "mode=755,size=65536k");
+    }
+
+    #[test]
+    fn exact_plan_keeps_the_bundle_mount_order() {
+        let lowers = vec![PathBuf::from("/l")];
+        let m = |kind: &str, dest: &str| MountSpec {
+            kind: kind.into(),
+            source: kind.into(),
+            destination: dest.into(),
+            readonly: false,
+            options: vec!["nosuid".into()],
+        };
+        let mounts = vec![m("proc", "/proc"), m("tmpfs", "/dev"), m("devpts", "/dev/pts")];
+        let mut sp = spec(&lowers, &mounts, &[]);
+        sp.exact = true;
+        let text: Vec<String> = plan(&sp).unwrap().iter().map(|o| o.to_string()).collect();
+        let pos = |needle: &str| text.iter().position(|t| t.contains(needle)).unwrap();
+        assert!(pos("\"proc\"") < pos("\"tmpfs\" \"tmpfs\" on \"/run/x/mnt/merged/dev\""), "{text:#?}");
+        assert!(pos("devpts") < pos("mknod \"/run/x/mnt/merged/dev/null\""), "{text:#?}");
+        assert!(!text.iter().any(|t| t.contains("merged/tmp")), "no built-in /tmp: {text:#?}");
     }
 
     #[test]
@@ -276,6 +575,7 @@ mod tests {
             source: "tmpfs".into(),
             destination: "../etc".into(),
             readonly: false,
+            options: Vec::new(),
         }];
         assert!(matches!(plan(&spec(&lowers, &mounts, &[])), Err(Error::BadDestination(_))));
     }

@@ -13,8 +13,14 @@ pub enum Op {
     Mount { src: CString, target: CString, fstype: CString, flags: libc::c_ulong, data: Option<CString> },
     /// mkdir(2); an existing directory is fine.
     Mkdir { path: CString, mode: libc::mode_t },
-    /// mknod(2) of a character device, then chmod to `mode` (umask-proof).
-    Mknod { path: CString, mode: libc::mode_t, dev: libc::dev_t },
+    /// mknod(2) of a device node (`kind`: S_IFCHR, S_IFBLK or S_IFIFO), then chmod to `mode`
+    /// (umask-proof) and chown to `owner` when given.
+    Mknod { path: CString, kind: libc::mode_t, mode: libc::mode_t, dev: libc::dev_t, owner: Option<(u32, u32)> },
+    /// Write `data` to an existing file (a sysctl under /proc/sys).
+    Write { path: CString, data: CString },
+    /// Change the propagation of the mount at `path` (MS_SHARED/SLAVE/PRIVATE/UNBINDABLE,
+    /// maybe with MS_REC).
+    Propagate { path: CString, flags: libc::c_ulong },
     /// Create an empty file to bind-mount over; an existing one is fine.
     Touch { path: CString },
     /// symlink(2); an existing entry is fine.
@@ -40,6 +46,8 @@ impl fmt::Display for Op {
             ),
             Op::Mkdir { path, .. } => write!(f, "mkdir {path:?}"),
             Op::Mknod { path, .. } => write!(f, "mknod {path:?}"),
+            Op::Write { path, data } => write!(f, "write {data:?} to {path:?}"),
+            Op::Propagate { path, flags } => write!(f, "set propagation {flags:#x} on {path:?}"),
             Op::Touch { path } => write!(f, "create {path:?}"),
             Op::Symlink { target, link } => write!(f, "symlink {link:?} -> {target:?}"),
             Op::Mask { path, .. } => write!(f, "mask {path:?}"),
@@ -134,21 +142,43 @@ impl Op {
             Op::Mount { src, target, fstype, flags, data } => {
                 let fstype = (!fstype.as_bytes().is_empty()).then_some(fstype.as_c_str());
                 mount(src, target, fstype, *flags, data.as_deref())?;
-                // Bind mounts ignore MS_RDONLY on the first call: remount to apply it.
-                if flags & libc::MS_BIND != 0 && flags & libc::MS_RDONLY != 0 {
+                // Bind mounts ignore every flag but MS_REC on the first call: remount to apply them.
+                let extra = flags & !(libc::MS_BIND | libc::MS_REC);
+                if flags & libc::MS_BIND != 0 && extra != 0 {
                     let keep = locked_flags(target);
-                    mount(src, target, None, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep, None)?;
+                    mount(src, target, None, libc::MS_BIND | libc::MS_REMOUNT | extra | keep, None)?;
                 }
                 Ok(())
             }
             // SAFETY: `path` is NUL-terminated.
             Op::Mkdir { path, mode } => ok_if_exists(unsafe { libc::mkdir(path.as_ptr(), *mode) }),
-            Op::Mknod { path, mode, dev } => {
+            Op::Mknod { path, kind, mode, dev, owner } => {
                 // SAFETY: `path` is NUL-terminated.
-                ok_if_exists(unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | *mode, *dev) })?;
+                ok_if_exists(unsafe { libc::mknod(path.as_ptr(), *kind | *mode, *dev) })?;
                 // SAFETY: `path` is NUL-terminated.
-                check(unsafe { libc::chmod(path.as_ptr(), *mode) })
+                check(unsafe { libc::chmod(path.as_ptr(), *mode) })?;
+                if let Some((uid, gid)) = owner {
+                    // SAFETY: `path` is NUL-terminated.
+                    check(unsafe { libc::chown(path.as_ptr(), *uid, *gid) })?;
+                }
+                Ok(())
             }
+            Op::Write { path, data } => {
+                // SAFETY: `path` is NUL-terminated; the fd is closed right after the write.
+                let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+                check(fd)?;
+                let bytes = data.as_bytes();
+                // SAFETY: writing the bytes of a live CString to the fd opened above.
+                let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+                let e = errno();
+                // SAFETY: closing our own fd.
+                unsafe { libc::close(fd) };
+                if n < 0 {
+                    return Err(e);
+                }
+                Ok(())
+            }
+            Op::Propagate { path, flags } => mount(c"none", path, None, *flags, None),
             Op::Touch { path } => {
                 // SAFETY: `path` is NUL-terminated; the fd is closed right away.
                 let fd = unsafe { libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644) };

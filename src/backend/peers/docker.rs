@@ -45,11 +45,13 @@ fn unix_ns() -> u128 {
 }
 
 impl Daemon {
-    fn start() -> Result<Daemon, PeerError> {
+    /// `runtime`: our runtime's binary, registered as `cvbench` (`docker-cvbench`).
+    fn start(runtime: Option<&std::path::Path>) -> Result<Daemon, PeerError> {
         let pid = std::process::id();
-        let base = PathBuf::from(format!("/var/tmp/cvbench-docker-{pid}"));
+        let tag = if runtime.is_some() { "-c" } else { "" };
+        let base = PathBuf::from(format!("/var/tmp/cvbench-docker-{pid}{tag}"));
         // Short: dockerd puts unix sockets under its exec root.
-        let exec_root = PathBuf::from(format!("/run/cvbd-{pid}"));
+        let exec_root = PathBuf::from(format!("/run/cvbd-{pid}{tag}"));
         for d in [&base, &exec_root] {
             std::fs::create_dir_all(d).map_err(|e| PeerError::Io(d.clone(), e))?;
         }
@@ -69,7 +71,11 @@ impl Daemon {
             .arg(&sock)
             .arg("--pidfile")
             .arg(exec_root.join("dockerd.pid"))
-            .args(["--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none", "--log-level=error"])
+            .args(["--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none", "--log-level=error"]);
+        if let Some(rt) = runtime {
+            cmd.arg("--add-runtime").arg(format!("cvbench={}", rt.display()));
+        }
+        cmd
             // Ctrl-C at the terminal must not reach the daemon: we stop it.
             .process_group(0);
         let spec = LaunchSpec {
@@ -157,6 +163,8 @@ impl Drop for Daemon {
 #[derive(Default)]
 pub struct Docker {
     daemon: Mutex<Option<Arc<Daemon>>>,
+    /// `docker-cvbench`: Docker's engine over our runtime instead of runc.
+    ours: bool,
 }
 
 impl Docker {
@@ -164,16 +172,34 @@ impl Docker {
         Docker::default()
     }
 
+    /// `docker-cvbench`: the same private daemon setup, containers run by `cvbench-runtime`.
+    pub fn over_cvbench_runtime() -> Docker {
+        Docker { ours: true, ..Docker::default() }
+    }
+
+    fn backend_name(&self) -> &'static str {
+        if self.ours {
+            "docker-cvbench"
+        } else {
+            "docker"
+        }
+    }
+
     fn daemon(&self) -> Result<Arc<Daemon>, String> {
         let mut g = self.daemon.lock().map_err(|_| "daemon lock poisoned".to_string())?;
         if let Some(d) = g.as_ref() {
             return Ok(d.clone());
         }
-        let d = Arc::new(Daemon::start().map_err(|e| e.to_string())?);
-        // Ctrl-C must not leave the private daemon running: the runtime's signal handling
+        let runtime = if self.ours {
+            Some(paths::sibling_binary("cvbench-runtime", "CVBENCH_RUNTIME").map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let d = Arc::new(Daemon::start(runtime.as_deref()).map_err(|e| e.to_string())?);
+        // Ctrl-C must not leave the private daemon running: the process's signal owner
         // (shared by every backend) calls this before the process dies of the signal.
         let weak = Arc::downgrade(&d);
-        cvbench_runtime::cleanup::on_interrupt(move || {
+        cvbench_signals::on_interrupt(move || {
             if let Some(d) = weak.upgrade() {
                 d.shutdown();
             }
@@ -196,7 +222,7 @@ struct DockerInstance {
 
 impl Backend for Docker {
     fn name(&self) -> &'static str {
-        "docker"
+        self.backend_name()
     }
 
     /// Starts the private daemon (so the first launch does not pay for it).
@@ -212,7 +238,7 @@ impl Backend for Docker {
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
         let w = spec.workload.clone();
-        let daemon = self.daemon().map_err(|e| launch_err("docker", &w, e))?;
+        let daemon = self.daemon().map_err(|e| launch_err(self.backend_name(), &w, e))?;
         let launched_unix_ns = unix_ns();
         let name = super::unique("cvb-docker");
         let mut notes = vec![
@@ -221,6 +247,10 @@ impl Backend for Docker {
         let mut args: Vec<String> = spec.args.clone();
         let mut cmd = daemon.cli();
         cmd.args(["run", "--rm", "--name", &name]);
+        if self.ours {
+            cmd.args(["--runtime", "cvbench"]);
+            notes.push("docker-cvbench: the same private dockerd and containerd-shim-runc-v2, which exec cvbench-runtime (--add-runtime cvbench=…) instead of runc".into());
+        }
         let mut server = None;
         let mut scratch = None;
         match spec.workload.as_str() {

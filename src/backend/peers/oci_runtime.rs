@@ -1,4 +1,5 @@
-//! The `runc` and `crun` backends: `<runtime> run` of a generated OCI bundle
+//! The `runc`, `crun` and `cvbench-runtime` backends (all three exec'd CLIs, unlike the
+//! `container` backend, which calls our runtime as a library): `<runtime> run` of a generated OCI bundle
 //! in the foreground (the runtime process stays the container's parent and
 //! passes the harness's pipes straight through), with a state root of our
 //! own. crun 1.8 refuses hybrid cgroups while the cgroup2 mount has
@@ -25,6 +26,8 @@ const UNIFIED: &str = "/sys/fs/cgroup/unified";
 pub enum Kind {
     Runc,
     Crun,
+    /// Our own runtime's CLI, exec'd on the same bundle as runc and crun.
+    Cvbench,
 }
 
 impl Kind {
@@ -32,6 +35,16 @@ impl Kind {
         match self {
             Kind::Runc => "runc",
             Kind::Crun => "crun",
+            Kind::Cvbench => "cvbench-runtime",
+        }
+    }
+
+    /// The program to exec: runc and crun from PATH, ours beside the cvbench binary.
+    fn program(self) -> Result<PathBuf, String> {
+        match self {
+            Kind::Cvbench => paths::sibling_binary("cvbench-runtime", "CVBENCH_RUNTIME").map_err(|e| e.to_string()),
+            k if super::on_path(k.name()) => Ok(PathBuf::from(k.name())),
+            k => Err(format!("{} is not installed (apt-get install {})", k.name(), k.name())),
         }
     }
 }
@@ -62,6 +75,8 @@ impl OciRuntime {
             .prefix(&format!("cvbench-{}-{}-", self.kind.name(), std::process::id()))
             .tempdir_in("/run")
             .map_err(|e| PeerError::Io(PathBuf::from("/run"), e))?;
+        // Gone even if the process dies of Ctrl-C before this state drops.
+        cvbench_signals::remove_on_interrupt(dir.path().to_path_buf());
         let rootfs = dir.path().join("rootfs");
         let bin = paths::workload_binary().map_err(|e| PeerError::Other(e.to_string()))?;
         oci::make_rootfs(&rootfs, &bin)?;
@@ -74,7 +89,7 @@ impl OciRuntime {
 
     /// A command for the runtime with our state root, set up for this host.
     fn command(&self, st: &State) -> Command {
-        let mut cmd = Command::new(self.kind.name());
+        let mut cmd = Command::new(self.kind.program().unwrap_or_else(|_| PathBuf::from(self.kind.name())));
         cmd.arg("--root").arg(&st.root);
         if self.kind == Kind::Crun && needs_unified_detach() {
             detach_unified(&mut cmd);
@@ -140,9 +155,7 @@ impl Backend for OciRuntime {
     }
 
     fn check(&self) -> Result<(), String> {
-        if !super::on_path(self.kind.name()) {
-            return Err(format!("{} is not installed (apt-get install {})", self.kind.name(), self.kind.name()));
-        }
+        self.kind.program()?;
         if !crate::env::is_root() {
             return Err("needs root to create containers".into());
         }

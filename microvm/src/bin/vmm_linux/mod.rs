@@ -162,24 +162,10 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
     }
 }
 
-/// SIGTERM/SIGINT are blocked in every thread (see `main`); a waiter thread turns them into a
-/// stop request: the vCPUs are stopped, the stats are written, and the exit closes the tap fd
-/// (removing the tap). The VMM creates no other host state.
+/// SIGTERM/SIGINT become a stop request through the process's signal owner (graceful mode):
+/// the vCPUs are stopped, the stats are written, and the exit closes the tap fd (removing the
+/// tap). A second signal ends the VMM at once. The VMM creates no other host state.
 fn exit_on_stop_signal() {
-    let _ = std::thread::Builder::new().name("stop-signals".into()).spawn(|| {
-        // SAFETY: sigset is initialised by sigemptyset before use; sigwait only reads it
-        // and writes the signal number into `sig`.
-        let sig = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            let mut sig: libc::c_int = 0;
-            if libc::sigwait(&set, &mut sig) != 0 {
-                return;
-            }
-            sig
-        };
-        cvbench_microvm::linux::vcpus::request_stop(sig);
-    });
+    cvbench_signals::install();
+    cvbench_signals::set_mode(cvbench_signals::Mode::Graceful);
 }

@@ -1,0 +1,349 @@
+//! OCI bundles and the verbs other programs drive: `create` (with hooks and a pid file),
+//! `start`, `state`, `kill`, `delete`. The spec itself is parsed in [`spec`], hooks run in
+//! [`hooks`].
+
+use crate::config::ContainerConfig;
+use crate::container::{self, Container, Gate, Stdio};
+use crate::state::{State, Status};
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Errors reading bundles and driving OCI containers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid JSON: {reason}")]
+    Json { path: PathBuf, reason: String },
+    #[error("unsupported field `{0}` in config.json")]
+    Unsupported(String),
+    #[error("invalid value for `{field}` in config.json: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("container `{0}` is not in the created state")]
+    NotCreated(String),
+    #[error("{phase} hook {index} failed: {reason}")]
+    Hook { phase: String, index: usize, reason: String },
+}
+
+pub mod exec;
+pub mod hooks;
+pub mod spec;
+
+pub use spec::Bundle;
+
+/// Parse `<bundle>/config.json` into a container config (strict; see [`spec`]).
+pub fn load_bundle(bundle: &Path, run_root: &Path) -> Result<ContainerConfig, Error> {
+    Ok(spec::load(bundle, run_root)?.config)
+}
+
+/// The OCI state document of a container (what `state` prints and hooks read).
+pub fn state_doc(st: &State, status: Status) -> Value {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "id": st.id,
+        "status": status.as_str(),
+        "pid": if status == Status::Stopped { 0 } else { st.pid },
+        "bundle": st.bundle.as_ref().map(|b| b.display().to_string()).unwrap_or_default(),
+        "annotations": st.annotations,
+    })
+}
+
+/// Whether an LSM named by a spec field is active (then its labels cannot be ignored).
+pub(crate) fn spec_lsm_enabled(field: &str) -> bool {
+    let lsm = if field.contains("apparmor") { "apparmor" } else { "selinux" };
+    spec::lsm_enabled(lsm)
+}
+
+/// Host pids of every process in the container's cgroup.
+pub fn pids(id: &str, run_root: &Path) -> Result<Vec<i32>, crate::Error> {
+    let st = load_state(run_root, id)?;
+    let mut v: Vec<i32> = st
+        .cgroups
+        .iter()
+        .flat_map(|cg| {
+            fs::read_to_string(cg.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
+/// The runtime-spec `features` document: what this runtime honours.
+pub fn features() -> Value {
+    serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.1.0",
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": ["ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async", "dirsync",
+            "mand", "nomand", "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime", "strictatime",
+            "nostrictatime", "bind", "rbind", "private", "rprivate", "shared", "rshared", "slave", "rslave",
+            "unbindable", "runbindable"],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "capabilities": crate::capabilities::NAMES,
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            "seccomp": {
+                "enabled": true,
+                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD",
+                    "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP", "SCMP_ACT_LOG"],
+                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_GT",
+                    "SCMP_CMP_GE", "SCMP_CMP_MASKED_EQ"],
+                "archs": ["SCMP_ARCH_X86_64"]
+            },
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
+        }
+    })
+}
+
+/// Options of `create` beyond the id and bundle.
+#[derive(Debug, Default)]
+pub struct CreateOptions {
+    /// Write the container's host pid here (an absolute path; its directory must exist).
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Load a container's state file.
+pub fn load_state(run_root: &Path, id: &str) -> Result<State, crate::Error> {
+    State::load(run_root, id)?.ok_or_else(|| crate::Error::NoSuchContainer(id.to_string()))
+}
+
+/// OCI `create`: set the container up; its process waits until `start`. Runs the
+/// prestart, createRuntime and createContainer hooks; any failure removes the container.
+pub fn create(id: &str, bundle: &Path, run_root: &Path, opts: &CreateOptions) -> Result<i32, crate::Error> {
+    if let Some(p) = &opts.pid_file {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(Error::Invalid {
+                field: "--pid-file".into(),
+                reason: format!("{} is not a directory", dir.display()),
+            }
+            .into());
+        }
+    }
+    let b = spec::load(bundle, run_root)?;
+    let mut cfg = b.config;
+    cfg.id = id.to_string();
+    let mut c = Container::create_gated(&cfg, Stdio::default(), Gate::Fifo)?;
+    let pid = c.pid();
+    c.state_mut().bundle = Some(bundle.to_path_buf());
+    c.state_mut().annotations = b.annotations;
+    c.state_mut().hooks = Some(b.hooks.clone());
+    c.persist()?;
+    let doc = state_doc(c.state(), Status::Creating);
+    hooks::run("prestart", b.hooks.prestart(), &doc)?;
+    hooks::run("createRuntime", b.hooks.create_runtime(), &doc)?;
+    hooks::run("createContainer", b.hooks.create_container(), &doc)?;
+    if let Some(p) = &opts.pid_file {
+        let tmp = p.with_extension("cvbench-tmp");
+        fs::write(&tmp, pid.to_string())
+            .and_then(|()| fs::rename(&tmp, p))
+            .map_err(|source| crate::Error::Io { path: p.clone(), source })?;
+    }
+    // Dropping `c` on an error above deletes the container; from here it is handed over.
+    c.detach();
+    Ok(pid)
+}
+
+/// OCI `start`: release a created container.
+pub fn start(id: &str, run_root: &Path) -> Result<(), crate::Error> {
+    let mut st = load_state(run_root, id)?;
+    let fifo = st.run_dir.join("exec.fifo");
+    if !st.current_status().can_start() || !fifo.exists() {
+        return Err(Error::NotCreated(id.to_string()).into());
+    }
+    if let Some(h) = &st.hooks {
+        // startContainer runs before the user process; a failure stops the container.
+        if let Err(e) = hooks::run("startContainer", h.start_container(), &state_doc(&st, Status::Created)) {
+            // SAFETY: kill(2) of the container process identified by pid and start time.
+            unsafe { libc::kill(st.pid, libc::SIGKILL) };
+            return Err(e.into());
+        }
+    }
+    // Opening the read end unblocks the container's write open.
+    let bytes = fs::read(&fifo).map_err(|source| crate::Error::Io { path: fifo.clone(), source })?;
+    let _ = fs::remove_file(&fifo);
+    if bytes.is_empty() {
+        return Err(Error::NotCreated(id.to_string()).into());
+    }
+    st.status = Status::Running;
+    st.save()?;
+    // Poststart failures are warnings (the process runs already).
+    if let Some(h) = &st.hooks {
+        if let Err(e) = hooks::run("poststart", h.poststart(), &state_doc(&st, Status::Running)) {
+            eprintln!("warning: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// OCI `state` as JSON.
+pub fn state_json(id: &str, run_root: &Path) -> Result<Value, crate::Error> {
+    let st = load_state(run_root, id)?;
+    Ok(state_doc(&st, st.current_status()))
+}
+
+/// OCI `kill`: signal the container's process (with `all`, every process in its cgroup).
+/// A stopped container is an error, as the spec wants.
+pub fn kill(id: &str, sig: i32, all: bool, run_root: &Path) -> Result<(), crate::Error> {
+    let st = load_state(run_root, id)?;
+    let status = st.current_status();
+    if !status.can_kill() {
+        return Err(crate::Error::BadStatus { id: id.to_string(), verb: "kill", status });
+    }
+    if all {
+        for cg in &st.cgroups {
+            for pid in fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default().lines() {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    // SAFETY: kill(2) of a member of the container's own cgroup.
+                    unsafe { libc::kill(pid, sig) };
+                }
+            }
+        }
+    }
+    // SAFETY: kill(2) of the container process identified by pid and start time.
+    if unsafe { libc::kill(st.pid, sig) } != 0 {
+        return Err(crate::Error::Config(format!("kill {}: {}", st.pid, std::io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
+/// OCI `delete`: remove a stopped container (or kill it first with `force`); runs the
+/// poststop hooks (failures are warnings).
+pub fn delete(id: &str, force: bool, run_root: &Path) -> Result<Vec<String>, crate::Error> {
+    let st = load_state(run_root, id)?;
+    let status = st.current_status();
+    if !status.can_delete() {
+        if !force {
+            return Err(crate::Error::BadStatus { id: id.to_string(), verb: "delete", status });
+        }
+        // SAFETY: kill(2) of the container process identified by pid and start time.
+        unsafe { libc::kill(st.pid, libc::SIGKILL) };
+        for _ in 0..400 {
+            if !st.process_alive() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let removed = container::delete_stored(&st);
+    if let Some(h) = &st.hooks {
+        if let Err(e) = hooks::run("poststop", h.poststop(), &state_doc(&st, Status::Stopped)) {
+            eprintln!("warning: {e}");
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{NetMode, RootfsSource};
+    use crate::namespaces::Namespace;
+
+    fn spec(extra: Value) -> Value {
+        let mut v = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/bin/true"], "cwd": "/", "env": ["A=1"], "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs"},
+            "hostname": "h",
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}, {"type": "uts"}],
+                      "resources": {"memory": {"limit": 67108864}, "pids": {"limit": 10}}}
+        });
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            for (k, x) in e {
+                o.insert(k.clone(), x.clone());
+            }
+        }
+        v
+    }
+
+    fn bundle(v: &Value) -> (tempfile::TempDir, Result<Bundle, Error>) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("rootfs")).unwrap();
+        fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+        let b = spec::load(dir.path(), Path::new("/s"));
+        (dir, b)
+    }
+
+    #[test]
+    fn load_reads_common_fields() {
+        let (dir, b) = bundle(&spec(Value::Null));
+        let cfg = b.unwrap().config;
+        assert_eq!(cfg.args, ["/bin/true"]);
+        assert_eq!(cfg.rootfs, RootfsSource::Dir(dir.path().join("rootfs")));
+        assert_eq!(cfg.resources.memory_bytes, Some(64 << 20));
+        assert_eq!(cfg.resources.pids_max, Some(10));
+        assert!(cfg.has(Namespace::Net));
+        assert!(cfg.has(Namespace::Uts));
+        assert!(!cfg.has(Namespace::Ipc));
+    }
+
+    #[test]
+    fn load_rejects_unknown_fields_by_name() {
+        let (_d, b) = bundle(&spec(serde_json::json!({"solaris": {}})));
+        let err = b.unwrap_err();
+        assert!(err.to_string().contains("solaris"), "{err}");
+        let mut v = spec(Value::Null);
+        v["process"]["ioPriority"] = serde_json::json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+        let err = bundle(&v).1.unwrap_err();
+        assert!(err.to_string().contains("process.ioPriority"), "{err}");
+    }
+
+    #[test]
+    fn load_rejects_time_namespace() {
+        let v = spec(serde_json::json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "time"}]}}));
+        let err = bundle(&v).1.unwrap_err();
+        assert!(err.to_string().contains("time"), "{err}");
+    }
+
+    #[test]
+    fn no_network_namespace_shares_the_host_network_but_stays_confined() {
+        let mut v = spec(serde_json::json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}]}}));
+        v.as_object_mut().unwrap().remove("hostname");
+        let cfg = bundle(&v).1.unwrap().config;
+        assert_eq!(cfg.net, NetMode::Host);
+        assert!(!cfg.privileged, "a bundle without a netns must not become privileged");
+        assert_eq!(cfg.capability_sets, Some(Default::default()), "no capabilities listed: none granted");
+        assert!(crate::container::validate(&cfg).is_ok());
+    }
+
+    #[test]
+    fn non_numeric_uid_is_an_error_not_root() {
+        let mut v = spec(Value::Null);
+        v["process"]["user"]["uid"] = serde_json::json!("nobody");
+        let err = bundle(&v).1.unwrap_err();
+        assert!(err.to_string().contains("config.json"), "{err}");
+        v["process"]["user"]["uid"] = serde_json::json!(-1);
+        assert!(bundle(&v).1.is_err());
+    }
+
+    #[test]
+    fn duplicate_rlimits_are_refused() {
+        let mut v = spec(Value::Null);
+        v["process"]["rlimits"] = serde_json::json!([
+            {"type": "RLIMIT_NOFILE", "hard": 10, "soft": 10},
+            {"type": "RLIMIT_NOFILE", "hard": 20, "soft": 20}
+        ]);
+        let err = bundle(&v).1.unwrap_err();
+        assert!(err.to_string().contains("process.rlimits"), "{err}");
+    }
+
+    #[test]
+    fn hostname_without_uts_namespace_is_refused() {
+        let v = spec(serde_json::json!({"linux": {"namespaces": [{"type": "mount"}]}}));
+        let err = bundle(&v).1.unwrap_err();
+        assert!(err.to_string().contains("hostname"), "{err}");
+    }
+}
