@@ -16,10 +16,7 @@ fn skip_reason() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("microvm-bare tests need root".into());
     }
-    match cvbench_microvm::kvm_kind() {
-        cvbench_microvm::KvmKind::Unavailable(why) => Some(why),
-        _ => None,
-    }
+    cvbench_microvm::kvm_probe().usable().err()
 }
 
 fn record(backend: &str, workload: &str, args: &[&str]) -> RunRecord {

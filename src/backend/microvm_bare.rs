@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use cvbench_microvm::{kvm_kind, KvmKind};
+use cvbench_microvm::stats::BareStats;
+use cvbench_microvm::{kvm_probe, KvmKind};
 
 use super::peers::{launch_err, scratch};
 use super::process::ChildProcess;
@@ -49,9 +50,7 @@ impl Backend for MicroVmBare {
     }
 
     fn check(&self) -> Result<(), String> {
-        if let KvmKind::Unavailable(why) = kvm_kind() {
-            return Err(why);
-        }
+        kvm_probe().usable()?;
         vmm_binary()?;
         paths::workload_binary().map(|_| ()).map_err(|e| e.to_string())
     }
@@ -67,10 +66,8 @@ impl Backend for MicroVmBare {
                     .into(),
             });
         }
-        let kvm = kvm_kind();
-        if let KvmKind::Unavailable(why) = &kvm {
-            return Err(BackendError::Unavailable { backend: BACKEND.into(), reason: why.clone() });
-        }
+        let kvm =
+            kvm_probe().usable().map_err(|reason| BackendError::Unavailable { backend: BACKEND.into(), reason })?;
         let vmm = vmm_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
         let elf = paths::workload_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
         let dir = scratch("cvbench-microvm-bare-").map_err(|e| launch_err(BACKEND, &w, e))?;
@@ -94,14 +91,10 @@ impl Backend for MicroVmBare {
 
 impl BareInstance {
     /// The VMM's report, once it has exited normally.
-    fn stats(&self) -> Option<serde_json::Value> {
+    fn stats(&self) -> Option<BareStats> {
         let text = std::fs::read_to_string(&self.stats_path).ok()?;
         serde_json::from_str(&text).ok()
     }
-}
-
-fn num(v: &serde_json::Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(serde_json::Value::as_f64)
 }
 
 impl Instance for BareInstance {
@@ -124,21 +117,25 @@ impl Instance for BareInstance {
 
     fn phases(&self) -> Vec<(String, u64)> {
         let Some(s) = self.stats() else { return Vec::new() };
-        let Some(list) = s.get("phases").and_then(|p| p.as_array()) else { return Vec::new() };
-        list.iter().filter_map(|p| Some((format!("vmm {}", p.get(0)?.as_str()?), p.get(1)?.as_u64()?))).collect()
+        s.phases.into_iter().map(|(name, ns)| (format!("vmm {name}"), ns)).collect()
     }
 
     fn extra(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
         let Some(s) = self.stats() else { return m };
-        for key in ["vm_exits", "syscalls", "syscall_service_ns", "guest_mem_kib", "guest_resident_kib"] {
-            if let Some(v) = num(&s, key) {
-                m.insert(key.to_string(), v);
-            }
-        }
-        if let Some(v) = num(&s, "vmm_peak_rss_kib") {
+        let counters = [
+            ("vm_exits", Some(s.vm_exits)),
+            ("syscalls", Some(s.syscalls)),
+            ("syscall_service_ns", Some(s.syscall_service_ns)),
+            ("guest_mem_kib", Some(s.guest_mem_kib)),
+            ("guest_resident_kib", s.guest_resident_kib),
             // VmHWM of the VMM process: its true peak, which a periodic sampler can miss.
-            m.insert("peak_rss_kib".to_string(), v);
+            ("peak_rss_kib", s.vmm_peak_rss_kib),
+        ];
+        for (key, v) in counters {
+            if let Some(v) = v {
+                m.insert(key.to_string(), v as f64);
+            }
         }
         m
     }
@@ -151,18 +148,15 @@ impl Instance for BareInstance {
         )];
         match self.stats() {
             Some(s) => {
-                let sync = s.get("sync_regs").and_then(|b| b.as_bool()).unwrap_or(false);
                 v.push(format!(
                     "microvm-bare: {} system calls serviced in {} vCPU exits; registers via {}",
-                    num(&s, "syscalls").unwrap_or(0.0),
-                    num(&s, "vm_exits").unwrap_or(0.0),
-                    if sync { "the shared kvm_run page (KVM_CAP_SYNC_REGS)" } else { "KVM_GET/SET_REGS ioctls" },
+                    s.syscalls,
+                    s.vm_exits,
+                    if s.sync_regs { "the shared kvm_run page (KVM_CAP_SYNC_REGS)" } else { "KVM_GET/SET_REGS ioctls" },
                 ));
-                if let Some(list) = s.get("unsupported_syscalls").and_then(|l| l.as_array()) {
-                    if !list.is_empty() {
-                        let nrs: Vec<String> = list.iter().map(|n| n.to_string()).collect();
-                        v.push(format!("microvm-bare: unsupported system calls answered -ENOSYS: {}", nrs.join(", ")));
-                    }
+                if !s.unsupported_syscalls.is_empty() {
+                    let nrs: Vec<String> = s.unsupported_syscalls.iter().map(|n| n.to_string()).collect();
+                    v.push(format!("microvm-bare: unsupported system calls answered -ENOSYS: {}", nrs.join(", ")));
                 }
             }
             None => v.push(

@@ -1,7 +1,7 @@
 //! Asynchronous control of a running bare guest, with no thread besides the vCPU's: SIGTERM and
 //! SIGINT sent to the VMM, and the run's deadline (SIGALRM from an interval timer), are caught by
-//! async-signal-safe handlers that record them in atomics, set `kvm_run.immediate_exit` (so a
-//! KVM_RUN about to start returns at once) and write to an eventfd that blocking host calls also
+//! async-signal-safe handlers that record them in atomics, kick the vCPU with the shared
+//! [`VcpuKick`] (its `kvm_run.immediate_exit`: a KVM_RUN about to start returns at once) and write to an eventfd that blocking host calls also
 //! wait on. The signal itself interrupts a KVM_RUN or blocking call in progress: the handlers are
 //! installed without SA_RESTART.
 //!
@@ -11,6 +11,8 @@
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+
+use crate::vstate::VcpuKick;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +42,8 @@ pub struct Control {
     /// Bit `n-1` set: host signal `n` arrived and has not been consumed by the guest.
     pending: AtomicU64,
     timed_out: AtomicBool,
-    /// `kvm_run.immediate_exit` of the vCPU, null when not armed.
-    immediate_exit: AtomicPtr<u8>,
+    /// Stops the vCPU; the handlers run on the vCPU's own thread, so no kick signal is needed.
+    kick: VcpuKick,
     /// Readable while something happened that blocking host calls must notice.
     pub wake: EventFd,
 }
@@ -54,7 +56,7 @@ impl Control {
         Ok(Control {
             pending: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),
-            immediate_exit: AtomicPtr::new(std::ptr::null_mut()),
+            kick: VcpuKick::new(),
             wake: EventFd::new(EFD_NONBLOCK).map_err(ControlError::EventFd)?,
         })
     }
@@ -104,12 +106,7 @@ impl Control {
     /// Make the vCPU leave (or not enter) KVM_RUN and wake blocking calls: only atomics and
     /// write(2), so it is async-signal-safe.
     fn kick(&self) {
-        let flag = self.immediate_exit.load(Ordering::Acquire);
-        if !flag.is_null() {
-            // SAFETY: `flag` points into the vCPU's kvm_run mapping, which outlives the `Armed`
-            // guard that published it (see `arm`); a byte store is async-signal-safe.
-            unsafe { std::ptr::write_volatile(flag, 1) };
-        }
+        self.kick.kick();
         let one = 1u64;
         // SAFETY: writing 8 bytes from a live u64 to our eventfd.
         unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
@@ -178,7 +175,8 @@ pub unsafe fn arm(
     immediate_exit: Option<NonNull<u8>>,
     timeout: Option<Duration>,
 ) -> Result<Armed, ControlError> {
-    control.immediate_exit.store(immediate_exit.map_or(std::ptr::null_mut(), NonNull::as_ptr), Ordering::Release);
+    // SAFETY: the caller keeps the vCPU alive until the guard drops, which disarms the kick.
+    unsafe { control.kick.arm(immediate_exit, None) };
     ACTIVE.store(Arc::as_ptr(control).cast_mut(), Ordering::Release);
     let mut armed = Armed { control: Arc::clone(control), timer: false };
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGALRM] {
@@ -206,7 +204,7 @@ impl Drop for Armed {
         if self.timer {
             let _ = set_timer(Duration::ZERO);
         }
-        self.control.immediate_exit.store(std::ptr::null_mut(), Ordering::Release);
+        self.control.kick.disarm();
         ACTIVE.store(std::ptr::null_mut(), Ordering::Release);
     }
 }
@@ -243,9 +241,10 @@ mod tests {
     fn a_kick_sets_immediate_exit_and_wakes_the_eventfd() {
         let c = Control::new().unwrap();
         let mut flag = 0u8;
-        c.immediate_exit.store(&mut flag, Ordering::Release);
+        // SAFETY: `flag` outlives the armed period.
+        unsafe { c.kick.arm(Some(NonNull::from(&mut flag)), None) };
         c.note_signal(libc::SIGINT as u32);
-        c.immediate_exit.store(std::ptr::null_mut(), Ordering::Release);
+        c.kick.disarm();
         assert_eq!(flag, 1);
         assert_eq!(c.wake.read().unwrap(), 1);
     }

@@ -45,6 +45,8 @@ use serde::{Deserialize, Serialize};
 pub use control::block_stop_signals;
 pub use runner::run;
 
+pub use crate::stats::{BareStats, GuestEnd};
+
 /// Errors of a bare-guest run. Guest faults, timeouts and unexpected exits are errors too:
 /// the run ends with a message that says what happened where.
 #[derive(Debug, thiserror::Error)]
@@ -114,43 +116,9 @@ pub fn default_mem_mib() -> u32 {
     512
 }
 
-/// How the guest ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GuestEnd {
-    /// exit/exit_group with this status.
-    Exited(i32),
-    /// Killed by a host stop signal it had not blocked (as a process would be).
-    Signalled(i32),
-}
-
 /// Result of a completed run: how it ended plus what it cost.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BareOutcome {
     pub end: GuestEnd,
-    pub stats: RunStats,
-}
-
-/// Host-side timings and counters of one run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct RunStats {
-    /// Ordered set-up phases and the run itself, nanoseconds each.
-    pub phases: Vec<(String, u64)>,
-    /// All vCPU exits seen.
-    pub vm_exits: u64,
-    /// System calls serviced.
-    pub syscalls: u64,
-    /// Nanoseconds spent in the VMM servicing system calls (from the exit to the resume).
-    pub syscall_service_ns: u64,
-    /// Unsupported system call numbers the guest tried.
-    pub unsupported_syscalls: Vec<u64>,
-    /// Which KVM ran the guest.
-    pub kvm_kind: String,
-    /// Whether registers travelled through the shared kvm_run page (KVM_CAP_SYNC_REGS).
-    pub sync_regs: bool,
-    /// Guest memory size in KiB (mapped lazily; only touched pages cost host memory).
-    pub guest_mem_kib: u64,
-    /// With `measure_memory`: the VMM process's peak RSS (VmHWM) in KiB.
-    pub vmm_peak_rss_kib: Option<u64>,
-    /// With `measure_memory`: guest memory resident on the host at the end, in KiB.
-    pub guest_resident_kib: Option<u64>,
+    pub stats: BareStats,
 }

@@ -11,7 +11,9 @@ use super::control::{self, Control, Stop};
 use super::cpu::{self, EXCEPTION_PORT_BASE, EXCEPTION_VECTORS, SYSCALL_PORT};
 use super::layout::{write_page_tables, Layout};
 use super::syscalls::{Action, Service};
-use super::{elf, stack, BareConfig, BareError, BareOutcome, GuestEnd, RunStats};
+use super::{elf, stack, BareConfig, BareError, BareOutcome, BareStats, GuestEnd};
+use crate::arch::x86_64::cpuid;
+use crate::host::KvmKind;
 use crate::vstate::memory::{create_guest_memory, read_u64, write_bytes, MemRange};
 use crate::vstate::{run_vcpu, ExitHandler, KvmVm, Vcpu, VcpuExit, Vm, VmExit, VmOptions};
 
@@ -71,6 +73,7 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
     let initial_stack = stack::build(layout.stack_top, &cfg.argv, &cfg.env, &image, random16())?;
     phases.lap("parse_elf");
 
+    let kvm_kind = crate::host::kvm_kind();
     let mut vm = KvmVm::new(VmOptions { irqchip: false })?;
     phases.lap("create_vm");
 
@@ -88,7 +91,8 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
     phases.lap("load_guest");
 
     let mut vcpu = vm.create_vcpu(0)?;
-    vcpu.set_cpuid(&vm.supported_cpuid()?)?;
+    let spec = cpuid::CpuidSpec { vcpu_id: 0, vcpus: 1, pvm: kvm_kind == KvmKind::SoftwarePvm };
+    vcpu.set_cpuid(&cpuid::filter(&vm.supported_cpuid()?, spec))?;
     let user_sregs = cpu::setup_vcpu(&vcpu, cr3, image.entry, initial_stack.sp)?;
     let sync_regs = std::env::var_os("CVBENCH_VMM_NO_SYNC_REGS").is_none() && vcpu.enable_sync_regs();
     phases.lap("setup_vcpu");
@@ -118,13 +122,13 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
         (None, None)
     };
 
-    let stats = RunStats {
+    let stats = BareStats {
         phases: phases.list,
         vm_exits: handler.vm_exits,
         syscalls: handler.service.stats.total,
         syscall_service_ns: handler.service_ns,
         unsupported_syscalls: handler.service.stats.unsupported.iter().copied().collect(),
-        kvm_kind: crate::vstate::kvm_kind().name().to_string(),
+        kvm_kind: Some(kvm_kind),
         sync_regs,
         guest_mem_kib: layout.mem_size >> 10,
         vmm_peak_rss_kib,

@@ -120,6 +120,8 @@ fn run_bare(args: BareArgs) -> i32 {
             match outcome.end {
                 GuestEnd::Exited(code) => code,
                 GuestEnd::Signalled(sig) => die_of(sig),
+                // Only the Linux guest ends these ways.
+                GuestEnd::PowerOff | GuestEnd::Timeout | GuestEnd::Failed(_) => EXIT_GUEST_CRASH,
             }
         }
         Err(e) => {
@@ -146,7 +148,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn write_stats(path: &std::path::Path, stats: &bare::RunStats) -> anyhow::Result<()> {
+fn write_stats(path: &std::path::Path, stats: &impl serde::Serialize) -> anyhow::Result<()> {
     let json = serde_json::to_vec(stats).context("serialising run statistics")?;
     std::fs::write(path, json).with_context(|| path.display().to_string())
 }

@@ -1,14 +1,16 @@
 //! `cvbench-vmm linux`: the Linux-guest mode of the VMM binary. Converts its arguments into
-//! the library's `builder::Config`, boots the guest, and reports the run as one JSON object
-//! (`--stats-json`) plus a one-line summary on stderr.
+//! the library's `builder::Config`, boots the guest, and reports the run as one typed
+//! [`LinuxStats`](cvbench_microvm::stats::LinuxStats) JSON object (`--stats-json`) plus a
+//! one-line summary on stderr.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
-use cvbench_microvm::builder::{self, BlkConfig, Config, NetConfig, RunOutcome};
-use cvbench_microvm::linux::vcpus::GuestEnd;
+use cvbench_microvm::builder::{self, BlkConfig, Config, NetConfig};
+use cvbench_microvm::stats::GuestEnd;
+use cvbench_microvm::vstate::StopRequest;
 
 use super::{error_chain, EXIT_GUEST_CRASH, EXIT_TIMEOUT, EXIT_VMM_ERROR};
 
@@ -99,32 +101,6 @@ impl TryFrom<LinuxArgs> for Config {
     }
 }
 
-fn ms(d: Option<Duration>) -> serde_json::Value {
-    d.map_or(serde_json::Value::Null, |d| serde_json::json!(d.as_secs_f64() * 1000.0))
-}
-
-/// The run as JSON: what the harness and the tests read.
-pub fn outcome_json(o: &RunOutcome) -> serde_json::Value {
-    let (end, detail) = match &o.end {
-        GuestEnd::PowerOff => ("power_off", String::new()),
-        GuestEnd::Timeout => ("timeout", String::new()),
-        GuestEnd::Failed(e) => ("failed", e.clone()),
-        GuestEnd::Stopped(sig) => ("stopped", format!("signal {sig}")),
-    };
-    serde_json::json!({
-        "kvm_kind": o.kvm_kind,
-        "end": end,
-        "end_detail": detail,
-        "exit_status": o.boot.exit_status,
-        "kernel_init_ms": ms(o.boot.kernel_init),
-        "user_init_ms": ms(o.boot.user_init),
-        "first_kvm_run_ms": ms(o.first_kvm_run),
-        "total_ms": o.total.as_secs_f64() * 1000.0,
-        "cmdline": o.cmdline,
-        "notes": o.notes,
-    })
-}
-
 /// Run the Linux guest; returns the process exit status.
 pub fn run(args: LinuxArgs, start: Instant) -> i32 {
     let stats_path = args.stats_json.clone();
@@ -135,18 +111,19 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
             return EXIT_VMM_ERROR;
         }
     };
-    exit_on_stop_signal();
-    let outcome = match builder::build_and_boot_from(&config, start) {
+    let stop = StopRequest::new();
+    exit_on_stop_signal(stop.clone());
+    let outcome = match builder::build_and_boot_from(&config, start, &stop) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("cvbench-vmm: {}", error_chain(&e));
             return EXIT_VMM_ERROR;
         }
     };
-    let json = outcome_json(&outcome);
+    let json = serde_json::to_string(&outcome.stats()).unwrap_or_default();
     eprintln!("cvbench-vmm: linux guest: {json}");
     if let Some(path) = stats_path {
-        if let Err(e) = std::fs::write(&path, json.to_string()) {
+        if let Err(e) = std::fs::write(&path, &json) {
             eprintln!("cvbench-vmm: cannot write {}: {e}", path.display());
         }
     }
@@ -158,15 +135,17 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
         }
         (GuestEnd::Timeout, _) => EXIT_TIMEOUT,
         (GuestEnd::Failed(_), _) => EXIT_GUEST_CRASH,
-        (GuestEnd::Stopped(sig), _) => 128 + sig,
+        (GuestEnd::Signalled(sig), _) => 128 + sig,
+        // The bare guest's end; a Linux guest reports its status through the boot timer.
+        (GuestEnd::Exited(code), _) => *code,
     }
 }
 
 /// SIGTERM/SIGINT are blocked in every thread (see `main`); a waiter thread turns them into a
 /// stop request: the vCPUs are stopped, the stats are written, and the exit closes the tap fd
 /// (removing the tap). The VMM creates no other host state.
-fn exit_on_stop_signal() {
-    let _ = std::thread::Builder::new().name("stop-signals".into()).spawn(|| {
+fn exit_on_stop_signal(stop: StopRequest) {
+    let _ = std::thread::Builder::new().name("stop-signals".into()).spawn(move || {
         // SAFETY: sigset is initialised by sigemptyset before use; sigwait only reads it
         // and writes the signal number into `sig`.
         let sig = unsafe {
@@ -180,6 +159,6 @@ fn exit_on_stop_signal() {
             }
             sig
         };
-        cvbench_microvm::linux::vcpus::request_stop(sig);
+        stop.request(sig);
     });
 }
