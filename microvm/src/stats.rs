@@ -46,6 +46,15 @@ pub struct BareStats {
     pub vmm_peak_rss_kib: Option<u64>,
     /// With `measure_memory`: guest memory resident on the host at the end, in KiB.
     pub guest_resident_kib: Option<u64>,
+    /// Network and file calls forwarded to the host (each one VM exit).
+    #[serde(default)]
+    pub forwarded_calls: u64,
+    /// Calls the confinement policy refused with -EPERM.
+    #[serde(default)]
+    pub refused_calls: u64,
+    /// The first refusals, in words.
+    #[serde(default)]
+    pub refusals: Vec<String>,
 }
 
 /// One Linux-guest run: its end and the boot milestones, milliseconds from VMM start.

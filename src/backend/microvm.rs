@@ -31,7 +31,7 @@ const DEFAULT_MEM_MIB: u32 = 128;
 /// The VM's /30: host (tap, peer server) and guest ends.
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
-const PEER_PORT: u16 = 5201;
+pub(super) const PEER_PORT: u16 = 5201;
 const DISK_MIB: u64 = 512;
 
 /// The cached guest kernel, if `scripts/build-guest-kernel` has built it (for `cvbench doctor`).
@@ -98,12 +98,12 @@ pub(crate) fn shared_initrd(
 
 /// The peer `cvbench-workload serve`, alone in a network namespace it unshared at start; the
 /// VMM puts the VM's tap into that namespace, so guest traffic never reaches the host's.
-struct PeerServer {
-    proc: ChildProcess,
+pub(super) struct PeerServer {
+    pub(super) proc: ChildProcess,
 }
 
 impl PeerServer {
-    fn start(workload_bin: &Path) -> Result<PeerServer, BackendError> {
+    pub(super) fn start(workload_bin: &Path) -> Result<PeerServer, BackendError> {
         let mut cmd = Command::new(workload_bin);
         // 0.0.0.0: the tap (and its address) appears only when the VMM starts.
         cmd.args(["serve", "--listen", &format!("0.0.0.0:{PEER_PORT}"), "--max-conns", "1"]);

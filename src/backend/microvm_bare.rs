@@ -1,9 +1,15 @@
 //! The `microvm-bare` backend: the workload ELF run directly at guest CPL3 in a KVM VM with no
 //! guest kernel (`cvbench-vmm bare`); the VMM services its system calls. The VMM is one host
 //! process: the harness times and samples it like any other; its own phase timings, exit and
-//! syscall counters and peak RSS come back through its `--stats-json` file.
+//! syscall counters and peak RSS come back through its typed `--stats-json` file.
+//!
+//! Network and disk workloads run with forwarded I/O: for `net-*` the VMM moves itself into a
+//! private network namespace with one veth (a /30) to the namespace of the run's peer server,
+//! and may connect to that server only; for `disk` the guest may use regular files beneath the
+//! run's scratch directory only. Each forwarded call is one VM exit.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -11,6 +17,7 @@ use std::time::Duration;
 use cvbench_microvm::stats::BareStats;
 use cvbench_microvm::{kvm_probe, KvmKind};
 
+use super::microvm::{PeerServer, PEER_PORT};
 use super::peers::{launch_err, scratch};
 use super::process::ChildProcess;
 use super::{Backend, BackendError, Instance, LaunchSpec};
@@ -21,7 +28,10 @@ const BACKEND: &str = "microvm-bare";
 /// Enough for every supported workload's defaults (mem-touch: 128 + 32 MiB); host memory is
 /// only used for pages the guest touches.
 const DEFAULT_MEM_MIB: u32 = 512;
-const SUPPORTED: &[&str] = &["noop", "idle", "cpu", "mem-bw", "mem-touch", "syscall"];
+const SUPPORTED: &[&str] = &["noop", "idle", "cpu", "mem-bw", "mem-touch", "syscall", "net-stream", "net-rr", "disk"];
+/// The /30 between the VMM's private namespace and the peer's.
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 1);
+const VMM_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 2);
 
 fn vmm_binary() -> Result<PathBuf, String> {
     paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").map_err(|e| e.to_string())
@@ -41,6 +51,8 @@ struct BareInstance {
     child: ChildProcess,
     stats_path: PathBuf,
     kvm: KvmKind,
+    args: Vec<String>,
+    peer: Option<PeerServer>,
     _scratch: tempfile::TempDir,
 }
 
@@ -61,9 +73,7 @@ impl Backend for MicroVmBare {
             return Err(BackendError::Unsupported {
                 backend: BACKEND.into(),
                 workload: w,
-                reason: "the bare VM has no guest kernel, so no network stack or filesystem: sockets, \
-                         files and fsync are answered -ENOSYS (use the container or microvm backend)"
-                    .into(),
+                reason: "the bare VM runs only the workloads whose system calls the VMM serves".into(),
             });
         }
         let kvm =
@@ -80,16 +90,40 @@ impl Backend for MicroVmBare {
             .args(["--mem-mib", &mem.to_string()])
             .args(["--timeout-s", &format!("{:.3}", spec.timeout.as_secs_f64())])
             .arg("--stats-json")
-            .arg(&stats_path)
-            .arg("--")
-            .arg(&w)
-            .args(&spec.args);
+            .arg(&stats_path);
+        let mut args = spec.args.clone();
+        let mut peer = None;
+        match w.as_str() {
+            "net-stream" | "net-rr" => {
+                let p = PeerServer::start(&elf)?;
+                let addr = SocketAddrV4::new(PEER_IP, PEER_PORT).to_string();
+                cmd.args(["--net-peer-pid", &p.proc.pid().to_string(), "--net-peer", &addr])
+                    .args(["--net-local-ip", &VMM_IP.to_string()]);
+                args.extend(["--peer".to_string(), addr]);
+                peer = Some(p);
+            }
+            "disk" => {
+                let files = dir.path().join("files");
+                std::fs::create_dir(&files).map_err(|e| launch_err(BACKEND, &w, e))?;
+                cmd.arg("--run-dir").arg(&files);
+                args.extend(["--dir".to_string(), files.display().to_string()]);
+            }
+            _ => {}
+        }
+        cmd.arg("--").arg(&w).args(&args);
+        let spec = LaunchSpec { args: args.clone(), ..spec };
         let child = ChildProcess::spawn(BACKEND, cmd, spec)?;
-        Ok(Box::new(BareInstance { child, stats_path, kvm, _scratch: dir }))
+        Ok(Box::new(BareInstance { child, stats_path, kvm, args, peer, _scratch: dir }))
     }
 }
 
 impl BareInstance {
+    fn stop_peer(&mut self) {
+        if let Some(mut p) = self.peer.take() {
+            let _ = p.proc.stop(Duration::from_secs(2));
+        }
+    }
+
     /// The VMM's report, once it has exited normally.
     fn stats(&self) -> Option<BareStats> {
         let text = std::fs::read_to_string(&self.stats_path).ok()?;
@@ -107,12 +141,20 @@ impl Instance for BareInstance {
         self.child.close_stdin();
     }
 
+    fn effective_args(&self) -> Option<Vec<String>> {
+        Some(self.args.clone())
+    }
+
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
-        self.child.wait(timeout)
+        let r = self.child.wait(timeout);
+        self.stop_peer();
+        r
     }
 
     fn stop(&mut self) -> Result<ExitInfo, BackendError> {
-        self.child.stop(Duration::from_secs(2))
+        let r = self.child.stop(Duration::from_secs(2));
+        self.stop_peer();
+        r
     }
 
     fn phases(&self) -> Vec<(String, u64)> {
@@ -131,6 +173,8 @@ impl Instance for BareInstance {
             ("guest_resident_kib", s.guest_resident_kib),
             // VmHWM of the VMM process: its true peak, which a periodic sampler can miss.
             ("peak_rss_kib", s.vmm_peak_rss_kib),
+            ("forwarded_calls", Some(s.forwarded_calls)),
+            ("refused_calls", Some(s.refused_calls)),
         ];
         for (key, v) in counters {
             if let Some(v) = v {
@@ -154,6 +198,15 @@ impl Instance for BareInstance {
                     s.vm_exits,
                     if s.sync_regs { "the shared kvm_run page (KVM_CAP_SYNC_REGS)" } else { "KVM_GET/SET_REGS ioctls" },
                 ));
+                if s.forwarded_calls > 0 {
+                    v.push(format!(
+                        "microvm-bare: {} network/file calls forwarded to the host, each one VM exit",
+                        s.forwarded_calls
+                    ));
+                }
+                if !s.refusals.is_empty() {
+                    v.push(format!("microvm-bare: refused by the VMM's confinement: {}", s.refusals.join("; ")));
+                }
                 if !s.unsupported_syscalls.is_empty() {
                     let nrs: Vec<String> = s.unsupported_syscalls.iter().map(|n| n.to_string()).collect();
                     v.push(format!("microvm-bare: unsupported system calls answered -ENOSYS: {}", nrs.join(", ")));

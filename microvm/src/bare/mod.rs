@@ -22,8 +22,11 @@
 //! Setting `CVBENCH_VMM_NO_SYNC_REGS=1` forces the ioctl path (KVM_GET/SET_REGS, KVM_SET_SREGS
 //! per call), to compare the two on a given host.
 //!
-//! The system calls serviced are the workload's whole footprint (see `syscalls`); anything else
-//! (sockets, files: the net and disk workloads) gets `-ENOSYS` and a warning on stderr.
+//! The system calls serviced are the workload's whole footprint (see `syscalls`). Network and
+//! file calls are forwarded to the host only when the run grants them (`net`: TCP to the run's
+//! one peer from a private network namespace; `files`: regular files beneath one run
+//! directory; see `forward`), refused with -EPERM and counted when they reach for anything
+//! else; without a grant they get `-ENOSYS` and a warning on stderr, like any other call.
 //!
 //! Guest exceptions are delivered through a 32-entry IDT to per-vector stubs that exit on their
 //! own port; the VMM reads the CPU-pushed frame and reports vector, RIP and CR2.
@@ -31,8 +34,11 @@
 pub mod control;
 pub mod cpu;
 pub mod elf;
+pub mod files;
+mod forward;
 pub mod heap;
 pub mod layout;
+pub mod net;
 mod runner;
 pub mod stack;
 pub mod syscalls;
@@ -75,6 +81,10 @@ pub enum BareError {
     Vcpu(#[from] crate::vstate::VcpuError),
     #[error("VMM control thread")]
     Control(#[from] control::ControlError),
+    #[error("the VMM's network namespace")]
+    Net(#[from] net::NetError),
+    #[error("the guest's run directory")]
+    Files(#[from] files::FilesError),
     #[error(
         "guest fault: exception {vector} ({name}) at RIP {rip:#x}{}{}",
         fault_addr.map(|a| format!(", fault address {a:#x}")).unwrap_or_default(),
@@ -110,10 +120,23 @@ pub struct BareConfig {
     /// (costs a pass over the guest mapping, so only when the numbers are wanted).
     #[serde(default)]
     pub measure_memory: bool,
+    /// Forward file calls: the guest may open regular files beneath this directory only.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
+    /// No guest file may grow past this many MiB.
+    #[serde(default = "default_max_file_mib")]
+    pub max_file_mib: u64,
+    /// Forward TCP to the run's peer, from a private network namespace wired to the peer's.
+    #[serde(default)]
+    pub net: Option<net::NetConfig>,
 }
 
 pub fn default_mem_mib() -> u32 {
     512
+}
+
+pub fn default_max_file_mib() -> u64 {
+    1024
 }
 
 /// Result of a completed run: how it ended plus what it cost.

@@ -9,8 +9,9 @@ use kvm_bindings::kvm_sregs;
 
 use super::control::{self, Control, Stop};
 use super::cpu::{self, EXCEPTION_PORT_BASE, EXCEPTION_VECTORS, SYSCALL_PORT};
+use super::files::RunDir;
 use super::layout::{write_page_tables, Layout};
-use super::syscalls::{Action, Service};
+use super::syscalls::{Action, Forward, Service};
 use super::{elf, stack, BareConfig, BareError, BareOutcome, BareStats, GuestEnd};
 use crate::arch::x86_64::cpuid;
 use crate::host::KvmKind;
@@ -73,6 +74,17 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
     let initial_stack = stack::build(layout.stack_top, &cfg.argv, &cfg.env, &image, random16())?;
     phases.lap("parse_elf");
 
+    // The private network namespace first: unshare moves only the calling thread, and the
+    // VMM is still single-threaded here.
+    if let Some(net) = &cfg.net {
+        super::net::enter_private_netns(net)?;
+        phases.lap("netns");
+    }
+    let forward = Forward {
+        files: cfg.run_dir.as_deref().map(|d| RunDir::open(d, cfg.max_file_mib << 20)).transpose()?,
+        peer: cfg.net.as_ref().map(|n| n.peer),
+    };
+
     let kvm_kind = crate::host::kvm_kind();
     let mut vm = KvmVm::new(VmOptions { irqchip: false })?;
     phases.lap("create_vm");
@@ -103,7 +115,7 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
     // dropped right after the run loop. The VMM runs one guest per process.
     let armed = unsafe { control::arm(&control, kick_flag, cfg.timeout)? };
     let mut handler = BareExits {
-        service: Service::new(mem.clone(), layout, Arc::clone(&control)),
+        service: Service::new(mem.clone(), layout, Arc::clone(&control), forward),
         control,
         user_sregs,
         mem,
@@ -133,6 +145,9 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
         guest_mem_kib: layout.mem_size >> 10,
         vmm_peak_rss_kib,
         guest_resident_kib,
+        forwarded_calls: handler.service.stats.forwarded,
+        refused_calls: handler.service.stats.refused,
+        refusals: std::mem::take(&mut handler.service.stats.refusals),
     };
     let end = handler.end.unwrap_or(GuestEnd::Exited(code));
     Ok(BareOutcome { end, stats })

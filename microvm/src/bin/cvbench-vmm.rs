@@ -57,6 +57,22 @@ struct BareArgs {
     /// Write run statistics (phases, exits, syscalls, KVM kind) as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
+    /// Forward file calls: the guest may use regular files beneath this directory only.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// No guest file may grow past this many MiB.
+    #[arg(long, default_value_t = bare::default_max_file_mib())]
+    max_file_mib: u64,
+    /// Forward TCP: run in a private network namespace with a veth to the namespace of this
+    /// process (the peer server).
+    #[arg(long, requires_all = ["net_peer", "net_local_ip"])]
+    net_peer_pid: Option<i32>,
+    /// The one address the guest may connect to (the peer end of the /30).
+    #[arg(long)]
+    net_peer: Option<std::net::SocketAddrV4>,
+    /// The VMM's end of the /30.
+    #[arg(long)]
+    net_local_ip: Option<std::net::Ipv4Addr>,
     /// Arguments for the guest after `argv[0]`.
     #[arg(last = true)]
     args: Vec<String>,
@@ -74,6 +90,11 @@ impl TryFrom<BareArgs> for BareConfig {
         let argv0 = a.argv0.unwrap_or_else(|| a.elf.display().to_string());
         let mut argv = vec![argv0];
         argv.extend(a.args);
+        let net = match (a.net_peer_pid, a.net_peer, a.net_local_ip) {
+            (Some(peer_pid), Some(peer), Some(local_ip)) => Some(bare::net::NetConfig { peer_pid, peer, local_ip }),
+            (None, None, None) => None,
+            _ => anyhow::bail!("--net-peer-pid, --net-peer and --net-local-ip go together"),
+        };
         Ok(BareConfig {
             elf: a.elf,
             argv,
@@ -81,6 +102,9 @@ impl TryFrom<BareArgs> for BareConfig {
             mem_mib: a.mem_mib,
             timeout,
             measure_memory: a.stats_json.is_some(),
+            run_dir: a.run_dir,
+            max_file_mib: a.max_file_mib,
+            net,
         })
     }
 }
