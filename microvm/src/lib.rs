@@ -4,6 +4,7 @@
 pub mod arch;
 pub mod bare;
 pub mod host;
+pub mod jail;
 pub mod stats;
 pub mod vstate;
 

@@ -55,6 +55,12 @@ pub struct BareStats {
     /// The first refusals, in words.
     #[serde(default)]
     pub refusals: Vec<String>,
+    /// Whether the VMM ran jailed (namespaces, empty root, no capabilities, seccomp).
+    #[serde(default)]
+    pub jailed: bool,
+    /// Size of the VMM's seccomp allow-list (ioctl counted once), when jailed.
+    #[serde(default)]
+    pub seccomp_allowed_syscalls: Option<usize>,
 }
 
 /// One Linux-guest run: its end and the boot milestones, milliseconds from VMM start.

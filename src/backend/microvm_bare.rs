@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use cvbench_microvm::jail::seccomp::EXIT_SECCOMP;
 use cvbench_microvm::stats::BareStats;
 use cvbench_microvm::{kvm_probe, KvmKind};
 
@@ -53,6 +54,7 @@ struct BareInstance {
     kvm: KvmKind,
     args: Vec<String>,
     peer: Option<PeerServer>,
+    exit: Option<ExitInfo>,
     _scratch: tempfile::TempDir,
 }
 
@@ -113,7 +115,7 @@ impl Backend for MicroVmBare {
         cmd.arg("--").arg(&w).args(&args);
         let spec = LaunchSpec { args: args.clone(), ..spec };
         let child = ChildProcess::spawn(BACKEND, cmd, spec)?;
-        Ok(Box::new(BareInstance { child, stats_path, kvm, args, peer, _scratch: dir }))
+        Ok(Box::new(BareInstance { child, stats_path, kvm, args, peer, exit: None, _scratch: dir }))
     }
 }
 
@@ -148,12 +150,14 @@ impl Instance for BareInstance {
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
         let r = self.child.wait(timeout);
         self.stop_peer();
+        self.exit = r.as_ref().ok().cloned();
         r
     }
 
     fn stop(&mut self) -> Result<ExitInfo, BackendError> {
         let r = self.child.stop(Duration::from_secs(2));
         self.stop_peer();
+        self.exit = r.as_ref().ok().cloned();
         r
     }
 
@@ -175,6 +179,8 @@ impl Instance for BareInstance {
             ("peak_rss_kib", s.vmm_peak_rss_kib),
             ("forwarded_calls", Some(s.forwarded_calls)),
             ("refused_calls", Some(s.refused_calls)),
+            ("vmm_jailed", Some(u64::from(s.jailed))),
+            ("vmm_seccomp_allowed_syscalls", s.seccomp_allowed_syscalls.map(|n| n as u64)),
         ];
         for (key, v) in counters {
             if let Some(v) = v {
@@ -198,6 +204,13 @@ impl Instance for BareInstance {
                     s.vm_exits,
                     if s.sync_regs { "the shared kvm_run page (KVM_CAP_SYNC_REGS)" } else { "KVM_GET/SET_REGS ioctls" },
                 ));
+                v.push(match s.seccomp_allowed_syscalls {
+                    Some(n) if s.jailed => format!(
+                        "microvm-bare: VMM jailed: own mount/IPC/UTS namespaces, empty read-only root, \
+                         0 capabilities, no_new_privs, seccomp allow-list of {n} system calls"
+                    ),
+                    _ => "microvm-bare: VMM NOT jailed (--no-jail): full privileges of its caller".into(),
+                });
                 if s.forwarded_calls > 0 {
                     v.push(format!(
                         "microvm-bare: {} network/file calls forwarded to the host, each one VM exit",
@@ -212,6 +225,11 @@ impl Instance for BareInstance {
                     v.push(format!("microvm-bare: unsupported system calls answered -ENOSYS: {}", nrs.join(", ")));
                 }
             }
+            None if self.exit.as_ref().and_then(|e| e.code) == Some(EXIT_SECCOMP) => v.push(
+                "microvm-bare: the VMM was stopped by its own seccomp filter: it made a system call outside its \
+                 allow-list (stderr names the call)"
+                    .into(),
+            ),
             None => v.push(
                 "microvm-bare: the VMM wrote no stats (the guest faulted, timed out or was killed; see stderr)".into(),
             ),

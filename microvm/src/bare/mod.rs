@@ -85,6 +85,8 @@ pub enum BareError {
     Net(#[from] net::NetError),
     #[error("the guest's run directory")]
     Files(#[from] files::FilesError),
+    #[error("jailing the VMM")]
+    Jail(#[from] crate::jail::JailError),
     #[error(
         "guest fault: exception {vector} ({name}) at RIP {rip:#x}{}{}",
         fault_addr.map(|a| format!(", fault address {a:#x}")).unwrap_or_default(),
@@ -129,6 +131,18 @@ pub struct BareConfig {
     /// Forward TCP to the run's peer, from a private network namespace wired to the peer's.
     #[serde(default)]
     pub net: Option<net::NetConfig>,
+    /// Jail the VMM before the guest runs (namespaces, empty root, no capabilities,
+    /// no_new_privs, seccomp); off only for debugging (`--no-jail`).
+    #[serde(default = "default_jail")]
+    pub jail: bool,
+    /// Test hook: once jailed, make one system call outside the allow-list (the VMM must die
+    /// of its own filter with a clear message).
+    #[serde(default)]
+    pub selftest_forbidden_syscall: bool,
+}
+
+fn default_jail() -> bool {
+    true
 }
 
 pub fn default_mem_mib() -> u32 {

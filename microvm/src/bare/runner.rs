@@ -44,9 +44,12 @@ fn random16() -> [u8; 16] {
     b
 }
 
-/// This process's peak resident set (VmHWM), in KiB.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// This process's peak resident set (VmHWM), in KiB, from its `/proc/self/status` (opened
+/// before the jail hid /proc).
+fn peak_rss_kib(status: Option<std::fs::File>) -> Option<u64> {
+    let mut status_text = String::new();
+    std::io::Read::read_to_string(&mut status?, &mut status_text).ok()?;
+    let status = status_text;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
@@ -124,12 +127,24 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
         service_ns: 0,
         timeout: cfg.timeout.unwrap_or_default(),
     };
+    let proc_status = cfg.measure_memory.then(|| std::fs::File::open("/proc/self/status").ok()).flatten();
+    if cfg.jail {
+        crate::jail::seccomp::install_sigsys_reporter()?;
+        crate::jail::enter()?;
+        crate::jail::install(crate::jail::ThreadKind::BareVcpu)?;
+        phases.lap("jail");
+    }
+    if cfg.selftest_forbidden_syscall {
+        let mut buf = [0u8; 64];
+        // SAFETY: getcwd into a valid buffer; the filter is expected to stop it first.
+        unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+    }
     let result = run_vcpu(&mut vcpu, &mut handler);
     drop(armed);
     phases.lap("run");
     let code = result?;
     let (vmm_peak_rss_kib, guest_resident_kib) = if cfg.measure_memory {
-        (peak_rss_kib(), resident_kib(&handler.mem, layout.mem_size).ok())
+        (peak_rss_kib(proc_status), resident_kib(&handler.mem, layout.mem_size).ok())
     } else {
         (None, None)
     };
@@ -148,6 +163,10 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
         forwarded_calls: handler.service.stats.forwarded,
         refused_calls: handler.service.stats.refused,
         refusals: std::mem::take(&mut handler.service.stats.refusals),
+        jailed: cfg.jail,
+        seccomp_allowed_syscalls: cfg
+            .jail
+            .then(|| crate::jail::seccomp::allowed_count(crate::jail::ThreadKind::BareVcpu)),
     };
     let end = handler.end.unwrap_or(GuestEnd::Exited(code));
     Ok(BareOutcome { end, stats })

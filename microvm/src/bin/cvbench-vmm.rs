@@ -6,7 +6,8 @@
 //! had not blocked, the VMM dies of the same signal (as the workload process would natively);
 //! otherwise 124 when the run hit its timeout, 125 when the VMM could not set the VM up,
 //! 126 when the guest faulted or stopped unexpectedly (the message names vector, RIP and
-//! fault address).
+//! fault address), 159 when the jailed VMM made a system call outside its seccomp allow-list
+//! (the message names the call).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -73,6 +74,12 @@ struct BareArgs {
     /// The VMM's end of the /30.
     #[arg(long)]
     net_local_ip: Option<std::net::Ipv4Addr>,
+    /// Do not jail the VMM (no namespaces, root, capability drop or seccomp): debugging only.
+    #[arg(long)]
+    no_jail: bool,
+    /// Test hook: once jailed, make a system call outside the allow-list.
+    #[arg(long, hide = true)]
+    selftest_forbidden_syscall: bool,
     /// Arguments for the guest after `argv[0]`.
     #[arg(last = true)]
     args: Vec<String>,
@@ -105,6 +112,8 @@ impl TryFrom<BareArgs> for BareConfig {
             run_dir: a.run_dir,
             max_file_mib: a.max_file_mib,
             net,
+            jail: !a.no_jail,
+            selftest_forbidden_syscall: a.selftest_forbidden_syscall,
         })
     }
 }
@@ -134,10 +143,18 @@ fn run_bare(args: BareArgs) -> i32 {
             return EXIT_VMM_ERROR;
         }
     };
+    // Opened now: once jailed, the VMM can reach no path.
+    let stats_file = match stats_path.as_ref().map(std::fs::File::create).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cvbench-vmm: cannot create the stats file: {e}");
+            return EXIT_VMM_ERROR;
+        }
+    };
     match bare::run(&config) {
         Ok(outcome) => {
-            if let Some(path) = stats_path {
-                if let Err(e) = write_stats(&path, &outcome.stats) {
+            if let Some(file) = stats_file {
+                if let Err(e) = write_stats(file, &outcome.stats) {
                     eprintln!("cvbench-vmm: {e:#}");
                 }
             }
@@ -172,9 +189,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn write_stats(path: &std::path::Path, stats: &impl serde::Serialize) -> anyhow::Result<()> {
+fn write_stats(mut file: std::fs::File, stats: &impl serde::Serialize) -> anyhow::Result<()> {
     let json = serde_json::to_vec(stats).context("serialising run statistics")?;
-    std::fs::write(path, json).with_context(|| path.display().to_string())
+    std::io::Write::write_all(&mut file, &json).context("writing the stats file")
 }
 
 /// Terminate the VMM with signal `sig`, as the guest program would have died natively.
