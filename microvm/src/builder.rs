@@ -63,6 +63,13 @@ pub struct Config {
     /// Apply the kvm_pvm workarounds; detected from the host when absent.
     #[serde(default)]
     pub pvm_workarounds: Option<bool>,
+    /// Jail the VMM before the guest runs; off only for debugging (`--no-jail`).
+    #[serde(default = "default_jail")]
+    pub jail: bool,
+}
+
+fn default_jail() -> bool {
+    true
 }
 
 fn default_mem_mib() -> u64 {
@@ -116,6 +123,8 @@ pub enum BuildError {
     Run(#[from] VcpuRunError),
     #[error("cannot register a device on the bus")]
     Bus(#[from] BusError),
+    #[error("jailing the VMM")]
+    Jail(#[from] crate::jail::JailError),
     #[error("cannot create an eventfd for {0}")]
     EventFd(&'static str, #[source] std::io::Error),
     #[error("cannot open the console file {path}")]
@@ -139,6 +148,8 @@ pub struct RunOutcome {
     pub cmdline: String,
     /// MSRs KVM refused at boot (kvm_pvm rejects some), and other remarks.
     pub notes: Vec<String>,
+    /// Whether the VMM ran jailed.
+    pub jailed: bool,
 }
 
 impl RunOutcome {
@@ -155,6 +166,11 @@ impl RunOutcome {
             total_ms: self.total.as_secs_f64() * 1000.0,
             cmdline: self.cmdline.clone(),
             notes: self.notes.clone(),
+            jailed: self.jailed,
+            seccomp_allowed_syscalls: self.jailed.then(|| {
+                use crate::jail::{seccomp::allowed_count, ThreadKind};
+                [ThreadKind::Main, ThreadKind::Vcpu, ThreadKind::Device].map(allowed_count).to_vec()
+            }),
         }
     }
 }
@@ -221,9 +237,16 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> 
         .collect::<Result<Vec<_>, _>>()?;
 
     trace(start, "devices and vCPUs ready");
+    // Everything is open (KVM, tap, disk, console): jail the process before any guest code
+    // runs and before the vCPU threads exist, so they inherit it.
+    if cfg.jail {
+        crate::jail::seccomp::install_sigsys_reporter()?;
+        crate::jail::enter()?;
+        trace(start, "jailed");
+    }
     let first_run = Arc::new(OnceLock::new());
     let timeout = cfg.timeout_ms.map(Duration::from_millis);
-    let end = linux::vcpus::run(vcpus, devices, power_off, timeout, first_run.clone(), stop)?;
+    let end = linux::vcpus::run(vcpus, devices, power_off, timeout, first_run.clone(), stop, cfg.jail)?;
     let _ = workers_stop.write(1); // device workers exit
     serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
     for t in &virtio {
@@ -240,6 +263,7 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> 
         kvm_kind: kind,
         cmdline,
         notes,
+        jailed: cfg.jail,
     })
 }
 

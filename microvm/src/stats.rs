@@ -82,6 +82,12 @@ pub struct LinuxStats {
     pub cmdline: String,
     /// MSRs KVM refused at boot, devices that failed to activate, other remarks.
     pub notes: Vec<String>,
+    /// Whether the VMM ran jailed (namespaces, empty root, no capabilities, seccomp).
+    #[serde(default)]
+    pub jailed: bool,
+    /// Allow-list sizes of the main, vCPU and device threads, when jailed.
+    #[serde(default)]
+    pub seccomp_allowed_syscalls: Option<Vec<usize>>,
 }
 
 #[cfg(test)]

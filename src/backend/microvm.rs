@@ -346,6 +346,13 @@ impl Instance for MicroVmInstance {
             user_init.map_or("no".to_string(), |ms| format!("yes, {ms:.1} ms")),
             s.exit_status.map_or("none".to_string(), |x| x.to_string()),
         ));
+        v.push(match &s.seccomp_allowed_syscalls {
+            Some(n) if s.jailed => format!(
+                "microvm: VMM jailed: own mount/IPC/UTS namespaces, empty read-only root, 0 capabilities, \
+                 no_new_privs, seccomp allow-lists of {n:?} system calls (main, vCPU, device threads)"
+            ),
+            _ => "microvm: VMM NOT jailed (--no-jail)".into(),
+        });
         if self.kvm == KvmKind::SoftwarePvm && user_init.is_none() {
             v.push(
                 "microvm: workload not run: under kvm_pvm (software nested KVM) the guest kernel boots to /init, \

@@ -126,7 +126,7 @@ fn main() {
         Mode::Bare(args) => run_bare(args),
         Mode::Linux(args) => {
             // Before any thread exists, so every thread inherits the mask and the Linux VMM's
-            // stop-signal thread collects SIGTERM/SIGINT with sigwait.
+            // vCPU loop collects SIGTERM/SIGINT (sigtimedwait) as a stop request.
             bare::block_stop_signals();
             vmm_linux::run(args, start)
         }

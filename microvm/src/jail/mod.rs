@@ -22,6 +22,16 @@ use std::ffi::CStr;
 
 pub use seccomp::{install, ThreadKind};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once [`enter`] succeeded: threads started later install their filters.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process entered the jail.
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::Acquire)
+}
+
 /// Errors from entering the jail; each names the step.
 #[derive(Debug, thiserror::Error)]
 pub enum JailError {
@@ -113,7 +123,9 @@ pub fn enter() -> Result<(), JailError> {
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }, JailError::Hostname)?;
     drop_capabilities()?;
     // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, JailError::NoNewPrivs)
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, JailError::NoNewPrivs)?;
+    ACTIVE.store(true, Ordering::Release);
+    Ok(())
 }
 
 /// Empty the bounding set and the ambient set, then the effective, permitted and inheritable

@@ -59,6 +59,8 @@ const COMMON: &[i64] = &[
     libc::SYS_restart_syscall,
     libc::SYS_poll,
     libc::SYS_ppoll,
+    // std checks a descriptor with F_GETFD when closing it (debug builds).
+    libc::SYS_fcntl,
 ];
 
 /// Forwarded I/O and the system-call service of the bare guest.
@@ -93,6 +95,8 @@ const THREADS: &[i64] = &[
     libc::SYS_prctl,
     libc::SYS_sched_getaffinity,
     libc::SYS_getrandom,
+    // A later filter can only narrow: the clone3 filter below and the device threads' own.
+    libc::SYS_seccomp,
 ];
 const DEVICE_IO: &[i64] = &[
     libc::SYS_readv,
@@ -167,6 +171,18 @@ pub fn filter(kind: ThreadKind) -> Result<BpfProgram, JailError> {
     let err = |e: &dyn std::fmt::Display| JailError::BuildFilter(kind, e.to_string());
     let (calls, ioctls) = allowed(kind);
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = calls.into_iter().map(|nr| (nr, Vec::new())).collect();
+    if kind == ThreadKind::Vcpu {
+        // Threads only: clone must carry CLONE_THREAD (no new processes). clone3 passes this
+        // list but a second filter answers it ENOSYS, so glibc falls back to the checkable clone.
+        let c = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
+            libc::CLONE_THREAD as u64,
+        )
+        .map_err(|e| err(&e))?;
+        rules.insert(libc::SYS_clone, vec![SeccompRule::new(vec![c]).map_err(|e| err(&e))?]);
+    }
     if !ioctls.is_empty() {
         let per_request = ioctls
             .iter()
@@ -231,10 +247,24 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
     }
 }
 
+/// A filter answering clone3 with ENOSYS (stacked over a list that lets it through).
+fn no_clone3() -> Result<BpfProgram, JailError> {
+    let err = |e: &dyn std::fmt::Display| JailError::BuildFilter(ThreadKind::Vcpu, e.to_string());
+    let rules = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+    let f =
+        SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), TargetArch::x86_64)
+            .map_err(|e| err(&e))?;
+    f.try_into().map_err(|e: seccompiler::BackendError| err(&e))
+}
+
 /// Install `kind`'s filter on the calling thread (sets no_new_privs too).
 pub fn install(kind: ThreadKind) -> Result<(), JailError> {
     let prog = filter(kind)?;
-    seccompiler::apply_filter(&prog).map_err(|e| JailError::InstallFilter(kind, e))
+    seccompiler::apply_filter(&prog).map_err(|e| JailError::InstallFilter(kind, e))?;
+    if kind == ThreadKind::Vcpu {
+        seccompiler::apply_filter(&no_clone3()?).map_err(|e| JailError::InstallFilter(kind, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

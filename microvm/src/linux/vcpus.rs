@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::devices::{Devices, PowerOff};
+use crate::jail::{self, ThreadKind};
 use crate::stats::GuestEnd;
 use crate::vstate::{
     install_kick_handler, run_vcpu, ExitHandler, KvmVcpu, StopRequest, Vcpu, VcpuError, VcpuExit, VcpuKick, VmExit,
@@ -26,6 +27,8 @@ pub enum VcpuRunError {
     Spawn(u8, #[source] std::io::Error),
     #[error("cannot install the vCPU kick signal handler")]
     Signal(#[source] vmm_sys_util::errno::Error),
+    #[error("cannot install the main thread's seccomp filter")]
+    Jail(#[source] crate::jail::JailError),
 }
 
 /// Poll interval of the stop request while waiting for the guest.
@@ -120,6 +123,7 @@ pub fn run(
     timeout: Option<Duration>,
     first_run: FirstRun,
     stop: &StopRequest,
+    jailed: bool,
 ) -> Result<GuestEnd, VcpuRunError> {
     install_kick_handler().map_err(VcpuRunError::Signal)?;
     let stopping = Arc::new(AtomicBool::new(false));
@@ -140,6 +144,12 @@ pub fn run(
                 // `stop_all` joined the thread and disarmed the kick, so the kvm_run mapping and
                 // the thread id stay valid while the kick is armed.
                 unsafe { thread_kick.arm(vcpu.immediate_exit_flag(), Some(libc::pthread_self())) };
+                if jailed {
+                    if let Err(e) = jail::install(ThreadKind::Vcpu) {
+                        let _ = tx.send(Err(format!("vCPU {id}: {}", e)));
+                        return vcpu;
+                    }
+                }
                 if id == 0 {
                     let _ = first_run.set(Instant::now());
                 }
@@ -151,6 +161,12 @@ pub fn run(
         threads.push(VcpuThread { handle, kick });
     }
     drop(tx);
+    if jailed {
+        if let Err(e) = jail::install(ThreadKind::Main) {
+            stop_all(&stopping, threads);
+            return Err(VcpuRunError::Jail(e));
+        }
+    }
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut last_sample = Instant::now();
     let end = loop {

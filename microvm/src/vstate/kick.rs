@@ -76,23 +76,54 @@ impl VcpuKick {
 }
 
 /// A request, from outside the vCPU loop, to stop the guest; carries the reason (a signal).
+/// Optionally it also collects SIGTERM/SIGINT pending for the process (the VMM binary blocks
+/// them in every thread), so no thread needs to wait for them.
 #[derive(Clone, Debug, Default)]
-pub struct StopRequest(Arc<AtomicI32>);
+pub struct StopRequest {
+    reason: Arc<AtomicI32>,
+    collect_stop_signals: bool,
+}
 
 impl StopRequest {
     pub fn new() -> StopRequest {
         StopRequest::default()
     }
 
+    /// A request that also fires on a pending SIGTERM/SIGINT; they must be blocked in every
+    /// thread (else their default action kills the process first).
+    pub fn collecting_stop_signals() -> StopRequest {
+        StopRequest { reason: Arc::default(), collect_stop_signals: true }
+    }
+
     /// Ask for the stop; `reason` is the signal number (at least 1 is stored).
     pub fn request(&self, reason: i32) {
-        self.0.store(reason.max(1), Ordering::SeqCst);
+        self.reason.store(reason.max(1), Ordering::SeqCst);
     }
 
     /// The reason, once a stop was requested.
     pub fn requested(&self) -> Option<i32> {
-        Some(self.0.load(Ordering::SeqCst)).filter(|r| *r != 0)
+        if self.collect_stop_signals {
+            if let Some(sig) = take_pending_stop_signal() {
+                self.request(sig);
+            }
+        }
+        Some(self.reason.load(Ordering::SeqCst)).filter(|r| *r != 0)
     }
+}
+
+/// A pending SIGTERM or SIGINT, consumed, without waiting.
+fn take_pending_stop_signal() -> Option<i32> {
+    let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: the set is initialised by sigemptyset before use; sigtimedwait reads it and
+    // the timespec, and may write a siginfo we do not ask for (null).
+    let sig = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &zero)
+    };
+    (sig > 0).then_some(sig)
 }
 
 #[cfg(test)]

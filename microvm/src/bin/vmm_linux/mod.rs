@@ -55,6 +55,9 @@ pub struct LinuxArgs {
     /// Write the run's timings and end as JSON to this file.
     #[arg(long, alias = "boot-timer-out")]
     stats_json: Option<PathBuf>,
+    /// Do not jail the VMM (no namespaces, root, capability drop or seccomp): debugging only.
+    #[arg(long)]
+    no_jail: bool,
     /// Arguments for the guest /init (the workload subcommand and its arguments).
     #[arg(last = true)]
     init_args: Vec<String>,
@@ -97,6 +100,7 @@ impl TryFrom<LinuxArgs> for Config {
             console: a.console,
             timeout_ms,
             pvm_workarounds,
+            jail: !a.no_jail,
         })
     }
 }
@@ -111,8 +115,16 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
             return EXIT_VMM_ERROR;
         }
     };
-    let stop = StopRequest::new();
-    exit_on_stop_signal(stop.clone());
+    // SIGTERM/SIGINT are blocked in every thread (see `main`); the vCPU loop collects them.
+    let stop = StopRequest::collecting_stop_signals();
+    // Opened now: once jailed, the VMM can reach no path.
+    let stats_file = match stats_path.as_ref().map(std::fs::File::create).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cvbench-vmm: cannot create the stats file: {e}");
+            return EXIT_VMM_ERROR;
+        }
+    };
     let outcome = match builder::build_and_boot_from(&config, start, &stop) {
         Ok(o) => o,
         Err(e) => {
@@ -122,8 +134,8 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
     };
     let json = serde_json::to_string(&outcome.stats()).unwrap_or_default();
     eprintln!("cvbench-vmm: linux guest: {json}");
-    if let Some(path) = stats_path {
-        if let Err(e) = std::fs::write(&path, &json) {
+    if let (Some(mut file), Some(path)) = (stats_file, stats_path) {
+        if let Err(e) = std::io::Write::write_all(&mut file, json.as_bytes()) {
             eprintln!("cvbench-vmm: cannot write {}: {e}", path.display());
         }
     }
@@ -139,26 +151,4 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
         // The bare guest's end; a Linux guest reports its status through the boot timer.
         (GuestEnd::Exited(code), _) => *code,
     }
-}
-
-/// SIGTERM/SIGINT are blocked in every thread (see `main`); a waiter thread turns them into a
-/// stop request: the vCPUs are stopped, the stats are written, and the exit closes the tap fd
-/// (removing the tap). The VMM creates no other host state.
-fn exit_on_stop_signal(stop: StopRequest) {
-    let _ = std::thread::Builder::new().name("stop-signals".into()).spawn(move || {
-        // SAFETY: sigset is initialised by sigemptyset before use; sigwait only reads it
-        // and writes the signal number into `sig`.
-        let sig = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            let mut sig: libc::c_int = 0;
-            if libc::sigwait(&set, &mut sig) != 0 {
-                return;
-            }
-            sig
-        };
-        stop.request(sig);
-    });
 }
