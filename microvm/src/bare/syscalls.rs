@@ -542,7 +542,7 @@ impl Service {
 mod tests {
     use super::*;
     use crate::bare::elf::{ElfImage, Segment};
-    use crate::vstate::memory::{create_guest_memory, read_u64, write_u64, MemRange};
+    use crate::vstate::memory::{create_guest_memory, read_u64, write_bytes, write_u64, MemRange};
 
     fn service() -> Service {
         let seg = Segment { vaddr: 0x20_0000, offset: 0, filesz: 0, memsz: 0x1000, flags: 5 };
@@ -550,6 +550,52 @@ mod tests {
         let layout = Layout::plan(64 << 20, &img).unwrap();
         let mem = create_guest_memory(&[MemRange { start: 0, size: 64 << 20 }]).unwrap();
         Service::new(mem, layout, Arc::new(Control::new().unwrap()), Forward::default())
+    }
+
+    fn service_with(forward: Forward) -> Service {
+        let mut s = service();
+        s.forward = forward;
+        s
+    }
+
+    #[test]
+    fn a_granted_file_opens_and_a_write_past_the_bound_is_refused_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Some(RunDir::open(dir.path(), 4096).unwrap());
+        let mut s = service_with(Forward { files, peer: None });
+        let at = s.layout.heap_start;
+        write_bytes(&s.mem, at, b"f\0").unwrap();
+        let flags = (libc::O_RDWR | libc::O_CREAT) as u64;
+        let Action::Return(fd) = s.call(SYS_OPENAT, [libc::AT_FDCWD as u64, at, flags, 0o600, 0, 0]) else { panic!() };
+        assert!(fd >= 3, "{fd}");
+        assert_eq!(s.call(SYS_PWRITE64, [fd as u64, at, 2, 0, 0, 0]), Action::Return(2));
+        assert_eq!(s.call(SYS_PWRITE64, [fd as u64, at, 2, 4095, 0, 0]), Action::Return(-i64::from(libc::EPERM)));
+        assert_eq!((s.stats.refused, s.stats.forwarded), (1, 2));
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"f\0");
+    }
+
+    #[test]
+    fn connect_elsewhere_is_refused_before_any_host_call() {
+        let peer = Some("10.204.0.1:5201".parse().unwrap());
+        let mut s = service_with(Forward { files: None, peer });
+        let Action::Return(fd) = s.call(SYS_SOCKET, [2, 1, 0, 0, 0, 0]) else { panic!() };
+        let at = s.layout.heap_start;
+        let mut sa = [0u8; 16];
+        sa[0] = 2;
+        sa[2..4].copy_from_slice(&5201u16.to_be_bytes());
+        sa[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        write_bytes(&s.mem, at, &sa).unwrap();
+        assert_eq!(s.call(SYS_CONNECT, [fd as u64, at, 16, 0, 0, 0]), Action::Return(-i64::from(libc::EPERM)));
+        assert_eq!(s.stats.refused, 1);
+        assert_eq!(s.call(SYS_SOCKET, [17, 3, 0, 0, 0, 0]), Action::Return(-i64::from(libc::EPERM)));
+    }
+
+    #[test]
+    fn without_a_grant_file_and_socket_calls_stay_enosys() {
+        let mut s = service();
+        assert_eq!(s.call(SYS_OPENAT, [0, 0, 0, 0, 0, 0]), Action::Return(-i64::from(libc::ENOSYS)));
+        assert_eq!(s.call(SYS_SOCKET, [2, 1, 0, 0, 0, 0]), Action::Return(-i64::from(libc::ENOSYS)));
+        assert_eq!(s.stats.refused, 0);
     }
 
     #[test]
