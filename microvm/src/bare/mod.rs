@@ -39,6 +39,7 @@ mod forward;
 pub mod heap;
 pub mod layout;
 pub mod net;
+mod netlink;
 mod runner;
 pub mod stack;
 pub mod syscalls;

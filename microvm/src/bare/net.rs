@@ -1,12 +1,16 @@
 //! The bare guest's network: a private network namespace for the VMM holding one veth whose
 //! other end sits in the run's peer namespace (one /30, the server there), and the policy
-//! that lets the guest make TCP connections to that one server and nothing else. A refused
+//! that lets the guest make TCP connections to that one server and nothing else. The wiring is
+//! done in-process over rtnetlink (see `netlink`), not by running `ip`. A refused
 //! call never reaches the host: the address is checked before `connect(2)` is made.
 
+use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::Command;
+use std::os::fd::AsRawFd;
 
 use serde::{Deserialize, Serialize};
+
+use super::netlink::{link_index, Netlink};
 
 /// Where the guest may connect, and how the VMM's namespace is wired to the peer's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,28 +30,22 @@ pub struct NetConfig {
 pub enum NetError {
     #[error("unshare(CLONE_NEWNET) failed")]
     Unshare(#[source] std::io::Error),
-    #[error("cannot run `{cmd}`")]
-    Spawn {
-        cmd: String,
+    #[error("cannot open the network namespace {path}")]
+    OpenNetns {
+        path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("`{cmd}` failed: {stderr}")]
-    Tool { cmd: String, stderr: String },
+    #[error("{step} failed")]
+    Netlink {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setns into the {0} network namespace failed")]
+    Setns(&'static str, #[source] std::io::Error),
     #[error("peer {peer} and local {local} are not the two hosts of one /30")]
     NotOneSlash30 { peer: Ipv4Addr, local: Ipv4Addr },
-}
-
-fn run(args: &[&str]) -> Result<(), NetError> {
-    let cmd = args.join(" ");
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|source| NetError::Spawn { cmd: cmd.clone(), source })?;
-    if !out.status.success() {
-        return Err(NetError::Tool { cmd, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
-    }
-    Ok(())
 }
 
 /// Move the (single-threaded) VMM into a fresh network namespace and wire it to the peer's.
@@ -60,20 +58,39 @@ pub fn enter_private_netns(cfg: &NetConfig) -> Result<(), NetError> {
     if net(peer) != net(local) || peer == local || [0, 3].contains(&host(peer)) || [0, 3].contains(&host(local)) {
         return Err(NetError::NotOneSlash30 { peer, local });
     }
+    let open_ns = |path: String| File::open(&path).map_err(|source| NetError::OpenNetns { path, source });
+    let peer_ns = open_ns(format!("/proc/{}/ns/net", cfg.peer_pid))?;
     // SAFETY: unshare only changes this thread's namespace; the bare VMM has no other thread
     // yet, so the whole process moves.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(NetError::Unshare(std::io::Error::last_os_error()));
     }
+    let own_ns = open_ns("/proc/thread-self/ns/net".into())?;
     let pid = std::process::id();
     let (mine, theirs) = (format!("cvbb{pid}"), format!("cvbp{pid}"));
-    let peer_pid = cfg.peer_pid.to_string();
-    let peer_ns = format!("--net=/proc/{}/ns/net", cfg.peer_pid);
-    run(&["ip", "link", "add", &mine, "type", "veth", "peer", "name", &theirs, "netns", &peer_pid])?;
-    run(&["ip", "addr", "add", &format!("{local}/30"), "dev", &mine])?;
-    run(&["ip", "link", "set", &mine, "up"])?;
-    run(&["nsenter", &peer_ns, "ip", "addr", "add", &format!("{peer}/30"), "dev", &theirs])?;
-    run(&["nsenter", &peer_ns, "ip", "link", "set", &theirs, "up"])
+    let nl_err = |step| move |source| NetError::Netlink { step, source };
+    let mut nl = Netlink::open().map_err(nl_err("opening a netlink socket"))?;
+    nl.add_veth(&mine, &theirs, peer_ns.as_raw_fd()).map_err(nl_err("creating the veth pair"))?;
+    let index = link_index(&mine).map_err(nl_err("finding the VMM's veth end"))?;
+    nl.add_address(index, local, 30).map_err(nl_err("addressing the VMM's veth end"))?;
+    nl.set_up(index).map_err(nl_err("bringing the VMM's veth end up"))?;
+    // The peer's end is configured from inside its namespace; come back even if that fails.
+    let enter = |ns: &File, which| {
+        // SAFETY: setns on an open namespace descriptor; this thread is the whole process.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(NetError::Setns(which, std::io::Error::last_os_error()));
+        }
+        Ok(())
+    };
+    enter(&peer_ns, "peer's")?;
+    let peer_side = (|| {
+        let mut nl = Netlink::open().map_err(nl_err("opening a netlink socket in the peer namespace"))?;
+        let index = link_index(&theirs).map_err(nl_err("finding the peer's veth end"))?;
+        nl.add_address(index, peer, 30).map_err(nl_err("addressing the peer's veth end"))?;
+        nl.set_up(index).map_err(nl_err("bringing the peer's veth end up"))
+    })();
+    enter(&own_ns, "VMM's own")?;
+    peer_side
 }
 
 /// A socket(2) request the policy allows: IPv4/IPv6 TCP, optionally close-on-exec.
