@@ -55,11 +55,9 @@ pub fn run_checks() -> Vec<Check> {
                 "{}; microvm-bare runs fully; a Linux guest boots only to the kernel (its user space cannot make system calls here), so the microvm and qemu backends stop before the workload",
                 kvm.describe()
             ),
-            KvmKind::Absent | KvmKind::Unknown => match cvbench_microvm::kvm_kind() {
-                cvbench_microvm::KvmKind::Unavailable(why) => {
-                    format!("{why}: microvm-bare, microvm and qemu are skipped")
-                }
-                other => format!("{}: the VMM will try it", other.name()),
+            KvmKind::Absent | KvmKind::Unknown => match cvbench_microvm::kvm_probe().usable() {
+                Err(why) => format!("{why}: microvm-bare, microvm and qemu are skipped"),
+                Ok(other) => format!("{}: the VMM will try it", other.name()),
             },
             _ => kvm.describe().into(),
         },

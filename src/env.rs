@@ -7,43 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-/// Which kind of KVM `/dev/kvm` is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KvmKind {
-    /// kvm_intel / kvm_amd: guest kernel code runs on the CPU.
-    Hardware,
-    /// kvm_pvm: software nested KVM; guest kernel code is emulated.
-    SoftwarePvm,
-    /// /dev/kvm exists but the provider module is not recognised.
-    Unknown,
-    /// No usable /dev/kvm.
-    Absent,
-}
-
-impl KvmKind {
-    pub fn describe(self) -> &'static str {
-        match self {
-            KvmKind::Hardware => "hardware KVM (kvm_intel/kvm_amd)",
-            KvmKind::SoftwarePvm => {
-                "software nested KVM (kvm_pvm): guest user code runs natively, guest kernel code is emulated (~2 MIPS)"
-            }
-            KvmKind::Unknown => "KVM of an unrecognised kind",
-            KvmKind::Absent => "no usable /dev/kvm",
-        }
-    }
-}
-
-/// The kind of `/dev/kvm`, as the VMM detects it (one detector for the VMM,
-/// the doctor and the manifest).
-pub fn kvm_kind() -> KvmKind {
-    match cvbench_microvm::kvm_kind() {
-        cvbench_microvm::KvmKind::Hardware => KvmKind::Hardware,
-        cvbench_microvm::KvmKind::Pvm => KvmKind::SoftwarePvm,
-        cvbench_microvm::KvmKind::Unavailable(_) if std::path::Path::new("/dev/kvm").exists() => KvmKind::Unknown,
-        cvbench_microvm::KvmKind::Unavailable(_) => KvmKind::Absent,
-    }
-}
+/// Which kind of KVM `/dev/kvm` is: the VMM's own detector (one for the VMM, the doctor and
+/// the manifest).
+pub use cvbench_microvm::host::{kvm_kind, KvmKind};
 
 /// How cgroups are mounted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

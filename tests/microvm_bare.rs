@@ -1,6 +1,6 @@
 //! The `microvm-bare` backend through the harness: each supported workload yields a complete
 //! record whose metrics have the same keys as the native run's, with the VMM's counters, its
-//! peak RSS and the KVM kind; network and disk workloads get a clear "unsupported" record.
+//! peak RSS and the KVM kind; network and disk workloads through forwarded I/O.
 //! Needs root and /dev/kvm (else SKIPPED) and the `cvbench-vmm` binary built beside the tests
 //! (`cargo build --workspace --bins`, as scripts/test does).
 
@@ -17,10 +17,7 @@ fn skip_reason() -> Option<(cvbench_testkit::Need, String)> {
     if unsafe { libc::geteuid() } != 0 {
         return Some((Need::Root, "microvm-bare tests need root".into()));
     }
-    match cvbench_microvm::kvm_kind() {
-        cvbench_microvm::KvmKind::Unavailable(why) => Some((Need::Kvm, why)),
-        _ => None,
-    }
+    cvbench_microvm::kvm_probe().usable().err().map(|why| (Need::Kvm, why))
 }
 
 fn record(backend: &str, workload: &str, args: &[&str]) -> RunRecord {
@@ -67,15 +64,23 @@ fn supported_workloads_give_records_shaped_like_native() {
 }
 
 #[test]
-fn network_and_disk_workloads_are_reported_unsupported() {
+fn network_and_disk_workloads_run_with_forwarded_io_and_match_native() {
     if let Some((need, why)) = skip_reason() {
         cvbench_testkit::skip(need, &why);
         return;
     }
-    for w in ["net-rr", "net-stream", "disk"] {
-        let r = record("microvm-bare", w, &[]);
-        let err = r.error.unwrap_or_default();
-        assert!(err.contains("does not support workload"), "{w}: {err}");
-        assert!(r.exit.is_none(), "{w}: nothing should have run");
+    let cases: &[(&str, &[&str])] = &[
+        ("net-stream", &["--mib", "8"]),
+        ("net-rr", &["--requests", "200"]),
+        ("disk", &["--size-mib", "4", "--rand-ops", "32"]),
+    ];
+    for (w, args) in cases {
+        let vm = record("microvm-bare", w, args);
+        assert_eq!(vm.error, None, "{w}: {vm:?}");
+        assert!(vm.exit.expect("exit").success(), "{w}: {:?}", vm.exit);
+        let native = record("native", w, args);
+        assert_eq!(keys(&vm), keys(&native), "{w}: metric keys differ from native");
+        assert!(vm.extra.get("forwarded_calls").copied().unwrap_or(0.0) > 0.0, "{w}: {:?}", vm.extra);
+        assert_eq!(vm.extra.get("refused_calls").copied(), Some(0.0), "{w}: {:?}", vm.notes);
     }
 }

@@ -12,19 +12,23 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::arch::x86_64::cpuid;
 use crate::devices::virtio::blk::Block;
 use crate::devices::virtio::mmio::QUEUE_NOTIFY_OFFSET;
 use crate::devices::virtio::net::{mac_from_seed, open_tap, Net, TapConfig};
 use crate::devices::virtio::{VirtioDevice, VirtioError};
 use crate::devices::{
-    virtio_window, BootTimer, BootTimes, Devices, MmioTransport, PowerOff, Serial, I8042, SERIAL_IRQ, VIRTIO_FIRST_IRQ,
+    virtio_window, BootTimer, BootTimes, Bus, BusError, Devices, MmioTransport, PowerOff, Serial, BOOT_TIMER_ADDR,
+    BOOT_TIMER_SIZE, I8042, I8042_PORT, I8042_PORTS, SERIAL_IRQ, SERIAL_PORT, VIRTIO_FIRST_IRQ, VIRTIO_MMIO_SIZE,
 };
+use crate::host::KvmKind;
 use crate::linux::cmdline::{CmdlineSpec, GuestNet};
-use crate::linux::vcpus::{GuestEnd, VcpuRunError};
-use crate::linux::{self, cpu, cpuid, mptable, LinuxError};
+use crate::linux::vcpus::VcpuRunError;
+use crate::linux::{self, cpu, mptable, LinuxError};
+use crate::stats::{GuestEnd, LinuxStats};
 use crate::vstate::{
-    create_guest_memory, kvm_kind, GuestMemoryMmap, KvmKind, KvmVcpu, KvmVm, MemRange, MemoryError, Vcpu, VcpuError,
-    Vm, VmError, VmOptions,
+    create_guest_memory, GuestMemoryMmap, KvmVcpu, KvmVm, MemRange, MemoryError, StopRequest, Vcpu, VcpuError, Vm,
+    VmError, VmOptions,
 };
 
 /// A Linux micro-VM to run. The CLI, the backend and the tests all build this.
@@ -59,6 +63,13 @@ pub struct Config {
     /// Apply the kvm_pvm workarounds; detected from the host when absent.
     #[serde(default)]
     pub pvm_workarounds: Option<bool>,
+    /// Jail the VMM before the guest runs; off only for debugging (`--no-jail`).
+    #[serde(default = "default_jail")]
+    pub jail: bool,
+}
+
+fn default_jail() -> bool {
+    true
 }
 
 fn default_mem_mib() -> u64 {
@@ -112,6 +123,10 @@ pub enum BuildError {
     Vcpu(#[from] VcpuError),
     #[error(transparent)]
     Run(#[from] VcpuRunError),
+    #[error("cannot register a device on the bus")]
+    Bus(#[from] BusError),
+    #[error("jailing the VMM")]
+    Jail(#[from] crate::jail::JailError),
     #[error("cannot create an eventfd for {0}")]
     EventFd(&'static str, #[source] std::io::Error),
     #[error("cannot open the console file {path}")]
@@ -131,24 +146,47 @@ pub struct RunOutcome {
     pub first_kvm_run: Option<Duration>,
     /// VMM start → the run ended.
     pub total: Duration,
-    pub kvm_kind: String,
+    pub kvm_kind: KvmKind,
     pub cmdline: String,
     /// MSRs KVM refused at boot (kvm_pvm rejects some), and other remarks.
     pub notes: Vec<String>,
+    /// Whether the VMM ran jailed.
+    pub jailed: bool,
+}
+
+impl RunOutcome {
+    /// The run as the typed record `--stats-json` writes.
+    pub fn stats(&self) -> LinuxStats {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        LinuxStats {
+            kvm_kind: self.kvm_kind,
+            end: self.end.clone(),
+            exit_status: self.boot.exit_status,
+            kernel_init_ms: ms(self.boot.kernel_init),
+            user_init_ms: ms(self.boot.user_init),
+            first_kvm_run_ms: ms(self.first_kvm_run),
+            total_ms: self.total.as_secs_f64() * 1000.0,
+            cmdline: self.cmdline.clone(),
+            notes: self.notes.clone(),
+            jailed: self.jailed,
+            seccomp_allowed_syscalls: self.jailed.then(|| {
+                use crate::jail::{seccomp::allowed_count, ThreadKind};
+                [ThreadKind::Main, ThreadKind::Vcpu, ThreadKind::Device].map(allowed_count).to_vec()
+            }),
+        }
+    }
 }
 
 /// Build the VM described by `cfg` and run it to its end, timing from now.
 pub fn build_and_boot(cfg: &Config) -> Result<RunOutcome, BuildError> {
-    build_and_boot_from(cfg, Instant::now())
+    build_and_boot_from(cfg, Instant::now(), &StopRequest::new())
 }
 
-/// [`build_and_boot`], timing from `start` (the binary passes its own start instant).
-pub fn build_and_boot_from(cfg: &Config, start: Instant) -> Result<RunOutcome, BuildError> {
-    let kind = kvm_kind();
-    if let KvmKind::Unavailable(why) = &kind {
-        return Err(BuildError::NoKvm(why.clone()));
-    }
-    let pvm = cfg.pvm_workarounds.unwrap_or(kind == KvmKind::Pvm);
+/// [`build_and_boot`], timing from `start` (the binary passes its own start instant); `stop`
+/// ends the run early (the binary requests it on SIGTERM/SIGINT).
+pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> Result<RunOutcome, BuildError> {
+    let kind = crate::host::kvm_probe().usable().map_err(BuildError::NoKvm)?;
+    let pvm = cfg.pvm_workarounds.unwrap_or(kind == KvmKind::SoftwarePvm);
     let mem_size = linux::check_mem_size(cfg.mem_mib)?;
     let mut vm = KvmVm::new(VmOptions { irqchip: true })?;
     let mem = create_guest_memory(&[MemRange { start: 0, size: mem_size as usize }])?;
@@ -164,13 +202,13 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant) -> Result<RunOutcome, B
     };
     trace(start, "initramfs loaded");
 
-    let stop = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("stop", e))?);
+    let workers_stop = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("stop", e))?);
     let power_off = PowerOff::default();
     let boot_timer = BootTimer::new(start);
-    let serial = attach_serial(&vm, cfg.console.as_ref())?;
+    let serial = Arc::new(Mutex::new(attach_serial(&vm, cfg.console.as_ref())?));
     let mut virtio = Vec::new();
     if let Some(b) = &cfg.blk {
-        attach_virtio(&vm, &mem, Box::new(Block::open(&b.path, b.read_only)?), &stop, &mut virtio)?;
+        attach_virtio(&vm, &mem, Box::new(Block::open(&b.path, b.read_only)?), &workers_stop, &mut virtio)?;
     }
     if let Some(n) = &cfg.net {
         let tap = open_tap(&TapConfig {
@@ -180,7 +218,7 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant) -> Result<RunOutcome, B
             prefix_len: n.prefix_len,
         })?;
         let net = Net::new(tap, mac_from_seed(std::process::id()));
-        attach_virtio(&vm, &mem, Box::new(net), &stop, &mut virtio)?;
+        attach_virtio(&vm, &mem, Box::new(net), &workers_stop, &mut virtio)?;
     }
 
     let cmdline = linux::cmdline::build(&CmdlineSpec {
@@ -195,37 +233,40 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant) -> Result<RunOutcome, B
     linux::write_boot_info(&mem, &kernel, mem_size, cmdline.len(), initrd)?;
     mptable::write(&mem, cfg.vcpus).map_err(LinuxError::from)?;
 
-    let devices = Arc::new(Mutex::new(Devices {
-        serial,
-        i8042: I8042::new(power_off.clone()),
-        boot_timer: boot_timer.clone(),
-        virtio,
-    }));
+    let devices = Arc::new(attach_buses(&serial, I8042::new(power_off.clone()), &boot_timer, &virtio)?);
     let mut notes = Vec::new();
     let vcpus = (0..cfg.vcpus.max(1))
         .map(|id| attach_vcpu(&vm, &mem, id, cfg.vcpus.max(1), &kernel, pvm, &mut notes))
         .collect::<Result<Vec<_>, _>>()?;
 
     trace(start, "devices and vCPUs ready");
+    // Everything is open (KVM, tap, disk, console): jail the process before any guest code
+    // runs and before the vCPU threads exist, so they inherit it.
+    if cfg.jail {
+        crate::jail::seccomp::install_sigsys_reporter()?;
+        crate::jail::enter()?;
+        trace(start, "jailed");
+    }
     let first_run = Arc::new(OnceLock::new());
     let timeout = cfg.timeout_ms.map(Duration::from_millis);
-    let end = linux::vcpus::run(vcpus, devices.clone(), power_off, timeout, first_run.clone())?;
-    let _ = stop.write(1); // device workers exit
-    let mut devs = devices.lock().unwrap_or_else(|e| e.into_inner());
-    devs.serial.flush();
-    notes.extend(
-        devs.virtio
-            .iter()
-            .filter_map(|t| t.activate_error().map(|e| format!("{} failed to activate: {e}", t.device_name()))),
-    );
+    let end = linux::vcpus::run(vcpus, devices, power_off, timeout, first_run.clone(), stop, cfg.jail)?;
+    let _ = workers_stop.write(1); // device workers exit
+    serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    for t in &virtio {
+        let t = t.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = t.activate_error() {
+            notes.push(format!("{} failed to activate: {e}", t.device_name()));
+        }
+    }
     Ok(RunOutcome {
         end,
         boot: boot_timer.times(),
         first_kvm_run: first_run.get().map(|t| t.duration_since(start)),
         total: start.elapsed(),
-        kvm_kind: kind.name().to_string(),
+        kvm_kind: kind,
         cmdline,
         notes,
+        jailed: cfg.jail,
     })
 }
 
@@ -256,15 +297,33 @@ fn attach_virtio(
     mem: &GuestMemoryMmap,
     device: Box<dyn VirtioDevice>,
     stop: &Arc<EventFd>,
-    transports: &mut Vec<MmioTransport>,
+    transports: &mut Vec<Arc<Mutex<MmioTransport>>>,
 ) -> Result<(), BuildError> {
     let n = transports.len();
     let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("virtio irq", e))?;
     vm.register_irqfd(&irq, VIRTIO_FIRST_IRQ + n as u32)?;
     let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("virtio notify", e))?;
     vm.register_ioevent(&notify, virtio_window(n) + QUEUE_NOTIFY_OFFSET)?;
-    transports.push(MmioTransport::new(device, mem.clone(), irq, notify, stop.clone()));
+    transports.push(Arc::new(Mutex::new(MmioTransport::new(device, mem.clone(), irq, notify, stop.clone()))));
     Ok(())
+}
+
+/// Put every device on its bus: serial and i8042 on port I/O, boot timer and virtio on MMIO.
+fn attach_buses(
+    serial: &Arc<Mutex<Serial>>,
+    i8042: I8042,
+    boot_timer: &BootTimer,
+    virtio: &[Arc<Mutex<MmioTransport>>],
+) -> Result<Devices, BuildError> {
+    let mut pio = Bus::new(0xff);
+    pio.register(u64::from(SERIAL_PORT), 8, serial.clone())?;
+    pio.register(u64::from(I8042_PORT), I8042_PORTS, Arc::new(Mutex::new(i8042)))?;
+    let mut mmio = Bus::new(0);
+    mmio.register(BOOT_TIMER_ADDR, BOOT_TIMER_SIZE, Arc::new(Mutex::new(boot_timer.clone())))?;
+    for (n, t) in virtio.iter().enumerate() {
+        mmio.register(virtio_window(n), VIRTIO_MMIO_SIZE, t.clone())?;
+    }
+    Ok(Devices { pio, mmio })
 }
 
 /// vCPU `id` with filtered CPUID, boot MSRs, LINT pins and, for the BSP, the entry state.

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use cvbench_microvm::linux::initramfs::{write_guest_image, GuestImage};
 use cvbench_microvm::linux::kernel_cache;
-use cvbench_microvm::{kvm_kind, KvmKind};
+use cvbench_microvm::stats::{GuestEnd, LinuxStats};
+use cvbench_microvm::{kvm_kind, kvm_probe, KvmKind};
 
 fn skip_without_root_and_kvm() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -24,7 +25,7 @@ fn skip_without_root_and_kvm() -> bool {
         );
         return true;
     }
-    if let KvmKind::Unavailable(why) = kvm_kind() {
+    if let Err(why) = kvm_probe().usable() {
         cvbench_testkit::skip(cvbench_testkit::Need::Kvm, &format!("Linux-guest boot tests need /dev/kvm: {why}"));
         return true;
     }
@@ -146,9 +147,9 @@ fn guest_answers_tcp(netns: &Path, addr: SocketAddr) -> bool {
     .unwrap()
 }
 
-fn stats(path: &Path) -> serde_json::Value {
+fn stats(path: &Path) -> LinuxStats {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text}", path.display()))
 }
 
 #[test]
@@ -224,8 +225,8 @@ fn guest_kernel_mounts_ext4_from_virtio_blk_and_answers_tcp_over_virtio_net() {
     assert!(log.contains("EXT4-fs (vda): mounted filesystem"), "ext4 root not mounted");
     assert!(log.contains("IP-Config: Complete"), "kernel IP autoconfig did not run");
     let s = stats(&stats_path);
-    assert_eq!(s["end"], "stopped");
-    assert!(s["kernel_init_ms"].as_f64().is_some(), "boot timer not written: {s}");
+    assert_eq!(s.end, GuestEnd::Signalled(libc::SIGTERM));
+    assert!(s.kernel_init_ms.is_some(), "boot timer not written: {s:?}");
     assert!(!netns.links().contains(&tap), "tap {tap} left behind after the VMM exited");
 }
 
@@ -257,10 +258,10 @@ fn workload_initramfs_boots_to_init_and_the_vmm_exits_on_guest_power_off() {
         .unwrap();
     let log = read_console(&console);
     let s = stats(&stats_path);
-    eprintln!("guest console:\n{log}\nstats: {s}");
-    assert!(s["kernel_init_ms"].as_f64().is_some(), "guest kernel never reached init");
-    assert_eq!(s["end"], "power_off", "the guest did not power the VM off by itself");
-    if kvm_kind() == KvmKind::Pvm {
+    eprintln!("guest console:\n{log}\nstats: {s:?}");
+    assert!(s.kernel_init_ms.is_some(), "guest kernel never reached init");
+    assert_eq!(s.end, GuestEnd::PowerOff, "the guest did not power the VM off by itself");
+    if kvm_kind() == KvmKind::SoftwarePvm {
         cvbench_testkit::skip(
             cvbench_testkit::Need::Kvm,
             &format!(
@@ -270,7 +271,7 @@ fn workload_initramfs_boots_to_init_and_the_vmm_exits_on_guest_power_off() {
         );
         return;
     }
-    assert_eq!(s["exit_status"], 0, "workload exit status from the guest");
+    assert_eq!(s.exit_status, Some(0), "workload exit status from the guest");
     assert_eq!(status.code(), Some(0));
     assert!(log.contains("READY"), "workload READY line missing from the console");
     assert!(log.contains("\"workload\":\"noop\""), "workload JSON line missing");

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cvbench_microvm::linux::{initramfs, kernel_cache};
-use cvbench_microvm::{kvm_kind, KvmKind};
+use cvbench_microvm::stats::{GuestEnd, LinuxStats};
+use cvbench_microvm::{kvm_probe, KvmKind};
 
 use super::peers::{launch_err, run_tool, scratch};
 use super::process::{spawn_server, ChildProcess};
@@ -166,9 +167,7 @@ impl Backend for MicroVm {
     }
 
     fn check(&self) -> Result<(), String> {
-        if let KvmKind::Unavailable(why) = kvm_kind() {
-            return Err(why);
-        }
+        kvm_probe().usable()?;
         vmm_binary()?;
         if !Path::new("/bin/busybox").is_file() {
             return Err("/bin/busybox missing (apt-get install busybox-static)".into());
@@ -178,10 +177,8 @@ impl Backend for MicroVm {
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
         let w = spec.workload.clone();
-        let kvm = kvm_kind();
-        if let KvmKind::Unavailable(why) = &kvm {
-            return Err(BackendError::Unavailable { backend: BACKEND.into(), reason: why.clone() });
-        }
+        let kvm =
+            kvm_probe().usable().map_err(|reason| BackendError::Unavailable { backend: BACKEND.into(), reason })?;
         let kernel = kernel().map_err(|e| launch_err(BACKEND, &w, e))?;
         let vmm = vmm_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
         let initrd = self.initrd().map_err(|e| launch_err(BACKEND, &w, e))?;
@@ -263,7 +260,7 @@ impl Backend for MicroVm {
 
 impl MicroVmInstance {
     /// The VMM's own report, once it has exited.
-    fn stats(&self) -> Option<serde_json::Value> {
+    fn stats(&self) -> Option<LinuxStats> {
         let text = std::fs::read_to_string(&self.stats_path).ok()?;
         serde_json::from_str(&text).ok()
     }
@@ -276,10 +273,6 @@ impl MicroVmInstance {
             let _ = p.proc.stop(Duration::from_secs(2));
         }
     }
-}
-
-fn ms_field(stats: &serde_json::Value, key: &str) -> Option<f64> {
-    stats.get(key).and_then(serde_json::Value::as_f64)
 }
 
 impl Instance for MicroVmInstance {
@@ -328,13 +321,13 @@ impl Instance for MicroVmInstance {
         let mut v = Vec::new();
         let ns = |ms: f64| (ms * 1e6) as u64;
         if let Some(s) = self.stats() {
-            if let Some(ms) = ms_field(&s, "first_kvm_run_ms") {
+            if let Some(ms) = s.first_kvm_run_ms {
                 v.push(("vmm start→first KVM_RUN".to_string(), ns(ms)));
             }
-            if let Some(ms) = ms_field(&s, "kernel_init_ms") {
+            if let Some(ms) = s.kernel_init_ms {
                 v.push(("vmm start→guest kernel starts /init (boot timer)".to_string(), ns(ms)));
             }
-            if let Some(ms) = ms_field(&s, "user_init_ms") {
+            if let Some(ms) = s.user_init_ms {
                 v.push(("vmm start→/init in user space (boot timer)".to_string(), ns(ms)));
             }
         }
@@ -349,8 +342,14 @@ impl Instance for MicroVmInstance {
     fn extra(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
         if let Some(s) = self.stats() {
-            for key in ["first_kvm_run_ms", "kernel_init_ms", "user_init_ms", "total_ms"] {
-                if let Some(v) = ms_field(&s, key) {
+            let fields = [
+                ("first_kvm_run_ms", s.first_kvm_run_ms),
+                ("kernel_init_ms", s.kernel_init_ms),
+                ("user_init_ms", s.user_init_ms),
+                ("total_ms", Some(s.total_ms)),
+            ];
+            for (key, v) in fields {
+                if let Some(v) = v {
                     m.insert(format!("vmm_{key}"), v);
                 }
             }
@@ -367,16 +366,29 @@ impl Instance for MicroVmInstance {
             v.push("microvm: the VMM wrote no stats (it was killed or failed before the guest ended)".into());
             return v;
         };
-        let kernel_init = ms_field(&s, "kernel_init_ms");
-        let user_init = ms_field(&s, "user_init_ms");
-        let end = s.get("end").and_then(|e| e.as_str()).unwrap_or("unknown");
+        let kernel_init = s.kernel_init_ms;
+        let user_init = s.user_init_ms;
+        let end = match &s.end {
+            GuestEnd::Exited(code) => format!("exited {code}"),
+            GuestEnd::Signalled(sig) => format!("stopped by signal {sig}"),
+            GuestEnd::PowerOff => "power_off".into(),
+            GuestEnd::Timeout => "timeout".into(),
+            GuestEnd::Failed(why) => format!("failed: {why}"),
+        };
         v.push(format!(
             "microvm: guest end = {end}; kernel reached /init: {}; /init ran in user space: {}; workload exit status reported: {}",
             kernel_init.map_or("no".to_string(), |ms| format!("yes, {ms:.1} ms after VMM start")),
             user_init.map_or("no".to_string(), |ms| format!("yes, {ms:.1} ms")),
-            s.get("exit_status").filter(|x| !x.is_null()).map_or("none".to_string(), |x| x.to_string()),
+            s.exit_status.map_or("none".to_string(), |x| x.to_string()),
         ));
-        if self.kvm == KvmKind::Pvm && user_init.is_none() {
+        v.push(match &s.seccomp_allowed_syscalls {
+            Some(n) if s.jailed => format!(
+                "microvm: VMM jailed: own mount/IPC/UTS namespaces, empty read-only root, 0 capabilities, \
+                 no_new_privs, seccomp allow-lists of {n:?} system calls (main, vCPU, device threads)"
+            ),
+            _ => "microvm: VMM NOT jailed (--no-jail)".into(),
+        });
+        if self.kvm == KvmKind::SoftwarePvm && user_init.is_none() {
             v.push(
                 "microvm: workload not run: under kvm_pvm (software nested KVM) the guest kernel boots to /init, \
                  but the guest's first user-space system call faults (bogus page fault at entry_SYSCALL_64), so \

@@ -1,15 +1,24 @@
 //! The `microvm-bare` backend: the workload ELF run directly at guest CPL3 in a KVM VM with no
 //! guest kernel (`cvbench-vmm bare`); the VMM services its system calls. The VMM is one host
 //! process: the harness times and samples it like any other; its own phase timings, exit and
-//! syscall counters and peak RSS come back through its `--stats-json` file.
+//! syscall counters and peak RSS come back through its typed `--stats-json` file.
+//!
+//! Network and disk workloads run with forwarded I/O: for `net-*` the VMM moves itself into a
+//! private network namespace with one veth (a /30) to the namespace of the run's peer server,
+//! and may connect to that server only; for `disk` the guest may use regular files beneath the
+//! run's scratch directory only. Each forwarded call is one VM exit.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use cvbench_microvm::{kvm_kind, KvmKind};
+use cvbench_microvm::jail::seccomp::EXIT_SECCOMP;
+use cvbench_microvm::stats::BareStats;
+use cvbench_microvm::{kvm_probe, KvmKind};
 
+use super::microvm::{PeerServer, PEER_PORT};
 use super::peers::{launch_err, scratch};
 use super::process::ChildProcess;
 use super::{Backend, BackendError, Instance, LaunchSpec};
@@ -20,7 +29,10 @@ const BACKEND: &str = "microvm-bare";
 /// Enough for every supported workload's defaults (mem-touch: 128 + 32 MiB); host memory is
 /// only used for pages the guest touches.
 const DEFAULT_MEM_MIB: u32 = 512;
-const SUPPORTED: &[&str] = &["noop", "idle", "cpu", "mem-bw", "mem-touch", "syscall"];
+const SUPPORTED: &[&str] = &["noop", "idle", "cpu", "mem-bw", "mem-touch", "syscall", "net-stream", "net-rr", "disk"];
+/// The /30 between the VMM's private namespace and the peer's.
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 1);
+const VMM_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 2);
 
 fn vmm_binary() -> Result<PathBuf, String> {
     paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").map_err(|e| e.to_string())
@@ -40,6 +52,9 @@ struct BareInstance {
     child: ChildProcess,
     stats_path: PathBuf,
     kvm: KvmKind,
+    args: Vec<String>,
+    peer: Option<PeerServer>,
+    exit: Option<ExitInfo>,
     _scratch: tempfile::TempDir,
 }
 
@@ -49,9 +64,7 @@ impl Backend for MicroVmBare {
     }
 
     fn check(&self) -> Result<(), String> {
-        if let KvmKind::Unavailable(why) = kvm_kind() {
-            return Err(why);
-        }
+        kvm_probe().usable()?;
         vmm_binary()?;
         paths::workload_binary().map(|_| ()).map_err(|e| e.to_string())
     }
@@ -62,15 +75,11 @@ impl Backend for MicroVmBare {
             return Err(BackendError::Unsupported {
                 backend: BACKEND.into(),
                 workload: w,
-                reason: "the bare VM has no guest kernel, so no network stack or filesystem: sockets, \
-                         files and fsync are answered -ENOSYS (use the container or microvm backend)"
-                    .into(),
+                reason: "the bare VM runs only the workloads whose system calls the VMM serves".into(),
             });
         }
-        let kvm = kvm_kind();
-        if let KvmKind::Unavailable(why) = &kvm {
-            return Err(BackendError::Unavailable { backend: BACKEND.into(), reason: why.clone() });
-        }
+        let kvm =
+            kvm_probe().usable().map_err(|reason| BackendError::Unavailable { backend: BACKEND.into(), reason })?;
         let vmm = vmm_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
         let elf = paths::workload_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
         let dir = scratch("cvbench-microvm-bare-").map_err(|e| launch_err(BACKEND, &w, e))?;
@@ -83,25 +92,45 @@ impl Backend for MicroVmBare {
             .args(["--mem-mib", &mem.to_string()])
             .args(["--timeout-s", &format!("{:.3}", spec.timeout.as_secs_f64())])
             .arg("--stats-json")
-            .arg(&stats_path)
-            .arg("--")
-            .arg(&w)
-            .args(&spec.args);
+            .arg(&stats_path);
+        let mut args = spec.args.clone();
+        let mut peer = None;
+        match w.as_str() {
+            "net-stream" | "net-rr" => {
+                let p = PeerServer::start(&elf)?;
+                let addr = SocketAddrV4::new(PEER_IP, PEER_PORT).to_string();
+                cmd.args(["--net-peer-pid", &p.proc.pid().to_string(), "--net-peer", &addr])
+                    .args(["--net-local-ip", &VMM_IP.to_string()]);
+                args.extend(["--peer".to_string(), addr]);
+                peer = Some(p);
+            }
+            "disk" => {
+                let files = dir.path().join("files");
+                std::fs::create_dir(&files).map_err(|e| launch_err(BACKEND, &w, e))?;
+                cmd.arg("--run-dir").arg(&files);
+                args.extend(["--dir".to_string(), files.display().to_string()]);
+            }
+            _ => {}
+        }
+        cmd.arg("--").arg(&w).args(&args);
+        let spec = LaunchSpec { args: args.clone(), ..spec };
         let child = ChildProcess::spawn(BACKEND, cmd, spec)?;
-        Ok(Box::new(BareInstance { child, stats_path, kvm, _scratch: dir }))
+        Ok(Box::new(BareInstance { child, stats_path, kvm, args, peer, exit: None, _scratch: dir }))
     }
 }
 
 impl BareInstance {
+    fn stop_peer(&mut self) {
+        if let Some(mut p) = self.peer.take() {
+            let _ = p.proc.stop(Duration::from_secs(2));
+        }
+    }
+
     /// The VMM's report, once it has exited normally.
-    fn stats(&self) -> Option<serde_json::Value> {
+    fn stats(&self) -> Option<BareStats> {
         let text = std::fs::read_to_string(&self.stats_path).ok()?;
         serde_json::from_str(&text).ok()
     }
-}
-
-fn num(v: &serde_json::Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(serde_json::Value::as_f64)
 }
 
 impl Instance for BareInstance {
@@ -114,31 +143,49 @@ impl Instance for BareInstance {
         self.child.close_stdin();
     }
 
+    fn effective_args(&self) -> Option<Vec<String>> {
+        Some(self.args.clone())
+    }
+
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
-        self.child.wait(timeout)
+        let r = self.child.wait(timeout);
+        self.stop_peer();
+        self.exit = r.as_ref().ok().cloned();
+        r
     }
 
     fn stop(&mut self) -> Result<ExitInfo, BackendError> {
-        self.child.stop(Duration::from_secs(2))
+        let r = self.child.stop(Duration::from_secs(2));
+        self.stop_peer();
+        self.exit = r.as_ref().ok().cloned();
+        r
     }
 
     fn phases(&self) -> Vec<(String, u64)> {
         let Some(s) = self.stats() else { return Vec::new() };
-        let Some(list) = s.get("phases").and_then(|p| p.as_array()) else { return Vec::new() };
-        list.iter().filter_map(|p| Some((format!("vmm {}", p.get(0)?.as_str()?), p.get(1)?.as_u64()?))).collect()
+        s.phases.into_iter().map(|(name, ns)| (format!("vmm {name}"), ns)).collect()
     }
 
     fn extra(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
         let Some(s) = self.stats() else { return m };
-        for key in ["vm_exits", "syscalls", "syscall_service_ns", "guest_mem_kib", "guest_resident_kib"] {
-            if let Some(v) = num(&s, key) {
-                m.insert(key.to_string(), v);
-            }
-        }
-        if let Some(v) = num(&s, "vmm_peak_rss_kib") {
+        let counters = [
+            ("vm_exits", Some(s.vm_exits)),
+            ("syscalls", Some(s.syscalls)),
+            ("syscall_service_ns", Some(s.syscall_service_ns)),
+            ("guest_mem_kib", Some(s.guest_mem_kib)),
+            ("guest_resident_kib", s.guest_resident_kib),
             // VmHWM of the VMM process: its true peak, which a periodic sampler can miss.
-            m.insert("peak_rss_kib".to_string(), v);
+            ("peak_rss_kib", s.vmm_peak_rss_kib),
+            ("forwarded_calls", Some(s.forwarded_calls)),
+            ("refused_calls", Some(s.refused_calls)),
+            ("vmm_jailed", Some(u64::from(s.jailed))),
+            ("vmm_seccomp_allowed_syscalls", s.seccomp_allowed_syscalls.map(|n| n as u64)),
+        ];
+        for (key, v) in counters {
+            if let Some(v) = v {
+                m.insert(key.to_string(), v as f64);
+            }
         }
         m
     }
@@ -151,20 +198,38 @@ impl Instance for BareInstance {
         )];
         match self.stats() {
             Some(s) => {
-                let sync = s.get("sync_regs").and_then(|b| b.as_bool()).unwrap_or(false);
                 v.push(format!(
                     "microvm-bare: {} system calls serviced in {} vCPU exits; registers via {}",
-                    num(&s, "syscalls").unwrap_or(0.0),
-                    num(&s, "vm_exits").unwrap_or(0.0),
-                    if sync { "the shared kvm_run page (KVM_CAP_SYNC_REGS)" } else { "KVM_GET/SET_REGS ioctls" },
+                    s.syscalls,
+                    s.vm_exits,
+                    if s.sync_regs { "the shared kvm_run page (KVM_CAP_SYNC_REGS)" } else { "KVM_GET/SET_REGS ioctls" },
                 ));
-                if let Some(list) = s.get("unsupported_syscalls").and_then(|l| l.as_array()) {
-                    if !list.is_empty() {
-                        let nrs: Vec<String> = list.iter().map(|n| n.to_string()).collect();
-                        v.push(format!("microvm-bare: unsupported system calls answered -ENOSYS: {}", nrs.join(", ")));
-                    }
+                v.push(match s.seccomp_allowed_syscalls {
+                    Some(n) if s.jailed => format!(
+                        "microvm-bare: VMM jailed: own mount/IPC/UTS namespaces, empty read-only root, \
+                         0 capabilities, no_new_privs, seccomp allow-list of {n} system calls"
+                    ),
+                    _ => "microvm-bare: VMM NOT jailed (--no-jail): full privileges of its caller".into(),
+                });
+                if s.forwarded_calls > 0 {
+                    v.push(format!(
+                        "microvm-bare: {} network/file calls forwarded to the host, each one VM exit",
+                        s.forwarded_calls
+                    ));
+                }
+                if !s.refusals.is_empty() {
+                    v.push(format!("microvm-bare: refused by the VMM's confinement: {}", s.refusals.join("; ")));
+                }
+                if !s.unsupported_syscalls.is_empty() {
+                    let nrs: Vec<String> = s.unsupported_syscalls.iter().map(|n| n.to_string()).collect();
+                    v.push(format!("microvm-bare: unsupported system calls answered -ENOSYS: {}", nrs.join(", ")));
                 }
             }
+            None if self.exit.as_ref().and_then(|e| e.code) == Some(EXIT_SECCOMP) => v.push(
+                "microvm-bare: the VMM was stopped by its own seccomp filter: it made a system call outside its \
+                 allow-list (stderr names the call)"
+                    .into(),
+            ),
             None => v.push(
                 "microvm-bare: the VMM wrote no stats (the guest faulted, timed out or was killed; see stderr)".into(),
             ),

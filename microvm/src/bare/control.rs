@@ -1,8 +1,7 @@
 //! Asynchronous control of a running bare guest, with no thread besides the vCPU's: SIGTERM and
 //! SIGINT sent to the VMM, and the run's deadline (SIGALRM from an interval timer), are caught by
-//! the process's signal owner (`cvbench_signals`), whose handler hands them to an
-//! async-signal-safe interceptor registered here while a guest runs; it records them in atomics, set `kvm_run.immediate_exit` (so a
-//! KVM_RUN about to start returns at once) and write to an eventfd that blocking host calls also
+//! async-signal-safe handlers that record them in atomics, kick the vCPU with the shared
+//! [`VcpuKick`] (its `kvm_run.immediate_exit`: a KVM_RUN about to start returns at once) and write to an eventfd that blocking host calls also
 //! wait on. The signal itself interrupts a KVM_RUN or blocking call in progress: the handlers are
 //! installed without SA_RESTART.
 //!
@@ -12,6 +11,8 @@
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+
+use crate::vstate::VcpuKick;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 pub enum ControlError {
     #[error("creating the wake eventfd failed")]
     EventFd(#[source] std::io::Error),
+    #[error("installing the handler for signal {0} failed")]
+    Handler(i32, #[source] std::io::Error),
     #[error("arming the {0:?} run timer failed")]
     Timer(Duration, #[source] std::io::Error),
 }
@@ -39,8 +42,8 @@ pub struct Control {
     /// Bit `n-1` set: host signal `n` arrived and has not been consumed by the guest.
     pending: AtomicU64,
     timed_out: AtomicBool,
-    /// `kvm_run.immediate_exit` of the vCPU, null when not armed.
-    immediate_exit: AtomicPtr<u8>,
+    /// Stops the vCPU; the handlers run on the vCPU's own thread, so no kick signal is needed.
+    kick: VcpuKick,
     /// Readable while something happened that blocking host calls must notice.
     pub wake: EventFd,
 }
@@ -53,7 +56,7 @@ impl Control {
         Ok(Control {
             pending: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),
-            immediate_exit: AtomicPtr::new(std::ptr::null_mut()),
+            kick: VcpuKick::new(),
             wake: EventFd::new(EFD_NONBLOCK).map_err(ControlError::EventFd)?,
         })
     }
@@ -103,26 +106,23 @@ impl Control {
     /// Make the vCPU leave (or not enter) KVM_RUN and wake blocking calls: only atomics and
     /// write(2), so it is async-signal-safe.
     fn kick(&self) {
-        let flag = self.immediate_exit.load(Ordering::Acquire);
-        if !flag.is_null() {
-            // SAFETY: `flag` points into the vCPU's kvm_run mapping, which outlives the `Armed`
-            // guard that published it (see `arm`); a byte store is async-signal-safe.
-            unsafe { std::ptr::write_volatile(flag, 1) };
-        }
+        self.kick.kick();
         let one = 1u64;
         // SAFETY: writing 8 bytes from a live u64 to our eventfd.
         unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 }
 
-/// The interceptor registered with the process's signal owner while a guest runs: host
-/// stop signals and the deadline go to the guest's control instead of stopping the VMM.
-/// Async-signal-safe (atomics and write(2)).
-fn intercept(sig: i32) -> bool {
+extern "C" fn on_signal(sig: libc::c_int) {
     let active = ACTIVE.load(Ordering::Acquire);
     if active.is_null() {
-        // No guest is running: the signal owner handles it (the VMM dies of it).
-        return false;
+        // No guest is running: behave like the default action and die of the signal.
+        // SAFETY: signal and raise are async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+        return;
     }
     // SAFETY: `ACTIVE` is only non-null while an `Armed` guard holds an `Arc` of the control.
     let control = unsafe { &*active };
@@ -131,7 +131,21 @@ fn intercept(sig: i32) -> bool {
     } else {
         control.note_signal(sig as u32);
     }
-    true
+}
+
+fn install(sig: i32) -> Result<(), ControlError> {
+    // SAFETY: a zeroed sigaction is a valid starting point; the handler only touches atomics and
+    // calls write(2); sigemptyset and sigaction only access the struct we own.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        sa.sa_flags = 0; // no SA_RESTART: interrupt KVM_RUN and blocking calls
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+            return Err(ControlError::Handler(sig, std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 fn set_timer(t: Duration) -> Result<(), ControlError> {
@@ -161,12 +175,13 @@ pub unsafe fn arm(
     immediate_exit: Option<NonNull<u8>>,
     timeout: Option<Duration>,
 ) -> Result<Armed, ControlError> {
-    control.immediate_exit.store(immediate_exit.map_or(std::ptr::null_mut(), NonNull::as_ptr), Ordering::Release);
+    // SAFETY: the caller keeps the vCPU alive until the guard drops, which disarms the kick.
+    unsafe { control.kick.arm(immediate_exit, None) };
     ACTIVE.store(Arc::as_ptr(control).cast_mut(), Ordering::Release);
     let mut armed = Armed { control: Arc::clone(control), timer: false };
-    // The process's one signal owner holds the handlers; it asks `intercept` first.
-    cvbench_signals::install_alarm();
-    cvbench_signals::set_interceptor(Some(intercept));
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGALRM] {
+        install(sig)?;
+    }
     // Signals blocked by whoever started us (e.g. a harness) would never arrive.
     // SAFETY: sigset is initialised by sigemptyset before use; pthread_sigmask reads it.
     unsafe {
@@ -189,9 +204,22 @@ impl Drop for Armed {
         if self.timer {
             let _ = set_timer(Duration::ZERO);
         }
-        cvbench_signals::set_interceptor(None);
-        self.control.immediate_exit.store(std::ptr::null_mut(), Ordering::Release);
+        self.control.kick.disarm();
         ACTIVE.store(std::ptr::null_mut(), Ordering::Release);
+    }
+}
+
+/// Block SIGTERM and SIGINT in the calling thread (and the threads it spawns later), so they
+/// can be collected with sigwait/signalfd. The Linux guest's VMM uses this; the bare guest
+/// catches them with handlers instead ([`arm`]).
+pub fn block_stop_signals() {
+    // SAFETY: sigemptyset/sigaddset initialise a set we own; pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
@@ -213,9 +241,10 @@ mod tests {
     fn a_kick_sets_immediate_exit_and_wakes_the_eventfd() {
         let c = Control::new().unwrap();
         let mut flag = 0u8;
-        c.immediate_exit.store(&mut flag, Ordering::Release);
+        // SAFETY: `flag` outlives the armed period.
+        unsafe { c.kick.arm(Some(NonNull::from(&mut flag)), None) };
         c.note_signal(libc::SIGINT as u32);
-        c.immediate_exit.store(std::ptr::null_mut(), Ordering::Release);
+        c.kick.disarm();
         assert_eq!(flag, 1);
         assert_eq!(c.wake.read().unwrap(), 1);
     }

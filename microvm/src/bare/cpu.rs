@@ -9,9 +9,11 @@
 //! guest down under `kvm_pvm`; the same path works on hardware KVM (SMEP is left off so CPL0
 //! may execute the user-accessible stubs page).
 
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
+use kvm_bindings::{kvm_regs, kvm_sregs};
 
 use super::layout::{GDT, IDT, KSTACK_TOP, STUBS, TSS};
+use crate::arch::x86_64::gdt::{flat, segment, tss64, KERNEL_CODE64, KERNEL_DATA, USER_CODE64, USER_DATA};
+use crate::arch::x86_64::regs::*;
 use crate::vstate::memory::{write_bytes, write_u64, GuestMemoryMmap, MemoryError};
 use crate::vstate::{Vcpu, VcpuError};
 
@@ -27,28 +29,6 @@ pub const KERNEL_DS: u16 = 0x10;
 pub const USER_DS: u16 = 0x18 | 3;
 pub const USER_CS: u16 = 0x20 | 3;
 pub const TSS_SEL: u16 = 0x28;
-
-const MSR_STAR: u32 = 0xc000_0081;
-const MSR_LSTAR: u32 = 0xc000_0082;
-const MSR_CSTAR: u32 = 0xc000_0083;
-const MSR_SFMASK: u32 = 0xc000_0084;
-const MSR_FS_BASE: u32 = 0xc000_0100;
-const MSR_GS_BASE: u32 = 0xc000_0101;
-const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
-
-const CR0_PE: u64 = 1;
-const CR0_MP: u64 = 1 << 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NE: u64 = 1 << 5;
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_OSFXSR: u64 = 1 << 9;
-const CR4_OSXMMEXCPT: u64 = 1 << 10;
-const EFER_SCE: u64 = 1;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
 
 /// Vectors for which the CPU pushes an error code.
 pub fn has_error_code(vector: u8) -> bool {
@@ -82,11 +62,6 @@ pub fn vector_name(vector: u8) -> &'static str {
     }
 }
 
-/// A GDT code/data descriptor from its access byte and flags nibble (base 0, limit 4 GiB).
-fn descriptor(access: u8, flags: u8) -> u64 {
-    0xffff | (0xf << 48) | (u64::from(access) << 40) | (u64::from(flags) << 52)
-}
-
 /// The TSS: 104 bytes, then an I/O permission bitmap for every port and its terminating 0xff
 /// byte. CPL0 code needs no bitmap on hardware, but kvm_pvm's CPL0 emulator consults it and
 /// raised #GP on `out` without one; only the stub ports are opened, so other port I/O from the
@@ -111,20 +86,8 @@ pub fn tss_image() -> Vec<u8> {
 
 /// The GDT: null, kernel code, kernel data, user data, user code, TSS (two slots).
 pub fn gdt_entries() -> [u64; 7] {
-    let tss_limit = TSS_LIMIT & 0xffff;
-    let tss_low = tss_limit
-        | ((TSS & 0xff_ffff) << 16)
-        | (0x8b << 40) // present, busy 64-bit TSS
-        | (((TSS >> 24) & 0xff) << 56);
-    [
-        0,
-        descriptor(0x9a, 0xa), // kernel code: present, DPL0, exec/read; G, L
-        descriptor(0x92, 0xc), // kernel data: present, DPL0, read/write; G, D/B
-        descriptor(0xf2, 0xc), // user data: DPL3
-        descriptor(0xfa, 0xa), // user code: DPL3, L
-        tss_low,
-        TSS >> 32,
-    ]
+    let [tss_low, tss_high] = tss64(TSS, TSS_LIMIT as u32);
+    [0, flat(KERNEL_CODE64), flat(KERNEL_DATA), flat(USER_DATA), flat(USER_CODE64), tss_low, tss_high]
 }
 
 /// A 16-byte interrupt gate to `handler` on the kernel code segment.
@@ -170,40 +133,18 @@ pub fn write_system_tables(mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
     write_bytes(mem, STUBS, &stubs_page())
 }
 
-fn segment(selector: u16, type_: u8, dpl: u8, code64: bool) -> kvm_segment {
-    kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_,
-        present: 1,
-        dpl,
-        db: u8::from(!code64),
-        s: 1,
-        l: u8::from(code64),
-        g: 1,
-        ..Default::default()
-    }
-}
-
 /// Special registers for 64-bit CPL3 execution with paging rooted at `cr3`, starting from
 /// the vCPU's current state `base`.
 pub fn user_sregs(mut base: kvm_sregs, cr3: u64) -> kvm_sregs {
-    base.cs = segment(USER_CS, 0xb, 3, true);
-    let data = segment(USER_DS, 0x3, 3, false);
+    let table = gdt_entries();
+    base.cs = segment(table[usize::from(USER_CS >> 3)], USER_CS >> 3);
+    let data = segment(table[usize::from(USER_DS >> 3)], USER_DS >> 3);
     base.ds = data;
     base.es = data;
     base.fs = data;
     base.gs = data;
     base.ss = data;
-    base.tr = kvm_segment {
-        base: TSS,
-        limit: TSS_LIMIT as u32,
-        selector: TSS_SEL,
-        type_: 0xb,
-        present: 1,
-        ..Default::default()
-    };
+    base.tr = segment(table[usize::from(TSS_SEL >> 3)], TSS_SEL >> 3);
     base.gdt.base = GDT;
     base.gdt.limit = (gdt_entries().len() * 8 - 1) as u16;
     base.idt.base = IDT;
@@ -234,9 +175,8 @@ pub fn setup_vcpu<V: Vcpu + ?Sized>(vcpu: &V, cr3: u64, entry: u64, sp: u64) -> 
     vcpu.set_msrs(&syscall_msrs())?;
     let sregs = user_sregs(vcpu.sregs()?, cr3);
     vcpu.set_sregs(&sregs)?;
-    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
-    vcpu.set_fpu(&fpu)?;
-    let regs = kvm_regs { rip: entry, rsp: sp, rflags: 0x202, ..Default::default() };
+    vcpu.set_fpu(&reset_fpu())?;
+    let regs = kvm_regs { rip: entry, rsp: sp, rflags: RFLAGS_RESERVED | RFLAGS_IF, ..Default::default() };
     vcpu.set_regs(&regs)?;
     Ok(sregs)
 }
@@ -248,11 +188,18 @@ mod tests {
     #[test]
     fn gdt_has_the_standard_flat_64bit_descriptors() {
         let g = gdt_entries();
-        assert_eq!(g[1], 0x00af_9a00_0000_ffff);
-        assert_eq!(g[2], 0x00cf_9200_0000_ffff);
-        assert_eq!(g[3], 0x00cf_f200_0000_ffff);
-        assert_eq!(g[4], 0x00af_fa00_0000_ffff);
+        assert_eq!(g[1], 0x00af_9b00_0000_ffff);
+        assert_eq!(g[2], 0x00cf_9300_0000_ffff);
+        assert_eq!(g[3], 0x00cf_f300_0000_ffff);
+        assert_eq!(g[4], 0x00af_fb00_0000_ffff);
         assert_eq!(g[5], 0x0000_8b00_6000_2068);
+    }
+
+    #[test]
+    fn user_segments_load_the_selectors_star_implies() {
+        let s = user_sregs(kvm_sregs::default(), 0x1000);
+        assert_eq!((s.cs.selector, s.ss.selector, s.tr.selector), (USER_CS, USER_DS, TSS_SEL));
+        assert_eq!((s.cs.l, s.cs.dpl, s.tr.type_), (1, 3, 0xb));
     }
 
     #[test]

@@ -19,11 +19,9 @@
 //! of hardware virtualisation the bare VM isolates.
 
 use super::elf::ElfImage;
-use crate::vstate::memory::{write_u64, GuestMemoryMmap, MemoryError};
-
-pub const PAGE: u64 = 0x1000;
-pub const HUGE: u64 = 0x20_0000;
-const GIB: u64 = 1 << 30;
+use crate::arch::x86_64::paging::{PageTables, GIB, PRESENT, USER, WRITABLE};
+pub use crate::arch::x86_64::paging::{HUGE, PAGE};
+use crate::vstate::memory::{GuestMemoryMmap, MemoryError};
 
 pub const PML4: u64 = 0x1000;
 pub const PDPT: u64 = 0x2000;
@@ -44,11 +42,8 @@ pub const STACK_SIZE: u64 = 8 << 20;
 /// Most guest memory supported (page directories must fit below `USER_MIN`).
 pub const MAX_MEM: u64 = 64 * GIB;
 
-/// Page-table entry bits.
-const P: u64 = 1;
-const RW: u64 = 1 << 1;
-const US: u64 = 1 << 2;
-const PS: u64 = 1 << 7;
+/// Where the bare guest's page tables live.
+const TABLES: PageTables = PageTables { pml4: PML4, pdpt: PDPT, pd_base: PD_BASE };
 
 /// Errors from planning or writing the address space.
 #[derive(Debug, thiserror::Error)]
@@ -104,32 +99,20 @@ impl Layout {
 
 /// Write the page tables for `layout` into guest memory and return the CR3 value.
 pub fn write_page_tables(mem: &GuestMemoryMmap, layout: &Layout) -> Result<u64, LayoutError> {
-    write_u64(mem, PML4, PDPT | P | RW | US)?;
-    let gibs = layout.mem_size.div_ceil(GIB);
-    for g in 0..gibs {
-        write_u64(mem, PDPT + g * 8, (PD_BASE + g * PAGE) | P | RW | US)?;
-    }
+    let flags = PRESENT | WRITABLE | USER;
+    let cr3 = TABLES.write_roots(mem, layout.mem_size, flags)?;
     // First 2 MiB: 4 KiB pages, page 0 left out. The system pages are user-accessible because
     // kvm_pvm did not run CPL0 code from a supervisor-only page (probe); SMEP stays off, so
     // hardware KVM runs it as well.
-    write_u64(mem, PD_BASE, PT0 | P | RW | US)?;
-    for page in 1..512 {
-        write_u64(mem, PT0 + page * 8, (page * PAGE) | P | RW | US)?;
-    }
-    let mut addr = HUGE;
-    while addr < layout.mem_size {
-        if addr != layout.stack_guard {
-            let pde = PD_BASE + (addr / GIB) * PAGE + ((addr % GIB) / HUGE) * 8;
-            write_u64(mem, pde, addr | P | RW | US | PS)?;
-        }
-        addr += HUGE;
-    }
-    Ok(PML4)
+    TABLES.map_first_small(mem, PT0, 1..512, flags)?;
+    TABLES.map_huge_range(mem, HUGE..layout.mem_size, flags, |addr| addr == layout.stack_guard)?;
+    Ok(cr3)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::x86_64::paging::PAGE_SIZE as PS;
     use crate::bare::elf::Segment;
     use crate::vstate::memory::{create_guest_memory, read_u64, MemRange};
 
@@ -140,6 +123,7 @@ mod tests {
 
     /// Walk the guest page tables like the MMU: returns the physical address or None.
     fn translate(mem: &GuestMemoryMmap, va: u64) -> Option<u64> {
+        const P: u64 = PRESENT;
         let pml4e = read_u64(mem, PML4 + ((va >> 39) & 511) * 8).unwrap();
         if pml4e & P == 0 {
             return None;

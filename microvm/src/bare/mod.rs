@@ -22,8 +22,11 @@
 //! Setting `CVBENCH_VMM_NO_SYNC_REGS=1` forces the ioctl path (KVM_GET/SET_REGS, KVM_SET_SREGS
 //! per call), to compare the two on a given host.
 //!
-//! The system calls serviced are the workload's whole footprint (see `syscalls`); anything else
-//! (sockets, files: the net and disk workloads) gets `-ENOSYS` and a warning on stderr.
+//! The system calls serviced are the workload's whole footprint (see `syscalls`). Network and
+//! file calls are forwarded to the host only when the run grants them (`net`: TCP to the run's
+//! one peer from a private network namespace; `files`: regular files beneath one run
+//! directory; see `forward`), refused with -EPERM and counted when they reach for anything
+//! else; without a grant they get `-ENOSYS` and a warning on stderr, like any other call.
 //!
 //! Guest exceptions are delivered through a 32-entry IDT to per-vector stubs that exit on their
 //! own port; the VMM reads the CPU-pushed frame and reports vector, RIP and CR2.
@@ -31,8 +34,12 @@
 pub mod control;
 pub mod cpu;
 pub mod elf;
+pub mod files;
+mod forward;
 pub mod heap;
 pub mod layout;
+pub mod net;
+mod netlink;
 mod runner;
 pub mod stack;
 pub mod syscalls;
@@ -42,7 +49,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use control::block_stop_signals;
 pub use runner::run;
+
+pub use crate::stats::{BareStats, GuestEnd};
 
 /// Errors of a bare-guest run. Guest faults, timeouts and unexpected exits are errors too:
 /// the run ends with a message that says what happened where.
@@ -72,6 +82,12 @@ pub enum BareError {
     Vcpu(#[from] crate::vstate::VcpuError),
     #[error("VMM control thread")]
     Control(#[from] control::ControlError),
+    #[error("the VMM's network namespace")]
+    Net(#[from] net::NetError),
+    #[error("the guest's run directory")]
+    Files(#[from] files::FilesError),
+    #[error("jailing the VMM")]
+    Jail(#[from] crate::jail::JailError),
     #[error(
         "guest fault: exception {vector} ({name}) at RIP {rip:#x}{}{}",
         fault_addr.map(|a| format!(", fault address {a:#x}")).unwrap_or_default(),
@@ -107,49 +123,40 @@ pub struct BareConfig {
     /// (costs a pass over the guest mapping, so only when the numbers are wanted).
     #[serde(default)]
     pub measure_memory: bool,
+    /// Forward file calls: the guest may open regular files beneath this directory only.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
+    /// No guest file may grow past this many MiB.
+    #[serde(default = "default_max_file_mib")]
+    pub max_file_mib: u64,
+    /// Forward TCP to the run's peer, from a private network namespace wired to the peer's.
+    #[serde(default)]
+    pub net: Option<net::NetConfig>,
+    /// Jail the VMM before the guest runs (namespaces, empty root, no capabilities,
+    /// no_new_privs, seccomp); off only for debugging (`--no-jail`).
+    #[serde(default = "default_jail")]
+    pub jail: bool,
+    /// Test hook: once jailed, make one system call outside the allow-list (the VMM must die
+    /// of its own filter with a clear message).
+    #[serde(default)]
+    pub selftest_forbidden_syscall: bool,
+}
+
+fn default_jail() -> bool {
+    true
 }
 
 pub fn default_mem_mib() -> u32 {
     512
 }
 
-/// How the guest ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GuestEnd {
-    /// exit/exit_group with this status.
-    Exited(i32),
-    /// Killed by a host stop signal it had not blocked (as a process would be).
-    Signalled(i32),
+pub fn default_max_file_mib() -> u64 {
+    1024
 }
 
 /// Result of a completed run: how it ended plus what it cost.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BareOutcome {
     pub end: GuestEnd,
-    pub stats: RunStats,
-}
-
-/// Host-side timings and counters of one run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct RunStats {
-    /// Ordered set-up phases and the run itself, nanoseconds each.
-    pub phases: Vec<(String, u64)>,
-    /// All vCPU exits seen.
-    pub vm_exits: u64,
-    /// System calls serviced.
-    pub syscalls: u64,
-    /// Nanoseconds spent in the VMM servicing system calls (from the exit to the resume).
-    pub syscall_service_ns: u64,
-    /// Unsupported system call numbers the guest tried.
-    pub unsupported_syscalls: Vec<u64>,
-    /// Which KVM ran the guest.
-    pub kvm_kind: String,
-    /// Whether registers travelled through the shared kvm_run page (KVM_CAP_SYNC_REGS).
-    pub sync_regs: bool,
-    /// Guest memory size in KiB (mapped lazily; only touched pages cost host memory).
-    pub guest_mem_kib: u64,
-    /// With `measure_memory`: the VMM process's peak RSS (VmHWM) in KiB.
-    pub vmm_peak_rss_kib: Option<u64>,
-    /// With `measure_memory`: guest memory resident on the host at the end, in KiB.
-    pub guest_resident_kib: Option<u64>,
+    pub stats: BareStats,
 }

@@ -9,9 +9,12 @@ use kvm_bindings::kvm_sregs;
 
 use super::control::{self, Control, Stop};
 use super::cpu::{self, EXCEPTION_PORT_BASE, EXCEPTION_VECTORS, SYSCALL_PORT};
+use super::files::RunDir;
 use super::layout::{write_page_tables, Layout};
-use super::syscalls::{Action, Service};
-use super::{elf, stack, BareConfig, BareError, BareOutcome, GuestEnd, RunStats};
+use super::syscalls::{Action, Forward, Service};
+use super::{elf, stack, BareConfig, BareError, BareOutcome, BareStats, GuestEnd};
+use crate::arch::x86_64::cpuid;
+use crate::host::KvmKind;
 use crate::vstate::memory::{create_guest_memory, read_u64, write_bytes, MemRange};
 use crate::vstate::{run_vcpu, ExitHandler, KvmVm, Vcpu, VcpuExit, Vm, VmExit, VmOptions};
 
@@ -41,9 +44,12 @@ fn random16() -> [u8; 16] {
     b
 }
 
-/// This process's peak resident set (VmHWM), in KiB.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// This process's peak resident set (VmHWM), in KiB, from its `/proc/self/status` (opened
+/// before the jail hid /proc).
+fn peak_rss_kib(status: Option<std::fs::File>) -> Option<u64> {
+    let mut status_text = String::new();
+    std::io::Read::read_to_string(&mut status?, &mut status_text).ok()?;
+    let status = status_text;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
@@ -71,6 +77,18 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
     let initial_stack = stack::build(layout.stack_top, &cfg.argv, &cfg.env, &image, random16())?;
     phases.lap("parse_elf");
 
+    // The private network namespace first: unshare moves only the calling thread, and the
+    // VMM is still single-threaded here.
+    if let Some(net) = &cfg.net {
+        super::net::enter_private_netns(net)?;
+        phases.lap("netns");
+    }
+    let forward = Forward {
+        files: cfg.run_dir.as_deref().map(|d| RunDir::open(d, cfg.max_file_mib << 20)).transpose()?,
+        peer: cfg.net.as_ref().map(|n| n.peer),
+    };
+
+    let kvm_kind = crate::host::kvm_kind();
     let mut vm = KvmVm::new(VmOptions { irqchip: false })?;
     phases.lap("create_vm");
 
@@ -88,7 +106,8 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
     phases.lap("load_guest");
 
     let mut vcpu = vm.create_vcpu(0)?;
-    vcpu.set_cpuid(&vm.supported_cpuid()?)?;
+    let spec = cpuid::CpuidSpec { vcpu_id: 0, vcpus: 1, pvm: kvm_kind == KvmKind::SoftwarePvm };
+    vcpu.set_cpuid(&cpuid::filter(&vm.supported_cpuid()?, spec))?;
     let user_sregs = cpu::setup_vcpu(&vcpu, cr3, image.entry, initial_stack.sp)?;
     let sync_regs = std::env::var_os("CVBENCH_VMM_NO_SYNC_REGS").is_none() && vcpu.enable_sync_regs();
     phases.lap("setup_vcpu");
@@ -99,7 +118,7 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
     // dropped right after the run loop. The VMM runs one guest per process.
     let armed = unsafe { control::arm(&control, kick_flag, cfg.timeout)? };
     let mut handler = BareExits {
-        service: Service::new(mem.clone(), layout, Arc::clone(&control)),
+        service: Service::new(mem.clone(), layout, Arc::clone(&control), forward),
         control,
         user_sregs,
         mem,
@@ -108,27 +127,46 @@ pub fn run(cfg: &BareConfig) -> Result<BareOutcome, BareError> {
         service_ns: 0,
         timeout: cfg.timeout.unwrap_or_default(),
     };
+    let proc_status = cfg.measure_memory.then(|| std::fs::File::open("/proc/self/status").ok()).flatten();
+    if cfg.jail {
+        crate::jail::seccomp::install_sigsys_reporter()?;
+        crate::jail::enter()?;
+        crate::jail::install(crate::jail::ThreadKind::BareVcpu)?;
+        phases.lap("jail");
+    }
+    if cfg.selftest_forbidden_syscall {
+        let mut buf = [0u8; 64];
+        // SAFETY: getcwd into a valid buffer; the filter is expected to stop it first.
+        unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+    }
     let result = run_vcpu(&mut vcpu, &mut handler);
     drop(armed);
     phases.lap("run");
     let code = result?;
     let (vmm_peak_rss_kib, guest_resident_kib) = if cfg.measure_memory {
-        (peak_rss_kib(), resident_kib(&handler.mem, layout.mem_size).ok())
+        (peak_rss_kib(proc_status), resident_kib(&handler.mem, layout.mem_size).ok())
     } else {
         (None, None)
     };
 
-    let stats = RunStats {
+    let stats = BareStats {
         phases: phases.list,
         vm_exits: handler.vm_exits,
         syscalls: handler.service.stats.total,
         syscall_service_ns: handler.service_ns,
         unsupported_syscalls: handler.service.stats.unsupported.iter().copied().collect(),
-        kvm_kind: crate::vstate::kvm_kind().name().to_string(),
+        kvm_kind: Some(kvm_kind),
         sync_regs,
         guest_mem_kib: layout.mem_size >> 10,
         vmm_peak_rss_kib,
         guest_resident_kib,
+        forwarded_calls: handler.service.stats.forwarded,
+        refused_calls: handler.service.stats.refused,
+        refusals: std::mem::take(&mut handler.service.stats.refusals),
+        jailed: cfg.jail,
+        seccomp_allowed_syscalls: cfg
+            .jail
+            .then(|| crate::jail::seccomp::allowed_count(crate::jail::ThreadKind::BareVcpu)),
     };
     let end = handler.end.unwrap_or(GuestEnd::Exited(code));
     Ok(BareOutcome { end, stats })

@@ -1,14 +1,20 @@
 //! The bare guest's system call service: the workload's whole kernel footprint implemented by
 //! the VMM (stdio forwarded to the VMM's own descriptors, anonymous mmap from the guest heap,
-//! host CLOCK_MONOTONIC, a signalfd fed by the VMM's SIGTERM/SIGINT, poll over both), and
-//! `-ENOSYS` with a one-time warning for anything else.
+//! host CLOCK_MONOTONIC, a signalfd fed by the VMM's SIGTERM/SIGINT, poll over both), the
+//! forwarded network and file calls when the run grants them (see `forward`), and `-ENOSYS`
+//! with a one-time warning for anything else.
+//!
+//! The guest's descriptor table maps guest fds to what backs them: the VMM's stdio, a host
+//! file or socket the VMM opened for the guest (owned here, closed with the guest's close or
+//! at the end of the run), or a signalfd the VMM emulates.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::control::{Control, Stop};
+use super::files::RunDir;
 use super::heap::Heap;
 use super::layout::Layout;
 use crate::vstate::memory::{discard, host_range, read_bytes, write_bytes, GuestMemoryMmap};
@@ -17,6 +23,16 @@ pub const SYS_READ: u64 = 0;
 pub const SYS_WRITE: u64 = 1;
 pub const SYS_CLOSE: u64 = 3;
 pub const SYS_POLL: u64 = 7;
+pub const SYS_PREAD64: u64 = 17;
+pub const SYS_PWRITE64: u64 = 18;
+pub const SYS_SOCKET: u64 = 41;
+pub const SYS_CONNECT: u64 = 42;
+pub const SYS_SHUTDOWN: u64 = 48;
+pub const SYS_SETSOCKOPT: u64 = 54;
+pub const SYS_FSYNC: u64 = 74;
+pub const SYS_FDATASYNC: u64 = 75;
+pub const SYS_OPENAT: u64 = 257;
+pub const SYS_UNLINKAT: u64 = 263;
 pub const SYS_MMAP: u64 = 9;
 pub const SYS_MUNMAP: u64 = 11;
 pub const SYS_RT_SIGPROCMASK: u64 = 14;
@@ -62,22 +78,49 @@ fn unsupported_name(nr: u64) -> &'static str {
     }
 }
 
-fn neg_errno(e: i32) -> i64 {
+pub(super) fn neg_errno(e: i32) -> i64 {
     -i64::from(e)
 }
 
-fn last_errno() -> i32 {
+pub(super) fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// A descriptor in the guest's table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum GuestFd {
+#[derive(Debug)]
+pub(super) enum GuestFd {
     /// Forwarded to the VMM's host descriptor of the same number (0, 1, 2).
-    Host(i32),
+    Stdio(i32),
+    /// A regular file beneath the run directory, opened for the guest.
+    File(OwnedFd),
+    /// A TCP socket the VMM made for the guest.
+    Socket(OwnedFd),
     /// A signalfd over the given signal mask.
     Signal(u64),
 }
+
+impl GuestFd {
+    /// The host descriptor behind it, if any.
+    pub(super) fn host(&self) -> Option<i32> {
+        match self {
+            GuestFd::Stdio(h) => Some(*h),
+            GuestFd::File(f) | GuestFd::Socket(f) => Some(f.as_raw_fd()),
+            GuestFd::Signal(_) => None,
+        }
+    }
+}
+
+/// What the run lets the guest reach beyond stdio.
+#[derive(Debug, Default)]
+pub struct Forward {
+    /// Files: beneath this directory only.
+    pub files: Option<RunDir>,
+    /// Network: TCP connections to this one address only.
+    pub peer: Option<std::net::SocketAddrV4>,
+}
+
+/// Most refusal warnings printed (all are counted).
+const MAX_REFUSAL_WARNINGS: usize = 32;
 
 /// Per-run counters reported with the result.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -85,22 +128,29 @@ pub struct SyscallStats {
     pub total: u64,
     pub by_nr: BTreeMap<u64, u64>,
     pub unsupported: BTreeSet<u64>,
+    /// Forwarded network and file calls made on the host for the guest.
+    pub forwarded: u64,
+    /// Calls refused by the confinement policy (answered -EPERM).
+    pub refused: u64,
+    /// The first refusals, in words.
+    pub refusals: Vec<String>,
 }
 
 /// The guest's kernel-side state.
 pub struct Service {
-    mem: GuestMemoryMmap,
-    layout: Layout,
+    pub(super) mem: GuestMemoryMmap,
+    pub(super) layout: Layout,
     heap: Heap,
-    fds: BTreeMap<i32, GuestFd>,
+    pub(super) fds: BTreeMap<i32, GuestFd>,
     blocked: u64,
-    control: Arc<Control>,
+    pub(super) control: Arc<Control>,
+    pub(super) forward: Forward,
     pub stats: SyscallStats,
 }
 
 impl Service {
-    pub fn new(mem: GuestMemoryMmap, layout: Layout, control: Arc<Control>) -> Service {
-        let fds = (0..3).map(|fd| (fd, GuestFd::Host(fd))).collect();
+    pub fn new(mem: GuestMemoryMmap, layout: Layout, control: Arc<Control>, forward: Forward) -> Service {
+        let fds = (0..3).map(|fd| (fd, GuestFd::Stdio(fd))).collect();
         Service {
             heap: Heap::new(layout.heap_start, layout.heap_end),
             mem,
@@ -108,8 +158,26 @@ impl Service {
             fds,
             blocked: 0,
             control,
+            forward,
             stats: SyscallStats::default(),
         }
+    }
+
+    /// Count and report a call the confinement policy refuses; the guest gets -EPERM.
+    pub(super) fn refuse(&mut self, nr: u64, why: &str) -> i64 {
+        self.stats.refused += 1;
+        if self.stats.refusals.len() < MAX_REFUSAL_WARNINGS {
+            eprintln!("cvbench-vmm: warning: refused guest {} ({why}); returning -EPERM", unsupported_name(nr));
+            self.stats.refusals.push(format!("{}: {why}", unsupported_name(nr)));
+        }
+        neg_errno(libc::EPERM)
+    }
+
+    /// Lowest free guest descriptor number.
+    pub(super) fn install_fd(&mut self, fd: GuestFd) -> i64 {
+        let new = (3..).find(|n| !self.fds.contains_key(n)).unwrap_or(3);
+        self.fds.insert(new, fd);
+        i64::from(new)
     }
 
     /// Signals the guest currently blocks.
@@ -123,7 +191,7 @@ impl Service {
         *self.stats.by_nr.entry(nr).or_default() += 1;
         let r = match nr {
             SYS_READ => return self.read(a[0] as i32, a[1], a[2]),
-            SYS_WRITE => self.write(a[0] as i32, a[1], a[2]),
+            SYS_WRITE => return self.write(a[0] as i32, a[1], a[2]),
             SYS_CLOSE => self.close(a[0] as i32),
             SYS_POLL => return self.poll(a[0], a[1], a[2] as i32),
             SYS_MMAP => self.mmap(a[0], a[1], a[3], a[4] as i32),
@@ -136,6 +204,15 @@ impl Service {
             SYS_CLOCK_GETTIME => self.clock_gettime(a[0] as i32, a[1]),
             SYS_EXIT | SYS_EXIT_GROUP => return Action::Exit((a[0] & 0xff) as i32),
             SYS_SIGNALFD4 => self.signalfd4(a[0] as i32, a[1], a[2]),
+            SYS_OPENAT if self.forward.files.is_some() => self.openat(a[0] as i32, a[1], a[2], a[3]),
+            SYS_UNLINKAT if self.forward.files.is_some() => self.unlinkat(a[0] as i32, a[1], a[2]),
+            SYS_PREAD64 if self.forward.files.is_some() => return self.pread(a[0] as i32, a[1], a[2], a[3] as i64),
+            SYS_PWRITE64 if self.forward.files.is_some() => self.pwrite(a[0] as i32, a[1], a[2], a[3] as i64),
+            SYS_FSYNC | SYS_FDATASYNC if self.forward.files.is_some() => self.fsync(a[0] as i32, nr),
+            SYS_SOCKET if self.forward.peer.is_some() => self.socket(a[0], a[1], a[2]),
+            SYS_CONNECT if self.forward.peer.is_some() => return self.connect(a[0] as i32, a[1], a[2]),
+            SYS_SETSOCKOPT if self.forward.peer.is_some() => self.setsockopt(a[0] as i32, a[1], a[2], a[3], a[4]),
+            SYS_SHUTDOWN if self.forward.peer.is_some() => self.shutdown(a[0] as i32, a[1]),
             _ => {
                 if self.stats.unsupported.insert(nr) {
                     eprintln!(
@@ -150,7 +227,7 @@ impl Service {
     }
 
     /// Host pointer for a user buffer, or None if any of it is outside user memory.
-    fn user_ptr(&self, addr: u64, len: u64) -> Option<*mut u8> {
+    pub(super) fn user_ptr(&self, addr: u64, len: u64) -> Option<*mut u8> {
         if len == 0 {
             return Some(std::ptr::NonNull::dangling().as_ptr());
         }
@@ -160,7 +237,7 @@ impl Service {
         host_range(&self.mem, addr, len).ok()
     }
 
-    fn read_user(&self, addr: u64, buf: &mut [u8]) -> bool {
+    pub(super) fn read_user(&self, addr: u64, buf: &mut [u8]) -> bool {
         self.layout.is_user_range(addr, buf.len() as u64) && read_bytes(&self.mem, addr, buf).is_ok()
     }
 
@@ -168,33 +245,49 @@ impl Service {
         self.layout.is_user_range(addr, data.len() as u64) && write_bytes(&self.mem, addr, data).is_ok()
     }
 
-    fn host_fd(&self, fd: i32) -> Option<i32> {
-        match self.fds.get(&fd) {
-            Some(GuestFd::Host(h)) => Some(*h),
-            _ => None,
-        }
+    pub(super) fn host_fd(&self, fd: i32) -> Option<i32> {
+        self.fds.get(&fd).and_then(GuestFd::host)
     }
 
-    fn write(&mut self, fd: i32, buf: u64, len: u64) -> i64 {
-        let Some(host) = self.host_fd(fd) else { return neg_errno(libc::EBADF) };
-        let Some(ptr) = self.user_ptr(buf, len) else { return neg_errno(libc::EFAULT) };
+    fn write(&mut self, fd: i32, buf: u64, len: u64) -> Action {
+        let Some(host) = self.host_fd(fd) else { return Action::Return(neg_errno(libc::EBADF)) };
+        let Some(ptr) = self.user_ptr(buf, len) else { return Action::Return(neg_errno(libc::EFAULT)) };
+        if let Some(GuestFd::File(f)) = self.fds.get(&fd) {
+            if let Err(why) = self.check_file_growth(f.as_raw_fd(), None, len) {
+                return Action::Return(self.refuse(SYS_WRITE, &why));
+            }
+            self.stats.forwarded += 1;
+        } else if let Some(GuestFd::Socket(_)) = self.fds.get(&fd) {
+            self.stats.forwarded += 1;
+        }
         loop {
             // SAFETY: `ptr..ptr+len` is inside guest memory (checked by `user_ptr`), which
             // stays mapped for the service's lifetime; write only reads it.
             let n = unsafe { libc::write(host, ptr.cast(), len as usize) };
             if n >= 0 {
-                return n as i64;
+                return Action::Return(n as i64);
             }
             let e = last_errno();
             if e != libc::EINTR {
-                return neg_errno(e);
+                return Action::Return(neg_errno(e));
+            }
+            // A stop signal interrupted a blocking write (a socket whose peer stopped reading).
+            if let Some(stop) = self.control.check(self.blocked) {
+                return Action::Stop(stop);
             }
         }
     }
 
     fn read(&mut self, fd: i32, buf: u64, len: u64) -> Action {
-        match self.fds.get(&fd).copied() {
-            Some(GuestFd::Host(host)) => {
+        if matches!(self.fds.get(&fd), Some(GuestFd::File(_) | GuestFd::Socket(_))) {
+            self.stats.forwarded += 1;
+        }
+        let entry = self.fds.get(&fd).map(|g| match g {
+            GuestFd::Signal(mask) => Err(*mask),
+            other => Ok(other.host().unwrap_or(-1)),
+        });
+        match entry {
+            Some(Ok(host)) => {
                 let Some(ptr) = self.user_ptr(buf, len) else {
                     return Action::Return(neg_errno(libc::EFAULT));
                 };
@@ -228,7 +321,7 @@ impl Service {
                     }
                 }
             }
-            Some(GuestFd::Signal(mask)) => self.read_signalfd(mask, buf, len),
+            Some(Err(mask)) => self.read_signalfd(mask, buf, len),
             None => Action::Return(neg_errno(libc::EBADF)),
         }
     }
@@ -256,7 +349,7 @@ impl Service {
     }
 
     /// Block until the control eventfd fires or `timeout_ms` passes; Err if the guest must stop.
-    fn wait_wake(&self, timeout_ms: i32) -> Result<(), Stop> {
+    pub(super) fn wait_wake(&self, timeout_ms: i32) -> Result<(), Stop> {
         let mut p = libc::pollfd { fd: self.control.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut p, 1, timeout_ms) };
@@ -265,7 +358,7 @@ impl Service {
     }
 
     fn close(&mut self, fd: i32) -> i64 {
-        // Host descriptors stay open: they belong to the VMM (its stdio).
+        // Stdio stays open (it is the VMM's); files and sockets close as their entry drops.
         match self.fds.remove(&fd) {
             Some(_) => 0,
             None => neg_errno(libc::EBADF),
@@ -299,15 +392,15 @@ impl Service {
                     continue; // poll(2) ignores negative descriptors
                 }
                 match self.fds.get(fd) {
-                    Some(GuestFd::Host(h)) => {
-                        slots.push(i);
-                        host.push(libc::pollfd { fd: *h, events: *events, revents: 0 });
-                    }
                     Some(GuestFd::Signal(mask)) => {
                         if self.control.pending() & mask != 0 && *events & libc::POLLIN != 0 {
                             *revents = libc::POLLIN;
                             ready += 1;
                         }
+                    }
+                    Some(other) => {
+                        slots.push(i);
+                        host.push(libc::pollfd { fd: other.host().unwrap_or(-1), events: *events, revents: 0 });
                     }
                     None => {
                         *revents = libc::POLLNVAL;
@@ -417,9 +510,7 @@ impl Service {
         }
         let mask = u64::from_le_bytes(b);
         if fd == -1 {
-            let new = (3..).find(|n| !self.fds.contains_key(n)).unwrap_or(3);
-            self.fds.insert(new, GuestFd::Signal(mask));
-            return i64::from(new);
+            return self.install_fd(GuestFd::Signal(mask));
         }
         match self.fds.get_mut(&fd) {
             Some(GuestFd::Signal(m)) => {
@@ -451,14 +542,60 @@ impl Service {
 mod tests {
     use super::*;
     use crate::bare::elf::{ElfImage, Segment};
-    use crate::vstate::memory::{create_guest_memory, read_u64, write_u64, MemRange};
+    use crate::vstate::memory::{create_guest_memory, read_u64, write_bytes, write_u64, MemRange};
 
     fn service() -> Service {
         let seg = Segment { vaddr: 0x20_0000, offset: 0, filesz: 0, memsz: 0x1000, flags: 5 };
         let img = ElfImage { entry: 0x20_0000, segments: vec![seg], phdr_vaddr: None, phnum: 1 };
         let layout = Layout::plan(64 << 20, &img).unwrap();
         let mem = create_guest_memory(&[MemRange { start: 0, size: 64 << 20 }]).unwrap();
-        Service::new(mem, layout, Arc::new(Control::new().unwrap()))
+        Service::new(mem, layout, Arc::new(Control::new().unwrap()), Forward::default())
+    }
+
+    fn service_with(forward: Forward) -> Service {
+        let mut s = service();
+        s.forward = forward;
+        s
+    }
+
+    #[test]
+    fn a_granted_file_opens_and_a_write_past_the_bound_is_refused_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Some(RunDir::open(dir.path(), 4096).unwrap());
+        let mut s = service_with(Forward { files, peer: None });
+        let at = s.layout.heap_start;
+        write_bytes(&s.mem, at, b"f\0").unwrap();
+        let flags = (libc::O_RDWR | libc::O_CREAT) as u64;
+        let Action::Return(fd) = s.call(SYS_OPENAT, [libc::AT_FDCWD as u64, at, flags, 0o600, 0, 0]) else { panic!() };
+        assert!(fd >= 3, "{fd}");
+        assert_eq!(s.call(SYS_PWRITE64, [fd as u64, at, 2, 0, 0, 0]), Action::Return(2));
+        assert_eq!(s.call(SYS_PWRITE64, [fd as u64, at, 2, 4095, 0, 0]), Action::Return(-i64::from(libc::EPERM)));
+        assert_eq!((s.stats.refused, s.stats.forwarded), (1, 2));
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"f\0");
+    }
+
+    #[test]
+    fn connect_elsewhere_is_refused_before_any_host_call() {
+        let peer = Some("10.204.0.1:5201".parse().unwrap());
+        let mut s = service_with(Forward { files: None, peer });
+        let Action::Return(fd) = s.call(SYS_SOCKET, [2, 1, 0, 0, 0, 0]) else { panic!() };
+        let at = s.layout.heap_start;
+        let mut sa = [0u8; 16];
+        sa[0] = 2;
+        sa[2..4].copy_from_slice(&5201u16.to_be_bytes());
+        sa[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        write_bytes(&s.mem, at, &sa).unwrap();
+        assert_eq!(s.call(SYS_CONNECT, [fd as u64, at, 16, 0, 0, 0]), Action::Return(-i64::from(libc::EPERM)));
+        assert_eq!(s.stats.refused, 1);
+        assert_eq!(s.call(SYS_SOCKET, [17, 3, 0, 0, 0, 0]), Action::Return(-i64::from(libc::EPERM)));
+    }
+
+    #[test]
+    fn without_a_grant_file_and_socket_calls_stay_enosys() {
+        let mut s = service();
+        assert_eq!(s.call(SYS_OPENAT, [0, 0, 0, 0, 0, 0]), Action::Return(-i64::from(libc::ENOSYS)));
+        assert_eq!(s.call(SYS_SOCKET, [2, 1, 0, 0, 0, 0]), Action::Return(-i64::from(libc::ENOSYS)));
+        assert_eq!(s.stats.refused, 0);
     }
 
     #[test]

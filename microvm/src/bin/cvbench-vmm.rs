@@ -6,7 +6,8 @@
 //! had not blocked, the VMM dies of the same signal (as the workload process would natively);
 //! otherwise 124 when the run hit its timeout, 125 when the VMM could not set the VM up,
 //! 126 when the guest faulted or stopped unexpectedly (the message names vector, RIP and
-//! fault address).
+//! fault address), 159 when the jailed VMM made a system call outside its seccomp allow-list
+//! (the message names the call).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,6 +58,28 @@ struct BareArgs {
     /// Write run statistics (phases, exits, syscalls, KVM kind) as JSON to this file.
     #[arg(long)]
     stats_json: Option<PathBuf>,
+    /// Forward file calls: the guest may use regular files beneath this directory only.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// No guest file may grow past this many MiB.
+    #[arg(long, default_value_t = bare::default_max_file_mib())]
+    max_file_mib: u64,
+    /// Forward TCP: run in a private network namespace with a veth to the namespace of this
+    /// process (the peer server).
+    #[arg(long, requires_all = ["net_peer", "net_local_ip"])]
+    net_peer_pid: Option<i32>,
+    /// The one address the guest may connect to (the peer end of the /30).
+    #[arg(long)]
+    net_peer: Option<std::net::SocketAddrV4>,
+    /// The VMM's end of the /30.
+    #[arg(long)]
+    net_local_ip: Option<std::net::Ipv4Addr>,
+    /// Do not jail the VMM (no namespaces, root, capability drop or seccomp): debugging only.
+    #[arg(long)]
+    no_jail: bool,
+    /// Test hook: once jailed, make a system call outside the allow-list.
+    #[arg(long, hide = true)]
+    selftest_forbidden_syscall: bool,
     /// Arguments for the guest after `argv[0]`.
     #[arg(last = true)]
     args: Vec<String>,
@@ -74,6 +97,11 @@ impl TryFrom<BareArgs> for BareConfig {
         let argv0 = a.argv0.unwrap_or_else(|| a.elf.display().to_string());
         let mut argv = vec![argv0];
         argv.extend(a.args);
+        let net = match (a.net_peer_pid, a.net_peer, a.net_local_ip) {
+            (Some(peer_pid), Some(peer), Some(local_ip)) => Some(bare::net::NetConfig { peer_pid, peer, local_ip }),
+            (None, None, None) => None,
+            _ => anyhow::bail!("--net-peer-pid, --net-peer and --net-local-ip go together"),
+        };
         Ok(BareConfig {
             elf: a.elf,
             argv,
@@ -81,6 +109,11 @@ impl TryFrom<BareArgs> for BareConfig {
             mem_mib: a.mem_mib,
             timeout,
             measure_memory: a.stats_json.is_some(),
+            run_dir: a.run_dir,
+            max_file_mib: a.max_file_mib,
+            net,
+            jail: !a.no_jail,
+            selftest_forbidden_syscall: a.selftest_forbidden_syscall,
         })
     }
 }
@@ -91,8 +124,12 @@ fn main() {
     let code = match cli.mode {
         // The bare guest catches SIGTERM/SIGINT with handlers while it runs (bare::control).
         Mode::Bare(args) => run_bare(args),
-        // SIGTERM/SIGINT reach the VMM through the process's signal owner (vmm_linux).
-        Mode::Linux(args) => vmm_linux::run(args, start),
+        Mode::Linux(args) => {
+            // Before any thread exists, so every thread inherits the mask and the Linux VMM's
+            // vCPU loop collects SIGTERM/SIGINT (sigtimedwait) as a stop request.
+            bare::block_stop_signals();
+            vmm_linux::run(args, start)
+        }
     };
     std::process::exit(code);
 }
@@ -106,16 +143,26 @@ fn run_bare(args: BareArgs) -> i32 {
             return EXIT_VMM_ERROR;
         }
     };
+    // Opened now: once jailed, the VMM can reach no path.
+    let stats_file = match stats_path.as_ref().map(std::fs::File::create).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cvbench-vmm: cannot create the stats file: {e}");
+            return EXIT_VMM_ERROR;
+        }
+    };
     match bare::run(&config) {
         Ok(outcome) => {
-            if let Some(path) = stats_path {
-                if let Err(e) = write_stats(&path, &outcome.stats) {
+            if let Some(file) = stats_file {
+                if let Err(e) = write_stats(file, &outcome.stats) {
                     eprintln!("cvbench-vmm: {e:#}");
                 }
             }
             match outcome.end {
                 GuestEnd::Exited(code) => code,
                 GuestEnd::Signalled(sig) => die_of(sig),
+                // Only the Linux guest ends these ways.
+                GuestEnd::PowerOff | GuestEnd::Timeout | GuestEnd::Failed(_) => EXIT_GUEST_CRASH,
             }
         }
         Err(e) => {
@@ -142,9 +189,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn write_stats(path: &std::path::Path, stats: &bare::RunStats) -> anyhow::Result<()> {
+fn write_stats(mut file: std::fs::File, stats: &impl serde::Serialize) -> anyhow::Result<()> {
     let json = serde_json::to_vec(stats).context("serialising run statistics")?;
-    std::fs::write(path, json).with_context(|| path.display().to_string())
+    std::io::Write::write_all(&mut file, &json).context("writing the stats file")
 }
 
 /// Terminate the VMM with signal `sig`, as the guest program would have died natively.

@@ -14,6 +14,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::BusDevice;
+
 /// The byte the guest writes to mark a milestone.
 pub const BOOT_TIMER_MAGIC: u8 = 0xcb;
 const KERNEL_INIT: u64 = 0;
@@ -67,6 +69,16 @@ impl BootTimer {
             EXIT_STATUS => t.exit_status = Some(value),
             _ => {}
         }
+    }
+}
+
+impl BusDevice for BootTimer {
+    fn bus_read(&mut self, offset: u64, data: &mut [u8]) {
+        self.read(offset, data);
+    }
+
+    fn bus_write(&mut self, offset: u64, data: &[u8]) {
+        self.write(offset, data);
     }
 }
 

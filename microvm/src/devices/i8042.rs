@@ -4,7 +4,7 @@
 
 use vm_superio::Trigger;
 
-use super::PowerOff;
+use super::{BusDevice, PowerOff};
 
 /// Latches a guest reset request.
 pub struct ResetTrigger(PowerOff);
@@ -33,6 +33,22 @@ impl I8042 {
 
     pub fn write(&mut self, port: u16, value: u8) {
         let Ok(()) = self.dev.write((port - 0x60) as u8, value);
+    }
+}
+
+/// Registered at 0x60 for five ports: offsets 0 (data) and 4 (command) are the controller's;
+/// 0x61..0x63 read as an empty bus and drop writes, as when they were unclaimed.
+impl BusDevice for I8042 {
+    fn bus_read(&mut self, offset: u64, data: &mut [u8]) {
+        if let (Some(b), 0 | 4) = (data.first_mut(), offset) {
+            *b = self.read(0x60 + offset as u16);
+        }
+    }
+
+    fn bus_write(&mut self, offset: u64, data: &[u8]) {
+        if let (Some(&b), 0 | 4) = (data.first(), offset) {
+            self.write(0x60 + offset as u16, b);
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 use std::io::Write;
 
 use vm_superio::Trigger;
+
+use super::BusDevice;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Raises the UART's interrupt by signalling an irqfd.
@@ -43,6 +45,20 @@ impl Serial {
     /// Flush buffered console output (at exit).
     pub fn flush(&mut self) {
         let _ = self.uart.writer_mut().flush();
+    }
+}
+
+impl BusDevice for Serial {
+    fn bus_read(&mut self, offset: u64, data: &mut [u8]) {
+        if let Some(b) = data.first_mut() {
+            *b = self.read(offset as u8);
+        }
+    }
+
+    fn bus_write(&mut self, offset: u64, data: &[u8]) {
+        if let Some(&b) = data.first() {
+            self.write(offset as u8, b);
+        }
     }
 }
 

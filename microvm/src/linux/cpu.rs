@@ -2,11 +2,14 @@
 //! paging off) or the bzImage 64-bit entry (long mode, identity-mapped first GiB), general
 //! registers, FPU, boot MSRs and the local APIC's LINT pins.
 
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{BootEntry, BOOT_STACK_ADDR, GDT_ADDR, PAGE_TABLES_ADDR, PVH_START_INFO_ADDR, ZERO_PAGE_ADDR};
-use crate::vstate::{GuestMemoryMmap, KvmVcpu, Vcpu, VcpuError};
+use crate::arch::x86_64::gdt::{flat, gdt_entry, segment, KERNEL_CODE32, KERNEL_CODE64, KERNEL_DATA, TSS_BUSY};
+use crate::arch::x86_64::paging::{PageTables, GIB, PAGE, PRESENT, WRITABLE};
+use crate::arch::x86_64::regs::*;
+use crate::vstate::{GuestMemoryMmap, KvmVcpu, MemoryError, Vcpu, VcpuError};
 
 /// Errors from setting up vCPU state.
 #[derive(Debug, thiserror::Error)]
@@ -15,56 +18,19 @@ pub enum CpuError {
     Vcpu(#[from] VcpuError),
     #[error("cannot write {0} into guest memory")]
     WriteGuest(&'static str, #[source] vm_memory::GuestMemoryError),
+    #[error("cannot write the boot page tables")]
+    PageTables(#[from] MemoryError),
     #[error("KVM_GET_LAPIC/KVM_SET_LAPIC failed on vCPU {0}")]
     Lapic(u8, #[source] kvm_ioctls::Error),
-}
-
-const CR0_PE: u64 = 1;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-
-/// A GDT descriptor from access/flags (`0xF0FF` mask: G, D/B, L, AVL and the access byte).
-pub fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
-    let (flags, base, limit) = (u64::from(flags), u64::from(base), u64::from(limit));
-    ((base & 0xff00_0000) << 32)
-        | ((flags & 0xf0ff) << 40)
-        | ((limit & 0x000f_0000) << 32)
-        | ((base & 0x00ff_ffff) << 16)
-        | (limit & 0xffff)
-}
-
-/// The KVM segment (hidden part included) a selector into `entry` loads.
-pub fn segment(entry: u64, index: u16) -> kvm_segment {
-    let base = ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000);
-    let raw_limit = ((entry >> 32) & 0x000f_0000) | (entry & 0xffff);
-    let g = ((entry >> 55) & 1) as u8;
-    let limit = if g == 1 { (raw_limit << 12) | 0xfff } else { raw_limit };
-    kvm_segment {
-        base,
-        limit: limit as u32,
-        selector: index * 8,
-        type_: ((entry >> 40) & 0xf) as u8,
-        present: ((entry >> 47) & 1) as u8,
-        dpl: ((entry >> 45) & 3) as u8,
-        db: ((entry >> 54) & 1) as u8,
-        s: ((entry >> 44) & 1) as u8,
-        l: ((entry >> 53) & 1) as u8,
-        g,
-        avl: ((entry >> 52) & 1) as u8,
-        unusable: 0,
-        padding: 0,
-    }
 }
 
 /// The GDT for an entry mode: null, code, data, TSS.
 pub fn gdt(entry: &BootEntry) -> [u64; 4] {
     let code = match entry {
-        BootEntry::Pvh { .. } => 0xc09b,     // 32-bit code
-        BootEntry::BzImage { .. } => 0xa09b, // 64-bit code
+        BootEntry::Pvh { .. } => KERNEL_CODE32,
+        BootEntry::BzImage { .. } => KERNEL_CODE64,
     };
-    [0, gdt_entry(code, 0, 0xf_ffff), gdt_entry(0xc093, 0, 0xf_ffff), gdt_entry(0x008b, 0, 0x67)]
+    [0, flat(code), flat(KERNEL_DATA), gdt_entry(TSS_BUSY, 0, 0x67)]
 }
 
 /// Write the GDT (and for bzImage the identity page tables) and return the boot sregs.
@@ -103,25 +69,18 @@ pub fn boot_sregs(mem: &GuestMemoryMmap, entry: &BootEntry, mut sregs: kvm_sregs
     Ok(sregs)
 }
 
-/// PML4 → PDPT → PD with 512 × 2 MiB pages: the first GiB mapped 1:1.
+/// The first GiB mapped 1:1 with 2 MiB pages (PML4, PDPT, PD from [`PAGE_TABLES_ADDR`]).
 fn write_identity_page_tables(mem: &GuestMemoryMmap) -> Result<(), CpuError> {
     let pml4 = PAGE_TABLES_ADDR;
-    let pdpt = pml4 + 0x1000;
-    let pd = pdpt + 0x1000;
-    let w = |addr: u64, v: u64| {
-        mem.write_obj(v, GuestAddress(addr)).map_err(|e| CpuError::WriteGuest("the boot page tables", e))
-    };
-    w(pml4, pdpt | 0x3)?;
-    w(pdpt, pd | 0x3)?;
-    for i in 0..512u64 {
-        w(pd + i * 8, (i << 21) | 0x83)?;
-    }
+    let tables = PageTables { pml4, pdpt: pml4 + PAGE, pd_base: pml4 + 2 * PAGE };
+    tables.write_roots(mem, GIB, PRESENT | WRITABLE)?;
+    tables.map_huge_range(mem, 0..GIB, PRESENT | WRITABLE, |_| false)?;
     Ok(())
 }
 
 /// General registers at the kernel entry.
 pub fn boot_regs(entry: &BootEntry) -> kvm_regs {
-    let mut r = kvm_regs { rflags: 0x2, ..Default::default() };
+    let mut r = kvm_regs { rflags: RFLAGS_RESERVED, ..Default::default() };
     match *entry {
         BootEntry::Pvh { entry } => {
             r.rip = entry;
@@ -139,24 +98,24 @@ pub fn boot_regs(entry: &BootEntry) -> kvm_regs {
 
 /// x87 and SSE control words at reset values.
 pub fn boot_fpu() -> kvm_fpu {
-    kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() }
+    reset_fpu()
 }
 
 /// MSRs a booting kernel expects in a defined state (syscall entry points cleared, fast
 /// strings on, MTRRs enabled with write-back default).
 pub fn boot_msrs() -> Vec<(u32, u64)> {
     vec![
-        (0x174, 0),             // IA32_SYSENTER_CS
-        (0x175, 0),             // IA32_SYSENTER_ESP
-        (0x176, 0),             // IA32_SYSENTER_EIP
-        (0xc000_0081, 0),       // STAR
-        (0xc000_0082, 0),       // LSTAR
-        (0xc000_0083, 0),       // CSTAR
-        (0xc000_0084, 0),       // SYSCALL_MASK
-        (0xc000_0102, 0),       // KERNEL_GS_BASE
-        (0x10, 0),              // TSC
-        (0x1a0, 1),             // MISC_ENABLE: fast strings
-        (0x2ff, (1 << 11) | 6), // MTRRdefType: enabled, write-back
+        (MSR_SYSENTER_CS, 0),
+        (MSR_SYSENTER_ESP, 0),
+        (MSR_SYSENTER_EIP, 0),
+        (MSR_STAR, 0),
+        (MSR_LSTAR, 0),
+        (MSR_CSTAR, 0),
+        (MSR_SFMASK, 0),
+        (MSR_KERNEL_GS_BASE, 0),
+        (MSR_TSC, 0),
+        (MSR_MISC_ENABLE, 1),               // fast strings
+        (MSR_MTRR_DEF_TYPE, (1 << 11) | 6), // enabled, write-back
     ]
 }
 
@@ -199,13 +158,6 @@ pub fn set_lint(vcpu: &mut KvmVcpu) -> Result<(), CpuError> {
 mod tests {
     use super::*;
     use crate::vstate::{create_guest_memory, MemRange};
-
-    #[test]
-    fn flat_32_bit_code_segment_decodes_back() {
-        let s = segment(gdt_entry(0xc09b, 0, 0xf_ffff), 1);
-        assert_eq!((s.base, s.limit, s.selector), (0, 0xffff_ffff, 8));
-        assert_eq!((s.type_, s.s, s.present, s.db, s.l, s.g), (0xb, 1, 1, 1, 0, 1));
-    }
 
     #[test]
     fn long_mode_code_segment_has_l_set_and_db_clear() {

@@ -1,6 +1,6 @@
 //! Booting a Linux guest: loading the kernel (vmlinux through its PVH entry, or a bzImage
 //! through the 64-bit Linux boot protocol), the initramfs and command line, and the tables a
-//! kernel without ACPI needs (memory map, MP table); plus the guest CPU state (`cpu`, `cpuid`)
+//! kernel without ACPI needs (memory map, MP table); plus the guest CPU state (`cpu`)
 //! and the initramfs builder.
 //!
 //! Guest-physical layout (RAM starts at 0 and must end below the MMIO hole at 0xd000_0000):
@@ -10,7 +10,6 @@
 
 pub mod cmdline;
 pub mod cpu;
-pub mod cpuid;
 pub mod initramfs;
 pub mod kernel_cache;
 pub mod mptable;

@@ -1,17 +1,20 @@
-//! Running the Linux guest's vCPUs: one thread each, exits dispatched to the devices, and a
-//! stop path (first vCPU to see power-off, or the timeout) that kicks the others out of
-//! KVM_RUN with a signal and joins them, so the VMM never leaves a vCPU thread behind.
+//! Running the Linux guest's vCPUs: one thread each, exits dispatched to the device buses, and
+//! a stop path (first vCPU to see power-off, the timeout, or a [`StopRequest`]) that kicks the
+//! others out of KVM_RUN with their [`VcpuKick`] and joins them, so the VMM never leaves a
+//! vCPU thread behind.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
-
 use crate::devices::{Devices, PowerOff};
-use crate::vstate::{run_vcpu, ExitHandler, KvmVcpu, Vcpu, VcpuError, VcpuExit, VmExit};
+use crate::jail::{self, ThreadKind};
+use crate::stats::GuestEnd;
+use crate::vstate::{
+    install_kick_handler, run_vcpu, ExitHandler, KvmVcpu, StopRequest, Vcpu, VcpuError, VcpuExit, VcpuKick, VmExit,
+};
 
 /// Why a vCPU stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -24,41 +27,17 @@ pub enum VcpuRunError {
     Spawn(u8, #[source] std::io::Error),
     #[error("cannot install the vCPU kick signal handler")]
     Signal(#[source] vmm_sys_util::errno::Error),
-}
-
-/// How the guest run ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GuestEnd {
-    /// The guest reset or powered off (i8042 reset, triple fault or a KVM system event).
-    PowerOff,
-    /// The timeout passed first; the vCPUs were stopped.
-    Timeout,
-    /// A vCPU failed (entry failure, emulation error, ioctl error).
-    Failed(String),
-    /// The VMM was asked to stop ([`request_stop`]), e.g. by SIGTERM; carries the signal.
-    Stopped(i32),
-}
-
-/// Ask a running [`run`] to stop the guest and return [`GuestEnd::Stopped`] with `reason`
-/// (a signal number). Safe to call from any thread; SIGTERM/SIGINT do the same through the
-/// process's signal owner (`cvbench_signals`, in graceful mode).
-pub fn request_stop(reason: i32) {
-    cvbench_signals::request_stop(reason);
+    #[error("cannot install the main thread's seccomp filter")]
+    Jail(#[source] crate::jail::JailError),
 }
 
 /// Poll interval of the stop request while waiting for the guest.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
 struct LinuxExits {
-    devices: Arc<Mutex<Devices>>,
+    devices: Arc<Devices>,
     power_off: PowerOff,
     stopping: Arc<AtomicBool>,
-}
-
-impl LinuxExits {
-    fn devices(&self) -> std::sync::MutexGuard<'_, Devices> {
-        self.devices.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 impl ExitHandler<KvmVcpu> for LinuxExits {
@@ -69,11 +48,11 @@ impl ExitHandler<KvmVcpu> for LinuxExits {
             VmExit::IoIn { port, len } => {
                 let mut buf = [0u8; 8];
                 let len = len.min(8);
-                self.devices().pio_read(port, &mut buf[..len]);
+                self.devices.pio.read(u64::from(port), &mut buf[..len]);
                 vcpu.complete_io_in(&buf[..len]);
             }
             VmExit::IoOut { port, data } => {
-                self.devices().pio_write(port, data.as_slice());
+                self.devices.pio.write(u64::from(port), data.as_slice());
                 if self.power_off.requested() {
                     return Ok(VcpuExit::Shutdown(0));
                 }
@@ -81,15 +60,18 @@ impl ExitHandler<KvmVcpu> for LinuxExits {
             VmExit::MmioRead { addr, len } => {
                 let mut buf = [0u8; 8];
                 let len = len.min(8);
-                self.devices().mmio_read(addr, &mut buf[..len]);
+                self.devices.mmio.read(addr, &mut buf[..len]);
                 vcpu.complete_mmio_read(&buf[..len]);
             }
-            VmExit::MmioWrite { addr, data } => self.devices().mmio_write(addr, data.as_slice()),
+            VmExit::MmioWrite { addr, data } => self.devices.mmio.write(addr, data.as_slice()),
             VmExit::Shutdown | VmExit::SystemEvent { .. } => {
                 self.power_off.request();
                 return Ok(VcpuExit::Shutdown(0));
             }
             VmExit::Interrupted => {
+                // Clear the kick before looking at why, so a kick landing after the check
+                // sets it again and the next KVM_RUN returns at once.
+                vcpu.set_immediate_exit(false);
                 if debug_enabled() {
                     let rip = vcpu.regs().map_or(0, |r| r.rip);
                     eprintln!("cvbench-vmm: vCPU {} interrupted at rip {rip:#x}", vcpu.id());
@@ -123,47 +105,73 @@ fn debug_enabled() -> bool {
 
 const DEBUG_SAMPLE: Duration = Duration::from_secs(5);
 
-extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-
 /// The moment vCPU 0 first entered the guest.
 pub type FirstRun = Arc<OnceLock<Instant>>;
 
-/// Run all vCPUs until power-off, a failure, or `timeout`.
+/// A vCPU thread and the kick that stops it. The thread hands its vCPU back when it ends, so
+/// the vCPU's kvm_run mapping (the kick's target) lives until the thread is joined.
+struct VcpuThread {
+    handle: JoinHandle<KvmVcpu>,
+    kick: Arc<VcpuKick>,
+}
+
+/// Run all vCPUs until power-off, a failure, `timeout` or a `stop` request.
 pub fn run(
     vcpus: Vec<KvmVcpu>,
-    devices: Arc<Mutex<Devices>>,
+    devices: Arc<Devices>,
     power_off: PowerOff,
     timeout: Option<Duration>,
     first_run: FirstRun,
+    stop: &StopRequest,
+    jailed: bool,
 ) -> Result<GuestEnd, VcpuRunError> {
-    register_signal_handler(SIGRTMIN(), kick_handler).map_err(VcpuRunError::Signal)?;
+    install_kick_handler().map_err(VcpuRunError::Signal)?;
     let stopping = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Result<i32, String>>();
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut threads: Vec<VcpuThread> = Vec::new();
     for mut vcpu in vcpus {
         let id = vcpu.id();
         let mut exits =
             LinuxExits { devices: devices.clone(), power_off: power_off.clone(), stopping: stopping.clone() };
         let tx = tx.clone();
         let first_run = first_run.clone();
+        let kick = Arc::new(VcpuKick::new());
+        let thread_kick = kick.clone();
         let handle = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             .spawn(move || {
+                // SAFETY: the vCPU is handed back when this thread ends and dropped only after
+                // `stop_all` joined the thread and disarmed the kick, so the kvm_run mapping and
+                // the thread id stay valid while the kick is armed.
+                unsafe { thread_kick.arm(vcpu.immediate_exit_flag(), Some(libc::pthread_self())) };
+                if jailed {
+                    if let Err(e) = jail::install(ThreadKind::Vcpu) {
+                        let _ = tx.send(Err(format!("vCPU {id}: {}", e)));
+                        return vcpu;
+                    }
+                }
                 if id == 0 {
                     let _ = first_run.set(Instant::now());
                 }
                 let r = run_vcpu(&mut vcpu, &mut exits).map_err(|e| e.to_string());
                 let _ = tx.send(r);
+                vcpu
             })
             .map_err(|e| VcpuRunError::Spawn(id, e))?;
-        threads.push(handle);
+        threads.push(VcpuThread { handle, kick });
     }
     drop(tx);
+    if jailed {
+        if let Err(e) = jail::install(ThreadKind::Main) {
+            stop_all(&stopping, threads);
+            return Err(VcpuRunError::Jail(e));
+        }
+    }
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut last_sample = Instant::now();
     let end = loop {
-        if let Some(stop) = cvbench_signals::stop_signal() {
-            break GuestEnd::Stopped(stop);
+        if let Some(sig) = stop.requested() {
+            break GuestEnd::Signalled(sig);
         }
         let wait = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -175,7 +183,7 @@ pub fn run(
         if debug_enabled() && last_sample.elapsed() >= DEBUG_SAMPLE {
             last_sample = Instant::now();
             for t in &threads {
-                let _ = t.kill(SIGRTMIN());
+                t.kick.interrupt();
             }
         }
         match rx.recv_timeout(wait) {
@@ -191,15 +199,16 @@ pub fn run(
     Ok(end)
 }
 
-/// Ask every vCPU thread to stop and wait for it. A kick that lands while a thread is outside
-/// KVM_RUN is lost, so kicks repeat until the thread has ended.
-fn stop_all(stopping: &AtomicBool, threads: Vec<JoinHandle<()>>) {
+/// Ask every vCPU thread to stop, kick it and wait for it. The kick's immediate_exit makes a
+/// KVM_RUN that has not started yet return at once, so one kick per thread suffices.
+fn stop_all(stopping: &AtomicBool, threads: Vec<VcpuThread>) {
     stopping.store(true, Ordering::SeqCst);
+    for t in &threads {
+        t.kick.kick();
+    }
     for t in threads {
-        while !t.is_finished() {
-            let _ = t.kill(SIGRTMIN());
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = t.join();
+        let vcpu = t.handle.join();
+        t.kick.disarm();
+        drop(vcpu);
     }
 }

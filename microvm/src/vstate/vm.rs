@@ -1,7 +1,5 @@
 //! The VM half of the hypervisor seam: the [`Vm`] trait, its kvm-ioctls implementation
-//! [`KvmVm`], and detection of which KVM this host provides ([`kvm_kind`]).
-
-use std::path::Path;
+//! [`KvmVm`].
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VmFd};
@@ -43,60 +41,6 @@ pub enum VmError {
     RegisterIoevent(u64, #[source] kvm_ioctls::Error),
     #[error("KVM_IRQ_LINE failed for IRQ {0}")]
     SetIrqLine(u32, #[source] kvm_ioctls::Error),
-}
-
-/// Which KVM implementation backs `/dev/kvm`. Decides which guest features can work here.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KvmKind {
-    /// VMX/SVM hardware virtualisation (`kvm_intel`/`kvm_amd`), including nested hardware KVM.
-    Hardware,
-    /// `kvm_pvm`: a software nested hypervisor. Guest CPL3 code runs natively, guest CPL0 code
-    /// is emulated (~2 MIPS here), so a guest kernel is impractically slow.
-    Pvm,
-    /// No usable `/dev/kvm`; the string says why.
-    Unavailable(String),
-}
-
-impl KvmKind {
-    /// Short stable name for records and `cvbench doctor`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            KvmKind::Hardware => "hardware",
-            KvmKind::Pvm => "kvm_pvm",
-            KvmKind::Unavailable(_) => "unavailable",
-        }
-    }
-}
-
-impl std::fmt::Display for KvmKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KvmKind::Hardware => f.write_str("hardware KVM (VMX/SVM)"),
-            KvmKind::Pvm => {
-                f.write_str("kvm_pvm (software nested KVM: guest user mode native, guest kernel mode emulated)")
-            }
-            KvmKind::Unavailable(why) => write!(f, "no usable KVM: {why}"),
-        }
-    }
-}
-
-/// Detect the KVM kind of this host from `/dev/kvm` and `/sys/module`.
-pub fn kvm_kind() -> KvmKind {
-    kvm_kind_at(Path::new("/dev/kvm"), Path::new("/sys/module"))
-}
-
-/// [`kvm_kind`] with the device node and the sysfs module directory as parameters (for tests).
-pub fn kvm_kind_at(dev: &Path, sys_module: &Path) -> KvmKind {
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(dev) {
-        return KvmKind::Unavailable(format!("cannot open {}: {e}", dev.display()));
-    }
-    if sys_module.join("kvm_pvm").exists() {
-        KvmKind::Pvm
-    } else if sys_module.join("kvm_intel").exists() || sys_module.join("kvm_amd").exists() {
-        KvmKind::Hardware
-    } else {
-        KvmKind::Unavailable(format!("{} opens but no kvm_intel, kvm_amd or kvm_pvm module is loaded", dev.display()))
-    }
 }
 
 /// VM-wide options.
@@ -229,36 +173,5 @@ impl Vm for KvmVm {
 
     fn set_irq_line(&self, irq: u32, active: bool) -> Result<(), VmError> {
         self.fd.set_irq_line(irq, active).map_err(|e| VmError::SetIrqLine(irq, e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kvm_kind_reports_pvm_when_the_module_is_loaded() {
-        let dir = tempfile::tempdir().unwrap();
-        let dev = dir.path().join("kvm");
-        std::fs::write(&dev, b"").unwrap();
-        std::fs::create_dir_all(dir.path().join("mod/kvm_pvm")).unwrap();
-        std::fs::create_dir_all(dir.path().join("mod/kvm")).unwrap();
-        assert_eq!(kvm_kind_at(&dev, &dir.path().join("mod")), KvmKind::Pvm);
-    }
-
-    #[test]
-    fn kvm_kind_reports_hardware_for_kvm_intel() {
-        let dir = tempfile::tempdir().unwrap();
-        let dev = dir.path().join("kvm");
-        std::fs::write(&dev, b"").unwrap();
-        std::fs::create_dir_all(dir.path().join("mod/kvm_intel")).unwrap();
-        assert_eq!(kvm_kind_at(&dev, &dir.path().join("mod")), KvmKind::Hardware);
-    }
-
-    #[test]
-    fn kvm_kind_is_unavailable_without_a_device_node() {
-        let dir = tempfile::tempdir().unwrap();
-        let kind = kvm_kind_at(&dir.path().join("missing"), dir.path());
-        assert!(matches!(kind, KvmKind::Unavailable(ref why) if why.contains("missing")));
     }
 }

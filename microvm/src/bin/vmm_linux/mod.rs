@@ -1,14 +1,16 @@
 //! `cvbench-vmm linux`: the Linux-guest mode of the VMM binary. Converts its arguments into
-//! the library's `builder::Config`, boots the guest, and reports the run as one JSON object
-//! (`--stats-json`) plus a one-line summary on stderr.
+//! the library's `builder::Config`, boots the guest, and reports the run as one typed
+//! [`LinuxStats`](cvbench_microvm::stats::LinuxStats) JSON object (`--stats-json`) plus a
+//! one-line summary on stderr.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
-use cvbench_microvm::builder::{self, BlkConfig, Config, NetConfig, RunOutcome};
-use cvbench_microvm::linux::vcpus::GuestEnd;
+use cvbench_microvm::builder::{self, BlkConfig, Config, NetConfig};
+use cvbench_microvm::stats::GuestEnd;
+use cvbench_microvm::vstate::StopRequest;
 
 use super::{error_chain, EXIT_GUEST_CRASH, EXIT_TIMEOUT, EXIT_VMM_ERROR};
 
@@ -53,6 +55,9 @@ pub struct LinuxArgs {
     /// Write the run's timings and end as JSON to this file.
     #[arg(long, alias = "boot-timer-out")]
     stats_json: Option<PathBuf>,
+    /// Do not jail the VMM (no namespaces, root, capability drop or seccomp): debugging only.
+    #[arg(long)]
+    no_jail: bool,
     /// Arguments for the guest /init (the workload subcommand and its arguments).
     #[arg(last = true)]
     init_args: Vec<String>,
@@ -95,34 +100,9 @@ impl TryFrom<LinuxArgs> for Config {
             console: a.console,
             timeout_ms,
             pvm_workarounds,
+            jail: !a.no_jail,
         })
     }
-}
-
-fn ms(d: Option<Duration>) -> serde_json::Value {
-    d.map_or(serde_json::Value::Null, |d| serde_json::json!(d.as_secs_f64() * 1000.0))
-}
-
-/// The run as JSON: what the harness and the tests read.
-pub fn outcome_json(o: &RunOutcome) -> serde_json::Value {
-    let (end, detail) = match &o.end {
-        GuestEnd::PowerOff => ("power_off", String::new()),
-        GuestEnd::Timeout => ("timeout", String::new()),
-        GuestEnd::Failed(e) => ("failed", e.clone()),
-        GuestEnd::Stopped(sig) => ("stopped", format!("signal {sig}")),
-    };
-    serde_json::json!({
-        "kvm_kind": o.kvm_kind,
-        "end": end,
-        "end_detail": detail,
-        "exit_status": o.boot.exit_status,
-        "kernel_init_ms": ms(o.boot.kernel_init),
-        "user_init_ms": ms(o.boot.user_init),
-        "first_kvm_run_ms": ms(o.first_kvm_run),
-        "total_ms": o.total.as_secs_f64() * 1000.0,
-        "cmdline": o.cmdline,
-        "notes": o.notes,
-    })
 }
 
 /// Run the Linux guest; returns the process exit status.
@@ -135,18 +115,27 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
             return EXIT_VMM_ERROR;
         }
     };
-    exit_on_stop_signal();
-    let outcome = match builder::build_and_boot_from(&config, start) {
+    // SIGTERM/SIGINT are blocked in every thread (see `main`); the vCPU loop collects them.
+    let stop = StopRequest::collecting_stop_signals();
+    // Opened now: once jailed, the VMM can reach no path.
+    let stats_file = match stats_path.as_ref().map(std::fs::File::create).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cvbench-vmm: cannot create the stats file: {e}");
+            return EXIT_VMM_ERROR;
+        }
+    };
+    let outcome = match builder::build_and_boot_from(&config, start, &stop) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("cvbench-vmm: {}", error_chain(&e));
             return EXIT_VMM_ERROR;
         }
     };
-    let json = outcome_json(&outcome);
+    let json = serde_json::to_string(&outcome.stats()).unwrap_or_default();
     eprintln!("cvbench-vmm: linux guest: {json}");
-    if let Some(path) = stats_path {
-        if let Err(e) = std::fs::write(&path, json.to_string()) {
+    if let (Some(mut file), Some(path)) = (stats_file, stats_path) {
+        if let Err(e) = std::io::Write::write_all(&mut file, json.as_bytes()) {
             eprintln!("cvbench-vmm: cannot write {}: {e}", path.display());
         }
     }
@@ -158,14 +147,8 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
         }
         (GuestEnd::Timeout, _) => EXIT_TIMEOUT,
         (GuestEnd::Failed(_), _) => EXIT_GUEST_CRASH,
-        (GuestEnd::Stopped(sig), _) => 128 + sig,
+        (GuestEnd::Signalled(sig), _) => 128 + sig,
+        // The bare guest's end; a Linux guest reports its status through the boot timer.
+        (GuestEnd::Exited(code), _) => *code,
     }
-}
-
-/// SIGTERM/SIGINT become a stop request through the process's signal owner (graceful mode):
-/// the vCPUs are stopped, the stats are written, and the exit closes the tap fd (removing the
-/// tap). A second signal ends the VMM at once. The VMM creates no other host state.
-fn exit_on_stop_signal() {
-    cvbench_signals::install();
-    cvbench_signals::set_mode(cvbench_signals::Mode::Graceful);
 }

@@ -233,6 +233,16 @@ fn unreachable_queue(max: u16) -> Queue {
     panic!("virtio queue size {max} is not a power of two in 1..=32768")
 }
 
+impl crate::devices::bus::BusDevice for MmioTransport {
+    fn bus_read(&mut self, offset: u64, data: &mut [u8]) {
+        self.read(offset, data);
+    }
+
+    fn bus_write(&mut self, offset: u64, data: &[u8]) {
+        self.write(offset, data);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,7 +187,16 @@ impl VirtioDevice for Net {
         let (notify, stop) = (ctx.notify, ctx.stop);
         std::thread::Builder::new()
             .name("virtio-net".into())
-            .spawn(move || worker.run(&notify, &stop))
+            .spawn(move || {
+                // Narrow the filter inherited from the vCPU thread that activated the device.
+                if crate::jail::active() {
+                    if let Err(e) = crate::jail::install(crate::jail::ThreadKind::Device) {
+                        eprintln!("cvbench-vmm: virtio-net: {e}");
+                        return;
+                    }
+                }
+                worker.run(&notify, &stop)
+            })
             .map_err(|e| VirtioError::SpawnWorker(self.name(), e))?;
         Ok(())
     }

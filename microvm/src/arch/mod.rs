@@ -1,0 +1,3 @@
+//! Architecture code shared by both guest kinds. Only x86-64 is supported.
+
+pub mod x86_64;
