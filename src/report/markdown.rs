@@ -139,7 +139,7 @@ fn environment(out: &mut String, set: &ResultSet) {
     out.push('\n');
     if let Some(d) = &m.design {
         let _ = writeln!(out, "### How the run was designed\n");
-        let _ = writeln!(out, "{}\n", short(&d.describe()));
+        let _ = writeln!(out, "{}\n", d.describe());
     }
 }
 

@@ -79,10 +79,14 @@ fn work_sentence(a: &Aggregate, kind: Kind) -> Option<String> {
         return None;
     }
     let mut total = 0;
+    let mut unjudged = 0;
     let mut sig: Vec<(f64, String)> = Vec::new();
     for (sc, hl) in a.headline_rows().into_iter().filter(|(sc, _)| WORK.contains(&family_of(sc))) {
         for b in &bs {
             let c = a.cell(&sc, b, hl.metric);
+            if c.ratio.is_some() && c.significance.is_none() {
+                unjudged += 1;
+            }
             let (Some(r), Some(s)) = (c.ratio, c.significance) else { continue };
             total += 1;
             if s != Significance::SameAsNative {
@@ -90,10 +94,16 @@ fn work_sentence(a: &Aggregate, kind: Kind) -> Option<String> {
             }
         }
     }
-    if total == 0 {
-        return None;
-    }
     let who = format!("{} ({})", capitalised(kind.plural()), bs.join(", "));
+    if total == 0 {
+        return (unjudged > 0).then(|| {
+            format!(
+                "{who}: none of the {unjudged} throughput and I/O cells has {} runs a side, so no difference from \
+                 native is claimed.",
+                crate::stats::MIN_N_SIGNIFICANCE
+            )
+        });
+    }
     if sig.is_empty() {
         return Some(format!("{who}: all {total} judged throughput and I/O cells are ≈ native (every CI contains 1)."));
     }
