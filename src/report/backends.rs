@@ -55,7 +55,7 @@ pub const PROFILES: &[Profile] = &[
         Kind::Native,
         "fork+exec of cvbench-workload",
         "the workload process only",
-        "veth pair between two namespaces the run created",
+        "veth pair on a /30 between two namespaces the run created",
         (40, 40, 40),
     ),
     p(
@@ -63,7 +63,7 @@ pub const PROFILES: &[Profile] = &[
         Kind::Container,
         "in-process runtime (cvbench-runtime): clone into namespaces, overlay rootfs, cgroup, seccomp, exec",
         "image check, rootfs, cgroup and namespace set-up, the workload; no daemon",
-        "veth into a peer namespace the run created (one /30)",
+        "veth pair on a /30 into a server namespace the run created",
         (31, 119, 180),
     ),
     p(
@@ -87,7 +87,7 @@ pub const PROFILES: &[Profile] = &[
         Kind::Container,
         "`runc run` on a generated OCI bundle",
         "the runc process (the container's parent) and the container",
-        "veth into a peer namespace the run created (one /30)",
+        "veth pair on a /30 into a server namespace the run created",
         (255, 127, 14),
     ),
     p(
@@ -95,7 +95,7 @@ pub const PROFILES: &[Profile] = &[
         Kind::Container,
         "`crun run` on a generated OCI bundle",
         "the crun process and the container",
-        "veth into a peer namespace the run created (one /30)",
+        "veth pair on a /30 into a server namespace the run created",
         (44, 160, 44),
     ),
     p(
@@ -103,7 +103,7 @@ pub const PROFILES: &[Profile] = &[
         Kind::Container,
         "`docker run --rm` against a private dockerd → containerd → shim → runc",
         "the docker CLI, shim and container; not the shared dockerd and containerd",
-        "veth into a peer namespace the run created (one /30)",
+        "veth pair on a /30 into a server namespace the run created",
         (214, 39, 40),
     ),
     p(
@@ -111,7 +111,7 @@ pub const PROFILES: &[Profile] = &[
         Kind::Vm,
         "qemu-system-x86_64 with the same guest kernel and initramfs",
         "the QEMU process, guest boot and the workload",
-        "tap in a peer namespace the run created",
+        "not supported (no virtio-net device attached)",
         (140, 86, 75),
     ),
 ];
