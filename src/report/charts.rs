@@ -289,7 +289,7 @@ where
                 String::new()
             }
         })
-        .x_desc("ratio to native (×, log scale) with 95% CI; pale bars: CI contains 1 (≈ native)")
+        .x_desc("ratio to native (×, log scale) with 95% CI; pale bars: CI contains 1 (≈ native) or n < 5 (not judged)")
         .label_style(("sans-serif", 13))
         .draw()?;
     chart.draw_series(std::iter::once(PathElement::new(vec![(1.0, -0.5), (1.0, m - 0.5)], BLACK.stroke_width(1))))?;

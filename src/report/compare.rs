@@ -108,15 +108,20 @@ pub fn render(a: &ResultSet, b: &ResultSet, a_name: &str, b_name: &str) -> Strin
         b.manifest.git_rev.as_deref().unwrap_or("?"),
         b.manifest.hostname,
     );
-    if a.manifest.hostname != b.manifest.hostname || a.manifest.id() != b.manifest.id() {
+    let (ma, mb) = (&a.manifest, &b.manifest);
+    if ma.hostname != mb.hostname || ma.cpu_model != mb.cpu_model || ma.kernel != mb.kernel || ma.kvm != mb.kvm {
         let _ = writeln!(
             out,
-            "**⚠ A and B come from different environments** (host {} vs {}, env {} vs {}): every change below \
-             includes the difference between the hosts, not only between the runs.\n",
-            a.manifest.hostname,
-            b.manifest.hostname,
-            a.manifest.id(),
-            b.manifest.id()
+            "**⚠ A and B come from different hosts** ({} / {} / {} vs {} / {} / {}): every change below includes \
+             the difference between the hosts, not only between the runs.\n",
+            ma.hostname, ma.kernel, ma.cpu_model, mb.hostname, mb.kernel, mb.cpu_model
+        );
+    } else if ma.id() != mb.id() {
+        let _ = writeln!(
+            out,
+            "Same host, different environment ids ({} vs {}): the commit or a peer's version differs.\n",
+            ma.id(),
+            mb.id()
         );
     }
     for (name, set) in [("A", a), ("B", b)] {
@@ -270,7 +275,10 @@ mod tests {
         let a = with(startup("native", &[1]));
         let mut b = a.clone();
         b.manifest.hostname = "elsewhere".into();
-        assert!(render(&a, &b, "A", "B").contains("A and B come from different environments"));
-        assert!(!render(&a, &a.clone(), "A", "B").contains("different environments"));
+        assert!(render(&a, &b, "A", "B").contains("A and B come from different hosts"));
+        assert!(!render(&a, &a.clone(), "A", "B").contains("different"));
+        let mut c = a.clone();
+        c.manifest.git_rev = Some("other".into());
+        assert!(render(&a, &c, "A", "B").contains("Same host, different environment ids"));
     }
 }

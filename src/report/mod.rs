@@ -82,14 +82,17 @@ pub fn ratio_bars(a: &Aggregate) -> Vec<RatioBar> {
         };
         for b in a.backends.iter().filter(|b| *b != "native") {
             let c = a.cell(&sc, b, hl.metric);
-            if let (Some(r), Some(ci), Some(sig)) = (c.ratio, c.ratio_ci, c.significance) {
+            if let (Some(r), Some(ci)) = (c.ratio, c.ratio_ci) {
                 v.push(RatioBar {
                     metric: format!("{sc}: {}{arrow}", hl.label),
                     backend: b.clone(),
                     ratio: r,
                     lo: ci.lo,
                     hi: ci.hi,
-                    significant: sig != crate::stats::Significance::SameAsNative,
+                    significant: matches!(
+                        c.significance,
+                        Some(crate::stats::Significance::Above | crate::stats::Significance::Below)
+                    ),
                 });
             }
         }

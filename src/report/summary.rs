@@ -45,6 +45,7 @@ fn per_kind(a: &Aggregate, scenario: &str, metric: &str, scale: f64, unit: &str,
             .collect();
         let meds: Vec<f64> = cells.iter().filter_map(|(_, c)| c.summary.map(|s| s.median * scale)).collect();
         let Some((lo, hi)) = range(&meds) else { continue };
+        let judged = cells.iter().filter(|(_, c)| c.significance.is_some()).count();
         let sig: Vec<f64> = cells
             .iter()
             .filter(|(_, c)| matches!(c.significance, Some(Significance::Above | Significance::Below)))
@@ -55,12 +56,17 @@ fn per_kind(a: &Aggregate, scenario: &str, metric: &str, scale: f64, unit: &str,
                 format!(" (×{} native, all significant)", span(rl, rh, "").trim_end())
             }
             Some((rl, rh)) => format!(
-                " (×{} native where significant, {} of {} ≈ native)",
+                " (×{} native where significant; {} of {} ≈ native, {} not judged)",
                 span(rl, rh, "").trim_end(),
-                cells.len() - sig.len(),
-                cells.len()
+                judged - sig.len(),
+                cells.len(),
+                cells.len() - judged
             ),
-            None if native.is_some() => " (every one ≈ native)".to_string(),
+            None if judged == 0 && native.is_some() => {
+                format!(" (not judged: fewer than {} runs a side)", crate::stats::MIN_N_SIGNIFICANCE)
+            }
+            None if judged == cells.len() && native.is_some() => " (every one ≈ native)".to_string(),
+            None if native.is_some() => format!(" ({judged} of {} ≈ native, the rest not judged)", cells.len()),
             None => String::new(),
         };
         parts.push(format!("{} {}{ratio}", kind.plural(), span(lo, hi, unit)));
@@ -207,6 +213,7 @@ mod tests {
         );
         assert!(s.contains("TCP stream on runc (×2.00 slower)"), "{s}");
         assert!(s.contains("the other 1 are ≈ native"), "{s}");
+        assert!(!s.contains("every one ≈ native"), "{s}");
         let n = s.matches(". ").count() + 1;
         assert!((3..=6).contains(&n), "{n} sentences: {s}");
     }
