@@ -21,10 +21,10 @@ pub struct Design {
     pub warmup_units: u32,
     /// Pause between consecutive units, the same for every backend (ms).
     pub spacing_ms: u64,
-    /// The quiet-host gate before each unit: wait (at most `quiet_max_wait_ms`)
-    /// until the 1-minute load average is at most this and the previous
-    /// unit's children are gone; each record's `extra.quiet_wait_ms` says
-    /// how long it waited.
+    /// The quiet-host gate before each unit: wait until the 1-minute load
+    /// average is at most this (for at most `quiet_max_wait_ms`) and the
+    /// previous unit's children are gone (for at most ten times that); each
+    /// record's `extra.quiet_wait_ms` says how long it waited.
     pub quiet_max_load: f64,
     pub quiet_max_wait_ms: u64,
     /// CPU pinning, when on: the harness on one CPU, the instance on another.
@@ -52,16 +52,18 @@ impl Design {
         format!(
             "Backends shuffled within each round from seed {} ({} rounds recorded in the manifest); {} warm-up \
              unit(s) per cell discarded; {} ms between units for every backend; before each unit the harness \
-             waited (at most {} ms) for the 1-minute load average to fall to {} and the previous unit's \
-             children to be gone (each record's `extra.quiet_wait_ms`); {pin}; throughput timed regions of at \
-             least {} ms per sample.",
+             waited up to {} ms for the 1-minute load average to fall to {} and up to ten times that for the \
+             previous unit's children to be gone (each record's `extra.quiet_wait_ms`); {pin}; {}.",
             self.seed,
             self.orders.len(),
             self.warmup_units,
             self.spacing_ms,
             self.quiet_max_wait_ms,
             self.quiet_max_load,
-            self.min_timed_region_ms
+            match self.min_timed_region_ms {
+                0 => "throughput sizes of the quick profile (timed regions not sized to a minimum)".to_string(),
+                ms => format!("throughput timed regions of at least {ms} ms per sample"),
+            }
         )
     }
 }

@@ -214,7 +214,9 @@ impl Plan {
             seed: 0,
             warmup_units: 1,
             quiet_max_load: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
-            quiet_max_wait: Duration::from_millis(if q { 200 } else { 1000 }),
+            // A busy host costs every unit this much at most (the load average
+            // is a one-minute mean: waiting longer barely moves it).
+            quiet_max_wait: Duration::from_millis(if q { 100 } else { 250 }),
             pin: None,
         })
     }
