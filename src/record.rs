@@ -46,7 +46,11 @@ impl Design {
     /// One paragraph for the report.
     pub fn describe(&self) -> String {
         let pin = match self.pin {
-            Some(p) => format!("harness pinned to CPU {}, instances to CPU {}", p.harness_cpu, p.instance_cpu),
+            Some(p) => format!(
+                "harness pinned to CPU {}, instances to CPU {} (so is a daemon a backend starts at its first \
+                 launch, such as the private dockerd)",
+                p.harness_cpu, p.instance_cpu
+            ),
             None => "no CPU pinning".to_string(),
         };
         format!(
