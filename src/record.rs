@@ -32,6 +32,9 @@ pub struct Design {
     /// Throughput scenarios are sized so one sample's timed region lasts at
     /// least this long natively (ms).
     pub min_timed_region_ms: u64,
+    /// Scenarios sized below that minimum, each with why.
+    #[serde(default)]
+    pub timed_region_exceptions: Vec<String>,
 }
 
 /// Which CPUs the harness and the instances were pinned to.
@@ -66,7 +69,13 @@ impl Design {
             self.quiet_max_load,
             match self.min_timed_region_ms {
                 0 => "throughput sizes of the quick profile (timed regions not sized to a minimum)".to_string(),
-                ms => format!("throughput timed regions of at least {ms} ms per sample"),
+                ms if self.timed_region_exceptions.is_empty() => {
+                    format!("throughput timed regions of at least {ms} ms per sample")
+                }
+                ms => format!(
+                    "throughput timed regions of at least {ms} ms per sample, except {}",
+                    self.timed_region_exceptions.join("; ")
+                ),
             }
         )
     }
