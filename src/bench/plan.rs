@@ -177,23 +177,25 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         v.push(single("net-rr", "net-rr", &["--requests", "1000"], it));
         v.push(single("disk", "disk", &["--size-mib", "8", "--rand-ops", "64"], it));
     } else {
-        // Each timed region lasts at least MIN_TIMED_REGION natively here
-        // (measured on a quiet moment: SHA-256 16 MiB 333 ms, sieve 4 M
-        // 14 ms so 32 M, matmul n=160 1.8 ms so n=640 (64× the work)
-        // 400 ms, a 32 MiB copy ×5 22 ms so ×25, 4 KiB random reads ~17k
-        // IOPS so 2048 ops). SYSCALL_EXCEPTION says why getppid is smaller.
-        v.push(single("cpu", "cpu", &["--sha-mib", "16", "--sieve-n", "32000000", "--matmul-n", "640"], it));
-        v.push(single("mem-bw", "mem-bw", &["--array-mib", "32", "--iters", "25"], it));
+        // Each timed region lasts at least MIN_TIMED_REGION natively here,
+        // sized from the fastest (quietest) native runs seen: SHA-256 16 MiB
+        // 85 ms so 32 MiB; sieve 4 M 14 ms so 32 M; matmul n=640 61 ms so
+        // n=800 (~2× the work); a 32 MiB copy ×25 95 ms so ×30; first touch
+        // 2.7 µs/page so 192 MiB; seq read 680 MB/s so 96 MiB; 4 KiB random
+        // reads ~17k IOPS so 2048 ops. SYSCALL_EXCEPTION says why getppid is
+        // smaller.
+        v.push(single("cpu", "cpu", &["--sha-mib", "32", "--sieve-n", "32000000", "--matmul-n", "800"], it));
+        v.push(single("mem-bw", "mem-bw", &["--array-mib", "32", "--iters", "30"], it));
         v.push(single(
             "mem-touch",
             "mem-touch",
-            &["--touch-mib", "64", "--chase-mib", "32", "--accesses", "2000000"],
+            &["--touch-mib", "192", "--chase-mib", "32", "--accesses", "2000000"],
             it,
         ));
         v.push(single("syscall", "syscall", &["--iters", "50000"], it));
         v.push(single("net-stream", "net-stream", &["--mib", "128"], it));
         v.push(single("net-rr", "net-rr", &["--requests", "5000"], it));
-        v.push(single("disk", "disk", &["--size-mib", "32", "--rand-ops", "2048"], it));
+        v.push(single("disk", "disk", &["--size-mib", "96", "--rand-ops", "2048"], it));
     }
     v
 }
