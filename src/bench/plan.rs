@@ -182,7 +182,8 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         // 85 ms so 32 MiB; sieve 4 M 14 ms so 32 M; matmul n=640 61 ms so
         // n=800 (~2× the work); a 32 MiB copy ×25 95 ms so ×30; first touch
         // 2.7 µs/page so 192 MiB; seq read 680 MB/s so 96 MiB; 4 KiB random
-        // reads ~17k IOPS so 2048 ops. SYSCALL_EXCEPTION says why getppid is
+        // reads ~17k IOPS so 2048 ops; TCP up to 20 Gbit/s so 256 MiB; a round
+        // trip 14 µs so 10000. SYSCALL_EXCEPTION says why getppid is
         // smaller.
         v.push(single("cpu", "cpu", &["--sha-mib", "32", "--sieve-n", "32000000", "--matmul-n", "800"], it));
         v.push(single("mem-bw", "mem-bw", &["--array-mib", "32", "--iters", "30"], it));
@@ -193,8 +194,8 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             it,
         ));
         v.push(single("syscall", "syscall", &["--iters", "50000"], it));
-        v.push(single("net-stream", "net-stream", &["--mib", "128"], it));
-        v.push(single("net-rr", "net-rr", &["--requests", "5000"], it));
+        v.push(single("net-stream", "net-stream", &["--mib", "256"], it));
+        v.push(single("net-rr", "net-rr", &["--requests", "10000"], it));
         v.push(single("disk", "disk", &["--size-mib", "96", "--rand-ops", "2048"], it));
     }
     v
