@@ -280,6 +280,12 @@ mod tests {
     }
 
     #[test]
+    fn host_wide_memavailable_is_not_a_headline() {
+        // It drifts by more than an instance costs and went negative; it stays in results.csv only.
+        assert!(HEADLINES.iter().all(|h| !h.metric.contains("memavail")));
+    }
+
+    #[test]
     fn cost_factor_inverts_throughput_ratios() {
         assert_eq!(cost_factor("workload.copy_gb_s", 0.5), 2.0);
         assert_eq!(cost_factor("workload.p50_us", 2.0), 2.0);
