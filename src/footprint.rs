@@ -179,7 +179,9 @@ impl PeakSampler {
                 if flag.load(Ordering::Relaxed) {
                     break;
                 }
-                std::thread::sleep(every);
+                // Parked rather than asleep, so `finish` ends the wait at once
+                // (a noop run must not pay a whole polling period).
+                std::thread::park_timeout(every);
             }
             let seen: Vec<u64> = best.into_iter().flatten().collect();
             (!seen.is_empty()).then(|| seen.iter().sum())
@@ -190,6 +192,7 @@ impl PeakSampler {
     /// Stop polling and return the peak (KiB), if any process was readable.
     pub fn finish(self) -> Option<u64> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.thread().unpark();
         self.thread.join().ok().flatten()
     }
 }

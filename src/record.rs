@@ -4,8 +4,92 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Bumped whenever a field changes meaning or is removed.
+/// Bumped whenever a field changes meaning or is removed. Readers refuse
+/// records of any other version rather than guess what their fields mean.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// How a bench run was designed, recorded in its manifest so a reader can
+/// tell what the figures were protected against.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Design {
+    /// Seed of the per-round shuffle of the backends' order.
+    pub seed: u64,
+    /// The order of every round: `scenario#round: backend,backend,...`.
+    pub orders: Vec<String>,
+    /// Units run before each cell's measured ones and discarded.
+    pub warmup_units: u32,
+    /// Pause between consecutive units, the same for every backend (ms).
+    pub spacing_ms: u64,
+    /// The quiet-host gate before each unit: wait until the 1-minute load
+    /// average is at most this (for at most `quiet_max_wait_ms`) and the
+    /// previous unit's children are gone (for at most ten times that); each
+    /// record's `extra.quiet_wait_ms` says how long it waited.
+    pub quiet_max_load: f64,
+    pub quiet_max_wait_ms: u64,
+    /// CPU pinning, when on: the harness on one CPU, the instance on another.
+    pub pin: Option<Pinning>,
+    /// Throughput scenarios are sized so one sample's timed region lasts at
+    /// least this long natively (ms).
+    pub min_timed_region_ms: u64,
+    /// Scenarios sized below that minimum, each with why.
+    #[serde(default)]
+    pub timed_region_exceptions: Vec<String>,
+}
+
+/// Which CPUs the harness and the instances were pinned to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pinning {
+    pub harness_cpu: usize,
+    pub instance_cpu: usize,
+}
+
+impl Design {
+    /// One paragraph for the report.
+    pub fn describe(&self) -> String {
+        let pin = match self.pin {
+            Some(p) => format!(
+                "harness pinned to CPU {}, instances to CPU {} (so is a daemon a backend starts at its first \
+                 launch, such as the private dockerd)",
+                p.harness_cpu, p.instance_cpu
+            ),
+            None => "no CPU pinning".to_string(),
+        };
+        format!(
+            "Backends shuffled within each round from seed {} ({} rounds recorded in the manifest); {} warm-up \
+             unit(s) per cell discarded; {} ms between units for every backend; before each unit the harness \
+             waited up to {} ms for the 1-minute load average to fall to {} and up to ten times that for the \
+             previous unit's children to be gone (each record's `extra.quiet_wait_ms`); {pin}; {}.",
+            self.seed,
+            self.orders.len(),
+            self.warmup_units,
+            self.spacing_ms,
+            self.quiet_max_wait_ms,
+            self.quiet_max_load,
+            match self.min_timed_region_ms {
+                0 => "throughput sizes of the quick profile (timed regions not sized to a minimum)".to_string(),
+                ms if self.timed_region_exceptions.is_empty() => {
+                    format!("throughput timed regions of at least {ms} ms per sample")
+                }
+                ms => format!(
+                    "throughput timed regions of at least {ms} ms per sample, except {}",
+                    self.timed_region_exceptions.join("; ")
+                ),
+            }
+        )
+    }
+}
+
+/// The host's network state during a run, which moves network figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostNet {
+    /// iptables + nftables rules in the root namespace, when readable.
+    pub firewall_rules: Option<u64>,
+    /// Whether any dockerd was running when the run started.
+    pub dockerd_running: bool,
+}
 
 /// One run: what ran where, what the host saw, what the workload measured.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -5,11 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::env::Manifest;
-use crate::record::RunRecord;
+use crate::record::{RunRecord, SCHEMA_VERSION};
 
 /// Version of the flat row format (`results.csv` / `results.json`).
 pub const ROWS_VERSION: u32 = 1;
@@ -36,6 +36,16 @@ pub enum ResultsError {
     Serialise(PathBuf, #[source] serde_json::Error),
     #[error("CSV {0}")]
     Csv(PathBuf, #[source] csv::Error),
+    #[error("{0} is not a result set: it has no {MANIFEST} (write one with `cvbench bench`)")]
+    NotAResultSet(PathBuf),
+    #[error("{0} has no {RECORDS}: the result set is incomplete")]
+    MissingRecords(PathBuf),
+    #[error("{path} line {line} is truncated (the run was interrupted while writing it?); remove that line to use the records before it")]
+    Truncated { path: PathBuf, line: usize },
+    #[error("{path} line {line} has schema version {found}; this cvbench reads version {SCHEMA_VERSION} only")]
+    UnknownSchema { path: PathBuf, line: usize, found: u64 },
+    #[error("{0} holds no records")]
+    Empty(PathBuf),
 }
 
 /// A manifest and every record measured under it.
@@ -113,26 +123,39 @@ pub fn rows(records: &[RunRecord]) -> Vec<Row> {
 }
 
 impl ResultSet {
-    /// Read `manifest.json` and `records.jsonl` from `dir`.
+    /// Read `manifest.json` and `records.jsonl` from `dir`. A missing file,
+    /// a truncated last line, a record of another schema version or an
+    /// empty set is an error that says which.
     pub fn read_dir(dir: &Path) -> Result<ResultSet, ResultsError> {
         let mp = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&mp).map_err(|e| ResultsError::Read(mp.clone(), e))?;
+        let text = match std::fs::read_to_string(&mp) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ResultsError::NotAResultSet(dir.into())),
+            r => r.map_err(|e| ResultsError::Read(mp.clone(), e))?,
+        };
         let manifest = serde_json::from_str(&text).map_err(|e| ResultsError::ParseJson(mp, e))?;
         let rp = dir.join(RECORDS);
-        let f = File::open(&rp).map_err(|e| ResultsError::Read(rp.clone(), e))?;
-        let mut records = Vec::new();
-        for (i, line) in BufReader::new(f).lines().enumerate() {
-            let line = line.map_err(|e| ResultsError::Read(rp.clone(), e))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            records.push(serde_json::from_str(&line).map_err(|source| ResultsError::ParseRecord {
-                path: rp.clone(),
-                line: i + 1,
-                source,
-            })?);
+        let text = match std::fs::read_to_string(&rp) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ResultsError::MissingRecords(dir.into())),
+            r => r.map_err(|e| ResultsError::Read(rp.clone(), e))?,
+        };
+        let records = parse_records(&rp, &text)?;
+        if records.is_empty() {
+            return Err(ResultsError::Empty(rp));
         }
         Ok(ResultSet { manifest, records })
+    }
+
+    /// Environment ids of records that are not the manifest's (records
+    /// appended from another host or build), for the report to label.
+    pub fn foreign_env_ids(&self) -> Vec<String> {
+        let own = self.manifest.id();
+        let mut v: Vec<String> = Vec::new();
+        for r in &self.records {
+            if !r.env_id.is_empty() && r.env_id != own && !v.contains(&r.env_id) {
+                v.push(r.env_id.clone());
+            }
+        }
+        v
     }
 
     /// Write the set as a result directory (replacing its files).
@@ -158,6 +181,39 @@ impl ResultSet {
         let text = serde_json::to_string(&doc).map_err(|e| ResultsError::Serialise(jp.clone(), e))?;
         std::fs::write(&jp, text).map_err(|e| ResultsError::Write(jp, e))
     }
+}
+
+/// Parse `records.jsonl` text: every line a record of this schema version.
+/// The last line without its newline that does not parse is a truncated
+/// write, reported as such.
+pub fn parse_records(path: &Path, text: &str) -> Result<Vec<RunRecord>, ResultsError> {
+    let mut records = Vec::new();
+    let complete = text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(_) if i + 1 == lines.len() && !complete => {
+                return Err(ResultsError::Truncated { path: path.into(), line: i + 1 })
+            }
+            Err(source) => return Err(ResultsError::ParseRecord { path: path.into(), line: i + 1, source }),
+        };
+        // The version is checked before the fields, so a newer record reads
+        // as "unknown version" rather than as a confusing field error.
+        let found = value.get("schema_version").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        if found != u64::from(SCHEMA_VERSION) {
+            return Err(ResultsError::UnknownSchema { path: path.into(), line: i + 1, found });
+        }
+        records.push(serde_json::from_value(value).map_err(|source| ResultsError::ParseRecord {
+            path: path.into(),
+            line: i + 1,
+            source,
+        })?);
+    }
+    Ok(records)
 }
 
 /// The layout of `results.json`.
@@ -235,6 +291,9 @@ mod tests {
             peers: [("runc".to_string(), Some("runc 1.1".to_string()))].into_iter().collect(),
             loadavg_at_start: Some("0.10 0.20 0.30".into()),
             host_cpu: None,
+            git_dirty: Some(false),
+            host_net: None,
+            design: None,
         }
     }
 
@@ -309,8 +368,57 @@ mod tests {
     }
 
     #[test]
-    fn reading_a_missing_dir_names_the_file() {
+    fn reading_a_missing_dir_says_it_is_not_a_result_set() {
         let err = ResultSet::read_dir(Path::new("/nonexistent/cv")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/cv/manifest.json"));
+        assert!(err.to_string().contains("/nonexistent/cv is not a result set"), "{err}");
+    }
+
+    fn written(records: &[RunRecord]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        ResultSet { manifest: manifest(), records: records.to_vec() }.write_dir(d.path()).unwrap();
+        d
+    }
+
+    #[test]
+    fn missing_records_file_is_named() {
+        let d = written(&[record("native", None)]);
+        std::fs::remove_file(d.path().join(RECORDS)).unwrap();
+        let err = ResultSet::read_dir(d.path()).unwrap_err();
+        assert!(matches!(err, ResultsError::MissingRecords(_)), "{err}");
+    }
+
+    #[test]
+    fn truncated_last_record_is_reported_as_truncated() {
+        let d = written(&[record("native", None), record("crun", None)]);
+        let p = d.path().join(RECORDS);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, &text[..text.len() - 40]).unwrap();
+        let err = ResultSet::read_dir(d.path()).unwrap_err();
+        assert!(matches!(err, ResultsError::Truncated { line: 2, .. }), "{err}");
+        assert!(err.to_string().contains("line 2 is truncated"), "{err}");
+    }
+
+    #[test]
+    fn unknown_schema_version_is_refused() {
+        let mut r = record("native", None);
+        r.schema_version = SCHEMA_VERSION + 1;
+        let d = written(&[r]);
+        let err = ResultSet::read_dir(d.path()).unwrap_err();
+        assert!(
+            matches!(err, ResultsError::UnknownSchema { found, .. } if found == u64::from(SCHEMA_VERSION) + 1),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_record_file_is_an_error() {
+        let d = written(&[]);
+        assert!(matches!(ResultSet::read_dir(d.path()).unwrap_err(), ResultsError::Empty(_)));
+    }
+
+    #[test]
+    fn records_from_another_environment_are_found() {
+        let set = ResultSet { manifest: manifest(), records: vec![record("native", None)] };
+        assert_eq!(set.foreign_env_ids(), vec!["e1".to_string()]);
     }
 }

@@ -26,6 +26,10 @@ pub struct RunRequest {
     pub env_id: String,
     pub scenario: String,
     pub iteration: u32,
+    /// Launch the instance pinned to this CPU (the launching thread moves
+    /// there for the launch call only, so the instance's processes inherit
+    /// it and the harness stays where it was).
+    pub pin_instance_cpu: Option<usize>,
 }
 
 impl RunRequest {
@@ -40,6 +44,7 @@ impl RunRequest {
             env_id: String::new(),
             scenario: workload.to_string(),
             iteration: 0,
+            pin_instance_cpu: None,
         }
     }
 }
@@ -134,8 +139,18 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         String::from_utf8_lossy(&buf).into_owned()
     });
 
+    let home = req.pin_instance_cpu.and_then(|cpu| {
+        let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu).ok()?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).ok()?;
+        Some(before)
+    });
     let t0 = Instant::now();
     let launched = backend.launch(spec);
+    if let Some(before) = home {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &before);
+    }
     let mut inst = match launched {
         Ok(i) => i,
         Err(e) => {

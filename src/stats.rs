@@ -1,6 +1,8 @@
 //! Distribution statistics for the report: n, median, p90, p99, min, max,
-//! MAD and mean of a sample, and the ratio of a backend's figure to native's.
-//! Pure functions; nothing here touches the system.
+//! MAD, mean and coefficient of variation of a sample; seeded bootstrap 95%
+//! confidence intervals of a median and of a ratio of two medians; and the
+//! ratio of a backend's figure to native's. Pure functions; nothing here
+//! touches the system, and the same input and seed give the same interval.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +19,9 @@ pub struct Summary {
     /// Median absolute deviation from the median (unscaled).
     pub mad: f64,
     pub mean: f64,
+    /// Coefficient of variation: sample standard deviation ÷ mean (0 for n = 1).
+    #[serde(default)]
+    pub cv: f64,
 }
 
 /// Percentile `p` (0..=100) of an ascending, non-empty slice, by linear
@@ -69,7 +74,162 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
         max: v[v.len() - 1],
         mad: mad(&v).unwrap_or(0.0),
         mean: v.iter().sum::<f64>() / v.len() as f64,
+        cv: cv(&v).unwrap_or(0.0),
     })
+}
+
+/// Coefficient of variation (sample standard deviation over the mean) of the
+/// finite values; `None` for fewer than two values or a zero mean.
+pub fn cv(values: &[f64]) -> Option<f64> {
+    let v = sorted_finite(values);
+    if v.len() < 2 {
+        return None;
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    if mean == 0.0 {
+        return None;
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+    Some(var.sqrt() / mean.abs())
+}
+
+/// Below this many values on either side a ratio is not judged significant
+/// or not: a percentile bootstrap of a median from 3 values is far too
+/// narrow to trust.
+pub const MIN_N_SIGNIFICANCE: usize = 5;
+
+/// A cell whose coefficient of variation is above this is flagged noisy.
+pub const NOISY_CV: f64 = 0.10;
+
+/// Bootstrap resamples per interval: enough for stable 2.5/97.5 percentiles
+/// at the sample sizes of a run (5 to 50), cheap enough for a whole report.
+pub const BOOTSTRAP_RESAMPLES: usize = 2000;
+
+/// A 95% confidence interval.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interval {
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Interval {
+    pub fn contains(&self, x: f64) -> bool {
+        self.lo <= x && x <= self.hi
+    }
+    /// Whether two intervals share no point.
+    pub fn disjoint(&self, other: &Interval) -> bool {
+        self.hi < other.lo || other.hi < self.lo
+    }
+}
+
+/// SplitMix64: a small, well-mixed generator, so the bootstrap is
+/// reproducible from a seed without a dependency.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0), by rejection so there is no modulo bias.
+    pub fn below(&mut self, n: usize) -> usize {
+        let n = n as u64;
+        let zone = u64::MAX - (u64::MAX % n);
+        loop {
+            let x = self.next_u64();
+            if x < zone {
+                return (x % n) as usize;
+            }
+        }
+    }
+}
+
+/// A stable 64-bit seed from text (FNV-1a), so each cell of a report draws
+/// its own reproducible resamples whatever order the cells are computed in.
+pub fn seed_of(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn resampled_median(v: &[f64], rng: &mut SplitMix64, buf: &mut Vec<f64>) -> f64 {
+    buf.clear();
+    buf.extend((0..v.len()).map(|_| v[rng.below(v.len())]));
+    buf.sort_by(|a, b| a.total_cmp(b));
+    percentile_sorted(buf, 50.0)
+}
+
+fn percentile_interval(mut stats: Vec<f64>) -> Option<Interval> {
+    stats.retain(|x| x.is_finite());
+    if stats.is_empty() {
+        return None;
+    }
+    stats.sort_by(|a, b| a.total_cmp(b));
+    Some(Interval { lo: percentile_sorted(&stats, 2.5), hi: percentile_sorted(&stats, 97.5) })
+}
+
+/// Percentile-bootstrap 95% CI of the median of the finite values, drawn
+/// from `seed`. `None` for an empty sample; a single value gives a
+/// zero-width interval (nothing is known about its spread: see `n`).
+pub fn bootstrap_median_ci(values: &[f64], seed: u64) -> Option<Interval> {
+    let v = sorted_finite(values);
+    if v.is_empty() {
+        return None;
+    }
+    let mut rng = SplitMix64::new(seed);
+    let mut buf = Vec::with_capacity(v.len());
+    percentile_interval((0..BOOTSTRAP_RESAMPLES).map(|_| resampled_median(&v, &mut rng, &mut buf)).collect())
+}
+
+/// Percentile-bootstrap 95% CI of `median(values) / median(baseline)`: both
+/// samples are resampled independently (they are separate runs), from `seed`.
+/// `None` when either sample is empty or the baseline's median can be zero.
+pub fn bootstrap_ratio_ci(values: &[f64], baseline: &[f64], seed: u64) -> Option<Interval> {
+    let (v, b) = (sorted_finite(values), sorted_finite(baseline));
+    if v.is_empty() || b.is_empty() {
+        return None;
+    }
+    let mut rng = SplitMix64::new(seed);
+    let (mut bv, mut bb) = (Vec::with_capacity(v.len()), Vec::with_capacity(b.len()));
+    let mut ratios = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        let mv = resampled_median(&v, &mut rng, &mut bv);
+        let mb = resampled_median(&b, &mut rng, &mut bb);
+        if mb == 0.0 {
+            return None;
+        }
+        ratios.push(mv / mb);
+    }
+    percentile_interval(ratios)
+}
+
+/// How a ratio to native reads once its interval is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Significance {
+    /// The 95% CI of the ratio contains 1: indistinguishable from native.
+    SameAsNative,
+    /// The whole CI is above 1.
+    Above,
+    /// The whole CI is below 1.
+    Below,
+}
+
+/// Where a ratio interval lies with respect to 1.
+pub fn significance(ci: &Interval) -> Significance {
+    if ci.lo > 1.0 {
+        Significance::Above
+    } else if ci.hi < 1.0 {
+        Significance::Below
+    } else {
+        Significance::SameAsNative
+    }
 }
 
 /// Which way is better for a metric.
@@ -155,6 +315,78 @@ mod tests {
         assert_eq!(ratio(3.0, 2.0), Some(1.5));
         assert_eq!(ratio(3.0, 0.0), None);
         assert_eq!(change_pct(200.0, 150.0), Some(-25.0));
+    }
+
+    #[test]
+    fn cv_is_sample_sd_over_mean() {
+        // mean 5, sample sd sqrt(((3)^2+(3)^2)/1)... for [2, 8]: sd = sqrt(18) = 4.243
+        let c = cv(&[2.0, 8.0]).unwrap();
+        assert!((c - 18f64.sqrt() / 5.0).abs() < 1e-12, "{c}");
+        assert_eq!(cv(&[3.0]), None);
+        assert_eq!(summarize(&[4.0, 4.0, 4.0]).unwrap().cv, 0.0);
+    }
+
+    #[test]
+    fn bootstrap_is_reproducible_for_a_seed_and_moves_with_it() {
+        // Many distinct values, so the interval's ends depend on the draws.
+        let v: Vec<f64> = (0..200u32).map(|i| f64::from((i * i + 7 * i) % 997)).collect();
+        let a = bootstrap_median_ci(&v, 42).unwrap();
+        assert_eq!(bootstrap_median_ci(&v, 42), Some(a));
+        let others: Vec<Interval> = (0..8).filter_map(|s| bootstrap_median_ci(&v, 1000 + s)).collect();
+        assert!(others.iter().any(|o| *o != a), "every seed gave the same interval");
+    }
+
+    #[test]
+    fn bootstrap_median_ci_brackets_the_median_within_the_sample_range() {
+        let v: Vec<f64> = (1..=21).map(f64::from).collect();
+        let ci = bootstrap_median_ci(&v, 7).unwrap();
+        assert!(ci.contains(11.0), "{ci:?}");
+        assert!(ci.lo >= 1.0 && ci.hi <= 21.0, "{ci:?}");
+        // The median of 21 values does not wander to the extremes.
+        assert!(ci.lo > 5.0 && ci.hi < 17.0, "{ci:?}");
+    }
+
+    #[test]
+    fn bootstrap_of_a_constant_sample_is_a_point() {
+        assert_eq!(bootstrap_median_ci(&[3.0; 6], 1), Some(Interval { lo: 3.0, hi: 3.0 }));
+        assert_eq!(bootstrap_median_ci(&[], 1), None);
+    }
+
+    #[test]
+    fn ratio_ci_separates_clearly_different_samples() {
+        let native = [10.0, 10.2, 9.9, 10.1, 10.0, 9.8, 10.3];
+        let slow = [20.0, 20.5, 19.7, 20.2, 19.9, 20.1, 20.4];
+        let ci = bootstrap_ratio_ci(&slow, &native, 3).unwrap();
+        assert!(ci.lo > 1.8 && ci.hi < 2.2, "{ci:?}");
+        assert_eq!(significance(&ci), Significance::Above);
+        assert_eq!(significance(&bootstrap_ratio_ci(&native, &slow, 3).unwrap()), Significance::Below);
+    }
+
+    #[test]
+    fn ratio_ci_of_overlapping_samples_contains_one() {
+        // The case: native matmul spans [4.24, 8.94], the container's 8.66 lies inside.
+        let native = [4.24, 6.1, 8.94, 5.0, 7.7];
+        let other = [8.66, 5.2, 6.9, 4.9, 8.1];
+        let ci = bootstrap_ratio_ci(&other, &native, 11).unwrap();
+        assert!(ci.contains(1.0), "{ci:?}");
+        assert_eq!(significance(&ci), Significance::SameAsNative);
+    }
+
+    #[test]
+    fn ratio_ci_refuses_a_zero_baseline() {
+        assert_eq!(bootstrap_ratio_ci(&[1.0, 2.0], &[0.0, 0.0], 1), None);
+        assert_eq!(bootstrap_ratio_ci(&[1.0], &[], 1), None);
+    }
+
+    #[test]
+    fn below_stays_in_range_and_covers_it() {
+        let mut r = SplitMix64::new(9);
+        let mut seen = [false; 5];
+        for _ in 0..200 {
+            seen[r.below(5)] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+        assert_ne!(seed_of("a"), seed_of("b"));
     }
 
     #[test]

@@ -55,4 +55,18 @@ fn quick_matrix_on_native_and_container_writes_a_report() {
     let md = std::fs::read_to_string(reports.join("REPORT.md")).unwrap();
     assert!(md.contains("| native |"));
     assert!(reports.join("results.csv").is_file());
+    // The design is recorded: the seed and one order per round.
+    let design = set.manifest.design.as_ref().expect("bench manifests record their design");
+    assert!(!design.orders.is_empty());
+    // The raw set beside the report regenerates it byte for byte.
+    let again = dir.path().join("again");
+    let status = Command::new(env!("CARGO_BIN_EXE_cvbench"))
+        .args(["report", "--in"])
+        .arg(reports.join("run"))
+        .arg("--out")
+        .arg(&again)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read(again.join("REPORT.md")).unwrap(), md.as_bytes());
 }

@@ -44,10 +44,17 @@ fn every_workload_yields_a_complete_record() {
 }
 
 #[test]
-fn net_workloads_get_a_loopback_peer() {
+fn net_workloads_cross_a_veth_pair_between_run_created_namespaces() {
+    if !cvbench::env::is_root() {
+        eprintln!("SKIPPED: creating network namespaces needs root");
+        return;
+    }
     let r = native("net-rr", &["--requests", "10"]);
+    assert!(r.error.is_none(), "{:?}", r.error);
     let i = r.args.iter().position(|a| a == "--peer").expect("--peer appended");
-    assert!(r.args[i + 1].starts_with("127.0.0.1:"), "{:?}", r.args);
+    // The same 10.200.0.0/16 /30s the containers use, never host loopback.
+    assert!(r.args[i + 1].starts_with("10.200."), "{:?}", r.args);
+    assert!(r.notes.iter().any(|n| n.starts_with("net: veth pair on a /30")), "{:?}", r.notes);
 }
 
 #[test]

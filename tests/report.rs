@@ -19,12 +19,24 @@ fn report_from_fixture_has_ratios_breakdown_and_the_unavailable_backend() {
     let written = report::generate(&set, out.path()).unwrap();
     let md = std::fs::read_to_string(out.path().join("REPORT.md")).unwrap();
 
-    // Medians of the fixture worked out by hand: native 0.496 ms, crun 31.17 ms, docker 480.2 ms.
+    // Medians of the fixture worked out by hand: native 0.496 ms, crun 31.17 ms, docker 480.2 ms;
+    // five runs a side, cleanly separated, so both ratios are significant.
     let row = md.lines().find(|l| l.starts_with("| startup-serial | noop launch→READY")).unwrap();
-    assert!(row.contains("| 0.496 ms |"), "{row}");
-    assert!(row.contains("**×62.8** 31.2 ms"), "{row}");
-    assert!(row.contains("**×968** 480 ms"), "{row}");
+    assert!(row.contains("| 0.496 ms ["), "{row}");
+    assert!(row.contains("**×62.8** (×"), "{row}");
+    assert!(row.contains("· 31.2 ms ["), "{row}");
+    assert!(row.contains("**×968** (×"), "{row}");
     assert!(row.ends_with("✗ failed |"), "{row}");
+    // Three cpu runs a side are too few to judge: no bold, said so.
+    let cpu = md.lines().find(|l| l.starts_with("| cpu | SHA-256")).unwrap();
+    assert!(!cpu.contains("**"), "{cpu}");
+    assert!(cpu.contains("n<5: not judged"), "{cpu}");
+    // The summary is computed and comes first.
+    let summary = md.split("## Summary\n\n").nth(1).and_then(|s| s.lines().next()).unwrap();
+    assert!(summary.contains("natively 0.496 ms"), "{summary}");
+    assert!(summary.contains("qemu could not run here"), "{summary}");
+    // Every backend's path and what it exec'd.
+    assert!(md.contains("| crun | `crun run` on a generated OCI bundle |"));
     // Docker's phases come from its event stream.
     assert!(md.contains("containerd+shim+runc→start"));
     // The backend that cannot run here is listed with its reason.
@@ -33,15 +45,45 @@ fn report_from_fixture_has_ratios_breakdown_and_the_unavailable_backend() {
     assert!(md.contains("| syscall | getppid (ns/call) ↓ |"));
 
     if written.chart_errors.is_empty() {
-        for f in ["startup.svg", "startup.png", "ratios.svg", "ratios.png"] {
+        for f in ["startup.svg", "startup.png", "ratios.svg", "ratios.png", "startup-phases.svg"] {
             let len = std::fs::metadata(out.path().join(f)).map(|m| m.len()).unwrap_or(0);
             assert!(len > 1000, "{f} is {len} bytes");
         }
         assert!(md.contains("![startup distributions](startup.svg)"));
+        // crun keeps its colour in every chart that shows it.
+        for f in ["startup.svg", "ratios.svg"] {
+            let svg = std::fs::read_to_string(out.path().join(f)).unwrap();
+            assert!(svg.contains("#2CA02C"), "{f} lacks crun's colour");
+        }
     } else {
         eprintln!("SKIPPED chart checks: {:?}", written.chart_errors);
         assert!(md.contains("chart not drawn"));
     }
+}
+
+#[test]
+fn report_regenerates_byte_for_byte() {
+    let set = ResultSet::read_dir(&fixture()).unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let wa = report::generate(&set, a.path()).unwrap();
+    report::generate(&set, b.path()).unwrap();
+    assert!(wa.files.len() >= 3);
+    for f in &wa.files {
+        let name = f.file_name().unwrap();
+        let (x, y) = (std::fs::read(a.path().join(name)).unwrap(), std::fs::read(b.path().join(name)).unwrap());
+        assert!(x == y, "{} differs between two generations", name.to_string_lossy());
+    }
+}
+
+#[test]
+fn truncated_fixture_is_refused_with_its_line() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture().join("manifest.json"), d.path().join("manifest.json")).unwrap();
+    let text = std::fs::read_to_string(fixture().join("records.jsonl")).unwrap();
+    let cut = text.trim_end().len() - 25;
+    std::fs::write(d.path().join("records.jsonl"), &text[..cut]).unwrap();
+    let err = ResultSet::read_dir(d.path()).unwrap_err().to_string();
+    assert!(err.contains("is truncated"), "{err}");
 }
 
 #[test]
@@ -61,9 +103,9 @@ fn compare_reports_change_per_cell() {
     let a = ResultSet::read_dir(&fixture()).unwrap();
     let mut b = a.clone();
     for r in b.records.iter_mut().filter(|r| r.backend == "crun" && r.scenario == "startup-serial") {
-        r.host.launch_to_ready_ns = r.host.launch_to_ready_ns.map(|v| v * 2);
+        r.host.launch_to_ready_ns = r.host.launch_to_ready_ns.map(|v| v * 3);
     }
     let md = report::compare::render(&a, &b, "A", "B");
     let row = md.lines().find(|l| l.starts_with("| startup-serial | noop launch→READY (ms) | crun |")).unwrap();
-    assert!(row.contains("| 31.2 | 62.3 | +100% (worse) |"), "{row}");
+    assert!(row.contains("| 31.2 | 93.5 | +200% (worse) | **moved** |"), "{row}");
 }

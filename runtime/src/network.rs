@@ -1,13 +1,16 @@
 //! Container networking: `none` (own netns, lo down), `loopback` (lo up), `veth` (lo up plus a
 //! veth pair to a peer network namespace this run creates, never the root namespace; one /30
 //! per container from 10.200.0.0/16, claimed with an exclusive mkdir; nothing routed).
+//! Namespaces and links are made in-process: named namespaces by unshare + bind mount (what
+//! `ip netns add` does), links and addresses over route netlink (`netlink-packet-route`), so a
+//! veth container execs no `ip`.
 
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 /// Errors setting up or tearing down networking.
 #[derive(Debug, thiserror::Error)]
@@ -20,10 +23,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("`ip {args}` failed: {stderr}")]
-    Ip { args: String, stderr: String },
-    #[error("cannot run `ip` (iproute2)")]
-    IpMissing(#[source] std::io::Error),
+    #[error("netlink: {what} failed")]
+    Netlink {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create network namespace {path}")]
+    CreateNetns {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot delete network namespace {path}")]
+    DeleteNetns {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open network namespace {path}")]
     OpenNetns {
         path: PathBuf,
@@ -53,15 +70,221 @@ pub fn slot_addrs(i: u32) -> (Ipv4Addr, Ipv4Addr) {
 
 pub const NETMASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 252);
 
-fn ip(args: &[&str]) -> Result<(), Error> {
-    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().map_err(Error::IpMissing)?;
-    if !out.status.success() {
-        return Err(Error::Ip {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+/// Where named network namespaces live (as with `ip netns`).
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// Create the named network namespace `/run/netns/<name>`: a helper thread unshares a new
+/// network namespace and bind-mounts it there (what `ip netns add` does), so it outlives the
+/// thread. The name must not exist yet.
+pub fn create_netns(name: &str) -> Result<PathBuf, Error> {
+    let path = Path::new(NETNS_DIR).join(name);
+    let fail = |source| Error::CreateNetns { path: path.clone(), source };
+    fs::create_dir_all(NETNS_DIR).map_err(fail)?;
+    fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(fail)?;
+    let target = path.clone();
+    let made = std::thread::spawn(move || -> std::io::Result<()> {
+        // Only this thread moves: a network namespace is per task.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+        nix::mount::mount(Some(own.as_str()), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)?;
+        Ok(())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread panicked")));
+    if let Err(e) = made {
+        let _ = fs::remove_file(&path);
+        return Err(fail(e));
     }
-    Ok(())
+    Ok(path)
+}
+
+/// Delete a named network namespace (what `ip netns del` does): detach its bind mount and
+/// remove the file. The namespace, and any veth end in it, goes once nothing uses it.
+pub fn delete_netns(name: &str) -> Result<(), Error> {
+    let path = Path::new(NETNS_DIR).join(name);
+    let fail = |source| Error::DeleteNetns { path: path.clone(), source };
+    match nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(fail(e.into())),
+    }
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fail(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Route netlink, synchronous: one request at a time, each acknowledged.
+mod rtnl {
+    use std::fs::File;
+    use std::io;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use netlink_packet_core::{
+        NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    };
+    use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+    use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+    use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+    use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+    /// Which namespace a new link end goes to.
+    pub enum Ns<'a> {
+        /// The namespace of this process.
+        Pid(u32),
+        /// The namespace open at this file.
+        File(&'a File),
+    }
+
+    pub struct Rtnl {
+        sock: Socket,
+        seq: u32,
+    }
+
+    impl Rtnl {
+        /// A socket in the calling thread's network namespace.
+        pub fn open() -> io::Result<Rtnl> {
+            let mut sock = Socket::new(NETLINK_ROUTE)?;
+            sock.bind_auto()?;
+            sock.connect(&SocketAddr::new(0, 0))?;
+            Ok(Rtnl { sock, seq: 0 })
+        }
+
+        /// A socket in the namespace open at `ns`: a netlink socket talks to the namespace it
+        /// was created in, so a helper thread joins `ns`, opens it and ends.
+        pub fn open_in(ns: &File) -> io::Result<Rtnl> {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    Rtnl::open()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("netlink thread panicked")))
+            })
+        }
+
+        /// Send one request and collect the replies up to its acknowledgement.
+        fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+            self.seq += 1;
+            let mut header = NetlinkHeader::default();
+            header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+            header.sequence_number = self.seq;
+            let mut m = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+            m.finalize();
+            let mut buf = vec![0u8; m.buffer_len()];
+            m.serialize(&mut buf);
+            self.sock.send(&buf, 0)?;
+            let mut replies = Vec::new();
+            loop {
+                let (data, _) = self.sock.recv_from_full()?;
+                let mut off = 0;
+                while off < data.len() {
+                    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                    let len = reply.header.length as usize;
+                    if reply.header.sequence_number == self.seq {
+                        match reply.payload {
+                            NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+                            NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => return Ok(replies),
+                            NetlinkPayload::InnerMessage(r) => replies.push(r),
+                            _ => {}
+                        }
+                    }
+                    if len == 0 {
+                        break;
+                    }
+                    off += len;
+                }
+            }
+        }
+
+        /// A veth pair: `name` in `ns`, `peer` in `peer_ns`.
+        pub fn add_veth(&mut self, name: &str, ns: Ns, peer: &str, peer_ns: Ns) -> io::Result<()> {
+            fn place(m: &mut LinkMessage, ns: Ns) {
+                m.attributes.push(match ns {
+                    Ns::Pid(p) => LinkAttribute::NetNsPid(p),
+                    Ns::File(f) => LinkAttribute::NetNsFd(f.as_raw_fd()),
+                });
+            }
+            let mut p = LinkMessage::default();
+            p.attributes.push(LinkAttribute::IfName(peer.to_string()));
+            place(&mut p, peer_ns);
+            let mut m = LinkMessage::default();
+            m.attributes.push(LinkAttribute::IfName(name.to_string()));
+            place(&mut m, ns);
+            m.attributes.push(LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
+            ]));
+            self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL).map(drop)
+        }
+
+        /// The index of interface `name` in this socket's namespace.
+        pub fn index_of(&mut self, name: &str) -> io::Result<u32> {
+            let mut m = LinkMessage::default();
+            m.attributes.push(LinkAttribute::IfName(name.to_string()));
+            let replies = self.request(RouteNetlinkMessage::GetLink(m), 0)?;
+            replies
+                .into_iter()
+                .find_map(|r| match r {
+                    RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                    _ => None,
+                })
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}")))
+        }
+
+        /// Add `addr/prefix` to interface `index`.
+        pub fn add_addr(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+            let mut m = AddressMessage::default();
+            m.header.family = AddressFamily::Inet;
+            m.header.prefix_len = prefix;
+            m.header.index = index;
+            m.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
+            m.attributes.push(AddressAttribute::Address(IpAddr::V4(addr)));
+            self.request(RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_EXCL).map(drop)
+        }
+
+        /// Bring interface `index` up.
+        pub fn set_up(&mut self, index: u32) -> io::Result<()> {
+            let mut m = LinkMessage::default();
+            m.header.index = index;
+            m.header.flags = LinkFlags::Up;
+            m.header.change_mask = LinkFlags::Up;
+            self.request(RouteNetlinkMessage::SetLink(m), 0).map(drop)
+        }
+    }
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Netlink { what, source }
+}
+
+/// Address `ifname` in the namespace open at `ns` as `addr/prefix` and bring it and `lo` up.
+pub fn configure_in(ns: &fs::File, ifname: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), Error> {
+    let mut r = rtnl::Rtnl::open_in(ns).map_err(nl("opening a socket in the peer namespace"))?;
+    let idx = r.index_of(ifname).map_err(nl(format!("looking up {ifname}")))?;
+    r.add_addr(idx, addr, prefix).map_err(nl(format!("adding {addr}/{prefix} to {ifname}")))?;
+    r.set_up(idx).map_err(nl(format!("bringing {ifname} up")))?;
+    let lo = r.index_of("lo").map_err(nl("looking up lo"))?;
+    r.set_up(lo).map_err(nl("bringing lo up"))
+}
+
+/// Create a veth pair from this thread's namespace: `a` in the namespace open at `ns_a`,
+/// `b` in the namespace of process `pid_b` or open at `ns_b`.
+pub fn veth_between(a: &str, ns_a: &fs::File, b: &str, ns_b: VethEnd) -> Result<(), Error> {
+    let mut r = rtnl::Rtnl::open().map_err(nl("opening a route netlink socket"))?;
+    let peer = match ns_b {
+        VethEnd::Pid(p) => rtnl::Ns::Pid(p),
+        VethEnd::Netns(f) => rtnl::Ns::File(f),
+    };
+    r.add_veth(a, rtnl::Ns::File(ns_a), b, peer).map_err(nl(format!("creating veth {a} <-> {b}")))
+}
+
+/// Where the second end of a veth pair goes.
+pub enum VethEnd<'a> {
+    Pid(u32),
+    Netns(&'a fs::File),
 }
 
 /// A claimed /30: the slot directory holds our pid so gc can tell stale claims.
@@ -132,7 +355,7 @@ impl Veth {
             servers: Vec::new(),
             linked: false,
         };
-        ip(&["netns", "add", &v.netns])?;
+        create_netns(&v.netns)?;
         Ok(v)
     }
 
@@ -150,26 +373,11 @@ impl Veth {
     /// (the root namespace never holds either end), then address and raise the peer end.
     /// The container end is configured by the container itself.
     pub fn link(&mut self, pid: i32) -> Result<(), Error> {
-        let pid = pid.to_string();
-        ip(&[
-            "link",
-            "add",
-            &self.peer_if,
-            "netns",
-            &self.netns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            CONTAINER_IF,
-            "netns",
-            &pid,
-        ])?;
+        let path = self.netns_path();
+        let ns = fs::File::open(&path).map_err(|source| Error::OpenNetns { path: path.clone(), source })?;
+        veth_between(&self.peer_if, &ns, CONTAINER_IF, VethEnd::Pid(pid as u32))?;
         self.linked = true;
-        let addr = format!("{}/30", self.peer_ip);
-        ip(&["-n", &self.netns, "addr", "add", &addr, "dev", &self.peer_if])?;
-        ip(&["-n", &self.netns, "link", "set", &self.peer_if, "up"])?;
-        ip(&["-n", &self.netns, "link", "set", "lo", "up"])
+        configure_in(&ns, &self.peer_if, self.peer_ip, 30)
     }
 
     /// Start `cmd` inside the peer namespace; it is killed on teardown.
@@ -201,7 +409,7 @@ impl Veth {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let r = if self.netns_path().exists() { ip(&["netns", "del", &self.netns]) } else { Ok(()) };
+        let r = if self.netns_path().exists() { delete_netns(&self.netns) } else { Ok(()) };
         self.linked = false;
         self.slot = None;
         r
@@ -222,6 +430,53 @@ mod tests {
     fn slot_addresses_are_a_private_slash_30() {
         assert_eq!(slot_addrs(0), (Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 2)));
         assert_eq!(slot_addrs(16_383), (Ipv4Addr::new(10, 200, 255, 253), Ipv4Addr::new(10, 200, 255, 254)));
+    }
+
+    #[test]
+    fn veth_between_two_named_namespaces_carries_traffic() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: creating network namespaces needs root");
+            return;
+        }
+        let (a, b) = (format!("cvbt-{}-a", std::process::id()), format!("cvbt-{}-b", std::process::id()));
+        struct Gone<'a>(&'a str, &'a str);
+        impl Drop for Gone<'_> {
+            fn drop(&mut self) {
+                let _ = delete_netns(self.0);
+                let _ = delete_netns(self.1);
+            }
+        }
+        let _g = Gone(&a, &b);
+        let (pa, pb) = (create_netns(&a).unwrap(), create_netns(&b).unwrap());
+        let (fa, fb) = (fs::File::open(&pa).unwrap(), fs::File::open(&pb).unwrap());
+        veth_between("cvbt0", &fa, "cvbt1", VethEnd::Netns(&fb)).unwrap();
+        let (ia, ib) = slot_addrs(16_000);
+        configure_in(&fa, "cvbt0", ia, 30).unwrap();
+        configure_in(&fb, "cvbt1", ib, 30).unwrap();
+        // A listener in a, a connection from b: the pair is up and addressed.
+        let listener = std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::setns(fa.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                std::net::TcpListener::bind((ia, 0)).unwrap()
+            })
+            .join()
+            .unwrap()
+        });
+        let port = listener.local_addr().unwrap().port();
+        let connected = std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::setns(fb.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                std::net::TcpStream::connect((ia, port)).is_ok()
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(connected);
+        // Root namespace never sees either end.
+        assert!(!Path::new("/sys/class/net/cvbt0").exists() && !Path::new("/sys/class/net/cvbt1").exists());
+        drop(listener);
+        drop(_g);
+        assert!(!pa.exists() && !pb.exists());
     }
 
     #[test]

@@ -107,6 +107,7 @@ struct ContainerInstance {
     pre_phases: Vec<(String, u64)>,
     exit: Option<ExitInfo>,
     user_ns: bool,
+    net_note: Option<String>,
 }
 
 impl Backend for ContainerBackend {
@@ -182,6 +183,11 @@ impl Backend for ContainerBackend {
             Some(v) => args.iter().map(|a| a.replace(PEER_IP, &v.peer_ip.to_string())).collect(),
             None => args,
         };
+        // Noted now: the link is gone once the container is deleted.
+        let net_note = c.veth().map(|_| {
+            "net: veth pair on a /30 between a server namespace the run created and the container's namespace"
+                .to_string()
+        });
         Ok(Box::new(ContainerInstance {
             c,
             stdin: stdin_keep,
@@ -190,6 +196,7 @@ impl Backend for ContainerBackend {
             pre_phases: vec![("image_check".into(), image_ns)],
             exit: None,
             user_ns: cfg.has(namespaces::Namespace::User),
+            net_note,
         }))
     }
 }
@@ -308,9 +315,7 @@ impl Instance for ContainerInstance {
         if !self.c.state().cgroups.is_empty() && self.user_ns {
             n.push(format!("user namespace: uid/gid 0-65535 mapped to host {USERNS_HOST_BASE}-"));
         }
-        if let Some(v) = self.c.veth() {
-            n.push(format!("veth: container {} <-> peer netns {} at {}", v.container_ip, v.netns, v.peer_ip));
-        }
+        n.extend(self.net_note.clone());
         n
     }
 }

@@ -362,6 +362,9 @@ impl Instance for MicroVmInstance {
             "microvm: cvbench-vmm linux, vmlinux via PVH, initramfs (busybox + /init + workload); {}",
             self.kvm
         )];
+        if self.peer.is_some() {
+            v.push("net: virtio-net tap in a server namespace the run created (a /30 of its own)".to_string());
+        }
         let Some(s) = self.stats() else {
             v.push("microvm: the VMM wrote no stats (it was killed or failed before the guest ended)".into());
             return v;

@@ -7,6 +7,7 @@ pub mod container;
 pub mod microvm;
 pub mod microvm_bare;
 pub mod native;
+pub mod netpath;
 pub mod peers;
 pub mod process;
 

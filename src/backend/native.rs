@@ -1,11 +1,11 @@
 //! The `native` backend: fork+exec of the workload binary on the host, the
 //! baseline every ratio in the report is taken against.
 
-use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use super::process::{spawn_server, ChildProcess};
+use super::netpath::{enter_before_exec, Client, NetPath};
+use super::process::ChildProcess;
 use super::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
@@ -28,33 +28,10 @@ fn err(workload: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -
     BackendError::Launch { backend: "native".into(), workload: workload.into(), source: e.into() }
 }
 
-/// A `cvbench-workload serve` on a free loopback port, for the net workloads.
-pub struct LoopbackServer {
-    proc: ChildProcess,
-    pub addr: String,
-}
-
-impl LoopbackServer {
-    pub fn start(workload_bin: &std::path::Path) -> Result<LoopbackServer, BackendError> {
-        // Ask the kernel for a free port, then hand it to the server. The tiny
-        // window between close and the server's bind is on loopback only.
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| err("serve", e))?.port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(workload_bin);
-        cmd.args(["serve", "--listen", &addr, "--max-conns", "1"]);
-        let proc = spawn_server("native", cmd)?;
-        Ok(LoopbackServer { proc, addr })
-    }
-
-    pub fn stop(&mut self) {
-        let _ = self.proc.stop(Duration::from_secs(2));
-    }
-}
-
 struct NativeInstance {
     child: ChildProcess,
     args: Vec<String>,
-    server: Option<LoopbackServer>,
+    net: Option<NetPath>,
     scratch: Option<tempfile::TempDir>,
 }
 
@@ -70,13 +47,15 @@ impl Backend for Native {
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
         let bin = paths::workload_binary().map_err(|e| err(&spec.workload, e))?;
         let mut args = spec.args.clone();
-        let mut server = None;
+        let mut net = None;
         let mut scratch = None;
         match spec.workload.as_str() {
             "net-stream" | "net-rr" => {
-                let s = LoopbackServer::start(&bin)?;
-                args.extend(["--peer".to_string(), s.addr.clone()]);
-                server = Some(s);
+                // The same path as the containers': a veth pair between two
+                // namespaces the run creates, never host loopback.
+                let p = NetPath::start(&bin, "native", Client::NewNamespace).map_err(|e| err(&spec.workload, e))?;
+                args.extend(["--peer".to_string(), p.peer()]);
+                net = Some(p);
             }
             "disk" => {
                 let d = tempfile::Builder::new()
@@ -90,8 +69,13 @@ impl Backend for Native {
         }
         let mut cmd = Command::new(&bin);
         cmd.arg(&spec.workload).args(&args);
+        if let Some(ns) =
+            net.as_ref().map(NetPath::open_client).transpose().map_err(|e| err(&spec.workload, e))?.flatten()
+        {
+            enter_before_exec(&mut cmd, ns);
+        }
         let child = ChildProcess::spawn("native", cmd, spec)?;
-        Ok(Box::new(NativeInstance { child, args, server, scratch }))
+        Ok(Box::new(NativeInstance { child, args, net, scratch }))
     }
 }
 
@@ -110,8 +94,8 @@ impl Instance for NativeInstance {
 
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
         let r = self.child.wait(timeout);
-        if let Some(s) = self.server.as_mut() {
-            s.stop();
+        if let Some(n) = self.net.as_mut() {
+            n.stop();
         }
         r
     }
@@ -121,9 +105,13 @@ impl Instance for NativeInstance {
     }
 
     fn notes(&self) -> Vec<String> {
-        match &self.scratch {
-            Some(d) => vec![format!("disk: host filesystem at {}", d.path().display())],
-            None => vec![],
+        let mut v = Vec::new();
+        if let Some(d) = &self.scratch {
+            v.push(format!("disk: host filesystem at {}", d.path().display()));
         }
+        if let Some(n) = &self.net {
+            v.push(n.note());
+        }
+        v
     }
 }

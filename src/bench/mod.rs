@@ -1,9 +1,12 @@
 //! The `cvbench bench` matrix: every scenario on every backend, interleaved
-//! round-robin (unit i of every backend before unit i+1 of any) with the same
-//! pause between units, a time budget per cell, and every failure kept as a
+//! in rounds (unit i of every backend before unit i+1 of any), the
+//! backends' order within a round shuffled from the plan's seed, warm-up
+//! units discarded, a quiet-host gate and the same pause before every unit,
+//! optional CPU pinning, a time budget per cell, and every failure kept as a
 //! record with its error.
 
 pub mod batch;
+pub mod design;
 pub mod plan;
 pub mod surface;
 
@@ -50,6 +53,11 @@ pub trait Observer {
     fn records(&mut self, recs: &[RunRecord]);
     /// A unit that will not run (budget, skip, unavailable) was accounted for.
     fn skipped(&mut self, units: u64);
+    /// A warm-up unit ran (its records are discarded unless it failed).
+    fn warmed_up(&mut self, _backend: &str, _scenario: &str) {}
+    /// A cell is finished: measured units that succeeded, failed, and were
+    /// not run.
+    fn cell_done(&mut self, _backend: &str, _scenario: &str, _ok: u32, _failed: u32, _not_run: u32) {}
 }
 
 /// Progress of one backend × scenario cell.
@@ -57,7 +65,10 @@ pub trait Observer {
 struct Cell {
     spent: Duration,
     done: u32,
+    /// Failed units, warm-up included (for giving up on a cell).
     failed_units: u32,
+    /// Failed measured units.
+    measured_failed: u32,
     closed: bool,
 }
 
@@ -85,6 +96,7 @@ pub fn placeholder(backend: &str, sc: &Scenario, env_id: &str, error: String) ->
 
 fn request(plan: &Plan, sc: &Scenario, env_id: &str, iteration: u32) -> RunRequest {
     let mut r = RunRequest::new(&sc.workload, sc.args.clone());
+    r.pin_instance_cpu = plan.pin.map(|p| p.instance_cpu);
     r.timeout = plan.run_timeout + sc.hold;
     r.hold = sc.hold;
     r.sample_footprint = sc.sample_footprint;
@@ -113,6 +125,12 @@ const MAX_FAILED_UNITS: u32 = 2;
 
 /// Run the matrix. `stop` ends it early (Ctrl-C) after the current unit.
 pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, stop: &AtomicBool) {
+    if let Some(p) = plan.pin {
+        // Threads and children started from here on inherit the harness CPU;
+        // the runner moves only the launching thread to the instance CPU.
+        let _ = design::pin_current_thread(p.harness_cpu);
+    }
+    let gate = design::QuietGate { max_load: plan.quiet_max_load, max_wait: plan.quiet_max_wait };
     let mut states: BTreeMap<String, BackendState> = BTreeMap::new();
     for sc in &plan.scenarios {
         let mut cells: Vec<Cell> = slots.iter().map(|_| Cell::default()).collect();
@@ -130,12 +148,16 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
             };
             if let Some(e) = why {
                 obs.records(&[placeholder(slot.name(), sc, env_id, e)]);
-                obs.skipped(u64::from(sc.iterations));
+                obs.skipped(u64::from(sc.iterations + plan.warmup_for(sc)));
+                obs.cell_done(slot.name(), &sc.name, 0, 0, sc.iterations);
                 cell.closed = true;
             }
         }
-        for i in 0..sc.iterations {
-            for (slot, cell) in slots.iter().zip(cells.iter_mut()) {
+        let warm = plan.warmup_for(sc);
+        for round in 0..warm + sc.iterations {
+            let order = design::round_order(plan.seed, &sc.name, round, slots.len());
+            for (position, &k) in order.iter().enumerate() {
+                let (slot, cell) = (&slots[k], &mut cells[k]);
                 let Slot::Ready(b) = slot else { continue };
                 if cell.closed {
                     continue;
@@ -143,17 +165,56 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
+                let warm_up = round < warm;
+                let i = round.saturating_sub(warm);
+                let quiet = gate.wait();
                 obs.unit(b.name(), &sc.name, i);
                 let req = request(plan, sc, env_id, i);
                 let t = Instant::now();
                 let mut recs = run_unit(b.as_ref(), &req, sc.shape);
+                let failed = recs.iter().find_map(|r| r.error.clone());
+                let st = states.entry(b.name().to_string()).or_default();
+                if warm_up {
+                    obs.warmed_up(b.name(), &sc.name);
+                    match failed {
+                        // A failed warm-up is kept for its error and counts
+                        // towards giving up on the backend.
+                        Some(e) => {
+                            cell.failed_units += 1;
+                            st.failed_units += 1;
+                            st.first_error.get_or_insert(e);
+                            note_last(&mut recs, "warm-up unit (failed; kept for its error)".into());
+                            obs.records(&recs);
+                        }
+                        None => obs.records(&[]),
+                    }
+                    std::thread::sleep(plan.spacing);
+                    continue;
+                }
+                for r in &mut recs {
+                    r.extra.insert("quiet_wait_ms".into(), quiet.waited.as_secs_f64() * 1e3);
+                    r.extra.insert("round_position".into(), position as f64);
+                    if let Some(l) = quiet.loadavg1 {
+                        r.extra.insert("loadavg_1m".into(), l);
+                    }
+                }
+                if quiet.timed_out {
+                    note_last(
+                        &mut recs,
+                        format!(
+                            "quiet-host gate gave up after {:?} (load {:.2}, {} children of the previous unit alive)",
+                            quiet.waited,
+                            quiet.loadavg1.unwrap_or(f64::NAN),
+                            quiet.children_left
+                        ),
+                    );
+                }
                 cell.spent += t.elapsed();
                 cell.done += 1;
-                let st = states.entry(b.name().to_string()).or_default();
-                let failed = recs.iter().find_map(|r| r.error.clone());
                 match failed {
                     Some(e) => {
                         cell.failed_units += 1;
+                        cell.measured_failed += 1;
                         st.failed_units += 1;
                         st.first_error.get_or_insert(e);
                     }
@@ -178,8 +239,12 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                     );
                 }
                 obs.records(&recs);
-                if cell.closed {
-                    obs.skipped(u64::from(left));
+                if cell.closed || left == 0 {
+                    if cell.closed {
+                        obs.skipped(u64::from(left));
+                    }
+                    obs.cell_done(b.name(), &sc.name, cell.done - cell.measured_failed, cell.measured_failed, left);
+                    cell.closed = true;
                 }
                 std::thread::sleep(plan.spacing);
             }
@@ -234,6 +299,8 @@ mod tests {
         let f: Vec<String> = families.iter().map(|s| s.to_string()).collect();
         let mut p = Plan::new(Profile::Quick, vec![], Some(&f)).unwrap();
         p.spacing = Duration::ZERO;
+        p.warmup_units = 0;
+        p.quiet_max_wait = Duration::ZERO;
         p
     }
 
@@ -260,24 +327,62 @@ mod tests {
         assert!(c.recs.iter().all(|r| r.error.is_some()));
     }
 
-    #[test]
-    fn units_are_interleaved_round_robin() {
-        struct Named(&'static str);
-        impl Backend for Named {
-            fn name(&self) -> &'static str {
-                self.0
-            }
-            fn check(&self) -> Result<(), String> {
-                Ok(())
-            }
-            fn launch(&self, s: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
-                Broken.launch(s)
-            }
+    struct Named(&'static str);
+    impl Backend for Named {
+        fn name(&self) -> &'static str {
+            self.0
         }
-        let slots = vec![Slot::Ready(Box::new(Named("a"))), Slot::Ready(Box::new(Named("b")))];
+        fn check(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn launch(&self, s: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
+            Broken.launch(s)
+        }
+    }
+
+    fn named(names: &[&'static str]) -> Vec<Slot> {
+        names.iter().map(|n| Slot::Ready(Box::new(Named(n)) as Box<dyn Backend>)).collect()
+    }
+
+    #[test]
+    fn units_are_interleaved_in_rounds_in_the_seeded_order() {
+        let slots = named(&["a", "b", "c"]);
+        let mut p = plan(&["cpu"]);
+        p.seed = 11;
         let mut c = Collect::default();
-        run(&plan(&["cpu"]), &slots, "e", &mut c, &AtomicBool::new(false));
+        run(&p, &slots, "e", &mut c, &AtomicBool::new(false));
         let order: Vec<(String, u32)> = c.order.into_iter().map(|(b, _, i)| (b, i)).collect();
-        assert_eq!(order, vec![("a".into(), 0), ("b".into(), 0), ("a".into(), 1), ("b".into(), 1)]);
+        // Broken backends stop after 2 failed units: two full rounds.
+        assert_eq!(order.len(), 6);
+        let names = ["a", "b", "c"];
+        for round in 0..2u32 {
+            let want: Vec<(String, u32)> =
+                design::round_order(11, "cpu", round, 3).iter().map(|k| (names[*k].to_string(), round)).collect();
+            assert_eq!(order[round as usize * 3..round as usize * 3 + 3], want[..]);
+        }
+    }
+
+    #[test]
+    fn the_seed_changes_the_order_and_is_reproducible() {
+        let order_for = |seed: u64| {
+            let mut p = plan(&["cpu"]);
+            p.seed = seed;
+            let mut c = Collect::default();
+            run(&p, &named(&["a", "b", "c", "d"]), "e", &mut c, &AtomicBool::new(false));
+            c.order.into_iter().map(|(b, _, _)| b).collect::<Vec<_>>()
+        };
+        assert_eq!(order_for(3), order_for(3));
+        assert!((4..12).any(|s| order_for(s) != order_for(3)));
+    }
+
+    #[test]
+    fn a_failed_warm_up_is_kept_and_counts_towards_giving_up() {
+        let mut p = plan(&["cpu"]);
+        p.warmup_units = 1;
+        let mut c = Collect::default();
+        run(&p, &[Slot::Ready(Box::new(Broken))], "e", &mut c, &AtomicBool::new(false));
+        assert!(c.recs[0].notes.iter().any(|n| n.starts_with("warm-up unit")), "{:?}", c.recs[0].notes);
+        // warm-up + one measured failure reach the limit of two.
+        assert_eq!(c.order.len(), 2);
     }
 }

@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+use crate::record::{Design, Pinning};
+
 /// How many instances a unit of a scenario starts and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -77,7 +79,27 @@ pub struct Plan {
     pub run_timeout: Duration,
     /// Pause between consecutive units, identical for every backend.
     pub spacing: Duration,
+    /// Seed of the per-round shuffle of the backends' order.
+    pub seed: u64,
+    /// Units run and discarded before each cell's measured ones (single-
+    /// instance scenarios with more than one unit).
+    pub warmup_units: u32,
+    /// Quiet-host gate before each unit.
+    pub quiet_max_load: f64,
+    pub quiet_max_wait: Duration,
+    /// Harness and instance CPUs, when pinned.
+    pub pin: Option<Pinning>,
 }
+
+/// Full-profile throughput scenarios are sized so one sample's timed region
+/// lasts at least this long natively.
+pub const MIN_TIMED_REGION: Duration = Duration::from_millis(100);
+
+/// The one scenario below [`MIN_TIMED_REGION`], and why (recorded in the
+/// design): the same count must fit every backend's run timeout.
+pub const SYSCALL_EXCEPTION: &str = "syscall: 50000 getppid calls (about 7-14 ms natively): microvm-bare \
+     forwards each call to its VMM at about 0.3 ms here, so the 100 ms count (~750000) would take minutes per unit \
+     there; every backend runs the same count";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -116,7 +138,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             name: format!("startup-parallel-{n}"),
             family: "startup-parallel".into(),
             shape: Shape::Parallel { n },
-            iterations: if n > 1 { pick(1, 4) } else { pick(2, 4) },
+            iterations: if n > 1 { pick(1, 5) } else { pick(2, 5) },
             ..single("startup-parallel", "noop", &[], 0)
         });
     }
@@ -131,7 +153,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             name: format!("density-{n}"),
             family: "density".into(),
             shape: Shape::Density { n },
-            iterations: pick(1, 2),
+            iterations: pick(1, 5),
             // Long enough for the last of N launches to be READY while the
             // first is still up: a fixed floor plus a per-instance allowance
             // (docker's 50 launches spread over ~15 s here).
@@ -155,18 +177,26 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         v.push(single("net-rr", "net-rr", &["--requests", "1000"], it));
         v.push(single("disk", "disk", &["--size-mib", "8", "--rand-ops", "64"], it));
     } else {
-        v.push(single("cpu", "cpu", &["--sha-mib", "16", "--sieve-n", "4000000", "--matmul-n", "160"], it));
-        v.push(single("mem-bw", "mem-bw", &["--array-mib", "32", "--iters", "5"], it));
+        // Each timed region lasts at least MIN_TIMED_REGION natively here,
+        // sized from the fastest (quietest) native runs seen: SHA-256 16 MiB
+        // 85 ms so 32 MiB; sieve 4 M 14 ms so 32 M; matmul n=640 61 ms so
+        // n=800 (~2× the work); a 32 MiB copy ×25 95 ms so ×30; first touch
+        // 2.7 µs/page so 192 MiB; seq read 680 MB/s so 96 MiB; 4 KiB random
+        // reads ~17k IOPS so 2048 ops; TCP up to 20 Gbit/s so 256 MiB; a round
+        // trip 14 µs so 10000. SYSCALL_EXCEPTION says why getppid is
+        // smaller.
+        v.push(single("cpu", "cpu", &["--sha-mib", "32", "--sieve-n", "32000000", "--matmul-n", "800"], it));
+        v.push(single("mem-bw", "mem-bw", &["--array-mib", "32", "--iters", "30"], it));
         v.push(single(
             "mem-touch",
             "mem-touch",
-            &["--touch-mib", "64", "--chase-mib", "32", "--accesses", "2000000"],
+            &["--touch-mib", "192", "--chase-mib", "32", "--accesses", "2000000"],
             it,
         ));
-        v.push(single("syscall", "syscall", &["--iters", "20000"], it));
-        v.push(single("net-stream", "net-stream", &["--mib", "128"], it));
-        v.push(single("net-rr", "net-rr", &["--requests", "5000"], it));
-        v.push(single("disk", "disk", &["--size-mib", "32", "--rand-ops", "256"], it));
+        v.push(single("syscall", "syscall", &["--iters", "50000"], it));
+        v.push(single("net-stream", "net-stream", &["--mib", "256"], it));
+        v.push(single("net-rr", "net-rr", &["--requests", "10000"], it));
+        v.push(single("disk", "disk", &["--size-mib", "96", "--rand-ops", "2048"], it));
     }
     v
 }
@@ -192,12 +222,58 @@ impl Plan {
             cell_budget: Duration::from_secs(if q { 25 } else { 180 }),
             run_timeout: Duration::from_secs(if q { 8 } else { 60 }),
             spacing: Duration::from_millis(if q { 25 } else { 50 }),
+            seed: 0,
+            warmup_units: 1,
+            quiet_max_load: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
+            // A busy host costs every unit this much at most (the load average
+            // is a one-minute mean: waiting longer barely moves it).
+            quiet_max_wait: Duration::from_millis(if q { 100 } else { 250 }),
+            pin: None,
         })
+    }
+
+    /// Warm-up units for `sc`: only single-instance scenarios measured more
+    /// than once get one (a batch of N is its own warm-up for N-1 of them).
+    pub fn warmup_for(&self, sc: &Scenario) -> u32 {
+        if sc.shape == Shape::Single && sc.iterations > 1 {
+            self.warmup_units
+        } else {
+            0
+        }
+    }
+
+    /// The design record for the manifest, with every round's order over
+    /// `backends` (names in slot order).
+    pub fn design(&self, backends: &[String]) -> Design {
+        let mut orders = Vec::new();
+        for sc in &self.scenarios {
+            for round in 0..self.warmup_for(sc) + sc.iterations {
+                let order = super::design::round_order(self.seed, &sc.name, round, backends.len());
+                let names: Vec<&str> = order.iter().map(|i| backends[*i].as_str()).collect();
+                orders.push(format!("{}#{round}: {}", sc.name, names.join(",")));
+            }
+        }
+        Design {
+            seed: self.seed,
+            orders,
+            warmup_units: self.warmup_units,
+            spacing_ms: self.spacing.as_millis() as u64,
+            quiet_max_load: self.quiet_max_load,
+            quiet_max_wait_ms: self.quiet_max_wait.as_millis() as u64,
+            pin: self.pin,
+            min_timed_region_ms: if self.profile == Profile::Full { MIN_TIMED_REGION.as_millis() as u64 } else { 0 },
+            timed_region_exceptions: if self.profile == Profile::Full {
+                vec![SYSCALL_EXCEPTION.to_string()]
+            } else {
+                Vec::new()
+            },
+        }
     }
 
     /// Units the matrix will start at most (for the progress bar).
     pub fn total_units(&self) -> u64 {
-        self.scenarios.iter().map(|s| u64::from(s.iterations)).sum::<u64>() * self.backends.len() as u64
+        self.scenarios.iter().map(|s| u64::from(s.iterations + self.warmup_for(s))).sum::<u64>()
+            * self.backends.len() as u64
     }
 }
 
@@ -224,13 +300,25 @@ mod tests {
     fn plan_filters_by_family_and_rejects_unknown_ones() {
         let p = Plan::new(Profile::Quick, vec!["native".into()], Some(&["cpu".to_string()])).unwrap();
         assert_eq!(p.scenarios.len(), 1);
-        assert_eq!(p.total_units(), 3);
+        assert_eq!(p.total_units(), 3 + 1);
         assert!(Plan::new(Profile::Quick, vec![], Some(&["gpu".to_string()])).is_err());
     }
 
     #[test]
-    fn syscall_sizes_are_backend_independent_and_small() {
-        let s = scenarios(Profile::Full).into_iter().find(|s| s.family == "syscall").unwrap();
-        assert_eq!(s.args, vec!["--iters", "20000"]);
+    fn full_profile_has_at_least_five_units_per_cell() {
+        for s in scenarios(Profile::Full).into_iter().filter(|s| s.shape != Shape::Surface) {
+            assert!(s.iterations >= 5, "{} has {}", s.name, s.iterations);
+        }
+    }
+
+    #[test]
+    fn design_records_one_order_per_round_including_warm_up() {
+        let mut p = Plan::new(Profile::Quick, vec![], Some(&["cpu".to_string(), "surface".to_string()])).unwrap();
+        p.seed = 5;
+        let d = p.design(&["native".to_string(), "crun".to_string()]);
+        // surface: 1 round, no warm-up; cpu: 1 warm-up + 3 measured.
+        assert_eq!(d.orders.len(), 1 + 4);
+        assert!(d.orders[1].starts_with("cpu#0: "), "{:?}", d.orders);
+        assert_eq!(d.seed, 5);
     }
 }

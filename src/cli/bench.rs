@@ -1,5 +1,6 @@
 //! `cvbench bench`: run the whole matrix (every scenario × backend,
-//! interleaved), store the result set, and write the report.
+//! interleaved in seeded random order), store the result set under
+//! `results/<timestamp>/`, and write the report only when `--out` asks.
 
 use anyhow::Context;
 use clap::Args;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cvbench::backend;
-use cvbench::bench::{self, Observer, Plan, Profile, Slot};
+use cvbench::bench::{self, design, Observer, Plan, Profile, Slot};
 use cvbench::env::Manifest;
 use cvbench::record::RunRecord;
 use cvbench::results::RecordSink;
@@ -27,15 +28,45 @@ pub struct BenchArgs {
     /// syscall, net-stream, net-rr, disk).
     #[arg(long, value_delimiter = ',')]
     pub workloads: Option<Vec<String>>,
-    /// Where the report goes.
-    #[arg(long, default_value = "reports")]
-    pub out: PathBuf,
-    /// Result directory (default: results/<unix time>).
+    /// Also write the report here, with the raw result set copied to
+    /// <OUT>/run so `cvbench report --in <OUT>/run --out <OUT>` regenerates
+    /// it (default: no report; the committed reports/ changes only on purpose).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Result directory (default: results/<UTC timestamp>).
     #[arg(long)]
     pub results: Option<PathBuf>,
-    /// Skip writing the report at the end.
+    /// Seed of the shuffle of the backends' order in each round (default:
+    /// from the clock; always recorded in the manifest).
     #[arg(long)]
-    pub no_report: bool,
+    pub seed: Option<u64>,
+    /// Pin the harness to one CPU and each instance to another (auto: on
+    /// where there are at least two CPUs).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub pin: PinArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum PinArg {
+    Auto,
+    On,
+    Off,
+}
+
+/// `2026-12-01T09-22-04Z` for a Unix time (UTC; the civil-from-days
+/// algorithm, so no date crate is needed).
+fn timestamp(unix: u64) -> String {
+    let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// Ctrl-C and SIGTERM stop the bench between units (graceful mode of the process's one
@@ -55,6 +86,8 @@ struct Progress {
     failed: u64,
     in_unit: bool,
     write_error: Option<String>,
+    /// Finished cells: (scenario, backend, ok, failed, not run).
+    cells: Vec<(String, String, u32, u32, u32)>,
 }
 
 impl Observer for Progress {
@@ -79,20 +112,41 @@ impl Observer for Progress {
     fn skipped(&mut self, units: u64) {
         self.bar.inc(units);
     }
+    fn cell_done(&mut self, backend: &str, scenario: &str, ok: u32, failed: u32, not_run: u32) {
+        let status = match (ok, failed, not_run) {
+            (_, 0, 0) => "ok".to_string(),
+            (0, 0, _) => "not run".to_string(),
+            _ => format!("{failed} failed, {not_run} not run"),
+        };
+        let line = format!("  {scenario:<20} {backend:<13} {ok}/{} {status}", ok + failed + not_run);
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+        self.cells.push((scenario.to_string(), backend.to_string(), ok, failed, not_run));
+    }
 }
 
 pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     let names: Vec<String> = a.backends.clone().unwrap_or_else(|| backend::ALL.iter().map(|s| s.to_string()).collect());
     let profile = if a.quick { Profile::Quick } else { Profile::Full };
-    let plan = Plan::new(profile, names.clone(), a.workloads.as_deref())?;
-    let manifest = Manifest::collect();
+    let mut plan = Plan::new(profile, names.clone(), a.workloads.as_deref())?;
+    plan.seed = a.seed.unwrap_or_else(design::fresh_seed);
+    plan.pin = match a.pin {
+        PinArg::Off => None,
+        PinArg::Auto => design::default_pinning(&design::allowed_cpus()),
+        PinArg::On => {
+            Some(design::default_pinning(&design::allowed_cpus()).context("--pin on needs at least two usable CPUs")?)
+        }
+    };
+    let mut manifest = Manifest::collect_for_bench();
+    manifest.design = Some(plan.design(&names));
     let env_id = manifest.id();
-    let dir = a.results.clone().unwrap_or_else(|| {
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        PathBuf::from("results").join(t.to_string())
-    });
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let dir = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(timestamp(now)));
     let sink = RecordSink::create(&dir, &manifest).with_context(|| dir.display().to_string())?;
-    eprintln!("cvbench bench: {profile:?} matrix, results in {}", dir.display());
+    eprintln!("cvbench bench: {profile:?} matrix, seed {}, results in {}", plan.seed, dir.display());
     let slots: Vec<Slot> = names.iter().map(|n| Slot::resolve(n)).collect();
     for s in &slots {
         match s {
@@ -103,11 +157,11 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     install_stop_handler();
     let bar = ProgressBar::new(plan.total_units());
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    let mut obs = Progress { bar, sink, failed: 0, in_unit: false, write_error: None };
+    let mut obs = Progress { bar, sink, failed: 0, in_unit: false, write_error: None, cells: Vec::new() };
     bench::run(&plan, &slots, &env_id, &mut obs, cvbench_signals::flag());
     obs.bar.finish_with_message("done");
     drop(slots); // backends with daemons stop them here
@@ -115,14 +169,41 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
         anyhow::bail!("storing records in {}: {e}", dir.display());
     }
     eprintln!("{} failed records kept with their error", obs.failed);
-    let stopped = cvbench_signals::interrupted();
+    let interrupted = cvbench_signals::interrupted();
     // Whatever registered for cleanup on interruption (tracked containers, daemons).
     cvbench_signals::run_cleanup();
-    if stopped {
-        eprintln!("interrupted: the result set holds every record up to the interruption");
+    if interrupted {
+        let planned: usize = plan.scenarios.len() * names.len();
+        let partial = obs.cells.iter().filter(|c| c.3 + c.4 > 0).count();
+        eprintln!(
+            "interrupted: {} of {planned} cells finished ({partial} of them incomplete), {} not started; \
+             the result set in {} holds every record up to the interruption",
+            obs.cells.len(),
+            planned.saturating_sub(obs.cells.len()),
+            dir.display()
+        );
     }
-    if !a.no_report {
-        super::report::write_report(&dir, &a.out)?;
+    if let Some(out) = &a.out {
+        // The raw set beside the report, so the report regenerates from what
+        // is committed.
+        let set = cvbench::results::ResultSet::read_dir(&dir).with_context(|| dir.display().to_string())?;
+        let run = out.join("run");
+        set.write_dir(&run).with_context(|| run.display().to_string())?;
+        super::report::write_report(&run, out)?;
+    } else {
+        eprintln!("report: cvbench report --in {} --out reports", dir.display());
     }
-    Ok(if stopped { 130 } else { 0 })
+    Ok(if interrupted { 130 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp;
+
+    #[test]
+    fn timestamp_is_utc_civil_time() {
+        assert_eq!(timestamp(0), "1970-01-01T00-00-00Z");
+        assert_eq!(timestamp(1_764_581_524), "2025-12-01T09-32-04Z");
+        assert_eq!(timestamp(951_782_400), "2000-02-29T00-00-00Z");
+    }
 }

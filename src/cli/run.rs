@@ -5,7 +5,6 @@ use clap::{Args, ValueEnum};
 use std::time::Duration;
 
 use cvbench::backend::{self, BackendOptions, NetMode};
-use cvbench::env::Manifest;
 use cvbench::record::RunRecord;
 use cvbench::runner::{self, RunRequest};
 
@@ -137,7 +136,7 @@ pub fn execute(a: RunArgs) -> anyhow::Result<i32> {
         anyhow::bail!("backend {} cannot run here: {reason}", a.backend);
     }
     let mut req = RunRequest::try_from(&a)?;
-    req.env_id = Manifest::collect().id();
+    req.env_id = cvbench::env::cached_env_id();
     let rec = runner::run(backend.as_ref(), &req);
     if a.json {
         println!("{}", serde_json::to_string(&rec).context("serialising the record")?);

@@ -1,13 +1,14 @@
 //! Turns a result set's records into cells: per scenario × metric × backend,
-//! the distribution of successful values, its ratio to native, and the
-//! errors of failed runs. Everything the Markdown and the charts show comes
+//! the distribution of successful values with a bootstrap CI of its median,
+//! its ratio to native with a bootstrap CI of the ratio (and whether that
+//! excludes 1), and the errors of failed runs. Everything the Markdown and the charts show comes
 //! from here.
 
 use std::collections::BTreeMap;
 
 use crate::record::RunRecord;
 use crate::results::figures;
-use crate::stats::{self, Better, Summary};
+use crate::stats::{self, Better, Interval, Significance, Summary};
 
 /// A headline metric of a scenario family, with how to print it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +60,6 @@ pub const HEADLINES: &[Headline] = &[
     h("startup-parallel", "extra.batch_last_ready_ns", "all N READY", Unit::NsAsMs),
     h("footprint", "footprint.pss_kib", "idle PSS", Unit::KibAsMib),
     h("footprint", "footprint.rss_kib", "idle RSS", Unit::KibAsMib),
-    h("density", "extra.density_memavail_per_instance_kib", "host memory per instance (MemAvailable)", Unit::KibAsMib),
     h("density", "extra.density_pss_per_instance_kib", "PSS per instance", Unit::KibAsMib),
     h("density", "extra.density_launch_all_ns", "time to launch N", Unit::NsAsMs),
     h("cpu", "workload.sha256_mib_per_s", "SHA-256", Unit::Raw("MiB/s")),
@@ -91,8 +91,14 @@ pub fn family_of(scenario: &str) -> &str {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cell {
     pub summary: Option<Summary>,
+    /// Bootstrap 95% CI of the median.
+    pub median_ci: Option<Interval>,
     /// Median ÷ native's median, when native has this row.
     pub ratio: Option<f64>,
+    /// Bootstrap 95% CI of the ratio.
+    pub ratio_ci: Option<Interval>,
+    /// Where the ratio's CI lies with respect to 1.
+    pub significance: Option<Significance>,
     /// Runs in the cell that failed, and the first distinct errors.
     pub failed: usize,
     pub errors: Vec<String>,
@@ -145,14 +151,24 @@ impl Aggregate {
     /// The cell for one backend of a (scenario, metric) row.
     pub fn cell(&self, scenario: &str, backend: &str, metric: &str) -> Cell {
         let recs = self.records(scenario, backend);
-        let summary = stats::summarize(&self.values(scenario, backend, metric));
-        let native = stats::median(&self.values(scenario, "native", metric));
-        // A ratio of a negative or zero figure (a noisy host-wide memory
-        // delta) means nothing, so none is given.
-        let ratio = match (summary, native) {
-            (Some(s), Some(n)) if s.median > 0.0 && n > 0.0 => stats::ratio(s.median, n),
-            _ => None,
+        let values = self.values(scenario, backend, metric);
+        let native_values = self.values(scenario, "native", metric);
+        let summary = stats::summarize(&values);
+        let native = stats::median(&native_values);
+        // Each cell draws its own resamples from a seed named after it, so
+        // the report is the same whatever order it is computed in.
+        let seed = stats::seed_of(&format!("{scenario}|{metric}|{backend}"));
+        let median_ci = stats::bootstrap_median_ci(&values, seed);
+        // A ratio of a negative or zero figure means nothing, so none is given.
+        let positive = values.iter().chain(&native_values).all(|v| *v > 0.0);
+        let (ratio, ratio_ci) = match (summary, native) {
+            (Some(s), Some(n)) if backend != "native" && positive => {
+                (stats::ratio(s.median, n), stats::bootstrap_ratio_ci(&values, &native_values, seed ^ 0x5eed))
+            }
+            _ => (None, None),
         };
+        let judged = values.len() >= stats::MIN_N_SIGNIFICANCE && native_values.len() >= stats::MIN_N_SIGNIFICANCE;
+        let significance = ratio_ci.as_ref().filter(|_| judged).map(stats::significance);
         let mut errors: Vec<String> = Vec::new();
         let mut failed = 0;
         for r in recs {
@@ -163,7 +179,12 @@ impl Aggregate {
                 }
             }
         }
-        Cell { summary, ratio, failed, errors }
+        Cell { summary, median_ci, ratio, ratio_ci, significance, failed, errors }
+    }
+
+    /// Whether a cell's coefficient of variation is above [`stats::NOISY_CV`].
+    pub fn noisy(cell: &Cell) -> bool {
+        cell.summary.is_some_and(|s| s.n >= 2 && s.cv > stats::NOISY_CV)
     }
 
     /// The headline rows present in this set: (scenario, headline).
@@ -223,6 +244,45 @@ mod tests {
         assert_eq!(c.summary.unwrap().median, 9.0);
         assert_eq!(c.ratio, Some(3.0));
         assert_eq!((c.failed, c.errors.clone()), (1, vec!["boom".to_string()]));
+        // 8 and 10 against 2 and 4: every resampled ratio lies in [2, 5].
+        let ci = c.ratio_ci.unwrap();
+        assert!(ci.lo >= 2.0 && ci.hi <= 5.0, "{ci:?}");
+        // Two values a side are too few to judge.
+        assert_eq!(c.significance, None);
+    }
+
+    #[test]
+    fn clear_difference_with_enough_runs_is_significant() {
+        let mut recs: Vec<RunRecord> = (0..5).map(|i| rec("native", 10 + i, None)).collect();
+        recs.extend((0..5).map(|i| rec("crun", 30 + i, None)));
+        let c = Aggregate::new(&recs).cell("startup-serial", "crun", "host.launch_to_ready_ns");
+        assert_eq!(c.significance, Some(Significance::Above));
+    }
+
+    #[test]
+    fn native_cell_has_no_ratio_and_overlap_is_not_significant() {
+        let a = Aggregate::new(&[
+            rec("native", 10, None),
+            rec("native", 12, None),
+            rec("native", 11, None),
+            rec("native", 10, None),
+            rec("native", 12, None),
+            rec("crun", 11, None),
+            rec("crun", 10, None),
+            rec("crun", 12, None),
+            rec("crun", 11, None),
+            rec("crun", 12, None),
+        ]);
+        let n = a.cell("startup-serial", "native", "host.launch_to_ready_ns");
+        assert_eq!((n.ratio, n.ratio_ci), (None, None));
+        let c = a.cell("startup-serial", "crun", "host.launch_to_ready_ns");
+        assert_eq!(c.significance, Some(Significance::SameAsNative));
+    }
+
+    #[test]
+    fn host_wide_memavailable_is_not_a_headline() {
+        // It drifts by more than an instance costs and went negative; it stays in results.csv only.
+        assert!(HEADLINES.iter().all(|h| !h.metric.contains("memavail")));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Every chart of the report, drawn with plotters as SVG and PNG from data
 //! that is already aggregated (this module computes nothing but layout).
+//! Each backend keeps one colour in every chart (`backends::rgb`); error
+//! bars are the bootstrap 95% CIs; axes are logarithmic where the data span
+//! decades.
 //! PNG text needs a TrueType font: DejaVu Sans from Debian's
 //! fonts-dejavu-core, loaded at run time (override with CVBENCH_FONT).
 
@@ -23,19 +26,42 @@ pub struct Distribution {
     pub values: Vec<f64>,
 }
 
+/// One point of a line: x, the median y and its CI.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    pub x: f64,
+    pub y: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
 /// One backend's line in an x/y chart.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
     pub backend: String,
-    pub points: Vec<(f64, f64)>,
+    pub points: Vec<Point>,
 }
 
-/// One bar: a backend's cost factor (>1 is worse than native) for a metric.
+/// One bar: a backend's ratio to native for a metric, with its CI, as the
+/// table prints it (for ↑ metrics below 1 is a loss, for ↓ above 1).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RatioBar {
     pub metric: String,
     pub backend: String,
-    pub cost: f64,
+    pub ratio: f64,
+    pub lo: f64,
+    pub hi: f64,
+    /// The CI excludes 1.
+    pub significant: bool,
+}
+
+/// One backend's startup split into phases (name, median ms), and its
+/// median launch→READY.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhaseBar {
+    pub backend: String,
+    pub phases: Vec<(String, f64)>,
+    pub total_ms: f64,
 }
 
 pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -55,17 +81,23 @@ pub fn ensure_font() -> Result<(), ChartError> {
     .map_err(ChartError::Font)
 }
 
-fn color(i: usize) -> RGBColor {
+fn color(backend: &str) -> RGBColor {
+    let (r, g, b) = super::backends::rgb(backend);
+    RGBColor(r, g, b)
+}
+
+/// A phase's shade: the palette cycles so neighbouring phases differ.
+fn phase_color(i: usize) -> RGBColor {
     const P: &[RGBColor] = &[
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(127, 127, 127),
-        RGBColor(188, 189, 34),
+        RGBColor(78, 121, 167),
+        RGBColor(242, 142, 43),
+        RGBColor(89, 161, 79),
+        RGBColor(225, 87, 89),
+        RGBColor(118, 183, 178),
+        RGBColor(237, 201, 72),
+        RGBColor(176, 122, 161),
+        RGBColor(255, 157, 167),
+        RGBColor(156, 117, 95),
     ];
     P[i % P.len()]
 }
@@ -135,7 +167,7 @@ where
         .label_style(("sans-serif", 14))
         .draw()?;
     for (i, d) in data.iter().enumerate() {
-        let c = color(i);
+        let c = color(&d.backend);
         let n = d.values.len().max(1) as f64;
         chart.draw_series(d.values.iter().enumerate().map(|(k, v)| {
             // Spread the points across the column so equal values stay visible.
@@ -163,62 +195,58 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE)?;
-    let xs = data.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let ys: Vec<f64> = data.iter().flat_map(|s| s.points.iter().map(|p| p.1)).collect();
-    let xmax = xs.fold(1.0, f64::max);
-    let ymax = ys.iter().copied().fold(0.0, f64::max).max(1e-9);
-    let ymin = ys.iter().copied().fold(f64::INFINITY, f64::min);
-    // Backends that differ by orders of magnitude share a log axis; a series
-    // with a zero or negative point (a noisy memory delta) needs a linear one.
+    let pts = || data.iter().flat_map(|s| s.points.iter());
+    let xmin = pts().map(|p| p.x).fold(f64::INFINITY, f64::min);
+    let xmax = pts().map(|p| p.x).fold(1.0, f64::max);
+    let ymax = pts().map(|p| p.hi.max(p.y)).fold(0.0, f64::max).max(1e-9);
+    let ymin = pts().map(|p| p.lo.min(p.y)).fold(f64::INFINITY, f64::min);
+    // N goes 1, 10, 50: a log axis spaces them evenly. Backends that differ
+    // by orders of magnitude share a log y axis; a zero or negative point
+    // needs a linear one.
+    let log_x = xmin > 0.0 && xmax / xmin >= 10.0;
     let log_y = ymin > 0.0 && ymax / ymin > 20.0;
-    // The legend goes in the upper corner the lines leave free: left when
-    // they rise with N, right when they fall.
-    let rising = data
-        .iter()
-        .filter_map(|s| {
-            let first = s.points.iter().min_by(|a, b| a.0.total_cmp(&b.0))?;
-            let last = s.points.iter().max_by(|a, b| a.0.total_cmp(&b.0))?;
-            Some(last.1 > first.1)
-        })
-        .filter(|r| *r)
-        .count()
-        * 2
-        > data.len();
-    let legend_at = if rising { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::UpperRight };
+    let (xl, xh) = if log_x { (xmin / 1.5, xmax * 1.5) } else { (0.0, xmax * 1.05) };
     macro_rules! plot {
-        ($yrange:expr, $ydesc:expr) => {{
+        ($xrange:expr, $yrange:expr, $xdesc:expr, $ydesc:expr) => {{
             let mut chart = ChartBuilder::on(root)
                 .caption(title, ("sans-serif", 22))
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(70)
-                .build_cartesian_2d(0f64..xmax * 1.05, $yrange)?;
-            chart.configure_mesh().x_desc(x_desc).y_desc($ydesc).label_style(("sans-serif", 14)).draw()?;
-            for (i, s) in data.iter().enumerate() {
-                let c = color(i);
+                .build_cartesian_2d($xrange, $yrange)?;
+            chart.configure_mesh().x_desc($xdesc).y_desc($ydesc).label_style(("sans-serif", 14)).draw()?;
+            for s in data {
+                let c = color(&s.backend);
                 let mut pts = s.points.clone();
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                pts.sort_by(|a, b| a.x.total_cmp(&b.x));
                 chart
-                    .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
+                    .draw_series(LineSeries::new(pts.iter().map(|p| (p.x, p.y)), c.stroke_width(2)))?
                     .label(s.backend.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-                chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, c.filled())))?;
+                chart.draw_series(pts.iter().map(|p| ErrorBar::new_vertical(p.x, p.lo, p.y, p.hi, c.filled(), 8)))?;
+                chart.draw_series(pts.iter().map(|p| Circle::new((p.x, p.y), 4, c.filled())))?;
             }
             chart
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .label_font(("sans-serif", 14))
-                .position(legend_at)
+                .position(SeriesLabelPosition::UpperLeft)
                 .draw()?;
         }};
     }
-    if log_y {
-        let (lo, hi) = log_range(ymin, ymax);
-        plot!((lo..hi).log_scale(), format!("{y_desc} (log scale)"));
-    } else {
-        let lo = ymin.min(0.0) * 1.15;
-        plot!(lo..ymax * 1.15, y_desc.to_string());
+    let xd = if log_x { format!("{x_desc} (log scale)") } else { x_desc.to_string() };
+    match (log_x, log_y) {
+        (true, true) => {
+            let (lo, hi) = log_range(ymin, ymax);
+            plot!((xl..xh).log_scale(), (lo..hi).log_scale(), xd.clone(), format!("{y_desc} (log scale)"));
+        }
+        (true, false) => plot!((xl..xh).log_scale(), ymin.min(0.0) * 1.15..ymax * 1.15, xd.clone(), y_desc.to_string()),
+        (false, true) => {
+            let (lo, hi) = log_range(ymin, ymax);
+            plot!(xl..xh, (lo..hi).log_scale(), xd.clone(), format!("{y_desc} (log scale)"));
+        }
+        (false, false) => plot!(xl..xh, ymin.min(0.0) * 1.15..ymax * 1.15, xd.clone(), y_desc.to_string()),
     }
     Ok(())
 }
@@ -238,8 +266,8 @@ where
             backends.push(b.backend.clone());
         }
     }
-    let lo = bars.iter().map(|b| b.cost).fold(1.0, f64::min);
-    let hi = bars.iter().map(|b| b.cost).fold(1.0, f64::max);
+    let lo = bars.iter().map(|b| b.lo.min(b.ratio)).filter(|v| *v > 0.0).fold(1.0, f64::min);
+    let hi = bars.iter().map(|b| b.hi.max(b.ratio)).fold(1.0, f64::max);
     let (lo, hi) = log_range(lo, hi);
     let m = metrics.len().max(1) as f64;
     let (upper, lower) = root.split_vertically(root.dim_in_pixel().1 - 40);
@@ -261,7 +289,7 @@ where
                 String::new()
             }
         })
-        .x_desc("cost relative to native (×, log scale; >1 is worse)")
+        .x_desc("ratio to native (×, log scale) with 95% CI; pale bars: CI contains 1 (≈ native) or n < 5 (not judged)")
         .label_style(("sans-serif", 13))
         .draw()?;
     chart.draw_series(std::iter::once(PathElement::new(vec![(1.0, -0.5), (1.0, m - 0.5)], BLACK.stroke_width(1))))?;
@@ -271,15 +299,78 @@ where
         let mi = (metrics.len() - 1 - metrics.iter().position(|x| *x == b.metric).unwrap_or(0)) as f64;
         let bi = backends.iter().position(|x| *x == b.backend).unwrap_or(0);
         let y0 = mi - 0.4 + h * bi as f64;
-        let c = color(bi);
-        chart.draw_series(std::iter::once(Rectangle::new([(lo, y0), (b.cost.max(lo), y0 + h * 0.9)], c.filled())))?;
+        let c = color(&b.backend);
+        let fill = if b.significant { c.filled() } else { c.mix(0.3).filled() };
+        // Bars grow from 1 (native) towards the ratio.
+        let (x0, x1) = if b.ratio >= 1.0 { (1.0, b.ratio) } else { (b.ratio.max(lo), 1.0) };
+        chart.draw_series(std::iter::once(Rectangle::new([(x0, y0), (x1, y0 + h * 0.9)], fill)))?;
+        let yc = y0 + h * 0.45;
+        chart.draw_series(std::iter::once(ErrorBar::new_horizontal(
+            yc,
+            b.lo.max(lo),
+            b.ratio,
+            b.hi,
+            BLACK.filled(),
+            6,
+        )))?;
     }
     // Legend along the bottom.
     let step = lower.dim_in_pixel().0 as i32 / (backends.len() as i32 + 1).max(1);
     for (i, name) in backends.iter().enumerate() {
         let x = 20 + step * i as i32;
-        lower.draw(&Rectangle::new([(x, 10), (x + 14, 24)], color(i).filled()))?;
+        lower.draw(&Rectangle::new([(x, 10), (x + 14, 24)], color(name).filled()))?;
         lower.draw(&Text::new(name.clone(), (x + 20, 10), ("sans-serif", 14)))?;
+    }
+    Ok(())
+}
+
+fn draw_phases<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, bars: &[PhaseBar]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let n = bars.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(200)
+        .build_cartesian_2d(0f64..100f64, -0.5f64..(n - 0.5))?;
+    chart
+        .configure_mesh()
+        .y_labels(bars.len().max(1))
+        .y_label_formatter(&|y| {
+            let i = y.round();
+            if (y - i).abs() < 1e-6 && i >= 0.0 {
+                bars.len()
+                    .checked_sub(1 + i as usize)
+                    .and_then(|k| bars.get(k))
+                    .map(|b| format!("{} ({} ms)", b.backend, super::markdown::num(b.total_ms)))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("share of the summed phase medians (%); each label gives the median launch→READY")
+        .label_style(("sans-serif", 13))
+        .draw()?;
+    for (k, b) in bars.iter().enumerate() {
+        let y = (bars.len() - 1 - k) as f64;
+        let sum: f64 = b.phases.iter().map(|p| p.1).sum();
+        if sum <= 0.0 {
+            continue;
+        }
+        let mut x = 0.0;
+        for (i, (name, ms)) in b.phases.iter().enumerate() {
+            let w = ms / sum * 100.0;
+            let c = phase_color(i);
+            chart.draw_series(std::iter::once(Rectangle::new([(x, y - 0.35), (x + w, y + 0.35)], c.filled())))?;
+            if w > 9.0 {
+                let label = format!("{name} {}", super::markdown::num(*ms));
+                chart.draw_series(std::iter::once(Text::new(label, (x + 0.5, y + 0.1), ("sans-serif", 11))))?;
+            }
+            x += w;
+        }
     }
     Ok(())
 }
@@ -300,10 +391,15 @@ pub fn lines(
     render!(stem, (900, 500), draw_lines, title, x_desc, y_desc, data)
 }
 
-/// Cost factors per metric and backend (horizontal grouped bars).
+/// Ratios to native per metric and backend with CIs (horizontal grouped bars).
 pub fn ratios(stem: &Path, title: &str, bars: &[RatioBar]) -> Result<Vec<PathBuf>, ChartError> {
     let metrics = bars.iter().map(|b| b.metric.as_str()).collect::<std::collections::BTreeSet<_>>().len() as u32;
     render!(stem, (1000, 160 + 34 * metrics.max(1)), draw_ratios, title, bars)
+}
+
+/// The startup phases of each backend as stacked shares.
+pub fn phases(stem: &Path, title: &str, bars: &[PhaseBar]) -> Result<Vec<PathBuf>, ChartError> {
+    render!(stem, (1000, 120 + 60 * bars.len().max(1) as u32), draw_phases, title, bars)
 }
 
 #[cfg(test)]
@@ -319,7 +415,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let dist = vec![Distribution { backend: "native".into(), values: vec![1.0, 1.2, 0.9] }];
         let out = distributions(&d.path().join("s"), "t", "ms", &dist).unwrap();
-        let bars = vec![RatioBar { metric: "cpu".into(), backend: "crun".into(), cost: 1.1 }];
+        let bars = vec![RatioBar {
+            metric: "cpu".into(),
+            backend: "crun".into(),
+            ratio: 1.1,
+            lo: 1.0,
+            hi: 1.2,
+            significant: false,
+        }];
         let out2 = ratios(&d.path().join("r"), "t", &bars).unwrap();
         for p in out.iter().chain(&out2) {
             assert!(std::fs::metadata(p).unwrap().len() > 500, "{}", p.display());

@@ -1,13 +1,17 @@
-//! `REPORT.md`: the environment, the ratio-to-native table of every headline
-//! metric × backend, the startup breakdown, density, the security surface,
-//! full distributions, and plain statements of what could not be measured.
+//! `REPORT.md`: an executive summary computed from the cells, the
+//! environment and how the run was designed, what each backend exec'd and
+//! which network path it took, the ratio-to-native table of every headline
+//! metric × backend with bootstrap CIs (only significant ratios in bold), the
+//! startup breakdown, density, the security surface, full distributions,
+//! and plain statements of what could not be measured.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::aggregate::{family_of, Aggregate, Headline};
+use super::aggregate::{family_of, Aggregate, Cell, Headline};
+use super::{backends, summary};
 use crate::results::ResultSet;
-use crate::stats::{self, Better};
+use crate::stats::{self, Better, Interval, Significance};
 
 /// Chart files (relative to the report) and chart failures.
 #[derive(Debug, Default)]
@@ -16,6 +20,7 @@ pub struct Figures {
     pub density_mem: Option<String>,
     pub density_launch: Option<String>,
     pub ratios: Option<String>,
+    pub phases: Option<String>,
     pub errors: Vec<String>,
 }
 
@@ -53,16 +58,36 @@ fn short(e: &str) -> String {
     }
 }
 
+/// `lo–hi` of an interval in a headline's unit.
+pub fn interval_text(ci: &Interval, scale: impl Fn(f64) -> f64) -> String {
+    format!("{}–{}", num(scale(ci.lo)), num(scale(ci.hi)))
+}
+
+/// The ratio part of a cell: bold only when its CI excludes 1.
+pub fn ratio_text(c: &Cell) -> Option<String> {
+    let r = c.ratio?;
+    Some(match (c.significance, c.ratio_ci) {
+        (Some(Significance::SameAsNative), Some(ci)) => format!("≈ native (×{})", interval_text(&ci, |x| x)),
+        (Some(_), Some(ci)) => format!("**×{}** (×{})", num(r), interval_text(&ci, |x| x)),
+        (None, Some(ci)) => {
+            format!("×{} (×{}, n<{}: not judged)", num(r), interval_text(&ci, |x| x), stats::MIN_N_SIGNIFICANCE)
+        }
+        _ => format!("×{} (no CI)", num(r)),
+    })
+}
+
 fn cell_text(a: &Aggregate, sc: &str, b: &str, hl: &Headline) -> String {
     let c = a.cell(sc, b, hl.metric);
     match c.summary {
         Some(s) => {
-            let v = format!("{} {}", num(hl.unit.scale(s.median)), hl.unit.text());
+            let ci =
+                c.median_ci.map(|ci| format!(" [{}]", interval_text(&ci, |x| hl.unit.scale(x)))).unwrap_or_default();
+            let v = format!("{} {}{ci} n={}", num(hl.unit.scale(s.median)), hl.unit.text(), s.n);
+            let noisy = if Aggregate::noisy(&c) { format!(" ⚠ CV {:.0}%", s.cv * 100.0) } else { String::new() };
             let failed = if c.failed > 0 { format!(" ({} failed)", c.failed) } else { String::new() };
-            match (b, c.ratio) {
-                ("native", _) => format!("{v}{failed}"),
-                (_, Some(r)) => format!("**×{}** {v}{failed}", num(r)),
-                (_, None) => format!("{v}{failed}"),
+            match ratio_text(&c) {
+                Some(r) if b != "native" => format!("{r} · {v}{noisy}{failed}"),
+                _ => format!("{v}{noisy}{failed}"),
             }
         }
         None if c.failed > 0 => "✗ failed".into(),
@@ -81,7 +106,19 @@ fn environment(out: &mut String, set: &ResultSet) {
         ("kernel", m.kernel.clone()),
         ("KVM", m.kvm.describe().to_string()),
         ("cgroups", format!("{:?}", m.cgroup)),
-        ("cvbench", format!("{} (git {})", m.cvbench_version, m.git_rev.as_deref().unwrap_or("unknown"))),
+        (
+            "cvbench",
+            format!(
+                "{} (git {}{})",
+                m.cvbench_version,
+                m.git_rev.as_deref().unwrap_or("unknown"),
+                match m.git_dirty {
+                    Some(true) => ", tree had uncommitted changes",
+                    Some(false) => ", clean tree",
+                    None => "",
+                }
+            ),
+        ),
         ("environment id", m.id()),
         ("load average at start (1/5/15 min)", m.loadavg_at_start.clone().unwrap_or_else(|| "not recorded".into())),
     ];
@@ -90,6 +127,40 @@ fn environment(out: &mut String, set: &ResultSet) {
     }
     for (k, v) in &m.peers {
         let _ = writeln!(out, "| peer {k} | {} |", v.as_deref().unwrap_or("not installed"));
+    }
+    if let Some(n) = &m.host_net {
+        let _ = writeln!(
+            out,
+            "| host firewall | {} iptables/nftables rules; dockerd {} |",
+            n.firewall_rules.map_or("unknown".to_string(), |r| r.to_string()),
+            if n.dockerd_running { "running" } else { "not running" }
+        );
+    }
+    out.push('\n');
+    let _ = writeln!(out, "### How the run was designed\n");
+    match &m.design {
+        Some(d) => {
+            let _ = writeln!(out, "{}\n", d.describe());
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "This result set does not record its design (it predates seeded ordering): its backends ran in \
+                 a fixed order, without warm-up, quiet-host gate or pinning.\n"
+            );
+        }
+    }
+}
+
+fn backend_profiles(out: &mut String, a: &Aggregate) {
+    let _ = writeln!(out, "## What each backend ran\n");
+    let _ = writeln!(
+        out,
+        "| backend | what was exec'd | what a row includes | network path (net-stream, net-rr) |\n|---|---|---|---|"
+    );
+    for b in &a.backends {
+        let (execs, includes) = backends::profile(b).map_or(("unknown backend", "unknown"), |p| (p.execs, p.includes));
+        let _ = writeln!(out, "| {b} | {execs} | {includes} | {} |", short(&backends::net_path(a, b)));
     }
     out.push('\n');
 }
@@ -123,9 +194,13 @@ fn headline_table(out: &mut String, a: &Aggregate) {
     let _ = writeln!(out, "## Cost of isolation: every metric × backend\n");
     let _ = writeln!(
         out,
-        "Each cell: **×ratio to native** (median ÷ native's median), then the backend's median. \
-         For throughput (↑) a ratio below 1 is a loss; for times and sizes (↓) a ratio above 1 is. \
-         ✗ = every run of the cell failed (reasons under *Not measured*); — = not run.\n"
+        "Each cell: the ratio to native (median ÷ native's median) with its bootstrap 95% CI, then the \
+         backend's median with the bootstrap 95% CI of the median and n. A ratio is **bold** only when its \
+         CI excludes 1; a CI that contains 1 reads \"≈ native\". ⚠ marks a noisy cell (coefficient of \
+         variation above {:.0}%). For throughput (↑) a ratio below 1 is a loss; for times and sizes (↓) a \
+         ratio above 1 is. With fewer than {} runs on either side a ratio is not judged. ✗ = every run of the cell failed (reasons under *Not measured*); — = not run.\n",
+        stats::NOISY_CV * 100.0,
+        stats::MIN_N_SIGNIFICANCE
     );
     let _ = write!(out, "| scenario | metric |");
     for b in &a.backends {
@@ -190,6 +265,10 @@ fn scaled_table(out: &mut String, a: &Aggregate, family: &str, title: &str, cols
     if scs.is_empty() {
         return;
     }
+    // A column no record of the family has is left out, not shown as dashes.
+    let has = |metric: &str| scs.iter().any(|sc| a.backends.iter().any(|b| !a.values(sc, b, metric).is_empty()));
+    let cols: Vec<&(&str, &str, f64, &str)> = cols.iter().filter(|c| has(c.0)).collect();
+    let cols = cols.as_slice();
     let _ = writeln!(out, "## {title}\n");
     let _ = write!(out, "| scenario | backend |");
     for (_, label, _, _) in cols {
@@ -257,20 +336,30 @@ fn surface(out: &mut String, a: &Aggregate) {
 
 fn distributions(out: &mut String, a: &Aggregate) {
     let _ = writeln!(out, "## Distributions\n");
-    let _ = writeln!(out, "| scenario | metric | backend | n | median | p90 | p99 | min | max | MAD |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "Median CI and ratio CI: percentile bootstrap, {} resamples, seeded per cell (reproducible). CV = sample \
+         standard deviation ÷ mean.\n",
+        stats::BOOTSTRAP_RESAMPLES
+    );
+    let _ = writeln!(out, "| scenario | metric | backend | n | median | median 95% CI | ratio to native 95% CI | CV | p90 | min | max | MAD |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (sc, hl) in a.headline_rows() {
         for b in &a.backends {
-            let Some(s) = a.cell(&sc, b, hl.metric).summary else { continue };
+            let c = a.cell(&sc, b, hl.metric);
+            let Some(s) = c.summary else { continue };
             let f = |v: f64| num(hl.unit.scale(v));
+            let ci = c.median_ci.map(|ci| interval_text(&ci, |x| hl.unit.scale(x))).unwrap_or_else(|| "—".into());
+            let rci = c.ratio_ci.map(|ci| format!("×{}", interval_text(&ci, |x| x))).unwrap_or_else(|| "—".into());
+            let noisy = if Aggregate::noisy(&c) { " ⚠" } else { "" };
             let _ = writeln!(
                 out,
-                "| {sc} | {} ({}) | {b} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {sc} | {} ({}) | {b} | {} | {} | {ci} | {rci} | {:.1}%{noisy} | {} | {} | {} | {} |",
                 hl.label,
                 hl.unit.text(),
                 s.n,
                 f(s.median),
+                s.cv * 100.0,
                 f(s.p90),
-                f(s.p99),
                 f(s.min),
                 f(s.max),
                 f(s.mad)
@@ -334,21 +423,32 @@ fn not_measured(out: &mut String, a: &Aggregate, figs: &Figures) {
 pub fn render(set: &ResultSet, a: &Aggregate, figs: &Figures) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# cvbench: what does isolation cost?\n");
+    let _ = writeln!(out, "## Summary\n");
+    let _ = writeln!(out, "{}\n", summary::executive(a));
     let _ = writeln!(
         out,
         "The same static workload binary, natively and under each backend, measured in one interleaved run \
-         (unit *i* of every backend before unit *i+1* of any, equal pauses between units). {} records; \
+         (round *i* of every backend before round *i+1* of any{}, equal pauses between units). {} records; \
          generated by `cvbench report` from the result set with environment id `{}`.\n",
+        if set.manifest.design.is_some() {
+            ", the backends' order within a round shuffled from a recorded seed"
+        } else {
+            ""
+        },
         set.records.len(),
         set.manifest.id()
     );
     environment(&mut out, set);
     backend_status(&mut out, a);
+    backend_profiles(&mut out, a);
     headline_table(&mut out, a);
     if let Some(p) = &figs.ratios {
         let _ = writeln!(out, "![overhead ratios]({p})\n");
     }
     startup_breakdown(&mut out, a);
+    if let Some(p) = &figs.phases {
+        let _ = writeln!(out, "![startup phases]({p})\n");
+    }
     if let Some(p) = &figs.startup {
         let _ = writeln!(out, "![startup distributions]({p})\n");
     }
@@ -368,11 +468,27 @@ pub fn render(set: &ResultSet, a: &Aggregate, figs: &Figures) -> String {
         "density",
         "Density (N idle instances up at once)",
         &[
-            ("extra.density_memavail_per_instance_kib", "host MemAvailable drop per instance", 1.0 / 1024.0, "MiB"),
+            ("extra.density_cgroup_per_instance_kib", "parent cgroup memory per instance", 1.0 / 1024.0, "MiB"),
             ("extra.density_pss_per_instance_kib", "summed PSS per instance", 1.0 / 1024.0, "MiB"),
             ("extra.density_launch_all_ns", "time to launch N", 1e-6, "ms"),
         ],
     );
+    if a.scenarios.iter().any(|s| family_of(s) == "density") {
+        let cgroup = a.groups.values().flatten().any(|r| r.extra.contains_key("density_cgroup_per_instance_kib"));
+        let _ = writeln!(
+            out,
+            "{} The host-wide MemAvailable drop is kept in `results.csv` as a check only: other activity on the \
+             host moves it by more than an instance costs, so it is not shown.\n",
+            if cgroup {
+                "Per-instance memory is the growth of a parent cgroup's `memory.current` (v2) or \
+                 `memory.usage_in_bytes` (v1) holding every instance (it counts kernel memory: page tables, slab, \
+                 network namespaces, KVM), beside the summed PSS of the instances' host processes."
+            } else {
+                "Per-instance memory is the summed PSS of the instances' host processes; this result set has no \
+                 parent-cgroup figure, so kernel memory (page tables, slab, network namespaces, KVM) is not counted."
+            }
+        );
+    }
     for p in [&figs.density_mem, &figs.density_launch].into_iter().flatten() {
         let _ = writeln!(out, "![density]({p})\n");
     }

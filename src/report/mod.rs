@@ -1,17 +1,20 @@
 //! Reports from a result set: `results.csv`/`results.json`, `REPORT.md` with
 //! the ratio-to-native tables, and the charts; plus the side-by-side
-//! comparison of two result sets.
+//! comparison of two result sets. The same result set always gives the same
+//! files, byte for byte (seeded bootstrap, no clock, no paths).
 
 pub mod aggregate;
+pub mod backends;
 pub mod charts;
 pub mod compare;
 pub mod markdown;
+pub mod summary;
 
 use std::path::{Path, PathBuf};
 
 use crate::results::{ResultSet, ResultsError};
 use aggregate::{family_of, Aggregate};
-use charts::{Distribution, RatioBar, Series};
+use charts::{Distribution, PhaseBar, Point, RatioBar, Series};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -43,7 +46,8 @@ pub fn startup_distributions(a: &Aggregate) -> Vec<Distribution> {
         .collect()
 }
 
-/// Density lines: median of `metric` (scaled by `scale`) against N.
+/// Density lines: median of `metric` (scaled by `scale`) against N, with
+/// the median's CI.
 pub fn density_series(a: &Aggregate, metric: &str, scale: f64) -> Vec<Series> {
     a.backends
         .iter()
@@ -55,8 +59,10 @@ pub fn density_series(a: &Aggregate, metric: &str, scale: f64) -> Vec<Series> {
                 .filter(|s| family_of(s) == "density")
                 .filter_map(|s| {
                     let n: f64 = s.rsplit('-').next()?.parse().ok()?;
-                    let m = crate::stats::median(&a.values(s, b, metric))?;
-                    Some((n, m * scale))
+                    let c = a.cell(s, b, metric);
+                    let m = c.summary?.median * scale;
+                    let ci = c.median_ci.unwrap_or(crate::stats::Interval { lo: m / scale, hi: m / scale });
+                    Some(Point { x: n, y: m, lo: ci.lo * scale, hi: ci.hi * scale })
                 })
                 .collect(),
         })
@@ -64,18 +70,64 @@ pub fn density_series(a: &Aggregate, metric: &str, scale: f64) -> Vec<Series> {
         .collect()
 }
 
-/// Cost factor bars for every headline row and non-native backend.
+/// Ratio bars (the table's ratios, with CIs) for every headline row and
+/// non-native backend.
 pub fn ratio_bars(a: &Aggregate) -> Vec<RatioBar> {
     let mut v = Vec::new();
     for (sc, hl) in a.headline_rows() {
+        let arrow = match crate::stats::better(hl.metric) {
+            crate::stats::Better::Higher => " ↑",
+            crate::stats::Better::Lower => " ↓",
+            crate::stats::Better::Neither => "",
+        };
         for b in a.backends.iter().filter(|b| *b != "native") {
-            if let Some(r) = a.cell(&sc, b, hl.metric).ratio {
+            let c = a.cell(&sc, b, hl.metric);
+            if let (Some(r), Some(ci)) = (c.ratio, c.ratio_ci) {
                 v.push(RatioBar {
-                    metric: format!("{sc}: {}", hl.label),
+                    metric: format!("{sc}: {}{arrow}", hl.label),
                     backend: b.clone(),
-                    cost: aggregate::cost_factor(hl.metric, r),
+                    ratio: r,
+                    lo: ci.lo,
+                    hi: ci.hi,
+                    significant: matches!(
+                        c.significance,
+                        Some(crate::stats::Significance::Above | crate::stats::Significance::Below)
+                    ),
                 });
             }
+        }
+    }
+    v
+}
+
+/// Per-backend startup phases (medians of the successful serial runs).
+pub fn phase_bars(a: &Aggregate) -> Vec<PhaseBar> {
+    let mut v = Vec::new();
+    for b in &a.backends {
+        let recs: Vec<_> = a.records("startup-serial", b).iter().filter(|r| r.error.is_none()).collect();
+        let mut order: Vec<String> = Vec::new();
+        for r in &recs {
+            for (p, _) in &r.host.phases {
+                if !order.contains(p) {
+                    order.push(p.clone());
+                }
+            }
+        }
+        let phases: Vec<(String, f64)> = order
+            .into_iter()
+            .filter_map(|p| {
+                let vals: Vec<f64> = recs
+                    .iter()
+                    .flat_map(|r| r.host.phases.iter().filter(|(n, _)| *n == p).map(|(_, ns)| *ns as f64 / 1e6))
+                    .collect();
+                crate::stats::median(&vals).map(|m| (p, m))
+            })
+            .collect();
+        let total = crate::stats::median(
+            &recs.iter().filter_map(|r| r.host.launch_to_ready_ns.map(|ns| ns as f64 / 1e6)).collect::<Vec<_>>(),
+        );
+        if let (false, Some(total_ms)) = (phases.is_empty(), total) {
+            v.push(PhaseBar { backend: b.clone(), phases, total_ms });
         }
     }
     v
@@ -114,16 +166,33 @@ pub fn generate(set: &ResultSet, out: &Path) -> Result<Written, ReportError> {
             ),
         );
     }
-    // Summed PSS is the chart's figure: MemAvailable is host-wide and moves
-    // with whatever else the host does (both are in the tables).
-    let mem = density_series(&a, "extra.density_pss_per_instance_kib", 1.0 / 1024.0);
+    let phases = phase_bars(&a);
+    if !phases.is_empty() {
+        figs.phases = chart(
+            &mut w,
+            "startup-phases",
+            charts::phases(
+                &out.join("startup-phases"),
+                "where startup time goes (noop, serial runs, medians)",
+                &phases,
+            ),
+        );
+    }
+    // The parent cgroup's figure where a backend has one, else summed PSS:
+    // MemAvailable is host-wide and moves with whatever else the host does.
+    let mut mem = density_series(&a, "extra.density_cgroup_per_instance_kib", 1.0 / 1024.0);
+    let mut mem_what = "parent cgroup memory";
+    if mem.is_empty() {
+        mem = density_series(&a, "extra.density_pss_per_instance_kib", 1.0 / 1024.0);
+        mem_what = "summed PSS of its host processes";
+    }
     if !mem.is_empty() {
         figs.density_mem = chart(
             &mut w,
             "density-memory",
             charts::lines(
                 &out.join("density-memory"),
-                "memory per idle instance vs N (summed PSS of its host processes)",
+                &format!("memory per idle instance vs N ({mem_what}; bars: 95% CI)"),
                 "N instances",
                 "MiB per instance",
                 &mem,
@@ -137,7 +206,7 @@ pub fn generate(set: &ResultSet, out: &Path) -> Result<Written, ReportError> {
             "density-launch",
             charts::lines(
                 &out.join("density-launch"),
-                "time until all N idle instances are READY",
+                "time until all N idle instances are READY (bars: 95% CI)",
                 "N instances",
                 "ms",
                 &launch,
@@ -149,7 +218,7 @@ pub fn generate(set: &ResultSet, out: &Path) -> Result<Written, ReportError> {
         figs.ratios = chart(
             &mut w,
             "ratios",
-            charts::ratios(&out.join("ratios"), "overhead relative to native, by metric", &bars),
+            charts::ratios(&out.join("ratios"), "ratio to native by metric (as in the table)", &bars),
         );
     }
     figs.errors = w.chart_errors.clone();

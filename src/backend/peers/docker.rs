@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{launch_err, oci, PeerError};
+use crate::backend::netpath::{Client, NetPath};
 use crate::backend::process::ChildProcess;
 use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
@@ -213,6 +214,7 @@ struct DockerInstance {
     child: ChildProcess,
     name: String,
     server: Option<String>,
+    net: Option<NetPath>,
     daemon: Arc<Daemon>,
     launched_unix_ns: u128,
     pids: Mutex<Option<Vec<i32>>>,
@@ -252,30 +254,51 @@ impl Backend for Docker {
             notes.push("docker-cvbench: the same private dockerd and containerd-shim-runc-v2, which exec cvbench-runtime (--add-runtime cvbench=…) instead of runc".into());
         }
         let mut server = None;
+        let mut net = None;
         let mut scratch = None;
         match spec.workload.as_str() {
             "net-stream" | "net-rr" => {
-                let srv = format!("{name}-srv");
+                // A holder container owns the client's network namespace (docker
+                // cannot join a namespace by path); the run links it by veth to
+                // a server namespace it creates, as for every other backend.
+                let holder = format!("{name}-net");
                 super::run_tool(daemon.cli().args([
                     "run",
                     "-d",
                     "--network",
                     "none",
                     "--name",
-                    &srv,
+                    &holder,
                     IMAGE,
                     oci::GUEST_WORKLOAD,
                     "serve",
                     "--listen",
-                    "127.0.0.1:5201",
+                    "127.0.0.1:5999",
                     "--max-conns",
-                    "1",
+                    "0",
                 ]))
                 .map_err(|e| launch_err("docker", &w, e))?;
-                cmd.args(["--network", &format!("container:{srv}")]);
-                args.extend(["--peer".to_string(), "127.0.0.1:5201".to_string()]);
-                notes.push("net: client container joins the server container's network namespace (loopback)".into());
-                server = Some(srv);
+                server = Some(holder.clone());
+                let linked = super::run_tool(daemon.cli().args(["inspect", "-f", "{{.State.Pid}}", &holder]))
+                    .map_err(|e| launch_err("docker", &w, e))
+                    .and_then(|pid| {
+                        let pid: i32 = pid.trim().parse().map_err(|_| {
+                            launch_err("docker", &w, format!("holder container pid {:?} is not a number", pid.trim()))
+                        })?;
+                        let bin = paths::workload_binary().map_err(|e| launch_err("docker", &w, e))?;
+                        NetPath::start(&bin, "docker", Client::Process(pid)).map_err(|e| launch_err("docker", &w, e))
+                    });
+                let path = match linked {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = super::run_tool(daemon.cli().args(["rm", "-f", &holder]));
+                        return Err(e);
+                    }
+                };
+                cmd.args(["--network", &format!("container:{holder}")]);
+                args.extend(["--peer".to_string(), path.peer()]);
+                notes.push(path.note());
+                net = Some(path);
             }
             _ => {
                 cmd.args(["--network", "none"]);
@@ -305,6 +328,7 @@ impl Backend for Docker {
             child,
             name,
             server,
+            net,
             daemon,
             launched_unix_ns,
             pids: Mutex::new(None),
@@ -457,6 +481,7 @@ impl Instance for DockerInstance {
         if let Some(s) = self.server.take() {
             let _ = super::run_tool(self.daemon.cli().args(["rm", "-f", &s]));
         }
+        self.net.take();
         r
     }
 
@@ -503,6 +528,7 @@ impl Drop for DockerInstance {
         if let Some(s) = self.server.take() {
             let _ = super::run_tool(self.daemon.cli().args(["rm", "-f", &s]));
         }
+        self.net.take();
         self.scratch.take();
     }
 }

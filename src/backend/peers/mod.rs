@@ -2,20 +2,18 @@
 //! trait: `runc` and `crun` (OCI bundles generated from the workload
 //! binary), `docker` (a private dockerd of its own) and `qemu`
 //! (`-M microvm` with our guest kernel and initramfs). This module holds what
-//! they share: errors, state directories and the peer network namespace.
+//! they share: errors, state directories and scratch space (the network
+//! path is `backend::netpath`, shared with native).
 
 pub mod docker;
 pub mod oci;
 pub mod oci_runtime;
 pub mod qemu;
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
-use super::process::{spawn_server, ChildProcess};
 use super::BackendError;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,78 +64,6 @@ pub fn run_tool(cmd: &mut Command) -> Result<String, PeerError> {
             args: cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
             detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         })
-    }
-}
-
-/// Bring `lo` up in the calling process's network namespace with raw
-/// syscalls only (safe to call between fork and exec).
-///
-/// # Safety
-/// Only async-signal-safe calls are made; the caller must be the child
-/// between fork and exec or a normal thread.
-unsafe fn lo_up() -> std::io::Result<()> {
-    // SAFETY: plain socket syscall; the fd is closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: ifreq is plain data; all-zero is valid.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    ifr.ifr_name[0] = b'l' as libc::c_char;
-    ifr.ifr_name[1] = b'o' as libc::c_char;
-    // SAFETY: SIOCGIFFLAGS fills ifr for the named interface.
-    let mut r = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) };
-    if r == 0 {
-        // SAFETY: after SIOCGIFFLAGS the flags member of the union is the active one.
-        unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-        // SAFETY: SIOCSIFFLAGS reads ifr.
-        r = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) };
-    }
-    let err = std::io::Error::last_os_error();
-    // SAFETY: closing the descriptor opened above.
-    unsafe { libc::close(fd) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(err)
-    }
-}
-
-/// `cvbench-workload serve` in a network namespace of its own (only `lo`,
-/// up): the peer end for the net workloads of runc and crun, whose container
-/// joins this namespace. Traffic never leaves the namespace the run created.
-pub struct NetPeer {
-    proc: ChildProcess,
-    pub addr: String,
-}
-
-impl NetPeer {
-    pub fn start(workload_bin: &Path) -> Result<NetPeer, PeerError> {
-        let addr = "127.0.0.1:5201".to_string();
-        let mut cmd = Command::new(workload_bin);
-        cmd.args(["serve", "--listen", &addr, "--max-conns", "1"]);
-        // SAFETY: the closure runs in the child between fork and exec and
-        // makes only raw syscalls (unshare, socket, ioctl, close), which are
-        // async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                lo_up()
-            });
-        }
-        let proc = spawn_server("peer-server", cmd).map_err(|e| PeerError::PeerServer(e.to_string()))?;
-        Ok(NetPeer { proc, addr })
-    }
-
-    /// The namespace to join.
-    pub fn netns(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.proc.pid()))
-    }
-
-    pub fn stop(&mut self) {
-        let _ = self.proc.stop(Duration::from_secs(2));
     }
 }
 

@@ -14,7 +14,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::oci::{self, RunConfig};
-use super::{launch_err, NetPeer, PeerError};
+use super::{launch_err, PeerError};
+use crate::backend::netpath::{Client, NetPath};
 use crate::backend::process::ChildProcess;
 use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
@@ -143,7 +144,7 @@ struct OciInstance {
     bundle: PathBuf,
     pid_file: PathBuf,
     delete_cmd: Command,
-    peer: Option<NetPeer>,
+    peer: Option<NetPath>,
     scratch: Option<tempfile::TempDir>,
     notes: Vec<String>,
     _state: std::sync::Arc<State>,
@@ -177,9 +178,10 @@ impl Backend for OciRuntime {
         let (mut peer, mut scratch) = (None, None);
         match spec.workload.as_str() {
             "net-stream" | "net-rr" => {
-                let p = NetPeer::start(&bin).map_err(|e| launch_err(name, &w, e))?;
-                args.extend(["--peer".to_string(), p.addr.clone()]);
-                notes.push("net: container joins a network namespace the run created, server on its loopback".into());
+                let p = NetPath::start(&bin, self.kind.name(), Client::NewNamespace)
+                    .map_err(|e| launch_err(name, &w, e))?;
+                args.extend(["--peer".to_string(), p.peer()]);
+                notes.push(p.note());
                 peer = Some(p);
             }
             "disk" => {
@@ -197,7 +199,7 @@ impl Backend for OciRuntime {
             &RunConfig {
                 rootfs: &st.rootfs,
                 args,
-                netns: peer.as_ref().map(NetPeer::netns),
+                netns: peer.as_ref().and_then(NetPath::client_netns),
                 data: scratch.as_ref().map(|d| d.path()),
             },
         )
