@@ -106,7 +106,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     let spec = LaunchSpec {
         workload: req.workload.clone(),
         args: req.args.clone(),
-        stdin_pipe: req.workload == "idle",
+        stdin_pipe: crate::workload::Workload::needs_of(&req.workload).long_running,
         stdout: out_w,
         stderr: err_w,
         timeout: req.timeout,

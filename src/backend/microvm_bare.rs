@@ -15,12 +15,12 @@ use super::process::ChildProcess;
 use super::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
+use crate::workload::Workload;
 
 const BACKEND: &str = "microvm-bare";
 /// Enough for every supported workload's defaults (mem-touch: 128 + 32 MiB); host memory is
 /// only used for pages the guest touches.
 const DEFAULT_MEM_MIB: u32 = 512;
-const SUPPORTED: &[&str] = &["noop", "idle", "cpu", "mem-bw", "mem-touch", "syscall"];
 
 fn vmm_binary() -> Result<PathBuf, String> {
     paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").map_err(|e| e.to_string())
@@ -58,7 +58,9 @@ impl Backend for MicroVmBare {
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
         let w = spec.workload.clone();
-        if !SUPPORTED.contains(&w.as_str()) {
+        // No guest kernel: nothing that needs a network stack or a filesystem.
+        let supported = w.parse::<Workload>().is_ok_and(|x| !x.needs().network && !x.needs().disk);
+        if !supported {
             return Err(BackendError::Unsupported {
                 backend: BACKEND.into(),
                 workload: w,

@@ -9,6 +9,7 @@ use super::process::{spawn_server, ChildProcess};
 use super::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
+use crate::workload::Needs;
 
 pub struct Native;
 
@@ -72,13 +73,13 @@ impl Backend for Native {
         let mut args = spec.args.clone();
         let mut server = None;
         let mut scratch = None;
-        match spec.workload.as_str() {
-            "net-stream" | "net-rr" => {
+        match spec.needs() {
+            Needs { network: true, .. } => {
                 let s = LoopbackServer::start(&bin)?;
                 args.extend(["--peer".to_string(), s.addr.clone()]);
                 server = Some(s);
             }
-            "disk" => {
+            Needs { disk: true, .. } => {
                 let d = tempfile::Builder::new()
                     .prefix("cvbench-disk-")
                     .tempdir_in("/var/tmp")

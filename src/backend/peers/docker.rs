@@ -16,6 +16,7 @@ use crate::backend::process::ChildProcess;
 use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
+use crate::workload::Needs;
 
 const IMAGE: &str = "cvbench-workload:latest";
 
@@ -223,8 +224,8 @@ impl Backend for Docker {
         cmd.args(["run", "--rm", "--name", &name]);
         let mut server = None;
         let mut scratch = None;
-        match spec.workload.as_str() {
-            "net-stream" | "net-rr" => {
+        match spec.needs() {
+            Needs { network: true, .. } => {
                 let srv = format!("{name}-srv");
                 super::run_tool(daemon.cli().args([
                     "run",
@@ -251,7 +252,7 @@ impl Backend for Docker {
                 cmd.args(["--network", "none"]);
             }
         }
-        if spec.workload == "disk" {
+        if spec.needs().disk {
             let d = super::scratch("cvbench-disk-").map_err(|e| launch_err("docker", &w, e))?;
             cmd.arg("-v").arg(format!("{}:{}", d.path().display(), oci::DATA_DIR));
             args.extend(["--dir".to_string(), oci::DATA_DIR.to_string()]);

@@ -83,7 +83,7 @@ impl Backend for Qemu {
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
         let w = spec.workload.clone();
-        if matches!(w.as_str(), "net-stream" | "net-rr" | "disk") {
+        if spec.needs().network || spec.needs().disk {
             return Err(BackendError::Unsupported {
                 backend: "qemu".into(),
                 workload: w,
