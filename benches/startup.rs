@@ -5,20 +5,27 @@
 //! Every record is also written to `results/criterion-<unix time>/` in the
 //! harness's own schema (criterion's JSON is not parsed).
 //!
-//! Select backends with CVBENCH_BACKENDS=native,crun (default: all).
+//! Select backends with CVBENCH_BACKENDS=native,crun (default: every backend
+//! `cvbench doctor` says can run here, decided from host facts in
+//! milliseconds; a Linux guest under kvm_pvm is ruled out up front instead of
+//! waiting for its timeout). One `SKIPPED: <backend>: <reason>` line per
+//! backend left out. A full default run takes a few minutes on 2 cores.
 
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::Criterion;
 
 use cvbench::backend::{self, Backend};
+use cvbench::doctor::backends::{self as verdicts, Host};
 use cvbench::env::Manifest;
 use cvbench::record::RunRecord;
 use cvbench::results::RecordSink;
 use cvbench::runner::{self, RunRequest};
 
 static SINK: Mutex<Option<RecordSink>> = Mutex::new(None);
+static SINK_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 fn keep(rec: &RunRecord) {
     if let Ok(mut g) = SINK.lock() {
@@ -26,7 +33,10 @@ fn keep(rec: &RunRecord) {
             let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let dir = cvbench::paths::repo_root().join("results").join(format!("criterion-{t}"));
             match RecordSink::create(&dir, &Manifest::collect()) {
-                Ok(s) => *g = Some(s),
+                Ok(s) => {
+                    *g = Some(s);
+                    let _ = SINK_DIR.set(dir);
+                }
                 Err(e) => eprintln!("cvbench bench: not keeping records: {e}"),
             }
         }
@@ -36,13 +46,20 @@ fn keep(rec: &RunRecord) {
     }
 }
 
-/// Backends to bench, each checked once; the ones that cannot run are reported.
+/// Backends to bench, each checked once; the ones that cannot run are
+/// reported, one line each.
 fn backends() -> Vec<Box<dyn Backend>> {
-    let names: Vec<String> = std::env::var("CVBENCH_BACKENDS")
-        .map(|v| v.split(',').map(str::to_string).collect())
-        .unwrap_or_else(|_| backend::ALL.iter().map(|s| s.to_string()).collect());
+    let host = Host::probe();
+    let names: Vec<String> = match std::env::var("CVBENCH_BACKENDS") {
+        Ok(v) => v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        Err(_) => backend::ALL.iter().map(|s| s.to_string()).collect(),
+    };
     let mut out = Vec::new();
     for n in names {
+        if let Err(blocker) = verdicts::verdict(&n, &host) {
+            eprintln!("SKIPPED: {n}: {blocker}");
+            continue;
+        }
         match backend::by_name(&n) {
             Ok(b) => match b.check() {
                 Ok(()) => out.push(b),
@@ -51,6 +68,8 @@ fn backends() -> Vec<Box<dyn Backend>> {
             Err(e) => eprintln!("SKIPPED: {n}: {e}"),
         }
     }
+    let chosen: Vec<&str> = out.iter().map(|b| b.name()).collect();
+    eprintln!("cvbench bench: backends {} (set CVBENCH_BACKENDS to choose)", chosen.join(","));
     out
 }
 
@@ -83,8 +102,8 @@ fn once(b: &dyn Backend, req: &RunRequest) -> Option<RunRecord> {
     }
 }
 
-fn startup(c: &mut Criterion) {
-    for b in backends() {
+fn startup(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
+    for b in backends {
         let req = request("noop", &[], "criterion-startup");
         // A failing backend is reported once instead of panicking mid-bench.
         if once(b.as_ref(), &req).is_none() {
@@ -113,9 +132,9 @@ fn startup(c: &mut Criterion) {
 }
 
 /// The workload times its own getppid loop; an iteration is one call.
-fn syscall(c: &mut Criterion) {
+fn syscall(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     const PER_RUN: u64 = 20_000;
-    for b in backends() {
+    for b in backends {
         let req = request("syscall", &["--iters", &PER_RUN.to_string()], "criterion-syscall");
         if once(b.as_ref(), &req).is_none() {
             continue;
@@ -146,5 +165,16 @@ fn syscall(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, startup, syscall);
-criterion_main!(benches);
+/// Criterion's `criterion_main!`, spelled out so the backends are chosen and
+/// checked once for both groups and dropped (daemons stopped) at the end.
+fn main() {
+    let backends = backends();
+    let mut c = Criterion::default().configure_from_args();
+    startup(&mut c, &backends);
+    syscall(&mut c, &backends);
+    c.final_summary();
+    drop(backends);
+    if let Some(dir) = SINK_DIR.get() {
+        eprintln!("cvbench bench: every record in {} (report: cvbench report --in {0})", dir.display());
+    }
+}
