@@ -123,21 +123,19 @@ impl TryFrom<&RunArgs> for RunRequest {
     }
 }
 
-/// The backend, after the host checks: a blocker the backend's own check
-/// confirms is exit 3 with its fix; one only the doctor sees (a Linux guest
-/// under kvm_pvm) is a warning, since that run still shows how far it got.
+/// The backend, after the host checks: a blocker is exit 3 with its fix,
+/// except one the backend still starts despite (a Linux guest under
+/// kvm_pvm), which is a warning: that run shows how far the guest gets.
 fn resolve(b: BackendArg, host: &Host) -> anyhow::Result<Box<dyn Backend>> {
     let name = b.name();
     let backend = backend::by_name(name)?;
-    let verdict = verdicts::verdict(name, host);
-    match (verdict, backend.check()) {
-        (Ok(()), Ok(())) => {}
-        (Err(blocker), Ok(())) => eprintln!("cvbench: warning: {name}: {}", blocker.reason),
-        (Err(blocker), Err(_)) => {
-            return Err(CannotRun { what: format!("backend {name}"), why: blocker.reason, fix: blocker.fix }.into())
-        }
-        (Ok(()), Err(why)) => return Err(CannotRun { what: format!("backend {name}"), why, fix: None }.into()),
+    let cannot = |why: String, fix: Option<String>| CannotRun { what: format!("backend {name}"), why, fix };
+    match verdicts::verdict(name, host) {
+        Err(blocker) if !blocker.starts_anyway => return Err(cannot(blocker.reason, blocker.fix).into()),
+        Err(blocker) => eprintln!("cvbench: warning: {name}: {}", blocker.reason),
+        Ok(()) => {}
     }
+    backend.check().map_err(|why| cannot(why, None))?;
     Ok(backend)
 }
 
