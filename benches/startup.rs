@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::Criterion;
 
@@ -46,9 +46,11 @@ fn keep(rec: &RunRecord) {
     }
 }
 
-/// Backends to bench, each checked once; the ones that cannot run are
-/// reported, one line each.
+/// Backends to bench, chosen from host facts only (a backend's own `check`
+/// may start a daemon; the trial run in [`works`] catches the rest); the
+/// ones that cannot run are reported, one line each.
 fn backends() -> Vec<Box<dyn Backend>> {
+    let t0 = Instant::now();
     let host = Host::probe();
     let names: Vec<String> = match std::env::var("CVBENCH_BACKENDS") {
         Ok(v) => v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
@@ -56,20 +58,20 @@ fn backends() -> Vec<Box<dyn Backend>> {
     };
     let mut out = Vec::new();
     for n in names {
-        if let Err(blocker) = verdicts::verdict(&n, &host) {
-            eprintln!("SKIPPED: {n}: {blocker}");
-            continue;
-        }
-        match backend::by_name(&n) {
-            Ok(b) => match b.check() {
-                Ok(()) => out.push(b),
-                Err(e) => eprintln!("SKIPPED: {n}: {e}"),
-            },
-            Err(e) => eprintln!("SKIPPED: {n}: {e}"),
+        match verdicts::verdict(&n, &host)
+            .map_err(|b| b.to_string())
+            .and_then(|()| backend::by_name(&n).map_err(|e| e.to_string()))
+        {
+            Ok(b) => out.push(b),
+            Err(why) => eprintln!("SKIPPED: {n}: {why}"),
         }
     }
     let chosen: Vec<&str> = out.iter().map(|b| b.name()).collect();
-    eprintln!("cvbench bench: backends {} (set CVBENCH_BACKENDS to choose)", chosen.join(","));
+    eprintln!(
+        "cvbench bench: backends {} (chosen in {:.1} ms; set CVBENCH_BACKENDS to choose)",
+        chosen.join(","),
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     out
 }
 
@@ -89,15 +91,20 @@ fn request(workload: &str, args: &[&str], scenario: &str) -> RunRequest {
     r
 }
 
-/// One run; `None` (after printing why) when it failed.
-fn once(b: &dyn Backend, req: &RunRequest) -> Option<RunRecord> {
+/// One trial run: `false` (after printing why) when it failed, so a broken
+/// backend is reported once instead of failing mid-bench. Under `--list`
+/// nothing runs.
+fn works(b: &dyn Backend, req: &RunRequest) -> bool {
+    if std::env::args().any(|a| a == "--list") {
+        return true;
+    }
     let rec = runner::run(b, req);
     keep(&rec);
     match &rec.error {
-        None => Some(rec),
+        None => true,
         Some(e) => {
             eprintln!("SKIPPED: {} {}: {e}", b.name(), req.workload);
-            None
+            false
         }
     }
 }
@@ -105,8 +112,7 @@ fn once(b: &dyn Backend, req: &RunRequest) -> Option<RunRecord> {
 fn startup(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     for b in backends {
         let req = request("noop", &[], "criterion-startup");
-        // A failing backend is reported once instead of panicking mid-bench.
-        if once(b.as_ref(), &req).is_none() {
+        if !works(b.as_ref(), &req) {
             continue;
         }
         let mut g = c.benchmark_group(format!("startup/{}", b.name()));
@@ -136,7 +142,7 @@ fn syscall(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     const PER_RUN: u64 = 20_000;
     for b in backends {
         let req = request("syscall", &["--iters", &PER_RUN.to_string()], "criterion-syscall");
-        if once(b.as_ref(), &req).is_none() {
+        if !works(b.as_ref(), &req) {
             continue;
         }
         let mut g = c.benchmark_group(format!("syscall/{}", b.name()));
