@@ -1,4 +1,5 @@
-//! `cvbench run`: one workload, one backend, one record.
+//! `cvbench run`: one workload on one backend, once (one record) or `--runs N`
+//! times with `--warmup` and a `--baseline`, summarised hyperfine-style.
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -181,10 +182,8 @@ pub fn execute(a: RunArgs) -> anyhow::Result<i32> {
             Format::Json => eprint!("{text}"),
         }
     }
-    for r in recs.iter().flatten().filter_map(|r| r.error.as_deref()).take(1) {
-        if let Some(hint) = exit::hint_for(r) {
-            eprintln!("hint: {hint}");
-        }
+    if let Some(hint) = recs.iter().flatten().find_map(|r| r.error.as_deref()).and_then(exit::hint_for) {
+        eprintln!("hint: {hint}");
     }
     Ok(if failed { exit::RUN_FAILED } else { exit::OK })
 }
@@ -196,11 +195,15 @@ fn hyperfine_summary(a: &RunArgs, recs: &[Vec<RunRecord>]) -> String {
     let mut timings = Vec::new();
     for (i, rs) in recs.iter().enumerate() {
         let label = format!("{} · {}", rs[0].backend, rs[0].workload);
-        let exit: Vec<f64> = rs.iter().filter_map(|r| r.host.launch_to_exit_ns).map(|n| n as f64 / 1e9).collect();
-        let ready: Vec<f64> = rs.iter().filter_map(|r| r.host.launch_to_ready_ns).map(|n| n as f64 / 1e9).collect();
-        let failed = rs.iter().filter(|r| r.error.is_some() || r.host.launch_to_exit_ns.is_none()).count();
+        // Only runs that succeeded are timed; the others are counted as failed.
+        let ok: Vec<&RunRecord> =
+            rs.iter().filter(|r| r.error.is_none() && r.host.launch_to_exit_ns.is_some()).collect();
+        let secs = |ns: Option<u64>| ns.map(|n| n as f64 / 1e9);
+        let to_exit: Vec<f64> = ok.iter().filter_map(|r| secs(r.host.launch_to_exit_ns)).collect();
+        let ready: Vec<f64> = ok.iter().filter_map(|r| secs(r.host.launch_to_ready_ns)).collect();
+        let failed = rs.len() - ok.len();
         let what = format!("{} runs, {} warmup", a.runs, a.warmup);
-        match Timing::new(&label, exit, failed) {
+        match Timing::new(&label, to_exit, failed) {
             Some(t) => {
                 let ready = Timing::new(&label, ready, 0);
                 out.push_str(&summary::block(i + 1, &what, &t, ready.as_ref()));
@@ -208,12 +211,7 @@ fn hyperfine_summary(a: &RunArgs, recs: &[Vec<RunRecord>]) -> String {
             }
             None => {
                 let first = rs.iter().find_map(|r| r.error.clone()).unwrap_or_default();
-                out.push_str(&format!(
-                    "Benchmark {}: {label}
-  every run FAILED: {first}
-",
-                    i + 1
-                ));
+                out.push_str(&format!("Benchmark {}: {label}\n  every run FAILED: {first}\n", i + 1));
             }
         }
         out.push('\n');
