@@ -117,3 +117,44 @@ fn scripts_stop_with_the_install_instruction_without_cargo() {
         assert!(t.contains("sh.rustup.rs") && t.contains("too old"), "{script}: {t}");
     }
 }
+
+/// A fake toolchain in a temp dir: `rustc` reports `version`, `cargo fmt` and
+/// `cargo clippy` fail (components missing), `rustup` logs its arguments.
+fn fake_toolchain(version: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("rustup.log");
+    let scripts = [
+        ("rustc", format!("#!/bin/sh\necho 'rustc {version} (fake)'\n")),
+        ("cargo", "#!/bin/sh\ncase \"$1\" in fmt|clippy) exit 1;; esac\nexit 0\n".to_string()),
+        ("rustup", format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display())),
+    ];
+    for (name, body) in scripts {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+fn install_deps_with(toolchain: &Path) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}:{}", toolchain.display(), path_without_cargo());
+    Command::new(root.join("scripts/install-deps")).env("PATH", path).current_dir(root).output().unwrap()
+}
+
+#[test]
+fn install_deps_adds_rustfmt_and_clippy_through_rustup() {
+    let tc = fake_toolchain("1.95.0");
+    let o = install_deps_with(tc.path());
+    let log = std::fs::read_to_string(tc.path().join("rustup.log")).unwrap_or_default();
+    assert_eq!(log.trim(), "component add rustfmt clippy", "{}", text(&o));
+}
+
+#[test]
+fn install_deps_stops_on_a_too_old_rustc() {
+    let tc = fake_toolchain("1.63.0");
+    let o = install_deps_with(tc.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("older than"), "{}", text(&o));
+}
