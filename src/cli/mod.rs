@@ -27,7 +27,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run one workload once on one backend and print its record.
+    /// Run one workload on one backend: once (its record) or `--runs N` (mean ± σ, ratio to `--baseline`).
     Run(run::RunArgs),
     /// Report what this host can run, and why not.
     Doctor(doctor::DoctorArgs),
