@@ -5,20 +5,27 @@
 //! Every record is also written to `results/criterion-<unix time>/` in the
 //! harness's own schema (criterion's JSON is not parsed).
 //!
-//! Select backends with CVBENCH_BACKENDS=native,crun (default: all).
+//! Select backends with CVBENCH_BACKENDS=native,crun (default: every backend
+//! `cvbench doctor` says can run here, decided from host facts in
+//! milliseconds; a Linux guest under kvm_pvm is ruled out up front instead of
+//! waiting for its timeout). One `SKIPPED: <backend>: <reason>` line per
+//! backend left out. A full default run takes a few minutes on 2 cores.
 
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::Criterion;
 
 use cvbench::backend::{self, Backend};
+use cvbench::doctor::backends::{self as verdicts, Host};
 use cvbench::env::Manifest;
 use cvbench::record::RunRecord;
 use cvbench::results::RecordSink;
 use cvbench::runner::{self, RunRequest};
 
 static SINK: Mutex<Option<RecordSink>> = Mutex::new(None);
+static SINK_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 fn keep(rec: &RunRecord) {
     if let Ok(mut g) = SINK.lock() {
@@ -26,7 +33,10 @@ fn keep(rec: &RunRecord) {
             let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let dir = cvbench::paths::repo_root().join("results").join(format!("criterion-{t}"));
             match RecordSink::create(&dir, &Manifest::collect()) {
-                Ok(s) => *g = Some(s),
+                Ok(s) => {
+                    *g = Some(s);
+                    let _ = SINK_DIR.set(dir);
+                }
                 Err(e) => eprintln!("cvbench bench: not keeping records: {e}"),
             }
         }
@@ -36,21 +46,32 @@ fn keep(rec: &RunRecord) {
     }
 }
 
-/// Backends to bench, each checked once; the ones that cannot run are reported.
+/// Backends to bench, chosen from host facts only (a backend's own `check`
+/// may start a daemon; the trial run in [`works`] catches the rest); the
+/// ones that cannot run are reported, one line each.
 fn backends() -> Vec<Box<dyn Backend>> {
-    let names: Vec<String> = std::env::var("CVBENCH_BACKENDS")
-        .map(|v| v.split(',').map(str::to_string).collect())
-        .unwrap_or_else(|_| backend::ALL.iter().map(|s| s.to_string()).collect());
+    let t0 = Instant::now();
+    let host = Host::probe();
+    let names: Vec<String> = match std::env::var("CVBENCH_BACKENDS") {
+        Ok(v) => v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        Err(_) => backend::ALL.iter().map(|s| s.to_string()).collect(),
+    };
     let mut out = Vec::new();
     for n in names {
-        match backend::by_name(&n) {
-            Ok(b) => match b.check() {
-                Ok(()) => out.push(b),
-                Err(e) => eprintln!("SKIPPED: {n}: {e}"),
-            },
-            Err(e) => eprintln!("SKIPPED: {n}: {e}"),
+        match verdicts::verdict(&n, &host)
+            .map_err(|b| b.to_string())
+            .and_then(|()| backend::by_name(&n).map_err(|e| e.to_string()))
+        {
+            Ok(b) => out.push(b),
+            Err(why) => eprintln!("SKIPPED: {n}: {why}"),
         }
     }
+    let chosen: Vec<&str> = out.iter().map(|b| b.name()).collect();
+    eprintln!(
+        "cvbench bench: backends {} (chosen in {:.1} ms; set CVBENCH_BACKENDS to choose)",
+        chosen.join(","),
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     out
 }
 
@@ -70,24 +91,28 @@ fn request(workload: &str, args: &[&str], scenario: &str) -> RunRequest {
     r
 }
 
-/// One run; `None` (after printing why) when it failed.
-fn once(b: &dyn Backend, req: &RunRequest) -> Option<RunRecord> {
+/// One trial run: `false` (after printing why) when it failed, so a broken
+/// backend is reported once instead of failing mid-bench. Under `--list`
+/// nothing runs.
+fn works(b: &dyn Backend, req: &RunRequest) -> bool {
+    if std::env::args().any(|a| a == "--list") {
+        return true;
+    }
     let rec = runner::run(b, req);
     keep(&rec);
     match &rec.error {
-        None => Some(rec),
+        None => true,
         Some(e) => {
             eprintln!("SKIPPED: {} {}: {e}", b.name(), req.workload);
-            None
+            false
         }
     }
 }
 
-fn startup(c: &mut Criterion) {
-    for b in backends() {
+fn startup(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
+    for b in backends {
         let req = request("noop", &[], "criterion-startup");
-        // A failing backend is reported once instead of panicking mid-bench.
-        if once(b.as_ref(), &req).is_none() {
+        if !works(b.as_ref(), &req) {
             continue;
         }
         let mut g = c.benchmark_group(format!("startup/{}", b.name()));
@@ -113,11 +138,11 @@ fn startup(c: &mut Criterion) {
 }
 
 /// The workload times its own getppid loop; an iteration is one call.
-fn syscall(c: &mut Criterion) {
+fn syscall(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     const PER_RUN: u64 = 20_000;
-    for b in backends() {
+    for b in backends {
         let req = request("syscall", &["--iters", &PER_RUN.to_string()], "criterion-syscall");
-        if once(b.as_ref(), &req).is_none() {
+        if !works(b.as_ref(), &req) {
             continue;
         }
         let mut g = c.benchmark_group(format!("syscall/{}", b.name()));
@@ -146,5 +171,16 @@ fn syscall(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, startup, syscall);
-criterion_main!(benches);
+/// Criterion's `criterion_main!`, spelled out so the backends are chosen and
+/// checked once for both groups and dropped (daemons stopped) at the end.
+fn main() {
+    let backends = backends();
+    let mut c = Criterion::default().configure_from_args();
+    startup(&mut c, &backends);
+    syscall(&mut c, &backends);
+    c.final_summary();
+    drop(backends);
+    if let Some(dir) = SINK_DIR.get() {
+        eprintln!("cvbench bench: every record in {} (report: cvbench report --in {0})", dir.display());
+    }
+}

@@ -1,5 +1,7 @@
 //! `cvbench doctor`: what this host can run, and for each thing it cannot, why.
 
+pub mod backends;
+
 use serde::Serialize;
 
 use crate::env::{self, CgroupMode, KvmKind};
@@ -18,15 +20,20 @@ pub enum Status {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Check {
-    pub name: &'static str,
+    pub name: String,
     pub status: Status,
     pub detail: String,
     /// Part of the core suite (native + container + microvm-bare).
     pub core: bool,
 }
 
-fn check(name: &'static str, ok: bool, core: bool, yes: String, no: String) -> Check {
-    Check { name, status: if ok { Status::Ok } else { Status::Missing }, detail: if ok { yes } else { no }, core }
+fn check(name: &str, ok: bool, core: bool, yes: String, no: String) -> Check {
+    Check {
+        name: name.to_string(),
+        status: if ok { Status::Ok } else { Status::Missing },
+        detail: if ok { yes } else { no },
+        core,
+    }
 }
 
 pub fn run_checks() -> Vec<Check> {
@@ -44,7 +51,7 @@ pub fn run_checks() -> Vec<Check> {
     ));
     let kvm = env::kvm_kind();
     v.push(Check {
-        name: "kvm",
+        name: "kvm".into(),
         status: match kvm {
             KvmKind::Hardware => Status::Ok,
             KvmKind::SoftwarePvm | KvmKind::Unknown => Status::Warn,
@@ -65,7 +72,7 @@ pub fn run_checks() -> Vec<Check> {
     });
     let cpu = crate::hostkind::host_cpu();
     v.push(Check {
-        name: "host cpu",
+        name: "host cpu".to_string(),
         status: if cpu.emulated { Status::Warn } else { Status::Ok },
         detail: match (cpu.emulated, kvm) {
             (true, KvmKind::Hardware) => format!(
@@ -80,7 +87,7 @@ pub fn run_checks() -> Vec<Check> {
     });
     let cg = env::cgroup_mode();
     v.push(Check {
-        name: "cgroups",
+        name: "cgroups".into(),
         status: if cg == CgroupMode::Absent { Status::Missing } else { Status::Ok },
         detail: match cg {
             CgroupMode::V2 => "cgroup v2 (unified) at /sys/fs/cgroup".into(),
@@ -141,15 +148,15 @@ mod tests {
     #[test]
     fn core_ok_ignores_missing_optional_checks() {
         let c = vec![
-            Check { name: "a", status: Status::Ok, detail: String::new(), core: true },
-            Check { name: "b", status: Status::Missing, detail: String::new(), core: false },
+            Check { name: "a".into(), status: Status::Ok, detail: String::new(), core: true },
+            Check { name: "b".into(), status: Status::Missing, detail: String::new(), core: false },
         ];
         assert!(core_ok(&c));
     }
 
     #[test]
     fn core_ok_fails_on_a_missing_core_check() {
-        let c = vec![Check { name: "a", status: Status::Missing, detail: String::new(), core: true }];
+        let c = vec![Check { name: "a".into(), status: Status::Missing, detail: String::new(), core: true }];
         assert!(!core_ok(&c));
     }
 }

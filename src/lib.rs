@@ -16,3 +16,4 @@ pub mod report;
 pub mod results;
 pub mod runner;
 pub mod stats;
+pub mod workload;

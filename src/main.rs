@@ -1,5 +1,5 @@
-//! The `cvbench` binary: parses the command line and prints errors with their
-//! whole cause chain.
+//! The `cvbench` binary: parses the command line, prints errors with their
+//! whole cause chain, and exits 0 ok, 1 run failed, 2 usage, 3 cannot run here.
 
 mod cli;
 
@@ -13,7 +13,7 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("cvbench: error: {e:#}");
-            std::process::exit(2);
+            std::process::exit(cli::exit::code_for(&e));
         }
     }
 }

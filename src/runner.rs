@@ -111,7 +111,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     let spec = LaunchSpec {
         workload: req.workload.clone(),
         args: req.args.clone(),
-        stdin_pipe: req.workload == "idle",
+        stdin_pipe: crate::workload::Workload::needs_of(&req.workload).long_running,
         stdout: out_w,
         stderr: err_w,
         timeout: req.timeout,
@@ -252,7 +252,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
             Ok(())
         }
         Some(o) => Err(format!("workload printed a result for {:?}, expected {:?}", o.workload, req.workload)),
-        None if stopped_idle && req.workload == "idle" => {
+        None if stopped_idle && req.workload == crate::workload::Workload::Idle.name() => {
             rec.notes.push("idle: the instance was stopped after READY (it has no stdin to close), so the workload printed no result line".into());
             Ok(())
         }

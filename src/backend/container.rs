@@ -93,7 +93,7 @@ fn config(spec: &LaunchSpec, opts: &BackendOptions, args: Vec<String>) -> Result
         cfg.uid_map = vec![map];
         cfg.gid_map = vec![map];
     }
-    if matches!(spec.workload.as_str(), "net-stream" | "net-rr") {
+    if spec.needs().network {
         cfg.net = RtNet::Veth;
     }
     Ok(cfg)
@@ -136,13 +136,13 @@ impl Backend for ContainerBackend {
         let image_ns = t0.elapsed().as_nanos() as u64;
 
         let mut args = spec.args.clone();
-        let net = matches!(spec.workload.as_str(), "net-stream" | "net-rr");
+        let net = spec.needs().network;
         if net {
             args.extend(["--peer".to_string(), format!("{PEER_IP}:{SERVE_PORT}")]);
         }
         let mut cfg = config(&spec, &spec.options, Vec::new())?;
         let mut disk = None;
-        if spec.workload == "disk" {
+        if spec.needs().disk {
             // The same storage native uses: a directory on the host's /var/tmp, bind-mounted.
             let d = tempfile::Builder::new()
                 .prefix(&format!("cvbench-{}-disk-", std::process::id()))

@@ -25,6 +25,7 @@ use super::process::{spawn_server, ChildProcess};
 use super::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
+use crate::workload::Needs;
 
 const BACKEND: &str = "microvm";
 /// Guest RAM, the same for the QEMU peer. 256 MiB: the full profile's `mem-touch` maps 96 MiB of
@@ -200,8 +201,8 @@ impl Backend for MicroVm {
             .arg(&stats_path);
         let mut args = spec.args.clone();
         let mut peer = None;
-        match w.as_str() {
-            "net-stream" | "net-rr" => {
+        match spec.needs() {
+            Needs { network: true, .. } => {
                 let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
                 let p = PeerServer::start(&bin)?;
                 let tap = format!("cvbvm{}", p.proc.pid());
@@ -214,7 +215,7 @@ impl Backend for MicroVm {
                 args.extend(["--peer".to_string(), format!("{HOST_IP}:{PEER_PORT}")]);
                 peer = Some(p);
             }
-            "disk" => {
+            Needs { disk: true, .. } => {
                 let img = make_disk(BACKEND, dir.path(), &w)?;
                 cmd.arg("--blk").arg(img);
                 args.extend(["--dir".to_string(), "/mnt".to_string()]);

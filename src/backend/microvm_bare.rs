@@ -24,12 +24,13 @@ use super::process::ChildProcess;
 use super::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
+use crate::workload::Needs;
+use crate::workload::Workload;
 
 const BACKEND: &str = "microvm-bare";
 /// Enough for every supported workload's defaults (mem-touch: 128 + 32 MiB); host memory is
 /// only used for pages the guest touches.
 const DEFAULT_MEM_MIB: u32 = 512;
-const SUPPORTED: &[&str] = &["noop", "idle", "cpu", "mem-bw", "mem-touch", "syscall", "net-stream", "net-rr", "disk"];
 /// The /30 between the VMM's private namespace and the peer's.
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 1);
 const VMM_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 2);
@@ -71,7 +72,9 @@ impl Backend for MicroVmBare {
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
         let w = spec.workload.clone();
-        if !SUPPORTED.contains(&w.as_str()) {
+        // No guest kernel: nothing that needs a network stack or a filesystem.
+        let supported = w.parse::<Workload>().is_ok_and(|x| !x.needs().network && !x.needs().disk);
+        if !supported {
             return Err(BackendError::Unsupported {
                 backend: BACKEND.into(),
                 workload: w,
@@ -95,8 +98,8 @@ impl Backend for MicroVmBare {
             .arg(&stats_path);
         let mut args = spec.args.clone();
         let mut peer = None;
-        match w.as_str() {
-            "net-stream" | "net-rr" => {
+        match spec.needs() {
+            Needs { network: true, .. } => {
                 let p = PeerServer::start(&elf)?;
                 let addr = SocketAddrV4::new(PEER_IP, PEER_PORT).to_string();
                 cmd.args(["--net-peer-pid", &p.proc.pid().to_string(), "--net-peer", &addr])
@@ -104,7 +107,7 @@ impl Backend for MicroVmBare {
                 args.extend(["--peer".to_string(), addr]);
                 peer = Some(p);
             }
-            "disk" => {
+            Needs { disk: true, .. } => {
                 let files = dir.path().join("files");
                 std::fs::create_dir(&files).map_err(|e| launch_err(BACKEND, &w, e))?;
                 cmd.arg("--run-dir").arg(&files);

@@ -17,6 +17,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use crate::record::ExitInfo;
+use crate::workload::{Needs, Workload};
 
 /// Errors a backend can report; each names the backend and what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,13 @@ pub struct LaunchSpec {
     pub stderr: OwnedFd,
     pub timeout: Duration,
     pub options: BackendOptions,
+}
+
+impl LaunchSpec {
+    /// What the workload needs from the backend (peer, disk, a stop).
+    pub fn needs(&self) -> Needs {
+        Workload::needs_of(&self.workload)
+    }
 }
 
 /// A way of running the workload.

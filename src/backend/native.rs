@@ -9,6 +9,7 @@ use super::process::ChildProcess;
 use super::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
+use crate::workload::Needs;
 
 pub struct Native;
 
@@ -49,15 +50,15 @@ impl Backend for Native {
         let mut args = spec.args.clone();
         let mut net = None;
         let mut scratch = None;
-        match spec.workload.as_str() {
-            "net-stream" | "net-rr" => {
+        match spec.needs() {
+            Needs { network: true, .. } => {
                 // The same path as the containers': a veth pair between two
                 // namespaces the run creates, never host loopback.
                 let p = NetPath::start(&bin, "native", Client::NewNamespace).map_err(|e| err(&spec.workload, e))?;
                 args.extend(["--peer".to_string(), p.peer()]);
                 net = Some(p);
             }
-            "disk" => {
+            Needs { disk: true, .. } => {
                 let d = tempfile::Builder::new()
                     .prefix("cvbench-disk-")
                     .tempdir_in("/var/tmp")

@@ -23,7 +23,7 @@ pub enum ImageCommand {
         /// Directory that becomes the image's root filesystem.
         dir: PathBuf,
         /// Name to tag the image with.
-        #[arg(long)]
+        #[arg(long, short)]
         tag: String,
     },
     /// Import an OCI layout (directory or tarball) or a `docker save` tarball.

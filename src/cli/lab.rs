@@ -37,7 +37,7 @@ pub fn execute(a: LabArgs) -> anyhow::Result<i32> {
         for (i, (dir, title)) in lab::LABS.iter().enumerate() {
             println!("  {}  {title}  (labs/{dir}/README.md)", i + 1);
         }
-        return Ok(2);
+        return Ok(super::exit::USAGE);
     };
     install_stop_handler();
     let report = lab::run(n, LabOptions { quick: a.quick })?;
@@ -45,7 +45,7 @@ pub fn execute(a: LabArgs) -> anyhow::Result<i32> {
     cvbench_signals::run_cleanup();
     if lab::stopped() {
         println!("lab {n}: interrupted (everything the lab made has been removed)");
-        return Ok(130);
+        return Ok(super::exit::INTERRUPTED);
     }
     let outcome = report.outcome();
     match outcome {

@@ -1,41 +1,18 @@
-//! `cvbench run`: one workload, one backend, one record.
+//! `cvbench run`: one workload on one backend, once (one record) or `--runs N`
+//! times with `--warmup` and a `--baseline`, summarised hyperfine-style.
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::time::Duration;
 
-use cvbench::backend::{self, BackendOptions, NetMode};
+use super::args::{parse_duration, workload_parser, BackendArg, Format};
+use super::exit::{self, CannotRun, Usage};
+use super::summary::{self, Timing};
+use cvbench::backend::{self, Backend, BackendOptions, NetMode};
+use cvbench::doctor::backends::{self as verdicts, Host};
 use cvbench::record::RunRecord;
 use cvbench::runner::{self, RunRequest};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Workload {
-    Noop,
-    Idle,
-    Cpu,
-    MemBw,
-    MemTouch,
-    Syscall,
-    NetStream,
-    NetRr,
-    Disk,
-}
-
-impl Workload {
-    pub fn subcommand(self) -> &'static str {
-        match self {
-            Workload::Noop => "noop",
-            Workload::Idle => "idle",
-            Workload::Cpu => "cpu",
-            Workload::MemBw => "mem-bw",
-            Workload::MemTouch => "mem-touch",
-            Workload::Syscall => "syscall",
-            Workload::NetStream => "net-stream",
-            Workload::NetRr => "net-rr",
-            Workload::Disk => "disk",
-        }
-    }
-}
+use cvbench::workload::Workload;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Seccomp {
@@ -44,22 +21,38 @@ pub enum Seccomp {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = exit::HELP)]
 pub struct RunArgs {
-    /// Backend: native, container, microvm-bare, microvm.
-    #[arg(long, short)]
-    pub backend: String,
-    /// Workload to run.
+    /// Where the workload runs.
     #[arg(long, short, value_enum)]
+    pub backend: BackendArg,
+    /// Workload to run.
+    #[arg(long, short, value_parser = workload_parser())]
     pub workload: Workload,
-    /// Print the record as one JSON line.
-    #[arg(long)]
+    /// Output: a readable summary, or every record as one JSON line.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
-    /// Kill the run after this many seconds.
-    #[arg(long, default_value_t = 120)]
-    pub timeout_s: u64,
-    /// For `idle`: keep it up this many milliseconds after READY (footprint is sampled then).
+    /// Kill a run after this long (500ms, 90s, 2m; a bare number is seconds).
+    #[arg(long, value_parser = parse_duration, default_value = "2m", alias = "timeout-s")]
+    pub timeout: Duration,
+    /// For `idle`: keep it up this long after READY (footprint is sampled then).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub hold: Duration,
+    /// `--hold` in milliseconds (older spelling).
+    #[arg(long, hide = true, conflicts_with = "hold")]
+    pub hold_ms: Option<u64>,
+    /// Measured runs; more than one prints mean ± σ and min … max.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub runs: u32,
+    /// Unmeasured runs first (warm caches, images, daemons).
     #[arg(long, default_value_t = 0)]
-    pub hold_ms: u64,
+    pub warmup: u32,
+    /// Also run this backend, interleaved, and print the ratio against it.
+    #[arg(long, value_enum)]
+    pub baseline: Option<BackendArg>,
     /// Containers: keep all capabilities and drop seccomp and masked paths.
     #[arg(long)]
     pub privileged: bool,
@@ -103,12 +96,12 @@ impl TryFrom<&RunArgs> for RunRequest {
     type Error = anyhow::Error;
 
     fn try_from(a: &RunArgs) -> anyhow::Result<RunRequest> {
-        if a.timeout_s == 0 {
-            anyhow::bail!("--timeout-s must be at least 1");
+        if a.timeout.is_zero() {
+            return Err(Usage("--timeout must be more than 0".into()).into());
         }
-        let mut r = RunRequest::new(a.workload.subcommand(), a.args.clone());
-        r.timeout = Duration::from_secs(a.timeout_s);
-        r.hold = Duration::from_millis(a.hold_ms);
+        let mut r = RunRequest::new(a.workload.name(), a.args.clone());
+        r.timeout = a.timeout;
+        r.hold = a.hold_ms.map(Duration::from_millis).unwrap_or(a.hold);
         r.sample_footprint = true;
         r.options = BackendOptions {
             privileged: a.privileged,
@@ -130,20 +123,102 @@ impl TryFrom<&RunArgs> for RunRequest {
     }
 }
 
-pub fn execute(a: RunArgs) -> anyhow::Result<i32> {
-    let backend = backend::by_name(&a.backend)?;
-    if let Err(reason) = backend.check() {
-        anyhow::bail!("backend {} cannot run here: {reason}", a.backend);
+/// The backend, after the host checks: a blocker is exit 3 with its fix,
+/// except one the backend still starts despite (a Linux guest under
+/// kvm_pvm), which is a warning: that run shows how far the guest gets.
+fn resolve(b: BackendArg, host: &Host) -> anyhow::Result<Box<dyn Backend>> {
+    let name = b.name();
+    let backend = backend::by_name(name)?;
+    let cannot = |why: String, fix: Option<String>| CannotRun { what: format!("backend {name}"), why, fix };
+    match verdicts::verdict(name, host) {
+        Err(blocker) if !blocker.starts_anyway => return Err(cannot(blocker.reason, blocker.fix).into()),
+        Err(blocker) => eprintln!("cvbench: warning: {name}: {}", blocker.reason),
+        Ok(()) => {}
     }
+    backend.check().map_err(|why| cannot(why, None))?;
+    Ok(backend)
+}
+
+pub fn execute(a: RunArgs) -> anyhow::Result<i32> {
+    let format = a.format.resolve(a.json);
+    let host = Host::probe();
+    let target = resolve(a.backend, &host)?;
+    let baseline = a.baseline.map(|b| resolve(b, &host)).transpose()?;
     let mut req = RunRequest::try_from(&a)?;
     req.env_id = cvbench::env::cached_env_id();
-    let rec = runner::run(backend.as_ref(), &req);
-    if a.json {
-        println!("{}", serde_json::to_string(&rec).context("serialising the record")?);
-    } else {
-        print_summary(&rec);
+
+    let mut backends: Vec<&dyn Backend> = vec![target.as_ref()];
+    backends.extend(baseline.as_deref());
+    for _ in 0..a.warmup {
+        for b in &backends {
+            let rec = runner::run(*b, &req);
+            if let Some(e) = &rec.error {
+                eprintln!("cvbench: warmup run on {} failed: {e}", b.name());
+            }
+        }
     }
-    Ok(if rec.error.is_some() { 1 } else { 0 })
+    // Interleaved (target, baseline, target, ...) so drift hits both alike.
+    let mut recs: Vec<Vec<RunRecord>> = vec![Vec::new(); backends.len()];
+    for i in 0..a.runs {
+        req.iteration = i;
+        for (b, out) in backends.iter().zip(recs.iter_mut()) {
+            let rec = runner::run(*b, &req);
+            if format == Format::Json {
+                println!("{}", serde_json::to_string(&rec).context("serialising the record")?);
+            }
+            out.push(rec);
+        }
+    }
+    let failed = recs.iter().flatten().any(|r| r.error.is_some());
+    if a.runs == 1 && baseline.is_none() {
+        if format == Format::Table {
+            print_summary(&recs[0][0]);
+        }
+    } else {
+        let text = hyperfine_summary(&a, &recs);
+        match format {
+            Format::Table => print!("{text}"),
+            Format::Json => eprint!("{text}"),
+        }
+    }
+    if let Some(hint) = recs.iter().flatten().find_map(|r| r.error.as_deref()).and_then(exit::hint_for) {
+        eprintln!("hint: {hint}");
+    }
+    Ok(if failed { exit::RUN_FAILED } else { exit::OK })
+}
+
+/// Timings of every backend, then the ratio against the baseline (or, with
+/// none, nothing more: one backend has nothing to compare with).
+fn hyperfine_summary(a: &RunArgs, recs: &[Vec<RunRecord>]) -> String {
+    let mut out = String::new();
+    let mut timings = Vec::new();
+    for (i, rs) in recs.iter().enumerate() {
+        let label = format!("{} · {}", rs[0].backend, rs[0].workload);
+        // Only runs that succeeded are timed; the others are counted as failed.
+        let ok: Vec<&RunRecord> =
+            rs.iter().filter(|r| r.error.is_none() && r.host.launch_to_exit_ns.is_some()).collect();
+        let secs = |ns: Option<u64>| ns.map(|n| n as f64 / 1e9);
+        let to_exit: Vec<f64> = ok.iter().filter_map(|r| secs(r.host.launch_to_exit_ns)).collect();
+        let ready: Vec<f64> = ok.iter().filter_map(|r| secs(r.host.launch_to_ready_ns)).collect();
+        let failed = rs.len() - ok.len();
+        let what = format!("{} runs, {} warmup", a.runs, a.warmup);
+        match Timing::new(&label, to_exit, failed) {
+            Some(t) => {
+                let ready = Timing::new(&label, ready, 0);
+                out.push_str(&summary::block(i + 1, &what, &t, ready.as_ref()));
+                timings.push(t);
+            }
+            None => {
+                let first = rs.iter().find_map(|r| r.error.clone()).unwrap_or_default();
+                out.push_str(&format!("Benchmark {}: {label}\n  every run FAILED: {first}\n", i + 1));
+            }
+        }
+        out.push('\n');
+    }
+    if let (Some(_), [target, base]) = (a.baseline, timings.as_slice()) {
+        out.push_str(&summary::comparison(base, &[target]));
+    }
+    out
 }
 
 fn ms(ns: Option<u64>) -> String {
@@ -216,8 +291,76 @@ mod tests {
     }
 
     #[test]
-    fn zero_timeout_is_rejected() {
+    fn zero_timeout_is_a_usage_error() {
         let t = T::try_parse_from(["x", "-b", "native", "-w", "noop", "--timeout-s", "0"]).unwrap();
-        assert!(RunRequest::try_from(&t.run).is_err());
+        let e = RunRequest::try_from(&t.run).unwrap_err();
+        assert_eq!(exit::code_for(&e), exit::USAGE);
+    }
+
+    #[test]
+    fn unknown_backend_is_rejected_by_the_parser() {
+        let e = T::try_parse_from(["x", "--backend", "teleport", "--workload", "noop"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(e.to_string().contains("microvm-bare"), "{e}");
+    }
+
+    #[test]
+    fn every_backend_and_workload_name_parses() {
+        for b in cvbench::backend::ALL {
+            for w in Workload::names() {
+                let t = T::try_parse_from(["x", "-b", b, "-w", w]).unwrap();
+                assert_eq!((t.run.backend.name(), t.run.workload.name()), (*b, w));
+            }
+        }
+    }
+
+    #[test]
+    fn timeout_takes_human_durations_and_old_seconds() {
+        let t = T::try_parse_from(["x", "-b", "native", "-w", "noop", "--timeout", "500ms"]).unwrap();
+        assert_eq!(RunRequest::try_from(&t.run).unwrap().timeout, Duration::from_millis(500));
+        let t = T::try_parse_from(["x", "-b", "native", "-w", "noop", "--timeout-s", "30"]).unwrap();
+        assert_eq!(t.run.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn hold_takes_a_duration_or_the_old_milliseconds() {
+        let t = T::try_parse_from(["x", "-b", "native", "-w", "idle", "--hold", "2s"]).unwrap();
+        assert_eq!(RunRequest::try_from(&t.run).unwrap().hold, Duration::from_secs(2));
+        let t = T::try_parse_from(["x", "-b", "native", "-w", "idle", "--hold-ms", "250"]).unwrap();
+        assert_eq!(RunRequest::try_from(&t.run).unwrap().hold, Duration::from_millis(250));
+        assert!(T::try_parse_from(["x", "-b", "native", "-w", "idle", "--hold", "1s", "--hold-ms", "5"]).is_err());
+    }
+
+    #[test]
+    fn runs_warmup_and_baseline_parse() {
+        let t = T::try_parse_from([
+            "x",
+            "-b",
+            "container",
+            "-w",
+            "noop",
+            "--runs",
+            "10",
+            "--warmup",
+            "2",
+            "--baseline",
+            "native",
+        ])
+        .unwrap();
+        assert_eq!((t.run.runs, t.run.warmup, t.run.baseline), (10, 2, Some(BackendArg::Native)));
+    }
+
+    #[test]
+    fn zero_runs_is_rejected() {
+        assert!(T::try_parse_from(["x", "-b", "native", "-w", "noop", "--runs", "0"]).is_err());
+    }
+
+    #[test]
+    fn format_json_and_the_json_alias_agree() {
+        let t = T::try_parse_from(["x", "-b", "native", "-w", "noop", "--format", "json"]).unwrap();
+        assert_eq!(t.run.format.resolve(t.run.json), Format::Json);
+        let t = T::try_parse_from(["x", "-b", "native", "-w", "noop", "--json"]).unwrap();
+        assert_eq!(t.run.format.resolve(t.run.json), Format::Json);
+        assert!(T::try_parse_from(["x", "-b", "native", "-w", "noop", "--format", "yaml"]).is_err());
     }
 }

@@ -17,6 +17,7 @@ use crate::backend::process::ChildProcess;
 use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
+use crate::workload::Needs;
 
 const IMAGE: &str = "cvbench-workload:latest";
 
@@ -256,8 +257,8 @@ impl Backend for Docker {
         let mut server = None;
         let mut net = None;
         let mut scratch = None;
-        match spec.workload.as_str() {
-            "net-stream" | "net-rr" => {
+        match spec.needs() {
+            Needs { network: true, .. } => {
                 // A holder container owns the client's network namespace (docker
                 // cannot join a namespace by path); the run links it by veth to
                 // a server namespace it creates, as for every other backend.
@@ -304,7 +305,7 @@ impl Backend for Docker {
                 cmd.args(["--network", "none"]);
             }
         }
-        if spec.workload == "disk" {
+        if spec.needs().disk {
             let d = super::scratch("cvbench-disk-").map_err(|e| launch_err("docker", &w, e))?;
             cmd.arg("-v").arg(format!("{}:{}", d.path().display(), oci::DATA_DIR));
             args.extend(["--dir".to_string(), oci::DATA_DIR.to_string()]);

@@ -20,6 +20,7 @@ use crate::backend::process::ChildProcess;
 use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
+use crate::workload::Needs;
 
 const UNIFIED: &str = "/sys/fs/cgroup/unified";
 
@@ -176,15 +177,15 @@ impl Backend for OciRuntime {
             oci::CAPS.join(",")
         )];
         let (mut peer, mut scratch) = (None, None);
-        match spec.workload.as_str() {
-            "net-stream" | "net-rr" => {
+        match spec.needs() {
+            Needs { network: true, .. } => {
                 let p = NetPath::start(&bin, self.kind.name(), Client::NewNamespace)
                     .map_err(|e| launch_err(name, &w, e))?;
                 args.extend(["--peer".to_string(), p.peer()]);
                 notes.push(p.note());
                 peer = Some(p);
             }
-            "disk" => {
+            Needs { disk: true, .. } => {
                 let d = super::scratch("cvbench-disk-").map_err(|e| launch_err(name, &w, e))?;
                 args.extend(["--dir".to_string(), oci::DATA_DIR.to_string()]);
                 notes.push(format!("disk: bind volume from {}", d.path().display()));

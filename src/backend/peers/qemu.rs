@@ -22,6 +22,7 @@ use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
 use crate::env::{self, KvmKind};
 use crate::paths;
 use crate::record::ExitInfo;
+use crate::workload::Needs;
 
 const BACKEND: &str = "qemu";
 const GUEST_MEM_MIB: u32 = microvm::DEFAULT_MEM_MIB;
@@ -162,8 +163,8 @@ impl Backend for Qemu {
         let mut peer = None;
         let mut tap = None;
         let mut disk = None;
-        match w.as_str() {
-            "net-stream" | "net-rr" => {
+        match spec.needs() {
+            Needs { network: true, .. } => {
                 let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
                 let p = PeerServer::start(&bin)?;
                 let name = format!("cvbqm{}", p.proc.pid());
@@ -172,7 +173,7 @@ impl Backend for Qemu {
                 tap = Some(name);
                 peer = Some(p);
             }
-            "disk" => {
+            Needs { disk: true, .. } => {
                 disk = Some(microvm::make_disk(BACKEND, dir.path(), &w)?);
                 args.extend(["--dir".to_string(), "/mnt".to_string()]);
             }

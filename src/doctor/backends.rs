@@ -1,0 +1,313 @@
+//! Which backends can run their workloads on this host, decided from host
+//! facts alone (files, modules, uid, free space): no launch, no daemon, no
+//! timeout, so `cargo bench` and `cvbench run` learn it in milliseconds. Each
+//! "no" carries what is missing, why it matters and the one command that
+//! fixes it.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::backend;
+use crate::env::{self, KvmKind};
+use crate::paths;
+
+/// Below this much free space under the state dir an image unpack or a disk
+/// workload fails half-way with ENOSPC; better to say so before starting.
+pub const MIN_STATE_FREE_MIB: u64 = 256;
+
+/// Why a backend cannot run here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    /// What is missing or wrong, and why the backend needs it.
+    pub reason: String,
+    /// The one command that fixes it, when there is one.
+    pub fix: Option<String>,
+    /// The backend can still be started, but will not reach the workload
+    /// (a Linux guest under kvm_pvm): left out of benches, allowed for one
+    /// `cvbench run` that shows how far it gets.
+    pub starts_anyway: bool,
+}
+
+impl Blocker {
+    fn new(reason: impl Into<String>, fix: Option<&str>) -> Blocker {
+        Blocker { reason: reason.into(), fix: fix.map(str::to_string), starts_anyway: false }
+    }
+}
+
+impl fmt::Display for Blocker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)?;
+        if let Some(fix) = &self.fix {
+            write!(f, " (fix: {fix})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The host facts a verdict depends on, gathered once.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub root: bool,
+    pub kvm: KvmKind,
+    pub overlayfs: bool,
+    pub workload_binary: bool,
+    pub vmm_binary: bool,
+    pub guest_kernel: bool,
+    pub busybox: bool,
+    /// Free MiB under the runtime's state dir (or its nearest existing parent).
+    pub state_free_mib: Option<u64>,
+    /// Which peer commands are on `PATH` (runc, crun, dockerd, qemu-system-x86_64).
+    pub on_path: fn(&str) -> bool,
+}
+
+impl Host {
+    pub fn probe() -> Host {
+        Host {
+            root: env::is_root(),
+            kvm: env::kvm_kind(),
+            overlayfs: env::overlayfs_available(),
+            workload_binary: paths::workload_binary().is_ok(),
+            vmm_binary: paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").is_ok(),
+            guest_kernel: backend::microvm::guest_kernel().is_some(),
+            busybox: Path::new("/bin/busybox").is_file(),
+            state_free_mib: free_mib(Path::new(cvbench_runtime::DEFAULT_STATE_DIR)),
+            on_path: backend::peers::on_path,
+        }
+    }
+}
+
+/// Free space on the filesystem holding `dir` (or its closest existing parent).
+fn free_mib(dir: &Path) -> Option<u64> {
+    let existing = dir.ancestors().find(|p| p.exists())?;
+    let s = nix::sys::statvfs::statvfs(existing).ok()?;
+    Some((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64) >> 20)
+}
+
+fn need_root(backend: &str, h: &Host) -> Result<(), Blocker> {
+    if h.root {
+        return Ok(());
+    }
+    Err(Blocker::new(
+        format!("not root: {backend} creates namespaces, mounts, cgroups or network devices, which needs root"),
+        Some("sudo -E cvbench ... (or run the suite as root)"),
+    ))
+}
+
+fn need_workload(h: &Host) -> Result<(), Blocker> {
+    if h.workload_binary {
+        return Ok(());
+    }
+    Err(Blocker::new("the workload binary is not built", Some("cargo build --release --workspace --bins")))
+}
+
+fn need_kvm(backend: &str, h: &Host) -> Result<(), Blocker> {
+    match h.kvm {
+        KvmKind::Hardware | KvmKind::SoftwarePvm | KvmKind::Unknown => Ok(()),
+        KvmKind::Absent => Err(Blocker::new(
+            format!("no usable /dev/kvm: {backend} runs its guest on KVM"),
+            Some("modprobe kvm_intel   # or kvm_amd; in a VM, enable nested virtualisation"),
+        )),
+    }
+}
+
+fn need_state_space(backend: &str, h: &Host) -> Result<(), Blocker> {
+    match h.state_free_mib {
+        Some(free) if free < MIN_STATE_FREE_MIB => Err(Blocker::new(
+            format!(
+                "only {free} MiB free under {}: {backend} unpacks images and scratch disks there and would fail with \
+                 'No space left on device' (needs {MIN_STATE_FREE_MIB} MiB)",
+                cvbench_runtime::DEFAULT_STATE_DIR
+            ),
+            Some("cvbench gc   # then: df -h /var/lib/cvbench"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn need_tool(cmd: &str, package: &str, h: &Host) -> Result<(), Blocker> {
+    if (h.on_path)(cmd) {
+        return Ok(());
+    }
+    Err(Blocker::new(format!("{cmd} is not installed"), Some(&format!("apt-get install {package}"))))
+}
+
+/// A Linux guest: kernel built, busybox for its init, and a KVM that runs
+/// guest user space (kvm_pvm does not: the run would only end at its timeout).
+fn need_linux_guest(backend: &str, h: &Host) -> Result<(), Blocker> {
+    if !h.guest_kernel {
+        return Err(Blocker::new(
+            "the guest kernel is not built (about 5 minutes on 2 cores, once)",
+            Some("scripts/build-guest-kernel"),
+        ));
+    }
+    if !h.busybox {
+        return Err(Blocker::new("/bin/busybox is missing (the guest's init)", Some("apt-get install busybox-static")));
+    }
+    if h.kvm == KvmKind::SoftwarePvm {
+        return Err(Blocker {
+            starts_anyway: true,
+            ..Blocker::new(
+                format!(
+                    "/dev/kvm is kvm_pvm (software nested KVM): a Linux guest's user space cannot make system calls, \
+                     so {backend} never reaches the workload and each run would end only at its timeout"
+                ),
+                Some("run on a host with hardware KVM (kvm_intel/kvm_amd)"),
+            )
+        });
+    }
+    Ok(())
+}
+
+/// Can `name` run its workloads here? Decided from `h` alone.
+pub fn verdict(name: &str, h: &Host) -> Result<(), Blocker> {
+    match name {
+        "native" => need_workload(h),
+        "container" => {
+            need_root(name, h)?;
+            if !h.overlayfs {
+                return Err(Blocker::new(
+                    "overlayfs is not available: the container's rootfs is an overlay",
+                    Some("modprobe overlay"),
+                ));
+            }
+            need_state_space(name, h)?;
+            need_workload(h)
+        }
+        "microvm-bare" => {
+            need_kvm(name, h)?;
+            need_vmm(h)?;
+            need_workload(h)
+        }
+        "microvm" => {
+            need_kvm(name, h)?;
+            need_vmm(h)?;
+            need_linux_guest(name, h)
+        }
+        "qemu" => {
+            need_tool("qemu-system-x86_64", "qemu-system-x86", h)?;
+            need_kvm(name, h)?;
+            need_linux_guest(name, h)
+        }
+        "runc" | "crun" => {
+            need_tool(name, name, h)?;
+            need_root(name, h)?;
+            need_state_space(name, h)?;
+            need_workload(h)
+        }
+        "docker" => {
+            need_tool("dockerd", "docker.io   # or keep Docker's own docker-ce", h)?;
+            need_root(name, h)?;
+            need_state_space(name, h)?;
+            need_workload(h)
+        }
+        other => Err(Blocker::new(
+            format!("no backend named {other:?} (known: {})", backend::ALL.join(", ")),
+            Some("cvbench run --help"),
+        )),
+    }
+}
+
+fn need_vmm(h: &Host) -> Result<(), Blocker> {
+    if h.vmm_binary {
+        return Ok(());
+    }
+    Err(Blocker::new("the VMM binary cvbench-vmm is not built", Some("cargo build --release --workspace --bins")))
+}
+
+/// Every known backend with its verdict, in report order.
+pub fn verdicts(h: &Host) -> Vec<(&'static str, Result<(), Blocker>)> {
+    backend::ALL.iter().map(|&n| (n, verdict(n, h))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn everything(_: &str) -> bool {
+        true
+    }
+    fn nothing(_: &str) -> bool {
+        false
+    }
+
+    fn good_host() -> Host {
+        Host {
+            root: true,
+            kvm: KvmKind::Hardware,
+            overlayfs: true,
+            workload_binary: true,
+            vmm_binary: true,
+            guest_kernel: true,
+            busybox: true,
+            state_free_mib: Some(10_000),
+            on_path: everything,
+        }
+    }
+
+    #[test]
+    fn a_complete_host_runs_every_backend() {
+        for (name, v) in verdicts(&good_host()) {
+            assert_eq!(v, Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn software_kvm_rules_out_the_linux_guests_but_not_the_bare_vm() {
+        let h = Host { kvm: KvmKind::SoftwarePvm, ..good_host() };
+        let b = verdict("microvm", &h).unwrap_err();
+        assert!(b.reason.contains("kvm_pvm") && b.starts_anyway, "{b}");
+        assert!(verdict("qemu", &h).is_err());
+        assert_eq!(verdict("microvm-bare", &h), Ok(()));
+    }
+
+    #[test]
+    fn no_kvm_names_the_module_to_load() {
+        let h = Host { kvm: KvmKind::Absent, ..good_host() };
+        let b = verdict("microvm-bare", &h).unwrap_err();
+        assert!(b.fix.unwrap().contains("modprobe kvm"));
+    }
+
+    #[test]
+    fn not_root_rules_out_containers_with_the_fix() {
+        let h = Host { root: false, ..good_host() };
+        let b = verdict("container", &h).unwrap_err();
+        assert!(b.reason.starts_with("not root"), "{b}");
+        assert!(b.fix.is_some());
+        assert_eq!(verdict("native", &h), Ok(()));
+    }
+
+    #[test]
+    fn missing_kernel_says_to_build_it() {
+        let h = Host { guest_kernel: false, ..good_host() };
+        assert_eq!(verdict("microvm", &h).unwrap_err().fix.as_deref(), Some("scripts/build-guest-kernel"));
+    }
+
+    #[test]
+    fn missing_docker_says_which_package() {
+        let h = Host { on_path: nothing, ..good_host() };
+        let b = verdict("docker", &h).unwrap_err();
+        assert!(b.reason.contains("dockerd is not installed"), "{b}");
+        assert!(b.fix.unwrap().starts_with("apt-get install docker.io"));
+    }
+
+    #[test]
+    fn a_full_state_dir_rules_out_image_backends() {
+        let h = Host { state_free_mib: Some(10), ..good_host() };
+        let b = verdict("container", &h).unwrap_err();
+        assert!(b.reason.contains("No space left on device") && !b.starts_anyway, "{b}");
+        assert_eq!(verdict("native", &h), Ok(()));
+    }
+
+    #[test]
+    fn unknown_backend_is_refused() {
+        assert!(verdict("teleport", &good_host()).is_err());
+    }
+
+    #[test]
+    fn probing_this_host_gives_native_a_verdict_like_its_check() {
+        let v = verdicts(&Host::probe());
+        assert_eq!(v.len(), backend::ALL.len());
+        let native = backend::by_name("native").unwrap().check();
+        assert_eq!(v[0].1.is_ok(), native.is_ok(), "{:?} vs {native:?}", v[0].1);
+    }
+}
