@@ -406,6 +406,20 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Put a manifest body as is under the reference (the referenced blobs must be there):
+    /// for indexes, and for tests that serve what a hostile registry would.
+    pub fn put_manifest(&self, body: &[u8], media_type: &str) -> Result<String, Error> {
+        let ct = http::HeaderValue::from_str(media_type).map_err(|_| Error::Manifest {
+            reference: self.name.clone(),
+            source: media::Error::UnknownMediaType(media_type.to_string()),
+        })?;
+        self.rt
+            .block_on(self.oci.push_manifest_raw(&self.reference, body.to_vec(), ct))
+            .map_err(|e| self.registry_err("manifest upload", e))
+    }
+}
+
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", image::layer::hex(&Sha256::digest(bytes)))
 }

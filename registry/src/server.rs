@@ -48,11 +48,11 @@ fn free_port() -> Result<u16, Error> {
     Ok(l.local_addr().map_err(Error::Port)?.port())
 }
 
-/// The registry's config: filesystem storage under `storage`, deletes enabled (tests remove
-/// blobs), HTTP on `addr` only, no auth.
+/// The registry's config: filesystem storage under `storage` and no descriptor cache (so the
+/// files are the truth: tests tamper with them), deletes enabled, HTTP on `addr` only, no auth.
 fn config_text(storage: &Path, addr: SocketAddr) -> String {
     format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\nhttp:\n  addr: {addr}\n",
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
         storage.display()
     )
 }
