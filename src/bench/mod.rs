@@ -4,6 +4,9 @@
 //! record with its error.
 
 pub mod batch;
+pub mod cold_start;
+pub mod image_ctx;
+pub mod image_depth;
 pub mod plan;
 pub mod surface;
 
@@ -101,6 +104,8 @@ pub fn run_unit(b: &dyn Backend, req: &RunRequest, shape: Shape) -> Vec<RunRecor
         Shape::Parallel { n } => batch::parallel(b, req, n),
         Shape::Density { n } => batch::density(b, req, n),
         Shape::Surface => vec![surface::probe(b, req)],
+        Shape::ColdStart => vec![cold_start::unit(b, req)],
+        Shape::ImageDepth { layers } => vec![image_depth::unit(b, req, layers)],
     }
 }
 
@@ -113,6 +118,8 @@ const MAX_FAILED_UNITS: u32 = 2;
 
 /// Run the matrix. `stop` ends it early (Ctrl-C) after the current unit.
 pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, stop: &AtomicBool) {
+    let _registry = image_ctx::ShutdownGuard;
+    image_ctx::prepare_for(plan);
     let mut states: BTreeMap<String, BackendState> = BTreeMap::new();
     for sc in &plan.scenarios {
         let mut cells: Vec<Cell> = slots.iter().map(|_| Cell::default()).collect();
@@ -126,7 +133,7 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                     st.failed_units,
                     st.first_error.as_deref().unwrap_or("?")
                 )),
-                Slot::Ready(_) => None,
+                Slot::Ready(b) => plan::not_applicable(sc.shape, b.name()),
             };
             if let Some(e) = why {
                 obs.records(&[placeholder(slot.name(), sc, env_id, e)]);

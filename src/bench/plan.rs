@@ -20,6 +20,19 @@ pub enum Shape {
     Density { n: u32 },
     /// One `idle` instance inspected from the host (security surface).
     Surface,
+    /// Pull from the private registry into an empty store, then start (bench/cold_start.rs).
+    ColdStart,
+    /// Overlay cost of an image this many layers deep (bench/image_depth.rs).
+    ImageDepth { layers: u32 },
+}
+
+/// Why `backend` has no cell in a scenario of this shape (written once, not run).
+pub fn not_applicable(shape: Shape, backend: &str) -> Option<String> {
+    match shape {
+        Shape::ColdStart => super::cold_start::not_applicable(backend),
+        Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),
+        _ => None,
+    }
 }
 
 /// One row family of the matrix.
@@ -62,6 +75,8 @@ pub const FAMILIES: &[&str] = &[
     "net-stream",
     "net-rr",
     "disk",
+    "cold-start",
+    "image-depth",
 ];
 
 /// The whole matrix: which scenarios on which backends, with what limits.
@@ -167,6 +182,14 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         v.push(single("net-stream", "net-stream", &["--mib", "128"], it));
         v.push(single("net-rr", "net-rr", &["--requests", "5000"], it));
         v.push(single("disk", "disk", &["--size-mib", "32", "--rand-ops", "256"], it));
+    }
+    v.push(Scenario { shape: Shape::ColdStart, ..single("cold-start", "noop", &[], pick(2, 5)) });
+    for &n in super::image_ctx::DEPTHS {
+        v.push(Scenario {
+            name: format!("image-depth-{n}"),
+            shape: Shape::ImageDepth { layers: n },
+            ..single("image-depth", "noop", &[], pick(2, 5))
+        });
     }
     v
 }

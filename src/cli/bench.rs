@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Skip writing the report at the end.
     #[arg(long)]
     pub no_report: bool,
+    /// Cold-start and image-depth: drop the page cache before each unit (else it is warm).
+    #[arg(long)]
+    pub drop_caches: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -96,6 +99,7 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     let names: Vec<String> = a.backends.clone().unwrap_or_else(|| backend::ALL.iter().map(|s| s.to_string()).collect());
     let profile = if a.quick { Profile::Quick } else { Profile::Full };
     let plan = Plan::new(profile, names.clone(), a.workloads.as_deref())?;
+    bench::cold_start::DROP_CACHES.store(a.drop_caches, Ordering::Relaxed);
     let manifest = Manifest::collect();
     let env_id = manifest.id();
     let dir = a.results.clone().unwrap_or_else(|| {

@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod charts;
 pub mod compare;
+pub mod images;
 pub mod markdown;
 
 use std::path::{Path, PathBuf};
@@ -153,7 +154,7 @@ pub fn generate(set: &ResultSet, out: &Path) -> Result<Written, ReportError> {
         );
     }
     figs.errors = w.chart_errors.clone();
-    let md = markdown::render(set, &a, &figs);
+    let md = markdown::render(set, &a, &figs) + &images::section(&set.records, out, &mut w);
     let p = out.join("REPORT.md");
     std::fs::write(&p, md).map_err(|e| ReportError::Write(p.clone(), e))?;
     w.files.push(p);

@@ -164,6 +164,12 @@ impl Docker {
         Docker::default()
     }
 
+    /// A `docker` command aimed at the private daemon (started if needed): the registry
+    /// scenarios pull and run registry images through it.
+    pub fn cli(&self) -> Result<Command, String> {
+        Ok(self.daemon()?.cli())
+    }
+
     fn daemon(&self) -> Result<Arc<Daemon>, String> {
         let mut g = self.daemon.lock().map_err(|_| "daemon lock poisoned".to_string())?;
         if let Some(d) = g.as_ref() {
