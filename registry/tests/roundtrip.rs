@@ -131,3 +131,38 @@ fn registry_process_is_gone_after_drop() {
     assert!(!cvbench_registry::server::api_up(addr));
     assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(), "pid {pid} still exists");
 }
+
+#[test]
+fn pull_trades_credentials_for_a_bearer_token_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(reg) = common::registry(&tmp) else { return };
+    let src = common::store(&tmp, "src");
+    common::small_image(&src, "t/auth", b"secret");
+    Client::new(&reg.reference("t/auth:v1"), &Options::default()).unwrap().push(&src, "t/auth").unwrap();
+    let proxy = common::Proxy::start(reg.addr(), common::Fault::RequireToken);
+    let reference = format!("{}/t/auth:v1", proxy.addr);
+    let opts = Options { credentials: Some(("u".into(), "p".into())) };
+
+    let dst = common::store(&tmp, "dst");
+    Client::new(&reference, &opts).unwrap().pull(&dst).unwrap();
+
+    let r = dst.resolve(&reference).unwrap();
+    assert_eq!(fs::read(r.layer_dirs[0].join("hello")).unwrap(), b"secret");
+}
+
+#[test]
+fn pull_without_credentials_is_refused_by_a_token_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(reg) = common::registry(&tmp) else { return };
+    let src = common::store(&tmp, "src");
+    common::small_image(&src, "t/auth", b"secret");
+    Client::new(&reg.reference("t/auth:v1"), &Options::default()).unwrap().push(&src, "t/auth").unwrap();
+    let proxy = common::Proxy::start(reg.addr(), common::Fault::RequireToken);
+    let reference = format!("{}/t/auth:v1", proxy.addr);
+
+    let dst = common::store(&tmp, "dst");
+    let e = Client::new(&reference, &Options::default()).unwrap().pull(&dst).unwrap_err();
+
+    assert!(e.to_string().contains(&reference), "{e}");
+    assert!(dst.find(&reference).is_err());
+}

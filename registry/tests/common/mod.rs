@@ -136,7 +136,13 @@ pub enum Fault {
     Status500,
     /// Pass the headers of blob responses over 4 KiB but only half their body, then close.
     TruncateBlobs,
+    /// Ask for a bearer token (`WWW-Authenticate: Bearer realm=<proxy>/token`), hand one out at
+    /// `/token` only for Basic `u:p`, and pass only requests that carry it.
+    RequireToken,
 }
+
+/// The token [`Fault::RequireToken`] hands out.
+pub const TOKEN: &str = "cvbench-test-token";
 
 /// A one-request-per-connection HTTP proxy in front of `upstream`; stops when dropped.
 pub struct Proxy {
@@ -203,6 +209,30 @@ fn serve(mut c: TcpStream, upstream: SocketAddr, fault: Fault) -> std::io::Resul
         let msg = b"injected failure";
         write!(c, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", msg.len())?;
         return c.write_all(msg);
+    }
+    if fault == Fault::RequireToken {
+        let lower = head.to_ascii_lowercase();
+        let first = lower.lines().next().unwrap_or("").to_string();
+        if first.contains(" /token") {
+            // base64("u:p")
+            let (status, body) = if lower.contains("authorization: basic dtpw") {
+                ("200 OK", format!("{{\"token\":\"{TOKEN}\",\"expires_in\":300}}"))
+            } else {
+                ("401 Unauthorized", "{}".to_string())
+            };
+            write!(c, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+            return Ok(());
+        }
+        if !lower.contains(&format!("authorization: bearer {}", TOKEN.to_ascii_lowercase())) {
+            let me = c.local_addr()?;
+            let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"token required"}]}"#;
+            write!(
+                c,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"cvbench-test\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
     }
     let is_blob_get = head.starts_with("GET ") && head.lines().next().is_some_and(|l| l.contains("/blobs/sha256:"));
     // Ask upstream to close after its answer, so its whole response is one read-to-end.
