@@ -63,6 +63,10 @@ pub fn unit(b: &dyn Backend, req: &RunRequest) -> RunRecord {
         started_unix_ms,
         ..Default::default()
     };
+    if let Some(why) = not_applicable(b.name()) {
+        rec.error = Some(why);
+        return rec;
+    }
     let result = image_ctx::get().and_then(|ctx| {
         let caches = if DROP_CACHES.load(Ordering::Relaxed) {
             image_ctx::drop_caches()?;
@@ -70,9 +74,6 @@ pub fn unit(b: &dyn Backend, req: &RunRequest) -> RunRecord {
         } else {
             "page cache warm (run with --drop-caches to drop it); the image store was empty"
         };
-        if let Some(why) = not_applicable(b.name()) {
-            return Err(why);
-        }
         let mut m = match b.name() {
             "container" => container(&ctx, req),
             "docker" => docker(b, &ctx, req),

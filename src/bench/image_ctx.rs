@@ -105,14 +105,16 @@ fn tar_entry(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32) 
     b.append(&h, data)
 }
 
-/// Incompressible bytes: a counter through sha256.
+/// Incompressible bytes (splitmix64: gzip cannot shrink them), the same on every run.
 pub fn noise(len: usize) -> Vec<u8> {
-    use sha2::Digest;
-    let mut out = Vec::with_capacity(len + 32);
-    let mut i = 0u64;
+    let mut out = Vec::with_capacity(len + 8);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
     while out.len() < len {
-        out.extend_from_slice(&sha2::Sha256::digest(i.to_le_bytes()));
-        i += 1;
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
     }
     out.truncate(len);
     out
@@ -125,17 +127,26 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     gz.finish()
 }
 
-/// Commit an image from (blob, media type, uncompressed tar) layers.
-fn commit(store: &Store, name: &str, layers: Vec<(Vec<u8>, &str, Vec<u8>)>) -> Result<Descriptor, image::Error> {
+/// A layer blob in the store and the digest of its uncompressed tar (its diff id).
+type Layer = (Descriptor, String);
+
+/// Store a layer: `blob` as served, `tar` uncompressed (`None`: the blob is the tar).
+fn put_layer(store: &Store, blob: &[u8], media: &str, tar: Option<&[u8]>) -> Result<Layer, image::Error> {
+    let (digest, size) = store.put_bytes(blob)?;
+    let diff = match tar {
+        Some(t) => {
+            use sha2::Digest;
+            format!("sha256:{}", image::layer::hex(&sha2::Sha256::digest(t)))
+        }
+        None => digest.clone(),
+    };
+    Ok((Descriptor { media_type: media.into(), digest, size, annotations: BTreeMap::new(), platform: None }, diff))
+}
+
+/// Commit an image from stored layers, bottom first.
+fn commit(store: &Store, name: &str, layers: Vec<Layer>) -> Result<Descriptor, image::Error> {
     let _lock = store.lock()?;
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for (blob, media, tar) in layers {
-        let (digest, size) = store.put_bytes(&blob)?;
-        descs.push(Descriptor { media_type: media.into(), digest, size, annotations: BTreeMap::new(), platform: None });
-        let (diff, _) = store.put_bytes(&tar)?;
-        diff_ids.push(diff);
-    }
+    let (descs, diff_ids): (Vec<_>, Vec<_>) = layers.into_iter().unzip();
     let config = ImageConfig {
         architecture: "amd64".into(),
         os: "linux".into(),
@@ -171,25 +182,30 @@ impl ImageBench {
         let mut l2b = tar::Builder::new(Vec::new());
         tar_entry(&mut l2b, BIG_FILE, &big, 0o644).map_err(io)?;
         let l2 = l2b.into_inner().map_err(io)?;
+        let img = |e| Error::Image("bench/cold".into(), e);
         let cold_layers = vec![
-            (gzip(&l1).map_err(io)?, image::MEDIA_LAYER_GZIP, l1),
-            (gzip(&l2).map_err(io)?, image::MEDIA_LAYER_GZIP, l2),
+            put_layer(&src, &gzip(&l1).map_err(io)?, image::MEDIA_LAYER_GZIP, Some(&l1)).map_err(img)?,
+            put_layer(&src, &gzip(&l2).map_err(io)?, image::MEDIA_LAYER_GZIP, Some(&l2)).map_err(img)?,
         ];
-        let cold_bytes = cold_layers.iter().map(|l| l.0.len() as u64).sum();
-        commit(&src, "bench/cold", cold_layers).map_err(|e| Error::Image("bench/cold".into(), e))?;
+        let cold_bytes = cold_layers.iter().map(|l| l.0.size).sum();
+        commit(&src, "bench/cold", cold_layers).map_err(img)?;
         let cold_ref = registry.reference("cvbench/cold:latest");
         push(&cold_ref, &src, "bench/cold")?;
         // Image depth: uncompressed layers; the bottom one holds the big file.
         let mut depth_refs = BTreeMap::new();
+        let img = |e| Error::Image("bench/depth".into(), e);
         let bottom = base(&[(BIG_FILE, &big), ("layer-0", b"0")]).map_err(io)?;
+        let bottom = put_layer(&src, &bottom, image::MEDIA_LAYER_TAR, None).map_err(img)?;
+        let max = DEPTHS.iter().copied().max().unwrap_or(1);
+        let mut small = Vec::new();
+        for i in 1..max {
+            let mut b = tar::Builder::new(Vec::new());
+            tar_entry(&mut b, &format!("layer-{i}"), i.to_string().as_bytes(), 0o644).map_err(io)?;
+            small.push(put_layer(&src, &b.into_inner().map_err(io)?, image::MEDIA_LAYER_TAR, None).map_err(img)?);
+        }
         for &n in DEPTHS {
-            let mut layers = vec![(bottom.clone(), image::MEDIA_LAYER_TAR, bottom.clone())];
-            for i in 1..n {
-                let mut b = tar::Builder::new(Vec::new());
-                tar_entry(&mut b, &format!("layer-{i}"), i.to_string().as_bytes(), 0o644).map_err(io)?;
-                let t = b.into_inner().map_err(io)?;
-                layers.push((t.clone(), image::MEDIA_LAYER_TAR, t));
-            }
+            let layers: Vec<Layer> =
+                std::iter::once(bottom.clone()).chain(small.iter().take(n as usize - 1).cloned()).collect();
             let name = format!("bench/depth-{n}");
             commit(&src, &name, layers).map_err(|e| Error::Image(name.clone(), e))?;
             let r = registry.reference(&format!("cvbench/depth:{n}"));
