@@ -30,7 +30,14 @@ pub enum Error {
     UnknownMediaType(String),
     #[error("the image index has no linux/amd64 manifest")]
     NoPlatform,
+    #[error("invalid digest `{0}` (want sha256:<64 hex>)")]
+    BadDigest(String),
+    #[error("manifest of {0} bytes is over the {MAX_MANIFEST_BYTES}-byte limit")]
+    TooLarge(usize),
 }
+
+/// The distribution registry's own limit on a manifest body.
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 /// A parsed manifest.
 #[derive(Debug)]
@@ -58,6 +65,9 @@ struct IndexBody {
 
 /// Parse a manifest body and check every media type in it.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(Error::TooLarge(bytes.len()));
+    }
     let probe: Probe = serde_json::from_slice(bytes).map_err(|e| Error::Json(e.to_string()))?;
     if probe.schema_version != 2 {
         return Err(Error::SchemaVersion(probe.schema_version));
@@ -84,6 +94,10 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
 
 /// The config and every layer must be of a type we can use.
 pub fn check_image(m: &Manifest) -> Result<(), Error> {
+    // Digests become file names in the store: nothing but sha256:<64 hex> gets that far.
+    for d in std::iter::once(&m.config).chain(&m.layers) {
+        cvbench_runtime::image::digest_hex(&d.digest).map_err(|_| Error::BadDigest(d.digest.clone()))?;
+    }
     if !CONFIGS.contains(&m.config.media_type.as_str()) {
         return Err(Error::UnknownMediaType(m.config.media_type.clone()));
     }
@@ -105,6 +119,10 @@ pub fn pick_linux_amd64(entries: &[Descriptor]) -> Result<&Descriptor, Error> {
                 && [MEDIA_MANIFEST, DOCKER_MANIFEST].contains(&d.media_type.as_str())
         })
         .ok_or(Error::NoPlatform)
+        .and_then(|d| match cvbench_runtime::image::digest_hex(&d.digest) {
+            Ok(_) => Ok(d),
+            Err(_) => Err(Error::BadDigest(d.digest.clone())),
+        })
 }
 
 #[cfg(test)]
@@ -149,6 +167,20 @@ mod tests {
     fn unknown_manifest_media_type_is_refused() {
         let e = parse(&manifest(Some("application/vnd.example+json"), MEDIA_LAYER_TAR)).unwrap_err();
         assert!(matches!(e, Error::UnknownMediaType(_)), "{e}");
+    }
+
+    #[test]
+    fn digest_that_is_not_sha256_hex_is_refused() {
+        let mut v: serde_json::Value = serde_json::from_slice(&manifest(None, MEDIA_LAYER_TAR)).unwrap();
+        v["layers"][0]["digest"] = "sha256:../../../etc/passwd".into();
+        let e = parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(matches!(e, Error::BadDigest(_)), "{e}");
+    }
+
+    #[test]
+    fn oversized_manifest_is_refused_before_parsing() {
+        let e = parse(&vec![b' '; MAX_MANIFEST_BYTES + 1]).unwrap_err();
+        assert!(matches!(e, Error::TooLarge(_)), "{e}");
     }
 
     #[test]
