@@ -26,6 +26,10 @@ pub enum Shape {
     ImageDepth { layers: u32 },
 }
 
+/// Families the quick matrix runs only when `--workloads` names them: they need the private
+/// registry and move 64 MiB images, which would double the quick matrix's time.
+pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth"];
+
 /// Why `backend` has no cell in a scenario of this shape (written once, not run).
 pub fn not_applicable(shape: Shape, backend: &str) -> Option<String> {
     match shape {
@@ -208,6 +212,9 @@ impl Plan {
             sc.retain(|s| f.contains(&s.family));
         }
         let q = profile == Profile::Quick;
+        if q && families.is_none() {
+            sc.retain(|s| !QUICK_OPT_IN.contains(&s.family.as_str()));
+        }
         Ok(Plan {
             profile,
             backends,
@@ -241,6 +248,17 @@ mod tests {
     #[test]
     fn full_profile_has_parallel_50() {
         assert!(scenarios(Profile::Full).iter().any(|s| s.shape == Shape::Parallel { n: 50 }));
+    }
+
+    #[test]
+    fn registry_families_are_opt_in_for_quick_and_in_full() {
+        let has = |p: &Plan, f: &str| p.scenarios.iter().any(|s| s.family == f);
+        let quick = Plan::new(Profile::Quick, vec!["container".into()], None).unwrap();
+        let asked = Plan::new(Profile::Quick, vec!["container".into()], Some(&["cold-start".to_string()])).unwrap();
+        let full = Plan::new(Profile::Full, vec!["container".into()], None).unwrap();
+        assert!(!has(&quick, "cold-start") && !has(&quick, "image-depth"));
+        assert!(has(&asked, "cold-start"));
+        assert!(has(&full, "cold-start") && has(&full, "image-depth"));
     }
 
     #[test]
