@@ -245,7 +245,8 @@ impl Client {
     fn fetch_blob(&self, store: &Store, d: &Descriptor) -> Result<u64, Error> {
         let dest = store.blob_path(&d.digest).map_err(self.store_err())?;
         let tmp = TempFile(store.temp_path("pull"));
-        let mut f = File::create(&tmp.0).map_err(self.io_err(&tmp.0))?;
+        // The HTTP body arrives in small chunks: batch them into 1 MiB writes.
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp.0).map_err(self.io_err(&tmp.0))?);
         let od = OciDescriptor {
             media_type: d.media_type.clone(),
             digest: d.digest.clone(),
@@ -313,6 +314,11 @@ impl Client {
         if actual != d.digest {
             return Err(Error::DigestMismatch { reference: self.name.clone(), digest: d.digest.clone(), actual });
         }
+        let f = f.into_inner().map_err(|e| Error::Io {
+            reference: self.name.clone(),
+            path: tmp.0.clone(),
+            source: e.into_error(),
+        })?;
         f.sync_all().map_err(self.io_err(&tmp.0))?;
         fs::rename(&tmp.0, &dest).map_err(self.io_err(&dest))?;
         tmp.disarm();
