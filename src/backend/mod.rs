@@ -113,7 +113,9 @@ impl LaunchSpec {
 }
 
 /// A way of running the workload.
-pub trait Backend: Send + Sync {
+/// `Any` so a scenario that needs one backend's own handle (the registry scenarios: the
+/// private dockerd's CLI) can downcast to it.
+pub trait Backend: Send + Sync + std::any::Any {
     fn name(&self) -> &'static str;
     /// `Err(reason)` when this host cannot run the backend.
     fn check(&self) -> Result<(), String>;

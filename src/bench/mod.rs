@@ -6,7 +6,10 @@
 //! record with its error.
 
 pub mod batch;
+pub mod cold_start;
 pub mod design;
+pub mod image_ctx;
+pub mod image_depth;
 pub mod plan;
 pub mod surface;
 
@@ -113,6 +116,8 @@ pub fn run_unit(b: &dyn Backend, req: &RunRequest, shape: Shape) -> Vec<RunRecor
         Shape::Parallel { n } => batch::parallel(b, req, n),
         Shape::Density { n } => batch::density(b, req, n),
         Shape::Surface => vec![surface::probe(b, req)],
+        Shape::ColdStart => vec![cold_start::unit(b, req)],
+        Shape::ImageDepth { layers } => vec![image_depth::unit(b, req, layers)],
     }
 }
 
@@ -131,6 +136,8 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
         let _ = design::pin_current_thread(p.harness_cpu);
     }
     let gate = design::QuietGate { max_load: plan.quiet_max_load, max_wait: plan.quiet_max_wait };
+    let _registry = image_ctx::ShutdownGuard;
+    image_ctx::prepare_for(plan);
     let mut states: BTreeMap<String, BackendState> = BTreeMap::new();
     for sc in &plan.scenarios {
         let mut cells: Vec<Cell> = slots.iter().map(|_| Cell::default()).collect();
@@ -144,7 +151,7 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                     st.failed_units,
                     st.first_error.as_deref().unwrap_or("?")
                 )),
-                Slot::Ready(_) => None,
+                Slot::Ready(b) => plan::not_applicable(sc.shape, b.name()),
             };
             if let Some(e) = why {
                 obs.records(&[placeholder(slot.name(), sc, env_id, e)]);

@@ -22,6 +22,23 @@ pub enum Shape {
     Density { n: u32 },
     /// One `idle` instance inspected from the host (security surface).
     Surface,
+    /// Pull from the private registry into an empty store, then start (bench/cold_start.rs).
+    ColdStart,
+    /// Overlay cost of an image this many layers deep (bench/image_depth.rs).
+    ImageDepth { layers: u32 },
+}
+
+/// Families the quick matrix runs only when `--workloads` names them: they need the private
+/// registry and move 64 MiB images, which would double the quick matrix's time.
+pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth"];
+
+/// Why `backend` has no cell in a scenario of this shape (written once, not run).
+pub fn not_applicable(shape: Shape, backend: &str) -> Option<String> {
+    match shape {
+        Shape::ColdStart => super::cold_start::not_applicable(backend),
+        Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),
+        _ => None,
+    }
 }
 
 /// One row family of the matrix.
@@ -64,6 +81,8 @@ pub const FAMILIES: &[&str] = &[
     "net-stream",
     "net-rr",
     "disk",
+    "cold-start",
+    "image-depth",
 ];
 
 /// The whole matrix: which scenarios on which backends, with what limits.
@@ -198,6 +217,14 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         v.push(single("net-rr", "net-rr", &["--requests", "10000"], it));
         v.push(single("disk", "disk", &["--size-mib", "96", "--rand-ops", "2048"], it));
     }
+    v.push(Scenario { shape: Shape::ColdStart, ..single("cold-start", "noop", &[], pick(2, 5)) });
+    for &n in super::image_ctx::DEPTHS {
+        v.push(Scenario {
+            name: format!("image-depth-{n}"),
+            shape: Shape::ImageDepth { layers: n },
+            ..single("image-depth", "noop", &[], pick(2, 5))
+        });
+    }
     v
 }
 
@@ -215,6 +242,9 @@ impl Plan {
             sc.retain(|s| f.contains(&s.family));
         }
         let q = profile == Profile::Quick;
+        if q && families.is_none() {
+            sc.retain(|s| !QUICK_OPT_IN.contains(&s.family.as_str()));
+        }
         Ok(Plan {
             profile,
             backends,
@@ -294,6 +324,17 @@ mod tests {
     #[test]
     fn full_profile_has_parallel_50() {
         assert!(scenarios(Profile::Full).iter().any(|s| s.shape == Shape::Parallel { n: 50 }));
+    }
+
+    #[test]
+    fn registry_families_are_opt_in_for_quick_and_in_full() {
+        let has = |p: &Plan, f: &str| p.scenarios.iter().any(|s| s.family == f);
+        let quick = Plan::new(Profile::Quick, vec!["container".into()], None).unwrap();
+        let asked = Plan::new(Profile::Quick, vec!["container".into()], Some(&["cold-start".to_string()])).unwrap();
+        let full = Plan::new(Profile::Full, vec!["container".into()], None).unwrap();
+        assert!(!has(&quick, "cold-start") && !has(&quick, "image-depth"));
+        assert!(has(&asked, "cold-start"));
+        assert!(has(&full, "cold-start") && has(&full, "image-depth"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cvbench::backend;
@@ -25,7 +26,8 @@ pub struct BenchArgs {
     pub backends: Option<Vec<String>>,
     /// Comma-separated scenario families (surface, startup-serial,
     /// startup-parallel, footprint, density, cpu, mem-bw, mem-touch,
-    /// syscall, net-stream, net-rr, disk).
+    /// syscall, net-stream, net-rr, disk, cold-start, image-depth; the last two
+    /// run in --quick only when named here).
     #[arg(long, value_delimiter = ',')]
     pub workloads: Option<Vec<String>>,
     /// Also write the report here, with the raw result set copied to
@@ -44,6 +46,9 @@ pub struct BenchArgs {
     /// where there are at least two CPUs).
     #[arg(long, value_enum, default_value = "auto")]
     pub pin: PinArg,
+    /// Cold-start and image-depth: drop the page cache before each unit (else it is warm).
+    #[arg(long)]
+    pub drop_caches: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -142,6 +147,7 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     };
     let mut manifest = Manifest::collect_for_bench();
     manifest.design = Some(plan.design(&names));
+    bench::cold_start::DROP_CACHES.store(a.drop_caches, Ordering::Relaxed);
     let env_id = manifest.id();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let dir = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(timestamp(now)));

@@ -1,5 +1,6 @@
-//! `cvbench image build|import|ls|rm` and `cvbench gc`: the container image
-//! store and the clean-up of a crashed run, over the runtime library.
+//! `cvbench image build|import|ls|rm|push|pull` and `cvbench gc`: the container image
+//! store, its registry round trip, and the clean-up of a crashed run, over the runtime and
+//! registry libraries.
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -34,6 +35,11 @@ pub enum ImageCommand {
     Rm { name: String },
     /// Build the default image from the workload binary alone.
     Default,
+    /// Push a stored image to a registry (REF = host:port/repo:tag; plain HTTP only to
+    /// loopback; credentials from CVBENCH_REGISTRY_USER / CVBENCH_REGISTRY_PASSWORD).
+    Push { name: String, reference: String },
+    /// Pull an image from a registry into the store, tagged REF, and unpack its layers.
+    Pull { reference: String },
 }
 
 fn open(state_dir: &Path) -> anyhow::Result<image::Store> {
@@ -69,6 +75,32 @@ pub fn execute(a: ImageArgs) -> anyhow::Result<i32> {
             let bin = cvbench::paths::workload_binary()?;
             image::build::ensure_default_image(&store, &bin)?;
             println!("{} (from {})", image::DEFAULT_IMAGE, bin.display());
+        }
+        ImageCommand::Push { name, reference } => {
+            let c = cvbench_registry::Client::new(&reference, &cvbench_registry::Options::from_env())?;
+            let r = c.push(&store, &name).with_context(|| format!("pushing {name} to {reference}"))?;
+            println!(
+                "pushed {name} -> {reference} {} ({} blobs, {} bytes; {} already there) in {:.1} ms",
+                r.manifest_digest,
+                r.blobs_pushed,
+                r.bytes_pushed,
+                r.blobs_skipped,
+                r.push_ns as f64 / 1e6
+            );
+        }
+        ImageCommand::Pull { reference } => {
+            let c = cvbench_registry::Client::new(&reference, &cvbench_registry::Options::from_env())?;
+            let r = c.pull(&store).with_context(|| format!("pulling {reference}"))?;
+            println!(
+                "pulled {} {} ({} blobs, {} bytes; {} already here): pull {:.1} ms, unpack {:.1} ms",
+                r.name,
+                r.manifest_digest,
+                r.blobs_fetched,
+                r.bytes_fetched,
+                r.blobs_skipped,
+                r.pull_ns as f64 / 1e6,
+                r.unpack_ns as f64 / 1e6
+            );
         }
     }
     Ok(0)

@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod backends;
 pub mod charts;
 pub mod compare;
+pub mod images;
 pub mod markdown;
 pub mod summary;
 
@@ -222,7 +223,7 @@ pub fn generate(set: &ResultSet, out: &Path) -> Result<Written, ReportError> {
         );
     }
     figs.errors = w.chart_errors.clone();
-    let md = markdown::render(set, &a, &figs);
+    let md = markdown::render(set, &a, &figs) + &images::section(&set.records, out, &mut w);
     let p = out.join("REPORT.md");
     std::fs::write(&p, md).map_err(|e| ReportError::Write(p.clone(), e))?;
     w.files.push(p);

@@ -40,14 +40,21 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Open a possibly gzip-compressed tar stream.
+/// The first four bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Open a possibly gzip- or zstd-compressed tar stream.
 pub fn open_maybe_gzip(path: &Path) -> Result<Box<dyn Read>, Error> {
     let mut f = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let mut magic = [0u8; 2];
+    let mut magic = [0u8; 4];
     let n = f.read(&mut magic).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let f = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    if n == 2 && magic == [0x1f, 0x8b] {
+    if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         Ok(Box::new(flate2::read::GzDecoder::new(BufReader::new(f))))
+    } else if n == 4 && magic == ZSTD_MAGIC {
+        // Registry layers may be `tar+zstd` (OCI image spec 1.1).
+        let d = zstd::stream::read::Decoder::new(f).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        Ok(Box::new(d))
     } else {
         Ok(Box::new(BufReader::new(f)))
     }
@@ -272,6 +279,17 @@ mod tests {
         let want = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
         assert_eq!(r.unwrap(), want);
         assert_eq!(fs::read(tmp.path().join("root/a")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn unpack_reads_zstd_and_reports_uncompressed_digest() {
+        let bytes = tar_with(|b| {
+            b.append(&header("z", tar::EntryType::Regular, 1, 0o644), &b"y"[..]).unwrap();
+        });
+        let (tmp, r) = unpack_bytes(&zstd::encode_all(&bytes[..], 3).unwrap());
+        let want = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
+        assert_eq!(r.unwrap(), want);
+        assert_eq!(fs::read(tmp.path().join("root/z")).unwrap(), b"y");
     }
 
     #[test]

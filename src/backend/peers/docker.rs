@@ -174,6 +174,12 @@ impl Docker {
         Docker::default()
     }
 
+    /// A `docker` command aimed at the private daemon (started if needed): the registry
+    /// scenarios pull and run registry images through it.
+    pub fn cli(&self) -> Result<Command, String> {
+        Ok(self.daemon()?.cli())
+    }
+
     /// `docker-cvbench`: the same private daemon setup, containers run by `cvbench-runtime`.
     pub fn over_cvbench_runtime() -> Docker {
         Docker { ours: true, ..Docker::default() }

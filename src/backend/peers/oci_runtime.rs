@@ -101,13 +101,13 @@ impl OciRuntime {
 }
 
 /// crun 1.8 rejects a hybrid hierarchy whose cgroup2 mount has controllers.
-fn needs_unified_detach() -> bool {
+pub(crate) fn needs_unified_detach() -> bool {
     std::fs::read_to_string(Path::new(UNIFIED).join("cgroup.controllers"))
         .map(|s| !s.trim().is_empty())
         .unwrap_or(false)
 }
 
-fn detach_unified(cmd: &mut Command) {
+pub(crate) fn detach_unified(cmd: &mut Command) {
     let (Ok(root), Ok(unified)) = (CString::new("/"), CString::new(UNIFIED)) else {
         return;
     };

@@ -1,0 +1,239 @@
+//! The cold-start scenario: an image that is not on the host yet (the store dropped before
+//! every unit; the page cache dropped too only with `--drop-caches`, otherwise the report
+//! says caches were warm) pulled from the private registry and started until READY, with
+//! phases pull / unpack / prepare / start: `docker` (docker pull, docker run), `container`
+//! (our pull, overlay + namespaces, start), `runc`/`crun` (our pull, flattened into a bundle,
+//! run). The image is the workload plus a 64 MiB incompressible layer.
+
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio as PStdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cvbench_registry::{Client, Options};
+use cvbench_runtime::config::{ContainerConfig, RootfsSource};
+use cvbench_runtime::container::{Container, Stdio};
+use cvbench_runtime::image::Store;
+
+use super::image_ctx::{self, ImageBench};
+use crate::backend::peers::{self, oci};
+use crate::backend::Backend;
+use crate::record::{RunRecord, SCHEMA_VERSION};
+use crate::runner::RunRequest;
+
+/// Set by `cvbench bench --drop-caches`: drop the page cache before every cold start.
+pub static DROP_CACHES: AtomicBool = AtomicBool::new(false);
+
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why `backend` has no cold-start cell here.
+pub fn not_applicable(backend: &str) -> Option<String> {
+    match backend {
+        "container" | "runc" | "crun" | "docker" => None,
+        "microvm" | "microvm-bare" | "qemu" => Some(format!(
+            "cold start is not measured for {backend}: a VM needs the image flattened to a boot disk or initramfs \
+             and a Linux guest that runs user space; this change does not build that path, and this host's \
+             kvm_pvm cannot run a Linux guest's user space anyway"
+        )),
+        other => Some(format!("cold start does not apply to {other}: it runs no image")),
+    }
+}
+
+/// What one cold start measured.
+struct Measured {
+    phases: Vec<(String, u64)>,
+    notes: Vec<String>,
+}
+
+fn ns(t: Instant) -> u64 {
+    t.elapsed().as_nanos() as u64
+}
+
+/// Run one cold start of `b` and make its record.
+pub fn unit(b: &dyn Backend, req: &RunRequest) -> RunRecord {
+    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let mut rec = RunRecord {
+        schema_version: SCHEMA_VERSION,
+        backend: b.name().to_string(),
+        workload: req.workload.clone(),
+        args: req.args.clone(),
+        env_id: req.env_id.clone(),
+        scenario: req.scenario.clone(),
+        iteration: req.iteration,
+        started_unix_ms,
+        ..Default::default()
+    };
+    if let Some(why) = not_applicable(b.name()) {
+        rec.error = Some(why);
+        return rec;
+    }
+    let result = image_ctx::get().and_then(|ctx| {
+        let caches = if DROP_CACHES.load(Ordering::Relaxed) {
+            image_ctx::drop_caches()?;
+            "page cache dropped before the pull (--drop-caches)"
+        } else {
+            "page cache warm (run with --drop-caches to drop it); the image store was empty"
+        };
+        let mut m = match b.name() {
+            "container" => container(&ctx, req),
+            "docker" => docker(b, &ctx, req),
+            tool => oci_runtime(&ctx, tool, req),
+        }?;
+        m.notes.push(format!(
+            "cold-start: {caches}; image {} ({} bytes gzip in the registry)",
+            ctx.cold_ref, ctx.cold_bytes
+        ));
+        Ok(m)
+    });
+    match result {
+        Ok(m) => {
+            let total: u64 = m.phases.iter().map(|(_, v)| v).sum();
+            rec.host.launch_to_ready_ns = Some(total);
+            for (k, v) in &m.phases {
+                rec.extra.insert(format!("cold_{k}_ns"), *v as f64);
+            }
+            rec.host.phases = m.phases;
+            rec.notes = m.notes;
+        }
+        Err(e) => rec.error = Some(e),
+    }
+    rec
+}
+
+fn pull(ctx: &ImageBench, store: &Store) -> Result<(u64, u64), String> {
+    let c = Client::new(&ctx.cold_ref, &Options::default()).map_err(|e| crate::runner::chain(&e))?;
+    let r = c.pull(store).map_err(|e| crate::runner::chain(&e))?;
+    if r.blobs_skipped > 0 {
+        return Err(format!("the store was not empty: {} blobs already there", r.blobs_skipped));
+    }
+    Ok((r.pull_ns, r.unpack_ns))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+/// Our runtime: pull into an empty store, create (overlay, namespaces, cgroup), start.
+fn container(ctx: &ImageBench, req: &RunRequest) -> Result<Measured, String> {
+    let state = ctx.fresh_dir("cold-container")?;
+    let store = Store::open(&state).map_err(|e| crate::runner::chain(&e))?;
+    let (pull_ns, unpack_ns) = pull(ctx, &store)?;
+    let cfg = ContainerConfig {
+        rootfs: RootfsSource::Image(ctx.cold_ref.clone()),
+        args: std::iter::once("/cvbench-workload".to_string())
+            .chain(std::iter::once(req.workload.clone()))
+            .chain(req.args.iter().cloned())
+            .collect(),
+        state_dir: state.clone(),
+        ..Default::default()
+    };
+    let (rd, wr) = pipe()?;
+    let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+    let stdio = Stdio { stdin: Some(null.into()), stdout: Some(wr), stderr: None };
+    let t = Instant::now();
+    let mut c = Container::create(&cfg, stdio).map_err(|e| crate::runner::chain(&e))?;
+    let prepare_ns = ns(t);
+    let t = Instant::now();
+    c.start().map_err(|e| crate::runner::chain(&e))?;
+    let ready = image_ctx::wait_ready(std::fs::File::from(rd), READY_TIMEOUT);
+    let _ = c.wait(Some(Duration::from_secs(10)));
+    let _ = c.delete();
+    let start_ns = ready?.duration_since(t).as_nanos() as u64;
+    drop(c);
+    image_ctx::remove_tree(&state)?;
+    Ok(Measured {
+        phases: vec![
+            ("pull".into(), pull_ns),
+            ("unpack".into(), unpack_ns),
+            ("prepare".into(), prepare_ns),
+            ("start".into(), start_ns),
+        ],
+        notes: vec!["container: prepare = create (overlay mount, namespaces, cgroup); start = exec → READY".into()],
+    })
+}
+
+/// runc / crun: pull into an empty store, flatten the layers into a bundle rootfs, run.
+fn oci_runtime(ctx: &ImageBench, tool: &str, req: &RunRequest) -> Result<Measured, String> {
+    let work = ctx.fresh_dir(&format!("cold-{tool}"))?;
+    let store = Store::open(&work.join("state")).map_err(|e| crate::runner::chain(&e))?;
+    let (pull_ns, unpack_ns) = pull(ctx, &store)?;
+    let t = Instant::now();
+    let resolved = store.resolve(&ctx.cold_ref).map_err(|e| crate::runner::chain(&e))?;
+    let bundle = work.join("bundle");
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(&rootfs).map_err(|e| e.to_string())?;
+    for l in &resolved.layer_dirs {
+        // Flatten bottom to top (the images have no whiteouts), keeping modes and owners.
+        peers::run_tool(Command::new("cp").arg("-a").arg(format!("{}/.", l.display())).arg(&rootfs))
+            .map_err(|e| e.to_string())?;
+    }
+    let mut args = vec![req.workload.clone()];
+    args.extend(req.args.iter().cloned());
+    oci::write_bundle(&bundle, &oci::RunConfig { rootfs: &rootfs, args, netns: None, data: None })
+        .map_err(|e| e.to_string())?;
+    let prepare_ns = ns(t);
+    let root = work.join("root");
+    let id = peers::unique(&format!("cvb-cold-{tool}"));
+    let mut cmd = Command::new(tool);
+    cmd.arg("--root").arg(&root);
+    if tool == "crun" && peers::oci_runtime::needs_unified_detach() {
+        peers::oci_runtime::detach_unified(&mut cmd);
+    }
+    cmd.args(["run", "--bundle"]).arg(&bundle).arg(&id);
+    cmd.stdin(PStdio::null()).stdout(PStdio::piped()).stderr(PStdio::piped());
+    let t = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("{tool}: {e}"))?;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let ready = image_ctx::wait_ready(out, READY_TIMEOUT);
+    let start_ns = ready.map(|r| r.duration_since(t).as_nanos() as u64);
+    if start_ns.is_err() {
+        let _ = Command::new(tool).arg("--root").arg(&root).args(["kill", &id, "KILL"]).status();
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let _ = Command::new(tool).arg("--root").arg(&root).args(["delete", "-f", &id]).output();
+    let start_ns = start_ns.map_err(|e| format!("{e} ({tool} exited {status})"))?;
+    image_ctx::remove_tree(&work)?;
+    Ok(Measured {
+        phases: vec![
+            ("pull".into(), pull_ns),
+            ("unpack".into(), unpack_ns),
+            ("prepare".into(), prepare_ns),
+            ("start".into(), start_ns),
+        ],
+        notes: vec![format!(
+            "{tool}: prepare = layers copied into a bundle rootfs + config.json; start = {tool} run → READY"
+        )],
+    })
+}
+
+/// Docker: remove the image from the private dockerd, `docker pull`, `docker run` → READY.
+fn docker(b: &dyn Backend, ctx: &ImageBench, req: &RunRequest) -> Result<Measured, String> {
+    let d = (b as &dyn std::any::Any)
+        .downcast_ref::<peers::docker::Docker>()
+        .ok_or("the docker backend is not the private-dockerd one")?;
+    let r = &ctx.cold_ref;
+    let _ = peers::run_tool(d.cli()?.args(["rmi", "-f", r]));
+    let t = Instant::now();
+    peers::run_tool(d.cli()?.args(["pull", "-q", r])).map_err(|e| e.to_string())?;
+    let pull_ns = ns(t);
+    let name = peers::unique("cvb-cold-docker");
+    let mut cmd = d.cli()?;
+    cmd.args(["run", "--rm", "--network", "none", "--name", &name, r, &req.workload]).args(&req.args);
+    cmd.stdin(PStdio::null()).stdout(PStdio::piped()).stderr(PStdio::piped());
+    let t = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("docker run: {e}"))?;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let ready = image_ctx::wait_ready(out, READY_TIMEOUT);
+    if ready.is_err() {
+        let _ = peers::run_tool(d.cli()?.args(["rm", "-f", &name]));
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let start_ns = ready.map_err(|e| format!("{e} (docker run exited {status})"))?.duration_since(t).as_nanos() as u64;
+    let _ = peers::run_tool(d.cli()?.args(["rmi", "-f", r]));
+    Ok(Measured {
+        phases: vec![("pull".into(), pull_ns), ("start".into(), start_ns)],
+        notes: vec![
+            "docker: pull = docker pull from the loopback registry (download and unpack are one step in dockerd: no separate unpack phase); start = docker run → READY (create + start inside dockerd/containerd/runc)".into(),
+        ],
+    })
+}
