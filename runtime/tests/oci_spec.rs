@@ -90,6 +90,20 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// Host counts once they settle (a cgroup of a process that just died can take a moment to
+/// release), compared with `before`.
+fn settles_to(run_root: &Path, before: &common::Counts) -> common::Counts {
+    let mut now = counts(run_root);
+    for _ in 0..60 {
+        if &now == before {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        now = counts(run_root);
+    }
+    now
+}
+
 /// `/proc/self/status` field of the container process, from its output.
 fn status_field(out: &str, key: &str) -> String {
     out.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).map(|v| v.trim().to_string()).unwrap_or_default()
@@ -119,7 +133,7 @@ fn runc_spec_bundle_runs_with_its_rlimits_and_capabilities() {
     assert_eq!(status_field(&s, "CapBnd"), want, "{s}");
     assert_eq!(status_field(&s, "CapEff"), want, "{s}");
     assert_eq!(status_field(&s, "NoNewPrivs"), "1", "{s}");
-    assert_eq!(counts(r.run_root.path()), before);
+    assert_eq!(settles_to(r.run_root.path(), &before), before);
 }
 
 #[test]
@@ -163,7 +177,7 @@ fn non_numeric_uid_is_refused_and_leaves_nothing() {
     assert!(!out.status.success());
     assert!(text(&out).contains("config.json"), "{}", text(&out));
     assert!(!text(&out).contains("uid=0"), "must not run as root: {}", text(&out));
-    assert_eq!(counts(r.run_root.path()), before);
+    assert_eq!(settles_to(r.run_root.path(), &before), before);
 }
 
 fn hook(script: &str, timeout: Option<u64>) -> Value {
@@ -236,7 +250,7 @@ fn failing_or_hanging_create_hooks_stop_the_container_and_leave_nothing() {
         assert!(!ok, "{case}");
         assert!(err.contains("createRuntime hook 0 failed") && err.contains(want), "{err}");
         assert!(t.elapsed() < std::time::Duration::from_secs(10), "{case}: the timeout must hold");
-        assert_eq!(counts(r.run_root.path()), before, "{case}");
+        assert_eq!(settles_to(r.run_root.path(), &before), before, "{case}");
     }
 }
 
@@ -294,7 +308,7 @@ fn pid_file_in_a_missing_directory_is_refused_and_leaves_nothing() {
 
     assert!(!ok);
     assert!(err.contains("--pid-file"), "{err}");
-    assert_eq!(counts(r.run_root.path()), before);
+    assert_eq!(settles_to(r.run_root.path(), &before), before);
 }
 
 #[test]
