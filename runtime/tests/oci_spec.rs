@@ -198,7 +198,7 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
     let l = log.display();
     spec["hooks"] = json!({
         "prestart": [hook(&format!("echo prestart >> {l}"), None)],
-        "createRuntime": [hook(&format!("grep -q '\"status\":\"creating\"' && echo createRuntime >> {l}"), None)],
+        "createRuntime": [hook(&format!("grep -q '\"status\":\"created\"' && echo createRuntime >> {l}"), None)],
         "createContainer": [hook(&format!("echo createContainer >> {l}"), None)],
         "startContainer": [hook(&format!("echo startContainer >> {l}"), None)],
         "poststart": [hook(&format!("grep -q '\"id\":\"spec-hooks\"' && echo poststart >> {l}"), None)],
