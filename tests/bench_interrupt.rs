@@ -91,7 +91,7 @@ fn ctrl_c_during_quick_bench_keeps_partial_results_and_leaves_nothing() {
         .unwrap();
     let pid = child.id();
     let mut marks = vec![format!("cvbench-{pid}-"), format!("cvbd-{pid}"), format!("cvb-docker-{pid}-")];
-    for kind in ["crun", "runc", "docker", "qemu-initrd", "microvm-initrd"] {
+    for kind in ["crun", "runc", "cvbench-runtime", "docker", "qemu-initrd", "microvm-initrd"] {
         marks.push(format!("cvbench-{kind}-{pid}"));
     }
     let records = results.join(cvbench::results::RECORDS);

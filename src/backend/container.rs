@@ -306,6 +306,7 @@ impl Instance for ContainerInstance {
 
     fn notes(&self) -> Vec<String> {
         let mut n: Vec<String> = self.c.notes().to_vec();
+        n.push("library call: the harness runs cvbench-runtime's Container API in-process (the exec'd CLI on the runc/crun bundle is the `cvbench-runtime` row)".into());
         n.push(format!("cgroup {}", self.c.cgroup_version()));
         let (blocked, total) = seccomp::blocked_count();
         n.push(format!("default seccomp profile blocks {blocked} of {total} syscalls (unless unconfined/privileged)"));

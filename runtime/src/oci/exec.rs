@@ -255,7 +255,7 @@ fn child_setup(
                 return Err(err());
             }
             for cap in 0..=last_cap.min(63) {
-                if c[4] & (1u64 << cap) != 0 {
+                if c[4] & c[2] & c[3] & (1u64 << cap) != 0 {
                     libc::prctl(
                         libc::PR_CAP_AMBIENT,
                         libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,

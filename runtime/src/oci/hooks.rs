@@ -31,6 +31,8 @@ fn run_one(h: &Hook, state: &serde_json::Value) -> Result<(), String> {
         }
     }
     cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    // Its own process group, so a timeout kills whatever the hook started too.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", path.display()))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine: ignore EPIPE.
@@ -47,7 +49,8 @@ fn run_one(h: &Hook, state: &serde_json::Value) -> Result<(), String> {
         }
         if let Some(t) = timeout {
             if start.elapsed() >= t {
-                let _ = child.kill();
+                // SAFETY: kill(2) of the process group of the hook we started.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
                 let _ = child.wait();
                 return Err(format!("{} timed out after {t:?}", path.display()));
             }

@@ -140,7 +140,8 @@ pub fn create(id: &str, bundle: &Path, run_root: &Path, opts: &CreateOptions) ->
     c.state_mut().annotations = b.annotations;
     c.state_mut().hooks = Some(b.hooks.clone());
     c.persist()?;
-    let doc = state_doc(c.state(), Status::Creating);
+    // runc (and the runtime-tools suite) report `created` to the create-time hooks.
+    let doc = state_doc(c.state(), Status::Created);
     hooks::run("prestart", b.hooks.prestart(), &doc)?;
     hooks::run("createRuntime", b.hooks.create_runtime(), &doc)?;
     hooks::run("createContainer", b.hooks.create_container(), &doc)?;

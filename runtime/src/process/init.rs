@@ -494,8 +494,11 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
         if let Err(e) = capset(c) {
             fail(st, STEP_CAPSET, e);
         }
+        // The kernel only raises ambient caps that are permitted and inheritable; others are
+        // skipped, as runc does (it warns and goes on).
+        let raisable = c.ambient & c.permitted & c.inheritable;
         for cap in 0..=c.last_cap.min(63) {
-            if c.ambient & (1u64 << cap) != 0 {
+            if raisable & (1u64 << cap) != 0 {
                 // SAFETY: prctl with integer arguments.
                 let r = unsafe {
                     libc::prctl(

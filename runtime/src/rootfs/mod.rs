@@ -211,7 +211,19 @@ pub fn plan(spec: &Spec<'_>) -> Result<Vec<Op>, Error> {
     if spec.userns {
         data.push_str(",userxattr");
     }
-    ops.push(mount("overlay", &merged, "overlay", 0, &data)?);
+    if spec.exact && spec.lowers.len() == 1 {
+        // An OCI bundle's root is the container's root itself (writes land in it, as with
+        // runc): bind it rather than overlaying it.
+        ops.push(Op::Mount {
+            src: c(&spec.lowers[0])?,
+            target: c(&merged)?,
+            fstype: cs(""),
+            flags: libc::MS_BIND | MS_REC,
+            data: None,
+        });
+    } else {
+        ops.push(mount("overlay", &merged, "overlay", 0, &data)?);
+    }
     if spec.exact {
         exact_ops(&mut ops, &merged, spec)?;
         return Ok(ops);

@@ -172,7 +172,7 @@ impl Backend for OciRuntime {
         let mut args = vec![spec.workload.clone()];
         args.extend(spec.args.iter().cloned());
         let mut notes = vec![format!(
-            "{name}: generated OCI bundle (read-only rootfs with the workload only), namespaces {}, capabilities kept {}, no seccomp profile (as `runc spec` generates); footprint counts the runtime process (the container's parent in `run` mode) and the container",
+            "{name}: exec'd CLI; generated OCI bundle (read-only rootfs with the workload only), namespaces {}, capabilities kept {}, no seccomp profile (as `runc spec` generates); footprint counts the runtime process (the container's parent in `run` mode) and the container",
             oci::NAMESPACES.join(","),
             oci::CAPS.join(",")
         )];
