@@ -1,8 +1,8 @@
-//! What kind of CPU the harness runs on: bare metal, a virtual machine on hardware
-//! virtualisation, or an **emulated** CPU (QEMU's TCG, as inside `scripts/testhost`). Read from
-//! CPUID: the hypervisor-present bit (leaf 1, ECX bit 31) and the hypervisor vendor signature
-//! (leaf 0x4000_0000). On an emulated CPU every timing is slower by orders of magnitude and in
-//! different proportions, so records made there say their timings are not representative.
+//! What kind of CPU the harness runs on, as the manifest and the records state it: bare metal, a
+//! virtual machine on hardware virtualisation, or an **emulated** CPU (QEMU's TCG, as inside
+//! `scripts/testhost`), from the VMM crate's CPUID probe (`cvbench_microvm::host::host_cpu`). On an
+//! emulated CPU every timing is slower by orders of magnitude and in different proportions, so
+//! records made there say their timings are not representative.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,7 @@ pub struct HostCpu {
 }
 
 /// The vendor signature QEMU's TCG emulator reports.
-pub const TCG_SIGNATURE: &str = "TCGTCGTCGTCG";
+pub const TCG_SIGNATURE: &str = cvbench_microvm::host::TCG_VENDOR;
 
 impl HostCpu {
     /// Classify a hypervisor vendor signature.
@@ -39,26 +39,10 @@ impl HostCpu {
     }
 }
 
-/// Read CPUID on this machine.
-#[cfg(target_arch = "x86_64")]
+/// This machine's CPU, from the VMM crate's CPUID probe (one reader of CPUID for the VMM, the
+/// doctor, the manifest and the records).
 pub fn host_cpu() -> HostCpu {
-    use std::arch::x86_64::__cpuid;
-    // CPUID exists on every x86-64 CPU and has no side effects (a safe intrinsic).
-    let leaf1 = __cpuid(1);
-    if leaf1.ecx & (1 << 31) == 0 {
-        return HostCpu::from_signature(None);
-    }
-    // Leaf 0x4000_0000 is reserved for hypervisors when the bit is set.
-    let hv = __cpuid(0x4000_0000);
-    let bytes: Vec<u8> = [hv.ebx, hv.ecx, hv.edx].iter().flat_map(|r| r.to_le_bytes()).collect();
-    let sig = String::from_utf8_lossy(&bytes).trim_end_matches('\0').to_string();
-    HostCpu::from_signature(Some(sig))
-}
-
-/// Read CPUID on this machine (not x86-64: nothing to read).
-#[cfg(not(target_arch = "x86_64"))]
-pub fn host_cpu() -> HostCpu {
-    HostCpu::from_signature(None)
+    HostCpu::from_signature(cvbench_microvm::host::host_cpu().hypervisor_vendor)
 }
 
 /// The note every record made on an emulated CPU carries.
