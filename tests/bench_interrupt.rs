@@ -78,7 +78,7 @@ fn ctrl_c_during_quick_bench_keeps_partial_results_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (results, reports) = (dir.path().join("results"), dir.path().join("reports"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_cvbench"))
-        .args(["bench", "--quick", "--no-report"])
+        .args(["bench", "--quick"])
         .arg("--results")
         .arg(&results)
         .arg("--out")

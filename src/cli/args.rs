@@ -23,8 +23,12 @@ pub enum BackendArg {
     Runc,
     /// Peer: crun on an OCI bundle of the same image.
     Crun,
+    /// Ours exec'd as an OCI runtime on the same bundle as runc and crun.
+    CvbenchRuntime,
     /// Peer: Docker (a private dockerd the suite starts and stops).
     Docker,
+    /// Docker's engine over our runtime (`--runtime cvbench`).
+    DockerCvbench,
     /// Peer: qemu-system-x86_64 -M microvm, same kernel and initramfs.
     Qemu,
 }
@@ -39,7 +43,9 @@ impl BackendArg {
             BackendArg::Microvm => "microvm",
             BackendArg::Runc => "runc",
             BackendArg::Crun => "crun",
+            BackendArg::CvbenchRuntime => "cvbench-runtime",
             BackendArg::Docker => "docker",
+            BackendArg::DockerCvbench => "docker-cvbench",
             BackendArg::Qemu => "qemu",
         }
     }

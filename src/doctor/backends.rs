@@ -188,6 +188,17 @@ pub fn verdict(name: &str, h: &Host) -> Result<(), Blocker> {
             need_kvm(name, h)?;
             need_linux_guest(name, h)
         }
+        "cvbench-runtime" => {
+            need_root(name, h)?;
+            need_state_space(name, h)?;
+            need_workload(h)
+        }
+        "docker-cvbench" => {
+            need_tool("dockerd", "docker.io   # or keep Docker's own docker-ce", h)?;
+            need_root(name, h)?;
+            need_state_space(name, h)?;
+            need_workload(h)
+        }
         "runc" | "crun" => {
             need_tool(name, name, h)?;
             need_root(name, h)?;

@@ -71,7 +71,7 @@ pub const PROFILES: &[Profile] = &[
         Kind::Vm,
         "cvbench-vmm bare: a KVM VM running the ELF at CPL3, every syscall forwarded to the VMM",
         "VMM process start, VM and memory set-up, guest run",
-        "not supported (no guest network stack)",
+        "forwarded TCP from the VMM's own namespace, veth on a /30 to the run's peer namespace",
         (148, 103, 189),
     ),
     p(
@@ -111,8 +111,24 @@ pub const PROFILES: &[Profile] = &[
         Kind::Vm,
         "qemu-system-x86_64 with the same guest kernel and initramfs",
         "the QEMU process, guest boot and the workload",
-        "not supported (no virtio-net device attached)",
+        "virtio-net tap in a peer namespace the run created (same as microvm)",
         (140, 86, 75),
+    ),
+    p(
+        "cvbench-runtime",
+        Kind::Container,
+        "`cvbench-runtime run` exec'd on the same generated OCI bundle as runc and crun",
+        "the cvbench-runtime process and the container",
+        "veth pair on a /30 into a server namespace the run created",
+        (23, 190, 207),
+    ),
+    p(
+        "docker-cvbench",
+        Kind::Container,
+        "`docker run --rm --runtime cvbench` against the private dockerd → containerd → shim → cvbench-runtime",
+        "the docker CLI, shim and container; not the shared dockerd and containerd",
+        "veth pair on a /30 into a server namespace the run created",
+        (188, 189, 34),
     ),
 ];
 
