@@ -335,3 +335,39 @@ fn unknown_field_values_are_clear_errors() {
     assert!(!out.status.success());
     assert!(text(&out).contains("RLIMIT_BOGUS"), "{}", text(&out));
 }
+
+/// `runc spec`'s deny-all device rule plus the default allow list (v1: devices.deny/allow, v2: a
+/// BPF_CGROUP_DEVICE program): /dev/null opens, a bind-mounted /dev/net/tun (10:200, not on the
+/// list) does not, until a rule allows it.
+#[test]
+fn device_rules_deny_an_unlisted_device_and_allow_a_listed_one() {
+    let test = "device_rules_deny_an_unlisted_device_and_allow_a_listed_one";
+    if !Path::new("/dev/net/tun").exists() {
+        eprintln!("SKIPPED: {test} needs /dev/net/tun on the host");
+        return;
+    }
+    // A failed redirection on `:` ends a POSIX shell, hence the subshells.
+    let script = "(: </dev/null) && echo null-open; (: </tun) && echo tun-open || echo tun-denied";
+    let Some((b, mut spec)) = runc_spec_bundle(test, &["/bin/busybox", "sh", "-c", script]) else {
+        return;
+    };
+    assert_eq!(spec["linux"]["resources"]["devices"][0]["allow"], json!(false), "runc spec denies all");
+    fs::write(b.path().join("rootfs/tun"), "").unwrap();
+    spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/tun", "type": "bind", "source": "/dev/net/tun", "options": ["bind", "rw"]}));
+    write(b.path(), &spec);
+    let r = Run::new();
+
+    let denied = text(&r.run("spec-dev-deny", b.path()));
+    spec["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rw"}));
+    write(b.path(), &spec);
+    let allowed = text(&r.run("spec-dev-allow", b.path()));
+
+    assert!(denied.contains("null-open") && denied.contains("tun-denied"), "{denied}");
+    assert!(allowed.contains("null-open") && allowed.contains("tun-open"), "{allowed}");
+}

@@ -1,6 +1,7 @@
 //! cgroups: one `CgroupManager` trait with v1 and v2 implementations, picked by probing the
 //! mount, plus the shared helpers (file writes naming the path, own-cgroup lookup, stats).
 
+pub mod devices_bpf;
 pub mod v1;
 pub mod v2;
 
@@ -60,6 +61,12 @@ pub enum Error {
     OwnCgroup(String),
     #[error("no cgroup hierarchy found under {0}")]
     NoHierarchy(PathBuf),
+    #[error("cannot install the v2 device program on {path}")]
+    DeviceProgram {
+        path: PathBuf,
+        #[source]
+        source: devices_bpf::Error,
+    },
 }
 
 /// Statistics read back after (or during) a run.

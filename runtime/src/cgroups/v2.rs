@@ -1,11 +1,11 @@
 //! cgroup v2: one directory in the unified hierarchy, controllers enabled in the parent's
 //! `cgroup.subtree_control`, and a directory fd for `clone3(CLONE_INTO_CGROUP)`.
 
-use super::{read_file, read_procs, read_u64, remove_dir, write_file, CgroupManager, Error, Stats};
+use super::{devices_bpf, read_file, read_procs, read_u64, remove_dir, write_file, CgroupManager, Error, Stats};
 use crate::config::Resources;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -119,13 +119,15 @@ impl CgroupManager for V2 {
 
     fn create(&mut self, res: &Resources) -> Result<(), Error> {
         super::validate(res)?;
-        if !res.devices.is_empty() {
-            // v2 enforces device rules only through a BPF_CGROUP_DEVICE program.
-            return Err(Error::ControllerMissing {
-                controller: "devices (a cgroup v2 BPF device program, not implemented)".into(),
-                root: self.root.clone(),
-            });
-        }
+        // Compile before creating anything, so a bad rule leaves nothing behind.
+        let devices = if res.devices.is_empty() {
+            None
+        } else {
+            Some(
+                devices_bpf::compile(&res.devices)
+                    .map_err(|source| Error::DeviceProgram { path: self.dir.clone(), source })?,
+            )
+        };
         self.enable_controllers(res)?;
         if let Some(parent) = self.dir.parent() {
             fs::create_dir_all(parent).map_err(|source| Error::Create { path: parent.to_path_buf(), source })?;
@@ -134,6 +136,13 @@ impl CgroupManager for V2 {
         self.created = true;
         self.apply(res)?;
         let fd = File::open(&self.dir).map_err(|source| Error::Read { path: self.dir.clone(), source })?;
+        if let Some(prog) = devices {
+            // v2 has no devices controller: the rules become a BPF_CGROUP_DEVICE program, attached
+            // before any process joins (clone3 puts the child straight into this directory).
+            let bpf_err = |source| Error::DeviceProgram { path: self.dir.clone(), source };
+            let prog_fd = devices_bpf::load(&prog).map_err(bpf_err)?;
+            devices_bpf::attach(&prog_fd, fd.as_fd()).map_err(bpf_err)?;
+        }
         self.dir_fd = Some(fd);
         Ok(())
     }
