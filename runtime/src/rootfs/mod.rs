@@ -335,7 +335,18 @@ fn exact_ops(ops: &mut Vec<Op>, merged: &Path, spec: &Spec<'_>) -> Result<(), Er
                 mkdirs(ops, merged, &target)?;
                 let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
                     .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
-                if v2 {
+                if let (true, false, Some(dir)) = (v2, spec.net_ns, spec.cgroup_dirs.first()) {
+                    // The bound host /sys already has this cgroup2 superblock on this path, and
+                    // the kernel refuses a second mount of it there (EBUSY): bind the
+                    // container's own cgroup instead, which is what a cgroupns mount shows.
+                    ops.push(Op::Mount {
+                        src: c(dir)?,
+                        target: c(&target)?,
+                        fstype: cs(""),
+                        flags: MS_BIND | (o.flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)),
+                        data: None,
+                    });
+                } else if v2 {
                     ops.push(mount("cgroup2", &target, "cgroup2", o.flags, "")?);
                 } else {
                     // v1: a tmpfs holding the container's own cgroup of each controller,
