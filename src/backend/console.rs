@@ -46,6 +46,15 @@ impl Console {
     }
 }
 
+/// The line the guest's `/init` prints last (microvm/guest/init.sh), for VMMs without the
+/// boot-timer device (QEMU) and as a cross-check for ours.
+pub const EXIT_MARKER: &str = "cvbench-init: exit status ";
+
+/// The workload's exit status as `/init` printed it on the console, if it did.
+pub fn reported_status(tail: &VecDeque<String>) -> Option<i32> {
+    tail.iter().rev().find_map(|l| l.trim().strip_prefix(EXIT_MARKER)?.trim().parse().ok())
+}
+
 /// Relay lines from `from` (the VMM's console pipe) to `to` (the harness's
 /// stdout pipe) on a thread, recording them in the returned [`Console`].
 pub fn relay(from: OwnedFd, to: OwnedFd) -> (Arc<Mutex<Console>>, JoinHandle<()>) {

@@ -28,6 +28,8 @@ use crate::record::ExitInfo;
 use crate::workload::Needs;
 
 const BACKEND: &str = "microvm";
+/// `cvbench-vmm linux`'s exit code when the guest powered off without reporting a status.
+const VMM_NO_STATUS: i32 = 126;
 /// Guest RAM, the same for the QEMU peer. 256 MiB: the full profile's `mem-touch` maps 96 MiB of
 /// buffers on top of the kernel and the initramfs (held in RAM); RAM is touched lazily, so an idle
 /// guest's footprint does not grow with it.
@@ -154,6 +156,8 @@ struct MicroVmInstance {
     _scratch: tempfile::TempDir,
     _initrd: Arc<tempfile::NamedTempFile>,
     peer: Option<PeerServer>,
+    /// The workload's status read from /init's console line because the VMM saw none.
+    status_from_console: Option<i32>,
     /// Guest RAM, MiB.
     mem_mib: u32,
     /// The harness gave this instance a stdin to close (`idle`): closing it stops the guest.
@@ -253,6 +257,7 @@ impl Backend for MicroVm {
             _initrd: initrd,
             peer,
             stop_requested: false,
+            status_from_console: None,
             mem_mib,
             stop_on_stdin_close,
         }))
@@ -308,6 +313,18 @@ impl Instance for MicroVmInstance {
         match r {
             // The VMM ends with 128 + signal when stopped: that is success when we asked for it.
             Ok(e) if self.stop_requested && e.code == Some(128 + libc::SIGTERM) => Ok(ExitInfo { code: Some(0), ..e }),
+            // The VMM saw the guest power off without the boot-timer exit-status write; when
+            // /init's console line says how the workload ended, that is the workload's status
+            // (and the record says where it came from).
+            Ok(e) if e.code == Some(VMM_NO_STATUS) => {
+                match self.console.lock().ok().and_then(|c| console::reported_status(&c.tail)) {
+                    Some(code) => {
+                        self.status_from_console = Some(code);
+                        Ok(ExitInfo { code: Some(code), ..e })
+                    }
+                    None => Ok(e),
+                }
+            }
             other => other,
         }
     }
@@ -363,6 +380,11 @@ impl Instance for MicroVmInstance {
             "microvm: cvbench-vmm linux, vmlinux via PVH, initramfs (busybox + /init + workload); {}",
             self.kvm
         )];
+        if let Some(code) = self.status_from_console {
+            v.push(format!(
+                "microvm: the VMM saw no boot-timer exit-status write; status {code} taken from /init's console line"
+            ));
+        }
         if self.peer.is_some() {
             v.push("net: virtio-net tap in a server namespace the run created (a /30 of its own)".to_string());
         }

@@ -26,8 +26,6 @@ use crate::workload::Needs;
 
 const BACKEND: &str = "qemu";
 const GUEST_MEM_MIB: u32 = microvm::DEFAULT_MEM_MIB;
-/// The line `/init` prints last (microvm/guest/init.sh).
-const EXIT_MARKER: &str = "cvbench-init: exit status ";
 
 pub struct Qemu {
     initrd: Mutex<Option<Arc<tempfile::NamedTempFile>>>,
@@ -110,11 +108,6 @@ fn make_tap(netns: &Path, name: &str) -> Result<(), String> {
     ip(&["tuntap", "add", "dev", name, "mode", "tap"])?;
     ip(&["addr", "add", &format!("{HOST_IP}/30"), "dev", name])?;
     ip(&["link", "set", name, "up"])
-}
-
-/// The workload's exit status as `/init` printed it, if it did.
-fn reported_status(tail: &std::collections::VecDeque<String>) -> Option<i32> {
-    tail.iter().rev().find_map(|l| l.trim().strip_prefix(EXIT_MARKER)?.trim().parse().ok())
 }
 
 struct QemuInstance {
@@ -296,7 +289,7 @@ impl Instance for QemuInstance {
             return Ok(exit);
         }
         // QEMU itself ended cleanly: the workload's status is what /init reported.
-        let reported = self.console.lock().ok().and_then(|c| reported_status(&c.tail));
+        let reported = self.console.lock().ok().and_then(|c| console::reported_status(&c.tail));
         match reported {
             Some(code) => Ok(ExitInfo { code: Some(code), signal: None, oom_killed: false }),
             None => Err(BackendError::Other {
@@ -387,8 +380,8 @@ mod tests {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-        assert_eq!(reported_status(&tail), Some(3));
+        assert_eq!(console::reported_status(&tail), Some(3));
         let none: std::collections::VecDeque<String> = ["READY"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(reported_status(&none), None);
+        assert_eq!(console::reported_status(&none), None);
     }
 }
