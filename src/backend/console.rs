@@ -46,6 +46,36 @@ impl Console {
     }
 }
 
+/// How a VM backend ends an instance whose stdin the harness closes (`idle`): a guest has no
+/// stdin, so closing it means stopping the VMM (SIGTERM), once; the backend then knows the end
+/// was asked for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StdinStop {
+    /// The harness gave this instance a stdin to close.
+    armed: bool,
+    /// `close_stdin` stopped the VMM.
+    requested: bool,
+}
+
+impl StdinStop {
+    pub fn new(stdin_pipe: bool) -> StdinStop {
+        StdinStop { armed: stdin_pipe, requested: false }
+    }
+
+    /// Stop the VMM `child` if the instance was given a stdin and has not been stopped yet.
+    pub fn close_stdin(&mut self, child: &crate::backend::process::ChildProcess) {
+        if self.armed && !self.requested {
+            self.requested = true;
+            child.signal(libc::SIGTERM);
+        }
+    }
+
+    /// True once `close_stdin` stopped the VMM.
+    pub fn requested(&self) -> bool {
+        self.requested
+    }
+}
+
 /// The line the guest's `/init` prints last (microvm/guest/init.sh), for VMMs without the
 /// boot-timer device (QEMU) and as a cross-check for ours.
 pub const EXIT_MARKER: &str = "cvbench-init: exit status ";

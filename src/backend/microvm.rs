@@ -160,10 +160,8 @@ struct MicroVmInstance {
     status_from_console: Option<i32>,
     /// Guest RAM, MiB.
     mem_mib: u32,
-    /// The harness gave this instance a stdin to close (`idle`): closing it stops the guest.
-    stop_on_stdin_close: bool,
-    /// `close_stdin` asked the VMM to stop the guest (an `idle` instance being ended).
-    stop_requested: bool,
+    /// Closing stdin (`idle`) stops the guest.
+    stdin_stop: console::StdinStop,
 }
 
 impl Backend for MicroVm {
@@ -229,7 +227,7 @@ impl Backend for MicroVm {
         cmd.arg("--").arg(&w).args(&args);
 
         let LaunchSpec { workload, stdout, stderr, timeout, options, .. } = spec;
-        let stop_on_stdin_close = spec.stdin_pipe;
+        let stdin_stop = console::StdinStop::new(spec.stdin_pipe);
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, &w, e))?;
         let child_spec = LaunchSpec {
             workload,
@@ -256,10 +254,10 @@ impl Backend for MicroVm {
             _scratch: dir,
             _initrd: initrd,
             peer,
-            stop_requested: false,
+
             status_from_console: None,
             mem_mib,
-            stop_on_stdin_close,
+            stdin_stop,
         }))
     }
 }
@@ -289,10 +287,7 @@ impl Instance for MicroVmInstance {
     fn close_stdin(&mut self) {
         // The guest has no stdin (see `launch`): ending its input means asking the VMM to stop
         // the guest (SIGTERM), which is how an `idle` instance ends.
-        if self.stop_on_stdin_close && !self.stop_requested {
-            self.stop_requested = true;
-            self.child.signal(libc::SIGTERM);
-        }
+        self.stdin_stop.close_stdin(&self.child);
     }
 
     fn effective_args(&self) -> Option<Vec<String>> {
@@ -300,7 +295,7 @@ impl Instance for MicroVmInstance {
     }
 
     fn stopped_instead_of_closing_stdin(&self) -> bool {
-        self.stop_requested
+        self.stdin_stop.requested()
     }
 
     fn guest_ram_bytes(&self) -> Option<u64> {
@@ -312,7 +307,9 @@ impl Instance for MicroVmInstance {
         self.finish();
         match r {
             // The VMM ends with 128 + signal when stopped: that is success when we asked for it.
-            Ok(e) if self.stop_requested && e.code == Some(128 + libc::SIGTERM) => Ok(ExitInfo { code: Some(0), ..e }),
+            Ok(e) if self.stdin_stop.requested() && e.code == Some(128 + libc::SIGTERM) => {
+                Ok(ExitInfo { code: Some(0), ..e })
+            }
             // The VMM saw the guest power off without the boot-timer exit-status write; when
             // /init's console line says how the workload ended, that is the workload's status
             // (and the record says where it came from).

@@ -120,10 +120,8 @@ struct QemuInstance {
     peer: Option<PeerServer>,
     /// Guest RAM, MiB.
     mem_mib: u32,
-    /// The harness gave this instance a stdin to close (`idle`): closing it stops the guest.
-    stop_on_stdin_close: bool,
-    /// `close_stdin` asked QEMU to stop the guest (an `idle` instance being ended).
-    stop_requested: bool,
+    /// Closing stdin (`idle`) stops the guest.
+    stdin_stop: console::StdinStop,
     _scratch: tempfile::TempDir,
     _initrd: Arc<tempfile::NamedTempFile>,
 }
@@ -193,7 +191,7 @@ impl Backend for Qemu {
         }
         // The console goes through our relay, then to the harness's pipe.
         let LaunchSpec { workload, stdout, stderr, timeout, options, .. } = spec;
-        let stop_on_stdin_close = spec.stdin_pipe;
+        let stdin_stop = console::StdinStop::new(spec.stdin_pipe);
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, &w, e))?;
         let child_spec = LaunchSpec {
             workload,
@@ -218,9 +216,9 @@ impl Backend for Qemu {
             kvm,
             args,
             peer,
-            stop_requested: false,
+
             mem_mib,
-            stop_on_stdin_close,
+            stdin_stop,
             _scratch: dir,
             _initrd: initrd,
         }))
@@ -255,10 +253,7 @@ impl Instance for QemuInstance {
     fn close_stdin(&mut self) {
         // The guest has no stdin (see `launch`): ending its input means stopping QEMU (SIGTERM,
         // on which QEMU powers the guest off and exits), which is how an `idle` instance ends.
-        if self.stop_on_stdin_close && !self.stop_requested {
-            self.stop_requested = true;
-            self.child.signal(libc::SIGTERM);
-        }
+        self.stdin_stop.close_stdin(&self.child);
     }
 
     fn effective_args(&self) -> Option<Vec<String>> {
@@ -266,7 +261,7 @@ impl Instance for QemuInstance {
     }
 
     fn stopped_instead_of_closing_stdin(&self) -> bool {
-        self.stop_requested
+        self.stdin_stop.requested()
     }
 
     fn guest_ram_bytes(&self) -> Option<u64> {
@@ -281,7 +276,7 @@ impl Instance for QemuInstance {
             what: format!("running the guest ({:.1} s after launch)", self.launched.elapsed().as_secs_f64()),
             source: format!("{e}; {}", self.last_console_line()).into(),
         })?;
-        if self.stop_requested {
+        if self.stdin_stop.requested() {
             // Ended on our request (QEMU exits 0 on SIGTERM): /init never got to report.
             return Ok(ExitInfo { code: Some(0), signal: None, oom_killed: false });
         }
