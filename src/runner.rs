@@ -133,11 +133,16 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         }
         let _ = tx.send(Event::Done { output, other });
     });
-    let stderr_reader = std::thread::spawn(move || {
+    let (err_tx, err_rx) = mpsc::channel();
+    std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = std::fs::File::from(err_r).take(64 << 10).read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
+        let _ = err_tx.send(String::from_utf8_lossy(&buf).into_owned());
     });
+    // Both readers end when the last writer of their pipe closes it. A process that outlives the
+    // instance while holding a pipe (a leftover grandchild, a VMM stuck in the kernel) would
+    // make that wait endless: past the instance's end it is bounded, and the run fails saying so.
+    let readers = Readers { stdout: Some(stdout_reader), stderr: err_rx };
 
     let home = req.pin_instance_cpu.and_then(|cpu| {
         let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
@@ -154,9 +159,8 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     let mut inst = match launched {
         Ok(i) => i,
         Err(e) => {
-            let _ = stdout_reader.join();
-            let stderr = stderr_reader.join().unwrap_or_default();
-            return Err(with_stderr(chain(&e), &stderr));
+            let (stderr, _) = readers.finish(&rx, false, PIPE_DRAIN);
+            return Err(with_stderr(chain(&e), &stderr.unwrap_or_default()));
         }
     };
 
@@ -216,11 +220,20 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     }
     drop(inst);
 
-    let stderr = stderr_reader.join().unwrap_or_default();
-    let _ = stdout_reader.join();
+    let (stderr, drained) = readers.finish(&rx, done.is_some(), PIPE_DRAIN);
     if done.is_none() {
-        done = rx.try_iter().find(|e| matches!(e, Event::Done { .. }));
+        done = drained;
     }
+    let Some(stderr) = stderr else {
+        let why = format!(
+            "the instance's output pipes stayed open {} s after it ended (a process it left behind holds them)",
+            PIPE_DRAIN.as_secs()
+        );
+        return Err(match waited {
+            Err(e) => format!("{}; {why}", chain(&e)),
+            Ok(_) => why,
+        });
+    };
     let exit = waited.map_err(|e| with_stderr(chain(&e), &stderr))?;
     rec.exit = Some(exit);
     rec.host.launch_to_exit_ns = Some(t_exit.duration_since(t0).as_nanos() as u64);
@@ -260,11 +273,125 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     }
 }
 
+/// How long the output pipes may stay open once the instance has ended.
+const PIPE_DRAIN: Duration = Duration::from_secs(15);
+
+/// The two threads reading the instance's stdout and stderr.
+struct Readers {
+    stdout: Option<std::thread::JoinHandle<()>>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Readers {
+    /// Wait up to `limit` for both pipes to reach end-of-file: the stderr text (None if it did
+    /// not end in time) and the stdout reader's final event, if it came. A reader still blocked
+    /// is left detached; it ends when the pipe's last holder exits.
+    /// `seen_done`: the caller already took the final event.
+    fn finish(
+        mut self,
+        events: &mpsc::Receiver<Event>,
+        seen_done: bool,
+        limit: Duration,
+    ) -> (Option<String>, Option<Event>) {
+        let deadline = Instant::now() + limit;
+        let stderr = self.stderr.recv_timeout(limit).ok();
+        let mut done = None;
+        if !seen_done {
+            // The stdout reader's last event; a late READY before it is skipped.
+            while let Ok(e) = events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                if matches!(e, Event::Done { .. }) {
+                    done = Some(e);
+                    break;
+                }
+            }
+        }
+        let stdout_ended = seen_done || done.is_some();
+        if stdout_ended {
+            if let Some(h) = self.stdout.take() {
+                let _ = h.join();
+            }
+        }
+        (stderr.filter(|_| stdout_ended), done)
+    }
+}
+
 fn with_stderr(msg: String, stderr: &str) -> String {
     let tail: String = stderr.trim().chars().rev().take(800).collect::<Vec<_>>().into_iter().rev().collect();
     if tail.is_empty() {
         msg
     } else {
         format!("{msg}; stderr: {tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::process::ChildProcess;
+    use crate::backend::{BackendError, Instance};
+    use crate::record::ExitInfo;
+    use std::process::Command;
+
+    /// A backend whose instance is `sh -c SCRIPT`: a real process, for the runner's own edges.
+    struct Shell(String);
+
+    struct ShellInstance(ChildProcess);
+
+    impl Backend for Shell {
+        fn name(&self) -> &'static str {
+            "shell"
+        }
+        fn check(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &self.0]);
+            Ok(Box::new(ShellInstance(ChildProcess::spawn("shell", cmd, spec)?)))
+        }
+    }
+
+    impl Instance for ShellInstance {
+        fn pids(&self) -> Vec<i32> {
+            vec![self.0.pid()]
+        }
+        fn close_stdin(&mut self) {
+            self.0.close_stdin();
+        }
+        fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
+            self.0.wait(timeout)
+        }
+        fn stop(&mut self) -> Result<ExitInfo, BackendError> {
+            self.0.stop(Duration::from_secs(1))
+        }
+    }
+
+    #[test]
+    fn a_result_line_after_ready_is_a_complete_record() {
+        let b = Shell(r#"echo READY; echo '{"workload":"noop","metrics":{"x":1}}'"#.into());
+        let rec = run(&b, &RunRequest::new("noop", vec![]));
+        assert_eq!(rec.error, None);
+        assert_eq!(rec.metrics.get("x"), Some(&1.0));
+    }
+
+    #[test]
+    fn a_leftover_process_holding_the_pipes_fails_the_run_instead_of_hanging_it() {
+        // The instance exits at once, but a background child keeps its stdout and stderr open.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("bg.pid");
+        let b = Shell(format!(
+            r#"echo READY; echo '{{"workload":"noop","metrics":{{}}}}'; sleep 40 & echo $! > {}; exit 0"#,
+            pid_file.display()
+        ));
+        let t = Instant::now();
+        let rec = run(&b, &RunRequest::new("noop", vec![]));
+        let took = t.elapsed();
+        // The background sleep is this test's own: end it by its pid.
+        let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid file").trim().parse().expect("pid");
+        // SAFETY: kill(2) on the pid our script just started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let err = rec.error.expect("an error");
+        assert!(err.contains("stayed open"), "{err}");
+        assert!(took < Duration::from_secs(35), "took {took:?}");
     }
 }

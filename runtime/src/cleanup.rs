@@ -99,8 +99,7 @@ pub fn remove_leftovers(s: &State) -> Vec<String> {
         }
     }
     if let Some(ns) = &s.netns {
-        if Path::new("/run/netns").join(ns).exists() {
-            let _ = std::process::Command::new("ip").args(["netns", "del", ns]).output();
+        if Path::new(crate::network::NETNS_DIR).join(ns).exists() && crate::network::delete_netns(ns).is_ok() {
             out.push(format!("netns {ns}"));
         }
     }
@@ -195,11 +194,10 @@ pub fn gc(state_dir: &Path, run_root: &Path) -> Vec<String> {
             }
         }
     }
-    if let Ok(rd) = fs::read_dir("/run/netns") {
+    if let Ok(rd) = fs::read_dir(crate::network::NETNS_DIR) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if owner_dead(&name) {
-                let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
+            if owner_dead(&name) && crate::network::delete_netns(&name).is_ok() {
                 out.push(format!("netns {name}"));
             }
         }

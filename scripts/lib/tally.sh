@@ -9,11 +9,17 @@ tally_failed_cmds=0
 
 tally_run() {
     local log=$1; shift
-    local rc=0
-    "$@" 2>&1 | tee -a "$log" || rc=$?
+    local rc=0 before
+    before=$(grep -c -E '^test result: ' "$log" 2>/dev/null || true)
+    # (errexit is off inside an || list; PIPESTATUS gives the command's status with or without pipefail)
+    { "$@" 2>&1 | tee -a "$log"; rc=${PIPESTATUS[0]}; } || true
     if [ "$rc" != 0 ]; then
         tally_failed_cmds=$((tally_failed_cmds + 1))
         echo "TALLY-FAILED-COMMAND: $*" >> "$log"
+        # Killed or crashed before cargo's harness printed its result: that is one failed test.
+        if [ "$(grep -c -E '^test result: ' "$log" 2>/dev/null || true)" = "${before:-0}" ]; then
+            echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (ended with status $rc before its result: $*)" | tee -a "$log"
+        fi
     fi
     return 0
 }
@@ -47,7 +53,7 @@ tally_check() {
     local log=$1 name=$2; shift 2
     local rc=0
     echo "== check: $name" | tee -a "$log"
-    "$@" 2>&1 | tee -a "$log" || rc=$?
+    { "$@" 2>&1 | tee -a "$log"; rc=${PIPESTATUS[0]}; } || true
     if [ "$rc" = 0 ]; then
         echo "test result: ok. 1 passed; 0 failed; 0 ignored (check: $name)" | tee -a "$log"
     else

@@ -3,7 +3,7 @@
 //! thread that reaps it with `wait4` (exit status and peak RSS), and signals
 //! sent through a pidfd so a recycled pid can never be hit.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Duration;
@@ -158,6 +158,9 @@ impl Drop for ChildProcess {
     }
 }
 
+/// How long a peer server may take to listen (it is up in milliseconds; an emulated CPU is slower).
+const SERVER_READY_TIMEOUT_MS: u16 = 30_000;
+
 /// Spawn a `cvbench-workload serve` command (already given its arguments and
 /// any namespace set-up) and wait until it prints READY, i.e. is listening.
 pub fn spawn_server(backend: &'static str, cmd: Command) -> Result<ChildProcess, BackendError> {
@@ -177,7 +180,17 @@ pub fn spawn_server(backend: &'static str, cmd: Command) -> Result<ChildProcess,
         timeout: Duration::from_secs(60),
         options: Default::default(),
     };
-    let proc = ChildProcess::spawn(backend, cmd, spec)?;
+    let mut proc = ChildProcess::spawn(backend, cmd, spec)?;
+    // A server that neither prints READY nor exits must not hang the run: wait a bounded time.
+    let mut fds = [nix::poll::PollFd::new(rd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let ready =
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(SERVER_READY_TIMEOUT_MS)).map_err(|e| err(e.into()))?;
+    if ready == 0 {
+        let _ = proc.stop(Duration::from_secs(1));
+        return Err(
+            err(format!("the peer server printed no READY within {} s", SERVER_READY_TIMEOUT_MS / 1000).into()),
+        );
+    }
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(std::fs::File::from(rd)), &mut line)
         .map_err(|e| err(e.into()))?;

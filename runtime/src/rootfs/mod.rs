@@ -48,6 +48,8 @@ pub enum Error {
     NoLayers,
     #[error("overlay lower dir {0} contains `:` or `,`, which overlayfs cannot take")]
     LowerDirName(PathBuf),
+    #[error("an image of {0} layers is deeper than one overlay mount can take")]
+    TooManyLayers(usize),
 }
 
 /// What the rootfs should look like.
@@ -178,6 +180,10 @@ pub fn scratch_dir(run_root: &Path) -> PathBuf {
     run_root.join("mnt")
 }
 
+/// mount(2) copies at most one page of option data (with its NUL); a little room is left for
+/// `userxattr`.
+const MAX_MOUNT_DATA: usize = 4000;
+
 /// Build the ordered list of steps the child performs. Mounts are made below the merged dir
 /// before `pivot_root`, as runc does, so host paths (like /dev/null for masks) stay reachable.
 pub fn plan(spec: &Spec<'_>) -> Result<Vec<Op>, Error> {
@@ -208,6 +214,26 @@ pub fn plan(spec: &Spec<'_>) -> Result<Vec<Op>, Error> {
         lower.push_str(&s);
     }
     let mut data = format!("lowerdir={lower},upperdir={},workdir={}", upper.display(), work.display());
+    if data.len() >= MAX_MOUNT_DATA {
+        // Deep images: the kernel copies at most one page of mount data, and 128 layers of full
+        // store paths are three. As docker does, name each layer by a short symlink in the
+        // scratch dir and give overlayfs paths relative to it (it resolves them at mount time).
+        let links = scratch.join("l");
+        ops.push(mkdir(&links, 0o700)?);
+        lower.clear();
+        for (i, l) in spec.lowers.iter().rev().enumerate() {
+            ops.push(Op::Symlink { target: c(l)?, link: c(&links.join(i.to_string()))? });
+            if !lower.is_empty() {
+                lower.push(':');
+            }
+            lower.push_str(&format!("l/{i}"));
+        }
+        ops.push(Op::Chdir { path: c(&scratch)? });
+        data = format!("lowerdir={lower},upperdir={},workdir={}", upper.display(), work.display());
+        if data.len() >= MAX_MOUNT_DATA {
+            return Err(Error::TooManyLayers(spec.lowers.len()));
+        }
+    }
     if spec.userns {
         data.push_str(",userxattr");
     }
@@ -588,6 +614,26 @@ mod tests {
         let overlay = text.iter().find(|t| t.contains("overlay")).unwrap();
         assert!(overlay.contains("lowerdir=/l/top:/l/bottom"), "{overlay}");
         assert!(text.last().unwrap().contains("pivot_root"));
+    }
+
+    #[test]
+    fn deep_images_use_short_relative_lowerdirs_that_fit_a_page() {
+        // 128 layers of store-like paths: ~12 KiB of lowerdir in full form.
+        let lowers: Vec<PathBuf> =
+            (0..128).map(|i| PathBuf::from(format!("/var/lib/cvbench/layers/sha256/{i:064x}/rootfs"))).collect();
+        let ops = plan(&spec(&lowers, &[], &[])).unwrap();
+        let text: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
+        let overlay = text.iter().find(|t| t.contains("lowerdir=")).unwrap();
+        assert!(overlay.len() < MAX_MOUNT_DATA, "{} bytes", overlay.len());
+        // Top layer first: l/0 is the last of `lowers`.
+        assert!(overlay.contains("lowerdir=l/0:l/1:"), "{overlay}");
+        let link0 = text.iter().position(|t| t.contains("symlink") && t.ends_with(&format!("{:064x}/rootfs\"", 127)));
+        let chdir = text.iter().position(|t| t.starts_with("chdir"));
+        let mount = text.iter().position(|t| t.contains("lowerdir="));
+        assert!(link0.is_some() && chdir < mount && link0 < chdir, "{text:#?}");
+        // Short images keep the plain absolute form.
+        let two = plan(&spec(&lowers[..2], &[], &[])).unwrap();
+        assert!(!two.iter().any(|o| matches!(o, Op::Chdir { .. })));
     }
 
     #[test]

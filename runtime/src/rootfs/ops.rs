@@ -25,6 +25,8 @@ pub enum Op {
     Touch { path: CString },
     /// symlink(2); an existing entry is fine.
     Symlink { target: CString, link: CString },
+    /// chdir(2): relative paths of the following steps (an overlay's short lowerdirs) start here.
+    Chdir { path: CString },
     /// Hide a path like runc: a read-only tmpfs over directories, /dev/null over files.
     /// A missing path is skipped. `null` is the /dev/null to bind.
     Mask { path: CString, null: CString },
@@ -50,6 +52,7 @@ impl fmt::Display for Op {
             Op::Propagate { path, flags } => write!(f, "set propagation {flags:#x} on {path:?}"),
             Op::Touch { path } => write!(f, "create {path:?}"),
             Op::Symlink { target, link } => write!(f, "symlink {link:?} -> {target:?}"),
+            Op::Chdir { path } => write!(f, "chdir {path:?}"),
             Op::Mask { path, .. } => write!(f, "mask {path:?}"),
             Op::Readonly { path } => write!(f, "make {path:?} read-only"),
             Op::PivotRoot { new_root } => write!(f, "pivot_root into {new_root:?}"),
@@ -191,6 +194,8 @@ impl Op {
                 // SAFETY: both strings are NUL-terminated.
                 ok_if_exists(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) })
             }
+            // SAFETY: `path` is NUL-terminated.
+            Op::Chdir { path } => check(unsafe { libc::chdir(path.as_ptr()) }),
             Op::Mask { path, null } => match probe(path)? {
                 None => Ok(()),
                 Some(true) => {
