@@ -29,8 +29,13 @@ pub enum Slot {
 }
 
 impl Slot {
-    /// Look `name` up and run its host check.
-    pub fn resolve(name: &str) -> Slot {
+    /// Look `name` up, ask the doctor's verdict for this host, then run the backend's own check.
+    /// A backend the doctor rules out is not run, also one that would start but never reach
+    /// its workload (a Linux guest under kvm_pvm: every unit would only end at its timeout).
+    pub fn resolve(name: &str, host: &crate::doctor::backends::Host) -> Slot {
+        if let Err(blocker) = crate::doctor::backends::verdict(name, host) {
+            return Slot::Unavailable { name: name.to_string(), reason: blocker.to_string() };
+        }
         match backend::by_name(name) {
             Ok(b) => match b.check() {
                 Ok(()) => Slot::Ready(b),
@@ -269,6 +274,31 @@ fn note_last(recs: &mut [RunRecord], note: String) {
 mod tests {
     use super::*;
     use crate::backend::{BackendError, Instance, LaunchSpec};
+
+    #[test]
+    fn the_matrix_leaves_out_what_the_doctor_rules_out() {
+        use crate::doctor::backends::Host;
+        let pvm = Host {
+            root: true,
+            kvm: cvbench_microvm::KvmKind::SoftwarePvm,
+            overlayfs: true,
+            workload_binary: true,
+            vmm_binary: true,
+            guest_kernel: true,
+            busybox: true,
+            state_free_mib: Some(10_000),
+            on_path: |_| true,
+        };
+        // A Linux guest under kvm_pvm would start and never reach its workload.
+        for name in ["microvm", "qemu"] {
+            match Slot::resolve(name, &pvm) {
+                Slot::Unavailable { reason, .. } => assert!(reason.contains("kvm_pvm"), "{name}: {reason}"),
+                Slot::Ready(_) => panic!("{name} is ready under kvm_pvm"),
+            }
+        }
+        let not_root = Host { root: false, ..pvm };
+        assert!(matches!(Slot::resolve("container", &not_root), Slot::Unavailable { .. }));
+    }
 
     /// A backend that fails every launch (no host access needed).
     struct Broken;

@@ -153,7 +153,8 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     let dir = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(timestamp(now)));
     let sink = RecordSink::create(&dir, &manifest).with_context(|| dir.display().to_string())?;
     eprintln!("cvbench bench: {profile:?} matrix, seed {}, results in {}", plan.seed, dir.display());
-    let slots: Vec<Slot> = names.iter().map(|n| Slot::resolve(n)).collect();
+    let host = cvbench::doctor::backends::Host::probe();
+    let slots: Vec<Slot> = names.iter().map(|n| Slot::resolve(n, &host)).collect();
     for s in &slots {
         match s {
             Slot::Ready(_) => eprintln!("  {:<13} ready", s.name()),
@@ -189,15 +190,23 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
             dir.display()
         );
     }
-    if let Some(out) = &a.out {
-        // The raw set beside the report, so the report regenerates from what
-        // is committed.
-        let set = cvbench::results::ResultSet::read_dir(&dir).with_context(|| dir.display().to_string())?;
-        let run = out.join("run");
-        set.write_dir(&run).with_context(|| run.display().to_string())?;
-        super::report::write_report(&run, out)?;
-    } else {
-        eprintln!("report: cvbench report --in {} --out reports", dir.display());
+    match &a.out {
+        // An interrupted matrix is partial: it must not replace a report of a whole one.
+        Some(out) if interrupted => eprintln!(
+            "report: not written to {} (the run was interrupted); a report of the partial set: \
+             cvbench report --in {} --out DIR",
+            out.display(),
+            dir.display()
+        ),
+        Some(out) => {
+            // The raw set beside the report, so the report regenerates from what
+            // is committed.
+            let set = cvbench::results::ResultSet::read_dir(&dir).with_context(|| dir.display().to_string())?;
+            let run = out.join("run");
+            set.write_dir(&run).with_context(|| run.display().to_string())?;
+            super::report::write_report(&run, out)?;
+        }
+        None => eprintln!("report: cvbench report --in {} --out reports", dir.display()),
     }
     Ok(if interrupted { 130 } else { 0 })
 }

@@ -64,7 +64,8 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
             return;
         }
     };
-    let slots: Vec<Slot> = names.iter().map(|n| Slot::resolve(n)).collect();
+    let host = crate::doctor::backends::Host::probe();
+    let slots: Vec<Slot> = names.iter().map(|n| Slot::resolve(n, &host)).collect();
     for s in &slots {
         if let Slot::Unavailable { name, reason } = s {
             r.unavailable(format!("{name}: {reason}"));
