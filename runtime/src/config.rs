@@ -219,6 +219,11 @@ pub struct ContainerConfig {
     pub cgroups_path: Option<PathBuf>,
     pub devices: Vec<DeviceNode>,
     pub cgroup: CgroupChoice,
+    /// OCI `process.terminal`: stdio is a pseudo-terminal (the caller passes its slave side)
+    /// that becomes the first process's controlling terminal.
+    pub terminal: bool,
+    /// OCI `process.consoleSize` (rows, columns) for that terminal.
+    pub console_size: Option<(u16, u16)>,
     /// The image store lives here.
     pub state_dir: PathBuf,
     /// Per-container state dirs (`<run_root>/containers/<id>`) live here.
@@ -261,6 +266,8 @@ impl Default for ContainerConfig {
             cgroups_path: None,
             devices: Vec::new(),
             cgroup: CgroupChoice::Auto,
+            terminal: false,
+            console_size: None,
             state_dir: PathBuf::from(crate::DEFAULT_STATE_DIR),
             run_root: crate::default_run_root(),
         }

@@ -141,6 +141,7 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
         let _ = design::pin_current_thread(p.harness_cpu);
     }
     let gate = design::QuietGate { max_load: plan.quiet_max_load, max_wait: plan.quiet_max_wait };
+    let mut known = design::own_children(std::path::Path::new("/proc/self"));
     let _registry = image_ctx::ShutdownGuard;
     image_ctx::prepare_for(plan);
     let mut states: BTreeMap<String, BackendState> = BTreeMap::new();
@@ -179,7 +180,9 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                 }
                 let warm_up = round < warm;
                 let i = round.saturating_sub(warm);
-                let quiet = gate.wait();
+                let quiet = gate.wait(&known);
+                // What is alive now is not this unit's: the next wait ignores it.
+                known = design::own_children(std::path::Path::new("/proc/self"));
                 obs.unit(b.name(), &sc.name, i);
                 let req = request(plan, sc, env_id, i);
                 let t = Instant::now();
@@ -278,17 +281,7 @@ mod tests {
     #[test]
     fn the_matrix_leaves_out_what_the_doctor_rules_out() {
         use crate::doctor::backends::Host;
-        let pvm = Host {
-            root: true,
-            kvm: cvbench_microvm::KvmKind::SoftwarePvm,
-            overlayfs: true,
-            workload_binary: true,
-            vmm_binary: true,
-            guest_kernel: true,
-            busybox: true,
-            state_free_mib: Some(10_000),
-            on_path: |_| true,
-        };
+        let pvm = Host::complete(cvbench_microvm::KvmKind::SoftwarePvm);
         // A Linux guest under kvm_pvm would start and never reach its workload.
         for name in ["microvm", "qemu"] {
             match Slot::resolve(name, &pvm) {

@@ -61,6 +61,22 @@ pub struct Host {
 }
 
 impl Host {
+    /// A host with everything present and the given KVM (for verdict tests here and in bench).
+    #[cfg(test)]
+    pub(crate) fn complete(kvm: KvmKind) -> Host {
+        Host {
+            root: true,
+            kvm,
+            overlayfs: true,
+            workload_binary: true,
+            vmm_binary: true,
+            guest_kernel: true,
+            busybox: true,
+            state_free_mib: Some(10_000),
+            on_path: |_| true,
+        }
+    }
+
     pub fn probe() -> Host {
         Host {
             root: env::is_root(),
@@ -234,25 +250,12 @@ pub fn verdicts(h: &Host) -> Vec<(&'static str, Result<(), Blocker>)> {
 mod tests {
     use super::*;
 
-    fn everything(_: &str) -> bool {
-        true
-    }
     fn nothing(_: &str) -> bool {
         false
     }
 
     fn good_host() -> Host {
-        Host {
-            root: true,
-            kvm: KvmKind::Hardware,
-            overlayfs: true,
-            workload_binary: true,
-            vmm_binary: true,
-            guest_kernel: true,
-            busybox: true,
-            state_free_mib: Some(10_000),
-            on_path: everything,
-        }
+        Host::complete(KvmKind::Hardware)
     }
 
     #[test]

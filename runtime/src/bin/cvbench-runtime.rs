@@ -92,7 +92,7 @@ struct CreateArgs {
     /// Write the container's pid here.
     #[arg(long)]
     pid_file: Option<PathBuf>,
-    /// A terminal's console socket (not supported: a clear error).
+    /// For process.terminal: the UNIX socket that receives the terminal's master side.
     #[arg(long)]
     console_socket: Option<PathBuf>,
     /// Accepted for runc compatibility: no session keyring is made either way.
@@ -281,12 +281,9 @@ fn write_log(path: &std::path::Path, json: bool, msg: &str) {
 }
 
 fn oci_create(a: &CreateArgs, run_root: &std::path::Path) -> Result<(PathBuf, oci::CreateOptions)> {
-    if a.console_socket.is_some() {
-        bail!("--console-socket: terminals are not supported (process.terminal must be false)");
-    }
     let bundle = std::fs::canonicalize(&a.bundle).with_context(|| a.bundle.display().to_string())?;
     let _ = run_root;
-    Ok((bundle, oci::CreateOptions { pid_file: a.pid_file.clone() }))
+    Ok((bundle, oci::CreateOptions { pid_file: a.pid_file.clone(), console_socket: a.console_socket.clone() }))
 }
 
 fn run_cli(cli: Cli) -> Result<i32> {
@@ -323,11 +320,23 @@ fn run_cli(cli: Cli) -> Result<i32> {
         }
         Cmd::Run(a) => {
             cleanup::install_signal_handlers();
-            let (bundle, _opts) = oci_create(&a, &run_root)?;
+            let (bundle, opts) = oci_create(&a, &run_root)?;
+            if opts.console_socket.is_some() {
+                bail!("run: --console-socket is for create; run relays the terminal itself");
+            }
             let mut cfg = oci::load_bundle(&bundle, &run_root)?;
             cfg.id = a.id;
-            let r = container::run(&cfg, Stdio::default(), None)?;
-            return Ok(exit_code(&r.exit));
+            if !cfg.terminal {
+                let r = container::run(&cfg, Stdio::default(), None)?;
+                return Ok(exit_code(&r.exit));
+            }
+            // process.terminal: the container's stdio is a new pty, relayed to ours.
+            let pty = oci::console::Pty::open(cfg.console_size)?;
+            let stdio = pty.stdio()?;
+            let relay = pty.relay()?;
+            let r = container::run(&cfg, stdio, None);
+            relay.finish(std::time::Duration::from_secs(2));
+            return Ok(exit_code(&r?.exit));
         }
         Cmd::Exec(a) => {
             if a.console_socket.is_some() || a.tty {

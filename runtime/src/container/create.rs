@@ -401,6 +401,7 @@ impl Container {
             join,
             umask: cfg.umask.map(|m| m as libc::mode_t),
             stdio: [fd_or_inherit(&stdio.stdin), fd_or_inherit(&stdio.stdout), fd_or_inherit(&stdio.stderr)],
+            controlling_tty: cfg.terminal,
             cwd: CString::new(p.cwd.as_str()).map_err(|_| Error::Config(format!("cwd {:?} contains NUL", p.cwd)))?,
             exec: ExecPlan::new(&args, &p.env)?,
         })

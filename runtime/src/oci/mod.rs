@@ -28,8 +28,11 @@ pub enum Error {
     NotCreated(String),
     #[error("{phase} hook {index} failed: {reason}")]
     Hook { phase: String, index: usize, reason: String },
+    #[error("the container's terminal")]
+    Console(#[from] console::Error),
 }
 
+pub mod console;
 pub mod exec;
 pub mod hooks;
 pub mod spec;
@@ -111,6 +114,8 @@ pub fn features() -> Value {
 pub struct CreateOptions {
     /// Write the container's host pid here (an absolute path; its directory must exist).
     pub pid_file: Option<PathBuf>,
+    /// For `process.terminal`: the UNIX socket to send the terminal's master side to.
+    pub console_socket: Option<PathBuf>,
 }
 
 /// Load a container's state file.
@@ -134,7 +139,30 @@ pub fn create(id: &str, bundle: &Path, run_root: &Path, opts: &CreateOptions) ->
     let b = spec::load(bundle, run_root)?;
     let mut cfg = b.config;
     cfg.id = id.to_string();
-    let mut c = Container::create_gated(&cfg, Stdio::default(), Gate::Fifo)?;
+    // As runc: a terminal needs somewhere to send its master side, and a socket a terminal.
+    let pty = match (cfg.terminal, &opts.console_socket) {
+        (true, Some(_)) => Some(console::Pty::open(cfg.console_size).map_err(Error::from)?),
+        (true, None) => {
+            return Err(Error::Invalid {
+                field: "process.terminal".into(),
+                reason: "create needs --console-socket to hand the terminal to (or use run)".into(),
+            }
+            .into())
+        }
+        (false, Some(_)) => {
+            return Err(Error::Invalid {
+                field: "--console-socket".into(),
+                reason: "given, but process.terminal is false".into(),
+            }
+            .into())
+        }
+        (false, None) => None,
+    };
+    let stdio = match &pty {
+        Some(p) => p.stdio().map_err(Error::from)?,
+        None => Stdio::default(),
+    };
+    let mut c = Container::create_gated(&cfg, stdio, Gate::Fifo)?;
     let pid = c.pid();
     c.state_mut().bundle = Some(bundle.to_path_buf());
     c.state_mut().annotations = b.annotations;
@@ -150,6 +178,9 @@ pub fn create(id: &str, bundle: &Path, run_root: &Path, opts: &CreateOptions) ->
         fs::write(&tmp, pid.to_string())
             .and_then(|()| fs::rename(&tmp, p))
             .map_err(|source| crate::Error::Io { path: p.clone(), source })?;
+    }
+    if let (Some(p), Some(sock)) = (pty, &opts.console_socket) {
+        p.send_master(sock).map_err(Error::from)?;
     }
     // Dropping `c` on an error above deletes the container; from here it is handed over.
     c.detach();

@@ -266,11 +266,17 @@ pub fn convert(spec: &Spec, bundle: &Path, run_root: &Path) -> Result<Bundle, Er
         ..Default::default()
     };
     let p = spec.process().as_ref().ok_or_else(|| invalid("process", "missing"))?;
-    if p.terminal() == Some(true) {
-        return Err(unsupported("process.terminal (no console support)"));
-    }
-    if p.console_size().is_some() {
-        return Err(unsupported("process.consoleSize"));
+    // A terminal is set up by the verb that starts the container (`run` relays it, `create`
+    // needs a console socket: see `console`).
+    cfg.terminal = p.terminal() == Some(true);
+    if let Some(b) = p.console_size() {
+        if !cfg.terminal {
+            return Err(invalid("process.consoleSize", "set without process.terminal"));
+        }
+        let dim = |v: u64, what: &str| {
+            u16::try_from(v).map_err(|_| invalid("process.consoleSize", format!("{what} {v} is out of range")))
+        };
+        cfg.console_size = Some((dim(b.height(), "height")?, dim(b.width(), "width")?));
     }
     cfg.args = p.args().clone().unwrap_or_default();
     if cfg.args.is_empty() {

@@ -30,6 +30,7 @@ pub const STEP_EXEC: u32 = 10_014;
 pub const STEP_SELF_ATTACH: u32 = 10_015;
 pub const STEP_SETNS: u32 = 10_016;
 pub const STEP_AMBIENT: u32 = 10_017;
+pub const STEP_CTTY: u32 = 10_018;
 
 /// The argv/envp arrays and candidate paths for execve, prepared in the parent.
 pub struct ExecPlan {
@@ -123,6 +124,8 @@ pub struct ChildPlan {
     pub join: Vec<(RawFd, libc::c_int)>,
     pub umask: Option<libc::mode_t>,
     pub stdio: [RawFd; 3],
+    /// stdin is a terminal to make the controlling one (a new session first).
+    pub controlling_tty: bool,
     pub cwd: CString,
     pub exec: ExecPlan,
 }
@@ -146,6 +149,7 @@ impl ChildPlan {
             STEP_CAPSET => "set capabilities".into(),
             STEP_NO_NEW_PRIVS => "set no_new_privs".into(),
             STEP_CWD => format!("chdir to {:?}", self.cwd),
+            STEP_CTTY => "make the terminal on stdin the controlling terminal".into(),
             STEP_STDIO => "set up stdin/stdout/stderr".into(),
             STEP_SECCOMP => "install the seccomp filter".into(),
             STEP_EXEC => format!("execve {:?}", self.exec.candidates),
@@ -427,6 +431,19 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
             fail(st, STEP_USERNS, e);
         }
     }
+    if plan.controlling_tty {
+        // The terminal replaces the creator's stdio before the start gate, as with runc: a
+        // caller waiting for `create`'s output to end must not wait for `start`.
+        if let Err(e) = setup_stdio(plan.stdio) {
+            fail(st, STEP_STDIO, e);
+        }
+        // SAFETY: setsid(2) takes no arguments.
+        let session = check(unsafe { libc::setsid() } as libc::c_long);
+        // SAFETY: ioctl(TIOCSCTTY) on fd 0 with an integer argument.
+        if let Err(e) = session.and_then(|()| check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } as libc::c_long)) {
+            fail(st, STEP_CTTY, e);
+        }
+    }
     let gate = plan.start_fifo.as_ref().map(|p| start_gate(p, st));
     if let Some(h) = &plan.hostname {
         // SAFETY: pointer and length of a NUL-terminated string.
@@ -529,8 +546,10 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
     if let Err(e) = check(unsafe { libc::chdir(plan.cwd.as_ptr()) } as libc::c_long) {
         fail(st, STEP_CWD, e);
     }
-    if let Err(e) = setup_stdio(plan.stdio) {
-        fail(st, STEP_STDIO, e);
+    if !plan.controlling_tty {
+        if let Err(e) = setup_stdio(plan.stdio) {
+            fail(st, STEP_STDIO, e);
+        }
     }
     // Every inherited fd above stderr closes at exec (the status pipe too: EOF = exec'd).
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
