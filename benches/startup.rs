@@ -171,6 +171,35 @@ fn syscall(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     }
 }
 
+/// What the VMM's jail costs at startup: the same noop on microvm-bare, jailed (the default)
+/// and with `--no-jail`, side by side in one group.
+fn jail(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
+    let Some(b) = backends.iter().find(|b| b.name() == "microvm-bare") else { return };
+    let jailed = request("noop", &[], "criterion-jail");
+    let mut open = jailed.clone();
+    open.options.vmm_no_jail = true;
+    if !works(b.as_ref(), &jailed) || !works(b.as_ref(), &open) {
+        return;
+    }
+    let mut g = c.benchmark_group("jail/microvm-bare");
+    g.sample_size(sample_size(b.name()));
+    g.warm_up_time(Duration::from_millis(500));
+    for (id, req) in [("jailed", &jailed), ("no_jail", &open)] {
+        g.bench_function(id, |bench| {
+            bench.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let rec = runner::run(b.as_ref(), req);
+                    keep(&rec);
+                    total += rec.host.launch_to_exit_ns.map(Duration::from_nanos).unwrap_or(req.timeout);
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Criterion's `criterion_main!`, spelled out so the backends are chosen and
 /// checked once for both groups and dropped (daemons stopped) at the end.
 fn main() {
@@ -178,6 +207,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     startup(&mut c, &backends);
     syscall(&mut c, &backends);
+    jail(&mut c, &backends);
     c.final_summary();
     drop(backends);
     if let Some(dir) = SINK_DIR.get() {

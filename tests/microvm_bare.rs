@@ -84,3 +84,21 @@ fn network_and_disk_workloads_run_with_forwarded_io_and_match_native() {
         assert_eq!(vm.extra.get("refused_calls").copied(), Some(0.0), "{w}: {:?}", vm.notes);
     }
 }
+
+#[test]
+fn the_vmm_is_jailed_by_default_and_no_jail_is_an_explicit_option() {
+    if let Some((need, why)) = skip_reason() {
+        cvbench_testkit::skip(need, &why);
+        return;
+    }
+    let b = by_name("microvm-bare").expect("backend");
+    let mut req = RunRequest::new("noop", Vec::new());
+    let jailed = run(b.as_ref(), &req);
+    req.options.vmm_no_jail = true;
+    let open = run(b.as_ref(), &req);
+    for (r, want) in [(&jailed, 1.0), (&open, 0.0)] {
+        assert_eq!(r.error, None, "{r:?}");
+        assert_eq!(r.extra.get("vmm_jailed").copied(), Some(want), "{:?}", r.extra);
+    }
+    assert!(open.notes.iter().any(|n| n.contains("NOT jailed")), "{:?}", open.notes);
+}

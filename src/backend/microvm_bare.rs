@@ -95,6 +95,9 @@ impl Backend for MicroVmBare {
             .args(["--timeout-s", &format!("{:.3}", spec.timeout.as_secs_f64())])
             .arg("--stats-json")
             .arg(&stats_path);
+        if spec.options.vmm_no_jail {
+            cmd.arg("--no-jail");
+        }
         let mut args = spec.args.clone();
         let mut peer = None;
         match spec.needs() {

@@ -88,6 +88,8 @@ pub struct BackendOptions {
     pub guest_mem_mib: Option<u32>,
     /// VMs: number of vCPUs.
     pub vcpus: Option<u8>,
+    /// microvm-bare: run the VMM without its jail (`--no-jail`; for the jail-cost benchmark).
+    pub vmm_no_jail: bool,
 }
 
 /// What to run: one workload subcommand with its arguments.
