@@ -84,8 +84,8 @@ impl Pty {
 
     /// `run` in the foreground: relay the master side to this process's stdin and stdout until
     /// the container's side closes. Returns the relay; drop it (or call `finish`) once the
-    /// container has exited. Only the master stays with the relay: the caller passes the slave
-    /// to the container through [`Pty::stdio`] and drops this `Pty`'s copy with it.
+    /// container has exited. The two relay threads hold the master side; the caller passes the
+    /// slave to the container through [`Pty::stdio`], and this `Pty`'s copy is dropped here.
     pub fn relay(self) -> Result<Relay, Error> {
         let Pty { master, slave } = self;
         drop(slave);
@@ -119,7 +119,8 @@ impl Pty {
                 }
             }
         });
-        Ok(Relay { output: Some(output), _raw: raw, _master: master })
+        drop(master);
+        Ok(Relay { output: Some(output), _raw: raw })
     }
 }
 
@@ -153,7 +154,6 @@ pub fn receive_fd(conn: &UnixStream) -> Result<OwnedFd, Error> {
 pub struct Relay {
     output: Option<std::thread::JoinHandle<()>>,
     _raw: Option<RawMode>,
-    _master: OwnedFd,
 }
 
 impl Relay {

@@ -201,35 +201,31 @@ pub fn plan(spec: &Spec<'_>) -> Result<Vec<Op>, Error> {
         mkdir(&work, 0o755)?,
         mkdir(&merged, 0o755)?,
     ];
-    let mut lower = String::new();
     // overlayfs wants the top layer first.
+    let mut lower = Vec::with_capacity(spec.lowers.len());
     for l in spec.lowers.iter().rev() {
         let s = l.to_string_lossy();
         if s.contains(':') || s.contains(',') {
             return Err(Error::LowerDirName(l.clone()));
         }
-        if !lower.is_empty() {
-            lower.push(':');
-        }
-        lower.push_str(&s);
+        lower.push(s.into_owned());
     }
-    let mut data = format!("lowerdir={lower},upperdir={},workdir={}", upper.display(), work.display());
+    let overlay_data = |lower: &[String]| {
+        format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display())
+    };
+    let mut data = overlay_data(&lower);
     if data.len() >= MAX_MOUNT_DATA {
         // Deep images: the kernel copies at most one page of mount data, and 128 layers of full
         // store paths are three. As docker does, name each layer by a short symlink in the
         // scratch dir and give overlayfs paths relative to it (it resolves them at mount time).
         let links = scratch.join("l");
         ops.push(mkdir(&links, 0o700)?);
-        lower.clear();
         for (i, l) in spec.lowers.iter().rev().enumerate() {
             ops.push(Op::Symlink { target: c(l)?, link: c(&links.join(i.to_string()))? });
-            if !lower.is_empty() {
-                lower.push(':');
-            }
-            lower.push_str(&format!("l/{i}"));
         }
         ops.push(Op::Chdir { path: c(&scratch)? });
-        data = format!("lowerdir={lower},upperdir={},workdir={}", upper.display(), work.display());
+        let short: Vec<String> = (0..spec.lowers.len()).map(|i| format!("l/{i}")).collect();
+        data = overlay_data(&short);
         if data.len() >= MAX_MOUNT_DATA {
             return Err(Error::TooManyLayers(spec.lowers.len()));
         }
