@@ -14,6 +14,10 @@
 //!    that runs the registered cleanup callbacks ([`on_interrupt`]) and then re-raises the
 //!    signal with its default action, so the process dies of it.
 //!
+//! The watcher thread starts with the first cleanup callback. A process that registers none
+//! (the jailed bare VMM: one vCPU thread, no other) gets no thread, and a signal its
+//! interceptor does not consume ends it from the handler itself, by the default action.
+//!
 //! Handlers are installed without SA_RESTART: a signal interrupts the blocking call in
 //! progress (a poll on a pidfd, KVM_RUN).
 
@@ -57,11 +61,16 @@ const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 pub fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        start_watcher();
         for sig in STOP_SIGNALS {
             set_handler(sig);
         }
     });
+}
+
+/// Start the cleanup thread (once; before the first callback is registered).
+fn ensure_watcher() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(start_watcher);
 }
 
 /// Also route SIGALRM to the interceptor (the bare VMM's run deadline). Installs the stop
@@ -144,6 +153,7 @@ pub fn unregister_pid(slot: PidSlot) {
 /// private daemon, tracked containers). Installs the handlers.
 pub fn on_interrupt(f: impl Fn() + Send + 'static) {
     install();
+    ensure_watcher();
     if let Ok(mut c) = CALLBACKS.lock() {
         c.push(Box::new(f));
     }
@@ -213,6 +223,14 @@ extern "C" fn on_signal(sig: libc::c_int) {
         let b = sig as u8;
         // SAFETY: one byte from a stack variable to our own pipe.
         unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
+    } else {
+        // No cleanup registered, so no watcher: die of the signal now.
+        // SAFETY: signal(2) and raise(3) are async-signal-safe; the default action of a
+        // stop signal ends the process.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
     }
 }
 
@@ -244,7 +262,7 @@ fn start_watcher() {
     let [rd, wr] = fds;
     // The watcher blocks the stop signals so the handler always runs in another thread.
     let spawned = std::thread::Builder::new().name("cvbench-signals".into()).spawn(move || {
-        block_stop_signals_here();
+        block_stop_signals();
         let mut b = 0u8;
         loop {
             // SAFETY: reading one byte into a stack variable from our own pipe.
@@ -274,7 +292,9 @@ fn start_watcher() {
     }
 }
 
-fn block_stop_signals_here() {
+/// Block SIGTERM and SIGINT in the calling thread (and the threads it spawns later), so they
+/// can be collected with sigwait/signalfd instead of a handler (the Linux guest's VMM).
+pub fn block_stop_signals() {
     // SAFETY: sigemptyset/sigaddset initialise a set we own; pthread_sigmask only reads it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();

@@ -1,9 +1,11 @@
 //! Asynchronous control of a running bare guest, with no thread besides the vCPU's: SIGTERM and
-//! SIGINT sent to the VMM, and the run's deadline (SIGALRM from an interval timer), are caught by
-//! async-signal-safe handlers that record them in atomics, kick the vCPU with the shared
-//! [`VcpuKick`] (its `kvm_run.immediate_exit`: a KVM_RUN about to start returns at once) and write to an eventfd that blocking host calls also
-//! wait on. The signal itself interrupts a KVM_RUN or blocking call in progress: the handlers are
-//! installed without SA_RESTART.
+//! SIGINT sent to the VMM, and the run's deadline (SIGALRM from an interval timer), reach an
+//! async-signal-safe interceptor registered with the process's one signal owner
+//! (`cvbench-signals`). It records them in atomics, kicks the vCPU with the shared [`VcpuKick`]
+//! (its `kvm_run.immediate_exit`: a KVM_RUN about to start returns at once) and writes to an
+//! eventfd that blocking host calls also wait on. The signal itself interrupts a KVM_RUN or
+//! blocking call in progress: the owner installs its handlers without SA_RESTART. With no guest
+//! armed, the interceptor passes, and the VMM (no cleanup registered) dies of the signal.
 //!
 //! A second thread (a signalfd watcher kicking the vCPU thread) did the same job at first; on
 //! this loaded 2-core machine, creating, scheduling and joining it added 0.2-1.5 ms to every run.
@@ -23,8 +25,6 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 pub enum ControlError {
     #[error("creating the wake eventfd failed")]
     EventFd(#[source] std::io::Error),
-    #[error("installing the handler for signal {0} failed")]
-    Handler(i32, #[source] std::io::Error),
     #[error("arming the {0:?} run timer failed")]
     Timer(Duration, #[source] std::io::Error),
 }
@@ -113,16 +113,12 @@ impl Control {
     }
 }
 
-extern "C" fn on_signal(sig: libc::c_int) {
+/// The interceptor (signal context): a stop signal or the deadline goes to the armed guest's
+/// control; with none armed it is not consumed.
+fn intercept(sig: libc::c_int) -> bool {
     let active = ACTIVE.load(Ordering::Acquire);
     if active.is_null() {
-        // No guest is running: behave like the default action and die of the signal.
-        // SAFETY: signal and raise are async-signal-safe.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-            libc::raise(sig);
-        }
-        return;
+        return false;
     }
     // SAFETY: `ACTIVE` is only non-null while an `Armed` guard holds an `Arc` of the control.
     let control = unsafe { &*active };
@@ -131,21 +127,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
     } else {
         control.note_signal(sig as u32);
     }
-}
-
-fn install(sig: i32) -> Result<(), ControlError> {
-    // SAFETY: a zeroed sigaction is a valid starting point; the handler only touches atomics and
-    // calls write(2); sigemptyset and sigaction only access the struct we own.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
-        sa.sa_flags = 0; // no SA_RESTART: interrupt KVM_RUN and blocking calls
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-            return Err(ControlError::Handler(sig, std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
+    true
 }
 
 fn set_timer(t: Duration) -> Result<(), ControlError> {
@@ -179,19 +161,9 @@ pub unsafe fn arm(
     unsafe { control.kick.arm(immediate_exit, None) };
     ACTIVE.store(Arc::as_ptr(control).cast_mut(), Ordering::Release);
     let mut armed = Armed { control: Arc::clone(control), timer: false };
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGALRM] {
-        install(sig)?;
-    }
-    // Signals blocked by whoever started us (e.g. a harness) would never arrive.
-    // SAFETY: sigset is initialised by sigemptyset before use; pthread_sigmask reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGALRM] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-    }
+    // The owner's handlers (SIGTERM, SIGINT, SIGALRM; it also unblocks them) send them here.
+    cvbench_signals::install_alarm();
+    cvbench_signals::set_interceptor(Some(intercept));
     if let Some(t) = timeout.filter(|t| !t.is_zero()) {
         set_timer(t)?;
         armed.timer = true;
@@ -206,20 +178,7 @@ impl Drop for Armed {
         }
         self.control.kick.disarm();
         ACTIVE.store(std::ptr::null_mut(), Ordering::Release);
-    }
-}
-
-/// Block SIGTERM and SIGINT in the calling thread (and the threads it spawns later), so they
-/// can be collected with sigwait/signalfd. The Linux guest's VMM uses this; the bare guest
-/// catches them with handlers instead ([`arm`]).
-pub fn block_stop_signals() {
-    // SAFETY: sigemptyset/sigaddset initialise a set we own; pthread_sigmask only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        cvbench_signals::set_interceptor(None);
     }
 }
 

@@ -49,7 +49,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use control::block_stop_signals;
 pub use runner::run;
 
 pub use crate::stats::{BareStats, GuestEnd};

@@ -122,12 +122,12 @@ fn main() {
     let start = std::time::Instant::now();
     let cli = Cli::parse();
     let code = match cli.mode {
-        // The bare guest catches SIGTERM/SIGINT with handlers while it runs (bare::control).
+        // The bare guest takes SIGTERM/SIGINT through cvbench-signals' interceptor (bare::control).
         Mode::Bare(args) => run_bare(args),
         Mode::Linux(args) => {
             // Before any thread exists, so every thread inherits the mask and the Linux VMM's
             // vCPU loop collects SIGTERM/SIGINT (sigtimedwait) as a stop request.
-            bare::block_stop_signals();
+            cvbench_signals::block_stop_signals();
             vmm_linux::run(args, start)
         }
     };
