@@ -61,7 +61,10 @@ fn scenarios_say_why_they_do_not_apply() {
     let r = cold_start::unit(native.as_ref(), &req);
 
     assert!(r.error.as_deref().is_some_and(|e| e.contains("native")), "{:?}", r.error);
-    assert!(cold_start::not_applicable("microvm").is_some_and(|w| w.contains("kvm_pvm")));
+    // Our micro-VM has a cold path (flatten to an initramfs, boot); the bare VM and QEMU say why not.
+    assert!(cold_start::not_applicable("microvm").is_none());
+    assert!(cold_start::not_applicable("microvm-bare").is_some_and(|w| w.contains("static ELF")));
+    assert!(cold_start::not_applicable("qemu").is_some_and(|w| w.contains("microvm")));
     assert!(image_depth::not_applicable("docker").is_some());
     assert!(image_depth::not_applicable("container").is_none());
 }

@@ -73,6 +73,12 @@ impl MicroVm {
         MicroVm::default()
     }
 
+    /// A backend booting `initrd` instead of the standard guest image (the cold-start
+    /// scenario's image flattened to an initramfs; it must hold `/init` and the workload).
+    pub fn with_initrd(initrd: tempfile::NamedTempFile) -> MicroVm {
+        MicroVm { initrd: Mutex::new(Some(Arc::new(initrd))) }
+    }
+
     fn initrd(&self) -> Result<Arc<tempfile::NamedTempFile>, String> {
         shared_initrd(&self.initrd, "cvbench-microvm-initrd", &std::env::temp_dir())
     }

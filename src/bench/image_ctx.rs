@@ -6,15 +6,28 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cvbench_registry::{Client, LocalRegistry, Options};
 use cvbench_runtime::image::{self, Descriptor, ImageConfig, ProcessDefaults, RootFs, Store};
 
 /// Size of the incompressible layer of the cold-start image, and of the file the image-depth
-/// scenario writes to (copy-up).
+/// scenario writes to (copy-up), in a bench run.
 pub const BIG_BYTES: usize = 64 << 20;
+static BIG: AtomicUsize = AtomicUsize::new(BIG_BYTES);
+
+/// The size of the big file in the images this process builds ([`BIG_BYTES`] unless a test
+/// under an emulated CPU asked for less with [`set_big_bytes`] before the first [`get`]).
+pub fn big_bytes() -> usize {
+    BIG.load(Ordering::Relaxed)
+}
+
+/// Build the images with a smaller big file (tests; before the first [`get`]).
+pub fn set_big_bytes(n: usize) {
+    BIG.store(n, Ordering::Relaxed);
+}
 /// Image depths the image-depth scenario compares.
 pub const DEPTHS: &[u32] = &[1, 8, 32, 128];
 /// The big file inside the images.
@@ -41,10 +54,13 @@ pub struct ImageBench {
     registry: Mutex<LocalRegistry>,
     /// Registry reference of the cold-start image (workload + 64 MiB of noise).
     pub cold_ref: String,
-    /// Registry reference of the image of each depth.
-    pub depth_refs: BTreeMap<u32, String>,
+    /// Registry reference of the image of each depth, built and pushed on first use.
+    depth_refs: OnceLock<Result<BTreeMap<u32, String>, String>>,
     /// Bytes per image in the registry (for the report's notes).
     pub cold_bytes: u64,
+    /// The source store the images are built in.
+    src: Store,
+    workload: Vec<u8>,
 }
 
 static CTX: Mutex<Option<Arc<ImageBench>>> = Mutex::new(None);
@@ -79,7 +95,10 @@ pub fn shutdown() {
 pub fn prepare_for(plan: &super::Plan) {
     use super::Shape;
     if plan.scenarios.iter().any(|s| matches!(s.shape, Shape::ColdStart | Shape::ImageDepth { .. })) {
-        let _ = get();
+        let ctx = get();
+        if plan.scenarios.iter().any(|s| matches!(s.shape, Shape::ImageDepth { .. })) {
+            let _ = ctx.map(|c| c.depth_ref(1));
+        }
     }
 }
 
@@ -156,7 +175,22 @@ fn commit(store: &Store, name: &str, layers: Vec<Layer>) -> Result<Descriptor, i
     store.commit(name, &config, descs, BTreeMap::new())
 }
 
+/// The base layer of every image: the directories a container needs and the workload, plus
+/// `extra` files.
+fn base_layer(workload: &[u8], extra: &[(&str, &[u8])]) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    for d in ["proc/", "dev/", "sys/", "tmp/", "data/"] {
+        tar_entry(&mut b, d, &[], 0o755)?;
+    }
+    tar_entry(&mut b, "cvbench-workload", workload, 0o755)?;
+    for (p, data) in extra {
+        tar_entry(&mut b, p, data, 0o644)?;
+    }
+    b.into_inner()
+}
+
 impl ImageBench {
+    /// Start the registry and push the cold-start image (the depth images come on first use).
     fn prepare() -> Result<ImageBench, Error> {
         let dir = PathBuf::from(format!("/var/tmp/cvbench-images-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.clone(), e))?;
@@ -165,20 +199,9 @@ impl ImageBench {
         let bin = crate::paths::workload_binary()?;
         let workload = std::fs::read(&bin).map_err(|e| Error::Io(bin.clone(), e))?;
         let io = |e| Error::Io(dir.clone(), e);
-        let base = |extra: &[(&str, &[u8])]| -> std::io::Result<Vec<u8>> {
-            let mut b = tar::Builder::new(Vec::new());
-            for d in ["proc/", "dev/", "sys/", "tmp/", "data/"] {
-                tar_entry(&mut b, d, &[], 0o755)?;
-            }
-            tar_entry(&mut b, "cvbench-workload", &workload, 0o755)?;
-            for (p, data) in extra {
-                tar_entry(&mut b, p, data, 0o644)?;
-            }
-            b.into_inner()
-        };
-        let big = noise(BIG_BYTES);
+        let big = noise(big_bytes());
         // Cold start: gzip layers, as registries usually serve them.
-        let l1 = base(&[]).map_err(io)?;
+        let l1 = base_layer(&workload, &[]).map_err(io)?;
         let mut l2b = tar::Builder::new(Vec::new());
         tar_entry(&mut l2b, BIG_FILE, &big, 0o644).map_err(io)?;
         let l2 = l2b.into_inner().map_err(io)?;
@@ -191,28 +214,55 @@ impl ImageBench {
         commit(&src, "bench/cold", cold_layers).map_err(img)?;
         let cold_ref = registry.reference("cvbench/cold:latest");
         push(&cold_ref, &src, "bench/cold")?;
-        // Image depth: uncompressed layers; the bottom one holds the big file.
-        let mut depth_refs = BTreeMap::new();
+        Ok(ImageBench {
+            dir,
+            registry: Mutex::new(registry),
+            cold_ref,
+            depth_refs: OnceLock::new(),
+            cold_bytes,
+            src,
+            workload,
+        })
+    }
+
+    /// The registry reference of the image `layers` deep (all depths built and pushed at the
+    /// first call).
+    pub fn depth_ref(&self, layers: u32) -> Result<String, String> {
+        let refs = self.depth_refs.get_or_init(|| self.push_depths().map_err(|e| crate::runner::chain(&e)));
+        let refs = refs.as_ref().map_err(Clone::clone)?;
+        refs.get(&layers).cloned().ok_or_else(|| format!("no image of depth {layers}"))
+    }
+
+    /// Image depth: uncompressed layers; the bottom one holds the big file.
+    fn push_depths(&self) -> Result<BTreeMap<u32, String>, Error> {
+        let (src, dir) = (&self.src, &self.dir);
+        let io = |e| Error::Io(dir.clone(), e);
         let img = |e| Error::Image("bench/depth".into(), e);
-        let bottom = base(&[(BIG_FILE, &big), ("layer-0", b"0")]).map_err(io)?;
-        let bottom = put_layer(&src, &bottom, image::MEDIA_LAYER_TAR, None).map_err(img)?;
+        let big = noise(big_bytes());
+        let bottom = base_layer(&self.workload, &[(BIG_FILE, &big), ("layer-0", b"0")]).map_err(io)?;
+        let bottom = put_layer(src, &bottom, image::MEDIA_LAYER_TAR, None).map_err(img)?;
         let max = DEPTHS.iter().copied().max().unwrap_or(1);
         let mut small = Vec::new();
         for i in 1..max {
             let mut b = tar::Builder::new(Vec::new());
             tar_entry(&mut b, &format!("layer-{i}"), i.to_string().as_bytes(), 0o644).map_err(io)?;
-            small.push(put_layer(&src, &b.into_inner().map_err(io)?, image::MEDIA_LAYER_TAR, None).map_err(img)?);
+            small.push(put_layer(src, &b.into_inner().map_err(io)?, image::MEDIA_LAYER_TAR, None).map_err(img)?);
         }
+        let mut depth_refs = BTreeMap::new();
         for &n in DEPTHS {
             let layers: Vec<Layer> =
                 std::iter::once(bottom.clone()).chain(small.iter().take(n as usize - 1).cloned()).collect();
             let name = format!("bench/depth-{n}");
-            commit(&src, &name, layers).map_err(|e| Error::Image(name.clone(), e))?;
-            let r = registry.reference(&format!("cvbench/depth:{n}"));
-            push(&r, &src, &name)?;
+            commit(src, &name, layers).map_err(|e| Error::Image(name.clone(), e))?;
+            let r = self
+                .registry
+                .lock()
+                .map(|g| g.reference(&format!("cvbench/depth:{n}")))
+                .map_err(|_| Error::Io(dir.clone(), std::io::Error::other("registry lock poisoned")))?;
+            push(&r, src, &name)?;
             depth_refs.insert(n, r);
         }
-        Ok(ImageBench { dir, registry: Mutex::new(registry), cold_ref, depth_refs, cold_bytes })
+        Ok(depth_refs)
     }
 
     fn stop(&self) {

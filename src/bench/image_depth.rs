@@ -116,7 +116,7 @@ fn container_ready(store_dir: &Path, reference: &str, req: &RunRequest) -> Resul
 }
 
 fn measure(ctx: &ImageBench, layers: u32, req: &RunRequest, rec: &mut RunRecord) -> Result<(), String> {
-    let reference = ctx.depth_refs.get(&layers).ok_or_else(|| format!("no image of depth {layers}"))?;
+    let reference = &ctx.depth_ref(layers)?;
     // One store for the whole scenario: depth is the variable here, not the pull.
     let store_dir = ctx.dir.join("depth-store");
     let store = Store::open(&store_dir).map_err(|e| crate::runner::chain(&e))?;
@@ -138,7 +138,7 @@ fn measure(ctx: &ImageBench, layers: u32, req: &RunRequest, rec: &mut RunRecord)
     rec.extra.insert("depth_mount_ns".into(), c.mount_ns as f64);
     rec.extra.insert("depth_first_read_ns".into(), c.first_read_ns as f64);
     rec.extra.insert("depth_copy_up_ns".into(), c.copy_up_ns as f64);
-    rec.extra.insert("depth_copy_up_bytes".into(), image_ctx::BIG_BYTES as f64);
+    rec.extra.insert("depth_copy_up_bytes".into(), image_ctx::big_bytes() as f64);
     if pulled.blobs_fetched > 0 {
         rec.extra.insert("depth_pull_ns".into(), pulled.pull_ns as f64);
         rec.extra.insert("depth_unpack_ns".into(), pulled.unpack_ns as f64);

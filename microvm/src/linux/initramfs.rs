@@ -19,7 +19,7 @@ pub enum InitramfsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("initramfs entry name {0:?} must be relative and non-empty")]
+    #[error("initramfs entry name {0:?} must be relative, non-empty and free of '..' and empty components")]
     BadName(String),
 }
 
@@ -47,7 +47,7 @@ impl Cpio {
     }
 
     fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) -> Result<(), InitramfsError> {
-        if name.is_empty() || name.starts_with('/') {
+        if name.is_empty() || name.starts_with('/') || name.split('/').any(|c| c == ".." || c.is_empty()) {
             return Err(InitramfsError::BadName(name.to_string()));
         }
         let ino = self.next_ino;
@@ -68,6 +68,12 @@ impl Cpio {
 
     pub fn dir(&mut self, name: &str) -> Result<&mut Cpio, InitramfsError> {
         self.entry(name, S_IFDIR | 0o755, (0, 0), &[])?;
+        Ok(self)
+    }
+
+    /// A directory with the given permission bits (an image's).
+    pub fn dir_mode(&mut self, name: &str, perm: u32) -> Result<&mut Cpio, InitramfsError> {
+        self.entry(name, S_IFDIR | (perm & 0o7777), (0, 0), &[])?;
         Ok(self)
     }
 
@@ -168,6 +174,13 @@ mod tests {
     #[test]
     fn absolute_names_are_rejected() {
         assert!(matches!(Cpio::new().dir("/etc"), Err(InitramfsError::BadName(_))));
+    }
+
+    #[test]
+    fn names_that_climb_or_have_empty_components_are_rejected() {
+        for bad in ["../etc", "a/../../b", "a//b", "a/"] {
+            assert!(matches!(Cpio::new().file(bad, 0o644, b""), Err(InitramfsError::BadName(_))), "{bad}");
+        }
     }
 
     #[test]

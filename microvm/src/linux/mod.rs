@@ -10,6 +10,7 @@
 
 pub mod cmdline;
 pub mod cpu;
+pub mod flatten;
 pub mod initramfs;
 pub mod kernel_cache;
 pub mod mptable;
