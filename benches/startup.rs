@@ -200,6 +200,64 @@ fn jail(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     g.finish();
 }
 
+/// The floor under an exec'd runtime: `unshare` of the same six namespaces the generated bundle
+/// asks for (mount, UTS, IPC, network, PID, cgroup) + fork + exec of the workload's noop, beside
+/// the `cvbench-runtime` row (the runtime exec'd on a bundle written per launch, as in the
+/// matrix). Both are launch→exit on the harness's clock; the ratio is how close the runtime's
+/// own work (bundle, rootfs, cgroup, seccomp-free spec) comes to what the kernel charges for the
+/// namespaces alone.
+fn floor(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
+    let Some(b) = backends.iter().find(|b| b.name() == "cvbench-runtime") else { return };
+    let req = request("noop", &[], "criterion-floor");
+    let Ok(workload) = cvbench::paths::workload_binary() else { return };
+    if !works(b.as_ref(), &req) {
+        return;
+    }
+    let unshare = || {
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--fork"]).arg(&workload).arg("noop");
+        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+        cmd
+    };
+    match unshare().status() {
+        Ok(s) if s.success() => {}
+        other => {
+            eprintln!("SKIPPED: floor/unshare: {other:?}");
+            return;
+        }
+    }
+    let mut g = c.benchmark_group("floor/namespaces");
+    g.sample_size(sample_size(b.name()));
+    g.warm_up_time(Duration::from_millis(500));
+    g.bench_function("cvbench-runtime", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let rec = runner::run(b.as_ref(), &req);
+                keep(&rec);
+                total += rec.host.launch_to_exit_ns.map(Duration::from_nanos).unwrap_or(req.timeout);
+            }
+            total
+        })
+    });
+    g.bench_function("unshare", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut cmd = unshare();
+                let t = Instant::now();
+                // A failed run counts as the timeout: visible, never flattering.
+                total += match cmd.status() {
+                    Ok(s) if s.success() => t.elapsed(),
+                    _ => req.timeout,
+                };
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 /// Criterion's `criterion_main!`, spelled out so the backends are chosen and
 /// checked once for both groups and dropped (daemons stopped) at the end.
 fn main() {
@@ -208,6 +266,7 @@ fn main() {
     startup(&mut c, &backends);
     syscall(&mut c, &backends);
     jail(&mut c, &backends);
+    floor(&mut c, &backends);
     c.final_summary();
     drop(backends);
     if let Some(dir) = SINK_DIR.get() {
