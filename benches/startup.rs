@@ -109,6 +109,29 @@ fn works(b: &dyn Backend, req: &RunRequest) -> bool {
     }
 }
 
+/// Which of a record's host timings an iteration is.
+#[derive(Clone, Copy)]
+enum Until {
+    Ready,
+    Exit,
+}
+
+/// `iters` launches of `req` on `b`, each kept, summed on the harness's clock (launch→READY
+/// or launch→exit). A failed launch counts as the timeout: visible, never flattering.
+fn timed_launches(b: &dyn Backend, req: &RunRequest, iters: u64, until: Until) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let rec = runner::run(b, req);
+        keep(&rec);
+        let ns = match until {
+            Until::Ready => rec.host.launch_to_ready_ns,
+            Until::Exit => rec.host.launch_to_exit_ns,
+        };
+        total += ns.map(Duration::from_nanos).unwrap_or(req.timeout);
+    }
+    total
+}
+
 fn startup(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     for b in backends {
         let req = request("noop", &[], "criterion-startup");
@@ -118,20 +141,8 @@ fn startup(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
         let mut g = c.benchmark_group(format!("startup/{}", b.name()));
         g.sample_size(sample_size(b.name()));
         g.warm_up_time(Duration::from_millis(500));
-        for (id, ready) in [("launch_to_ready", true), ("launch_to_exit", false)] {
-            g.bench_function(id, |bench| {
-                bench.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let rec = runner::run(b.as_ref(), &req);
-                        keep(&rec);
-                        let ns = if ready { rec.host.launch_to_ready_ns } else { rec.host.launch_to_exit_ns };
-                        // A failed launch counts as the timeout: visible, never flattering.
-                        total += ns.map(Duration::from_nanos).unwrap_or(req.timeout);
-                    }
-                    total
-                })
-            });
+        for (id, until) in [("launch_to_ready", Until::Ready), ("launch_to_exit", Until::Exit)] {
+            g.bench_function(id, |bench| bench.iter_custom(|iters| timed_launches(b.as_ref(), &req, iters, until)));
         }
         g.finish();
     }
@@ -185,17 +196,7 @@ fn jail(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     g.sample_size(sample_size(b.name()));
     g.warm_up_time(Duration::from_millis(500));
     for (id, req) in [("jailed", &jailed), ("no_jail", &open)] {
-        g.bench_function(id, |bench| {
-            bench.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let rec = runner::run(b.as_ref(), req);
-                    keep(&rec);
-                    total += rec.host.launch_to_exit_ns.map(Duration::from_nanos).unwrap_or(req.timeout);
-                }
-                total
-            })
-        });
+        g.bench_function(id, |bench| bench.iter_custom(|iters| timed_launches(b.as_ref(), req, iters, Until::Exit)));
     }
     g.finish();
 }
@@ -230,15 +231,7 @@ fn floor(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     g.sample_size(sample_size(b.name()));
     g.warm_up_time(Duration::from_millis(500));
     g.bench_function("cvbench-runtime", |bench| {
-        bench.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let rec = runner::run(b.as_ref(), &req);
-                keep(&rec);
-                total += rec.host.launch_to_exit_ns.map(Duration::from_nanos).unwrap_or(req.timeout);
-            }
-            total
-        })
+        bench.iter_custom(|iters| timed_launches(b.as_ref(), &req, iters, Until::Exit))
     });
     g.bench_function("unshare", |bench| {
         bench.iter_custom(|iters| {
