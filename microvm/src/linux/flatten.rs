@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::initramfs::{Cpio, InitramfsError, GUEST_INIT, GUEST_WORKLOAD_PATH};
+use super::initramfs::{self, Cpio, InitramfsError, GUEST_DIRS, GUEST_OWNED, GUEST_WORKLOAD_PATH};
 
 /// Errors from flattening an image.
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +47,6 @@ pub enum FlattenError {
         source: std::io::Error,
     },
 }
-
-/// The top-level directories the guest's `/init` mounts on or writes to.
-const GUEST_DIRS: [&str; 7] = ["bin", "dev", "proc", "sys", "tmp", "mnt", "run"];
-/// Paths the guest image owns: an image's entry of the same name is replaced.
-const GUEST_OWNED: [&str; 5] = ["init", "bin/busybox", "bin/sh", "dev/console", "dev/null"];
 
 /// One path of the merged tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,9 +186,7 @@ pub fn write_image_initramfs(
     let read =
         |path: &Path| std::fs::read(path).map_err(|source| FlattenError::Read { path: path.to_path_buf(), source });
     let mut c = Cpio::new();
-    for d in GUEST_DIRS {
-        c.dir(d)?;
-    }
+    initramfs::add_guest_dirs(&mut c)?;
     for (name, node) in taken() {
         match node {
             Node::Dir { mode } => c.dir_mode(name, *mode)?,
@@ -202,11 +195,8 @@ pub fn write_image_initramfs(
         };
         stats.entries += 1;
     }
-    c.char_dev("dev/console", 0o600, 5, 1)?
-        .char_dev("dev/null", 0o666, 1, 3)?
-        .file("bin/busybox", 0o755, &read(busybox)?)?
-        .symlink("bin/sh", "busybox")?
-        .file("init", 0o755, GUEST_INIT.as_bytes())?;
+    // The image's own entries of these names were left out above: the guest's come last.
+    initramfs::add_guest_init(&mut c, &read(busybox)?)?;
     let bytes = c.finish();
     if bytes.len() as u64 > limit {
         return Err(FlattenError::TooBig { limit });

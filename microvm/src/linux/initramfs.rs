@@ -123,20 +123,39 @@ fn read(path: &Path) -> Result<Vec<u8>, InitramfsError> {
     std::fs::read(path).map_err(|source| InitramfsError::Read { path: path.to_path_buf(), source })
 }
 
+/// The top-level directories the guest's `/init` mounts on or writes to.
+pub const GUEST_DIRS: [&str; 7] = ["bin", "dev", "proc", "sys", "tmp", "mnt", "run"];
+
+/// The entries [`add_guest_init`] writes: the guest image owns these paths.
+pub const GUEST_OWNED: [&str; 5] = ["dev/console", "dev/null", "bin/busybox", "bin/sh", "init"];
+
+/// The guest's top-level directories ([`GUEST_DIRS`]), first in an archive.
+pub fn add_guest_dirs(c: &mut Cpio) -> Result<(), InitramfsError> {
+    for d in GUEST_DIRS {
+        c.dir(d)?;
+    }
+    Ok(())
+}
+
+/// The console and null nodes, busybox (and `sh` pointing at it) and the `/init` script: the
+/// entries [`GUEST_OWNED`] names.
+pub fn add_guest_init(c: &mut Cpio, busybox: &[u8]) -> Result<(), InitramfsError> {
+    c.char_dev("dev/console", 0o600, 5, 1)?
+        .char_dev("dev/null", 0o666, 1, 3)?
+        .file("bin/busybox", 0o755, busybox)?
+        .symlink("bin/sh", "busybox")?
+        .file("init", 0o755, GUEST_INIT.as_bytes())?;
+    Ok(())
+}
+
 /// Build the guest image as cpio bytes.
 pub fn build_guest_image(img: &GuestImage) -> Result<Vec<u8>, InitramfsError> {
     let workload = read(&img.workload)?;
     let busybox = read(&img.busybox)?;
     let mut c = Cpio::new();
-    for d in ["bin", "dev", "proc", "sys", "tmp", "mnt", "run"] {
-        c.dir(d)?;
-    }
-    c.char_dev("dev/console", 0o600, 5, 1)?
-        .char_dev("dev/null", 0o666, 1, 3)?
-        .file("bin/busybox", 0o755, &busybox)?
-        .symlink("bin/sh", "busybox")?
-        .file("init", 0o755, GUEST_INIT.as_bytes())?
-        .file(&GUEST_WORKLOAD_PATH[1..], 0o755, &workload)?;
+    add_guest_dirs(&mut c)?;
+    add_guest_init(&mut c, &busybox)?;
+    c.file(&GUEST_WORKLOAD_PATH[1..], 0o755, &workload)?;
     Ok(c.finish())
 }
 
