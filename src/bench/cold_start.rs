@@ -249,7 +249,8 @@ fn microvm(ctx: &ImageBench, req: &RunRequest) -> Result<Measured, String> {
     let ready = image_ctx::wait_ready(std::fs::File::from(rd), READY_TIMEOUT);
     let start_ns = ready.map(|r| r.duration_since(t).as_nanos() as u64);
     let end = if start_ns.is_ok() { inst.wait(Duration::from_secs(60)) } else { inst.stop() };
-    let kind = cvbench_microvm::kvm_probe().kind;
+    // The instance's own notes: the KVM kind, how the guest ended, the jail.
+    let vm_notes = inst.notes();
     drop(inst);
     let start_ns = start_ns.map_err(|e| {
         let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
@@ -258,10 +259,12 @@ fn microvm(ctx: &ImageBench, req: &RunRequest) -> Result<Measured, String> {
     image_ctx::remove_tree(&work)?;
     let note = format!(
         "microvm: prepare = the layers flattened into an initramfs ({} entries, {} file bytes, {} skipped; {} bytes \
-         with busybox and /init); start = cvbench-vmm linux boots it ({COLD_VM_MEM_MIB} MiB) → READY; {kind}",
+         with busybox and /init); start = cvbench-vmm linux boots it ({COLD_VM_MEM_MIB} MiB) → READY",
         flat.entries, flat.file_bytes, flat.skipped, flat.archive_bytes
     );
-    Ok(Measured::four([pull_ns, unpack_ns, prepare_ns, start_ns], note))
+    let mut m = Measured::four([pull_ns, unpack_ns, prepare_ns, start_ns], note);
+    m.notes.extend(vm_notes);
+    Ok(m)
 }
 
 /// Docker: remove the image from the private dockerd, `docker pull`, `docker run` → READY.
