@@ -128,3 +128,116 @@ fn oci_unsupported_field_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unsupported field `process.ioPriority`"), "{err}");
 }
+
+/// `create` with `--bundle`, stdio on files (see above); panics with create's stderr on failure.
+fn create(run_root: &Path, bundle: &Path, id: &str) {
+    let errlog = bundle.join("create.err");
+    let ok = Command::new(BIN)
+        .arg("--run-root")
+        .arg(run_root)
+        .args(["create", id, "--bundle"])
+        .arg(bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&errlog).unwrap())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "{}", fs::read_to_string(&errlog).unwrap());
+}
+
+fn state_pid(run_root: &Path, id: &str) -> i32 {
+    let out = rt(run_root, &["state", id]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["pid"].as_i64().unwrap() as i32
+}
+
+/// `start` under a deadline: Some(output), or None if it was still running after `secs`.
+fn start_within(run_root: &Path, id: &str, secs: u64) -> Option<std::process::Output> {
+    let mut child = Command::new(BIN)
+        .arg("--run-root")
+        .arg(run_root)
+        .args(["start", id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn force_delete(run_root: &Path, id: &str) {
+    let del = rt(run_root, &["delete", "--force", id]);
+    assert!(del.status.success(), "{}", String::from_utf8_lossy(&del.stderr));
+    assert_eq!(common::counts(run_root).cgroups, 0, "cgroups left");
+}
+
+#[test]
+fn start_of_a_container_whose_process_died_fails_instead_of_waiting() {
+    if !root("start_of_a_container_whose_process_died_fails_instead_of_waiting") {
+        return;
+    }
+    let b = tempfile::tempdir().unwrap();
+    let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
+    bundle(b.path(), &["/bin/busybox", "true"]);
+    let id = format!("oci-dead-{}", std::process::id());
+    create(run_root.path(), b.path(), &id);
+    let pid = state_pid(run_root.path(), &id);
+    // SAFETY: SIGKILL to the container process this test created (its pid from `state`).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let out = start_within(run_root.path(), &id, 20).expect("start waited for a process that is gone");
+    assert!(!out.status.success(), "start of a dead container succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not in the created state"), "{err}");
+    force_delete(run_root.path(), &id);
+}
+
+#[test]
+fn a_user_namespace_root_mapped_to_another_host_user_passes_the_start_gate() {
+    if !root("a_user_namespace_root_mapped_to_another_host_user_passes_the_start_gate") {
+        return;
+    }
+    let b = tempfile::tempdir().unwrap();
+    let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
+    // The mapped root (host uid 1000) must be able to reach its FIFO in the state directory.
+    fs::set_permissions(run_root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    bundle(b.path(), &["/bin/busybox", "sleep", "30"]);
+    // Mount points exist in the image: the mapped root may not create them in a root-owned tree.
+    for d in ["proc", "dev", "tmp", "sys"] {
+        fs::create_dir(b.path().join("rootfs").join(d)).unwrap();
+    }
+    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(b.path().join("config.json")).unwrap()).unwrap();
+    spec["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+    // As in `runc spec`: /dev is a tmpfs the container's root owns.
+    spec["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}));
+    spec["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 2000}]);
+    spec["linux"]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 3000, "size": 2000}]);
+    fs::write(b.path().join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    let id = format!("oci-userns-{}", std::process::id());
+    create(run_root.path(), b.path(), &id);
+    let fifo = run_root.path().join("containers").join(&id).join("exec.fifo");
+    let meta = fs::metadata(&fifo).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (1000, 3000, 0o600),
+        "the FIFO belongs to the mapped root only"
+    );
+    let out = start_within(run_root.path(), &id, 20).expect("start hung");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(status(run_root.path(), &id), "running");
+    let pid = state_pid(run_root.path(), &id);
+    let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = st.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    assert_eq!(uid_line.split_whitespace().nth(1), Some("1000"), "{uid_line}");
+    force_delete(run_root.path(), &id);
+}

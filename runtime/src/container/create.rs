@@ -202,6 +202,13 @@ impl Container {
             let p = run_dir.join("exec.fifo");
             nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
                 .map_err(|e| io_err(&p)(e.into()))?;
+            // In a user namespace the container's root is another host user, who opens the FIFO
+            // after setup: it owns it (as with runc), no one else gains access.
+            if cfg.has(Namespace::User) {
+                let (uid, gid) = (host_id_of_root(&cfg.uid_map), host_id_of_root(&cfg.gid_map));
+                nix::unistd::chown(&p, uid.map(nix::unistd::Uid::from_raw), gid.map(nix::unistd::Gid::from_raw))
+                    .map_err(|e| io_err(&p)(e.into()))?;
+            }
             Some(cpath(&p)?)
         } else {
             None
@@ -357,7 +364,8 @@ impl Container {
             name[..network::CONTAINER_IF.len()].copy_from_slice(network::CONTAINER_IF.as_bytes());
             Iface { name, addr: v.container_ip.octets(), netmask: network::NETMASK.octets() }
         });
-        let hostname = if cfg.has(Namespace::Uts) && !cfg.hostname.is_empty() {
+        let own_uts = cfg.has(Namespace::Uts) || cfg.join_namespaces.iter().any(|(k, _)| *k == Namespace::Uts);
+        let hostname = if own_uts && !cfg.hostname.is_empty() {
             Some(
                 CString::new(cfg.hostname.as_str())
                     .map_err(|_| Error::Config(format!("hostname {:?} contains NUL", cfg.hostname)))?,
@@ -472,4 +480,9 @@ impl Drop for PidNsGuard {
         // SAFETY: setns(2) back to the namespace this thread had.
         unsafe { libc::setns(self.own.as_raw_fd(), libc::CLONE_NEWPID) };
     }
+}
+
+/// The host id that a user namespace's id 0 maps to, if it is mapped.
+fn host_id_of_root(map: &[crate::config::IdMap]) -> Option<u32> {
+    map.iter().find(|m| m.container_id == 0 && m.size > 0).map(|m| m.host_id)
 }

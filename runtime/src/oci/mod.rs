@@ -41,7 +41,16 @@ pub use spec::Bundle;
 
 /// Parse `<bundle>/config.json` into a container config (strict; see [`spec`]).
 pub fn load_bundle(bundle: &Path, run_root: &Path) -> Result<ContainerConfig, Error> {
-    Ok(spec::load(bundle, run_root)?.config)
+    Ok(load_warned(bundle, run_root)?.config)
+}
+
+/// [`spec::load`], with a warning on stderr for each property it ignored (not in the spec).
+fn load_warned(bundle: &Path, run_root: &Path) -> Result<Bundle, Error> {
+    let b = spec::load(bundle, run_root)?;
+    for k in &b.ignored {
+        eprintln!("cvbench-runtime: warning: ignoring `{k}` in config.json: not a runtime-spec property");
+    }
+    Ok(b)
 }
 
 /// The OCI state document of a container (what `state` prints and hooks read).
@@ -136,7 +145,7 @@ pub fn create(id: &str, bundle: &Path, run_root: &Path, opts: &CreateOptions) ->
             .into());
         }
     }
-    let b = spec::load(bundle, run_root)?;
+    let b = load_warned(bundle, run_root)?;
     let mut cfg = b.config;
     cfg.id = id.to_string();
     // As runc: a terminal needs somewhere to send its master side, and a socket a terminal.
@@ -203,7 +212,7 @@ pub fn start(id: &str, run_root: &Path) -> Result<(), crate::Error> {
         }
     }
     // Opening the read end unblocks the container's write open.
-    let bytes = fs::read(&fifo).map_err(|source| crate::Error::Io { path: fifo.clone(), source })?;
+    let bytes = read_gate(&fifo, &st).map_err(|source| crate::Error::Io { path: fifo.clone(), source })?;
     let _ = fs::remove_file(&fifo);
     if bytes.is_empty() {
         return Err(Error::NotCreated(id.to_string()).into());
@@ -217,6 +226,41 @@ pub fn start(id: &str, run_root: &Path) -> Result<(), crate::Error> {
         }
     }
     Ok(())
+}
+
+/// The container's byte through the start FIFO. The read end is opened without blocking and
+/// polled while the container process lives: one that died after `create` (its user could not
+/// open the FIFO, a signal) makes `start` fail instead of waiting for a writer forever.
+fn read_gate(fifo: &Path, st: &State) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(fifo)?;
+    let mut out = Vec::new();
+    loop {
+        let mut pfd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&f), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd on the stack for the fd owned by `f`, 100 ms timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n > 0 {
+            let mut buf = [0u8; 8];
+            match f.read(&mut buf) {
+                Ok(0) => return Ok(out), // the writer came and closed
+                Ok(k) => out.extend_from_slice(&buf[..k]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        if !out.is_empty() || !st.process_alive() {
+            return Ok(out);
+        }
+    }
 }
 
 /// OCI `state` as JSON.
@@ -331,6 +375,41 @@ mod tests {
         v["process"]["ioPriority"] = serde_json::json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
         let err = bundle(&v).1.unwrap_err();
         assert!(err.to_string().contains("process.ioPriority"), "{err}");
+    }
+
+    #[test]
+    fn load_ignores_properties_the_spec_does_not_define_and_lists_them() {
+        let mut v = spec(serde_json::json!({"unknown": "x"}));
+        v["process"]["notASpecField"] = serde_json::json!(1);
+        let b = bundle(&v).1.unwrap();
+        assert_eq!(b.ignored, ["unknown", "process.notASpecField"]);
+        assert_eq!(b.config.args, ["/bin/true"]);
+    }
+
+    #[test]
+    fn load_rejects_an_oci_version_that_is_not_semver_1() {
+        for bad in
+            [serde_json::json!("invalid"), serde_json::json!("2.0.0"), serde_json::json!("1.0"), serde_json::json!(1)]
+        {
+            let mut v = spec(Value::Null);
+            v["ociVersion"] = bad.clone();
+            let err = bundle(&v).1.unwrap_err();
+            assert!(err.to_string().contains("ociVersion"), "{bad}: {err}");
+        }
+        for good in ["1.0.2-dev", "1.1.0", "1.0.0+build.1"] {
+            let mut v = spec(Value::Null);
+            v["ociVersion"] = serde_json::json!(good);
+            assert!(bundle(&v).1.is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_hostname_may_go_to_a_joined_uts_namespace() {
+        let base = |ns: Value| spec(serde_json::json!({"hostname": "h", "linux": {"namespaces": ns}}));
+        let joined = base(serde_json::json!([{"type": "mount"}, {"type": "uts", "path": "/proc/1/ns/uts"}]));
+        let cfg = bundle(&joined).1.unwrap().config;
+        assert_eq!(cfg.hostname, "h");
+        assert!(!cfg.has(Namespace::Uts), "joined, not new");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Bundle {
     pub config: ContainerConfig,
     pub hooks: oci_spec::runtime::Hooks,
     pub annotations: BTreeMap<String, String>,
+    /// Properties that are not in the runtime spec, ignored as it requires.
+    pub ignored: Vec<String>,
 }
 
 fn unsupported(field: &str) -> Error {
@@ -31,23 +33,67 @@ fn invalid(field: &str, reason: impl Into<String>) -> Error {
     Error::Invalid { field: field.to_string(), reason: reason.into() }
 }
 
-/// Keys the typed parser would ignore silently: refuse them by name.
-fn check_keys(v: &Value, path: &str, allowed: &[&str]) -> Result<(), Error> {
+/// Checks one object's keys. `allowed`: honoured here. `unhonoured`: defined by the runtime
+/// spec but not honoured here: refused by name (a set field is never dropped silently). Any
+/// other key is not a runtime-spec property at all: the spec says to ignore it, so it is
+/// collected in `ignored` (the CLI warns about each) instead of being an error.
+fn check_keys(
+    v: &Value,
+    path: &str,
+    allowed: &[&str],
+    unhonoured: &[&str],
+    ignored: &mut Vec<String>,
+) -> Result<(), Error> {
     if let Some(obj) = v.as_object() {
         for k in obj.keys() {
-            if !allowed.contains(&k.as_str()) {
+            if allowed.contains(&k.as_str()) {
+                continue;
+            }
+            if unhonoured.contains(&k.as_str()) {
                 return Err(unsupported(&format!("{path}{k}")));
             }
+            ignored.push(format!("{path}{k}"));
         }
     }
     Ok(())
 }
 
-fn check_raw(v: &Value) -> Result<(), Error> {
+/// The runtime-spec (v1.2) properties, per object, that this runtime does not honour.
+const TOP_UNHONOURED: &[&str] = &["solaris", "windows", "vm", "zos"];
+const PROCESS_UNHONOURED: &[&str] = &["commandLine", "scheduler", "ioPriority", "execCPUAffinity"];
+const LINUX_UNHONOURED: &[&str] = &["timeOffsets", "netDevices", "personality", "intelRdt", "memoryPolicy"];
+const RESOURCES_UNHONOURED: &[&str] = &["hugepageLimits", "network", "rdma", "unified"];
+const MEMORY_UNHONOURED: &[&str] = &["kernel", "kernelTCP", "swappiness", "useHierarchy", "checkBeforeUpdate"];
+const CPU_UNHONOURED: &[&str] = &["burst", "realtimeRuntime", "realtimePeriod", "idle"];
+const SECCOMP_UNHONOURED: &[&str] = &["flags", "listenerPath", "listenerMetadata"];
+
+/// `ociVersion`: a SemVer 2.0 version of the runtime spec's major version 1 (`1.0.2-dev`, `1.1.0`).
+fn check_version(v: &Value) -> Result<(), Error> {
+    let bad = |why: &str| invalid("ociVersion", why.to_string());
+    let Some(ver) = v["ociVersion"].as_str() else {
+        return Err(bad("missing or not a string (the runtime spec requires it)"));
+    };
+    let core = ver.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    let numeric =
+        |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p.len() == 1 || !p.starts_with('0'));
+    if parts.len() != 3 || !parts.iter().all(numeric) {
+        return Err(bad(&format!("{ver:?} is not a SemVer version (MAJOR.MINOR.PATCH)")));
+    }
+    if parts[0] != "1" {
+        return Err(bad(&format!("{ver:?}: this runtime implements runtime spec 1.x")));
+    }
+    Ok(())
+}
+
+fn check_raw(v: &Value, ignored: &mut Vec<String>) -> Result<(), Error> {
+    check_version(v)?;
     check_keys(
         v,
         "",
         &["ociVersion", "process", "root", "hostname", "domainname", "mounts", "linux", "annotations", "hooks"],
+        TOP_UNHONOURED,
+        ignored,
     )?;
     check_keys(
         &v["process"],
@@ -66,8 +112,16 @@ fn check_raw(v: &Value) -> Result<(), Error> {
             "oomScoreAdj",
             "selinuxLabel",
         ],
+        PROCESS_UNHONOURED,
+        ignored,
     )?;
-    check_keys(&v["process"]["user"], "process.user.", &["uid", "gid", "umask", "additionalGids"])?;
+    check_keys(
+        &v["process"]["user"],
+        "process.user.",
+        &["uid", "gid", "umask", "additionalGids"],
+        &["username"],
+        ignored,
+    )?;
     check_keys(
         &v["linux"],
         "linux.",
@@ -85,8 +139,16 @@ fn check_raw(v: &Value) -> Result<(), Error> {
             "readonlyPaths",
             "mountLabel",
         ],
+        LINUX_UNHONOURED,
+        ignored,
     )?;
-    check_keys(&v["linux"]["resources"], "linux.resources.", &["devices", "memory", "cpu", "pids", "blockIO"])?;
+    check_keys(
+        &v["linux"]["resources"],
+        "linux.resources.",
+        &["devices", "memory", "cpu", "pids", "blockIO"],
+        RESOURCES_UNHONOURED,
+        ignored,
+    )?;
     // Docker always sends `blockIO: {"weight": 0}`: zero means unset; anything else is not
     // honoured here.
     if let Some(b) = v["linux"]["resources"]["blockIO"].as_object() {
@@ -101,19 +163,31 @@ fn check_raw(v: &Value) -> Result<(), Error> {
         &v["linux"]["resources"]["memory"],
         "linux.resources.memory.",
         &["limit", "swap", "reservation", "disableOOMKiller"],
+        MEMORY_UNHONOURED,
+        ignored,
     )?;
     check_keys(
         &v["linux"]["resources"]["cpu"],
         "linux.resources.cpu.",
         &["shares", "quota", "period", "cpus", "mems"],
+        CPU_UNHONOURED,
+        ignored,
     )?;
     check_keys(
         &v["linux"]["seccomp"],
         "linux.seccomp.",
         &["defaultAction", "defaultErrnoRet", "architectures", "syscalls"],
+        SECCOMP_UNHONOURED,
+        ignored,
     )?;
     for m in v["mounts"].as_array().into_iter().flatten() {
-        check_keys(m, "mounts[].", &["destination", "type", "source", "options"])?;
+        check_keys(
+            m,
+            "mounts[].",
+            &["destination", "type", "source", "options"],
+            &["uidMappings", "gidMappings"],
+            ignored,
+        )?;
     }
     Ok(())
 }
@@ -124,10 +198,13 @@ pub fn load(bundle: &Path, run_root: &Path) -> Result<Bundle, Error> {
     let text = std::fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
     let raw: Value =
         serde_json::from_slice(&text).map_err(|e| Error::Json { path: path.clone(), reason: e.to_string() })?;
-    check_raw(&raw)?;
+    let mut ignored = Vec::new();
+    check_raw(&raw, &mut ignored)?;
     let spec: Spec =
         serde_json::from_value(raw).map_err(|e| Error::Json { path: path.clone(), reason: e.to_string() })?;
-    convert(&spec, bundle, run_root)
+    let mut b = convert(&spec, bundle, run_root)?;
+    b.ignored = ignored;
+    Ok(b)
 }
 
 pub(crate) fn lsm_enabled(name: &str) -> bool {
@@ -369,8 +446,13 @@ pub fn convert(spec: &Spec, bundle: &Path, run_root: &Path) -> Result<Bundle, Er
     // network, and nothing else about it changes (caps, seccomp, masks stay as the spec says).
     cfg.net = if cfg.has(Namespace::Net) { NetMode::Loopback } else { NetMode::Host };
     cfg.host_net_allowed = true;
-    if !cfg.hostname.is_empty() && !cfg.has(Namespace::Uts) {
-        return Err(invalid("hostname", "needs a new uts namespace"));
+    // A hostname changes the container's own uts namespace: a new one, or one it joins by path
+    // (as with runc); never the runtime's.
+    if !cfg.hostname.is_empty()
+        && !cfg.has(Namespace::Uts)
+        && !cfg.join_namespaces.iter().any(|(k, _)| *k == Namespace::Uts)
+    {
+        return Err(invalid("hostname", "needs a uts namespace (new, or joined by path)"));
     }
     let id_map = |v: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<IdMap> {
         v.iter()
@@ -439,7 +521,7 @@ pub fn convert(spec: &Spec, bundle: &Path, run_root: &Path) -> Result<Bundle, Er
         cfg.resources = resources(r, &cfg)?;
     }
     let annotations = spec.annotations().clone().unwrap_or_default().into_iter().collect();
-    Ok(Bundle { config: cfg, hooks: spec.hooks().clone().unwrap_or_default(), annotations })
+    Ok(Bundle { config: cfg, hooks: spec.hooks().clone().unwrap_or_default(), annotations, ignored: Vec::new() })
 }
 
 /// Device nodes the runtime itself makes (and allows after the bundle's rules, as runc
