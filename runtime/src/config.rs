@@ -217,6 +217,9 @@ pub struct ContainerConfig {
     /// The cgroup to use (OCI `cgroupsPath`): relative to the runtime's own cgroup, or
     /// absolute from the hierarchy root. Default: `cvbench-<pid>-<id>`.
     pub cgroups_path: Option<PathBuf>,
+    /// Without `cgroups_path`: the default cgroup goes below this one (a relative name that
+    /// exists), e.g. a harness's cgroup holding several containers.
+    pub cgroup_parent: Option<String>,
     pub devices: Vec<DeviceNode>,
     pub cgroup: CgroupChoice,
     /// OCI `process.terminal`: stdio is a pseudo-terminal (the caller passes its slave side)
@@ -264,6 +267,7 @@ impl Default for ContainerConfig {
             join_namespaces: Vec::new(),
             host_net_allowed: false,
             cgroups_path: None,
+            cgroup_parent: None,
             devices: Vec::new(),
             cgroup: CgroupChoice::Auto,
             terminal: false,

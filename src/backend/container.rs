@@ -82,6 +82,7 @@ fn config(spec: &LaunchSpec, opts: &BackendOptions, args: Vec<String>) -> Result
             pids_max: opts.pids_limit,
             ..Default::default()
         },
+        cgroup_parent: opts.cgroup_parent.clone(),
         ..Default::default()
     };
     if let Some(list) = &opts.namespaces {

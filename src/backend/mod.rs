@@ -90,6 +90,11 @@ pub struct BackendOptions {
     pub vcpus: Option<u8>,
     /// microvm-bare: run the VMM without its jail (`--no-jail`; for the jail-cost benchmark).
     pub vmm_no_jail: bool,
+    /// Processes the harness spawns for the instance join these `cgroup.procs` files before
+    /// exec (the density unit's parent cgroup).
+    pub join_cgroup_procs: Vec<std::path::PathBuf>,
+    /// Containers of our runtime: create the container's cgroup below this one (relative name).
+    pub cgroup_parent: Option<String>,
 }
 
 /// What to run: one workload subcommand with its arguments.

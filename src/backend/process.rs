@@ -36,6 +36,44 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Files opened before fork, written between fork and exec: the child joins the parent before
+/// it runs anything, so everything it maps from exec on is charged there (the density unit's parent cgroup).
+pub struct Joiner {
+    fds: Vec<OwnedFd>,
+}
+
+impl Joiner {
+    pub fn open(files: &[std::path::PathBuf]) -> std::io::Result<Joiner> {
+        let fds = files
+            .iter()
+            .map(|p| {
+                std::fs::OpenOptions::new().write(true).open(p).map(OwnedFd::from).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("opening {} to join a cgroup: {e}", p.display()))
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Joiner { fds })
+    }
+
+    /// Make `cmd`'s child join before exec; the command must not outlive `self`.
+    pub fn apply(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let raw: Vec<i32> = self.fds.iter().map(AsRawFd::as_raw_fd).collect();
+        // SAFETY: the closure only calls write(2) on descriptors that stay open until the spawn
+        // returns (owned by `self`); it allocates nothing, as required between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &raw {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
 impl ChildProcess {
     /// Spawn `cmd` with the spec's stdout/stderr and, if asked, a stdin pipe.
     pub fn spawn(backend: &'static str, mut cmd: Command, spec: LaunchSpec) -> Result<ChildProcess, BackendError> {
@@ -47,7 +85,16 @@ impl ChildProcess {
         cmd.stdin(if spec.stdin_pipe { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::from(spec.stdout))
             .stderr(Stdio::from(spec.stderr));
+        // Kept open until the spawn has returned: the child writes to it before exec.
+        let joiner = if spec.options.join_cgroup_procs.is_empty() {
+            None
+        } else {
+            let j = Joiner::open(&spec.options.join_cgroup_procs).map_err(launch_err)?;
+            j.apply(&mut cmd);
+            Some(j)
+        };
         let mut child = cmd.spawn().map_err(launch_err)?;
+        drop(joiner);
         let pid = child.id() as i32;
         let stdin = child.stdin.take();
         // `Child` is dropped without waiting: reaping is the waiter thread's job.

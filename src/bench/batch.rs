@@ -1,11 +1,13 @@
 //! Units that start several instances at once: startup-parallel (N launches
-//! released by one barrier) and density (N idle instances up together, host
-//! memory growth from `/proc/meminfo` MemAvailable and from summed PSS).
+//! released by one barrier) and density (N idle instances up together: the
+//! growth of a parent cgroup's memory charge holding them all, summed PSS, and
+//! host-wide MemAvailable as a check).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use super::parent_cgroup::{self, ParentCgroup, Placement};
 use crate::backend::Backend;
 use crate::record::RunRecord;
 use crate::runner::{self, RunRequest};
@@ -91,16 +93,44 @@ pub fn median_in_window(samples: &[(Instant, u64)], from: Instant, to: Instant) 
 
 /// density: N idle instances up together. Instance 0's record carries the
 /// unit's figures (`density_*`); if the instances were never all up at the
-/// same time, it carries an error instead.
+/// same time, it carries an error instead. Where the harness can place every
+/// instance in one parent cgroup (see [`parent_cgroup::placement`]), the growth
+/// of that cgroup's memory charge per instance is the unit's main figure.
 pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord> {
-    let samples = Arc::new(Mutex::new(Vec::<(Instant, u64)>::new()));
+    let mut req = req.clone();
+    let mut cg_note = None;
+    let parent = match parent_cgroup::placement(backend.name()) {
+        None => {
+            cg_note = Some(format!(
+                "density: {} places its containers' cgroups itself; no parent-cgroup memory, PSS only",
+                backend.name()
+            ));
+            None
+        }
+        Some(place) => match ParentCgroup::create() {
+            Ok(p) => {
+                match place {
+                    Placement::Spawned => req.options.join_cgroup_procs = p.procs_files(),
+                    Placement::Below => req.options.cgroup_parent = Some(p.name().to_string()),
+                }
+                Some(p)
+            }
+            Err(e) => {
+                cg_note = Some(format!("density: no parent cgroup ({}); PSS only", runner::chain(&e)));
+                None
+            }
+        },
+    };
+    let cg_file = parent.as_ref().and_then(ParentCgroup::memory_file);
+    let samples = Arc::new(Mutex::new(Vec::<(Instant, u64, Option<u64>)>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (samples, stop) = (samples.clone(), stop.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
+                let cg = cg_file.as_deref().and_then(parent_cgroup::read_bytes);
                 if let (Some(v), Ok(mut s)) = (mem_available(), samples.lock()) {
-                    s.push((Instant::now(), v));
+                    s.push((Instant::now(), v, cg));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -109,11 +139,16 @@ pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord
     // A baseline over a quiet 200 ms before the launches.
     std::thread::sleep(Duration::from_millis(200));
     let before = Instant::now();
-    let (t0, out) = launch_n(backend, req, n);
+    let (t0, out) = launch_n(backend, &req, n);
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
+    // Every instance has ended: the parent cgroup is empty and goes now.
+    drop(parent);
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
-    let baseline = median_in_window(&samples, before - Duration::from_millis(250), before);
+    let host: Vec<(Instant, u64)> = samples.iter().map(|&(t, v, _)| (t, v)).collect();
+    let cg: Vec<(Instant, u64)> = samples.iter().filter_map(|&(t, _, c)| Some((t, c? / 1024))).collect();
+    let baseline = median_in_window(&host, before - Duration::from_millis(250), before);
+    let cg_baseline = median_in_window(&cg, before - Duration::from_millis(250), before);
 
     let all_ready = out.iter().all(|l| l.rec.error.is_none());
     let last_ready = out.iter().filter_map(ready_at).max();
@@ -125,6 +160,7 @@ pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord
     };
     let nf = f64::from(n);
     first.extra.insert("density_n".into(), nf);
+    first.notes.extend(cg_note);
     if let Some(t) = last_ready {
         first.extra.insert("density_launch_all_ns".into(), t.duration_since(t0).as_nanos() as f64);
     }
@@ -146,7 +182,12 @@ pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord
         ));
         return recs;
     }
-    match (baseline, median_in_window(&samples, up, close)) {
+    if let (Some(base), Some(during)) = (cg_baseline, median_in_window(&cg, up, close)) {
+        let growth = during - base;
+        first.extra.insert("density_cgroup_growth_kib".into(), growth);
+        first.extra.insert("density_cgroup_per_instance_kib".into(), growth / nf);
+    }
+    match (baseline, median_in_window(&host, up, close)) {
         (Some(base), Some(during)) => {
             let growth = base - during;
             first.extra.insert("density_memavail_growth_kib".into(), growth);

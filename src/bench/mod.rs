@@ -10,6 +10,7 @@ pub mod cold_start;
 pub mod design;
 pub mod image_ctx;
 pub mod image_depth;
+pub mod parent_cgroup;
 pub mod plan;
 pub mod surface;
 

@@ -118,7 +118,7 @@ impl TryFrom<&RunArgs> for RunRequest {
             image: a.image.clone(),
             guest_mem_mib: a.guest_mem_mib,
             vcpus: None,
-            vmm_no_jail: false,
+            ..Default::default()
         };
         Ok(r)
     }

@@ -60,6 +60,7 @@ pub const HEADLINES: &[Headline] = &[
     h("startup-parallel", "extra.batch_last_ready_ns", "all N READY", Unit::NsAsMs),
     h("footprint", "footprint.pss_kib", "idle PSS", Unit::KibAsMib),
     h("footprint", "footprint.rss_kib", "idle RSS", Unit::KibAsMib),
+    h("density", "extra.density_cgroup_per_instance_kib", "parent-cgroup memory per instance", Unit::KibAsMib),
     h("density", "extra.density_pss_per_instance_kib", "PSS per instance", Unit::KibAsMib),
     h("density", "extra.density_launch_all_ns", "time to launch N", Unit::NsAsMs),
     h("cpu", "workload.sha256_mib_per_s", "SHA-256", Unit::Raw("MiB/s")),

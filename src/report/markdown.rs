@@ -482,7 +482,10 @@ pub fn render(set: &ResultSet, a: &Aggregate, figs: &Figures) -> String {
             if cgroup {
                 "Per-instance memory is the growth of a parent cgroup's `memory.current` (v2) or \
                  `memory.usage_in_bytes` (v1) holding every instance (it counts kernel memory: page tables, slab, \
-                 network namespaces, KVM), beside the summed PSS of the instances' host processes."
+                 network namespaces, KVM), beside the summed PSS of the instances' host processes. The harness \
+                 puts native processes, the VMMs and QEMU in that cgroup before they exec, and our runtime \
+                 nests its containers' cgroups below it; runc, crun and Docker place their containers' cgroups \
+                 themselves, so for them only the summed PSS is shown."
             } else {
                 "Per-instance memory is the summed PSS of the instances' host processes; this result set has no \
                  parent-cgroup figure, so kernel memory (page tables, slab, network namespaces, KVM) is not counted."

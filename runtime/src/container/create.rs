@@ -175,9 +175,10 @@ impl Container {
         c.phase("prepare", t0);
 
         let t = now_ns();
-        let cg_name = match &cfg.cgroups_path {
-            Some(p) => p.to_string_lossy().into_owned(),
-            None => host_name.clone(),
+        let cg_name = match (&cfg.cgroups_path, &cfg.cgroup_parent) {
+            (Some(p), _) => p.to_string_lossy().into_owned(),
+            (None, Some(parent)) => format!("{}/{host_name}", parent.trim_end_matches('/')),
+            (None, None) => host_name.clone(),
         };
         let mut cg = cgroups::manager(&cfg.cgroup, &cg_name)?;
         let created = cg.create(&cfg.resources);

@@ -1,0 +1,158 @@
+//! The density unit's parent cgroup: one cgroup (v2) or one set of per-controller cgroups
+//! (v1) that holds every instance of the unit, so the kernel's own charge for them
+//! (`memory.current` on v2, `memory.usage_in_bytes` on v1: user pages, page tables, slab,
+//! network namespaces, KVM's allocations) is read in one place.
+//!
+//! How an instance gets in depends on who makes its processes: a process the harness spawns
+//! (native, the VMMs, QEMU) writes "0" to the parent's `cgroup.procs` files between fork and
+//! exec; a container of our runtime gets its own cgroup *under* the parent. runc, crun and
+//! Docker place their containers' cgroups themselves, so they are not measured this way.
+
+use std::path::{Path, PathBuf};
+
+use cvbench_runtime::cgroups::{self, CgroupManager};
+use cvbench_runtime::config::CgroupChoice;
+use cvbench_runtime::config::Resources;
+
+/// Errors of the parent cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the density unit's parent cgroup")]
+    Cgroup(#[from] cgroups::Error),
+}
+
+/// How an instance of a backend joins the parent cgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The harness spawns the instance's process: it joins between fork and exec.
+    Spawned,
+    /// Our runtime creates the container's cgroup below the parent.
+    Below,
+}
+
+/// Where `backend`'s instances can be put, or `None` (runc, crun, Docker: their runtime picks
+/// the container's cgroup).
+pub fn placement(backend: &str) -> Option<Placement> {
+    match backend {
+        "native" | "microvm" | "microvm-bare" | "qemu" => Some(Placement::Spawned),
+        "container" => Some(Placement::Below),
+        _ => None,
+    }
+}
+
+/// A parent cgroup, removed on drop (its instances must be gone by then).
+pub struct ParentCgroup {
+    name: String,
+    mgr: Box<dyn CgroupManager>,
+}
+
+impl ParentCgroup {
+    /// Create `cvbench-<pid>-density` where the runtime creates container cgroups (the name
+    /// carries the owner's pid, so `gc` removes it after a crash).
+    pub fn create() -> Result<ParentCgroup, Error> {
+        let name = format!("cvbench-{}-density", std::process::id());
+        let mut mgr = cgroups::manager(&CgroupChoice::Auto, &name)?;
+        mgr.create(&Resources::default())?;
+        Ok(ParentCgroup { name, mgr })
+    }
+
+    /// The cgroup name (relative) a container of our runtime nests its own under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The `cgroup.procs` files a spawned process writes "0" to.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.mgr.paths().iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// The file with what the kernel charges to the parent and everything below it, bytes
+    /// (v2 `memory.current`, v1 `memory.usage_in_bytes`: hierarchical on every kernel since 6.0).
+    pub fn memory_file(&self) -> Option<PathBuf> {
+        let dirs = self.mgr.paths();
+        if self.mgr.version() == "v2" {
+            return dirs.first().map(|d| d.join("memory.current"));
+        }
+        dirs.iter().map(|d| d.join("memory.usage_in_bytes")).find(|f| f.exists())
+    }
+
+    /// The current charge, bytes.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        read_bytes(&self.memory_file()?)
+    }
+}
+
+impl Drop for ParentCgroup {
+    fn drop(&mut self) {
+        let _ = self.mgr.remove();
+        // On v1 a container's cgroup below the parent may have created the parent in more
+        // hierarchies than the four made here (devices, cpu): remove those too (empty by now).
+        if self.mgr.version() == "v1" {
+            for d in v1_dirs(Path::new("/sys/fs/cgroup"), &self.name) {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+/// A cgroup memory file's value.
+pub fn read_bytes(file: &Path) -> Option<u64> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// The parent's directory in every v1 hierarchy under `root`, below this process's own cgroup
+/// there (as the runtime places it).
+fn v1_dirs(root: &Path, name: &str) -> Vec<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own = cgroups::parse_proc_cgroup(&own);
+    let v1 = cgroups::v1::V1::new(root, &own, name);
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| v1.dir_for(&e.file_name().to_string_lossy()))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_backends_the_harness_places_are_measured() {
+        assert_eq!(placement("native"), Some(Placement::Spawned));
+        assert_eq!(placement("microvm-bare"), Some(Placement::Spawned));
+        assert_eq!(placement("container"), Some(Placement::Below));
+        for b in ["runc", "crun", "docker", "docker-cvbench", "cvbench-runtime"] {
+            assert_eq!(placement(b), None, "{b}");
+        }
+    }
+
+    #[test]
+    fn a_spawned_child_is_charged_to_the_parent() {
+        if !nix::unistd::Uid::effective().is_root() {
+            println!("SKIPPED: [root] parent cgroup: creating a cgroup needs root");
+            return;
+        }
+        let p = ParentCgroup::create().expect("create the parent cgroup");
+        let before = p.memory_bytes().expect("memory usage");
+        let j = crate::backend::process::Joiner::open(&p.procs_files()).expect("open cgroup.procs");
+        // A child that touches 32 MiB and waits: its pages are charged to the parent.
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "x=$(head -c 33554432 /dev/zero | tr '\\0' a); echo up; read _"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        j.apply(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let during = p.memory_bytes().expect("memory usage");
+        let procs = std::fs::read_to_string(&p.procs_files()[0]).unwrap();
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        assert!(procs.lines().any(|l| l.trim() == child.id().to_string()), "{procs}");
+        assert!(during >= before + (32 << 20), "before {before} during {during}");
+    }
+}
