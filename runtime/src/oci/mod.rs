@@ -257,10 +257,18 @@ fn read_gate(fifo: &Path, st: &State) -> std::io::Result<Vec<u8>> {
             }
             continue;
         }
-        if !out.is_empty() || !st.process_alive() {
+        if !out.is_empty() || !st.process_alive() || zombie(st.pid) {
             return Ok(out);
         }
     }
+}
+
+/// Whether `pid` has exited and waits to be reaped (it can no longer open the FIFO).
+fn zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').and_then(|i| s.get(i + 2..i + 3)).map(|c| c == "Z"))
+        .unwrap_or(false)
 }
 
 /// OCI `state` as JSON.
@@ -410,6 +418,20 @@ mod tests {
         let cfg = bundle(&joined).1.unwrap().config;
         assert_eq!(cfg.hostname, "h");
         assert!(!cfg.has(Namespace::Uts), "joined, not new");
+    }
+
+    #[test]
+    fn an_unreaped_child_reads_as_a_zombie() {
+        assert!(!zombie(std::process::id() as i32));
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !zombie(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(zombie(pid), "an exited, unreaped child is a zombie");
+        child.wait().expect("reap");
+        assert!(!zombie(pid), "reaped: gone");
     }
 
     #[test]
