@@ -90,8 +90,8 @@ pub struct BackendOptions {
     pub vcpus: Option<u8>,
     /// microvm-bare: run the VMM without its jail (`--no-jail`; for the jail-cost benchmark).
     pub vmm_no_jail: bool,
-    /// Processes the harness spawns for the instance join these `cgroup.procs` files before
-    /// exec (the density unit's parent cgroup).
+    /// Processes the harness spawns for the instance write "0" to these files before exec (v1
+    /// `tasks`, v2 `cgroup.procs` of the density unit's parent cgroup).
     pub join_cgroup_procs: Vec<std::path::PathBuf>,
     /// Containers of our runtime: create the container's cgroup below this one (relative name).
     pub cgroup_parent: Option<String>,

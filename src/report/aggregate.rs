@@ -62,7 +62,7 @@ pub const HEADLINES: &[Headline] = &[
     h("footprint", "footprint.rss_kib", "idle RSS", Unit::KibAsMib),
     h("density", "extra.density_cgroup_per_instance_kib", "parent-cgroup memory per instance", Unit::KibAsMib),
     h("density", "extra.density_pss_per_instance_kib", "PSS per instance", Unit::KibAsMib),
-    h("density", "extra.density_launch_all_ns", "time to launch N", Unit::NsAsMs),
+    h("density", "extra.density_launch_all_ns", "time to launch N into the parent cgroup", Unit::NsAsMs),
     h("cpu", "workload.sha256_mib_per_s", "SHA-256", Unit::Raw("MiB/s")),
     h("cpu", "workload.sieve_mnum_per_s", "sieve", Unit::Raw("Mnum/s")),
     h("cpu", "workload.matmul_gflops", "matmul", Unit::Raw("GFLOP/s")),

@@ -207,7 +207,7 @@ pub fn generate(set: &ResultSet, out: &Path) -> Result<Written, ReportError> {
             "density-launch",
             charts::lines(
                 &out.join("density-launch"),
-                "time until all N idle instances are READY (bars: 95% CI)",
+                "time until all N idle instances are READY, placed in the parent cgroup (bars: 95% CI)",
                 "N instances",
                 "ms",
                 &launch,
