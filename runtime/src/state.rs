@@ -149,11 +149,21 @@ impl State {
     }
 }
 
+/// Field `n` (1-based, as in proc(5); n >= 3) of /proc/PID/stat, read after the command name.
+fn proc_stat_field(pid: i32, n: usize) -> Option<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = s.get(s.rfind(')')? + 2..)?;
+    after.split_whitespace().nth(n.checked_sub(3)?).map(str::to_string)
+}
+
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
 pub fn proc_start_time(pid: i32) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &s[s.rfind(')')? + 2..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    proc_stat_field(pid, 22)?.parse().ok()
+}
+
+/// Whether `pid` has exited and waits to be reaped (state `Z`, field 3 of /proc/PID/stat).
+pub fn zombie(pid: i32) -> bool {
+    proc_stat_field(pid, 3).as_deref() == Some("Z")
 }
 
 /// Whether `pid` is alive and is the process that started at `start` (0: don't check).

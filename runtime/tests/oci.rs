@@ -28,6 +28,14 @@ fn bundle(dir: &Path, args: &[&str]) {
     fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
 }
 
+/// Change the bundle's config.json in place.
+fn edit_spec(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    f(&mut spec);
+    fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+}
+
 fn rt(run_root: &Path, args: &[&str]) -> std::process::Output {
     Command::new(BIN).arg("--run-root").arg(run_root).args(args).stdin(Stdio::null()).output().unwrap()
 }
@@ -48,20 +56,7 @@ fn oci_verbs_drive_a_bundle_like_runc() {
     let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
     bundle(b.path(), &["/bin/busybox", "sleep", "30"]);
     let id = format!("oci-{}", std::process::id());
-    // The container keeps `create`'s stdio (as with runc): give it files, not pipes a
-    // waiting reader would hang on.
-    let errlog = b.path().join("create.err");
-    let create = Command::new(BIN)
-        .arg("--run-root")
-        .arg(run_root.path())
-        .args(["create", &id, "--bundle"])
-        .arg(b.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&errlog).unwrap())
-        .status()
-        .unwrap();
-    assert!(create.success(), "{}", fs::read_to_string(&errlog).unwrap());
+    create(run_root.path(), b.path(), &id);
     assert_eq!(status(run_root.path(), &id), "created");
     let start = rt(run_root.path(), &["start", &id]);
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
@@ -113,9 +108,9 @@ fn oci_unsupported_field_is_a_clear_error() {
     let b = tempfile::tempdir().unwrap();
     let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
     bundle(b.path(), &["/bin/busybox", "true"]);
-    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(b.path().join("config.json")).unwrap()).unwrap();
-    spec["process"]["ioPriority"] = serde_json::json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
-    fs::write(b.path().join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    edit_spec(b.path(), |spec| {
+        spec["process"]["ioPriority"] = serde_json::json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+    });
     let out = Command::new(BIN)
         .arg("--run-root")
         .arg(run_root.path())
@@ -129,7 +124,8 @@ fn oci_unsupported_field_is_a_clear_error() {
     assert!(err.contains("unsupported field `process.ioPriority`"), "{err}");
 }
 
-/// `create` with `--bundle`, stdio on files (see above); panics with create's stderr on failure.
+/// `create` with `--bundle`; panics with create's stderr on failure. The container keeps
+/// `create`'s stdio (as with runc): it gets files, not pipes a waiting reader would hang on.
 fn create(run_root: &Path, bundle: &Path, id: &str) {
     let errlog = bundle.join("create.err");
     let ok = Command::new(BIN)
@@ -214,14 +210,14 @@ fn a_user_namespace_root_mapped_to_another_host_user_passes_the_start_gate() {
     for d in ["proc", "dev", "tmp", "sys"] {
         fs::create_dir(b.path().join("rootfs").join(d)).unwrap();
     }
-    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(b.path().join("config.json")).unwrap()).unwrap();
-    spec["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
-    // As in `runc spec`: /dev is a tmpfs the container's root owns.
-    spec["mounts"].as_array_mut().unwrap().push(serde_json::json!(
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}));
-    spec["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 2000}]);
-    spec["linux"]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 3000, "size": 2000}]);
-    fs::write(b.path().join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    edit_spec(b.path(), |spec| {
+        spec["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+        // As in `runc spec`: /dev is a tmpfs the container's root owns.
+        spec["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}));
+        spec["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 2000}]);
+        spec["linux"]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 3000, "size": 2000}]);
+    });
     let id = format!("oci-userns-{}", std::process::id());
     create(run_root.path(), b.path(), &id);
     let fifo = run_root.path().join("containers").join(&id).join("exec.fifo");

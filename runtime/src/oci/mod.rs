@@ -257,18 +257,10 @@ fn read_gate(fifo: &Path, st: &State) -> std::io::Result<Vec<u8>> {
             }
             continue;
         }
-        if !out.is_empty() || !st.process_alive() || zombie(st.pid) {
+        if !out.is_empty() || !st.process_alive() || crate::state::zombie(st.pid) {
             return Ok(out);
         }
     }
-}
-
-/// Whether `pid` has exited and waits to be reaped (it can no longer open the FIFO).
-fn zombie(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').and_then(|i| s.get(i + 2..i + 3)).map(|c| c == "Z"))
-        .unwrap_or(false)
 }
 
 /// OCI `state` as JSON.
@@ -422,6 +414,7 @@ mod tests {
 
     #[test]
     fn an_unreaped_child_reads_as_a_zombie() {
+        use crate::state::zombie;
         assert!(!zombie(std::process::id() as i32));
         let mut child = std::process::Command::new("true").spawn().expect("spawn true");
         let pid = child.id() as i32;
