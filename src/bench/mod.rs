@@ -13,6 +13,7 @@ pub mod image_depth;
 pub mod parent_cgroup;
 pub mod plan;
 pub mod surface;
+pub mod timeouts;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,7 +107,8 @@ pub fn placeholder(backend: &str, sc: &Scenario, env_id: &str, error: String) ->
 fn request(plan: &Plan, sc: &Scenario, env_id: &str, iteration: u32) -> RunRequest {
     let mut r = RunRequest::new(&sc.workload, sc.args.clone());
     r.pin_instance_cpu = plan.pin.map(|p| p.instance_cpu);
-    r.timeout = plan.run_timeout + sc.hold;
+    let (timeout, _) = plan.stretch.timeout(plan.run_timeout, sc.shape.instances());
+    r.timeout = timeout + sc.hold;
     r.hold = sc.hold;
     r.sample_footprint = sc.sample_footprint;
     r.env_id = env_id.to_string();
@@ -206,6 +208,12 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                     }
                     std::thread::sleep(plan.spacing);
                     continue;
+                }
+                if let (_, Some(why)) = plan.stretch.timeout(plan.run_timeout, sc.shape.instances()) {
+                    // Said on every record of the unit: a timeout failure there names the host.
+                    for r in &mut recs {
+                        r.notes.push(why.clone());
+                    }
                 }
                 for r in &mut recs {
                     r.extra.insert("quiet_wait_ms".into(), quiet.waited.as_secs_f64() * 1e3);

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+use super::timeouts::Stretch;
 use crate::record::{Design, Pinning};
 
 /// How many instances a unit of a scenario starts and how.
@@ -26,6 +27,16 @@ pub enum Shape {
     ColdStart,
     /// Overlay cost of an image this many layers deep (bench/image_depth.rs).
     ImageDepth { layers: u32 },
+}
+
+impl Shape {
+    /// How many instances one unit runs at once.
+    pub fn instances(self) -> u32 {
+        match self {
+            Shape::Parallel { n } | Shape::Density { n } => n,
+            _ => 1,
+        }
+    }
 }
 
 /// Families the quick matrix runs only when `--workloads` names them: they need the private
@@ -108,6 +119,9 @@ pub struct Plan {
     pub quiet_max_wait: Duration,
     /// Harness and instance CPUs, when pinned.
     pub pin: Option<Pinning>,
+    /// What stretches `run_timeout` here (instances per CPU, an emulated CPU's slowdown).
+    #[serde(default)]
+    pub stretch: Stretch,
 }
 
 /// Full-profile throughput scenarios are sized so one sample's timed region
@@ -259,6 +273,7 @@ impl Plan {
             // is a one-minute mean: waiting longer barely moves it).
             quiet_max_wait: Duration::from_millis(if q { 100 } else { 250 }),
             pin: None,
+            stretch: Stretch::default(),
         })
     }
 

@@ -5,6 +5,7 @@
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -93,6 +94,9 @@ struct Progress {
     write_error: Option<String>,
     /// Finished cells: (scenario, backend, ok, failed, not run).
     cells: Vec<(String, String, u32, u32, u32)>,
+    /// The first error of each cell under way (backend, scenario), printed under its line when
+    /// it is done (the backends of a scenario run interleaved).
+    cell_errors: HashMap<(String, String), String>,
 }
 
 impl Observer for Progress {
@@ -102,8 +106,11 @@ impl Observer for Progress {
     }
     fn records(&mut self, recs: &[RunRecord]) {
         for r in recs {
-            if r.error.is_some() {
+            if let Some(e) = &r.error {
                 self.failed += 1;
+                self.cell_errors
+                    .entry((r.backend.clone(), r.scenario.clone()))
+                    .or_insert_with(|| e.lines().next().unwrap_or_default().to_string());
             }
             if let Err(e) = self.sink.append(r) {
                 self.write_error.get_or_insert(format!("{e:#}"));
@@ -123,7 +130,11 @@ impl Observer for Progress {
             (0, 0, _) => "not run".to_string(),
             _ => format!("{failed} failed, {not_run} not run"),
         };
-        let line = format!("  {scenario:<20} {backend:<13} {ok}/{} {status}", ok + failed + not_run);
+        let mut line = format!("  {scenario:<20} {backend:<13} {ok}/{} {status}", ok + failed + not_run);
+        let first_error = self.cell_errors.remove(&(backend.to_string(), scenario.to_string()));
+        if let Some(e) = first_error.filter(|_| failed > 0) {
+            line.push_str(&format!("\n      first error: {e}"));
+        }
         if self.bar.is_hidden() {
             eprintln!("{line}");
         } else {
@@ -145,6 +156,13 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
             Some(design::default_pinning(&design::allowed_cpus()).context("--pin on needs at least two usable CPUs")?)
         }
     };
+    plan.stretch = bench::timeouts::Stretch::for_host(&cvbench::hostkind::host_cpu());
+    if plan.stretch.emulator_slowdown > 1.0 {
+        eprintln!(
+            "cvbench bench: emulated CPU, measured {:.1}x slower than the reference machine: every timeout is {:.1}x longer",
+            plan.stretch.emulator_slowdown, plan.stretch.emulator_slowdown
+        );
+    }
     let mut manifest = Manifest::collect_for_bench();
     manifest.design = Some(plan.design(&names));
     bench::cold_start::DROP_CACHES.store(a.drop_caches, Ordering::Relaxed);
@@ -168,7 +186,15 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    let mut obs = Progress { bar, sink, failed: 0, in_unit: false, write_error: None, cells: Vec::new() };
+    let mut obs = Progress {
+        bar,
+        sink,
+        failed: 0,
+        in_unit: false,
+        write_error: None,
+        cells: Vec::new(),
+        cell_errors: HashMap::new(),
+    };
     bench::run(&plan, &slots, &env_id, &mut obs, cvbench_signals::flag());
     obs.bar.finish_with_message("done");
     drop(slots); // backends with daemons stop them here

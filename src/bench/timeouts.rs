@@ -1,0 +1,137 @@
+//! How long an instance may run before the harness kills it: the plan's base timeout, stretched
+//! when N instances of a unit share this host's CPUs and, on an emulated CPU (the test host), by
+//! the emulator's slowdown measured at the start of the run. A timeout is a bound, never a
+//! figure: a record given more than the base says how much and why in a note, so a timeout
+//! failure there names the host instead of passing for a bug.
+
+use serde::{Deserialize, Serialize};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use crate::hostkind::HostCpu;
+
+/// The calibration loop's iterations: a few ms on the reference machine.
+const CALIBRATION_ITERATIONS: u64 = 1_000_000;
+
+/// The calibration loop's time on the machine cvbench is developed on (Debian 12 on 2 vCPUs of a
+/// KVM guest), in ns, per build profile: measured with
+/// `cargo test --lib bench::timeouts::tests::calibration_time -- --ignored --nocapture` (debug)
+/// and the same with `--release`, the minimum of 5 runs each.
+const REFERENCE_NS: u64 = if cfg!(debug_assertions) { 8_600_000 } else { 1_620_000 };
+
+/// The emulator's slowdown is bounded: beyond this a run is hopeless anyway.
+const MAX_SLOWDOWN: f64 = 100.0;
+
+/// What stretches the base timeout on this host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stretch {
+    /// The calibration loop's time here over the reference machine's, on an emulated CPU; 1 elsewhere.
+    pub emulator_slowdown: f64,
+    /// CPUs the instances of one unit share.
+    pub cpus: u32,
+}
+
+impl Default for Stretch {
+    fn default() -> Stretch {
+        Stretch { emulator_slowdown: 1.0, cpus: 1 }
+    }
+}
+
+impl Stretch {
+    /// This host's stretch: the emulator's slowdown is measured only on an emulated CPU.
+    pub fn for_host(cpu: &HostCpu) -> Stretch {
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+        let emulator_slowdown = if cpu.emulated { measured_slowdown() } else { 1.0 };
+        Stretch { emulator_slowdown, cpus }
+    }
+
+    /// The timeout for one of `instances` instances started together, and the note a record
+    /// carries when it is more than `base`.
+    pub fn timeout(&self, base: Duration, instances: u32) -> (Duration, Option<String>) {
+        let share = instances.div_ceil(self.cpus.max(1)).max(1);
+        let slow = self.emulator_slowdown.clamp(1.0, MAX_SLOWDOWN);
+        let t = base.mul_f64(slow) * share;
+        if t == base {
+            return (t, None);
+        }
+        let mut why = Vec::new();
+        if share > 1 {
+            why.push(format!("x{share} for {instances} instances on {} CPUs", self.cpus));
+        }
+        if slow > 1.0 {
+            why.push(format!(
+                "x{slow:.1} for this emulated CPU (a calibration loop's time against the reference machine's)"
+            ));
+        }
+        let note =
+            format!("timeout: {:.0} s instead of {:.0} s ({})", t.as_secs_f64(), base.as_secs_f64(), why.join(", "));
+        (t, Some(note))
+    }
+}
+
+/// The calibration loop: integer work the optimiser cannot remove.
+fn calibration_time() -> Duration {
+    let t0 = Instant::now();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..CALIBRATION_ITERATIONS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x = black_box(x);
+    }
+    black_box(x);
+    t0.elapsed()
+}
+
+/// The fastest of five calibration loops, over the reference machine's.
+fn measured_slowdown() -> f64 {
+    let best = (0..5).map(|_| calibration_time()).min().unwrap_or_default();
+    (best.as_nanos() as f64 / REFERENCE_NS as f64).clamp(1.0, MAX_SLOWDOWN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_instance_on_a_real_cpu_keeps_the_base() {
+        let s = Stretch { emulator_slowdown: 1.0, cpus: 2 };
+        assert_eq!(s.timeout(Duration::from_secs(8), 1), (Duration::from_secs(8), None));
+        assert_eq!(s.timeout(Duration::from_secs(8), 2), (Duration::from_secs(8), None));
+    }
+
+    #[test]
+    fn instances_beyond_the_cpus_stretch_it_and_say_so() {
+        let s = Stretch { emulator_slowdown: 1.0, cpus: 2 };
+        let (t, note) = s.timeout(Duration::from_secs(8), 10);
+        assert_eq!(t, Duration::from_secs(40));
+        let note = note.expect("a stretched timeout is noted");
+        assert!(note.contains("x5 for 10 instances on 2 CPUs"), "{note}");
+    }
+
+    #[test]
+    fn an_emulated_cpu_stretches_it_by_its_slowdown_within_bounds() {
+        let s = Stretch { emulator_slowdown: 3.0, cpus: 2 };
+        let (t, note) = s.timeout(Duration::from_secs(8), 1);
+        assert_eq!(t, Duration::from_secs(24));
+        assert!(note.expect("noted").contains("x3.0 for this emulated CPU"));
+        let wild = Stretch { emulator_slowdown: 1e9, cpus: 2 };
+        assert_eq!(wild.timeout(Duration::from_secs(1), 1).0, Duration::from_secs(100));
+    }
+
+    #[test]
+    fn a_real_cpu_is_not_calibrated() {
+        let s = Stretch::for_host(&HostCpu { hypervisor: None, emulated: false });
+        assert_eq!(s.emulator_slowdown, 1.0);
+        assert!(s.cpus >= 1);
+    }
+
+    /// Prints the calibration loop's time, to set `REFERENCE_NS` (not a check).
+    #[test]
+    #[ignore = "measures this machine; run by hand to set REFERENCE_NS"]
+    fn calibration_time_here() {
+        let best = (0..5).map(|_| calibration_time()).min().unwrap_or_default();
+        println!("calibration loop: {} ns (min of 5)", best.as_nanos());
+    }
+}
