@@ -111,15 +111,13 @@ pub fn run_checks() -> Vec<Check> {
         "/dev/net/tun present (virtio-net tap devices)".into(),
         "/dev/net/tun missing: VM network workloads are skipped".into(),
     ));
-    v.push(match crate::backend::microvm::guest_kernel() {
-        Some(p) => check("guest kernel", true, false, p.display().to_string(), String::new()),
-        None => check(
-            "guest kernel",
-            false,
-            false,
-            String::new(),
-            "not built: run scripts/build-guest-kernel (about 5 minutes on 2 cores)".into(),
-        ),
+    let kernel = crate::backend::microvm::guest_kernel();
+    v.push(match (kernel.path(), kernel.missing()) {
+        (Some(p), _) => check("guest kernel", true, false, p.display().to_string(), String::new()),
+        (None, missing) => {
+            let (reason, fix) = missing.unwrap_or_default();
+            check("guest kernel", false, false, String::new(), format!("{reason} (fix: {fix})"))
+        }
     });
     for (name, ver) in env::peer_versions() {
         let name: &'static str = match name.as_str() {

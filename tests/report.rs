@@ -109,3 +109,78 @@ fn compare_reports_change_per_cell() {
     let row = md.lines().find(|l| l.starts_with("| startup-serial | noop launch→READY (ms) | crun |")).unwrap();
     assert!(row.contains("| 31.2 | 93.5 | +200% (worse) | **moved** |"), "{row}");
 }
+
+/// `cvbench report --compare <fixture> <fixture> [extra...]`, run in `cwd`.
+fn cvbench_compare(cwd: &Path, extra: &[&Path]) -> std::process::Output {
+    let fx = fixture();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cvbench"))
+        .current_dir(cwd)
+        .arg("report")
+        .arg("--compare")
+        .args([&fx, &fx])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cvbench report --compare failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The names in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn compare_without_out_prints_to_stdout_and_writes_nothing() {
+    let cwd = tempfile::tempdir().unwrap();
+    let o = cvbench_compare(cwd.path(), &[]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("| startup-serial | noop launch→READY (ms) | crun |"), "{stdout}");
+    assert!(entries(cwd.path()).is_empty(), "wrote {:?} without --out", entries(cwd.path()));
+}
+
+#[test]
+fn compare_out_dir_gets_compare_md_and_out_file_is_written_as_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stdout_md = String::from_utf8(cvbench_compare(tmp.path(), &[]).stdout).unwrap();
+    let existing = tmp.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    let new_dir = tmp.path().join("new/dir");
+    let file = tmp.path().join("elsewhere/cmp.md");
+
+    for (out, written) in
+        [(&existing, existing.join("COMPARE.md")), (&new_dir, new_dir.join("COMPARE.md")), (&file, file.clone())]
+    {
+        let o = cvbench_compare(tmp.path(), &[Path::new("--out"), out]);
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), stdout_md, "--out {}", out.display());
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("compare: {}", written.display()));
+    }
+    assert_eq!(entries(tmp.path()), ["elsewhere", "existing", "new"]);
+}
+
+#[test]
+fn compare_out_under_a_file_fails_naming_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blocker = tmp.path().join("plain-file");
+    std::fs::write(&blocker, "x").unwrap();
+    let fx = fixture();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_cvbench"))
+        .arg("report")
+        .arg("--compare")
+        .args([&fx, &fx])
+        .arg("--out")
+        .arg(blocker.join("sub"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&blocker.display().to_string()), "{err}");
+}

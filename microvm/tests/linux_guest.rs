@@ -33,13 +33,13 @@ fn skip_without_root_and_kvm() -> bool {
 }
 
 fn guest_kernel() -> PathBuf {
-    match kernel_cache::cached_kernel() {
-        Some(p) => p,
-        None => panic!(
-            "the guest kernel is not built (expected at {:?}); run {}",
-            kernel_cache::expected_path(),
-            kernel_cache::BUILD_COMMAND
-        ),
+    let k = kernel_cache::GuestKernel::probe();
+    match (k.path(), k.missing()) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, missing) => {
+            let (reason, fix) = missing.unwrap_or_default();
+            panic!("{reason}; fix: {fix}")
+        }
     }
 }
 

@@ -206,7 +206,7 @@ pub fn gc(state_dir: &Path, run_root: &Path) -> Vec<String> {
         for e in rd.flatten() {
             let owner: Option<i32> =
                 fs::read_to_string(e.path().join("owner")).ok().and_then(|s| s.trim().parse().ok());
-            if owner.map_or(true, |p| !alive(p, 0)) && fs::remove_dir_all(e.path()).is_ok() {
+            if owner.is_none_or(|p| !alive(p, 0)) && fs::remove_dir_all(e.path()).is_ok() {
                 out.push(format!("subnet claim {}", e.path().display()));
             }
         }

@@ -251,7 +251,7 @@ mod tests {
                         OFF_ARCH => AUDIT_ARCH_X86_64,
                         k => {
                             let n = ((k - OFF_ARGS) / 8) as usize;
-                            if (k - OFF_ARGS) % 8 == 0 {
+                            if (k - OFF_ARGS).is_multiple_of(8) {
                                 args[n] as u32
                             } else {
                                 (args[n] >> 32) as u32

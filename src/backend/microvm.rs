@@ -41,21 +41,18 @@ pub(crate) const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
 pub(crate) const PEER_PORT: u16 = 5201;
 const DISK_MIB: u64 = 512;
 
-/// The cached guest kernel, if `scripts/build-guest-kernel` has built it (for `cvbench doctor`).
-pub fn guest_kernel() -> Option<PathBuf> {
-    kernel_cache::cached_kernel()
+/// The guest kernel: built (its path), or what is missing and the command that fixes it.
+pub fn guest_kernel() -> kernel_cache::GuestKernel {
+    kernel_cache::GuestKernel::probe()
 }
 
 pub(crate) fn kernel() -> Result<PathBuf, String> {
-    guest_kernel().ok_or_else(|| {
-        format!(
-            "guest kernel not built (expected at {}); build it with {} (about 5 minutes on 2 cores)",
-            kernel_cache::expected_path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "~/.cache/cvbench/kernel/<key>/vmlinux".into()),
-            kernel_cache::BUILD_COMMAND
-        )
-    })
+    let k = guest_kernel();
+    if let Some(p) = k.path() {
+        return Ok(p.to_path_buf());
+    }
+    let (reason, fix) = k.missing().unwrap_or_default();
+    Err(format!("{reason}; fix: {fix}"))
 }
 
 fn vmm_binary() -> Result<PathBuf, String> {

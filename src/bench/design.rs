@@ -88,7 +88,7 @@ impl QuietGate {
         loop {
             let children = own_children(Path::new("/proc/self")).iter().filter(|p| !known.contains(p)).count();
             let load = loadavg1();
-            let calm = load.map_or(true, |l| l <= self.max_load);
+            let calm = load.is_none_or(|l| l <= self.max_load);
             let waited = t0.elapsed();
             let done =
                 (children == 0 && (calm || waited >= self.max_wait)) || waited >= self.max_wait * CHILDREN_WAIT_FACTOR;

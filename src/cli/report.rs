@@ -13,13 +13,30 @@ pub struct ReportArgs {
     /// Result directory (manifest.json + records.jsonl) written by `cvbench bench`.
     #[arg(long = "in", value_name = "DIR", required_unless_present = "compare")]
     pub input: Option<PathBuf>,
-    /// Where to write the report files.
-    #[arg(long, default_value = "reports")]
-    pub out: PathBuf,
-    /// Compare two result directories (A B) instead: prints the change per
-    /// cell and writes <out>/COMPARE.md.
+    /// Where to write: with --in, the report's directory (default: reports); with --compare, a
+    /// file, or a directory that gets COMPARE.md (default: stdout only, nothing written).
+    #[arg(long, value_name = "DIR|FILE")]
+    pub out: Option<PathBuf>,
+    /// Compare two result directories (A B) instead: the change per cell, printed on stdout
+    /// (or written to --out).
     #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with = "input")]
     pub compare: Option<Vec<PathBuf>>,
+}
+
+/// The report directory when `--in` is given without `--out`.
+const DEFAULT_REPORT_DIR: &str = "reports";
+/// The file name a comparison gets inside an `--out` directory.
+const COMPARE_FILE: &str = "COMPARE.md";
+
+/// Where `--compare --out <out>` writes: an existing directory gets COMPARE.md, and so does a
+/// new path without an `.md` extension (created as a directory); anything else is the file.
+fn compare_target(out: &Path) -> PathBuf {
+    let is_md = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("md"));
+    if out.is_dir() || (!out.exists() && !is_md) {
+        out.join(COMPARE_FILE)
+    } else {
+        out.to_path_buf()
+    }
 }
 
 fn load(dir: &Path) -> anyhow::Result<ResultSet> {
@@ -41,13 +58,20 @@ pub fn execute(a: ReportArgs) -> anyhow::Result<i32> {
     if let Some(pair) = &a.compare {
         let (sa, sb) = (load(&pair[0])?, load(&pair[1])?);
         let md = report::compare::render(&sa, &sb, &pair[0].display().to_string(), &pair[1].display().to_string());
-        std::fs::create_dir_all(&a.out).with_context(|| a.out.display().to_string())?;
-        let p = a.out.join("COMPARE.md");
-        std::fs::write(&p, &md).with_context(|| p.display().to_string())?;
-        print!("{md}");
+        let Some(out) = &a.out else {
+            // Nothing is written unless asked: the committed reports/COMPARE.md stays as it is.
+            print!("{md}");
+            return Ok(0);
+        };
+        let p = compare_target(out);
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&p, &md).with_context(|| format!("writing {}", p.display()))?;
+        println!("compare: {}", p.display());
         return Ok(0);
     }
     let input = a.input.as_deref().context("--in is required")?;
-    write_report(input, &a.out)?;
+    write_report(input, a.out.as_deref().unwrap_or(Path::new(DEFAULT_REPORT_DIR)))?;
     Ok(0)
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::backend;
 use crate::env::{self, KvmKind};
 use crate::paths;
+use cvbench_microvm::linux::kernel_cache::GuestKernel;
 
 /// Below this much free space under the state dir an image unpack or a disk
 /// workload fails half-way with ENOSPC; better to say so before starting.
@@ -52,7 +53,7 @@ pub struct Host {
     pub overlayfs: bool,
     pub workload_binary: bool,
     pub vmm_binary: bool,
-    pub guest_kernel: bool,
+    pub guest_kernel: GuestKernel,
     pub busybox: bool,
     /// Free MiB under the runtime's state dir (or its nearest existing parent).
     pub state_free_mib: Option<u64>,
@@ -70,7 +71,7 @@ impl Host {
             overlayfs: true,
             workload_binary: true,
             vmm_binary: true,
-            guest_kernel: true,
+            guest_kernel: GuestKernel::Built("/cache/vmlinux".into()),
             busybox: true,
             state_free_mib: Some(10_000),
             on_path: |_| true,
@@ -84,7 +85,7 @@ impl Host {
             overlayfs: env::overlayfs_available(),
             workload_binary: paths::workload_binary().is_ok(),
             vmm_binary: paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").is_ok(),
-            guest_kernel: backend::microvm::guest_kernel().is_some(),
+            guest_kernel: backend::microvm::guest_kernel(),
             busybox: Path::new("/bin/busybox").is_file(),
             state_free_mib: free_mib(Path::new(cvbench_runtime::DEFAULT_STATE_DIR)),
             on_path: backend::peers::on_path,
@@ -150,11 +151,8 @@ fn need_tool(cmd: &str, package: &str, h: &Host) -> Result<(), Blocker> {
 /// A Linux guest: kernel built, busybox for its init, and a KVM that runs
 /// guest user space (kvm_pvm does not: the run would only end at its timeout).
 fn need_linux_guest(backend: &str, h: &Host) -> Result<(), Blocker> {
-    if !h.guest_kernel {
-        return Err(Blocker::new(
-            "the guest kernel is not built (about 5 minutes on 2 cores, once)",
-            Some("scripts/build-guest-kernel"),
-        ));
+    if let Some((reason, fix)) = h.guest_kernel.missing() {
+        return Err(Blocker::new(reason, Some(fix)));
     }
     if !h.busybox {
         return Err(Blocker::new("/bin/busybox is missing (the guest's init)", Some("apt-get install busybox-static")));
@@ -249,6 +247,7 @@ pub fn verdicts(h: &Host) -> Vec<(&'static str, Result<(), Blocker>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cvbench_microvm::linux::kernel_cache::{self, KernelSource};
 
     fn nothing(_: &str) -> bool {
         false
@@ -292,8 +291,21 @@ mod tests {
 
     #[test]
     fn missing_kernel_says_to_build_it() {
-        let h = Host { guest_kernel: false, ..good_host() };
+        let source =
+            KernelSource { package: "linux-source-6.1".into(), tarball: "/usr/src/linux-source-6.1.tar.xz".into() };
+        let h = Host { guest_kernel: GuestKernel::NotBuilt { source, expected: "/c/vmlinux".into() }, ..good_host() };
         assert_eq!(verdict("microvm", &h).unwrap_err().fix.as_deref(), Some("scripts/build-guest-kernel"));
+    }
+
+    #[test]
+    fn missing_kernel_source_says_to_install_one_not_to_run_the_build_that_fails() {
+        let no_source = kernel_cache::Error::FindSource { dir: "/usr/src".into() };
+        let h = Host { guest_kernel: GuestKernel::Unbuildable(no_source), ..good_host() };
+        for backend in ["microvm", "qemu"] {
+            let b = verdict(backend, &h).unwrap_err();
+            assert!(b.reason.contains("no kernel source under /usr/src"), "{b}");
+            assert!(b.fix.as_deref().unwrap().starts_with("apt-get install linux-source-"), "{b}");
+        }
     }
 
     #[test]

@@ -29,13 +29,17 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
              host, but every time in it is far slower than on hardware and only the milestones' order and ratios carry meaning",
         );
     }
-    let kernel = crate::backend::microvm::guest_kernel();
+    let probed = crate::backend::microvm::guest_kernel();
+    let kernel = probed.path().map(std::path::Path::to_path_buf);
     ht.row([
         "guest kernel".to_string(),
-        kernel
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "not built (scripts/build-guest-kernel)".into()),
+        match (&kernel, probed.missing()) {
+            (Some(p), _) => p.display().to_string(),
+            (None, missing) => {
+                let (reason, fix) = missing.unwrap_or_default();
+                format!("{reason} (fix: {fix})")
+            }
+        },
     ]);
     r.tables.push(ht);
     if kvm == KvmKind::Absent {

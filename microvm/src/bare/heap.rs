@@ -43,7 +43,7 @@ impl Heap {
     /// misaligned. Freeing pages that are already free is harmless, as `munmap` allows.
     pub fn free(&mut self, addr: u64, len: u64) -> Option<(u64, u64)> {
         let len = len.checked_next_multiple_of(PAGE)?;
-        if addr % PAGE != 0 || len == 0 || addr < self.start || addr.checked_add(len)? > self.end {
+        if !addr.is_multiple_of(PAGE) || len == 0 || addr < self.start || addr.checked_add(len)? > self.end {
             return None;
         }
         let (mut lo, mut hi) = (addr, addr + len);

@@ -72,7 +72,7 @@ pub struct Layout {
 impl Layout {
     /// Plan `mem_size` bytes of guest memory around the program `elf`.
     pub fn plan(mem_size: u64, elf: &ElfImage) -> Result<Layout, LayoutError> {
-        if mem_size % HUGE != 0 || !(32 << 20..=MAX_MEM).contains(&mem_size) {
+        if !mem_size.is_multiple_of(HUGE) || !(32 << 20..=MAX_MEM).contains(&mem_size) {
             return Err(LayoutError::MemSize(mem_size >> 20));
         }
         let stack_top = mem_size;

@@ -36,7 +36,7 @@ pub struct Cpio {
 }
 
 fn pad4(v: &mut Vec<u8>) {
-    while v.len() % 4 != 0 {
+    while !v.len().is_multiple_of(4) {
         v.push(0);
     }
 }
@@ -97,7 +97,7 @@ impl Cpio {
         // The trailer entry cannot fail: its name is fixed and valid.
         let _ = self.entry("TRAILER!!!", 0, (0, 0), &[]);
         let mut out = self.out;
-        while out.len() % 512 != 0 {
+        while !out.len().is_multiple_of(512) {
             out.push(0);
         }
         out

@@ -155,7 +155,7 @@ fn import_oci(store: &Store, dir: &Path, origin: &Path, added: &mut Added<'_>) -
         if d.media_type == MEDIA_INDEX || d.media_type == "application/vnd.docker.distribution.manifest.list.v2+json" {
             let nested: Index = store.blob_json(&digest)?;
             for mut m in nested.manifests {
-                let amd64 = m.platform.as_ref().and_then(|p| p.get("architecture")).map_or(true, |a| a == "amd64");
+                let amd64 = m.platform.as_ref().and_then(|p| p.get("architecture")).is_none_or(|a| a == "amd64");
                 if amd64 {
                     for (k, v) in &d.annotations {
                         m.annotations.entry(k.clone()).or_insert(v.clone());

@@ -39,7 +39,7 @@ impl ProcessSpec {
         if p.terminal() == Some(true) {
             return Err(Error::Unsupported("process.terminal (no console support)".into()));
         }
-        if p.args().as_ref().map_or(true, |a| a.is_empty()) {
+        if p.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(Error::Invalid { field: "process.args".into(), reason: "must name the program".into() });
         }
         for (set, field) in
