@@ -99,7 +99,7 @@ pub fn features() -> Value {
         "mountOptions": ["ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async", "dirsync",
             "mand", "nomand", "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime", "strictatime",
             "nostrictatime", "bind", "rbind", "private", "rprivate", "shared", "rshared", "slave", "rslave",
-            "unbindable", "runbindable"],
+            "unbindable", "runbindable", "nosymfollow", "symfollow", "tmpcopyup", "notmpcopyup"],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": crate::capabilities::NAMES,
