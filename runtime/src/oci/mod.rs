@@ -45,7 +45,7 @@ pub fn load_bundle(bundle: &Path, run_root: &Path) -> Result<ContainerConfig, Er
 }
 
 /// [`spec::load`], with a warning on stderr for each property it ignored (not in the spec).
-fn load_warned(bundle: &Path, run_root: &Path) -> Result<Bundle, Error> {
+pub fn load_warned(bundle: &Path, run_root: &Path) -> Result<Bundle, Error> {
     let b = spec::load(bundle, run_root)?;
     for k in &b.ignored {
         eprintln!("cvbench-runtime: warning: ignoring `{k}` in config.json: not a runtime-spec property");
@@ -196,6 +196,35 @@ pub fn create(id: &str, bundle: &Path, run_root: &Path, opts: &CreateOptions) ->
     Ok(pid)
 }
 
+/// OCI `run` of a loaded bundle (its `config.id` set): create, start, wait and delete in one
+/// process, with the bundle's hooks under the same rules as the separate verbs. Returns how
+/// the container ended.
+pub fn run(b: Bundle, bundle: &Path, stdio: Stdio) -> Result<container::ExitStatus, crate::Error> {
+    let h = &b.hooks;
+    let all =
+        [h.prestart(), h.create_runtime(), h.create_container(), h.start_container(), h.poststart(), h.poststop()];
+    if all.iter().all(|v| v.as_ref().map_or(true, Vec::is_empty)) {
+        // No hooks: the fast path, which overlaps the cgroup attach with the child's set-up.
+        return Ok(container::run(&b.config, stdio, None)?.exit);
+    }
+    let mut c = Container::create_gated(&b.config, stdio, Gate::Ready)?;
+    c.state_mut().bundle = Some(bundle.to_path_buf());
+    c.state_mut().annotations = b.annotations;
+    c.persist()?;
+    let doc = state_doc(c.state(), Status::Created);
+    hooks::run("prestart", h.prestart(), &doc)?;
+    hooks::run("createRuntime", h.create_runtime(), &doc)?;
+    hooks::run("createContainer", h.create_container(), &doc)?;
+    hooks::run("startContainer", h.start_container(), &doc)?;
+    c.start()?;
+    hooks::run_warn("poststart", h.poststart(), &state_doc(c.state(), Status::Running));
+    let exit = c.wait(None);
+    let deleted = c.delete();
+    hooks::run_warn("poststop", h.poststop(), &state_doc(c.state(), Status::Stopped));
+    deleted?;
+    exit
+}
+
 /// OCI `start`: release a created container.
 pub fn start(id: &str, run_root: &Path) -> Result<(), crate::Error> {
     let mut st = load_state(run_root, id)?;
@@ -221,9 +250,7 @@ pub fn start(id: &str, run_root: &Path) -> Result<(), crate::Error> {
     st.save()?;
     // Poststart failures are warnings (the process runs already).
     if let Some(h) = &st.hooks {
-        if let Err(e) = hooks::run("poststart", h.poststart(), &state_doc(&st, Status::Running)) {
-            eprintln!("warning: {e}");
-        }
+        hooks::run_warn("poststart", h.poststart(), &state_doc(&st, Status::Running));
     }
     Ok(())
 }
@@ -314,9 +341,7 @@ pub fn delete(id: &str, force: bool, run_root: &Path) -> Result<Vec<String>, cra
     }
     let removed = container::delete_stored(&st);
     if let Some(h) = &st.hooks {
-        if let Err(e) = hooks::run("poststop", h.poststop(), &state_doc(&st, Status::Stopped)) {
-            eprintln!("warning: {e}");
-        }
+        hooks::run_warn("poststop", h.poststop(), &state_doc(&st, Status::Stopped));
     }
     Ok(removed)
 }
