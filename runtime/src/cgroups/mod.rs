@@ -57,6 +57,8 @@ pub enum Error {
     SwapBelowMemory { memory: u64, swap: u64 },
     #[error("controller `{controller}` is not available under {root}")]
     ControllerMissing { controller: String, root: PathBuf },
+    #[error("cgroup path `{0}` may only name directories below the hierarchy (no `.` or `..`)")]
+    BadPath(String),
     #[error("cannot find this process's cgroup in /proc/self/cgroup for `{0}`")]
     OwnCgroup(String),
     #[error("no cgroup hierarchy found under {0}")]
@@ -105,6 +107,11 @@ pub trait CgroupManager: Send {
     fn procs(&self) -> Result<Vec<i32>, Error>;
     /// Every directory this manager created (for the state file and gc).
     fn paths(&self) -> Vec<PathBuf>;
+    /// Ancestors of [`CgroupManager::paths`] that `create` made because a nested name needed
+    /// them, outermost first; `remove` takes them away after the cgroups themselves.
+    fn created_parents(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
     /// Remove the directories; the cgroup must be empty.
     fn remove(&mut self) -> Result<(), Error>;
 }
@@ -137,6 +144,10 @@ pub fn manager(choice: &CgroupChoice, name: &str) -> Result<Box<dyn CgroupManage
         }
         None => name,
     };
+    // The name is joined onto cgroupfs paths: it must not climb out of the hierarchy.
+    if name.is_empty() || !Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+        return Err(Error::BadPath(name.to_string()));
+    }
     let choice = match choice {
         CgroupChoice::Auto => probe(Path::new("/sys/fs/cgroup")),
         other => other.clone(),
@@ -199,6 +210,37 @@ pub(crate) fn keyed(text: &str, key: &str) -> Option<u64> {
 
 pub(crate) fn read_procs(path: &Path) -> Result<Vec<i32>, Error> {
     Ok(read_file(path)?.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// mkdir `dir` and each missing ancestor, outermost first, calling `each` on every level made
+/// (or found made meanwhile) before going deeper. Ancestors this call made are pushed onto
+/// `created` as they appear, so a failure halfway still leaves them to be removed.
+pub(crate) fn create_levels(
+    dir: &Path,
+    created: &mut Vec<PathBuf>,
+    mut each: impl FnMut(&Path) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut missing: Vec<&Path> = dir.ancestors().skip(1).take_while(|a| !a.exists()).collect();
+    missing.reverse();
+    for level in missing {
+        match fs::create_dir(level) {
+            Ok(()) => created.push(level.to_path_buf()),
+            // Made meanwhile by someone else (a sibling container): not ours to remove.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(Error::Create { path: level.to_path_buf(), source }),
+        }
+        each(level)?;
+    }
+    fs::create_dir(dir).map_err(|source| Error::Create { path: dir.to_path_buf(), source })?;
+    each(dir)
+}
+
+/// Remove the `created_parents` of a manager, deepest first. One that is busy (a sibling
+/// container made meanwhile lives in it) or gone is left alone: it is shared, not leaked.
+pub fn remove_parents(created_parents: &[PathBuf]) {
+    for p in created_parents.iter().rev() {
+        let _ = fs::remove_dir(p);
+    }
 }
 
 /// rmdir with a few retries: a killed task can linger in the cgroup for a moment after exit.

@@ -20,6 +20,8 @@ pub struct V1 {
     dirs: BTreeMap<&'static str, PathBuf>,
     /// Directories to attach to, deduplicated (cpu and cpuacct may share a hierarchy).
     attach_dirs: Vec<PathBuf>,
+    /// Ancestors of those that `create` made (a cgroupsPath like `/a/b/c`), outermost first.
+    created_parents: Vec<PathBuf>,
 }
 
 impl V1 {
@@ -32,7 +34,18 @@ impl V1 {
             name: name.to_string(),
             dirs: BTreeMap::new(),
             attach_dirs: Vec::new(),
+            created_parents: Vec::new(),
         }
+    }
+
+    /// Make `dir` and each missing ancestor, one level at a time. In the cpuset hierarchy each
+    /// new level first gets the cpus and mems of its nearest ancestor that has them: a fresh v1
+    /// cpuset is empty, takes no tasks, and refuses a child's cpus (as runc and crun do).
+    fn make_dirs(&mut self, dir: &Path, cpuset: bool) -> Result<(), Error> {
+        super::create_levels(dir, &mut self.created_parents, |level| match cpuset {
+            true => inherit_cpuset(level),
+            false => Ok(()),
+        })
     }
 
     /// The directory this container gets in `controller`'s hierarchy.
@@ -96,18 +109,52 @@ impl V1 {
             write_file(&dir.join("pids.max"), &max.to_string())?;
         }
         if let Some(dir) = self.dir("cpuset") {
-            // A fresh v1 cpuset is empty and refuses tasks: inherit the parent's unless given.
-            let parent = dir.parent().unwrap_or(dir);
+            // Set on top of what `make_dirs` inherited.
             for (file, want) in [("cpuset.cpus", &res.cpuset_cpus), ("cpuset.mems", &res.cpuset_mems)] {
-                let value = match want {
-                    Some(v) => v.clone(),
-                    None => read_file(&parent.join(file))?.trim().to_string(),
-                };
-                write_file(&dir.join(file), &value)?;
+                if let Some(v) = want {
+                    write_file(&dir.join(file), v)?;
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Give an empty cpuset `dir` the `cpuset.cpus` and `cpuset.mems` of its nearest ancestor
+/// that has them.
+fn inherit_cpuset(dir: &Path) -> Result<(), Error> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        // A missing file reads as empty (plain directories stand in for cgroupfs in unit tests).
+        let own = fs::read_to_string(dir.join(file)).unwrap_or_default();
+        if !own.trim().is_empty() {
+            continue;
+        }
+        let mut from = None;
+        for a in dir.ancestors().skip(1) {
+            let path = a.join(file);
+            if !path.exists() {
+                break; // above the hierarchy's root
+            }
+            let v = read_file(&path)?;
+            if !v.trim().is_empty() {
+                from = Some(v.trim().to_string());
+                break;
+            }
+        }
+        match from {
+            Some(v) => write_file(&dir.join(file), &v)?,
+            None => {
+                return Err(Error::Read {
+                    path: dir.join(file),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no ancestor cpuset has a value to inherit",
+                    ),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 impl CgroupManager for V1 {
@@ -129,11 +176,7 @@ impl CgroupManager for V1 {
             let first = !seen.contains(&canon);
             if first {
                 // A cgroupsPath may name a parent that does not exist yet (`/docker/<id>`).
-                if let Some(parent) = dir.parent() {
-                    fs::create_dir_all(parent)
-                        .map_err(|source| Error::Create { path: parent.to_path_buf(), source })?;
-                }
-                fs::create_dir(&dir).map_err(|source| Error::Create { path: dir.clone(), source })?;
+                self.make_dirs(&dir, ctrl == "cpuset")?;
                 seen.push(canon);
                 self.attach_dirs.push(dir.clone());
             }
@@ -213,12 +256,20 @@ impl CgroupManager for V1 {
         self.attach_dirs.clone()
     }
 
+    fn created_parents(&self) -> Vec<PathBuf> {
+        self.created_parents.clone()
+    }
+
     fn remove(&mut self) -> Result<(), Error> {
         let mut first_err = None;
         for dir in self.attach_dirs.drain(..) {
             if let Err(e) = remove_dir(&dir) {
                 first_err.get_or_insert(e);
             }
+        }
+        if first_err.is_none() {
+            super::remove_parents(&self.created_parents);
+            self.created_parents.clear();
         }
         self.dirs.clear();
         first_err.map_or(Ok(()), Err)
@@ -301,6 +352,35 @@ mod tests {
         assert_eq!(st.memory_peak_bytes, Some(200));
         assert_eq!(st.cpu_usage_ns, Some(5000));
         assert_eq!(st.oom_kills, 1);
+    }
+
+    #[test]
+    fn nested_path_levels_inherit_cpuset_and_are_all_removed() {
+        let (tmp, own) = fake_root();
+        fs::create_dir_all(tmp.path().join("pids/shared")).unwrap();
+        let mut cg = V1::new(tmp.path(), &own, "shared/a/b");
+        let res = Resources { cpuset_cpus: Some("0".into()), ..Default::default() };
+
+        cg.create(&res).unwrap();
+
+        let read = |p: &str| fs::read_to_string(tmp.path().join(p)).unwrap();
+        assert_eq!(read("cpuset/shared/cpuset.cpus"), "0-1");
+        assert_eq!(read("cpuset/shared/a/cpuset.mems"), "0");
+        assert_eq!(read("cpuset/shared/a/b/cpuset.cpus"), "0");
+        assert_eq!(read("cpuset/shared/a/b/cpuset.mems"), "0");
+        assert!(cg.created_parents().contains(&tmp.path().join("cpuset/shared/a")));
+        assert!(!cg.created_parents().contains(&tmp.path().join("pids/shared")), "it existed before");
+        // Plain directories stand in for cgroupfs here: empty the made ones as the kernel would.
+        for p in cg.paths().into_iter().chain(cg.created_parents()) {
+            for f in fs::read_dir(&p).unwrap().flatten().filter(|e| e.path().is_file()) {
+                fs::remove_file(f.path()).unwrap();
+            }
+        }
+        cg.remove().unwrap();
+        assert!(!tmp.path().join("cpuset/shared").exists());
+        assert!(!tmp.path().join("memory/outer/shared").exists());
+        assert!(!tmp.path().join("pids/shared/a").exists());
+        assert!(tmp.path().join("pids/shared").is_dir(), "not ours: kept");
     }
 
     #[test]

@@ -15,13 +15,21 @@ pub struct V2 {
     dir: PathBuf,
     dir_fd: Option<File>,
     created: bool,
+    /// Ancestors `create` made for a nested name, outermost first.
+    created_parents: Vec<PathBuf>,
 }
 
 impl V2 {
     /// `root` is the cgroup2 mount; the cgroup goes under this process's own v2 cgroup.
     pub fn new(root: &Path, own: &BTreeMap<String, String>, name: &str) -> Result<V2, Error> {
         let parent = own.get("").map(|p| p.trim_start_matches('/')).unwrap_or("");
-        Ok(V2 { root: root.to_path_buf(), dir: root.join(parent).join(name), dir_fd: None, created: false })
+        Ok(V2 {
+            root: root.to_path_buf(),
+            dir: root.join(parent).join(name),
+            dir_fd: None,
+            created: false,
+            created_parents: Vec::new(),
+        })
     }
 
     /// The cgroup directory.
@@ -129,10 +137,7 @@ impl CgroupManager for V2 {
             )
         };
         self.enable_controllers(res)?;
-        if let Some(parent) = self.dir.parent() {
-            fs::create_dir_all(parent).map_err(|source| Error::Create { path: parent.to_path_buf(), source })?;
-        }
-        fs::create_dir(&self.dir).map_err(|source| Error::Create { path: self.dir.clone(), source })?;
+        super::create_levels(&self.dir, &mut self.created_parents, |_| Ok(()))?;
         self.created = true;
         self.apply(res)?;
         let fd = File::open(&self.dir).map_err(|source| Error::Read { path: self.dir.clone(), source })?;
@@ -208,12 +213,18 @@ impl CgroupManager for V2 {
         }
     }
 
+    fn created_parents(&self) -> Vec<PathBuf> {
+        self.created_parents.clone()
+    }
+
     fn remove(&mut self) -> Result<(), Error> {
         self.dir_fd = None;
         if self.created {
             remove_dir(&self.dir)?;
             self.created = false;
         }
+        super::remove_parents(&self.created_parents);
+        self.created_parents.clear();
         Ok(())
     }
 }
