@@ -309,3 +309,24 @@ fn unsupported_mount_extension_is_refused_by_name_and_destination() {
     assert!(err.contains("mount option `idmap` for /data is not supported"), "{err}");
     assert_eq!(common::counts(run_root.path()), before);
 }
+
+#[test]
+fn deprecated_kernel_memory_limit_runs_with_a_warning() {
+    if !root("deprecated_kernel_memory_limit_runs_with_a_warning") {
+        return;
+    }
+    let b = tempfile::tempdir().unwrap();
+    let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
+    bundle(b.path(), &["/bin/busybox", "echo", "ran"]);
+    edit_spec(b.path(), |spec| {
+        spec["linux"]["resources"]["memory"] =
+            serde_json::json!({"limit": 67108864, "kernel": 33554432, "kernelTCP": 16777216});
+    });
+
+    let (ok, out, err) = run_bundle(run_root.path(), b.path(), "oci-kmem");
+
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim(), "ran");
+    assert!(err.contains("warning: `linux.resources.memory.kernel` is deprecated"), "{err}");
+    assert!(err.contains("warning: `linux.resources.memory.kernelTCP` is deprecated"), "{err}");
+}

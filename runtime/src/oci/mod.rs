@@ -50,6 +50,9 @@ pub fn load_warned(bundle: &Path, run_root: &Path) -> Result<Bundle, Error> {
     for k in &b.ignored {
         eprintln!("cvbench-runtime: warning: ignoring `{k}` in config.json: not a runtime-spec property");
     }
+    for w in &b.deprecated {
+        eprintln!("cvbench-runtime: warning: {w}");
+    }
     Ok(b)
 }
 
@@ -450,6 +453,19 @@ mod tests {
         assert!(zombie(pid), "an exited, unreaped child is a zombie");
         child.wait().expect("reap");
         assert!(!zombie(pid), "reaped: gone");
+    }
+
+    #[test]
+    fn deprecated_kernel_memory_limits_are_ignored_with_a_warning() {
+        let mut v = spec(Value::Null);
+        v["linux"]["resources"]["memory"]["kernel"] = serde_json::json!(33554432);
+        v["linux"]["resources"]["memory"]["kernelTCP"] = serde_json::json!(16777216);
+        let b = bundle(&v).1.unwrap();
+        assert_eq!(b.deprecated.len(), 2, "{:?}", b.deprecated);
+        assert!(b.deprecated[0].contains("linux.resources.memory.kernel`"), "{:?}", b.deprecated);
+        assert!(b.deprecated[1].contains("linux.resources.memory.kernelTCP`"), "{:?}", b.deprecated);
+        assert_eq!(b.config.resources.memory_bytes, Some(64 << 20), "the rest of memory still applies");
+        assert!(bundle(&spec(Value::Null)).1.unwrap().deprecated.is_empty());
     }
 
     #[test]

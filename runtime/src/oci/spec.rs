@@ -23,6 +23,8 @@ pub struct Bundle {
     pub annotations: BTreeMap<String, String>,
     /// Properties that are not in the runtime spec, ignored as it requires.
     pub ignored: Vec<String>,
+    /// Deprecated properties that are set but ignored, each with why (the CLI warns).
+    pub deprecated: Vec<String>,
 }
 
 fn unsupported(field: &str) -> Error {
@@ -63,7 +65,10 @@ const TOP_UNHONOURED: &[&str] = &["solaris", "windows", "vm", "zos"];
 const PROCESS_UNHONOURED: &[&str] = &["commandLine", "scheduler", "ioPriority", "execCPUAffinity"];
 const LINUX_UNHONOURED: &[&str] = &["timeOffsets", "netDevices", "personality", "intelRdt", "memoryPolicy"];
 const RESOURCES_UNHONOURED: &[&str] = &["hugepageLimits", "network", "rdma", "unified"];
-const MEMORY_UNHONOURED: &[&str] = &["kernel", "kernelTCP", "swappiness", "useHierarchy", "checkBeforeUpdate"];
+const MEMORY_UNHONOURED: &[&str] = &["swappiness", "useHierarchy", "checkBeforeUpdate"];
+/// Deprecated memory properties ignored with a warning, as runc does: kernel memory limits are
+/// gone from cgroup v2 and from v1 since Linux 5.16 (writes fail or do nothing).
+const MEMORY_DEPRECATED: &[&str] = &["kernel", "kernelTCP"];
 const CPU_UNHONOURED: &[&str] = &["burst", "realtimeRuntime", "realtimePeriod", "idle"];
 const SECCOMP_UNHONOURED: &[&str] = &["flags", "listenerPath", "listenerMetadata"];
 
@@ -86,7 +91,7 @@ fn check_version(v: &Value) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_raw(v: &Value, ignored: &mut Vec<String>) -> Result<(), Error> {
+fn check_raw(v: &Value, ignored: &mut Vec<String>, deprecated: &mut Vec<String>) -> Result<(), Error> {
     check_version(v)?;
     check_keys(
         v,
@@ -159,13 +164,22 @@ fn check_raw(v: &Value, ignored: &mut Vec<String>) -> Result<(), Error> {
             }
         }
     }
+    let memory = &v["linux"]["resources"]["memory"];
     check_keys(
-        &v["linux"]["resources"]["memory"],
+        memory,
         "linux.resources.memory.",
-        &["limit", "swap", "reservation", "disableOOMKiller"],
+        &["limit", "swap", "reservation", "disableOOMKiller", "kernel", "kernelTCP"],
         MEMORY_UNHONOURED,
         ignored,
     )?;
+    for k in MEMORY_DEPRECATED {
+        if !memory[k].is_null() {
+            deprecated.push(format!(
+                "`linux.resources.memory.{k}` is deprecated (kernel memory limits are not supported by newer \
+                 kernels): ignored"
+            ));
+        }
+    }
     check_keys(
         &v["linux"]["resources"]["cpu"],
         "linux.resources.cpu.",
@@ -198,12 +212,13 @@ pub fn load(bundle: &Path, run_root: &Path) -> Result<Bundle, Error> {
     let text = std::fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
     let raw: Value =
         serde_json::from_slice(&text).map_err(|e| Error::Json { path: path.clone(), reason: e.to_string() })?;
-    let mut ignored = Vec::new();
-    check_raw(&raw, &mut ignored)?;
+    let (mut ignored, mut deprecated) = (Vec::new(), Vec::new());
+    check_raw(&raw, &mut ignored, &mut deprecated)?;
     let spec: Spec =
         serde_json::from_value(raw).map_err(|e| Error::Json { path: path.clone(), reason: e.to_string() })?;
     let mut b = convert(&spec, bundle, run_root)?;
     b.ignored = ignored;
+    b.deprecated = deprecated;
     Ok(b)
 }
 
@@ -521,7 +536,13 @@ pub fn convert(spec: &Spec, bundle: &Path, run_root: &Path) -> Result<Bundle, Er
         cfg.resources = resources(r, &cfg)?;
     }
     let annotations = spec.annotations().clone().unwrap_or_default().into_iter().collect();
-    Ok(Bundle { config: cfg, hooks: spec.hooks().clone().unwrap_or_default(), annotations, ignored: Vec::new() })
+    Ok(Bundle {
+        config: cfg,
+        hooks: spec.hooks().clone().unwrap_or_default(),
+        annotations,
+        ignored: Vec::new(),
+        deprecated: Vec::new(),
+    })
 }
 
 /// Device nodes the runtime itself makes (and allows after the bundle's rules, as runc
