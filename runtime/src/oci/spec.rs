@@ -4,7 +4,10 @@
 //! without a network namespace shares the host's network but keeps every other confinement).
 
 use super::Error;
-use crate::config::{CapSets, ContainerConfig, IdMap, MountSpec, NetMode, Resources, Rlimit, RootfsSource, User};
+use crate::config::{
+    BlockIo, CapSets, ContainerConfig, HugepageLimit, IdMap, MountSpec, NetMode, NetPriority, Resources, Rlimit,
+    RootfsSource, ThrottleDevice, User, WeightDevice,
+};
 use crate::namespaces::Namespace;
 use crate::seccomp_profile::{self as sp, Action, ArgCond, Profile, Rule};
 use oci_spec::runtime::{
@@ -64,7 +67,7 @@ fn check_keys(
 const TOP_UNHONOURED: &[&str] = &["solaris", "windows", "vm", "zos"];
 const PROCESS_UNHONOURED: &[&str] = &["commandLine", "scheduler", "ioPriority", "execCPUAffinity"];
 const LINUX_UNHONOURED: &[&str] = &["timeOffsets", "netDevices", "personality", "intelRdt", "memoryPolicy"];
-const RESOURCES_UNHONOURED: &[&str] = &["hugepageLimits", "network", "rdma", "unified"];
+const RESOURCES_UNHONOURED: &[&str] = &["rdma", "unified"];
 const MEMORY_UNHONOURED: &[&str] = &["swappiness", "useHierarchy", "checkBeforeUpdate"];
 /// Deprecated memory properties ignored with a warning, as runc does: kernel memory limits are
 /// gone from cgroup v2 and from v1 since Linux 5.16 (writes fail or do nothing).
@@ -150,20 +153,32 @@ fn check_raw(v: &Value, ignored: &mut Vec<String>, deprecated: &mut Vec<String>)
     check_keys(
         &v["linux"]["resources"],
         "linux.resources.",
-        &["devices", "memory", "cpu", "pids", "blockIO"],
+        &["devices", "memory", "cpu", "pids", "blockIO", "hugepageLimits", "network"],
         RESOURCES_UNHONOURED,
         ignored,
     )?;
-    // Docker always sends `blockIO: {"weight": 0}`: zero means unset; anything else is not
-    // honoured here.
-    if let Some(b) = v["linux"]["resources"]["blockIO"].as_object() {
-        for (k, x) in b {
-            let unset = x.is_null() || x.as_u64() == Some(0) || x.as_array().is_some_and(|a| a.is_empty());
-            if !unset {
-                return Err(unsupported(&format!("linux.resources.blockIO.{k}")));
-            }
-        }
-    }
+    check_keys(
+        &v["linux"]["resources"]["blockIO"],
+        "linux.resources.blockIO.",
+        &[
+            "weight",
+            "leafWeight",
+            "weightDevice",
+            "throttleReadBpsDevice",
+            "throttleWriteBpsDevice",
+            "throttleReadIOPSDevice",
+            "throttleWriteIOPSDevice",
+        ],
+        &[],
+        ignored,
+    )?;
+    check_keys(
+        &v["linux"]["resources"]["network"],
+        "linux.resources.network.",
+        &["classID", "priorities"],
+        &[],
+        ignored,
+    )?;
     let memory = &v["linux"]["resources"]["memory"];
     check_keys(
         memory,
@@ -622,6 +637,55 @@ fn resources(r: &oci_spec::runtime::LinuxResources, cfg: &ContainerConfig) -> Re
     }
     if let Some(p) = r.pids() {
         out.pids_max = (p.limit() > 0).then_some(p.limit() as u64);
+    }
+    if let Some(b) = r.block_io() {
+        out.block_io = block_io(b)?;
+    }
+    for l in r.hugepage_limits().iter().flatten() {
+        let limit = u64::try_from(l.limit())
+            .map_err(|_| invalid("linux.resources.hugepageLimits[].limit", format!("{} is negative", l.limit())))?;
+        out.hugepage_limits.push(HugepageLimit { page_size: l.page_size().clone(), limit });
+    }
+    if let Some(n) = r.network() {
+        out.net_class_id = n.class_id();
+        for p in n.priorities().iter().flatten() {
+            out.net_priorities.push(NetPriority { interface: p.name().clone(), priority: p.priority() });
+        }
+    }
+    Ok(out)
+}
+
+fn device_number(v: i64, field: &str) -> Result<u32, Error> {
+    u32::try_from(v).map_err(|_| invalid(field, format!("device number {v} is out of range")))
+}
+
+/// `blockIO`; a weight of 0 means unset (Docker always sends `"weight": 0`).
+fn block_io(b: &oci_spec::runtime::LinuxBlockIo) -> Result<BlockIo, Error> {
+    let set = |w: Option<u16>| w.filter(|w| *w != 0);
+    let mut out = BlockIo { weight: set(b.weight()), leaf_weight: set(b.leaf_weight()), ..Default::default() };
+    for d in b.weight_device().iter().flatten() {
+        let field = "linux.resources.blockIO.weightDevice[]";
+        out.weight_devices.push(WeightDevice {
+            major: device_number(d.major(), field)?,
+            minor: device_number(d.minor(), field)?,
+            weight: set(d.weight()),
+            leaf_weight: set(d.leaf_weight()),
+        });
+    }
+    for (list, into) in [
+        (b.throttle_read_bps_device(), &mut out.throttle_read_bps),
+        (b.throttle_write_bps_device(), &mut out.throttle_write_bps),
+        (b.throttle_read_iops_device(), &mut out.throttle_read_iops),
+        (b.throttle_write_iops_device(), &mut out.throttle_write_iops),
+    ] {
+        for t in list.iter().flatten() {
+            let field = "linux.resources.blockIO.throttle*Device[]";
+            into.push(ThrottleDevice {
+                major: device_number(t.major(), field)?,
+                minor: device_number(t.minor(), field)?,
+                rate: t.rate(),
+            });
+        }
     }
     Ok(out)
 }
