@@ -330,3 +330,44 @@ fn deprecated_kernel_memory_limit_runs_with_a_warning() {
     assert!(err.contains("warning: `linux.resources.memory.kernel` is deprecated"), "{err}");
     assert!(err.contains("warning: `linux.resources.memory.kernelTCP` is deprecated"), "{err}");
 }
+
+#[test]
+fn start_fails_with_the_message_of_a_set_up_step_that_failed_after_create() {
+    if !root("start_fails_with_the_message_of_a_set_up_step_that_failed_after_create") {
+        return;
+    }
+    let b = tempfile::tempdir().unwrap();
+    let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
+    bundle(b.path(), &["/bin/busybox", "sleep", "30"]);
+    // An effective capability outside the permitted set: capset(2) refuses it with EPERM,
+    // after the start gate.
+    edit_spec(b.path(), |spec| {
+        spec["process"]["capabilities"] =
+            serde_json::json!({"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": []});
+    });
+    let id = format!("oci-capfail-{}", std::process::id());
+    let before = common::counts(run_root.path());
+    let guard = ForceDelete { run_root: run_root.path(), id: &id };
+    create(run_root.path(), b.path(), &id);
+
+    let out = start_within(run_root.path(), &id, 20).expect("start hung");
+
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "start succeeded although the container could not set up: {err}");
+    assert!(err.contains("set capabilities") && err.contains("Operation not permitted"), "{err}");
+    assert_ne!(status(run_root.path(), &id), "running");
+    drop(guard);
+    assert_eq!(common::counts(run_root.path()), before);
+}
+
+/// `delete --force` of a container when dropped, so a failing test leaves nothing behind.
+struct ForceDelete<'a> {
+    run_root: &'a Path,
+    id: &'a str,
+}
+
+impl Drop for ForceDelete<'_> {
+    fn drop(&mut self) {
+        let _ = rt(self.run_root, &["delete", "--force", self.id]);
+    }
+}

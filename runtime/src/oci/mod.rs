@@ -4,6 +4,7 @@
 
 use crate::config::ContainerConfig;
 use crate::container::{self, Container, Gate, Stdio};
+use crate::process::channel;
 use crate::state::{State, Status};
 use serde_json::Value;
 use std::fs;
@@ -246,8 +247,14 @@ pub fn start(id: &str, run_root: &Path) -> Result<(), crate::Error> {
     // Opening the read end unblocks the container's write open.
     let bytes = read_gate(&fifo, &st).map_err(|source| crate::Error::Io { path: fifo.clone(), source })?;
     let _ = fs::remove_file(&fifo);
-    if bytes.is_empty() {
+    let Some((_go, after)) = bytes.split_first() else {
         return Err(Error::NotCreated(id.to_string()).into());
+    };
+    // What the container failed at between the gate and exec (capabilities, ids, seccomp...).
+    if let Some(r) = channel::records(after).find(|r| r.kind == channel::KIND_ERROR) {
+        let step = crate::process::init::step_label(r.code).map_or(format!("step {}", r.code), str::to_string);
+        let source = std::io::Error::from_raw_os_error(r.errno);
+        return Err(crate::process::Error::ChildStep { step, source }.into());
     }
     st.status = Status::Running;
     st.save()?;
@@ -258,9 +265,11 @@ pub fn start(id: &str, run_root: &Path) -> Result<(), crate::Error> {
     Ok(())
 }
 
-/// The container's byte through the start FIFO. The read end is opened without blocking and
-/// polled while the container process lives: one that died after `create` (its user could not
-/// open the FIFO, a signal) makes `start` fail instead of waiting for a writer forever.
+/// What the container writes to the start FIFO: its go byte, then (only if set-up fails after
+/// the gate) an error record, until the write end closes at exec or exit. The read end is
+/// opened without blocking and polled while the container process lives: one that died after
+/// `create` (its user could not open the FIFO, a signal) makes `start` fail instead of waiting
+/// for a writer forever.
 fn read_gate(fifo: &Path, st: &State) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -287,7 +296,7 @@ fn read_gate(fifo: &Path, st: &State) -> std::io::Result<Vec<u8>> {
             }
             continue;
         }
-        if !out.is_empty() || !st.process_alive() || crate::state::zombie(st.pid) {
+        if !st.process_alive() || crate::state::zombie(st.pid) {
             return Ok(out);
         }
     }
