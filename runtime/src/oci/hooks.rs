@@ -3,7 +3,7 @@
 //! starts, a warning after).
 
 use super::Error;
-use oci_spec::runtime::Hook;
+use oci_spec::runtime::{Hook, Hooks};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +15,14 @@ pub fn run(phase: &str, hooks: &Option<Vec<Hook>>, state: &serde_json::Value) ->
         run_one(h, state).map_err(|reason| Error::Hook { phase: phase.to_string(), index: i, reason })?;
     }
     Ok(())
+}
+
+/// The create-time phases in the spec's order: prestart, createRuntime, createContainer
+/// (all fatal; `create` and `run` report `created` to them, as runc does).
+pub fn run_create_phases(hooks: &Hooks, state: &serde_json::Value) -> Result<(), Error> {
+    run("prestart", hooks.prestart(), state)?;
+    run("createRuntime", hooks.create_runtime(), state)?;
+    run("createContainer", hooks.create_container(), state)
 }
 
 /// Run every one of `hooks` in order, a failure being a warning on stderr that stops nothing

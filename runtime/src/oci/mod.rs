@@ -183,9 +183,7 @@ pub fn create(id: &str, bundle: &Path, run_root: &Path, opts: &CreateOptions) ->
     c.persist()?;
     // runc (and the runtime-tools suite) report `created` to the create-time hooks.
     let doc = state_doc(c.state(), Status::Created);
-    hooks::run("prestart", b.hooks.prestart(), &doc)?;
-    hooks::run("createRuntime", b.hooks.create_runtime(), &doc)?;
-    hooks::run("createContainer", b.hooks.create_container(), &doc)?;
+    hooks::run_create_phases(&b.hooks, &doc)?;
     if let Some(p) = &opts.pid_file {
         let tmp = p.with_extension("cvbench-tmp");
         fs::write(&tmp, pid.to_string())
@@ -216,9 +214,7 @@ pub fn run(b: Bundle, bundle: &Path, stdio: Stdio) -> Result<container::ExitStat
     c.state_mut().annotations = b.annotations;
     c.persist()?;
     let doc = state_doc(c.state(), Status::Created);
-    hooks::run("prestart", h.prestart(), &doc)?;
-    hooks::run("createRuntime", h.create_runtime(), &doc)?;
-    hooks::run("createContainer", h.create_container(), &doc)?;
+    hooks::run_create_phases(h, &doc)?;
     hooks::run("startContainer", h.start_container(), &doc)?;
     c.start()?;
     hooks::run_warn("poststart", h.poststart(), &state_doc(c.state(), Status::Running));
