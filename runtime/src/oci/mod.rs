@@ -474,6 +474,15 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_cgroups_path_leaves_the_name_to_the_runtime() {
+        let mut v = spec(Value::Null);
+        v["linux"]["cgroupsPath"] = serde_json::json!("");
+        assert_eq!(bundle(&v).1.unwrap().config.cgroups_path, None);
+        v["linux"]["cgroupsPath"] = serde_json::json!("/a/b");
+        assert_eq!(bundle(&v).1.unwrap().config.cgroups_path, Some(PathBuf::from("/a/b")));
+    }
+
+    #[test]
     fn load_rejects_time_namespace() {
         let v = spec(serde_json::json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "time"}]}}));
         let err = bundle(&v).1.unwrap_err();

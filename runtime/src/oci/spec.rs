@@ -526,7 +526,8 @@ pub fn convert(spec: &Spec, bundle: &Path, run_root: &Path) -> Result<Bundle, Er
     if l.mount_label().as_ref().is_some_and(|s| !s.is_empty()) && lsm_enabled("selinux") {
         return Err(unsupported("linux.mountLabel (SELinux is enabled and not supported)"));
     }
-    if let Some(cp) = l.cgroups_path() {
+    // An empty cgroupsPath is no cgroupsPath (runc's reading): the runtime names the cgroup.
+    if let Some(cp) = l.cgroups_path().as_ref().filter(|p| !p.as_os_str().is_empty()) {
         cfg.cgroups_path = Some(cp.clone());
     }
     for d in l.devices().iter().flatten() {
