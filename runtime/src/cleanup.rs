@@ -98,6 +98,7 @@ pub fn remove_leftovers(s: &State) -> Vec<String> {
             out.push(format!("cgroup {}", cg.display()));
         }
     }
+    crate::cgroups::remove_parents(&s.cgroup_parents);
     if let Some(ns) = &s.netns {
         if Path::new(crate::network::NETNS_DIR).join(ns).exists() && crate::network::delete_netns(ns).is_ok() {
             out.push(format!("netns {ns}"));

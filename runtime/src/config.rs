@@ -91,6 +91,107 @@ pub struct Resources {
     pub pids_max: Option<u64>,
     pub cpuset_cpus: Option<String>,
     pub cpuset_mems: Option<String>,
+    /// Block I/O weight and throttling (v1 blkio, v2 io).
+    pub block_io: BlockIo,
+    /// hugetlb limits (v1 and v2 hugetlb).
+    pub hugepage_limits: Vec<HugepageLimit>,
+    /// net_cls class id (v1 only).
+    pub net_class_id: Option<u32>,
+    /// net_prio priorities per interface (v1 only).
+    pub net_priorities: Vec<NetPriority>,
+}
+
+/// Block I/O settings (OCI `linux.resources.blockIO`); weights are 10..=1000.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlockIo {
+    pub weight: Option<u16>,
+    pub leaf_weight: Option<u16>,
+    pub weight_devices: Vec<WeightDevice>,
+    pub throttle_read_bps: Vec<ThrottleDevice>,
+    pub throttle_write_bps: Vec<ThrottleDevice>,
+    pub throttle_read_iops: Vec<ThrottleDevice>,
+    pub throttle_write_iops: Vec<ThrottleDevice>,
+}
+
+impl BlockIo {
+    /// Nothing asked for: no blkio/io controller needed.
+    pub fn is_empty(&self) -> bool {
+        *self == BlockIo::default()
+    }
+
+    /// The four throttle lists, each with its OCI field name, v1 file and v2 `io.max` key.
+    pub fn throttles(&self) -> [Throttle<'_>; 4] {
+        [
+            Throttle {
+                field: "linux.resources.blockIO.throttleReadBpsDevice",
+                v1_file: "blkio.throttle.read_bps_device",
+                v2_key: "rbps",
+                devices: &self.throttle_read_bps,
+            },
+            Throttle {
+                field: "linux.resources.blockIO.throttleWriteBpsDevice",
+                v1_file: "blkio.throttle.write_bps_device",
+                v2_key: "wbps",
+                devices: &self.throttle_write_bps,
+            },
+            Throttle {
+                field: "linux.resources.blockIO.throttleReadIOPSDevice",
+                v1_file: "blkio.throttle.read_iops_device",
+                v2_key: "riops",
+                devices: &self.throttle_read_iops,
+            },
+            Throttle {
+                field: "linux.resources.blockIO.throttleWriteIOPSDevice",
+                v1_file: "blkio.throttle.write_iops_device",
+                v2_key: "wiops",
+                devices: &self.throttle_write_iops,
+            },
+        ]
+    }
+}
+
+/// One throttle list of [`BlockIo`] with where it goes.
+pub struct Throttle<'a> {
+    pub field: &'static str,
+    pub v1_file: &'static str,
+    pub v2_key: &'static str,
+    pub devices: &'a [ThrottleDevice],
+}
+
+/// A per-device block I/O weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightDevice {
+    pub major: u32,
+    pub minor: u32,
+    pub weight: Option<u16>,
+    pub leaf_weight: Option<u16>,
+}
+
+/// A per-device block I/O rate limit (bytes or operations per second).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleDevice {
+    pub major: u32,
+    pub minor: u32,
+    pub rate: u64,
+}
+
+/// A hugetlb limit: `page_size` as the kernel names it in file names (`2MB`, `1GB`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HugepageLimit {
+    pub page_size: String,
+    pub limit: u64,
+}
+
+/// A net_prio priority for one network interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetPriority {
+    pub interface: String,
+    pub priority: u32,
 }
 
 /// A mount added to the container.

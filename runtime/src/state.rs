@@ -94,6 +94,10 @@ pub struct State {
     pub pid_start: u64,
     pub bundle: Option<PathBuf>,
     pub cgroups: Vec<PathBuf>,
+    /// Ancestors of `cgroups` made for a nested cgroupsPath, outermost first (removed after
+    /// them when empty).
+    #[serde(default)]
+    pub cgroup_parents: Vec<PathBuf>,
     pub netns: Option<String>,
     pub net_slot: Option<PathBuf>,
     pub keeper: Keeper,

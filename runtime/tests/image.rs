@@ -154,3 +154,85 @@ fn ls_and_rm_manage_the_store() {
     env.store().remove("test/rm").unwrap();
     assert_eq!(store_contents(env.state.path()), (0, 0, 0));
 }
+
+/// Every file under `dir` (relative path, mode, content), sorted.
+fn tree(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            let content = if m.is_file() { fs::read(&p).unwrap() } else { Vec::new() };
+            out.push((rel, m.mode(), content));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A tarball of `layout` with every path under the top-level directory `top` (`tar cf x.tar top/`).
+fn tar_under(layout: &std::path::Path, top: &str, out: &std::path::Path) {
+    let mut b = tar::Builder::new(fs::File::create(out).unwrap());
+    b.append_dir_all(top, layout).unwrap();
+    b.into_inner().unwrap();
+}
+
+#[test]
+fn oci_layout_tarred_with_its_directory_imports_like_the_flat_form() {
+    let (flat_env, dir_env) = (Env::new(), Env::new());
+    let src = tempfile::tempdir().unwrap();
+    let l = layer_tar(&[Entry::Dir("etc"), Entry::File("etc/hello", b"hi", 0o640), Entry::Symlink("h", "etc/hello")]);
+    write_oci_layout(src.path(), "v1", &[(gzip(&l), l)]);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (flat, topdir) = (a.path().join("img.tar"), b.path().join("img.tar"));
+    common::tar_dir(src.path(), &flat);
+    tar_under(src.path(), "img", &topdir);
+
+    let flat_names = import(&flat_env.store(), &flat).unwrap();
+    let dir_names = import(&dir_env.store(), &topdir).unwrap();
+
+    assert_eq!(dir_names, flat_names);
+    assert_eq!(dir_names, ["imported/img:v1"]);
+    let list = |e: &Env| {
+        e.store().list().unwrap().into_iter().map(|i| (i.name, i.digest, i.layers, i.size)).collect::<Vec<_>>()
+    };
+    assert_eq!(list(&dir_env), list(&flat_env));
+    for sub in ["oci", "layers"] {
+        let (x, y) = (tree(&dir_env.state.path().join(sub)), tree(&flat_env.state.path().join(sub)));
+        assert!(!x.is_empty());
+        assert_eq!(x, y, "{sub}");
+    }
+}
+
+#[test]
+fn archive_with_two_top_dirs_or_a_top_dir_without_index_is_a_clear_error() {
+    let env = Env::new();
+    let src = tempfile::tempdir().unwrap();
+    let l = layer_tar(&[Entry::File("hello", b"hi", 0o644)]);
+    write_oci_layout(src.path(), "v1", &[(l.clone(), l)]);
+    let out = tempfile::tempdir().unwrap();
+    let two = out.path().join("two.tar");
+    let mut b = tar::Builder::new(fs::File::create(&two).unwrap());
+    b.append_dir_all("img", src.path()).unwrap();
+    b.append_dir_all("other", src.path()).unwrap();
+    b.into_inner().unwrap();
+    fs::remove_file(src.path().join("index.json")).unwrap();
+    let no_index = out.path().join("noindex.tar");
+    tar_under(src.path(), "img", &no_index);
+
+    let two_err = import(&env.store(), &two).unwrap_err().to_string();
+    let no_index_err = import(&env.store(), &no_index).unwrap_err().to_string();
+
+    assert!(two_err.contains("2 top-level entries (`img`, `other`)"), "{two_err}");
+    assert!(
+        no_index_err.contains("top-level directory `img` is not an OCI image layout (no `index.json`)"),
+        "{no_index_err}"
+    );
+    assert_eq!(store_contents(env.state.path()), (0, 0, 0));
+}

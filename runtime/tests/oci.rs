@@ -237,3 +237,137 @@ fn a_user_namespace_root_mapped_to_another_host_user_passes_the_start_gate() {
     assert_eq!(uid_line.split_whitespace().nth(1), Some("1000"), "{uid_line}");
     force_delete(run_root.path(), &id);
 }
+
+/// `run` of the bundle in `b`; (success, stdout, stderr).
+fn run_bundle(run_root: &Path, b: &Path, id: &str) -> (bool, String, String) {
+    let out = rt(run_root, &["run", id, "--bundle", b.to_str().unwrap()]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tmpcopyup_tmpfs_shows_the_image_content_and_keeps_writes_off_the_rootfs() {
+    if !root("tmpcopyup_tmpfs_shows_the_image_content_and_keeps_writes_off_the_rootfs") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let b = tempfile::tempdir().unwrap();
+    let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
+    let script = "cd /data && /bin/busybox cat a sub/b && /bin/busybox readlink link \
+                  && /bin/busybox stat -c '%a %u %g' a sub && echo new > new && echo changed > a \
+                  && /bin/busybox cat a && /bin/busybox grep -w /data /proc/mounts";
+    bundle(b.path(), &["/bin/busybox", "sh", "-c", script]);
+    let data = b.path().join("rootfs/data");
+    fs::create_dir_all(data.join("sub")).unwrap();
+    fs::write(data.join("a"), "alpha\n").unwrap();
+    fs::set_permissions(data.join("a"), fs::Permissions::from_mode(0o640)).unwrap();
+    // The bundle's root has no capabilities: it reads and writes `a` as its owner.
+    std::os::unix::fs::chown(data.join("a"), Some(0), Some(5678)).unwrap();
+    fs::write(data.join("sub/b"), "beta\n").unwrap();
+    fs::set_permissions(data.join("sub"), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(data.join("sub"), Some(1234), Some(0)).unwrap();
+    std::os::unix::fs::symlink("sub/b", data.join("link")).unwrap();
+    edit_spec(b.path(), |spec| {
+        spec["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+            {"destination": "/data", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "noexec", "tmpcopyup", "mode=755"]}));
+    });
+    let before = common::counts(run_root.path());
+
+    let (ok, out, err) = run_bundle(run_root.path(), b.path(), "oci-copyup");
+
+    assert!(ok, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..6], ["alpha", "beta", "sub/b", "640 0 5678", "755 1234 0", "changed"], "{out}");
+    assert!(lines[6].starts_with("tmpfs /data tmpfs"), "{out}");
+    assert_eq!(fs::read_to_string(data.join("a")).unwrap(), "alpha\n", "a write reached the rootfs");
+    assert!(!data.join("new").exists(), "a new file reached the rootfs");
+    assert_eq!(fs::metadata(data.join("a")).unwrap().gid(), 5678);
+    assert_eq!(common::counts(run_root.path()), before);
+}
+
+#[test]
+fn unsupported_mount_extension_is_refused_by_name_and_destination() {
+    if !root("unsupported_mount_extension_is_refused_by_name_and_destination") {
+        return;
+    }
+    let b = tempfile::tempdir().unwrap();
+    let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
+    bundle(b.path(), &["/bin/busybox", "true"]);
+    edit_spec(b.path(), |spec| {
+        spec["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+            {"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"]}));
+    });
+    let before = common::counts(run_root.path());
+
+    let (ok, out, err) = run_bundle(run_root.path(), b.path(), "oci-idmap");
+
+    assert!(!ok, "{out}{err}");
+    assert!(err.contains("mount option `idmap` for /data is not supported"), "{err}");
+    assert_eq!(common::counts(run_root.path()), before);
+}
+
+#[test]
+fn deprecated_kernel_memory_limit_runs_with_a_warning() {
+    if !root("deprecated_kernel_memory_limit_runs_with_a_warning") {
+        return;
+    }
+    let b = tempfile::tempdir().unwrap();
+    let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
+    bundle(b.path(), &["/bin/busybox", "echo", "ran"]);
+    edit_spec(b.path(), |spec| {
+        spec["linux"]["resources"]["memory"] =
+            serde_json::json!({"limit": 67108864, "kernel": 33554432, "kernelTCP": 16777216});
+    });
+
+    let (ok, out, err) = run_bundle(run_root.path(), b.path(), "oci-kmem");
+
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim(), "ran");
+    assert!(err.contains("warning: `linux.resources.memory.kernel` is deprecated"), "{err}");
+    assert!(err.contains("warning: `linux.resources.memory.kernelTCP` is deprecated"), "{err}");
+}
+
+#[test]
+fn start_fails_with_the_message_of_a_set_up_step_that_failed_after_create() {
+    if !root("start_fails_with_the_message_of_a_set_up_step_that_failed_after_create") {
+        return;
+    }
+    let b = tempfile::tempdir().unwrap();
+    let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
+    bundle(b.path(), &["/bin/busybox", "sleep", "30"]);
+    // An effective capability outside the permitted set: capset(2) refuses it with EPERM,
+    // after the start gate.
+    edit_spec(b.path(), |spec| {
+        spec["process"]["capabilities"] =
+            serde_json::json!({"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": []});
+    });
+    let id = format!("oci-capfail-{}", std::process::id());
+    let before = common::counts(run_root.path());
+    let guard = ForceDelete { run_root: run_root.path(), id: &id };
+    create(run_root.path(), b.path(), &id);
+
+    let out = start_within(run_root.path(), &id, 20).expect("start hung");
+
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "start succeeded although the container could not set up: {err}");
+    assert!(err.contains("set capabilities") && err.contains("Operation not permitted"), "{err}");
+    assert_ne!(status(run_root.path(), &id), "running");
+    drop(guard);
+    assert_eq!(common::counts(run_root.path()), before);
+}
+
+/// `delete --force` of a container when dropped, so a failing test leaves nothing behind.
+struct ForceDelete<'a> {
+    run_root: &'a Path,
+    id: &'a str,
+}
+
+impl Drop for ForceDelete<'_> {
+    fn drop(&mut self) {
+        let _ = rt(self.run_root, &["delete", "--force", self.id]);
+    }
+}

@@ -371,3 +371,73 @@ fn device_rules_deny_an_unlisted_device_and_allow_a_listed_one() {
     assert!(denied.contains("null-open") && denied.contains("tun-denied"), "{denied}");
     assert!(allowed.contains("null-open") && allowed.contains("tun-open"), "{allowed}");
 }
+
+/// A failing hook of a phase that runs after the user process started: a warning on stderr,
+/// the verb succeeds, and the phase's later hooks still run (runtime spec, poststart/poststop).
+fn failing_late_hook_is_a_warning(test: &str, phase: &str) {
+    let Some((b, mut spec)) = runc_spec_bundle(test, &["/bin/busybox", "sleep", "1"]) else {
+        return;
+    };
+    let log = b.path().join("hooks.log");
+    let l = log.display();
+    spec["hooks"] = json!({ phase: [hook("exit 3", None), hook(&format!("echo {phase}-second >> {l}"), None)] });
+    write(b.path(), &spec);
+    let r = Run::new();
+    let before = counts(r.run_root.path());
+    let id = format!("spec-late-{phase}");
+
+    let (created, err_create) = r.rt_files(&["create", &id, "--bundle", b.path().to_str().unwrap()]);
+    let (started, err_start) = r.rt_files(&["start", &id]);
+    for _ in 0..300 {
+        if String::from_utf8_lossy(&r.rt(&["state", &id]).stdout).contains("stopped") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let deleted = r.rt(&["delete", &id]);
+
+    assert!(created, "{err_create}");
+    assert!(started, "start must not fail on a {phase} hook: {err_start}");
+    assert!(deleted.status.success(), "delete must not fail on a {phase} hook: {}", text(&deleted));
+    let warned = if phase == "poststart" { err_start } else { text(&deleted) };
+    assert!(warned.contains(&format!("warning: {phase} hook 0 failed")) && warned.contains("exited"), "{warned}");
+    assert_eq!(fs::read_to_string(&log).unwrap_or_default(), format!("{phase}-second\n"), "later hooks run");
+    assert_eq!(settles_to(r.run_root.path(), &before), before);
+}
+
+#[test]
+fn a_failing_poststart_hook_is_a_warning_and_the_next_one_runs() {
+    failing_late_hook_is_a_warning("a_failing_poststart_hook_is_a_warning_and_the_next_one_runs", "poststart");
+}
+
+#[test]
+fn a_failing_poststop_hook_is_a_warning_and_the_next_one_runs() {
+    failing_late_hook_is_a_warning("a_failing_poststop_hook_is_a_warning_and_the_next_one_runs", "poststop");
+}
+
+#[test]
+fn run_honours_hooks_with_late_failures_as_warnings() {
+    let Some((b, mut spec)) =
+        runc_spec_bundle("run_honours_hooks_with_late_failures_as_warnings", &["/bin/busybox", "sh", "-c", "exit 4"])
+    else {
+        return;
+    };
+    let log = b.path().join("hooks.log");
+    let l = log.display();
+    spec["hooks"] = json!({
+        "prestart": [hook(&format!("echo prestart >> {l}"), None)],
+        "poststart": [hook("exit 3", None), hook(&format!("echo poststart >> {l}"), None)],
+        "poststop": [hook("exit 5", None), hook(&format!("echo poststop >> {l}"), None)],
+    });
+    write(b.path(), &spec);
+    let r = Run::new();
+    let before = counts(r.run_root.path());
+
+    let out = r.run("spec-run-hooks", b.path());
+
+    let s = text(&out);
+    assert_eq!(out.status.code(), Some(4), "the container's status: {s}");
+    assert!(s.contains("warning: poststart hook 0 failed") && s.contains("warning: poststop hook 0 failed"), "{s}");
+    assert_eq!(fs::read_to_string(&log).unwrap_or_default(), "prestart\npoststart\npoststop\n");
+    assert_eq!(settles_to(r.run_root.path(), &before), before);
+}

@@ -324,19 +324,18 @@ fn run_cli(cli: Cli) -> Result<i32> {
             if opts.console_socket.is_some() {
                 bail!("run: --console-socket is for create; run relays the terminal itself");
             }
-            let mut cfg = oci::load_bundle(&bundle, &run_root)?;
-            cfg.id = a.id;
-            if !cfg.terminal {
-                let r = container::run(&cfg, Stdio::default(), None)?;
-                return Ok(exit_code(&r.exit));
+            let mut b = oci::load_warned(&bundle, &run_root)?;
+            b.config.id = a.id;
+            if !b.config.terminal {
+                return Ok(exit_code(&oci::run(b, &bundle, Stdio::default())?));
             }
             // process.terminal: the container's stdio is a new pty, relayed to ours.
-            let pty = oci::console::Pty::open(cfg.console_size)?;
+            let pty = oci::console::Pty::open(b.config.console_size)?;
             let stdio = pty.stdio()?;
             let relay = pty.relay()?;
-            let r = container::run(&cfg, stdio, None);
+            let r = oci::run(b, &bundle, stdio);
             relay.finish(std::time::Duration::from_secs(2));
-            return Ok(exit_code(&r?.exit));
+            return Ok(exit_code(&r?));
         }
         Cmd::Exec(a) => {
             if a.console_socket.is_some() || a.tty {

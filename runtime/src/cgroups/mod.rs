@@ -57,6 +57,12 @@ pub enum Error {
     SwapBelowMemory { memory: u64, swap: u64 },
     #[error("controller `{controller}` is not available under {root}")]
     ControllerMissing { controller: String, root: PathBuf },
+    #[error("`{field}` needs {needs}, which is not available under {root}")]
+    ControllerMissingFor { field: &'static str, needs: String, root: PathBuf },
+    #[error("invalid `{field}`: {reason}")]
+    BadValue { field: &'static str, reason: String },
+    #[error("cgroup path `{0}` may only name directories below the hierarchy (no `.` or `..`)")]
+    BadPath(String),
     #[error("cannot find this process's cgroup in /proc/self/cgroup for `{0}`")]
     OwnCgroup(String),
     #[error("no cgroup hierarchy found under {0}")]
@@ -105,12 +111,56 @@ pub trait CgroupManager: Send {
     fn procs(&self) -> Result<Vec<i32>, Error>;
     /// Every directory this manager created (for the state file and gc).
     fn paths(&self) -> Vec<PathBuf>;
+    /// Ancestors of [`CgroupManager::paths`] that `create` made because a nested name needed
+    /// them, outermost first; `remove` takes them away after the cgroups themselves.
+    fn created_parents(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
     /// Remove the directories; the cgroup must be empty.
     fn remove(&mut self) -> Result<(), Error>;
 }
 
+/// Block I/O weights (v1 blkio, BFQ) take 10..=1000.
+const WEIGHTS: std::ops::RangeInclusive<u16> = 10..=1000;
+
 /// Check limits before touching the kernel, so bad input fails with a clear message.
 pub fn validate(res: &Resources) -> Result<(), Error> {
+    let b = &res.block_io;
+    let weights = [("linux.resources.blockIO.weight", b.weight), ("linux.resources.blockIO.leafWeight", b.leaf_weight)]
+        .into_iter()
+        .chain(b.weight_devices.iter().flat_map(|d| {
+            [
+                ("linux.resources.blockIO.weightDevice[].weight", d.weight),
+                ("linux.resources.blockIO.weightDevice[].leafWeight", d.leaf_weight),
+            ]
+        }));
+    for (field, w) in weights {
+        if let Some(w) = w.filter(|w| !WEIGHTS.contains(w)) {
+            return Err(Error::BadValue { field, reason: format!("{w} is outside {WEIGHTS:?}") });
+        }
+    }
+    for l in &res.hugepage_limits {
+        // It becomes part of a file name: digits and a unit, nothing else.
+        let digits = ["KB", "MB", "GB"].iter().find_map(|u| l.page_size.strip_suffix(u)).unwrap_or("");
+        if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) || digits.starts_with('0') {
+            return Err(Error::BadValue {
+                field: "linux.resources.hugepageLimits[].pageSize",
+                reason: format!("{:?} is not a page size like 2MB or 1GB", l.page_size),
+            });
+        }
+    }
+    for p in &res.net_priorities {
+        let name = &p.interface;
+        if name.is_empty()
+            || name.len() >= libc::IFNAMSIZ
+            || name.bytes().any(|c| c == b'/' || c.is_ascii_whitespace() || c == 0)
+        {
+            return Err(Error::BadValue {
+                field: "linux.resources.network.priorities[].name",
+                reason: format!("{name:?} is not an interface name"),
+            });
+        }
+    }
     if let Some(m) = res.memory_bytes {
         if m < MIN_MEMORY_BYTES {
             return Err(Error::MemoryTooLow(m));
@@ -137,6 +187,10 @@ pub fn manager(choice: &CgroupChoice, name: &str) -> Result<Box<dyn CgroupManage
         }
         None => name,
     };
+    // The name is joined onto cgroupfs paths: it must not climb out of the hierarchy.
+    if name.is_empty() || !Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+        return Err(Error::BadPath(name.to_string()));
+    }
     let choice = match choice {
         CgroupChoice::Auto => probe(Path::new("/sys/fs/cgroup")),
         other => other.clone(),
@@ -201,6 +255,46 @@ pub(crate) fn read_procs(path: &Path) -> Result<Vec<i32>, Error> {
     Ok(read_file(path)?.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
+/// Write `value` to the first of `files` that exists in `dir`; none there means the kernel
+/// lacks what `field` needs (an I/O scheduler, a page size, a controller feature).
+pub(crate) fn write_one_of(dir: &Path, files: &[&str], value: &str, field: &'static str) -> Result<(), Error> {
+    match files.iter().map(|f| dir.join(f)).find(|p| p.exists()) {
+        Some(p) => write_file(&p, value),
+        None => Err(Error::ControllerMissingFor { field, needs: files.join(" or "), root: dir.to_path_buf() }),
+    }
+}
+
+/// mkdir `dir` and each missing ancestor, outermost first, calling `each` on every level made
+/// (or found made meanwhile) before going deeper. Ancestors this call made are pushed onto
+/// `created` as they appear, so a failure halfway still leaves them to be removed.
+pub(crate) fn create_levels(
+    dir: &Path,
+    created: &mut Vec<PathBuf>,
+    mut each: impl FnMut(&Path) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut missing: Vec<&Path> = dir.ancestors().skip(1).take_while(|a| !a.exists()).collect();
+    missing.reverse();
+    for level in missing {
+        match fs::create_dir(level) {
+            Ok(()) => created.push(level.to_path_buf()),
+            // Made meanwhile by someone else (a sibling container): not ours to remove.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(Error::Create { path: level.to_path_buf(), source }),
+        }
+        each(level)?;
+    }
+    fs::create_dir(dir).map_err(|source| Error::Create { path: dir.to_path_buf(), source })?;
+    each(dir)
+}
+
+/// Remove the `created_parents` of a manager, deepest first. One that is busy (a sibling
+/// container made meanwhile lives in it) or gone is left alone: it is shared, not leaked.
+pub fn remove_parents(created_parents: &[PathBuf]) {
+    for p in created_parents.iter().rev() {
+        let _ = fs::remove_dir(p);
+    }
+}
+
 /// rmdir with a few retries: a killed task can linger in the cgroup for a moment after exit.
 pub(crate) fn remove_dir(path: &Path) -> Result<(), Error> {
     for attempt in 0..50 {
@@ -238,6 +332,31 @@ mod tests {
     fn validate_rejects_swap_below_memory() {
         let res = Resources { memory_bytes: Some(64 << 20), memory_swap_bytes: Some(32 << 20), ..Default::default() };
         assert!(matches!(validate(&res), Err(Error::SwapBelowMemory { .. })));
+    }
+
+    #[test]
+    fn validate_rejects_bad_weights_page_sizes_and_interface_names() {
+        use crate::config::{BlockIo, HugepageLimit, NetPriority};
+        let weight = Resources { block_io: BlockIo { weight: Some(5), ..Default::default() }, ..Default::default() };
+        let page = |s: &str| Resources {
+            hugepage_limits: vec![HugepageLimit { page_size: s.into(), limit: 0 }],
+            ..Default::default()
+        };
+        let iface = Resources {
+            net_priorities: vec![NetPriority { interface: "eth0 5\nlo".into(), priority: 1 }],
+            ..Default::default()
+        };
+        for (res, field) in [
+            (weight, "linux.resources.blockIO.weight"),
+            (page("../../x"), "pageSize"),
+            (page("2M"), "pageSize"),
+            (page("MB"), "pageSize"),
+            (iface, "priorities[].name"),
+        ] {
+            let err = validate(&res).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        assert!(validate(&page("2MB")).is_ok() && validate(&page("1GB")).is_ok() && validate(&page("64KB")).is_ok());
     }
 
     #[test]

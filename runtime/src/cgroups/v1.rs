@@ -1,7 +1,7 @@
 //! cgroup v1: one directory per controller hierarchy, each nested under this process's own
 //! cgroup in that hierarchy (on this machine the memory controller sits under a parent cgroup).
 
-use super::{read_file, read_procs, read_u64, remove_dir, write_file, CgroupManager, Error, Stats};
+use super::{read_file, read_procs, read_u64, remove_dir, write_file, write_one_of, CgroupManager, Error, Stats};
 use crate::config::Resources;
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,6 +20,8 @@ pub struct V1 {
     dirs: BTreeMap<&'static str, PathBuf>,
     /// Directories to attach to, deduplicated (cpu and cpuacct may share a hierarchy).
     attach_dirs: Vec<PathBuf>,
+    /// Ancestors of those that `create` made (a cgroupsPath like `/a/b/c`), outermost first.
+    created_parents: Vec<PathBuf>,
 }
 
 impl V1 {
@@ -32,7 +34,18 @@ impl V1 {
             name: name.to_string(),
             dirs: BTreeMap::new(),
             attach_dirs: Vec::new(),
+            created_parents: Vec::new(),
         }
+    }
+
+    /// Make `dir` and each missing ancestor, one level at a time. In the cpuset hierarchy each
+    /// new level first gets the cpus and mems of its nearest ancestor that has them: a fresh v1
+    /// cpuset is empty, takes no tasks, and refuses a child's cpus (as runc and crun do).
+    fn make_dirs(&mut self, dir: &Path, cpuset: bool) -> Result<(), Error> {
+        super::create_levels(dir, &mut self.created_parents, |level| match cpuset {
+            true => inherit_cpuset(level),
+            false => Ok(()),
+        })
     }
 
     /// The directory this container gets in `controller`'s hierarchy.
@@ -45,18 +58,60 @@ impl V1 {
         self.dirs.get(controller)
     }
 
-    fn wanted(res: &Resources) -> Vec<&'static str> {
-        let mut c = ALWAYS.to_vec();
+    /// Controllers `res` needs, each with the OCI field that asks for it (None: always made).
+    fn wanted(res: &Resources) -> Vec<(&'static str, Option<&'static str>)> {
+        let mut c: Vec<_> = ALWAYS.iter().map(|c| (*c, None)).collect();
         if res.cpu_quota_us.is_some() || res.cpu_shares.is_some() || res.cpu_period_us.is_some() {
-            c.push("cpu");
+            c.push(("cpu", Some("linux.resources.cpu")));
         }
         if res.cpuset_cpus.is_some() || res.cpuset_mems.is_some() {
-            c.push("cpuset");
+            c.push(("cpuset", Some("linux.resources.cpu.cpus")));
         }
         if !res.devices.is_empty() {
-            c.push("devices");
+            c.push(("devices", Some("linux.resources.devices")));
+        }
+        if !res.block_io.is_empty() {
+            c.push(("blkio", Some("linux.resources.blockIO")));
+        }
+        if !res.hugepage_limits.is_empty() {
+            c.push(("hugetlb", Some("linux.resources.hugepageLimits")));
+        }
+        if res.net_class_id.is_some() {
+            c.push(("net_cls", Some("linux.resources.network.classID")));
+        }
+        if !res.net_priorities.is_empty() {
+            c.push(("net_prio", Some("linux.resources.network.priorities")));
         }
         c
+    }
+
+    /// blkio: weights (CFQ's files, else BFQ's) and throttles.
+    fn apply_blkio(dir: &Path, res: &Resources) -> Result<(), Error> {
+        let b = &res.block_io;
+        if let Some(w) = b.weight {
+            write_one_of(dir, &["blkio.weight", "blkio.bfq.weight"], &w.to_string(), "linux.resources.blockIO.weight")?;
+        }
+        if let Some(w) = b.leaf_weight {
+            write_one_of(dir, &["blkio.leaf_weight"], &w.to_string(), "linux.resources.blockIO.leafWeight")?;
+        }
+        for d in &b.weight_devices {
+            if let Some(w) = d.weight {
+                let line = format!("{}:{} {w}", d.major, d.minor);
+                let files = ["blkio.weight_device", "blkio.bfq.weight_device"];
+                write_one_of(dir, &files, &line, "linux.resources.blockIO.weightDevice[].weight")?;
+            }
+            if let Some(w) = d.leaf_weight {
+                let line = format!("{}:{} {w}", d.major, d.minor);
+                let field = "linux.resources.blockIO.weightDevice[].leafWeight";
+                write_one_of(dir, &["blkio.leaf_weight_device"], &line, field)?;
+            }
+        }
+        for t in b.throttles() {
+            for d in t.devices {
+                write_one_of(dir, &[t.v1_file], &format!("{}:{} {}", d.major, d.minor, d.rate), t.field)?;
+            }
+        }
+        Ok(())
     }
 
     fn apply(&self, res: &Resources) -> Result<(), Error> {
@@ -95,19 +150,70 @@ impl V1 {
         if let (Some(dir), Some(max)) = (self.dir("pids"), res.pids_max) {
             write_file(&dir.join("pids.max"), &max.to_string())?;
         }
+        if let Some(dir) = self.dir("blkio") {
+            Self::apply_blkio(dir, res)?;
+        }
+        if let Some(dir) = self.dir("hugetlb") {
+            for l in &res.hugepage_limits {
+                let file = format!("hugetlb.{}.limit_in_bytes", l.page_size);
+                write_one_of(dir, &[&file], &l.limit.to_string(), "linux.resources.hugepageLimits")?;
+            }
+        }
+        if let (Some(dir), Some(id)) = (self.dir("net_cls"), res.net_class_id) {
+            write_file(&dir.join("net_cls.classid"), &id.to_string())?;
+        }
+        if let Some(dir) = self.dir("net_prio") {
+            for p in &res.net_priorities {
+                write_file(&dir.join("net_prio.ifpriomap"), &format!("{} {}", p.interface, p.priority))?;
+            }
+        }
         if let Some(dir) = self.dir("cpuset") {
-            // A fresh v1 cpuset is empty and refuses tasks: inherit the parent's unless given.
-            let parent = dir.parent().unwrap_or(dir);
+            // Set on top of what `make_dirs` inherited.
             for (file, want) in [("cpuset.cpus", &res.cpuset_cpus), ("cpuset.mems", &res.cpuset_mems)] {
-                let value = match want {
-                    Some(v) => v.clone(),
-                    None => read_file(&parent.join(file))?.trim().to_string(),
-                };
-                write_file(&dir.join(file), &value)?;
+                if let Some(v) = want {
+                    write_file(&dir.join(file), v)?;
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Give an empty cpuset `dir` the `cpuset.cpus` and `cpuset.mems` of its nearest ancestor
+/// that has them.
+fn inherit_cpuset(dir: &Path) -> Result<(), Error> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        // A missing file reads as empty (plain directories stand in for cgroupfs in unit tests).
+        let own = fs::read_to_string(dir.join(file)).unwrap_or_default();
+        if !own.trim().is_empty() {
+            continue;
+        }
+        let mut from = None;
+        for a in dir.ancestors().skip(1) {
+            let path = a.join(file);
+            if !path.exists() {
+                break; // above the hierarchy's root
+            }
+            let v = read_file(&path)?;
+            if !v.trim().is_empty() {
+                from = Some(v.trim().to_string());
+                break;
+            }
+        }
+        match from {
+            Some(v) => write_file(&dir.join(file), &v)?,
+            None => {
+                return Err(Error::Read {
+                    path: dir.join(file),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no ancestor cpuset has a value to inherit",
+                    ),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 impl CgroupManager for V1 {
@@ -118,22 +224,29 @@ impl CgroupManager for V1 {
     fn create(&mut self, res: &Resources) -> Result<(), Error> {
         super::validate(res)?;
         let mut seen: Vec<PathBuf> = Vec::new();
-        for ctrl in Self::wanted(res) {
-            let hier = self.root.join(ctrl);
-            if !hier.exists() {
-                return Err(Error::ControllerMissing { controller: ctrl.into(), root: self.root.clone() });
+        let wanted = Self::wanted(res);
+        // Every hierarchy checked before any directory is made.
+        for (ctrl, field) in &wanted {
+            if !self.root.join(ctrl).exists() {
+                return Err(match field {
+                    Some(field) => Error::ControllerMissingFor {
+                        field,
+                        needs: format!("the v1 `{ctrl}` controller"),
+                        root: self.root.clone(),
+                    },
+                    None => Error::ControllerMissing { controller: ctrl.to_string(), root: self.root.clone() },
+                });
             }
+        }
+        for (ctrl, _) in wanted {
+            let hier = self.root.join(ctrl);
             let dir = self.dir_for(ctrl);
             // cpu and cpuacct are often co-mounted (`cpu,cpuacct` with symlinks).
             let canon = fs::canonicalize(&hier).unwrap_or(hier.clone());
             let first = !seen.contains(&canon);
             if first {
                 // A cgroupsPath may name a parent that does not exist yet (`/docker/<id>`).
-                if let Some(parent) = dir.parent() {
-                    fs::create_dir_all(parent)
-                        .map_err(|source| Error::Create { path: parent.to_path_buf(), source })?;
-                }
-                fs::create_dir(&dir).map_err(|source| Error::Create { path: dir.clone(), source })?;
+                self.make_dirs(&dir, ctrl == "cpuset")?;
                 seen.push(canon);
                 self.attach_dirs.push(dir.clone());
             }
@@ -213,12 +326,20 @@ impl CgroupManager for V1 {
         self.attach_dirs.clone()
     }
 
+    fn created_parents(&self) -> Vec<PathBuf> {
+        self.created_parents.clone()
+    }
+
     fn remove(&mut self) -> Result<(), Error> {
         let mut first_err = None;
         for dir in self.attach_dirs.drain(..) {
             if let Err(e) = remove_dir(&dir) {
                 first_err.get_or_insert(e);
             }
+        }
+        if first_err.is_none() {
+            super::remove_parents(&self.created_parents);
+            self.created_parents.clear();
         }
         self.dirs.clear();
         first_err.map_or(Ok(()), Err)
@@ -301,6 +422,81 @@ mod tests {
         assert_eq!(st.memory_peak_bytes, Some(200));
         assert_eq!(st.cpu_usage_ns, Some(5000));
         assert_eq!(st.oom_kills, 1);
+    }
+
+    #[test]
+    fn nested_path_levels_inherit_cpuset_and_are_all_removed() {
+        let (tmp, own) = fake_root();
+        fs::create_dir_all(tmp.path().join("pids/shared")).unwrap();
+        let mut cg = V1::new(tmp.path(), &own, "shared/a/b");
+        let res = Resources { cpuset_cpus: Some("0".into()), ..Default::default() };
+
+        cg.create(&res).unwrap();
+
+        let read = |p: &str| fs::read_to_string(tmp.path().join(p)).unwrap();
+        assert_eq!(read("cpuset/shared/cpuset.cpus"), "0-1");
+        assert_eq!(read("cpuset/shared/a/cpuset.mems"), "0");
+        assert_eq!(read("cpuset/shared/a/b/cpuset.cpus"), "0");
+        assert_eq!(read("cpuset/shared/a/b/cpuset.mems"), "0");
+        assert!(cg.created_parents().contains(&tmp.path().join("cpuset/shared/a")));
+        assert!(!cg.created_parents().contains(&tmp.path().join("pids/shared")), "it existed before");
+        // Plain directories stand in for cgroupfs here: empty the made ones as the kernel would.
+        for p in cg.paths().into_iter().chain(cg.created_parents()) {
+            for f in fs::read_dir(&p).unwrap().flatten().filter(|e| e.path().is_file()) {
+                fs::remove_file(f.path()).unwrap();
+            }
+        }
+        cg.remove().unwrap();
+        assert!(!tmp.path().join("cpuset/shared").exists());
+        assert!(!tmp.path().join("memory/outer/shared").exists());
+        assert!(!tmp.path().join("pids/shared/a").exists());
+        assert!(tmp.path().join("pids/shared").is_dir(), "not ours: kept");
+    }
+
+    fn throttled(rate: u64) -> crate::config::BlockIo {
+        crate::config::BlockIo {
+            throttle_read_bps: vec![crate::config::ThrottleDevice { major: 254, minor: 0, rate }],
+            throttle_write_iops: vec![crate::config::ThrottleDevice { major: 8, minor: 16, rate: 7 }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn blkio_throttles_go_to_their_files_and_a_weight_without_its_file_names_the_field() {
+        let tmp = tempfile::tempdir().unwrap();
+        for f in ["blkio.throttle.read_bps_device", "blkio.throttle.write_iops_device", "blkio.bfq.weight"] {
+            fs::write(tmp.path().join(f), "").unwrap();
+        }
+        let mut res = Resources { block_io: throttled(1 << 20), ..Default::default() };
+        res.block_io.weight = Some(300);
+
+        V1::apply_blkio(tmp.path(), &res).unwrap();
+        res.block_io.leaf_weight = Some(300);
+        let err = V1::apply_blkio(tmp.path(), &res).unwrap_err();
+
+        let read = |p: &str| fs::read_to_string(tmp.path().join(p)).unwrap();
+        assert_eq!(read("blkio.throttle.read_bps_device"), "254:0 1048576");
+        assert_eq!(read("blkio.throttle.write_iops_device"), "8:16 7");
+        assert_eq!(read("blkio.bfq.weight"), "300", "BFQ's file when CFQ's is absent");
+        assert!(err.to_string().contains("`linux.resources.blockIO.leafWeight` needs blkio.leaf_weight"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_controller_names_the_field_and_nothing_is_made() {
+        let (tmp, own) = fake_root();
+        let mut cg = V1::new(tmp.path(), &own, "c");
+        let res = Resources {
+            hugepage_limits: vec![crate::config::HugepageLimit { page_size: "2MB".into(), limit: 1 << 21 }],
+            ..Default::default()
+        };
+
+        let err = cg.create(&res).unwrap_err();
+
+        assert!(
+            err.to_string().contains("`linux.resources.hugepageLimits` needs the v1 `hugetlb` controller"),
+            "{err}"
+        );
+        assert!(!tmp.path().join("memory/outer/c").exists() && !tmp.path().join("pids/c").exists());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! cgroup v2: one directory in the unified hierarchy, controllers enabled in the parent's
 //! `cgroup.subtree_control`, and a directory fd for `clone3(CLONE_INTO_CGROUP)`.
 
-use super::{devices_bpf, read_file, read_procs, read_u64, remove_dir, write_file, CgroupManager, Error, Stats};
+use super::{
+    devices_bpf, read_file, read_procs, read_u64, remove_dir, write_file, write_one_of, CgroupManager, Error, Stats,
+};
 use crate::config::Resources;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -15,13 +17,21 @@ pub struct V2 {
     dir: PathBuf,
     dir_fd: Option<File>,
     created: bool,
+    /// Ancestors `create` made for a nested name, outermost first.
+    created_parents: Vec<PathBuf>,
 }
 
 impl V2 {
     /// `root` is the cgroup2 mount; the cgroup goes under this process's own v2 cgroup.
     pub fn new(root: &Path, own: &BTreeMap<String, String>, name: &str) -> Result<V2, Error> {
         let parent = own.get("").map(|p| p.trim_start_matches('/')).unwrap_or("");
-        Ok(V2 { root: root.to_path_buf(), dir: root.join(parent).join(name), dir_fd: None, created: false })
+        Ok(V2 {
+            root: root.to_path_buf(),
+            dir: root.join(parent).join(name),
+            dir_fd: None,
+            created: false,
+            created_parents: Vec::new(),
+        })
     }
 
     /// The cgroup directory.
@@ -33,20 +43,27 @@ impl V2 {
         self.dir.parent().unwrap_or(&self.root)
     }
 
-    /// Controllers the limits need, in `cgroup.controllers` names.
-    fn needed(res: &Resources) -> Vec<&'static str> {
+    /// Controllers the limits need, in `cgroup.controllers` names, each with the OCI field
+    /// that asks for it (None: the runtime's own limits).
+    fn needed(res: &Resources) -> Vec<(&'static str, Option<&'static str>)> {
         let mut c = Vec::new();
         if res.memory_bytes.is_some() || res.memory_swap_bytes.is_some() {
-            c.push("memory");
+            c.push(("memory", None));
         }
         if res.cpu_quota_us.is_some() || res.cpu_shares.is_some() {
-            c.push("cpu");
+            c.push(("cpu", None));
         }
         if res.pids_max.is_some() {
-            c.push("pids");
+            c.push(("pids", None));
         }
         if res.cpuset_cpus.is_some() || res.cpuset_mems.is_some() {
-            c.push("cpuset");
+            c.push(("cpuset", None));
+        }
+        if !res.block_io.is_empty() {
+            c.push(("io", Some("linux.resources.blockIO")));
+        }
+        if !res.hugepage_limits.is_empty() {
+            c.push(("hugetlb", Some("linux.resources.hugepageLimits")));
         }
         c
     }
@@ -54,18 +71,57 @@ impl V2 {
     fn enable_controllers(&self, res: &Resources) -> Result<(), Error> {
         let available = read_file(&self.parent().join("cgroup.controllers")).unwrap_or_default();
         let available: Vec<&str> = available.split_whitespace().collect();
-        for ctrl in Self::needed(res) {
-            if !available.contains(&ctrl) {
-                return Err(Error::ControllerMissing { controller: ctrl.into(), root: self.parent().to_path_buf() });
+        let needed = Self::needed(res);
+        for (ctrl, field) in &needed {
+            if !available.contains(ctrl) {
+                let root = self.parent().to_path_buf();
+                return Err(match field {
+                    Some(field) => {
+                        Error::ControllerMissingFor { field, needs: format!("the `{ctrl}` controller"), root }
+                    }
+                    None => Error::ControllerMissing { controller: ctrl.to_string(), root },
+                });
             }
         }
         // Enable what the parent offers (memory/cpu/pids also for stats); the parent must not
         // hold processes itself (v2's no-internal-processes rule), so failures only matter when
         // a limit needs the controller, which the writes below then report.
         let subtree = self.parent().join("cgroup.subtree_control");
-        for ctrl in ["memory", "cpu", "pids", "cpuset"] {
+        let extra = needed.iter().map(|(c, _)| *c).filter(|c| matches!(*c, "io" | "hugetlb"));
+        for ctrl in ["memory", "cpu", "pids", "cpuset"].into_iter().chain(extra) {
             if available.contains(&ctrl) {
                 let _ = fs::write(&subtree, format!("+{ctrl}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// io: weights (BFQ's file as given, else `io.weight` scaled) and `io.max` throttles.
+    fn apply_io(&self, res: &Resources) -> Result<(), Error> {
+        let (d, b) = (&self.dir, &res.block_io);
+        let bfq = d.join("io.bfq.weight").exists();
+        let weight = |w: u16| if bfq { w.to_string() } else { blkio_to_io_weight(w).to_string() };
+        let weight_files: &[&str] = if bfq { &["io.bfq.weight"] } else { &["io.weight"] };
+        if let Some(w) = b.weight {
+            write_one_of(d, weight_files, &format!("default {}", weight(w)), "linux.resources.blockIO.weight")?;
+        }
+        for dev in &b.weight_devices {
+            if let Some(w) = dev.weight {
+                let line = format!("{}:{} {}", dev.major, dev.minor, weight(w));
+                write_one_of(d, weight_files, &line, "linux.resources.blockIO.weightDevice[].weight")?;
+            }
+        }
+        if b.leaf_weight.is_some() || b.weight_devices.iter().any(|w| w.leaf_weight.is_some()) {
+            return Err(Error::ControllerMissingFor {
+                field: "linux.resources.blockIO.leafWeight",
+                needs: "cgroup v1's CFQ blkio.leaf_weight (v2 has no leaf weights)".into(),
+                root: d.clone(),
+            });
+        }
+        for t in b.throttles() {
+            for dev in t.devices {
+                let line = format!("{}:{} {}={}", dev.major, dev.minor, t.v2_key, dev.rate);
+                write_one_of(d, &["io.max"], &line, t.field)?;
             }
         }
         Ok(())
@@ -101,8 +157,21 @@ impl V2 {
         if let Some(m) = &res.cpuset_mems {
             write_file(&d.join("cpuset.mems"), m)?;
         }
+        if !res.block_io.is_empty() {
+            self.apply_io(res)?;
+        }
+        for l in &res.hugepage_limits {
+            let file = format!("hugetlb.{}.max", l.page_size);
+            write_one_of(d, &[&file], &l.limit.to_string(), "linux.resources.hugepageLimits")?;
+        }
         Ok(())
     }
+}
+
+/// Map a blkio weight (10..=1000) onto v2 `io.weight` (1..=10000), linearly, as runc and crun do.
+pub fn blkio_to_io_weight(w: u16) -> u64 {
+    let w = u64::from(w.clamp(10, 1000));
+    1 + (w - 10) * 9999 / 990
 }
 
 /// Map v1 shares (2..=262144, default 1024) onto v2 weight (1..=10000, default 100), the same
@@ -128,11 +197,17 @@ impl CgroupManager for V2 {
                     .map_err(|source| Error::DeviceProgram { path: self.dir.clone(), source })?,
             )
         };
-        self.enable_controllers(res)?;
-        if let Some(parent) = self.dir.parent() {
-            fs::create_dir_all(parent).map_err(|source| Error::Create { path: parent.to_path_buf(), source })?;
+        if res.net_class_id.is_some() || !res.net_priorities.is_empty() {
+            let (field, needs) = if res.net_class_id.is_some() {
+                ("linux.resources.network.classID", "cgroup v1's net_cls controller (v2 has none)")
+            } else {
+                ("linux.resources.network.priorities", "cgroup v1's net_prio controller (v2 has none)")
+            };
+            let needs = needs.to_string();
+            return Err(Error::ControllerMissingFor { field, needs, root: self.root.clone() });
         }
-        fs::create_dir(&self.dir).map_err(|source| Error::Create { path: self.dir.clone(), source })?;
+        self.enable_controllers(res)?;
+        super::create_levels(&self.dir, &mut self.created_parents, |_| Ok(()))?;
         self.created = true;
         self.apply(res)?;
         let fd = File::open(&self.dir).map_err(|source| Error::Read { path: self.dir.clone(), source })?;
@@ -208,12 +283,18 @@ impl CgroupManager for V2 {
         }
     }
 
+    fn created_parents(&self) -> Vec<PathBuf> {
+        self.created_parents.clone()
+    }
+
     fn remove(&mut self) -> Result<(), Error> {
         self.dir_fd = None;
         if self.created {
             remove_dir(&self.dir)?;
             self.created = false;
         }
+        super::remove_parents(&self.created_parents);
+        self.created_parents.clear();
         Ok(())
     }
 }
@@ -227,6 +308,42 @@ mod tests {
         fs::write(tmp.path().join("cgroup.controllers"), controllers).unwrap();
         fs::write(tmp.path().join("cgroup.subtree_control"), "").unwrap();
         tmp
+    }
+
+    #[test]
+    fn io_throttles_become_io_max_lines_and_weights_scale_without_bfq() {
+        let tmp = fake_root("io\n");
+        let mut cg = V2::new(tmp.path(), &BTreeMap::new(), "c").unwrap();
+        fs::create_dir(tmp.path().join("c")).unwrap();
+        fs::write(tmp.path().join("c/io.max"), "").unwrap();
+        fs::write(tmp.path().join("c/io.weight"), "").unwrap();
+        cg.created = true;
+        let res = Resources {
+            block_io: crate::config::BlockIo {
+                weight: Some(1000),
+                throttle_read_bps: vec![crate::config::ThrottleDevice { major: 254, minor: 0, rate: 1 << 20 }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+
+        cg.apply_io(&res).unwrap();
+
+        assert_eq!(fs::read_to_string(tmp.path().join("c/io.max")).unwrap(), "254:0 rbps=1048576");
+        assert_eq!(fs::read_to_string(tmp.path().join("c/io.weight")).unwrap(), "default 10000");
+        assert_eq!((blkio_to_io_weight(10), blkio_to_io_weight(500)), (1, 4950));
+    }
+
+    #[test]
+    fn network_classid_on_v2_is_refused_by_field_before_anything_is_made() {
+        let tmp = fake_root("cpu memory pids\n");
+        let mut cg = V2::new(tmp.path(), &BTreeMap::new(), "c").unwrap();
+        let res = Resources { net_class_id: Some(0x100001), ..Default::default() };
+
+        let err = cg.create(&res).unwrap_err();
+
+        assert!(err.to_string().contains("`linux.resources.network.classID` needs cgroup v1's net_cls"), "{err}");
+        assert!(!tmp.path().join("c").exists());
     }
 
     #[test]

@@ -183,6 +183,7 @@ impl Container {
         let mut cg = cgroups::manager(&cfg.cgroup, &cg_name)?;
         let created = cg.create(&cfg.resources);
         c.state.cgroups = cg.paths();
+        c.state.cgroup_parents = cg.created_parents();
         c.cgroup = Some(cg);
         created?;
         c.phase("cgroup_create", t);

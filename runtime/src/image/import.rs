@@ -32,9 +32,49 @@ pub fn import(store: &Store, path: &Path) -> Result<Vec<String>, Error> {
     // A tarball: unpack it (with the same escape checks as layers) into store scratch space.
     let tmp = store.temp_path("import");
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    let result = layer::unpack(path, &tmp).and_then(|_| import_dir(store, &tmp, path));
+    let result = layer::unpack(path, &tmp).and_then(|_| import_dir(store, &archive_root(&tmp, path)?, path));
     let _ = fs::remove_dir_all(&tmp);
     result
+}
+
+/// Where the image sits in an unpacked tarball: its root, or (for `tar cf img.tar img/`) the
+/// one top-level directory when that holds an OCI layout's `oci-layout` and `index.json`.
+fn archive_root(unpacked: &Path, origin: &Path) -> Result<PathBuf, Error> {
+    if unpacked.join("manifest.json").is_file() || unpacked.join("index.json").is_file() {
+        return Ok(unpacked.to_path_buf());
+    }
+    let mut top: Vec<(String, bool)> = Vec::new();
+    for e in fs::read_dir(unpacked).map_err(io_err(unpacked))? {
+        let e = e.map_err(io_err(unpacked))?;
+        let is_dir = e.file_type().map_err(io_err(&e.path()))?.is_dir();
+        top.push((e.file_name().to_string_lossy().into_owned(), is_dir));
+    }
+    top.sort();
+    let layout_error = |reason: String| Error::ArchiveLayout { path: origin.to_path_buf(), reason };
+    match top.as_slice() {
+        [] => Err(Error::NotAnImage(origin.to_path_buf())),
+        [(name, true)] => {
+            let dir = unpacked.join(name);
+            let missing: Vec<&str> = ["oci-layout", "index.json"]
+                .into_iter()
+                .filter(|f| !fs::symlink_metadata(dir.join(f)).is_ok_and(|m| m.is_file()))
+                .collect();
+            if missing.is_empty() {
+                Ok(dir)
+            } else {
+                Err(layout_error(format!(
+                    "its one top-level directory `{name}` is not an OCI image layout (no {})",
+                    missing.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(" or ")
+                )))
+            }
+        }
+        entries => Err(layout_error(format!(
+            "no `index.json` or `manifest.json` at its root, and {} top-level entries ({}) rather than one \
+             directory holding an OCI image layout",
+            entries.len(),
+            entries.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {

@@ -42,6 +42,8 @@ pub enum Error {
     Escape(PathBuf),
     #[error("{0} is neither an OCI image layout nor a docker-save archive")]
     NotAnImage(PathBuf),
+    #[error("{path} is not an image archive: {reason}")]
+    ArchiveLayout { path: PathBuf, reason: String },
     #[error("invalid digest `{0}` (want sha256:<64 hex>)")]
     BadDigest(String),
     #[error("cannot lock the store at {path}")]

@@ -3,17 +3,36 @@
 //! starts, a warning after).
 
 use super::Error;
-use oci_spec::runtime::Hook;
+use oci_spec::runtime::{Hook, Hooks};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Run `hooks` in order; the first failure stops the list and is returned.
+/// Run `hooks` in order; the first failure stops the list and is returned (the phases before
+/// the user process starts: prestart, createRuntime, createContainer, startContainer).
 pub fn run(phase: &str, hooks: &Option<Vec<Hook>>, state: &serde_json::Value) -> Result<(), Error> {
     for (i, h) in hooks.iter().flatten().enumerate() {
         run_one(h, state).map_err(|reason| Error::Hook { phase: phase.to_string(), index: i, reason })?;
     }
     Ok(())
+}
+
+/// The create-time phases in the spec's order: prestart, createRuntime, createContainer
+/// (all fatal; `create` and `run` report `created` to them, as runc does).
+pub fn run_create_phases(hooks: &Hooks, state: &serde_json::Value) -> Result<(), Error> {
+    run("prestart", hooks.prestart(), state)?;
+    run("createRuntime", hooks.create_runtime(), state)?;
+    run("createContainer", hooks.create_container(), state)
+}
+
+/// Run every one of `hooks` in order, a failure being a warning on stderr that stops nothing
+/// (the phases after the user process started: poststart, poststop).
+pub fn run_warn(phase: &str, hooks: &Option<Vec<Hook>>, state: &serde_json::Value) {
+    for (i, h) in hooks.iter().flatten().enumerate() {
+        if let Err(reason) = run_one(h, state) {
+            eprintln!("cvbench-runtime: warning: {}", Error::Hook { phase: phase.to_string(), index: i, reason });
+        }
+    }
 }
 
 fn run_one(h: &Hook, state: &serde_json::Value) -> Result<(), String> {

@@ -4,6 +4,7 @@
 
 use crate::config::ContainerConfig;
 use crate::container::{self, Container, Gate, Stdio};
+use crate::process::channel;
 use crate::state::{State, Status};
 use serde_json::Value;
 use std::fs;
@@ -45,10 +46,13 @@ pub fn load_bundle(bundle: &Path, run_root: &Path) -> Result<ContainerConfig, Er
 }
 
 /// [`spec::load`], with a warning on stderr for each property it ignored (not in the spec).
-fn load_warned(bundle: &Path, run_root: &Path) -> Result<Bundle, Error> {
+pub fn load_warned(bundle: &Path, run_root: &Path) -> Result<Bundle, Error> {
     let b = spec::load(bundle, run_root)?;
     for k in &b.ignored {
         eprintln!("cvbench-runtime: warning: ignoring `{k}` in config.json: not a runtime-spec property");
+    }
+    for w in &b.deprecated {
+        eprintln!("cvbench-runtime: warning: {w}");
     }
     Ok(b)
 }
@@ -99,7 +103,7 @@ pub fn features() -> Value {
         "mountOptions": ["ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async", "dirsync",
             "mand", "nomand", "atime", "noatime", "diratime", "nodiratime", "relatime", "norelatime", "strictatime",
             "nostrictatime", "bind", "rbind", "private", "rprivate", "shared", "rshared", "slave", "rslave",
-            "unbindable", "runbindable"],
+            "unbindable", "runbindable", "nosymfollow", "symfollow", "tmpcopyup", "notmpcopyup"],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": crate::capabilities::NAMES,
@@ -179,9 +183,7 @@ pub fn create(id: &str, bundle: &Path, run_root: &Path, opts: &CreateOptions) ->
     c.persist()?;
     // runc (and the runtime-tools suite) report `created` to the create-time hooks.
     let doc = state_doc(c.state(), Status::Created);
-    hooks::run("prestart", b.hooks.prestart(), &doc)?;
-    hooks::run("createRuntime", b.hooks.create_runtime(), &doc)?;
-    hooks::run("createContainer", b.hooks.create_container(), &doc)?;
+    hooks::run_create_phases(&b.hooks, &doc)?;
     if let Some(p) = &opts.pid_file {
         let tmp = p.with_extension("cvbench-tmp");
         fs::write(&tmp, pid.to_string())
@@ -194,6 +196,33 @@ pub fn create(id: &str, bundle: &Path, run_root: &Path, opts: &CreateOptions) ->
     // Dropping `c` on an error above deletes the container; from here it is handed over.
     c.detach();
     Ok(pid)
+}
+
+/// OCI `run` of a loaded bundle (its `config.id` set): create, start, wait and delete in one
+/// process, with the bundle's hooks under the same rules as the separate verbs. Returns how
+/// the container ended.
+pub fn run(b: Bundle, bundle: &Path, stdio: Stdio) -> Result<container::ExitStatus, crate::Error> {
+    let h = &b.hooks;
+    let all =
+        [h.prestart(), h.create_runtime(), h.create_container(), h.start_container(), h.poststart(), h.poststop()];
+    if all.iter().all(|v| v.as_ref().map_or(true, Vec::is_empty)) {
+        // No hooks: the fast path, which overlaps the cgroup attach with the child's set-up.
+        return Ok(container::run(&b.config, stdio, None)?.exit);
+    }
+    let mut c = Container::create_gated(&b.config, stdio, Gate::Ready)?;
+    c.state_mut().bundle = Some(bundle.to_path_buf());
+    c.state_mut().annotations = b.annotations;
+    c.persist()?;
+    let doc = state_doc(c.state(), Status::Created);
+    hooks::run_create_phases(h, &doc)?;
+    hooks::run("startContainer", h.start_container(), &doc)?;
+    c.start()?;
+    hooks::run_warn("poststart", h.poststart(), &state_doc(c.state(), Status::Running));
+    let exit = c.wait(None);
+    let deleted = c.delete();
+    hooks::run_warn("poststop", h.poststop(), &state_doc(c.state(), Status::Stopped));
+    deleted?;
+    exit
 }
 
 /// OCI `start`: release a created container.
@@ -214,23 +243,29 @@ pub fn start(id: &str, run_root: &Path) -> Result<(), crate::Error> {
     // Opening the read end unblocks the container's write open.
     let bytes = read_gate(&fifo, &st).map_err(|source| crate::Error::Io { path: fifo.clone(), source })?;
     let _ = fs::remove_file(&fifo);
-    if bytes.is_empty() {
+    let Some((_go, after)) = bytes.split_first() else {
         return Err(Error::NotCreated(id.to_string()).into());
+    };
+    // What the container failed at between the gate and exec (capabilities, ids, seccomp...).
+    if let Some(r) = channel::records(after).find(|r| r.kind == channel::KIND_ERROR) {
+        let step = crate::process::init::step_label(r.code).map_or(format!("step {}", r.code), str::to_string);
+        let source = std::io::Error::from_raw_os_error(r.errno);
+        return Err(crate::process::Error::ChildStep { step, source }.into());
     }
     st.status = Status::Running;
     st.save()?;
     // Poststart failures are warnings (the process runs already).
     if let Some(h) = &st.hooks {
-        if let Err(e) = hooks::run("poststart", h.poststart(), &state_doc(&st, Status::Running)) {
-            eprintln!("warning: {e}");
-        }
+        hooks::run_warn("poststart", h.poststart(), &state_doc(&st, Status::Running));
     }
     Ok(())
 }
 
-/// The container's byte through the start FIFO. The read end is opened without blocking and
-/// polled while the container process lives: one that died after `create` (its user could not
-/// open the FIFO, a signal) makes `start` fail instead of waiting for a writer forever.
+/// What the container writes to the start FIFO: its go byte, then (only if set-up fails after
+/// the gate) an error record, until the write end closes at exec or exit. The read end is
+/// opened without blocking and polled while the container process lives: one that died after
+/// `create` (its user could not open the FIFO, a signal) makes `start` fail instead of waiting
+/// for a writer forever.
 fn read_gate(fifo: &Path, st: &State) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -257,7 +292,7 @@ fn read_gate(fifo: &Path, st: &State) -> std::io::Result<Vec<u8>> {
             }
             continue;
         }
-        if !out.is_empty() || !st.process_alive() || crate::state::zombie(st.pid) {
+        if !st.process_alive() || crate::state::zombie(st.pid) {
             return Ok(out);
         }
     }
@@ -314,9 +349,7 @@ pub fn delete(id: &str, force: bool, run_root: &Path) -> Result<Vec<String>, cra
     }
     let removed = container::delete_stored(&st);
     if let Some(h) = &st.hooks {
-        if let Err(e) = hooks::run("poststop", h.poststop(), &state_doc(&st, Status::Stopped)) {
-            eprintln!("warning: {e}");
-        }
+        hooks::run_warn("poststop", h.poststop(), &state_doc(&st, Status::Stopped));
     }
     Ok(removed)
 }
@@ -425,6 +458,28 @@ mod tests {
         assert!(zombie(pid), "an exited, unreaped child is a zombie");
         child.wait().expect("reap");
         assert!(!zombie(pid), "reaped: gone");
+    }
+
+    #[test]
+    fn deprecated_kernel_memory_limits_are_ignored_with_a_warning() {
+        let mut v = spec(Value::Null);
+        v["linux"]["resources"]["memory"]["kernel"] = serde_json::json!(33554432);
+        v["linux"]["resources"]["memory"]["kernelTCP"] = serde_json::json!(16777216);
+        let b = bundle(&v).1.unwrap();
+        assert_eq!(b.deprecated.len(), 2, "{:?}", b.deprecated);
+        assert!(b.deprecated[0].contains("linux.resources.memory.kernel`"), "{:?}", b.deprecated);
+        assert!(b.deprecated[1].contains("linux.resources.memory.kernelTCP`"), "{:?}", b.deprecated);
+        assert_eq!(b.config.resources.memory_bytes, Some(64 << 20), "the rest of memory still applies");
+        assert!(bundle(&spec(Value::Null)).1.unwrap().deprecated.is_empty());
+    }
+
+    #[test]
+    fn an_empty_cgroups_path_leaves_the_name_to_the_runtime() {
+        let mut v = spec(Value::Null);
+        v["linux"]["cgroupsPath"] = serde_json::json!("");
+        assert_eq!(bundle(&v).1.unwrap().config.cgroups_path, None);
+        v["linux"]["cgroupsPath"] = serde_json::json!("/a/b");
+        assert_eq!(bundle(&v).1.unwrap().config.cgroups_path, Some(PathBuf::from("/a/b")));
     }
 
     #[test]

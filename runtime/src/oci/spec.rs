@@ -4,7 +4,10 @@
 //! without a network namespace shares the host's network but keeps every other confinement).
 
 use super::Error;
-use crate::config::{CapSets, ContainerConfig, IdMap, MountSpec, NetMode, Resources, Rlimit, RootfsSource, User};
+use crate::config::{
+    BlockIo, CapSets, ContainerConfig, HugepageLimit, IdMap, MountSpec, NetMode, NetPriority, Resources, Rlimit,
+    RootfsSource, ThrottleDevice, User, WeightDevice,
+};
 use crate::namespaces::Namespace;
 use crate::seccomp_profile::{self as sp, Action, ArgCond, Profile, Rule};
 use oci_spec::runtime::{
@@ -23,6 +26,8 @@ pub struct Bundle {
     pub annotations: BTreeMap<String, String>,
     /// Properties that are not in the runtime spec, ignored as it requires.
     pub ignored: Vec<String>,
+    /// Deprecated properties that are set but ignored, each with why (the CLI warns).
+    pub deprecated: Vec<String>,
 }
 
 fn unsupported(field: &str) -> Error {
@@ -62,8 +67,11 @@ fn check_keys(
 const TOP_UNHONOURED: &[&str] = &["solaris", "windows", "vm", "zos"];
 const PROCESS_UNHONOURED: &[&str] = &["commandLine", "scheduler", "ioPriority", "execCPUAffinity"];
 const LINUX_UNHONOURED: &[&str] = &["timeOffsets", "netDevices", "personality", "intelRdt", "memoryPolicy"];
-const RESOURCES_UNHONOURED: &[&str] = &["hugepageLimits", "network", "rdma", "unified"];
-const MEMORY_UNHONOURED: &[&str] = &["kernel", "kernelTCP", "swappiness", "useHierarchy", "checkBeforeUpdate"];
+const RESOURCES_UNHONOURED: &[&str] = &["rdma", "unified"];
+const MEMORY_UNHONOURED: &[&str] = &["swappiness", "useHierarchy", "checkBeforeUpdate"];
+/// Deprecated memory properties ignored with a warning, as runc does: kernel memory limits are
+/// gone from cgroup v2 and from v1 since Linux 5.16 (writes fail or do nothing).
+const MEMORY_DEPRECATED: &[&str] = &["kernel", "kernelTCP"];
 const CPU_UNHONOURED: &[&str] = &["burst", "realtimeRuntime", "realtimePeriod", "idle"];
 const SECCOMP_UNHONOURED: &[&str] = &["flags", "listenerPath", "listenerMetadata"];
 
@@ -86,7 +94,7 @@ fn check_version(v: &Value) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_raw(v: &Value, ignored: &mut Vec<String>) -> Result<(), Error> {
+fn check_raw(v: &Value, ignored: &mut Vec<String>, deprecated: &mut Vec<String>) -> Result<(), Error> {
     check_version(v)?;
     check_keys(
         v,
@@ -145,27 +153,48 @@ fn check_raw(v: &Value, ignored: &mut Vec<String>) -> Result<(), Error> {
     check_keys(
         &v["linux"]["resources"],
         "linux.resources.",
-        &["devices", "memory", "cpu", "pids", "blockIO"],
+        &["devices", "memory", "cpu", "pids", "blockIO", "hugepageLimits", "network"],
         RESOURCES_UNHONOURED,
         ignored,
     )?;
-    // Docker always sends `blockIO: {"weight": 0}`: zero means unset; anything else is not
-    // honoured here.
-    if let Some(b) = v["linux"]["resources"]["blockIO"].as_object() {
-        for (k, x) in b {
-            let unset = x.is_null() || x.as_u64() == Some(0) || x.as_array().is_some_and(|a| a.is_empty());
-            if !unset {
-                return Err(unsupported(&format!("linux.resources.blockIO.{k}")));
-            }
-        }
-    }
     check_keys(
-        &v["linux"]["resources"]["memory"],
+        &v["linux"]["resources"]["blockIO"],
+        "linux.resources.blockIO.",
+        &[
+            "weight",
+            "leafWeight",
+            "weightDevice",
+            "throttleReadBpsDevice",
+            "throttleWriteBpsDevice",
+            "throttleReadIOPSDevice",
+            "throttleWriteIOPSDevice",
+        ],
+        &[],
+        ignored,
+    )?;
+    check_keys(
+        &v["linux"]["resources"]["network"],
+        "linux.resources.network.",
+        &["classID", "priorities"],
+        &[],
+        ignored,
+    )?;
+    let memory = &v["linux"]["resources"]["memory"];
+    check_keys(
+        memory,
         "linux.resources.memory.",
-        &["limit", "swap", "reservation", "disableOOMKiller"],
+        &["limit", "swap", "reservation", "disableOOMKiller", "kernel", "kernelTCP"],
         MEMORY_UNHONOURED,
         ignored,
     )?;
+    for k in MEMORY_DEPRECATED {
+        if !memory[k].is_null() {
+            deprecated.push(format!(
+                "`linux.resources.memory.{k}` is deprecated (kernel memory limits are not supported by newer \
+                 kernels): ignored"
+            ));
+        }
+    }
     check_keys(
         &v["linux"]["resources"]["cpu"],
         "linux.resources.cpu.",
@@ -198,12 +227,13 @@ pub fn load(bundle: &Path, run_root: &Path) -> Result<Bundle, Error> {
     let text = std::fs::read(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
     let raw: Value =
         serde_json::from_slice(&text).map_err(|e| Error::Json { path: path.clone(), reason: e.to_string() })?;
-    let mut ignored = Vec::new();
-    check_raw(&raw, &mut ignored)?;
+    let (mut ignored, mut deprecated) = (Vec::new(), Vec::new());
+    check_raw(&raw, &mut ignored, &mut deprecated)?;
     let spec: Spec =
         serde_json::from_value(raw).map_err(|e| Error::Json { path: path.clone(), reason: e.to_string() })?;
     let mut b = convert(&spec, bundle, run_root)?;
     b.ignored = ignored;
+    b.deprecated = deprecated;
     Ok(b)
 }
 
@@ -496,7 +526,8 @@ pub fn convert(spec: &Spec, bundle: &Path, run_root: &Path) -> Result<Bundle, Er
     if l.mount_label().as_ref().is_some_and(|s| !s.is_empty()) && lsm_enabled("selinux") {
         return Err(unsupported("linux.mountLabel (SELinux is enabled and not supported)"));
     }
-    if let Some(cp) = l.cgroups_path() {
+    // An empty cgroupsPath is no cgroupsPath (runc's reading): the runtime names the cgroup.
+    if let Some(cp) = l.cgroups_path().as_ref().filter(|p| !p.as_os_str().is_empty()) {
         cfg.cgroups_path = Some(cp.clone());
     }
     for d in l.devices().iter().flatten() {
@@ -521,7 +552,13 @@ pub fn convert(spec: &Spec, bundle: &Path, run_root: &Path) -> Result<Bundle, Er
         cfg.resources = resources(r, &cfg)?;
     }
     let annotations = spec.annotations().clone().unwrap_or_default().into_iter().collect();
-    Ok(Bundle { config: cfg, hooks: spec.hooks().clone().unwrap_or_default(), annotations, ignored: Vec::new() })
+    Ok(Bundle {
+        config: cfg,
+        hooks: spec.hooks().clone().unwrap_or_default(),
+        annotations,
+        ignored: Vec::new(),
+        deprecated: Vec::new(),
+    })
 }
 
 /// Device nodes the runtime itself makes (and allows after the bundle's rules, as runc
@@ -601,6 +638,55 @@ fn resources(r: &oci_spec::runtime::LinuxResources, cfg: &ContainerConfig) -> Re
     }
     if let Some(p) = r.pids() {
         out.pids_max = (p.limit() > 0).then_some(p.limit() as u64);
+    }
+    if let Some(b) = r.block_io() {
+        out.block_io = block_io(b)?;
+    }
+    for l in r.hugepage_limits().iter().flatten() {
+        let limit = u64::try_from(l.limit())
+            .map_err(|_| invalid("linux.resources.hugepageLimits[].limit", format!("{} is negative", l.limit())))?;
+        out.hugepage_limits.push(HugepageLimit { page_size: l.page_size().clone(), limit });
+    }
+    if let Some(n) = r.network() {
+        out.net_class_id = n.class_id();
+        for p in n.priorities().iter().flatten() {
+            out.net_priorities.push(NetPriority { interface: p.name().clone(), priority: p.priority() });
+        }
+    }
+    Ok(out)
+}
+
+fn device_number(v: i64, field: &str) -> Result<u32, Error> {
+    u32::try_from(v).map_err(|_| invalid(field, format!("device number {v} is out of range")))
+}
+
+/// `blockIO`; a weight of 0 means unset (Docker always sends `"weight": 0`).
+fn block_io(b: &oci_spec::runtime::LinuxBlockIo) -> Result<BlockIo, Error> {
+    let set = |w: Option<u16>| w.filter(|w| *w != 0);
+    let mut out = BlockIo { weight: set(b.weight()), leaf_weight: set(b.leaf_weight()), ..Default::default() };
+    for d in b.weight_device().iter().flatten() {
+        let field = "linux.resources.blockIO.weightDevice[]";
+        out.weight_devices.push(WeightDevice {
+            major: device_number(d.major(), field)?,
+            minor: device_number(d.minor(), field)?,
+            weight: set(d.weight()),
+            leaf_weight: set(d.leaf_weight()),
+        });
+    }
+    for (list, into) in [
+        (b.throttle_read_bps_device(), &mut out.throttle_read_bps),
+        (b.throttle_write_bps_device(), &mut out.throttle_write_bps),
+        (b.throttle_read_iops_device(), &mut out.throttle_read_iops),
+        (b.throttle_write_iops_device(), &mut out.throttle_write_iops),
+    ] {
+        for t in list.iter().flatten() {
+            let field = "linux.resources.blockIO.throttle*Device[]";
+            into.push(ThrottleDevice {
+                major: device_number(t.major(), field)?,
+                minor: device_number(t.minor(), field)?,
+                rate: t.rate(),
+            });
+        }
     }
     Ok(out)
 }

@@ -54,6 +54,15 @@ impl Record {
     }
 }
 
+/// The whole records in `bytes` (what the child wrote to a stream other than the status pipe).
+pub fn records(bytes: &[u8]) -> impl Iterator<Item = Record> + '_ {
+    bytes.chunks_exact(RECORD_SIZE).map(|c| {
+        let mut b = [0u8; RECORD_SIZE];
+        b.copy_from_slice(c);
+        Record::from_bytes(&b)
+    })
+}
+
 /// CLOCK_MONOTONIC in ns; async-signal-safe (a vDSO read).
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

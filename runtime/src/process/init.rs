@@ -137,28 +137,42 @@ impl ChildPlan {
             return op.to_string();
         }
         match code {
-            STEP_USERNS => "wait for uid/gid maps and become root in the user namespace".into(),
             STEP_HOSTNAME => format!("sethostname {:?}", self.hostname),
-            STEP_LOOPBACK => "bring up lo".into(),
-            STEP_GO => "wait for the parent".into(),
-            STEP_CGROUPNS => "unshare the cgroup namespace".into(),
-            STEP_IFACE => "configure the veth interface".into(),
             STEP_START_FIFO => format!("open the start FIFO {:?}", self.start_fifo),
-            STEP_CAPBSET => "drop capabilities from the bounding set".into(),
             STEP_SETID => format!("switch to uid {} gid {}", self.uid, self.gid),
-            STEP_CAPSET => "set capabilities".into(),
-            STEP_NO_NEW_PRIVS => "set no_new_privs".into(),
             STEP_CWD => format!("chdir to {:?}", self.cwd),
-            STEP_CTTY => "make the terminal on stdin the controlling terminal".into(),
-            STEP_STDIO => "set up stdin/stdout/stderr".into(),
-            STEP_SECCOMP => "install the seccomp filter".into(),
             STEP_EXEC => format!("execve {:?}", self.exec.candidates),
             STEP_SELF_ATTACH => format!("move into the cgroups {:?}", self.self_attach),
-            STEP_SETNS => "join a namespace given by path".into(),
-            STEP_AMBIENT => "raise ambient capabilities".into(),
-            other => format!("step {other}"),
+            other => step_label(other).map_or(format!("step {other}"), str::to_string),
         }
     }
+}
+
+/// What a step code outside the rootfs op list names, without a plan's details (`start`,
+/// another process than the one that made the plan, reports the failures after the gate).
+pub fn step_label(code: u32) -> Option<&'static str> {
+    Some(match code {
+        STEP_USERNS => "wait for uid/gid maps and become root in the user namespace",
+        STEP_HOSTNAME => "set the hostname",
+        STEP_LOOPBACK => "bring up lo",
+        STEP_GO => "wait for the parent",
+        STEP_CGROUPNS => "unshare the cgroup namespace",
+        STEP_IFACE => "configure the veth interface",
+        STEP_START_FIFO => "open the start FIFO",
+        STEP_CAPBSET => "drop capabilities from the bounding set",
+        STEP_SETID => "switch to the process's uid and gids",
+        STEP_CAPSET => "set capabilities",
+        STEP_NO_NEW_PRIVS => "set no_new_privs",
+        STEP_CWD => "chdir to the process's cwd",
+        STEP_CTTY => "make the terminal on stdin the controlling terminal",
+        STEP_STDIO => "set up stdin/stdout/stderr",
+        STEP_SECCOMP => "install the seccomp filter",
+        STEP_EXEC => "execve the process",
+        STEP_SELF_ATTACH => "move into the cgroups",
+        STEP_SETNS => "join a namespace given by path",
+        STEP_AMBIENT => "raise ambient capabilities",
+        _ => return None,
+    })
 }
 
 fn errno() -> i32 {
@@ -300,7 +314,10 @@ fn start_gate(path: &CString, status: RawFd) -> RawFd {
     fd
 }
 
-fn wait_start(gate: RawFd, status: RawFd) {
+/// Block until `start` opens the FIFO, then write the go byte. Returns the FIFO's write end
+/// (close-on-exec, above stderr so stdio set-up cannot replace it): `start` reads until it
+/// closes, at exec or exit, and takes a record arriving before that as the failure.
+fn wait_start(gate: RawFd, status: RawFd) -> RawFd {
     let mut buf = [0u8; 32];
     proc_fd_path(gate, &mut buf);
     // SAFETY: `buf` is NUL-terminated by proc_fd_path; blocks until `start` opens the FIFO.
@@ -308,11 +325,16 @@ fn wait_start(gate: RawFd, status: RawFd) {
     if fd < 0 {
         fail(status, STEP_START_FIFO, errno());
     }
-    // SAFETY: writing one byte from a static buffer, then closing our fds.
+    // SAFETY: fcntl/close on fds we own; writing one byte from a static buffer.
     unsafe {
-        libc::write(fd, b"0".as_ptr().cast(), 1);
+        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3);
+        if high < 0 {
+            fail(status, STEP_START_FIFO, errno());
+        }
         libc::close(fd);
         libc::close(gate);
+        libc::write(high, b"0".as_ptr().cast(), 1);
+        high
     }
 }
 
@@ -477,26 +499,24 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
         }
     }
     mark(st, channel::MARK_GO);
-    let st = match gate {
-        Some(g) => {
-            wait_start(g, st);
-            // The creating process may be gone by now: report nothing more.
-            -1
-        }
-        None => st,
+    // Past the start gate the creating process may be gone: marks go nowhere, and a failure
+    // goes to `start` through the FIFO, which stays open until exec closes it.
+    let (st, report) = match gate {
+        Some(g) => (-1, wait_start(g, st)),
+        None => (st, st),
     };
     if !plan.no_new_privs {
         // Without no_new_privs the kernel wants CAP_SYS_ADMIN for a filter: install it while
         // we still have it (as runc does); the filter then also governs the rest of setup.
         if let Some(f) = &plan.seccomp {
             if let Err(e) = install_seccomp(f) {
-                fail(st, STEP_SECCOMP, e);
+                fail(report, STEP_SECCOMP, e);
             }
         }
     }
     if let Some(c) = &plan.caps {
         if let Err(e) = drop_bounding(c) {
-            fail(st, STEP_CAPBSET, e);
+            fail(report, STEP_CAPBSET, e);
         }
     }
     if plan.caps.is_some() && plan.uid != 0 {
@@ -505,11 +525,11 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
         unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
     }
     if let Err(e) = setids(plan.uid, plan.gid, &plan.groups) {
-        fail(st, STEP_SETID, e);
+        fail(report, STEP_SETID, e);
     }
     if let Some(c) = &plan.caps {
         if let Err(e) = capset(c) {
-            fail(st, STEP_CAPSET, e);
+            fail(report, STEP_CAPSET, e);
         }
         // The kernel only raises ambient caps that are permitted and inheritable; others are
         // skipped, as runc does (it warns and goes on).
@@ -527,7 +547,7 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
                     )
                 };
                 if let Err(e) = check(r as libc::c_long) {
-                    fail(st, STEP_AMBIENT, e);
+                    fail(report, STEP_AMBIENT, e);
                 }
             }
         }
@@ -539,16 +559,16 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
     if plan.no_new_privs {
         // SAFETY: prctl with integer arguments.
         if let Err(e) = check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } as libc::c_long) {
-            fail(st, STEP_NO_NEW_PRIVS, e);
+            fail(report, STEP_NO_NEW_PRIVS, e);
         }
     }
     // SAFETY: NUL-terminated path.
     if let Err(e) = check(unsafe { libc::chdir(plan.cwd.as_ptr()) } as libc::c_long) {
-        fail(st, STEP_CWD, e);
+        fail(report, STEP_CWD, e);
     }
     if !plan.controlling_tty {
         if let Err(e) = setup_stdio(plan.stdio) {
-            fail(st, STEP_STDIO, e);
+            fail(report, STEP_STDIO, e);
         }
     }
     // Every inherited fd above stderr closes at exec (the status pipe too: EOF = exec'd).
@@ -559,7 +579,7 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
     if plan.no_new_privs {
         if let Some(f) = &plan.seccomp {
             if let Err(e) = install_seccomp(f) {
-                fail(st, STEP_SECCOMP, e);
+                fail(report, STEP_SECCOMP, e);
             }
         }
     }
@@ -572,7 +592,7 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
             err = e;
         }
     }
-    fail(st, STEP_EXEC, err)
+    fail(report, STEP_EXEC, err)
 }
 
 #[cfg(test)]

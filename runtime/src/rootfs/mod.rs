@@ -2,6 +2,7 @@
 //! dir (on a tmpfs private to the container's mount namespace, so it vanishes with it),
 //! `pivot_root`, /proc, a minimal /dev, /dev/pts, read-only /sys, /tmp and runc's masked paths.
 
+pub mod copyup;
 pub mod ops;
 
 use crate::config::{DeviceNode, MountSpec};
@@ -42,6 +43,8 @@ pub enum Error {
     BadDestination(PathBuf),
     #[error("unsupported mount kind `{kind}` for {destination} (bind|tmpfs)")]
     MountKind { kind: String, destination: PathBuf },
+    #[error("mount option `{option}` for {destination} is not supported: {reason}")]
+    MountOption { option: String, destination: PathBuf, reason: &'static str },
     #[error("bind mount source {0} does not exist")]
     MissingSource(PathBuf),
     #[error("the container has no layers to mount")]
@@ -77,20 +80,67 @@ pub struct Spec<'a> {
     pub cgroup_dirs: &'a [PathBuf],
 }
 
-/// mount(2) flags, propagation flags and the data string of mount(8)-style options.
+/// mount(2) flags, propagation flags, the data string of mount(8)-style options and the
+/// runtime extensions honoured here.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Options {
     pub flags: libc::c_ulong,
     pub propagation: libc::c_ulong,
     pub data: String,
+    /// `tmpcopyup`: the new tmpfs starts with a copy of what the directory held.
+    pub copy_up: bool,
 }
 
-/// Split OCI mount options into flags, propagation and filesystem data.
-pub fn parse_options(opts: &[String]) -> Options {
+/// Mount options that are runtime extensions (runc, crun), not mount(2) flags or filesystem
+/// data, and not honoured here: each is refused by name rather than handed to the kernel as
+/// data (EINVAL at best, silently dropped on a bind mount at worst).
+const UNSUPPORTED_EXTENSIONS: &[(&str, &str)] = &[
+    ("copy-symlink", "copying a symlink source instead of binding it"),
+    ("idmap", "id-mapped mounts"),
+    ("ridmap", "id-mapped mounts"),
+    ("src-nofollow", "binding a symlink source itself"),
+    ("rro", "recursive mount attributes"),
+    ("rrw", "recursive mount attributes"),
+    ("rnosuid", "recursive mount attributes"),
+    ("rsuid", "recursive mount attributes"),
+    ("rnodev", "recursive mount attributes"),
+    ("rdev", "recursive mount attributes"),
+    ("rnoexec", "recursive mount attributes"),
+    ("rexec", "recursive mount attributes"),
+    ("rnoatime", "recursive mount attributes"),
+    ("ratime", "recursive mount attributes"),
+    ("rrelatime", "recursive mount attributes"),
+    ("rnorelatime", "recursive mount attributes"),
+    ("rstrictatime", "recursive mount attributes"),
+    ("rnostrictatime", "recursive mount attributes"),
+    ("rnodiratime", "recursive mount attributes"),
+    ("rdiratime", "recursive mount attributes"),
+    ("rnosymfollow", "recursive mount attributes"),
+    ("rsymfollow", "recursive mount attributes"),
+];
+
+/// Split OCI mount options into flags, propagation, filesystem data and extensions; an
+/// extension not honoured here is an error naming it and `destination`.
+pub fn parse_options(opts: &[String], destination: &Path) -> Result<Options, Error> {
     use libc::*;
     let mut o = Options::default();
     for opt in opts {
+        if let Some((_, what)) = UNSUPPORTED_EXTENSIONS.iter().find(|(name, _)| name == opt) {
+            return Err(Error::MountOption {
+                option: opt.clone(),
+                destination: destination.to_path_buf(),
+                reason: what,
+            });
+        }
         let (set, clear): (c_ulong, c_ulong) = match opt.as_str() {
+            "tmpcopyup" => {
+                o.copy_up = true;
+                (0, 0)
+            }
+            "notmpcopyup" => {
+                o.copy_up = false;
+                (0, 0)
+            }
             "ro" => (MS_RDONLY, 0),
             "rw" => (0, MS_RDONLY),
             "nosuid" => (MS_NOSUID, 0),
@@ -112,6 +162,8 @@ pub fn parse_options(opts: &[String]) -> Options {
             "norelatime" => (0, MS_RELATIME),
             "strictatime" => (MS_STRICTATIME, 0),
             "nostrictatime" => (0, MS_STRICTATIME),
+            "nosymfollow" => (MS_NOSYMFOLLOW, 0),
+            "symfollow" => (0, MS_NOSYMFOLLOW),
             "bind" => (MS_BIND, 0),
             "rbind" => (MS_BIND | MS_REC, 0),
             "defaults" => (0, 0),
@@ -137,7 +189,7 @@ pub fn parse_options(opts: &[String]) -> Options {
         };
         o.flags = (o.flags | set) & !clear;
     }
-    o
+    Ok(o)
 }
 
 fn c(p: &Path) -> Result<CString, Error> {
@@ -322,7 +374,14 @@ fn exact_ops(ops: &mut Vec<Op>, merged: &Path, spec: &Spec<'_>) -> Result<(), Er
     use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC};
     for m in spec.mounts {
         let target = inside(merged, &m.destination)?;
-        let o = parse_options(&m.options);
+        let o = parse_options(&m.options, &m.destination)?;
+        if o.copy_up && m.kind != "tmpfs" {
+            return Err(Error::MountOption {
+                option: "tmpcopyup".into(),
+                destination: m.destination.clone(),
+                reason: "it applies to tmpfs mounts only",
+            });
+        }
         match m.kind.as_str() {
             "bind" => {
                 let meta = std::fs::metadata(&m.source).map_err(|_| Error::MissingSource(m.source.clone()))?;
@@ -397,6 +456,11 @@ fn exact_ops(ops: &mut Vec<Op>, merged: &Path, spec: &Spec<'_>) -> Result<(), Er
                         )?);
                     }
                 }
+            }
+            "tmpfs" if o.copy_up => {
+                mkdirs(ops, merged, &target)?;
+                let data = (!o.data.is_empty()).then(|| cs(&o.data));
+                ops.push(Op::TmpfsCopyUp { target: c(&target)?, flags: o.flags, data });
             }
             kind @ ("tmpfs" | "proc" | "sysfs" | "mqueue" | "devpts") => {
                 mkdirs(ops, merged, &target)?;
@@ -576,10 +640,46 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let o = parse_options(&opts);
+        let o = parse_options(&opts, Path::new("/x")).unwrap();
         assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_NOEXEC);
         assert_eq!(o.propagation, libc::MS_SLAVE | libc::MS_REC);
         assert_eq!(o.data, "mode=755,size=65536k");
+        assert!(!o.copy_up);
+    }
+
+    #[test]
+    fn tmpcopyup_is_an_extension_not_mount_data() {
+        let opts: Vec<String> = ["nosuid", "tmpcopyup", "mode=1777"].iter().map(|s| s.to_string()).collect();
+        let o = parse_options(&opts, Path::new("/x")).unwrap();
+        assert!(o.copy_up);
+        assert_eq!(o.data, "mode=1777");
+        let off: Vec<String> = ["tmpcopyup", "notmpcopyup"].iter().map(|s| s.to_string()).collect();
+        assert!(!parse_options(&off, Path::new("/x")).unwrap().copy_up);
+    }
+
+    #[test]
+    fn unsupported_extensions_are_refused_by_option_and_destination() {
+        for opt in ["idmap", "copy-symlink", "rro"] {
+            let err = parse_options(&[opt.to_string()], Path::new("/data")).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("`{opt}`")) && msg.contains("/data"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn tmpcopyup_on_a_bind_mount_is_refused() {
+        let lowers = vec![PathBuf::from("/l")];
+        let mounts = vec![MountSpec {
+            kind: "bind".into(),
+            source: "/".into(),
+            destination: "/data".into(),
+            readonly: false,
+            options: vec!["rbind".into(), "tmpcopyup".into()],
+        }];
+        let mut sp = spec(&lowers, &mounts, &[]);
+        sp.exact = true;
+        let err = plan(&sp).err().expect("refused");
+        assert!(matches!(&err, Error::MountOption { option, .. } if option == "tmpcopyup"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,9 @@ use std::fmt;
 pub enum Op {
     /// mount(2) with everything given.
     Mount { src: CString, target: CString, fstype: CString, flags: libc::c_ulong, data: Option<CString> },
+    /// `tmpcopyup`: mount a tmpfs on `target` (writable), copy what the directory held before
+    /// into it ([`super::copyup`]), then remount it with `flags` when they ask for read-only.
+    TmpfsCopyUp { target: CString, flags: libc::c_ulong, data: Option<CString> },
     /// mkdir(2); an existing directory is fine.
     Mkdir { path: CString, mode: libc::mode_t },
     /// mknod(2) of a device node (`kind`: S_IFCHR, S_IFBLK or S_IFIFO), then chmod to `mode`
@@ -46,6 +49,7 @@ impl fmt::Display for Op {
                 "mount {fstype:?} {src:?} on {target:?} ({})",
                 data.as_ref().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default()
             ),
+            Op::TmpfsCopyUp { target, .. } => write!(f, "mount a tmpfs on {target:?} and copy up its content"),
             Op::Mkdir { path, .. } => write!(f, "mkdir {path:?}"),
             Op::Mknod { path, .. } => write!(f, "mknod {path:?}"),
             Op::Write { path, data } => write!(f, "write {data:?} to {path:?}"),
@@ -150,6 +154,26 @@ impl Op {
                 if flags & libc::MS_BIND != 0 && extra != 0 {
                     let keep = locked_flags(target);
                     mount(src, target, None, libc::MS_BIND | libc::MS_REMOUNT | extra | keep, None)?;
+                }
+                Ok(())
+            }
+            Op::TmpfsCopyUp { target, flags, data } => {
+                // The fd keeps the covered directory reachable once the tmpfs hides it.
+                let src = super::copyup::open_dir(target)?;
+                let tmpfs = c"tmpfs";
+                let copied = mount(tmpfs, target, Some(tmpfs), flags & !libc::MS_RDONLY, data.as_deref())
+                    .and_then(|()| super::copyup::open_dir(target))
+                    .and_then(|dst| {
+                        let r = super::copyup::copy_tree(src, dst);
+                        // SAFETY: closing the fd opened just above.
+                        unsafe { libc::close(dst) };
+                        r
+                    });
+                // SAFETY: closing the fd opened above.
+                unsafe { libc::close(src) };
+                copied?;
+                if flags & libc::MS_RDONLY != 0 {
+                    mount(tmpfs, target, None, libc::MS_REMOUNT | flags, data.as_deref())?;
                 }
                 Ok(())
             }
