@@ -205,7 +205,7 @@ pub fn run(b: Bundle, bundle: &Path, stdio: Stdio) -> Result<container::ExitStat
     let h = &b.hooks;
     let all =
         [h.prestart(), h.create_runtime(), h.create_container(), h.start_container(), h.poststart(), h.poststop()];
-    if all.iter().all(|v| v.as_ref().map_or(true, Vec::is_empty)) {
+    if all.iter().all(|v| v.as_ref().is_none_or(Vec::is_empty)) {
         // No hooks: the fast path, which overlaps the cgroup attach with the child's set-up.
         return Ok(container::run(&b.config, stdio, None)?.exit);
     }
