@@ -21,7 +21,10 @@ pub enum CommandError {
 
 /// Split one command line into words: whitespace separates, `'…'` and `"…"`
 /// quote, a `#` at the start of a word starts a comment, and `;`, `&&`,
-/// `|`, `&` end the command (what follows is another command).
+/// `|`, `&` end the command (what follows is another command). A plain
+/// variable (`$ME`, `${ME}`, so handouts can name things per student) is
+/// kept as written: every option the handouts fill from one takes free
+/// text or a path. Command substitution and other expansions are refused.
 pub fn split_words(line: usize, text: &str) -> Result<Vec<String>, CommandError> {
     let mut words = Vec::new();
     let mut cur = String::new();
@@ -32,12 +35,18 @@ pub fn split_words(line: usize, text: &str) -> Result<Vec<String>, CommandError>
             '\'' | '"' => {
                 in_word = true;
                 let mut closed = false;
-                for q in chars.by_ref() {
+                while let Some(q) = chars.next() {
                     if q == c {
                         closed = true;
                         break;
                     }
-                    if c == '"' && (q == '$' || q == '`') {
+                    if c == '"' && q == '$' {
+                        let var = variable(&mut chars)
+                            .ok_or_else(|| unsupported(line, "substitution inside quotes", text))?;
+                        cur.push_str(&var);
+                        continue;
+                    }
+                    if c == '"' && q == '`' {
                         return Err(unsupported(line, "substitution inside quotes", text));
                     }
                     cur.push(q);
@@ -48,7 +57,12 @@ pub fn split_words(line: usize, text: &str) -> Result<Vec<String>, CommandError>
             }
             '#' if !in_word => break,
             ';' | '|' | '&' => break,
-            '$' | '`' | '<' | '>' | '(' | ')' | '\\' | '*' | '?' => {
+            '$' => {
+                let var = variable(&mut chars).ok_or_else(|| unsupported(line, "$", text))?;
+                in_word = true;
+                cur.push_str(&var);
+            }
+            '`' | '<' | '>' | '(' | ')' | '\\' | '*' | '?' => {
                 return Err(unsupported(line, &c.to_string(), text));
             }
             c if c.is_whitespace() => {
@@ -67,6 +81,23 @@ pub fn split_words(line: usize, text: &str) -> Result<Vec<String>, CommandError>
         words.push(cur);
     }
     Ok(words)
+}
+
+/// After a `$`: the plain variable reference that follows (`NAME` or `{NAME}`), returned as
+/// written with its `$`, or `None` (nothing consumed) for anything else, such as `$(…)`.
+fn variable(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<String> {
+    let is_name = |c: &char| c.is_ascii_alphanumeric() || *c == '_';
+    let braced = chars.peek() == Some(&'{');
+    let mut probe = chars.clone();
+    if braced {
+        probe.next();
+    }
+    let name: String = std::iter::from_fn(|| probe.next_if(is_name)).collect();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) || (braced && probe.next() != Some('}')) {
+        return None;
+    }
+    *chars = probe;
+    Some(if braced { format!("${{{name}}}") } else { format!("${name}") })
 }
 
 fn unsupported(line: usize, what: &str, text: &str) -> CommandError {
@@ -157,7 +188,24 @@ mod tests {
 
     #[test]
     fn split_rejects_substitutions_it_cannot_check() {
-        assert!(matches!(split_words(3, "cvbench run --image $IMG"), Err(CommandError::Unsupported { line: 3, .. })));
+        for text in [
+            "cvbench run --image $(cat img)",
+            "cvbench run --out \"$(mktemp -d)\"",
+            "cvbench run --x `id`",
+            "cvbench run $1",
+        ] {
+            assert!(matches!(split_words(3, text), Err(CommandError::Unsupported { line: 3, .. })), "{text}");
+        }
+    }
+
+    #[test]
+    fn split_keeps_plain_variables_as_written() {
+        let w =
+            split_words(1, "cvbench bench --results /tmp/lab6-$ME/r --out \"/tmp/x-${ME}\" --tag lab3-$ME:v1").unwrap();
+        assert_eq!(
+            w,
+            ["cvbench", "bench", "--results", "/tmp/lab6-$ME/r", "--out", "/tmp/x-${ME}", "--tag", "lab3-$ME:v1"]
+        );
     }
 
     #[test]
@@ -171,8 +219,8 @@ mod tests {
 
     #[test]
     fn background_ampersand_ends_the_command() {
-        let md = "```sh\ncvbench run --backend container --workload idle --hold-ms 30000 &\n```\n";
+        let md = "```sh\ncvbench run --backend container --workload idle --hold 30s &\n```\n";
         let q = quoted_commands(md).remove(0).unwrap();
-        assert_eq!(q.words.last().map(String::as_str), Some("30000"));
+        assert_eq!(q.words.last().map(String::as_str), Some("30s"));
     }
 }

@@ -175,7 +175,8 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     );
     let failed = obs.records.iter().filter(|x| x.error.is_some()).count();
     r.note(format!(
-        "{} records, {failed} failed (kept with their error); write a full report with: cvbench bench --quick",
+        "{} records, {failed} failed (kept with their error); for a full report of a quick matrix: \
+         cvbench bench --quick --results DIR/results --out DIR/report",
         obs.records.len()
     ));
 }
