@@ -187,8 +187,8 @@ fn start_of_a_container_whose_process_died_fails_instead_of_waiting() {
     let id = format!("oci-dead-{}", std::process::id());
     create(run_root.path(), b.path(), &id);
     let pid = state_pid(run_root.path(), &id);
-    // SAFETY: SIGKILL to the container process this test created (its pid from `state`).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // The container process this test created (its pid from `state`).
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     let out = start_within(run_root.path(), &id, 20).expect("start waited for a process that is gone");
     assert!(!out.status.success(), "start of a dead container succeeded");
     let err = String::from_utf8_lossy(&out.stderr);
