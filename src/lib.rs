@@ -7,6 +7,7 @@ pub mod backend;
 pub mod bench;
 pub mod doctor;
 pub mod env;
+pub mod figures;
 pub mod footprint;
 pub mod hostkind;
 pub mod lab;

@@ -388,8 +388,7 @@ mod tests {
         let took = t.elapsed();
         // The background sleep is this test's own: end it by its pid.
         let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid file").trim().parse().expect("pid");
-        // SAFETY: kill(2) on the pid our script just started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         let err = rec.error.expect("an error");
         assert!(err.contains("stayed open"), "{err}");
         assert!(took < Duration::from_secs(35), "took {took:?}");

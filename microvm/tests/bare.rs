@@ -3,6 +3,8 @@
 //! an unknown system call, stop signals and the timeout. Needs root and /dev/kvm; otherwise
 //! each test prints `SKIPPED: <reason>` and returns.
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -175,8 +177,7 @@ fn idle_stops_on_sigterm_through_the_guest_signalfd() {
     let mut first = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut first).expect("read READY");
     assert_eq!(first, "READY\n");
-    // SAFETY: signalling our own child by its pid.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).expect("SIGTERM to our own child");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read the JSON line");
     let status = child.0.take().expect("child").wait().expect("wait");
@@ -291,8 +292,7 @@ fn sigterm_kills_a_guest_that_does_not_block_it() {
         Reap(Some(bare_cmd(&spin, &["--timeout-s", "60"], &[]).stdin(Stdio::null()).spawn().expect("spawn")));
     let c = child.0.as_mut().expect("child");
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling our own child by its pid.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).expect("SIGTERM to our own child");
     let status = child.0.take().expect("child").wait().expect("wait");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");

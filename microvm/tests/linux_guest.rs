@@ -4,6 +4,8 @@
 //! virtio-blk, TCP answered over virtio-net, boot timer), one boots the workload initramfs and
 //! checks the power-off path (and, on hardware KVM only, the workload's own output).
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -211,8 +213,7 @@ fn guest_kernel_mounts_ext4_from_virtio_blk_and_answers_tcp_over_virtio_net() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let boot_s = started.elapsed().as_secs_f64();
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).expect("SIGTERM to our own child");
     let status = child.0.wait().unwrap();
     let log = read_console(&console);
     eprintln!("guest console ({boot_s:.1} s):\n{log}");

@@ -3,6 +3,7 @@
 //! namespaces, subnet claims, temp files) whose owning process is gone. Every host object the
 //! runtime creates is named `cvbench-<owner pid>-...`, which is how gc recognises them.
 
+use crate::process::kill;
 use crate::state::{alive, Keeper, State};
 use std::collections::BTreeMap;
 use std::fs;
@@ -78,8 +79,8 @@ fn rmdir_retry(p: &Path) -> bool {
 fn kill_cgroup_members(dir: &Path) {
     if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
         for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            // SAFETY: kill(2); the pid is a member of a cgroup we created.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Best effort: a member of a cgroup we created, which may exit meanwhile.
+            let _ = kill::send_to(pid, 0, libc::SIGKILL);
         }
     }
 }
@@ -88,8 +89,8 @@ fn kill_cgroup_members(dir: &Path) {
 pub fn remove_leftovers(s: &State) -> Vec<String> {
     let mut out = Vec::new();
     if alive(s.pid, s.pid_start) {
-        // SAFETY: kill(2) of the container's first process, identified by pid + start time.
-        unsafe { libc::kill(s.pid, libc::SIGKILL) };
+        // Best effort: the removal below goes on whether or not it was still there.
+        let _ = kill::send_to(s.pid, s.pid_start, libc::SIGKILL);
         out.push(format!("killed pid {}", s.pid));
     }
     for cg in &s.cgroups {

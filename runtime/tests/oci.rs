@@ -187,8 +187,8 @@ fn start_of_a_container_whose_process_died_fails_instead_of_waiting() {
     let id = format!("oci-dead-{}", std::process::id());
     create(run_root.path(), b.path(), &id);
     let pid = state_pid(run_root.path(), &id);
-    // SAFETY: SIGKILL to the container process this test created (its pid from `state`).
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // The container process this test created (its pid from `state`).
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     let out = start_within(run_root.path(), &id, 20).expect("start waited for a process that is gone");
     assert!(!out.status.success(), "start of a dead container succeeded");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -370,4 +370,55 @@ impl Drop for ForceDelete<'_> {
     fn drop(&mut self) {
         let _ = rt(self.run_root, &["delete", "--force", self.id]);
     }
+}
+
+/// The lines of a /proc/PID/status text that say who a process is and what confines it.
+fn privilege_lines(status: &str) -> Vec<String> {
+    const KEYS: [&str; 9] =
+        ["Uid:", "Gid:", "CapEff:", "CapPrm:", "CapBnd:", "CapAmb:", "NoNewPrivs:", "Seccomp:", "Seccomp_filters:"];
+    let lines: Vec<String> =
+        status.lines().filter(|l| KEYS.iter().any(|k| l.starts_with(k))).map(str::to_string).collect();
+    assert_eq!(lines.len(), KEYS.len(), "missing lines in {status}");
+    lines
+}
+
+#[test]
+fn exec_gets_exactly_the_container_inits_user_capabilities_and_seccomp() {
+    if !root("exec_gets_exactly_the_container_inits_user_capabilities_and_seccomp") {
+        return;
+    }
+    let b = tempfile::tempdir().unwrap();
+    let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
+    bundle(b.path(), &["/bin/busybox", "sleep", "30"]);
+    let caps = serde_json::json!(["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    edit_spec(b.path(), |spec| {
+        spec["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [1001]});
+        spec["process"]["noNewPrivileges"] = serde_json::json!(true);
+        spec["process"]["capabilities"] = serde_json::json!({
+            "bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps,
+            "ambient": ["CAP_NET_BIND_SERVICE"]});
+        spec["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO"}]});
+    });
+    let id = format!("oci-exec-{}", std::process::id());
+    create(run_root.path(), b.path(), &id);
+    let start = rt(run_root.path(), &["start", &id]);
+    assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
+    let init_pid = state_pid(run_root.path(), &id);
+    let init = fs::read_to_string(format!("/proc/{init_pid}/status")).unwrap();
+
+    let spec: serde_json::Value = serde_json::from_slice(&fs::read(b.path().join("config.json")).unwrap()).unwrap();
+    let mut process = spec["process"].clone();
+    process["args"] = serde_json::json!(["/bin/busybox", "cat", "/proc/self/status"]);
+    let process_json = b.path().join("process.json");
+    fs::write(&process_json, serde_json::to_vec(&process).unwrap()).unwrap();
+    let out = rt(run_root.path(), &["exec", "--process", process_json.to_str().unwrap(), &id]);
+    force_delete(run_root.path(), &id);
+
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exec = privilege_lines(&String::from_utf8_lossy(&out.stdout));
+    let init = privilege_lines(&init);
+    assert_eq!(exec, init);
+    assert!(init.iter().any(|l| l == "Seccomp:\t2"), "{init:?}");
+    assert!(init.iter().any(|l| l.starts_with("Uid:\t1000")), "{init:?}");
 }

@@ -23,8 +23,8 @@ fn child(marker: Option<&str>) -> ! {
         });
     }
     println!("threads added {}", threads() - before);
-    // SAFETY: kill(2) of this process with SIGTERM, which the crate's handler takes.
-    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    // SIGTERM to this process, which the crate's handler takes.
+    nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM to self");
     std::thread::sleep(std::time::Duration::from_secs(20));
     std::process::exit(3)
 }

@@ -128,11 +128,6 @@ impl NetPath {
         )
     }
 
-    /// Host pid of the server (for footprints that count it).
-    pub fn server_pid(&self) -> Option<i32> {
-        self.server.as_ref().map(ChildProcess::pid)
-    }
-
     /// Stop the server (the client has finished).
     pub fn stop(&mut self) {
         if let Some(mut s) = self.server.take() {

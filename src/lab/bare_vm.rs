@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{backend_ready, ms, num, progress, run_once, yes, LabOptions, LabReport, Table};
+use super::{backend_ready, ms, progress, run_once, yes, LabOptions, LabReport, Table};
 use crate::backend::{Backend, BackendOptions};
+use crate::figures::fixed;
 use crate::record::RunRecord;
 use crate::stats;
 
@@ -81,11 +82,11 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         });
         st.row([
             name.to_string(),
-            num(ns, 1),
-            num(ns.zip(native_ns).map(|(a, b)| a / b), 1),
-            num(exits, 0),
-            num(calls, 0),
-            num(service, 0),
+            fixed(ns, 1),
+            fixed(ns.zip(native_ns).map(|(a, b)| a / b), 1),
+            fixed(exits, 0),
+            fixed(calls, 0),
+            fixed(service, 0),
         ]);
     }
     r.tables.push(st);
@@ -125,12 +126,12 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         let best = best_of(v, "sha256_mib_per_s");
         ct.row([
             name.to_string(),
-            num(sha, 1),
-            num(sha.zip(native_cpu).map(|(a, b)| a / b), 2),
-            num(best, 1),
-            num(best.zip(native_best).map(|(a, b)| a / b), 2),
-            num(median_of(v, |r| r.metrics.get("sieve_mnum_per_s").copied()), 1),
-            num(median_of(v, |r| r.metrics.get("matmul_gflops").copied()), 2),
+            fixed(sha, 1),
+            fixed(sha.zip(native_cpu).map(|(a, b)| a / b), 2),
+            fixed(best, 1),
+            fixed(best.zip(native_best).map(|(a, b)| a / b), 2),
+            fixed(median_of(v, |r| r.metrics.get("sieve_mnum_per_s").copied()), 1),
+            fixed(median_of(v, |r| r.metrics.get("matmul_gflops").copied()), 2),
         ]);
     }
     r.tables.push(ct);
@@ -151,8 +152,8 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         format!(
             "{} ({} exits for {} serviced calls; the workload made {iters} getppid calls plus set-up)",
             yes(one_each),
-            num(exits, 0),
-            num(calls, 0)
+            fixed(exits, 0),
+            fixed(calls, 0)
         ),
     );
     let bare_ns = median_of(bare, |r| r.metrics.get("ns_per_call").copied());
@@ -160,7 +161,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     r.check(
         "a forwarded system call costs far more than a native one (> 3×)",
         slower,
-        format!("{} ({} vs {} ns)", yes(slower), num(bare_ns, 0), num(native_ns, 0)),
+        format!("{} ({} vs {} ns)", yes(slower), fixed(bare_ns, 0), fixed(native_ns, 0)),
     );
     // Best of the runs: the one least disturbed by other work on the host.
     let bare_best = best_of(get("microvm-bare", "cpu"), "sha256_mib_per_s");
@@ -168,7 +169,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     r.check(
         "CPU-bound code in the bare VM runs near native speed (best runs within 25 %)",
         close,
-        format!("{} ({} vs {} MiB/s)", yes(close), num(bare_best, 1), num(native_best, 1)),
+        format!("{} ({} vs {} MiB/s)", yes(close), fixed(bare_best, 1), fixed(native_best, 1)),
     );
     r.note("on a shared machine single runs vary by tens of per cent: compare medians, and for throughput the best run (least disturbed)");
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use cvbench_runtime::cgroups::{self, CgroupManager};
 use cvbench_runtime::config::{CgroupChoice, Resources};
 
-use super::{backend_ready, num, progress, run_once, yes, LabOptions, LabReport, Table};
+use super::{backend_ready, progress, run_once, yes, LabOptions, LabReport, Table};
 use crate::backend::BackendOptions;
+use crate::figures::fixed;
 use crate::record::WorkloadOutput;
 
 pub fn run(opts: &LabOptions, r: &mut LabReport) {
@@ -126,9 +127,9 @@ fn memory(r: &mut LabReport) {
             label.to_string(),
             exit.unwrap_or_else(|| "-".into()),
             rec.exit.map(|e| yes(e.oom_killed).to_string()).unwrap_or_else(|| "-".into()),
-            num(rec.extra.get("cgroup_oom_kills").copied(), 0),
-            num(rec.extra.get("cgroup_memory_peak_bytes").map(|b| b / 1024.0), 0),
-            num(rec.metrics.get("touch_ns_per_page").copied(), 0),
+            fixed(rec.extra.get("cgroup_oom_kills").copied(), 0),
+            fixed(rec.extra.get("cgroup_memory_peak_bytes").map(|b| b / 1024.0), 0),
+            fixed(rec.metrics.get("touch_ns_per_page").copied(), 0),
             rec.error.clone().unwrap_or_default().chars().take(70).collect(),
         ]);
     }
@@ -219,11 +220,11 @@ fn cpu(opts: &LabOptions, r: &mut LabReport) {
         }
         t.row([
             q.map(|q| format!("{q} %")).unwrap_or_else(|| "unlimited".into()),
-            num(mibs, 1),
-            num(mibs.zip(unlimited).map(|(a, b)| a / b), 2),
-            num(share, 2),
+            fixed(mibs, 1),
+            fixed(mibs.zip(unlimited).map(|(a, b)| a / b), 2),
+            fixed(share, 2),
             q.map(|q| format!("{:.2}", f64::from(q) / 100.0)).unwrap_or_else(|| "-".into()),
-            num(med(&got[i], |x| x.0 / x.1), 1),
+            fixed(med(&got[i], |x| x.0 / x.1), 1),
         ]);
     }
     r.tables.push(t);

@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use super::{backend_ready, num, progress, run_once, yes, LabOptions, LabReport, Table};
+use super::{backend_ready, progress, run_once, yes, LabOptions, LabReport, Table};
 use crate::backend::BackendOptions;
 use crate::env::KvmKind;
+use crate::figures::fixed;
 use crate::record::RunRecord;
 
 /// How long one boot may take: a software-KVM boot of the guest kernel
@@ -75,10 +76,10 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     let cell = |name: &str, f: &dyn Fn(&RunRecord) -> String| {
         runs.iter().find(|(n, _)| *n == name).map(|(_, rec)| f(rec)).unwrap_or_else(|| "not run".into())
     };
-    let extra = |key: &'static str| move |rec: &RunRecord| num(rec.extra.get(key).copied(), 1);
+    let extra = |key: &'static str| move |rec: &RunRecord| fixed(rec.extra.get(key).copied(), 1);
     let phase = |needle: &'static str| {
         move |rec: &RunRecord| {
-            num(rec.host.phases.iter().find(|(n, _)| n.contains(needle)).map(|(_, ns)| *ns as f64 / 1e6), 1)
+            fixed(rec.host.phases.iter().find(|(n, _)| n.contains(needle)).map(|(_, ns)| *ns as f64 / 1e6), 1)
         }
     };
     let rows: Vec<(&str, Reading)> = vec![
@@ -88,7 +89,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         ("launch → first console line", Box::new(phase("first console line"))),
         (
             "launch → exit (host clock)",
-            Box::new(|rec: &RunRecord| num(rec.host.launch_to_exit_ns.map(|n| n as f64 / 1e6), 1)),
+            Box::new(|rec: &RunRecord| fixed(rec.host.launch_to_exit_ns.map(|n| n as f64 / 1e6), 1)),
         ),
         ("workload ran", Box::new(|rec: &RunRecord| yes(rec.error.is_none()).to_string())),
     ];

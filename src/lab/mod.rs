@@ -195,11 +195,6 @@ pub(crate) fn ms(ns: Option<u64>) -> String {
     ns.map(|n| format!("{:.3}", n as f64 / 1e6)).unwrap_or_else(|| "-".into())
 }
 
-/// A float with `prec` decimals, or "-".
-pub(crate) fn num(v: Option<f64>, prec: usize) -> String {
-    v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into())
-}
-
 /// "yes"/"no" for a check's detail.
 pub(crate) fn yes(b: bool) -> &'static str {
     if b {

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::live::{self, Held};
-use super::{backend_ready, ms, num, progress, run_once, yes, LabOptions, LabReport, Table};
+use super::{backend_ready, ms, progress, run_once, yes, LabOptions, LabReport, Table};
 use crate::backend::{Backend, BackendOptions};
+use crate::figures::fixed;
 use crate::stats;
 
 /// The namespace sets timed, each adding kinds to the previous. The runtime
@@ -55,7 +56,7 @@ fn isolation(ct: &dyn Backend, r: &mut LabReport) {
     t.row([
         "PID".to_string(),
         me.clone(),
-        format!("{} (host pid {pid}; NSpid {:?})", num(inner.map(|p| p as f64), 0), inside),
+        format!("{} (host pid {pid}; NSpid {:?})", fixed(inner.map(|p| p as f64), 0), inside),
     ]);
     let host_name = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
     let their_name = live::hostname_of(pid);

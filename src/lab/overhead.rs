@@ -3,8 +3,9 @@
 //! published ones (Felter et al. 2015, Firecracker NSDI'20), and the
 //! security surface of each backend read from the host.
 
-use super::{num, progress, yes, LabOptions, LabReport, Table};
+use super::{progress, yes, LabOptions, LabReport, Table};
 use crate::bench::{self, Observer, Plan, Profile, Slot};
+use crate::figures::fixed;
 use crate::record::RunRecord;
 use crate::report::aggregate::{cost_factor, Aggregate, HEADLINES};
 
@@ -99,8 +100,10 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
             continue;
         }
         let native = agg.cell(sc, "native", hl.metric);
-        let mut row =
-            vec![format!("{} ({})", hl.label, hl.unit.text()), num(native.summary.map(|s| hl.unit.scale(s.median)), 2)];
+        let mut row = vec![
+            format!("{} ({})", hl.label, hl.unit.text()),
+            fixed(native.summary.map(|s| hl.unit.scale(s.median)), 2),
+        ];
         for b in shown.iter().filter(|b| **b != "native") {
             let c = agg.cell(sc, b, hl.metric);
             row.push(match (c.summary, c.ratio) {
@@ -162,7 +165,12 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         r.check(
             format!("{what}: best runs within 25 %"),
             near(x),
-            format!("{} ({}× best vs best; median ratio {}×)", yes(near(x)), num(x, 2), num(ratio(b, fam, metric), 2)),
+            format!(
+                "{} ({}× best vs best; median ratio {}×)",
+                yes(near(x)),
+                fixed(x, 2),
+                fixed(ratio(b, fam, metric), 2)
+            ),
         );
     }
     let vm_sys =
@@ -171,7 +179,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     r.check(
         "the VM pays where it exits: bare-VM system calls cost > 3× native",
         exits_cost,
-        format!("{} ({}×)", yes(exits_cost), num(vm_sys, 1)),
+        format!("{} ({}×)", yes(exits_cost), fixed(vm_sys, 1)),
     );
     let failed = obs.records.iter().filter(|x| x.error.is_some()).count();
     r.note(format!(

@@ -345,7 +345,7 @@ where
                 bars.len()
                     .checked_sub(1 + i as usize)
                     .and_then(|k| bars.get(k))
-                    .map(|b| format!("{} ({} ms)", b.backend, super::markdown::num(b.total_ms)))
+                    .map(|b| format!("{} ({} ms)", b.backend, crate::figures::num(b.total_ms)))
                     .unwrap_or_default()
             } else {
                 String::new()
@@ -366,7 +366,7 @@ where
             let c = phase_color(i);
             chart.draw_series(std::iter::once(Rectangle::new([(x, y - 0.35), (x + w, y + 0.35)], c.filled())))?;
             if w > 9.0 {
-                let label = format!("{name} {}", super::markdown::num(*ms));
+                let label = format!("{name} {}", crate::figures::num(*ms));
                 chart.draw_series(std::iter::once(Text::new(label, (x + 0.5, y + 0.1), ("sans-serif", 11))))?;
             }
             x += w;

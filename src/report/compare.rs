@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use super::aggregate::Aggregate;
-use super::markdown::num;
+use crate::figures::num;
 use crate::results::ResultSet;
 use crate::stats::{self, Better, Significance};
 

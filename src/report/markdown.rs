@@ -10,6 +10,7 @@ use std::fmt::Write;
 
 use super::aggregate::{family_of, Aggregate, Cell, Headline};
 use super::{backends, summary};
+use crate::figures::num;
 use crate::results::ResultSet;
 use crate::stats::{self, Better, Interval, Significance};
 
@@ -22,22 +23,6 @@ pub struct Figures {
     pub ratios: Option<String>,
     pub phases: Option<String>,
     pub errors: Vec<String>,
-}
-
-/// A figure with about three significant digits.
-pub fn num(v: f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 10.0 {
-        format!("{v:.1}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
 }
 
 /// A note with per-run scratch paths (`/var/tmp/cvbench-disk-Ab12Cd`)
@@ -507,14 +492,6 @@ pub fn render(set: &ResultSet, a: &Aggregate, figs: &Figures) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn num_keeps_about_three_significant_digits() {
-        assert_eq!(num(1234.5), "1234");
-        assert_eq!(num(12.345), "12.3");
-        assert_eq!(num(1.2345), "1.23");
-        assert_eq!(num(0.012345), "0.012");
-    }
 
     #[test]
     fn generic_note_hides_scratch_names() {

@@ -4,7 +4,7 @@
 
 use super::aggregate::{cost_factor, family_of, Aggregate, Cell};
 use super::backends::{self, Kind};
-use super::markdown::num;
+use crate::figures::num;
 use crate::stats::Significance;
 
 /// Families whose headline metrics are throughput or latency of work done

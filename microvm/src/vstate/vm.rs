@@ -113,11 +113,6 @@ impl KvmVm {
     pub fn fd(&self) -> &VmFd {
         &self.fd
     }
-
-    /// Whether KVM offers `cap`.
-    pub fn has_cap(&self, cap: Cap) -> bool {
-        self.fd.check_extension(cap)
-    }
 }
 
 impl Vm for KvmVm {

@@ -10,7 +10,8 @@ use crate::namespaces::{self, Namespace};
 use crate::network::{self, Veth};
 use crate::process::channel::{self, now_ns};
 use crate::process::clone;
-use crate::process::init::{CapPlan, ChildPlan, ExecPlan, Iface};
+use crate::process::init::{ChildPlan, ExecPlan, Iface};
+use crate::process::privileges::{CapPlan, Privileges};
 use crate::process::{self as proc, channel::Channel};
 use crate::state::{proc_start_time, Keeper, State, Status};
 use crate::{capabilities, rootfs, seccomp, Error};
@@ -402,12 +403,14 @@ impl Container {
             iface,
             unshare_cgroupns: cfg.has(Namespace::Cgroup),
             start_fifo,
-            uid: cfg.user.uid,
-            gid: cfg.user.gid,
-            groups: cfg.user.additional_gids.clone(),
-            caps,
-            no_new_privs: cfg.no_new_privileges.unwrap_or(!cfg.privileged),
-            seccomp,
+            privileges: Privileges {
+                uid: cfg.user.uid,
+                gid: cfg.user.gid,
+                groups: cfg.user.additional_gids.clone(),
+                caps,
+                no_new_privs: cfg.no_new_privileges.unwrap_or(!cfg.privileged),
+                seccomp,
+            },
             join,
             umask: cfg.umask.map(|m| m as libc::mode_t),
             stdio: [fd_or_inherit(&stdio.stdin), fd_or_inherit(&stdio.stdout), fd_or_inherit(&stdio.stderr)],

@@ -3,7 +3,7 @@
 use super::Container;
 use crate::process::{self as proc};
 use crate::Error;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 impl Container {
     /// Send a signal to the container's first process. A stopped container is left alone:
@@ -23,22 +23,7 @@ impl Container {
         if self.exit.is_some() {
             return Ok(());
         }
-        // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                ch.pidfd.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if r < 0 {
-            let e = nix::Error::last();
-            if e != nix::Error::ESRCH {
-                return Err(proc::Error::Signal { pid: self.state.pid, source: e }.into());
-            }
-        }
+        proc::kill::send(ch.pidfd.as_fd(), self.state.pid, sig)?;
         Ok(())
     }
 }

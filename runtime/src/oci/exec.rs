@@ -1,12 +1,15 @@
 //! `exec`: run another process in a running container (what `docker exec` asks for): join
 //! its namespaces and cgroup, take the user, capabilities, no_new_privs and the bundle's
-//! seccomp profile, then exec. Between fork and exec only raw system calls run, on data
-//! prepared here.
+//! seccomp profile, then exec. Between fork and exec only async-signal-safe raw system calls
+//! run, on data prepared here; the privilege drop is the container init's own
+//! ([`crate::process::privileges`]), and a failed step comes back with its name.
 
 use super::Error;
+use crate::process::privileges::{CapPlan, Privileges, StepFailed};
+use crate::process::{self as proc, channel, init};
 use crate::state::State;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
@@ -122,17 +125,25 @@ pub fn exec(
     let u = p.user();
     let (uid, gid) = (u.uid(), u.gid());
     let groups: Vec<libc::gid_t> = u.additional_gids().clone().unwrap_or_default();
+    let last_cap = crate::capabilities::last_cap();
+    // Without a capabilities object the process gets none (bounding set included).
     let caps = match p.capabilities() {
         Some(c) => {
             let m = |s: &Option<oci_spec::runtime::Capabilities>| -> Result<u64, crate::Error> {
                 let names: Vec<String> = s.iter().flatten().map(|c| format!("CAP_{c}")).collect();
                 Ok(crate::capabilities::mask(&names)?)
             };
-            Some([m(c.bounding())?, m(c.effective())?, m(c.permitted())?, m(c.inheritable())?, m(c.ambient())?])
+            CapPlan {
+                bounding: m(c.bounding())?,
+                effective: m(c.effective())?,
+                permitted: m(c.permitted())?,
+                inheritable: m(c.inheritable())?,
+                ambient: m(c.ambient())?,
+                last_cap,
+            }
         }
-        None => Some([0; 5]),
+        None => CapPlan { bounding: 0, effective: 0, permitted: 0, inheritable: 0, ambient: 0, last_cap },
     };
-    let last_cap = crate::capabilities::last_cap();
     let nnp = p.no_new_privileges().unwrap_or(false);
     // The bundle's seccomp profile governs exec'd processes too.
     let seccomp = match &st.bundle {
@@ -154,20 +165,46 @@ pub fn exec(
             cmd.env(k, v);
         }
     }
-    let join_raw: Vec<(i32, libc::c_int)> = joins.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect();
-    // SAFETY: the closure runs between fork and exec and makes only raw system calls
-    // (open/write/close, setns, chdir, set*id, prctl, capset, seccomp) on data prepared above.
+    let setup = ChildSetup {
+        cgroup_files,
+        joins: joins.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect(),
+        cwd,
+        privileges: Privileges { uid, gid, groups, caps: Some(caps), no_new_privs: nnp, seccomp },
+    };
+    // A failed step goes to the parent as a record on this pipe (std passes only the errno).
+    let (status_rd, status_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(proc::Error::Channel)?;
+    let report_fd = status_wr.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec: `ChildSetup::run` and `init::report`
+    // make only async-signal-safe raw system calls on data prepared above, and `report_fd`
+    // stays open in the parent until `spawn` returns.
     unsafe {
         cmd.pre_exec(move || {
-            child_setup(&cgroup_files, &join_raw, &cwd, uid, gid, &groups, caps, last_cap, nnp, seccomp.as_deref())
+            setup.run().map_err(|StepFailed { step, errno }| {
+                init::report(report_fd, step, errno);
+                std::io::Error::from_raw_os_error(errno)
+            })
         });
     }
-    let _pid_guard = match &pid_ns {
+    let pid_guard = match &pid_ns {
         Some(fd) => Some(crate::container::PidNsGuard::enter(fd)?),
         None => None,
     };
-    let mut child = cmd.spawn().map_err(|e| crate::Error::Config(format!("exec {prog}: {e}")))?;
-    drop(_pid_guard);
+    let spawned = cmd.spawn();
+    drop(pid_guard);
+    drop(status_wr);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(source) => {
+            let failed = channel::read_record(&mut std::fs::File::from(status_rd)).ok().flatten();
+            return Err(match failed.filter(|r| r.kind == channel::KIND_ERROR) {
+                Some(r) => {
+                    let step = init::step_label(r.code).map_or(format!("step {}", r.code), str::to_string);
+                    proc::Error::ChildStep { step, source }.into()
+                }
+                None => crate::Error::Config(format!("exec {prog}: {source}")),
+            });
+        }
+    };
     if let Some(pf) = pid_file {
         std::fs::write(pf, child.id().to_string())
             .map_err(|source| crate::Error::Io { path: pf.to_path_buf(), source })?;
@@ -179,110 +216,35 @@ pub fn exec(
     Ok(status.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)))
 }
 
-fn err() -> std::io::Error {
-    std::io::Error::last_os_error()
+/// What the forked child does before exec, prepared in the parent.
+struct ChildSetup {
+    /// `cgroup.procs` files to join (best effort, as a process that cannot join stays in
+    /// the caller's cgroup rather than failing `exec`).
+    cgroup_files: Vec<CString>,
+    /// Namespaces to join: (fd held open by the parent, CLONE_NEW* type).
+    joins: Vec<(RawFd, libc::c_int)>,
+    cwd: CString,
+    privileges: Privileges,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn child_setup(
-    cgroup_files: &[CString],
-    joins: &[(i32, libc::c_int)],
-    cwd: &CString,
-    uid: u32,
-    gid: u32,
-    groups: &[libc::gid_t],
-    caps: Option<[u64; 5]>,
-    last_cap: u32,
-    nnp: bool,
-    seccomp: Option<&[libc::sock_filter]>,
-) -> std::io::Result<()> {
-    // SAFETY: raw system calls on prepared, NUL-terminated data; see the caller.
-    unsafe {
-        for f in cgroup_files {
-            let fd = libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd >= 0 {
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
+impl ChildSetup {
+    /// Runs in the forked child: only async-signal-safe raw system calls, no allocation.
+    fn run(&self) -> Result<(), StepFailed> {
+        let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+        for f in &self.cgroup_files {
+            let _ = init::attach_self(f);
+        }
+        for (fd, nstype) in &self.joins {
+            // SAFETY: setns(2) on a namespace fd the parent holds open until spawn returns.
+            if unsafe { libc::setns(*fd, *nstype) } != 0 {
+                return Err(StepFailed { step: init::STEP_SETNS, errno: errno() });
             }
         }
-        for (fd, t) in joins {
-            if libc::setns(*fd, *t) != 0 {
-                return Err(err());
-            }
+        // SAFETY: chdir(2) with a NUL-terminated path.
+        if unsafe { libc::chdir(self.cwd.as_ptr()) } != 0 {
+            return Err(StepFailed { step: init::STEP_CWD, errno: errno() });
         }
-        if libc::chdir(cwd.as_ptr()) != 0 {
-            return Err(err());
-        }
-        if let Some(c) = caps {
-            for cap in 0..=last_cap.min(63) {
-                if c[0] & (1u64 << cap) == 0 {
-                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
-                }
-            }
-            if uid != 0 {
-                libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
-            }
-        }
-        if !nnp {
-            if let Some(f) = seccomp {
-                install(f)?;
-            }
-        }
-        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
-            || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
-            || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
-        {
-            return Err(err());
-        }
-        if let Some(c) = caps {
-            #[repr(C)]
-            struct Hdr {
-                v: u32,
-                pid: i32,
-            }
-            #[repr(C)]
-            struct Data {
-                e: u32,
-                p: u32,
-                i: u32,
-            }
-            let hdr = Hdr { v: 0x2008_0522, pid: 0 };
-            let d = [
-                Data { e: c[1] as u32, p: c[2] as u32, i: c[3] as u32 },
-                Data { e: (c[1] >> 32) as u32, p: (c[2] >> 32) as u32, i: (c[3] >> 32) as u32 },
-            ];
-            if libc::syscall(libc::SYS_capset, &hdr, d.as_ptr()) != 0 {
-                return Err(err());
-            }
-            for cap in 0..=last_cap.min(63) {
-                if c[4] & c[2] & c[3] & (1u64 << cap) != 0 {
-                    libc::prctl(
-                        libc::PR_CAP_AMBIENT,
-                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                        cap as libc::c_ulong,
-                        0,
-                        0,
-                    );
-                }
-            }
-        }
-        if nnp {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(err());
-            }
-            if let Some(f) = seccomp {
-                install(f)?;
-            }
-        }
+        self.privileges.drop_privileges()?;
+        self.privileges.install_late_seccomp()
     }
-    Ok(())
-}
-
-fn install(f: &[libc::sock_filter]) -> std::io::Result<()> {
-    let prog = libc::sock_fprog { len: f.len() as libc::c_ushort, filter: f.as_ptr() as *mut libc::sock_filter };
-    // SAFETY: `prog` points at a filter that lives until exec; the kernel copies it.
-    if unsafe { libc::syscall(libc::SYS_seccomp, 1u32, 0u32, &prog as *const libc::sock_fprog) } != 0 {
-        return Err(err());
-    }
-    Ok(())
 }

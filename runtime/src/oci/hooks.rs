@@ -3,6 +3,8 @@
 //! starts, a warning after).
 
 use super::Error;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use oci_spec::runtime::{Hook, Hooks};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -68,8 +70,8 @@ fn run_one(h: &Hook, state: &serde_json::Value) -> Result<(), String> {
         }
         if let Some(t) = timeout {
             if start.elapsed() >= t {
-                // SAFETY: kill(2) of the process group of the hook we started.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                // The process group of the hook we started (it leads it).
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
                 let _ = child.wait();
                 return Err(format!("{} timed out after {t:?}", path.display()));
             }

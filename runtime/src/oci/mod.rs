@@ -4,7 +4,7 @@
 
 use crate::config::ContainerConfig;
 use crate::container::{self, Container, Gate, Stdio};
-use crate::process::channel;
+use crate::process::{channel, kill};
 use crate::state::{State, Status};
 use serde_json::Value;
 use std::fs;
@@ -235,8 +235,8 @@ pub fn start(id: &str, run_root: &Path) -> Result<(), crate::Error> {
     if let Some(h) = &st.hooks {
         // startContainer runs before the user process; a failure stops the container.
         if let Err(e) = hooks::run("startContainer", h.start_container(), &state_doc(&st, Status::Created)) {
-            // SAFETY: kill(2) of the container process identified by pid and start time.
-            unsafe { libc::kill(st.pid, libc::SIGKILL) };
+            // Best effort: the hook's error is the one to report.
+            let _ = kill::send_to(st.pid, st.pid_start, libc::SIGKILL);
             return Err(e.into());
         }
     }
@@ -316,15 +316,14 @@ pub fn kill(id: &str, sig: i32, all: bool, run_root: &Path) -> Result<(), crate:
         for cg in &st.cgroups {
             for pid in fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default().lines() {
                 if let Ok(pid) = pid.trim().parse::<i32>() {
-                    // SAFETY: kill(2) of a member of the container's own cgroup.
-                    unsafe { libc::kill(pid, sig) };
+                    // Best effort, as before: a member may exit meanwhile.
+                    let _ = kill::send_to(pid, 0, sig);
                 }
             }
         }
     }
-    // SAFETY: kill(2) of the container process identified by pid and start time.
-    if unsafe { libc::kill(st.pid, sig) } != 0 {
-        return Err(crate::Error::Config(format!("kill {}: {}", st.pid, std::io::Error::last_os_error())));
+    if !kill::send_to(st.pid, st.pid_start, sig)? {
+        return Err(crate::process::Error::Signal { pid: st.pid, source: nix::Error::ESRCH }.into());
     }
     Ok(())
 }
@@ -338,8 +337,8 @@ pub fn delete(id: &str, force: bool, run_root: &Path) -> Result<Vec<String>, cra
         if !force {
             return Err(crate::Error::BadStatus { id: id.to_string(), verb: "delete", status });
         }
-        // SAFETY: kill(2) of the container process identified by pid and start time.
-        unsafe { libc::kill(st.pid, libc::SIGKILL) };
+        // Best effort: whatever happens, the wait below sees whether it is gone.
+        let _ = kill::send_to(st.pid, st.pid_start, libc::SIGKILL);
         for _ in 0..400 {
             if !st.process_alive() {
                 break;

@@ -6,6 +6,7 @@
 //! the parent had; the raw syscalls affect only this (single-threaded) process.
 
 use super::channel::{self, Record};
+use super::privileges::{setids, Privileges, StepFailed};
 use super::Error;
 use crate::rootfs::Op;
 use std::ffi::CString;
@@ -82,23 +83,6 @@ pub struct Iface {
     pub netmask: [u8; 4],
 }
 
-/// The capability sets (bit i = capability i) and the highest capability the kernel knows.
-pub struct CapPlan {
-    pub bounding: u64,
-    pub effective: u64,
-    pub permitted: u64,
-    pub inheritable: u64,
-    pub ambient: u64,
-    pub last_cap: u32,
-}
-
-impl CapPlan {
-    /// The same set everywhere but ambient (the runtime's own containers).
-    pub fn uniform(keep: u64, last_cap: u32) -> CapPlan {
-        CapPlan { bounding: keep, effective: keep, permitted: keep, inheritable: keep, ambient: 0, last_cap }
-    }
-}
-
 /// Everything the child does, in order.
 pub struct ChildPlan {
     pub status_fd: RawFd,
@@ -113,13 +97,8 @@ pub struct ChildPlan {
     pub unshare_cgroupns: bool,
     /// OCI `create`/`start`: block on this FIFO after setup until `start` opens it.
     pub start_fifo: Option<CString>,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<libc::gid_t>,
-    /// None keeps every capability (`--privileged`).
-    pub caps: Option<CapPlan>,
-    pub no_new_privs: bool,
-    pub seccomp: Option<Vec<libc::sock_filter>>,
+    /// uid/gids, capabilities, no_new_privs and seccomp (shared with `exec`).
+    pub privileges: Privileges,
     /// Namespaces to join first: (fd opened by the parent, CLONE_NEW* type).
     pub join: Vec<(RawFd, libc::c_int)>,
     pub umask: Option<libc::mode_t>,
@@ -139,7 +118,7 @@ impl ChildPlan {
         match code {
             STEP_HOSTNAME => format!("sethostname {:?}", self.hostname),
             STEP_START_FIFO => format!("open the start FIFO {:?}", self.start_fifo),
-            STEP_SETID => format!("switch to uid {} gid {}", self.uid, self.gid),
+            STEP_SETID => format!("switch to uid {} gid {}", self.privileges.uid, self.privileges.gid),
             STEP_CWD => format!("chdir to {:?}", self.cwd),
             STEP_EXEC => format!("execve {:?}", self.exec.candidates),
             STEP_SELF_ATTACH => format!("move into the cgroups {:?}", self.self_attach),
@@ -187,8 +166,13 @@ fn check(ret: libc::c_long) -> Result<(), i32> {
     }
 }
 
-fn fail(fd: RawFd, code: u32, errno: i32) -> ! {
+/// Send a failed step on `fd` (async-signal-safe; a negative fd sends nothing).
+pub(crate) fn report(fd: RawFd, code: u32, errno: i32) {
     channel::send(fd, Record { kind: channel::KIND_ERROR, code, errno, pad: 0, t_ns: channel::now_ns() });
+}
+
+fn fail(fd: RawFd, code: u32, errno: i32) -> ! {
+    report(fd, code, errno);
     // SAFETY: _exit is async-signal-safe and ends this process without running atexit hooks
     // copied from the parent.
     unsafe { libc::_exit(127) }
@@ -205,16 +189,6 @@ fn wait_for(fd: RawFd, go_fd: RawFd, want: u8, step: u32) {
         // SAFETY: async-signal-safe exit.
         None => unsafe { libc::_exit(1) },
         Some(_) => fail(fd, step, libc::EPROTO),
-    }
-}
-
-fn setids(uid: u32, gid: u32, groups: &[libc::gid_t]) -> Result<(), i32> {
-    // SAFETY: raw set*id syscalls with plain integers / a valid slice; they change only this
-    // process's credentials.
-    unsafe {
-        check(libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()))?;
-        check(libc::syscall(libc::SYS_setresgid, gid, gid, gid))?;
-        check(libc::syscall(libc::SYS_setresuid, uid, uid, uid))
     }
 }
 
@@ -289,7 +263,7 @@ fn proc_fd_path(fd: RawFd, buf: &mut [u8; 32]) {
 }
 
 /// Write "0" (= this thread) to a cgroup v1 `tasks` file.
-fn attach_self(path: &CString) -> Result<(), i32> {
+pub(crate) fn attach_self(path: &CString) -> Result<(), i32> {
     // SAFETY: NUL-terminated path; the fd is closed right after the write.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     check(fd as libc::c_long)?;
@@ -338,54 +312,6 @@ fn wait_start(gate: RawFd, status: RawFd) -> RawFd {
     }
 }
 
-fn drop_bounding(caps: &CapPlan) -> Result<(), i32> {
-    for cap in 0..=caps.last_cap.min(63) {
-        if caps.bounding & (1u64 << cap) == 0 {
-            // SAFETY: prctl with integer arguments.
-            check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } as libc::c_long)?;
-        }
-    }
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
-    Ok(())
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-fn capset(c: &CapPlan) -> Result<(), i32> {
-    let hdr = CapHeader {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let half = |m: u64, hi: bool| if hi { (m >> 32) as u32 } else { m as u32 };
-    let data = [
-        CapData {
-            effective: half(c.effective, false),
-            permitted: half(c.permitted, false),
-            inheritable: half(c.inheritable, false),
-        },
-        CapData {
-            effective: half(c.effective, true),
-            permitted: half(c.permitted, true),
-            inheritable: half(c.inheritable, true),
-        },
-    ];
-    // SAFETY: header and a two-element data array as capset(2) version 3 expects.
-    check(unsafe { libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) })
-}
-
 fn setup_stdio(stdio: [RawFd; 3]) -> Result<(), i32> {
     // Move sources out of the 0..2 range first so a dup2 cannot clobber a later source.
     let mut src = stdio;
@@ -416,20 +342,6 @@ fn reset_signals(old_mask: &libc::sigset_t) {
     }
     // SAFETY: restores the mask the parent thread had before SIGCHLD was blocked.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut()) };
-}
-
-fn install_seccomp(filter: &[libc::sock_filter]) -> Result<(), i32> {
-    let prog =
-        libc::sock_fprog { len: filter.len() as libc::c_ushort, filter: filter.as_ptr() as *mut libc::sock_filter };
-    // SAFETY: `prog` points at a filter that lives until exec; the kernel copies it.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            1u32, // SECCOMP_SET_MODE_FILTER
-            0u32,
-            &prog as *const libc::sock_fprog,
-        )
-    })
 }
 
 /// Run the plan; never returns (execs the workload or exits 127 after reporting).
@@ -505,62 +417,12 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
         Some(g) => (-1, wait_start(g, st)),
         None => (st, st),
     };
-    if !plan.no_new_privs {
-        // Without no_new_privs the kernel wants CAP_SYS_ADMIN for a filter: install it while
-        // we still have it (as runc does); the filter then also governs the rest of setup.
-        if let Some(f) = &plan.seccomp {
-            if let Err(e) = install_seccomp(f) {
-                fail(report, STEP_SECCOMP, e);
-            }
-        }
-    }
-    if let Some(c) = &plan.caps {
-        if let Err(e) = drop_bounding(c) {
-            fail(report, STEP_CAPBSET, e);
-        }
-    }
-    if plan.caps.is_some() && plan.uid != 0 {
-        // Keep the permitted set across the uid change; capset below sets what is asked.
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    }
-    if let Err(e) = setids(plan.uid, plan.gid, &plan.groups) {
-        fail(report, STEP_SETID, e);
-    }
-    if let Some(c) = &plan.caps {
-        if let Err(e) = capset(c) {
-            fail(report, STEP_CAPSET, e);
-        }
-        // The kernel only raises ambient caps that are permitted and inheritable; others are
-        // skipped, as runc does (it warns and goes on).
-        let raisable = c.ambient & c.permitted & c.inheritable;
-        for cap in 0..=c.last_cap.min(63) {
-            if raisable & (1u64 << cap) != 0 {
-                // SAFETY: prctl with integer arguments.
-                let r = unsafe {
-                    libc::prctl(
-                        libc::PR_CAP_AMBIENT,
-                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                        cap as libc::c_ulong,
-                        0,
-                        0,
-                    )
-                };
-                if let Err(e) = check(r as libc::c_long) {
-                    fail(report, STEP_AMBIENT, e);
-                }
-            }
-        }
+    if let Err(StepFailed { step, errno }) = plan.privileges.drop_privileges() {
+        fail(report, step, errno);
     }
     if let Some(m) = plan.umask {
         // SAFETY: umask(2) cannot fail.
         unsafe { libc::umask(m) };
-    }
-    if plan.no_new_privs {
-        // SAFETY: prctl with integer arguments.
-        if let Err(e) = check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } as libc::c_long) {
-            fail(report, STEP_NO_NEW_PRIVS, e);
-        }
     }
     // SAFETY: NUL-terminated path.
     if let Err(e) = check(unsafe { libc::chdir(plan.cwd.as_ptr()) } as libc::c_long) {
@@ -576,12 +438,8 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) };
     reset_signals(old_mask);
     mark(st, channel::MARK_EXEC);
-    if plan.no_new_privs {
-        if let Some(f) = &plan.seccomp {
-            if let Err(e) = install_seccomp(f) {
-                fail(report, STEP_SECCOMP, e);
-            }
-        }
+    if let Err(StepFailed { step, errno }) = plan.privileges.install_late_seccomp() {
+        fail(report, step, errno);
     }
     let mut err = libc::ENOENT;
     for path in &plan.exec.candidates {

@@ -1,9 +1,12 @@
 //! The container process: `clone3` with the namespace flags (SIGCHLD blocked around it), the
-//! parent↔child channel, and the code that runs inside the child up to `execve`.
+//! parent↔child channel, the code that runs inside the child up to `execve`, and the privilege
+//! drop it shares with `exec`, and the pidfd kill path every verb uses.
 
 pub mod channel;
 pub mod clone;
 pub mod init;
+pub mod kill;
+pub mod privileges;
 
 /// Errors starting or talking to the container process.
 #[derive(Debug, thiserror::Error)]

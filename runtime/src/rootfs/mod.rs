@@ -527,6 +527,7 @@ fn default_devices(ops: &mut Vec<Op>, dev: &Path, spec: &Spec<'_>) -> Result<(),
     for (name, major, minor) in DEVICES {
         let path = dev.join(name);
         if spec.userns {
+            // mknod is not allowed in a user namespace: bind the host's node instead.
             ops.push(Op::Touch { path: c(&path)? });
             ops.push(Op::Mount {
                 src: c(&Path::new("/dev").join(name))?,
@@ -557,40 +558,12 @@ fn default_devices(ops: &mut Vec<Op>, dev: &Path, spec: &Spec<'_>) -> Result<(),
     Ok(())
 }
 
+/// The default /dev: a tmpfs with the default nodes and links, devpts, shm (and mqueue with
+/// a private IPC namespace).
 fn dev_ops(ops: &mut Vec<Op>, dev: &Path, spec: &Spec<'_>) -> Result<(), Error> {
-    use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_STRICTATIME};
+    use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_STRICTATIME};
     ops.push(mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")?);
-    for (name, major, minor) in DEVICES {
-        let path = dev.join(name);
-        if spec.userns {
-            // mknod is not allowed in a user namespace: bind the host's node instead.
-            ops.push(Op::Touch { path: c(&path)? });
-            ops.push(Op::Mount {
-                src: c(&Path::new("/dev").join(name))?,
-                target: c(&path)?,
-                fstype: cs(""),
-                flags: MS_BIND,
-                data: None,
-            });
-        } else {
-            ops.push(Op::Mknod {
-                path: c(&path)?,
-                kind: libc::S_IFCHR,
-                mode: 0o666,
-                dev: libc::makedev(*major, *minor),
-                owner: None,
-            });
-        }
-    }
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-        ("ptmx", "pts/ptmx"),
-    ] {
-        ops.push(Op::Symlink { target: cs(target), link: c(&dev.join(link))? });
-    }
+    default_devices(ops, dev, spec)?;
     for d in ["pts", "shm"] {
         ops.push(mkdir(&dev.join(d), 0o755)?);
     }
