@@ -58,10 +58,8 @@ fn backends() -> Vec<Box<dyn Backend>> {
     };
     let mut out = Vec::new();
     for n in names {
-        match verdicts::verdict(&n, &host)
-            .map_err(|b| b.to_string())
-            .and_then(|()| backend::by_name(&n).map_err(|e| e.to_string()))
-        {
+        let id = n.parse::<backend::BackendId>().map_err(|e| format!("{e} (fix: cvbench run --help)"));
+        match id.and_then(|id| verdicts::verdict(id, &host).map(|()| id.backend()).map_err(|b| b.to_string())) {
             Ok(b) => out.push(b),
             Err(why) => eprintln!("SKIPPED: {n}: {why}"),
         }

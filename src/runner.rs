@@ -338,6 +338,9 @@ mod tests {
     struct ShellInstance(ChildProcess);
 
     impl Backend for Shell {
+        fn id(&self) -> crate::backend::BackendId {
+            crate::backend::BackendId::Native
+        }
         fn name(&self) -> &'static str {
             "shell"
         }

@@ -15,11 +15,11 @@ use cvbench_runtime::container::{Container, Stdio, PEER_IP};
 use cvbench_runtime::image::{build, Store, DEFAULT_IMAGE};
 use cvbench_runtime::{cleanup, namespaces, seccomp};
 
-use super::{Backend, BackendError, BackendOptions, Instance, LaunchSpec, NetMode};
+use super::{Backend, BackendError, BackendId, BackendOptions, Instance, LaunchSpec, NetMode};
 use crate::paths;
 use crate::record::ExitInfo;
 
-const NAME: &str = "container";
+const NAME: &str = BackendId::Container.name();
 /// Host uid/gid that container root maps to when a user namespace is asked for.
 const USERNS_HOST_BASE: u32 = 100_000;
 /// Port the peer-namespace server listens on (the namespace is private to the run).
@@ -112,8 +112,8 @@ struct ContainerInstance {
 }
 
 impl Backend for ContainerBackend {
-    fn name(&self) -> &'static str {
-        NAME
+    fn id(&self) -> BackendId {
+        BackendId::Container
     }
 
     fn check(&self) -> Result<(), String> {

@@ -22,12 +22,12 @@ use cvbench_microvm::{kvm_probe, KvmKind};
 
 use super::peers::{launch_err, run_tool, scratch};
 use super::process::{spawn_server, ChildProcess};
-use super::{Backend, BackendError, Instance, LaunchSpec};
+use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
 use crate::workload::Needs;
 
-const BACKEND: &str = "microvm";
+const BACKEND: &str = BackendId::Microvm.name();
 /// `cvbench-vmm linux`'s exit code when the guest powered off without reporting a status.
 const VMM_NO_STATUS: i32 = 126;
 /// Guest RAM, the same for the QEMU peer. 256 MiB: the full profile's `mem-touch` maps 96 MiB of
@@ -168,8 +168,8 @@ struct MicroVmInstance {
 }
 
 impl Backend for MicroVm {
-    fn name(&self) -> &'static str {
-        BACKEND
+    fn id(&self) -> BackendId {
+        BackendId::Microvm
     }
 
     fn check(&self) -> Result<(), String> {

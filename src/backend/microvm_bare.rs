@@ -21,13 +21,13 @@ use cvbench_microvm::{kvm_probe, KvmKind};
 use super::microvm::{PeerServer, PEER_PORT};
 use super::peers::{launch_err, scratch};
 use super::process::ChildProcess;
-use super::{Backend, BackendError, Instance, LaunchSpec};
+use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
 use crate::workload::Needs;
 use crate::workload::Workload;
 
-const BACKEND: &str = "microvm-bare";
+const BACKEND: &str = BackendId::MicrovmBare.name();
 /// Enough for every supported workload's defaults (mem-touch: 128 + 32 MiB); host memory is
 /// only used for pages the guest touches.
 const DEFAULT_MEM_MIB: u32 = 512;
@@ -60,8 +60,8 @@ struct BareInstance {
 }
 
 impl Backend for MicroVmBare {
-    fn name(&self) -> &'static str {
-        BACKEND
+    fn id(&self) -> BackendId {
+        BackendId::MicrovmBare
     }
 
     fn check(&self) -> Result<(), String> {

@@ -1,9 +1,10 @@
 //! The backend seam: how the harness starts one workload instance natively,
 //! in a container or in a micro-VM, and what it gets back. Every backend
-//! implements [`Backend`]; [`registry`] lists them by name.
+//! implements [`Backend`]; [`BackendId`] names them and [`BackendId::backend`] makes one.
 
 pub mod console;
 pub mod container;
+pub mod id;
 pub mod microvm;
 pub mod microvm_bare;
 pub mod native;
@@ -15,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
+
+pub use id::{BackendId, Kind, Placement, Profile, UnknownBackend};
 
 use crate::record::ExitInfo;
 use crate::workload::{Needs, Workload};
@@ -123,7 +126,10 @@ impl LaunchSpec {
 /// `Any` so a scenario that needs one backend's own handle (the registry scenarios: the
 /// private dockerd's CLI) can downcast to it.
 pub trait Backend: Send + Sync + std::any::Any {
-    fn name(&self) -> &'static str;
+    fn id(&self) -> BackendId;
+    fn name(&self) -> &'static str {
+        self.id().name()
+    }
     /// `Err(reason)` when this host cannot run the backend.
     fn check(&self) -> Result<(), String>;
     /// Start one instance. The harness takes its launch timestamp just before
@@ -173,32 +179,37 @@ pub trait Instance: Send {
 }
 
 /// Names of every backend the suite knows, in report order.
-pub const ALL: &[&str] = &[
-    "native",
-    "container",
-    "microvm-bare",
-    "microvm",
-    "runc",
-    "crun",
-    "cvbench-runtime",
-    "docker",
-    "docker-cvbench",
-    "qemu",
-];
-
-/// Look a backend up by name.
-pub fn by_name(name: &str) -> Result<Box<dyn Backend>, BackendError> {
-    match name {
-        "native" => Ok(Box::new(native::Native::new())),
-        "container" => Ok(Box::new(container::ContainerBackend::new())),
-        "microvm" => Ok(Box::new(microvm::MicroVm::new())),
-        "microvm-bare" => Ok(Box::new(microvm_bare::MicroVmBare::new())),
-        "runc" => Ok(Box::new(peers::oci_runtime::OciRuntime::new(peers::oci_runtime::Kind::Runc))),
-        "crun" => Ok(Box::new(peers::oci_runtime::OciRuntime::new(peers::oci_runtime::Kind::Crun))),
-        "cvbench-runtime" => Ok(Box::new(peers::oci_runtime::OciRuntime::new(peers::oci_runtime::Kind::Cvbench))),
-        "docker" => Ok(Box::new(peers::docker::Docker::new())),
-        "docker-cvbench" => Ok(Box::new(peers::docker::Docker::over_cvbench_runtime())),
-        "qemu" => Ok(Box::new(peers::qemu::Qemu::new())),
-        _ => Err(BackendError::UnknownBackend(name.to_string(), ALL.join(", "))),
+pub const ALL: &[&str] = &{
+    let mut names = [""; BackendId::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = BackendId::ALL[i].name();
+        i += 1;
     }
+    names
+};
+
+impl BackendId {
+    /// The backend itself: the one place a variant meets its module.
+    pub fn backend(self) -> Box<dyn Backend> {
+        use peers::oci_runtime::{Kind as Oci, OciRuntime};
+        match self {
+            BackendId::Native => Box::new(native::Native::new()),
+            BackendId::Container => Box::new(container::ContainerBackend::new()),
+            BackendId::Microvm => Box::new(microvm::MicroVm::new()),
+            BackendId::MicrovmBare => Box::new(microvm_bare::MicroVmBare::new()),
+            BackendId::Runc => Box::new(OciRuntime::new(Oci::Runc)),
+            BackendId::Crun => Box::new(OciRuntime::new(Oci::Crun)),
+            BackendId::CvbenchRuntime => Box::new(OciRuntime::new(Oci::Cvbench)),
+            BackendId::Docker => Box::new(peers::docker::Docker::new()),
+            BackendId::DockerCvbench => Box::new(peers::docker::Docker::over_cvbench_runtime()),
+            BackendId::Qemu => Box::new(peers::qemu::Qemu::new()),
+        }
+    }
+}
+
+/// Look a backend up by name (for names from outside: files, `--backends`, tests).
+pub fn by_name(name: &str) -> Result<Box<dyn Backend>, BackendError> {
+    let id: BackendId = name.parse().map_err(|_| BackendError::UnknownBackend(name.to_string(), ALL.join(", ")))?;
+    Ok(id.backend())
 }

@@ -20,7 +20,7 @@ use cvbench_runtime::image::Store;
 
 use super::image_ctx::{self, ImageBench};
 use crate::backend::peers::{self, oci};
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendId};
 use crate::record::{RunRecord, SCHEMA_VERSION};
 use crate::runner::RunRequest;
 
@@ -30,18 +30,20 @@ pub static DROP_CACHES: AtomicBool = AtomicBool::new(false);
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why `backend` has no cold-start cell here.
-pub fn not_applicable(backend: &str) -> Option<String> {
+pub fn not_applicable(backend: BackendId) -> Option<String> {
     match backend {
-        "container" | "runc" | "crun" | "docker" | "microvm" => None,
-        "microvm-bare" => {
+        BackendId::Container | BackendId::Runc | BackendId::Crun | BackendId::Docker | BackendId::Microvm => None,
+        BackendId::MicrovmBare => {
             Some("cold start does not apply to microvm-bare: it loads one static ELF, not an image's file tree".into())
         }
-        "qemu" => Some(
+        BackendId::Qemu => Some(
             "cold start is measured for one VM, ours (microvm): the QEMU peer would boot the same flattened \
              initramfs, so it adds no image path of its own"
                 .into(),
         ),
-        other => Some(format!("cold start does not apply to {other}: it runs no image")),
+        other @ (BackendId::Native | BackendId::CvbenchRuntime | BackendId::DockerCvbench) => {
+            Some(format!("cold start does not apply to {other}: it runs no image"))
+        }
     }
 }
 
@@ -77,7 +79,7 @@ pub fn unit(b: &dyn Backend, req: &RunRequest) -> RunRecord {
         started_unix_ms,
         ..Default::default()
     };
-    if let Some(why) = not_applicable(b.name()) {
+    if let Some(why) = not_applicable(b.id()) {
         rec.error = Some(why);
         return rec;
     }
@@ -88,10 +90,10 @@ pub fn unit(b: &dyn Backend, req: &RunRequest) -> RunRecord {
         } else {
             "page cache warm (run with --drop-caches to drop it); the image store was empty"
         };
-        let mut m = match b.name() {
-            "container" => container(&ctx, req),
-            "docker" => docker(b, &ctx, req),
-            "microvm" => microvm(&ctx, req),
+        let mut m = match b.id() {
+            BackendId::Container => container(&ctx, req),
+            BackendId::Docker => docker(b, &ctx, req),
+            BackendId::Microvm => microvm(&ctx, req),
             tool => oci_runtime(&ctx, tool, req),
         }?;
         m.notes.push(format!(
@@ -163,7 +165,8 @@ fn container(ctx: &ImageBench, req: &RunRequest) -> Result<Measured, String> {
 }
 
 /// runc / crun: pull into an empty store, flatten the layers into a bundle rootfs, run.
-fn oci_runtime(ctx: &ImageBench, tool: &str, req: &RunRequest) -> Result<Measured, String> {
+fn oci_runtime(ctx: &ImageBench, backend: BackendId, req: &RunRequest) -> Result<Measured, String> {
+    let tool = backend.name();
     let work = ctx.fresh_dir(&format!("cold-{tool}"))?;
     let store = Store::open(&work.join("state")).map_err(|e| crate::runner::chain(&e))?;
     let (pull_ns, unpack_ns) = pull(ctx, &store)?;
@@ -186,7 +189,7 @@ fn oci_runtime(ctx: &ImageBench, tool: &str, req: &RunRequest) -> Result<Measure
     let id = peers::unique(&format!("cvb-cold-{tool}"));
     let mut cmd = Command::new(tool);
     cmd.arg("--root").arg(&root);
-    if tool == "crun" && peers::oci_runtime::needs_unified_detach() {
+    if backend == BackendId::Crun && peers::oci_runtime::needs_unified_detach() {
         peers::oci_runtime::detach_unified(&mut cmd);
     }
     cmd.args(["run", "--bundle"]).arg(&bundle).arg(&id);

@@ -20,13 +20,13 @@ use nix::mount::{mount, MsFlags};
 
 use super::cold_start::DROP_CACHES;
 use super::image_ctx::{self, ImageBench, BIG_FILE};
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendId};
 use crate::record::{RunRecord, SCHEMA_VERSION};
 use crate::runner::RunRequest;
 
 /// Why a backend has no image-depth cell: the scenario is about our overlay layers.
-pub fn not_applicable(backend: &str) -> Option<String> {
-    (backend != "container").then(|| {
+pub fn not_applicable(backend: BackendId) -> Option<String> {
+    (backend != BackendId::Container).then(|| {
         format!("image-depth measures overlayfs layer depth with our runtime's image store; not run on {backend}")
     })
 }
@@ -168,7 +168,7 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, layers: u32) -> RunRecord {
         started_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
         ..Default::default()
     };
-    if let Some(why) = not_applicable(b.name()) {
+    if let Some(why) = not_applicable(b.id()) {
         rec.error = Some(why);
         return rec;
     }

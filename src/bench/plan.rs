@@ -5,6 +5,7 @@
 //! here (microvm-bare, where every system call is a VM exit emulated in
 //! software) still fits the budget.
 
+use crate::backend::BackendId;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ impl Shape {
 pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth"];
 
 /// Why `backend` has no cell in a scenario of this shape (written once, not run).
-pub fn not_applicable(shape: Shape, backend: &str) -> Option<String> {
+pub fn not_applicable(shape: Shape, backend: BackendId) -> Option<String> {
     match shape {
         Shape::ColdStart => super::cold_start::not_applicable(backend),
         Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),

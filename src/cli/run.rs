@@ -5,10 +5,10 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::time::Duration;
 
-use super::args::{parse_duration, workload_parser, BackendArg, Format};
+use super::args::{parse_duration, workload_parser, Format};
 use super::exit::{self, CannotRun, Usage};
 use super::summary::{self, Timing};
-use cvbench::backend::{self, Backend, BackendOptions, NetMode};
+use cvbench::backend::{Backend, BackendId, BackendOptions, NetMode};
 use cvbench::doctor::backends::{self as verdicts, Host};
 use cvbench::record::RunRecord;
 use cvbench::runner::{self, RunRequest};
@@ -25,7 +25,7 @@ pub enum Seccomp {
 pub struct RunArgs {
     /// Where the workload runs.
     #[arg(long, short, value_enum)]
-    pub backend: BackendArg,
+    pub backend: BackendId,
     /// Workload to run.
     #[arg(long, short, value_parser = workload_parser())]
     pub workload: Workload,
@@ -52,7 +52,7 @@ pub struct RunArgs {
     pub warmup: u32,
     /// Also run this backend, interleaved, and print the ratio against it.
     #[arg(long, value_enum)]
-    pub baseline: Option<BackendArg>,
+    pub baseline: Option<BackendId>,
     /// Containers: keep all capabilities and drop seccomp and masked paths.
     #[arg(long)]
     pub privileged: bool,
@@ -127,11 +127,11 @@ impl TryFrom<&RunArgs> for RunRequest {
 /// The backend, after the host checks: a blocker is exit 3 with its fix,
 /// except one the backend still starts despite (a Linux guest under
 /// kvm_pvm), which is a warning: that run shows how far the guest gets.
-fn resolve(b: BackendArg, host: &Host) -> anyhow::Result<Box<dyn Backend>> {
+fn resolve(b: BackendId, host: &Host) -> anyhow::Result<Box<dyn Backend>> {
     let name = b.name();
-    let backend = backend::by_name(name)?;
+    let backend = b.backend();
     let cannot = |why: String, fix: Option<String>| CannotRun { what: format!("backend {name}"), why, fix };
-    match verdicts::verdict(name, host) {
+    match verdicts::verdict(b, host) {
         Err(blocker) if !blocker.starts_anyway => return Err(cannot(blocker.reason, blocker.fix).into()),
         Err(blocker) => eprintln!("cvbench: warning: {name}: {}", blocker.reason),
         Ok(()) => {}
@@ -348,7 +348,7 @@ mod tests {
             "native",
         ])
         .unwrap();
-        assert_eq!((t.run.runs, t.run.warmup, t.run.baseline), (10, 2, Some(BackendArg::Native)));
+        assert_eq!((t.run.runs, t.run.warmup, t.run.baseline), (10, 2, Some(BackendId::Native)));
     }
 
     #[test]

@@ -95,7 +95,7 @@ fn spawn_in(group: &Group, script: &str, args: &[&str]) -> Result<Child, String>
 }
 
 fn memory(r: &mut LabReport) {
-    let ct = match backend_ready("container") {
+    let ct = match backend_ready(crate::backend::BackendId::Container) {
         Ok(b) => b,
         Err(reason) => {
             r.unavailable(format!("memory limit / OOM part: {reason}"));

@@ -96,7 +96,7 @@ impl Drop for ImageGuard<'_> {
 }
 
 fn image_part(r: &mut LabReport) {
-    let ct = match backend_ready("container") {
+    let ct = match backend_ready(crate::backend::BackendId::Container) {
         Ok(b) => b,
         Err(reason) => {
             r.unavailable(format!("image part: {reason}"));

@@ -161,8 +161,8 @@ pub(crate) fn progress(msg: &str) {
 }
 
 /// A backend that passed its host check, or the reason it cannot run here.
-pub(crate) fn backend_ready(name: &str) -> Result<Box<dyn backend::Backend>, String> {
-    let b = backend::by_name(name).map_err(|e| e.to_string())?;
+pub(crate) fn backend_ready(id: backend::BackendId) -> Result<Box<dyn backend::Backend>, String> {
+    let (name, b) = (id.name(), id.backend());
     b.check().map_err(|reason| format!("backend {name} cannot run here: {reason}"))?;
     Ok(b)
 }

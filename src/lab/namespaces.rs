@@ -21,7 +21,7 @@ const SETS: [&str; 4] = ["mount,net", "mount,net,pid", "mount,net,pid,uts,ipc", 
 const DEFAULT_NS: [&str; 6] = ["cgroup", "ipc", "mnt", "net", "pid", "uts"];
 
 pub fn run(opts: &LabOptions, r: &mut LabReport) {
-    let ct = match backend_ready("container") {
+    let ct = match backend_ready(crate::backend::BackendId::Container) {
         Ok(b) => b,
         Err(reason) => {
             r.unavailable(reason);
@@ -127,7 +127,7 @@ fn isolation(ct: &dyn Backend, r: &mut LabReport) {
 
 fn startup(ct: &dyn Backend, opts: &LabOptions, r: &mut LabReport) {
     let reps = opts.reps();
-    let native = match backend_ready("native") {
+    let native = match backend_ready(crate::backend::BackendId::Native) {
         Ok(b) => b,
         Err(reason) => {
             r.unavailable(reason);

@@ -17,7 +17,7 @@ use super::oci::{self, RunConfig};
 use super::{launch_err, PeerError};
 use crate::backend::netpath::{Client, NetPath};
 use crate::backend::process::ChildProcess;
-use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
+use crate::backend::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
 use crate::workload::Needs;
@@ -33,12 +33,16 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    fn id(self) -> BackendId {
         match self {
-            Kind::Runc => "runc",
-            Kind::Crun => "crun",
-            Kind::Cvbench => "cvbench-runtime",
+            Kind::Runc => BackendId::Runc,
+            Kind::Crun => BackendId::Crun,
+            Kind::Cvbench => BackendId::CvbenchRuntime,
         }
+    }
+
+    fn name(self) -> &'static str {
+        self.id().name()
     }
 
     /// The program to exec: runc and crun from PATH, ours beside the cvbench binary.
@@ -152,8 +156,8 @@ struct OciInstance {
 }
 
 impl Backend for OciRuntime {
-    fn name(&self) -> &'static str {
-        self.kind.name()
+    fn id(&self) -> BackendId {
+        self.kind.id()
     }
 
     fn check(&self) -> Result<(), String> {

@@ -18,13 +18,13 @@ use super::{launch_err, run_tool};
 use crate::backend::console::{self, Console};
 use crate::backend::microvm::{self, PeerServer, GUEST_IP, HOST_IP, PEER_PORT};
 use crate::backend::process::ChildProcess;
-use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
+use crate::backend::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::env::{self, KvmKind};
 use crate::paths;
 use crate::record::ExitInfo;
 use crate::workload::Needs;
 
-const BACKEND: &str = "qemu";
+const BACKEND: &str = BackendId::Qemu.name();
 const GUEST_MEM_MIB: u32 = microvm::DEFAULT_MEM_MIB;
 
 pub struct Qemu {
@@ -127,8 +127,8 @@ struct QemuInstance {
 }
 
 impl Backend for Qemu {
-    fn name(&self) -> &'static str {
-        BACKEND
+    fn id(&self) -> BackendId {
+        BackendId::Qemu
     }
 
     fn check(&self) -> Result<(), String> {
