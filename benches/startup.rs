@@ -83,7 +83,8 @@ fn sample_size(name: &str) -> usize {
 }
 
 fn request(workload: &str, args: &[&str], scenario: &str) -> RunRequest {
-    let mut r = RunRequest::new(workload, args.iter().map(|s| s.to_string()).collect());
+    let mut r =
+        RunRequest::new(workload.parse().expect("a known workload"), args.iter().map(|s| s.to_string()).collect());
     r.timeout = Duration::from_secs(60);
     r.scenario = scenario.to_string();
     r

@@ -33,7 +33,7 @@ fn cold_start_and_image_depth_give_phase_breakdowns() {
         eprintln!("SKIPPED: container backend unavailable: {e}");
         return;
     }
-    let mut req = RunRequest::new("noop", vec![]);
+    let mut req = RunRequest::new(cvbench::workload::Workload::Noop, vec![]);
     req.scenario = "cold-start".into();
 
     let cold = cold_start::unit(b.as_ref(), &req);
@@ -55,7 +55,7 @@ fn cold_start_and_image_depth_give_phase_breakdowns() {
 #[test]
 fn scenarios_say_why_they_do_not_apply() {
     let native = backend::by_name("native").unwrap();
-    let mut req = RunRequest::new("noop", vec![]);
+    let mut req = RunRequest::new(cvbench::workload::Workload::Noop, vec![]);
     req.scenario = "cold-start".into();
 
     let r = cold_start::unit(native.as_ref(), &req);

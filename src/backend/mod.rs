@@ -102,7 +102,7 @@ pub struct BackendOptions {
 
 /// What to run: one workload subcommand with its arguments.
 pub struct LaunchSpec {
-    pub workload: String,
+    pub workload: Workload,
     pub args: Vec<String>,
     /// When true the instance's stdin is a pipe the harness can close
     /// ([`Instance::close_stdin`]); otherwise it is /dev/null.
@@ -118,7 +118,7 @@ pub struct LaunchSpec {
 impl LaunchSpec {
     /// What the workload needs from the backend (peer, disk, a stop).
     pub fn needs(&self) -> Needs {
-        Workload::needs_of(&self.workload)
+        self.workload.needs()
     }
 }
 

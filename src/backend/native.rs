@@ -48,7 +48,7 @@ impl Backend for Native {
     }
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
-        let bin = paths::workload_binary().map_err(|e| err(&spec.workload, e))?;
+        let bin = paths::workload_binary().map_err(|e| err(spec.workload.name(), e))?;
         let mut args = spec.args.clone();
         let mut net = None;
         let mut scratch = None;
@@ -56,7 +56,7 @@ impl Backend for Native {
             Needs { network: true, .. } => {
                 // The same path as the containers': a veth pair between two
                 // namespaces the run creates, never host loopback.
-                let p = NetPath::start(&bin, NAME, Client::NewNamespace).map_err(|e| err(&spec.workload, e))?;
+                let p = NetPath::start(&bin, NAME, Client::NewNamespace).map_err(|e| err(spec.workload.name(), e))?;
                 args.extend(["--peer".to_string(), p.peer()]);
                 net = Some(p);
             }
@@ -71,9 +71,9 @@ impl Backend for Native {
             _ => {}
         }
         let mut cmd = Command::new(&bin);
-        cmd.arg(&spec.workload).args(&args);
+        cmd.arg(spec.workload.name()).args(&args);
         if let Some(ns) =
-            net.as_ref().map(NetPath::open_client).transpose().map_err(|e| err(&spec.workload, e))?.flatten()
+            net.as_ref().map(NetPath::open_client).transpose().map_err(|e| err(spec.workload.name(), e))?.flatten()
         {
             enter_before_exec(&mut cmd, ns);
         }

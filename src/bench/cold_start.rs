@@ -71,7 +71,7 @@ pub fn unit(b: &dyn Backend, req: &RunRequest) -> RunRecord {
     let mut rec = RunRecord {
         schema_version: SCHEMA_VERSION,
         backend: b.name().to_string(),
-        workload: req.workload.clone(),
+        workload: req.workload.to_string(),
         args: req.args.clone(),
         env_id: req.env_id.clone(),
         scenario: req.scenario.clone(),
@@ -138,7 +138,7 @@ fn container(ctx: &ImageBench, req: &RunRequest) -> Result<Measured, String> {
     let cfg = ContainerConfig {
         rootfs: RootfsSource::Image(ctx.cold_ref.clone()),
         args: std::iter::once("/cvbench-workload".to_string())
-            .chain(std::iter::once(req.workload.clone()))
+            .chain(std::iter::once(req.workload.to_string()))
             .chain(req.args.iter().cloned())
             .collect(),
         state_dir: state.clone(),
@@ -180,7 +180,7 @@ fn oci_runtime(ctx: &ImageBench, backend: BackendId, req: &RunRequest) -> Result
         peers::run_tool(Command::new("cp").arg("-a").arg(format!("{}/.", l.display())).arg(&rootfs))
             .map_err(|e| e.to_string())?;
     }
-    let mut args = vec![req.workload.clone()];
+    let mut args = vec![req.workload.to_string()];
     args.extend(req.args.iter().cloned());
     oci::write_bundle(&bundle, &oci::RunConfig { rootfs: &rootfs, args, netns: None, data: None })
         .map_err(|e| e.to_string())?;
@@ -239,7 +239,7 @@ fn microvm(ctx: &ImageBench, req: &RunRequest) -> Result<Measured, String> {
     let err_path = work.join("vmm-stderr");
     let err = std::fs::File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
     let spec = LaunchSpec {
-        workload: req.workload.clone(),
+        workload: req.workload,
         args: req.args.clone(),
         stdin_pipe: false,
         stdout: wr,
@@ -282,7 +282,7 @@ fn docker(b: &dyn Backend, ctx: &ImageBench, req: &RunRequest) -> Result<Measure
     let pull_ns = ns(t);
     let name = peers::unique("cvb-cold-docker");
     let mut cmd = d.cli()?;
-    cmd.args(["run", "--rm", "--network", "none", "--name", &name, r, &req.workload]).args(&req.args);
+    cmd.args(["run", "--rm", "--network", "none", "--name", &name, r, req.workload.name()]).args(&req.args);
     cmd.stdin(PStdio::null()).stdout(PStdio::piped()).stderr(PStdio::piped());
     let t = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("docker run: {e}"))?;

@@ -98,7 +98,7 @@ fn container_ready(store_dir: &Path, reference: &str, req: &RunRequest) -> Resul
     let cfg = ContainerConfig {
         rootfs: RootfsSource::Image(reference.to_string()),
         args: std::iter::once("/cvbench-workload".to_string())
-            .chain(std::iter::once(req.workload.clone()))
+            .chain(std::iter::once(req.workload.to_string()))
             .chain(req.args.iter().cloned())
             .collect(),
         state_dir: store_dir.to_path_buf(),
@@ -160,7 +160,7 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, layers: u32) -> RunRecord {
     let mut rec = RunRecord {
         schema_version: SCHEMA_VERSION,
         backend: b.name().to_string(),
-        workload: req.workload.clone(),
+        workload: req.workload.to_string(),
         args: req.args.clone(),
         env_id: req.env_id.clone(),
         scenario: req.scenario.clone(),

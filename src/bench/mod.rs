@@ -98,7 +98,7 @@ pub fn placeholder(backend: &str, sc: &Scenario, env_id: &str, error: String) ->
     RunRecord {
         schema_version: SCHEMA_VERSION,
         backend: backend.to_string(),
-        workload: sc.workload.clone(),
+        workload: sc.workload.to_string(),
         args: sc.args.clone(),
         env_id: env_id.to_string(),
         scenario: sc.name.clone(),
@@ -108,7 +108,7 @@ pub fn placeholder(backend: &str, sc: &Scenario, env_id: &str, error: String) ->
 }
 
 fn request(plan: &Plan, sc: &Scenario, env_id: &str, iteration: u32) -> RunRequest {
-    let mut r = RunRequest::new(&sc.workload, sc.args.clone());
+    let mut r = RunRequest::new(sc.workload, sc.args.clone());
     r.pin_instance_cpu = plan.pin.map(|p| p.instance_cpu);
     let (timeout, _) = plan.stretch.timeout(plan.run_timeout, sc.shape.instances());
     r.timeout = timeout + sc.hold;
@@ -318,7 +318,11 @@ mod tests {
             Ok(())
         }
         fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
-            Err(BackendError::Unsupported { backend: "broken".into(), workload: spec.workload, reason: "test".into() })
+            Err(BackendError::Unsupported {
+                backend: "broken".into(),
+                workload: spec.workload.to_string(),
+                reason: "test".into(),
+            })
         }
     }
 

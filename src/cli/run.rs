@@ -99,7 +99,7 @@ impl TryFrom<&RunArgs> for RunRequest {
         if a.timeout.is_zero() {
             return Err(Usage("--timeout must be more than 0".into()).into());
         }
-        let mut r = RunRequest::new(a.workload.name(), a.args.clone());
+        let mut r = RunRequest::new(a.workload, a.args.clone());
         r.timeout = a.timeout;
         r.hold = a.hold_ms.map(Duration::from_millis).unwrap_or(a.hold);
         r.sample_footprint = true;
@@ -281,7 +281,7 @@ mod tests {
         ])
         .unwrap();
         let r = RunRequest::try_from(&t.run).unwrap();
-        assert_eq!(r.workload, "mem-bw");
+        assert_eq!(r.workload, Workload::MemBw);
         assert_eq!(r.args, vec!["--array-mib", "4"]);
         assert_eq!(r.options.memory_limit, Some(64 << 20));
     }

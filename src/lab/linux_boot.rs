@@ -4,6 +4,7 @@
 //! the guest gets on this host's kind of KVM.
 
 use crate::backend::BackendId;
+use crate::workload::Workload;
 use std::time::Duration;
 
 use super::{backend_ready, num, progress, run_once, yes, LabOptions, LabReport, Table};
@@ -63,7 +64,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
             }
         };
         progress(&format!("booting the guest kernel with {name} (noop; on a software KVM this takes tens of seconds)"));
-        let rec = run_once(b.as_ref(), "noop", &[], &BackendOptions::default(), TIMEOUT);
+        let rec = run_once(b.as_ref(), Workload::Noop, &[], &BackendOptions::default(), TIMEOUT);
         runs.push((name, rec));
     }
     if runs.is_empty() {

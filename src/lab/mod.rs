@@ -12,6 +12,7 @@ pub mod namespaces;
 pub mod overhead;
 pub mod table;
 
+use crate::workload::Workload;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -170,7 +171,7 @@ pub(crate) fn backend_ready(id: backend::BackendId) -> Result<Box<dyn backend::B
 /// One run of `workload` on `b` through the harness runner.
 pub(crate) fn run_once(
     b: &dyn backend::Backend,
-    workload: &str,
+    workload: Workload,
     args: &[&str],
     options: &BackendOptions,
     timeout: Duration,

@@ -3,6 +3,7 @@
 //! mount, its namespace inodes), then time `noop` with one namespace more
 //! each time and show the phase breakdown.
 
+use crate::workload::Workload;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
 
 fn isolation(ct: &dyn Backend, r: &mut LabReport) {
     progress("starting an idle container (default namespaces, --net none) and reading it from the host");
-    let held = match Held::start(ct, "idle", &[], &BackendOptions::default(), Duration::from_secs(60)) {
+    let held = match Held::start(ct, Workload::Idle, &[], &BackendOptions::default(), Duration::from_secs(60)) {
         Ok(h) => h,
         Err(e) => {
             r.check("an idle container starts", false, live::error_chain(&e));
@@ -152,7 +153,7 @@ fn startup(ct: &dyn Backend, opts: &LabOptions, r: &mut LabReport) {
                     },
                 ),
             };
-            let rec = run_once(b, "noop", &[], &options, Duration::from_secs(60));
+            let rec = run_once(b, Workload::Noop, &[], &options, Duration::from_secs(60));
             if let Some(e) = rec.error {
                 failures.push(format!("{}: {e}", set.copied().unwrap_or("native")));
                 continue;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{launch_err, oci, PeerError};
 use crate::backend::netpath::{Client, NetPath};
-use crate::backend::process::ChildProcess;
+use crate::backend::process::{ChildProcess, Spawn};
 use crate::backend::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
@@ -83,15 +83,7 @@ impl Daemon {
         cmd
             // Ctrl-C at the terminal must not reach the daemon: we stop it.
             .process_group(0);
-        let spec = LaunchSpec {
-            workload: "dockerd".into(),
-            args: vec![],
-            stdin_pipe: false,
-            stdout: null.into(),
-            stderr: log.into(),
-            timeout: Duration::from_secs(60),
-            options: Default::default(),
-        };
+        let spec = Spawn::helper("dockerd", null.into(), log.into());
         let proc = ChildProcess::spawn(DOCKER, cmd, spec).map_err(|e| PeerError::Other(e.to_string()))?;
         let d = Daemon { proc: Mutex::new(proc), ctr: Mutex::new(None), sock, base, exec_root, cli: cli_path() };
         let t = Instant::now();
@@ -245,8 +237,8 @@ impl Backend for Docker {
     }
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
-        let w = spec.workload.clone();
-        let daemon = self.daemon().map_err(|e| launch_err(self.name(), &w, e))?;
+        let w = spec.workload.name();
+        let daemon = self.daemon().map_err(|e| launch_err(self.name(), w, e))?;
         let launched_unix_ns = unix_ns();
         let name = super::unique("cvb-docker");
         let mut notes = vec![
@@ -283,16 +275,16 @@ impl Backend for Docker {
                     "--max-conns",
                     "0",
                 ]))
-                .map_err(|e| launch_err(DOCKER, &w, e))?;
+                .map_err(|e| launch_err(DOCKER, w, e))?;
                 server = Some(holder.clone());
                 let linked = super::run_tool(daemon.cli().args(["inspect", "-f", "{{.State.Pid}}", &holder]))
-                    .map_err(|e| launch_err(DOCKER, &w, e))
+                    .map_err(|e| launch_err(DOCKER, w, e))
                     .and_then(|pid| {
                         let pid: i32 = pid.trim().parse().map_err(|_| {
-                            launch_err(DOCKER, &w, format!("holder container pid {:?} is not a number", pid.trim()))
+                            launch_err(DOCKER, w, format!("holder container pid {:?} is not a number", pid.trim()))
                         })?;
-                        let bin = paths::workload_binary().map_err(|e| launch_err(DOCKER, &w, e))?;
-                        NetPath::start(&bin, DOCKER, Client::Process(pid)).map_err(|e| launch_err(DOCKER, &w, e))
+                        let bin = paths::workload_binary().map_err(|e| launch_err(DOCKER, w, e))?;
+                        NetPath::start(&bin, DOCKER, Client::Process(pid)).map_err(|e| launch_err(DOCKER, w, e))
                     });
                 let path = match linked {
                     Ok(p) => p,
@@ -311,7 +303,7 @@ impl Backend for Docker {
             }
         }
         if spec.needs().disk {
-            let d = super::scratch("cvbench-disk-").map_err(|e| launch_err(DOCKER, &w, e))?;
+            let d = super::scratch("cvbench-disk-").map_err(|e| launch_err(DOCKER, w, e))?;
             cmd.arg("-v").arg(format!("{}:{}", d.path().display(), oci::DATA_DIR));
             args.extend(["--dir".to_string(), oci::DATA_DIR.to_string()]);
             notes.push(format!("disk: bind volume from {}", d.path().display()));
@@ -320,7 +312,7 @@ impl Backend for Docker {
         if spec.stdin_pipe {
             cmd.arg("-i");
         }
-        cmd.arg(IMAGE).arg(oci::GUEST_WORKLOAD).arg(&spec.workload).args(&args);
+        cmd.arg(IMAGE).arg(oci::GUEST_WORKLOAD).arg(spec.workload.name()).args(&args);
         let child = match ChildProcess::spawn(DOCKER, cmd, spec) {
             Ok(c) => c,
             Err(e) => {
@@ -418,15 +410,7 @@ impl CtrEvents {
         let null = std::fs::File::options().write(true).open("/dev/null").ok()?;
         let mut cmd = Command::new("ctr");
         cmd.arg("--address").arg(&sock).arg("events").process_group(0);
-        let spec = LaunchSpec {
-            workload: "ctr-events".into(),
-            args: vec![],
-            stdin_pipe: false,
-            stdout: wr,
-            stderr: null.into(),
-            timeout: Duration::from_secs(60),
-            options: Default::default(),
-        };
+        let spec = Spawn::helper("ctr-events", wr, null.into());
         let proc = ChildProcess::spawn(DOCKER, cmd, spec).ok()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let reader = {
