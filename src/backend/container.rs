@@ -15,7 +15,7 @@ use cvbench_runtime::container::{Container, Stdio, PEER_IP};
 use cvbench_runtime::image::{build, Store, DEFAULT_IMAGE};
 use cvbench_runtime::{cleanup, namespaces, seccomp};
 
-use super::{Backend, BackendError, BackendId, BackendOptions, Instance, LaunchSpec, NetMode};
+use super::{Backend, BackendError, BackendId, BackendOptions, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
 
@@ -70,11 +70,7 @@ fn config(spec: &LaunchSpec, opts: &BackendOptions, args: Vec<String>) -> Result
         args,
         privileged: opts.privileged,
         seccomp_unconfined: opts.seccomp_unconfined,
-        net: match opts.net {
-            NetMode::None => RtNet::None,
-            NetMode::Loopback => RtNet::Loopback,
-            NetMode::Veth => RtNet::Veth,
-        },
+        net: opts.net.into(),
         resources: Resources {
             memory_bytes: opts.memory_limit,
             cpu_quota_us: opts.cpu_quota_pct.map(|p| i64::from(p) * 1000),

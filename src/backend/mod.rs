@@ -54,8 +54,12 @@ pub enum BackendError {
     UnknownBackend(String, String),
 }
 
-/// Network set-up for the instance (containers; VMs use their own device).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Network set-up for the instance (containers; VMs use their own device). The one network-mode
+/// enum of the harness: `cvbench run --net` parses into it, and it converts into the runtime's
+/// `cvbench_runtime::config::NetMode` with `From`. The harness's default is [`NetMode::None`]
+/// (also when `--net` is not given); the runtime's own default (`Loopback`, for its CLI and OCI
+/// configs) never applies to a harness run, which always passes its mode explicitly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum NetMode {
     /// An empty network namespace (not even lo up) for containers.
@@ -65,6 +69,16 @@ pub enum NetMode {
     Loopback,
     /// A veth pair to a peer namespace the run creates (one /30).
     Veth,
+}
+
+impl From<NetMode> for cvbench_runtime::config::NetMode {
+    fn from(mode: NetMode) -> Self {
+        match mode {
+            NetMode::None => Self::None,
+            NetMode::Loopback => Self::Loopback,
+            NetMode::Veth => Self::Veth,
+        }
+    }
 }
 
 /// Knobs a run can set. Fields a backend has no use for are ignored by it.
@@ -212,4 +226,18 @@ impl BackendId {
 pub fn by_name(name: &str) -> Result<Box<dyn Backend>, BackendError> {
     let id: BackendId = name.parse().map_err(|_| BackendError::UnknownBackend(name.to_string(), ALL.join(", ")))?;
     Ok(id.backend())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cvbench_runtime::config::NetMode as RtNet;
+
+    #[test]
+    fn the_harness_net_mode_defaults_to_none_and_converts_mode_for_mode() {
+        assert_eq!(BackendOptions::default().net, NetMode::None);
+        assert_eq!(RtNet::from(NetMode::None), RtNet::None);
+        assert_eq!(RtNet::from(NetMode::Loopback), RtNet::Loopback);
+        assert_eq!(RtNet::from(NetMode::Veth), RtNet::Veth);
+    }
 }

@@ -61,7 +61,7 @@ pub struct RunArgs {
     pub seccomp: Seccomp,
     /// Containers: network mode.
     #[arg(long, value_enum)]
-    pub net: Option<NetArg>,
+    pub net: Option<NetMode>,
     /// Containers: memory limit, in MiB.
     #[arg(long)]
     pub memory_mib: Option<u64>,
@@ -85,13 +85,6 @@ pub struct RunArgs {
     pub args: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum NetArg {
-    None,
-    Loopback,
-    Veth,
-}
-
 impl TryFrom<&RunArgs> for RunRequest {
     type Error = anyhow::Error;
 
@@ -106,11 +99,7 @@ impl TryFrom<&RunArgs> for RunRequest {
         r.options = BackendOptions {
             privileged: a.privileged,
             seccomp_unconfined: matches!(a.seccomp, Seccomp::Unconfined),
-            net: match a.net {
-                None | Some(NetArg::None) => NetMode::None,
-                Some(NetArg::Loopback) => NetMode::Loopback,
-                Some(NetArg::Veth) => NetMode::Veth,
-            },
+            net: a.net.unwrap_or_default(),
             namespaces: a.namespaces.clone(),
             memory_limit: a.memory_mib.map(|m| m << 20),
             cpu_quota_pct: a.cpu_pct,
@@ -284,6 +273,17 @@ mod tests {
         assert_eq!(r.workload, Workload::MemBw);
         assert_eq!(r.args, vec!["--array-mib", "4"]);
         assert_eq!(r.options.memory_limit, Some(64 << 20));
+    }
+
+    #[test]
+    fn net_defaults_to_none_and_takes_the_three_modes() {
+        let t = T::try_parse_from(["x", "-b", "container", "-w", "noop"]).unwrap();
+        assert_eq!(RunRequest::try_from(&t.run).unwrap().options.net, NetMode::None);
+        for (arg, mode) in [("none", NetMode::None), ("loopback", NetMode::Loopback), ("veth", NetMode::Veth)] {
+            let t = T::try_parse_from(["x", "-b", "container", "-w", "noop", "--net", arg]).unwrap();
+            assert_eq!(RunRequest::try_from(&t.run).unwrap().options.net, mode);
+        }
+        assert!(T::try_parse_from(["x", "-b", "container", "-w", "noop", "--net", "host"]).is_err());
     }
 
     #[test]
