@@ -3,6 +3,7 @@
 //! mount, its namespace inodes), then time `noop` with one namespace more
 //! each time and show the phase breakdown.
 
+use crate::backend::BackendId;
 use crate::workload::Workload;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -155,7 +156,7 @@ fn startup(ct: &dyn Backend, opts: &LabOptions, r: &mut LabReport) {
             };
             let rec = run_once(b, Workload::Noop, &[], &options, Duration::from_secs(60));
             if let Some(e) = rec.error {
-                failures.push(format!("{}: {e}", set.copied().unwrap_or("native")));
+                failures.push(format!("{}: {e}", set.copied().unwrap_or(BackendId::Native.name())));
                 continue;
             }
             if let Some(ns) = rec.host.launch_to_exit_ns {
