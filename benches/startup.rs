@@ -11,6 +11,7 @@
 //! waiting for its timeout). One `SKIPPED: <backend>: <reason>` line per
 //! backend left out. A full default run takes a few minutes on 2 cores.
 
+use cvbench::backend::BackendId;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -58,10 +59,8 @@ fn backends() -> Vec<Box<dyn Backend>> {
     };
     let mut out = Vec::new();
     for n in names {
-        match verdicts::verdict(&n, &host)
-            .map_err(|b| b.to_string())
-            .and_then(|()| backend::by_name(&n).map_err(|e| e.to_string()))
-        {
+        let id = n.parse::<backend::BackendId>().map_err(|e| format!("{e} (fix: cvbench run --help)"));
+        match id.and_then(|id| verdicts::verdict(id, &host).map(|()| id.backend()).map_err(|b| b.to_string())) {
             Ok(b) => out.push(b),
             Err(why) => eprintln!("SKIPPED: {n}: {why}"),
         }
@@ -76,16 +75,17 @@ fn backends() -> Vec<Box<dyn Backend>> {
 }
 
 /// Slow launchers get the minimum sample count criterion allows.
-fn sample_size(name: &str) -> usize {
-    match name {
-        "native" => 50,
-        "docker" | "qemu" | "microvm" => 10,
+fn sample_size(id: BackendId) -> usize {
+    match id {
+        BackendId::Native => 50,
+        BackendId::Docker | BackendId::Qemu | BackendId::Microvm => 10,
         _ => 20,
     }
 }
 
 fn request(workload: &str, args: &[&str], scenario: &str) -> RunRequest {
-    let mut r = RunRequest::new(workload, args.iter().map(|s| s.to_string()).collect());
+    let mut r =
+        RunRequest::new(workload.parse().expect("a known workload"), args.iter().map(|s| s.to_string()).collect());
     r.timeout = Duration::from_secs(60);
     r.scenario = scenario.to_string();
     r
@@ -139,7 +139,7 @@ fn startup(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
             continue;
         }
         let mut g = c.benchmark_group(format!("startup/{}", b.name()));
-        g.sample_size(sample_size(b.name()));
+        g.sample_size(sample_size(b.id()));
         g.warm_up_time(Duration::from_millis(500));
         for (id, until) in [("launch_to_ready", Until::Ready), ("launch_to_exit", Until::Exit)] {
             g.bench_function(id, |bench| bench.iter_custom(|iters| timed_launches(b.as_ref(), &req, iters, until)));
@@ -185,7 +185,7 @@ fn syscall(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
 /// What the VMM's jail costs at startup: the same noop on microvm-bare, jailed (the default)
 /// and with `--no-jail`, side by side in one group.
 fn jail(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
-    let Some(b) = backends.iter().find(|b| b.name() == "microvm-bare") else { return };
+    let Some(b) = backends.iter().find(|b| b.id() == BackendId::MicrovmBare) else { return };
     let jailed = request("noop", &[], "criterion-jail");
     let mut open = jailed.clone();
     open.options.vmm_no_jail = true;
@@ -193,7 +193,7 @@ fn jail(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
         return;
     }
     let mut g = c.benchmark_group("jail/microvm-bare");
-    g.sample_size(sample_size(b.name()));
+    g.sample_size(sample_size(b.id()));
     g.warm_up_time(Duration::from_millis(500));
     for (id, req) in [("jailed", &jailed), ("no_jail", &open)] {
         g.bench_function(id, |bench| bench.iter_custom(|iters| timed_launches(b.as_ref(), req, iters, Until::Exit)));
@@ -208,7 +208,7 @@ fn jail(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
 /// own work (bundle, rootfs, cgroup, seccomp-free spec) comes to what the kernel charges for the
 /// namespaces alone.
 fn floor(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
-    let Some(b) = backends.iter().find(|b| b.name() == "cvbench-runtime") else { return };
+    let Some(b) = backends.iter().find(|b| b.id() == BackendId::CvbenchRuntime) else { return };
     let req = request("noop", &[], "criterion-floor");
     let Ok(workload) = cvbench::paths::workload_binary() else { return };
     if !works(b.as_ref(), &req) {
@@ -228,9 +228,9 @@ fn floor(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
         }
     }
     let mut g = c.benchmark_group("floor/namespaces");
-    g.sample_size(sample_size(b.name()));
+    g.sample_size(sample_size(b.id()));
     g.warm_up_time(Duration::from_millis(500));
-    g.bench_function("cvbench-runtime", |bench| {
+    g.bench_function(BackendId::CvbenchRuntime.name(), |bench| {
         bench.iter_custom(|iters| timed_launches(b.as_ref(), &req, iters, Until::Exit))
     });
     g.bench_function("unshare", |bench| {

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::backend::{Backend, BackendOptions, LaunchSpec};
 use crate::footprint;
 use crate::record::{Footprint, HostTimings, RunRecord, WorkloadOutput, SCHEMA_VERSION};
+use crate::workload::Workload;
 
 /// One run to make.
 #[derive(Clone, Debug)]
 pub struct RunRequest {
-    pub workload: String,
+    pub workload: Workload,
     pub args: Vec<String>,
     pub options: BackendOptions,
     pub timeout: Duration,
@@ -33,9 +34,9 @@ pub struct RunRequest {
 }
 
 impl RunRequest {
-    pub fn new(workload: &str, args: Vec<String>) -> RunRequest {
+    pub fn new(workload: Workload, args: Vec<String>) -> RunRequest {
         RunRequest {
-            workload: workload.to_string(),
+            workload,
             args,
             options: BackendOptions::default(),
             timeout: Duration::from_secs(120),
@@ -74,7 +75,7 @@ pub fn run(backend: &dyn Backend, req: &RunRequest) -> RunRecord {
     let mut rec = RunRecord {
         schema_version: SCHEMA_VERSION,
         backend: backend.name().to_string(),
-        workload: req.workload.clone(),
+        workload: req.workload.to_string(),
         args: req.args.clone(),
         env_id: req.env_id.clone(),
         scenario: req.scenario.clone(),
@@ -109,9 +110,9 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Result<(), String> {
     let [(out_r, out_w), (err_r, err_w)] = pipes().map_err(|e| chain(&e))?;
     let spec = LaunchSpec {
-        workload: req.workload.clone(),
+        workload: req.workload,
         args: req.args.clone(),
-        stdin_pipe: crate::workload::Workload::needs_of(&req.workload).long_running,
+        stdin_pipe: req.workload.needs().long_running,
         stdout: out_w,
         stderr: err_w,
         timeout: req.timeout,
@@ -260,12 +261,12 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         return Err(with_stderr(format!("workload {} never printed READY", req.workload), &stderr));
     }
     match output {
-        Some(o) if o.workload == req.workload => {
+        Some(o) if o.workload == req.workload.name() => {
             rec.metrics = o.finite_metrics();
             Ok(())
         }
         Some(o) => Err(format!("workload printed a result for {:?}, expected {:?}", o.workload, req.workload)),
-        None if stopped_idle && req.workload == crate::workload::Workload::Idle.name() => {
+        None if stopped_idle && req.workload == Workload::Idle => {
             rec.notes.push("idle: the instance was stopped after READY (it has no stdin to close), so the workload printed no result line".into());
             Ok(())
         }
@@ -338,6 +339,9 @@ mod tests {
     struct ShellInstance(ChildProcess);
 
     impl Backend for Shell {
+        fn id(&self) -> crate::backend::BackendId {
+            crate::backend::BackendId::Native
+        }
         fn name(&self) -> &'static str {
             "shell"
         }
@@ -369,7 +373,7 @@ mod tests {
     #[test]
     fn a_result_line_after_ready_is_a_complete_record() {
         let b = Shell(r#"echo READY; echo '{"workload":"noop","metrics":{"x":1}}'"#.into());
-        let rec = run(&b, &RunRequest::new("noop", vec![]));
+        let rec = run(&b, &RunRequest::new(Workload::Noop, vec![]));
         assert_eq!(rec.error, None);
         assert_eq!(rec.metrics.get("x"), Some(&1.0));
     }
@@ -384,7 +388,7 @@ mod tests {
             pid_file.display()
         ));
         let t = Instant::now();
-        let rec = run(&b, &RunRequest::new("noop", vec![]));
+        let rec = run(&b, &RunRequest::new(Workload::Noop, vec![]));
         let took = t.elapsed();
         // The background sleep is this test's own: end it by its pid.
         let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid file").trim().parse().expect("pid");

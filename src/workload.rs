@@ -5,6 +5,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 /// One subcommand of the `cvbench-workload` binary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Workload {
@@ -79,12 +81,6 @@ impl Workload {
             }
         }
     }
-
-    /// The needs of a subcommand given by name; an unknown name needs nothing
-    /// (the workload binary then rejects it with its usage text).
-    pub fn needs_of(name: &str) -> Needs {
-        name.parse::<Workload>().map(Workload::needs).unwrap_or_default()
-    }
 }
 
 impl FromStr for Workload {
@@ -98,6 +94,20 @@ impl FromStr for Workload {
 impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// On the wire (scenarios, plans) a workload is its name.
+impl Serialize for Workload {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Workload {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Workload, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -133,7 +143,10 @@ mod tests {
     }
 
     #[test]
-    fn unknown_name_needs_nothing() {
-        assert_eq!(Workload::needs_of("serve"), Needs::default());
+    fn serde_spells_the_name() {
+        let json = serde_json::to_string(&Workload::NetStream).unwrap();
+        assert_eq!(json, "\"net-stream\"");
+        assert_eq!(serde_json::from_str::<Workload>(&json).unwrap(), Workload::NetStream);
+        assert!(serde_json::from_str::<Workload>("\"serve\"").is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! image-depth unit yields the overlay costs and a READY time, and backends the scenarios do
 //! not apply to get a record that says why. Needs root (overlay mounts, containers).
 
-use cvbench::backend;
+use cvbench::backend::{self, BackendId};
 use cvbench::bench::{cold_start, image_ctx, image_depth};
 use cvbench::runner::RunRequest;
 
@@ -33,7 +33,7 @@ fn cold_start_and_image_depth_give_phase_breakdowns() {
         eprintln!("SKIPPED: container backend unavailable: {e}");
         return;
     }
-    let mut req = RunRequest::new("noop", vec![]);
+    let mut req = RunRequest::new(cvbench::workload::Workload::Noop, vec![]);
     req.scenario = "cold-start".into();
 
     let cold = cold_start::unit(b.as_ref(), &req);
@@ -55,16 +55,16 @@ fn cold_start_and_image_depth_give_phase_breakdowns() {
 #[test]
 fn scenarios_say_why_they_do_not_apply() {
     let native = backend::by_name("native").unwrap();
-    let mut req = RunRequest::new("noop", vec![]);
+    let mut req = RunRequest::new(cvbench::workload::Workload::Noop, vec![]);
     req.scenario = "cold-start".into();
 
     let r = cold_start::unit(native.as_ref(), &req);
 
     assert!(r.error.as_deref().is_some_and(|e| e.contains("native")), "{:?}", r.error);
     // Our micro-VM has a cold path (flatten to an initramfs, boot); the bare VM and QEMU say why not.
-    assert!(cold_start::not_applicable("microvm").is_none());
-    assert!(cold_start::not_applicable("microvm-bare").is_some_and(|w| w.contains("static ELF")));
-    assert!(cold_start::not_applicable("qemu").is_some_and(|w| w.contains("microvm")));
-    assert!(image_depth::not_applicable("docker").is_some());
-    assert!(image_depth::not_applicable("container").is_none());
+    assert!(cold_start::not_applicable(BackendId::Microvm).is_none());
+    assert!(cold_start::not_applicable(BackendId::MicrovmBare).is_some_and(|w| w.contains("static ELF")));
+    assert!(cold_start::not_applicable(BackendId::Qemu).is_some_and(|w| w.contains("microvm")));
+    assert!(image_depth::not_applicable(BackendId::Docker).is_some());
+    assert!(image_depth::not_applicable(BackendId::Container).is_none());
 }

@@ -51,7 +51,10 @@ fn can_run(backend: &str) -> bool {
 
 fn record(backend: &str, workload: &str) -> RunRecord {
     let b = by_name(backend).expect("backend");
-    let mut req = RunRequest::new(workload, args(workload).iter().map(|s| s.to_string()).collect());
+    let mut req = RunRequest::new(
+        workload.parse().expect("a known workload"),
+        args(workload).iter().map(|s| s.to_string()).collect(),
+    );
     req.sample_footprint = true;
     req.timeout = Duration::from_secs(240);
     if workload == "idle" {
@@ -106,7 +109,7 @@ fn microvm_reports_a_failing_workload_status() {
         return;
     }
     let b = by_name("microvm").expect("backend");
-    let mut req = RunRequest::new("cpu", vec!["--no-such-flag".into()]);
+    let mut req = RunRequest::new(cvbench::workload::Workload::Cpu, vec!["--no-such-flag".into()]);
     req.timeout = Duration::from_secs(240);
     let r = run(b.as_ref(), &req);
     assert_eq!(
@@ -138,7 +141,7 @@ fn microvm_cold_start_pulls_flattens_and_boots_the_image() {
     let big = 4 << 20;
     cvbench::bench::image_ctx::set_big_bytes(big);
     let b = by_name("microvm").expect("backend");
-    let mut req = RunRequest::new("noop", vec![]);
+    let mut req = RunRequest::new(cvbench::workload::Workload::Noop, vec![]);
     req.scenario = "cold-start".into();
     let r = cvbench::bench::cold_start::unit(b.as_ref(), &req);
     let dir = cvbench::bench::image_ctx::get().map(|c| c.dir.clone());

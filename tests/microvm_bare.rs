@@ -22,7 +22,8 @@ fn skip_reason() -> Option<(cvbench_testkit::Need, String)> {
 
 fn record(backend: &str, workload: &str, args: &[&str]) -> RunRecord {
     let b = by_name(backend).expect("backend");
-    let mut req = RunRequest::new(workload, args.iter().map(|s| s.to_string()).collect());
+    let mut req =
+        RunRequest::new(workload.parse().expect("a known workload"), args.iter().map(|s| s.to_string()).collect());
     req.sample_footprint = true;
     req.timeout = Duration::from_secs(120);
     run(b.as_ref(), &req)
@@ -92,7 +93,7 @@ fn the_vmm_is_jailed_by_default_and_no_jail_is_an_explicit_option() {
         return;
     }
     let b = by_name("microvm-bare").expect("backend");
-    let mut req = RunRequest::new("noop", Vec::new());
+    let mut req = RunRequest::new(cvbench::workload::Workload::Noop, Vec::new());
     let jailed = run(b.as_ref(), &req);
     req.options.vmm_no_jail = true;
     let open = run(b.as_ref(), &req);

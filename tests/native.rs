@@ -10,7 +10,8 @@ use cvbench::runner::{run, RunRequest};
 
 fn native(workload: &str, args: &[&str]) -> RunRecord {
     let b = by_name("native").unwrap();
-    let mut req = RunRequest::new(workload, args.iter().map(|s| s.to_string()).collect());
+    let mut req =
+        RunRequest::new(workload.parse().expect("a known workload"), args.iter().map(|s| s.to_string()).collect());
     req.sample_footprint = true;
     req.timeout = Duration::from_secs(60);
     run(b.as_ref(), &req)
@@ -76,7 +77,7 @@ fn failed_run_keeps_its_error_and_exit_code() {
 fn timeout_kills_the_instance_and_says_so() {
     let b = by_name("native").unwrap();
     let mut req = RunRequest::new(
-        "mem-touch",
+        cvbench::workload::Workload::MemTouch,
         vec!["--touch-mib".into(), "64".into(), "--accesses".into(), "100000000000".into()],
     );
     req.timeout = Duration::from_millis(500);

@@ -16,7 +16,8 @@ pub enum RootfsSource {
     Dir(PathBuf),
 }
 
-/// How the container is networked.
+/// How the container is networked. The default (`Loopback`) is the runtime's own, for its CLI and
+/// OCI configs; the harness converts its `backend::NetMode` (default `None`) into this explicitly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetMode {

@@ -15,11 +15,11 @@ use cvbench_runtime::container::{Container, Stdio, PEER_IP};
 use cvbench_runtime::image::{build, Store, DEFAULT_IMAGE};
 use cvbench_runtime::{cleanup, namespaces, seccomp};
 
-use super::{Backend, BackendError, BackendOptions, Instance, LaunchSpec, NetMode};
+use super::{Backend, BackendError, BackendId, BackendOptions, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
 
-const NAME: &str = "container";
+const NAME: &str = BackendId::Container.name();
 /// Host uid/gid that container root maps to when a user namespace is asked for.
 const USERNS_HOST_BASE: u32 = 100_000;
 /// Port the peer-namespace server listens on (the namespace is private to the run).
@@ -70,11 +70,7 @@ fn config(spec: &LaunchSpec, opts: &BackendOptions, args: Vec<String>) -> Result
         args,
         privileged: opts.privileged,
         seccomp_unconfined: opts.seccomp_unconfined,
-        net: match opts.net {
-            NetMode::None => RtNet::None,
-            NetMode::Loopback => RtNet::Loopback,
-            NetMode::Veth => RtNet::Veth,
-        },
+        net: opts.net.into(),
         resources: Resources {
             memory_bytes: opts.memory_limit,
             cpu_quota_us: opts.cpu_quota_pct.map(|p| i64::from(p) * 1000),
@@ -86,7 +82,7 @@ fn config(spec: &LaunchSpec, opts: &BackendOptions, args: Vec<String>) -> Result
         ..Default::default()
     };
     if let Some(list) = &opts.namespaces {
-        cfg.namespaces = namespaces::parse_list(&list.join(",")).map_err(|e| launch_err(&spec.workload, e))?;
+        cfg.namespaces = namespaces::parse_list(&list.join(",")).map_err(|e| launch_err(spec.workload.name(), e))?;
     }
     if cfg.has(namespaces::Namespace::User) {
         // Container root maps to an unprivileged host range, as rootless setups do.
@@ -112,8 +108,8 @@ struct ContainerInstance {
 }
 
 impl Backend for ContainerBackend {
-    fn name(&self) -> &'static str {
-        NAME
+    fn id(&self) -> BackendId {
+        BackendId::Container
     }
 
     fn check(&self) -> Result<(), String> {
@@ -130,9 +126,9 @@ impl Backend for ContainerBackend {
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
         let t0 = Instant::now();
         cleanup::install_signal_handlers();
-        let bin = paths::workload_binary().map_err(|e| launch_err(&spec.workload, e))?;
+        let bin = paths::workload_binary().map_err(|e| launch_err(spec.workload.name(), e))?;
         let store = Store::open(std::path::Path::new(cvbench_runtime::DEFAULT_STATE_DIR))
-            .map_err(|e| launch_err(&spec.workload, e))?;
+            .map_err(|e| launch_err(spec.workload.name(), e))?;
         ensure_image(&store, &bin)?;
         let image_ns = t0.elapsed().as_nanos() as u64;
 
@@ -160,25 +156,26 @@ impl Backend for ContainerBackend {
             disk = Some(d);
         }
         cfg.args = std::iter::once("/cvbench-workload".to_string())
-            .chain(std::iter::once(spec.workload.clone()))
+            .chain(std::iter::once(spec.workload.to_string()))
             .chain(args.iter().cloned())
             .collect();
 
         let (stdin_child, stdin_keep) = if spec.stdin_pipe {
-            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(&spec.workload, e))?;
+            let (r, w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(spec.workload.name(), e))?;
             (r, Some(w))
         } else {
-            let null = std::fs::File::open("/dev/null").map_err(|e| launch_err(&spec.workload, e))?;
+            let null = std::fs::File::open("/dev/null").map_err(|e| launch_err(spec.workload.name(), e))?;
             (OwnedFd::from(null), None)
         };
         let stdio = Stdio { stdin: Some(stdin_child), stdout: Some(spec.stdout), stderr: Some(spec.stderr) };
         let c = if net {
-            let mut c = Container::create(&cfg, stdio).map_err(|e| launch_err(&spec.workload, e))?;
+            let mut c = Container::create(&cfg, stdio).map_err(|e| launch_err(spec.workload.name(), e))?;
             start_server(&mut c, &bin)?;
-            c.start().map_err(|e| launch_err(&spec.workload, e))?;
+            c.start().map_err(|e| launch_err(spec.workload.name(), e))?;
             c
         } else {
-            Container::create_started(&cfg, stdio).map_err(|e| launch_err(&spec.workload, e))?
+            Container::create_started(&cfg, stdio).map_err(|e| launch_err(spec.workload.name(), e))?
         };
         let effective = match c.veth() {
             Some(v) => args.iter().map(|a| a.replace(PEER_IP, &v.peer_ip.to_string())).collect(),

@@ -22,12 +22,12 @@ use cvbench_microvm::{kvm_probe, KvmKind};
 
 use super::peers::{launch_err, run_tool, scratch};
 use super::process::{spawn_server, ChildProcess};
-use super::{Backend, BackendError, Instance, LaunchSpec};
+use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
 use crate::workload::Needs;
 
-const BACKEND: &str = "microvm";
+const BACKEND: &str = BackendId::Microvm.name();
 /// `cvbench-vmm linux`'s exit code when the guest powered off without reporting a status.
 const VMM_NO_STATUS: i32 = 126;
 /// Guest RAM, the same for the QEMU peer. 256 MiB: the full profile's `mem-touch` maps 96 MiB of
@@ -168,8 +168,8 @@ struct MicroVmInstance {
 }
 
 impl Backend for MicroVm {
-    fn name(&self) -> &'static str {
-        BACKEND
+    fn id(&self) -> BackendId {
+        BackendId::Microvm
     }
 
     fn check(&self) -> Result<(), String> {
@@ -182,13 +182,13 @@ impl Backend for MicroVm {
     }
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
-        let w = spec.workload.clone();
+        let w = spec.workload.name();
         let kvm =
             kvm_probe().usable().map_err(|reason| BackendError::Unavailable { backend: BACKEND.into(), reason })?;
-        let kernel = kernel().map_err(|e| launch_err(BACKEND, &w, e))?;
-        let vmm = vmm_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
-        let initrd = self.initrd().map_err(|e| launch_err(BACKEND, &w, e))?;
-        let dir = scratch("cvbench-microvm-").map_err(|e| launch_err(BACKEND, &w, e))?;
+        let kernel = kernel().map_err(|e| launch_err(BACKEND, w, e))?;
+        let vmm = vmm_binary().map_err(|e| launch_err(BACKEND, w, e))?;
+        let initrd = self.initrd().map_err(|e| launch_err(BACKEND, w, e))?;
+        let dir = scratch("cvbench-microvm-").map_err(|e| launch_err(BACKEND, w, e))?;
         let stats_path = dir.path().join("vmm-stats.json");
 
         let mut cmd = Command::new(&vmm);
@@ -208,7 +208,7 @@ impl Backend for MicroVm {
         let mut peer = None;
         match spec.needs() {
             Needs { network: true, .. } => {
-                let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
+                let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, w, e))?;
                 let p = PeerServer::start(&bin)?;
                 let tap = format!("cvbvm{}", p.proc.pid());
                 cmd.arg("--net-netns").arg(p.netns()).args(["--net-tap", &tap]).args([
@@ -221,17 +221,17 @@ impl Backend for MicroVm {
                 peer = Some(p);
             }
             Needs { disk: true, .. } => {
-                let img = make_disk(BACKEND, dir.path(), &w)?;
+                let img = make_disk(BACKEND, dir.path(), w)?;
                 cmd.arg("--blk").arg(img);
                 args.extend(["--dir".to_string(), "/mnt".to_string()]);
             }
             _ => {}
         }
-        cmd.arg("--").arg(&w).args(&args);
+        cmd.arg("--").arg(w).args(&args);
 
         let LaunchSpec { workload, stdout, stderr, timeout, options, .. } = spec;
         let stdin_stop = console::StdinStop::new(spec.stdin_pipe);
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, &w, e))?;
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, w, e))?;
         let child_spec = LaunchSpec {
             workload,
             args: args.clone(),

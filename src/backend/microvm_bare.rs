@@ -21,13 +21,13 @@ use cvbench_microvm::{kvm_probe, KvmKind};
 use super::microvm::{PeerServer, PEER_PORT};
 use super::peers::{launch_err, scratch};
 use super::process::ChildProcess;
-use super::{Backend, BackendError, Instance, LaunchSpec};
+use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
 use crate::workload::Needs;
 use crate::workload::Workload;
 
-const BACKEND: &str = "microvm-bare";
+const BACKEND: &str = BackendId::MicrovmBare.name();
 /// Enough for every supported workload's defaults (mem-touch: 128 + 32 MiB); host memory is
 /// only used for pages the guest touches.
 const DEFAULT_MEM_MIB: u32 = 512;
@@ -60,8 +60,8 @@ struct BareInstance {
 }
 
 impl Backend for MicroVmBare {
-    fn name(&self) -> &'static str {
-        BACKEND
+    fn id(&self) -> BackendId {
+        BackendId::MicrovmBare
     }
 
     fn check(&self) -> Result<(), String> {
@@ -71,20 +71,20 @@ impl Backend for MicroVmBare {
     }
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
-        let w = spec.workload.clone();
+        let w = spec.workload.name();
         // Every workload runs: network and file calls are forwarded by the VMM (confined).
         if w.parse::<Workload>().is_err() {
             return Err(BackendError::Unsupported {
                 backend: BACKEND.into(),
-                workload: w,
+                workload: w.to_string(),
                 reason: "the bare VM runs only the workloads whose system calls the VMM serves".into(),
             });
         }
         let kvm =
             kvm_probe().usable().map_err(|reason| BackendError::Unavailable { backend: BACKEND.into(), reason })?;
-        let vmm = vmm_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
-        let elf = paths::workload_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
-        let dir = scratch("cvbench-microvm-bare-").map_err(|e| launch_err(BACKEND, &w, e))?;
+        let vmm = vmm_binary().map_err(|e| launch_err(BACKEND, w, e))?;
+        let elf = paths::workload_binary().map_err(|e| launch_err(BACKEND, w, e))?;
+        let dir = scratch("cvbench-microvm-bare-").map_err(|e| launch_err(BACKEND, w, e))?;
         let stats_path = dir.path().join("vmm-stats.json");
         let mem = spec.options.guest_mem_mib.unwrap_or(DEFAULT_MEM_MIB);
         let mut cmd = Command::new(&vmm);
@@ -111,13 +111,13 @@ impl Backend for MicroVmBare {
             }
             Needs { disk: true, .. } => {
                 let files = dir.path().join("files");
-                std::fs::create_dir(&files).map_err(|e| launch_err(BACKEND, &w, e))?;
+                std::fs::create_dir(&files).map_err(|e| launch_err(BACKEND, w, e))?;
                 cmd.arg("--run-dir").arg(&files);
                 args.extend(["--dir".to_string(), files.display().to_string()]);
             }
             _ => {}
         }
-        cmd.arg("--").arg(&w).args(&args);
+        cmd.arg("--").arg(w).args(&args);
         let spec = LaunchSpec { args: args.clone(), ..spec };
         let child = ChildProcess::spawn(BACKEND, cmd, spec)?;
         Ok(Box::new(BareInstance { child, stats_path, kvm, args, peer, exit: None, _scratch: dir }))

@@ -1,9 +1,10 @@
 //! The backend seam: how the harness starts one workload instance natively,
 //! in a container or in a micro-VM, and what it gets back. Every backend
-//! implements [`Backend`]; [`registry`] lists them by name.
+//! implements [`Backend`]; [`BackendId`] names them and [`BackendId::backend`] makes one.
 
 pub mod console;
 pub mod container;
+pub mod id;
 pub mod microvm;
 pub mod microvm_bare;
 pub mod native;
@@ -15,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
+
+pub use id::{BackendId, Kind, Placement, Profile, UnknownBackend};
 
 use crate::record::ExitInfo;
 use crate::workload::{Needs, Workload};
@@ -51,8 +54,12 @@ pub enum BackendError {
     UnknownBackend(String, String),
 }
 
-/// Network set-up for the instance (containers; VMs use their own device).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Network set-up for the instance (containers; VMs use their own device). The one network-mode
+/// enum of the harness: `cvbench run --net` parses into it, and it converts into the runtime's
+/// `cvbench_runtime::config::NetMode` with `From`. The harness's default is [`NetMode::None`]
+/// (also when `--net` is not given); the runtime's own default (`Loopback`, for its CLI and OCI
+/// configs) never applies to a harness run, which always passes its mode explicitly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum NetMode {
     /// An empty network namespace (not even lo up) for containers.
@@ -62,6 +69,16 @@ pub enum NetMode {
     Loopback,
     /// A veth pair to a peer namespace the run creates (one /30).
     Veth,
+}
+
+impl From<NetMode> for cvbench_runtime::config::NetMode {
+    fn from(mode: NetMode) -> Self {
+        match mode {
+            NetMode::None => Self::None,
+            NetMode::Loopback => Self::Loopback,
+            NetMode::Veth => Self::Veth,
+        }
+    }
 }
 
 /// Knobs a run can set. Fields a backend has no use for are ignored by it.
@@ -99,7 +116,7 @@ pub struct BackendOptions {
 
 /// What to run: one workload subcommand with its arguments.
 pub struct LaunchSpec {
-    pub workload: String,
+    pub workload: Workload,
     pub args: Vec<String>,
     /// When true the instance's stdin is a pipe the harness can close
     /// ([`Instance::close_stdin`]); otherwise it is /dev/null.
@@ -115,7 +132,7 @@ pub struct LaunchSpec {
 impl LaunchSpec {
     /// What the workload needs from the backend (peer, disk, a stop).
     pub fn needs(&self) -> Needs {
-        Workload::needs_of(&self.workload)
+        self.workload.needs()
     }
 }
 
@@ -123,7 +140,10 @@ impl LaunchSpec {
 /// `Any` so a scenario that needs one backend's own handle (the registry scenarios: the
 /// private dockerd's CLI) can downcast to it.
 pub trait Backend: Send + Sync + std::any::Any {
-    fn name(&self) -> &'static str;
+    fn id(&self) -> BackendId;
+    fn name(&self) -> &'static str {
+        self.id().name()
+    }
     /// `Err(reason)` when this host cannot run the backend.
     fn check(&self) -> Result<(), String>;
     /// Start one instance. The harness takes its launch timestamp just before
@@ -173,32 +193,51 @@ pub trait Instance: Send {
 }
 
 /// Names of every backend the suite knows, in report order.
-pub const ALL: &[&str] = &[
-    "native",
-    "container",
-    "microvm-bare",
-    "microvm",
-    "runc",
-    "crun",
-    "cvbench-runtime",
-    "docker",
-    "docker-cvbench",
-    "qemu",
-];
+pub const ALL: &[&str] = &{
+    let mut names = [""; BackendId::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = BackendId::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
-/// Look a backend up by name.
+impl BackendId {
+    /// The backend itself: the one place a variant meets its module.
+    pub fn backend(self) -> Box<dyn Backend> {
+        use peers::oci_runtime::{Kind as Oci, OciRuntime};
+        match self {
+            BackendId::Native => Box::new(native::Native::new()),
+            BackendId::Container => Box::new(container::ContainerBackend::new()),
+            BackendId::Microvm => Box::new(microvm::MicroVm::new()),
+            BackendId::MicrovmBare => Box::new(microvm_bare::MicroVmBare::new()),
+            BackendId::Runc => Box::new(OciRuntime::new(Oci::Runc)),
+            BackendId::Crun => Box::new(OciRuntime::new(Oci::Crun)),
+            BackendId::CvbenchRuntime => Box::new(OciRuntime::new(Oci::Cvbench)),
+            BackendId::Docker => Box::new(peers::docker::Docker::new()),
+            BackendId::DockerCvbench => Box::new(peers::docker::Docker::over_cvbench_runtime()),
+            BackendId::Qemu => Box::new(peers::qemu::Qemu::new()),
+        }
+    }
+}
+
+/// Look a backend up by name (for names from outside: files, `--backends`, tests).
 pub fn by_name(name: &str) -> Result<Box<dyn Backend>, BackendError> {
-    match name {
-        "native" => Ok(Box::new(native::Native::new())),
-        "container" => Ok(Box::new(container::ContainerBackend::new())),
-        "microvm" => Ok(Box::new(microvm::MicroVm::new())),
-        "microvm-bare" => Ok(Box::new(microvm_bare::MicroVmBare::new())),
-        "runc" => Ok(Box::new(peers::oci_runtime::OciRuntime::new(peers::oci_runtime::Kind::Runc))),
-        "crun" => Ok(Box::new(peers::oci_runtime::OciRuntime::new(peers::oci_runtime::Kind::Crun))),
-        "cvbench-runtime" => Ok(Box::new(peers::oci_runtime::OciRuntime::new(peers::oci_runtime::Kind::Cvbench))),
-        "docker" => Ok(Box::new(peers::docker::Docker::new())),
-        "docker-cvbench" => Ok(Box::new(peers::docker::Docker::over_cvbench_runtime())),
-        "qemu" => Ok(Box::new(peers::qemu::Qemu::new())),
-        _ => Err(BackendError::UnknownBackend(name.to_string(), ALL.join(", "))),
+    let id: BackendId = name.parse().map_err(|_| BackendError::UnknownBackend(name.to_string(), ALL.join(", ")))?;
+    Ok(id.backend())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cvbench_runtime::config::NetMode as RtNet;
+
+    #[test]
+    fn the_harness_net_mode_defaults_to_none_and_converts_mode_for_mode() {
+        assert_eq!(BackendOptions::default().net, NetMode::None);
+        assert_eq!(RtNet::from(NetMode::None), RtNet::None);
+        assert_eq!(RtNet::from(NetMode::Loopback), RtNet::Loopback);
+        assert_eq!(RtNet::from(NetMode::Veth), RtNet::Veth);
     }
 }

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use super::netpath::{enter_before_exec, Client, NetPath};
 use super::process::ChildProcess;
-use super::{Backend, BackendError, Instance, LaunchSpec};
+use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
 use crate::workload::Needs;
+
+const NAME: &str = BackendId::Native.name();
 
 pub struct Native;
 
@@ -26,7 +28,7 @@ impl Default for Native {
 }
 
 fn err(workload: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BackendError {
-    BackendError::Launch { backend: "native".into(), workload: workload.into(), source: e.into() }
+    BackendError::Launch { backend: NAME.into(), workload: workload.into(), source: e.into() }
 }
 
 struct NativeInstance {
@@ -37,8 +39,8 @@ struct NativeInstance {
 }
 
 impl Backend for Native {
-    fn name(&self) -> &'static str {
-        "native"
+    fn id(&self) -> BackendId {
+        BackendId::Native
     }
 
     fn check(&self) -> Result<(), String> {
@@ -46,7 +48,7 @@ impl Backend for Native {
     }
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
-        let bin = paths::workload_binary().map_err(|e| err(&spec.workload, e))?;
+        let bin = paths::workload_binary().map_err(|e| err(spec.workload.name(), e))?;
         let mut args = spec.args.clone();
         let mut net = None;
         let mut scratch = None;
@@ -54,7 +56,7 @@ impl Backend for Native {
             Needs { network: true, .. } => {
                 // The same path as the containers': a veth pair between two
                 // namespaces the run creates, never host loopback.
-                let p = NetPath::start(&bin, "native", Client::NewNamespace).map_err(|e| err(&spec.workload, e))?;
+                let p = NetPath::start(&bin, NAME, Client::NewNamespace).map_err(|e| err(spec.workload.name(), e))?;
                 args.extend(["--peer".to_string(), p.peer()]);
                 net = Some(p);
             }
@@ -69,13 +71,13 @@ impl Backend for Native {
             _ => {}
         }
         let mut cmd = Command::new(&bin);
-        cmd.arg(&spec.workload).args(&args);
+        cmd.arg(spec.workload.name()).args(&args);
         if let Some(ns) =
-            net.as_ref().map(NetPath::open_client).transpose().map_err(|e| err(&spec.workload, e))?.flatten()
+            net.as_ref().map(NetPath::open_client).transpose().map_err(|e| err(spec.workload.name(), e))?.flatten()
         {
             enter_before_exec(&mut cmd, ns);
         }
-        let child = ChildProcess::spawn("native", cmd, spec)?;
+        let child = ChildProcess::spawn(NAME, cmd, spec)?;
         Ok(Box::new(NativeInstance { child, args, net, scratch }))
     }
 }

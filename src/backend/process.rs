@@ -74,22 +74,58 @@ impl Joiner {
     }
 }
 
+/// How to start one process: the workload (from its [`LaunchSpec`]) or a helper the backend
+/// runs beside it (the peer server, dockerd), which is no workload.
+pub struct Spawn {
+    /// What the process is, for errors: the workload's name or the helper's.
+    pub what: String,
+    pub stdin_pipe: bool,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// `cgroup.procs` files the child joins before exec.
+    pub join_cgroup_procs: Vec<std::path::PathBuf>,
+}
+
+impl Spawn {
+    /// A helper process: no stdin, no cgroup to join.
+    pub fn helper(what: &str, stdout: OwnedFd, stderr: OwnedFd) -> Spawn {
+        Spawn { what: what.to_string(), stdin_pipe: false, stdout, stderr, join_cgroup_procs: Vec::new() }
+    }
+}
+
+impl From<LaunchSpec> for Spawn {
+    fn from(spec: LaunchSpec) -> Spawn {
+        Spawn {
+            what: spec.workload.to_string(),
+            stdin_pipe: spec.stdin_pipe,
+            stdout: spec.stdout,
+            stderr: spec.stderr,
+            join_cgroup_procs: spec.options.join_cgroup_procs,
+        }
+    }
+}
+
 impl ChildProcess {
     /// Spawn `cmd` with the spec's stdout/stderr and, if asked, a stdin pipe.
-    pub fn spawn(backend: &'static str, mut cmd: Command, spec: LaunchSpec) -> Result<ChildProcess, BackendError> {
+    pub fn spawn(
+        backend: &'static str,
+        mut cmd: Command,
+        spec: impl Into<Spawn>,
+    ) -> Result<ChildProcess, BackendError> {
+        let spec = spec.into();
         let launch_err = |e: std::io::Error| BackendError::Launch {
             backend: backend.into(),
-            workload: spec.workload.clone(),
+            workload: spec.what.clone(),
             source: Box::new(e),
         };
         cmd.stdin(if spec.stdin_pipe { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::from(spec.stdout))
             .stderr(Stdio::from(spec.stderr));
         // Kept open until the spawn has returned: the child writes to it before exec.
-        let joiner = if spec.options.join_cgroup_procs.is_empty() {
+        let joiner = if spec.join_cgroup_procs.is_empty() {
             None
         } else {
-            let j = Joiner::open(&spec.options.join_cgroup_procs).map_err(launch_err)?;
+            let j = Joiner::open(&spec.join_cgroup_procs).map_err(launch_err)?;
             j.apply(&mut cmd);
             Some(j)
         };
@@ -218,15 +254,7 @@ pub fn spawn_server(backend: &'static str, cmd: Command) -> Result<ChildProcess,
     };
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(e.into()))?;
     let devnull = std::fs::File::options().write(true).open("/dev/null").map_err(|e| err(e.into()))?;
-    let spec = LaunchSpec {
-        workload: "serve".into(),
-        args: vec![],
-        stdin_pipe: false,
-        stdout: wr,
-        stderr: devnull.into(),
-        timeout: Duration::from_secs(60),
-        options: Default::default(),
-    };
+    let spec = Spawn::helper("serve", wr, devnull.into());
     let mut proc = ChildProcess::spawn(backend, cmd, spec)?;
     // A server that neither prints READY nor exits must not hang the run: wait a bounded time.
     let mut fds = [nix::poll::PollFd::new(rd.as_fd(), nix::poll::PollFlags::POLLIN)];

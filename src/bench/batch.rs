@@ -94,12 +94,12 @@ pub fn median_in_window(samples: &[(Instant, u64)], from: Instant, to: Instant) 
 /// density: N idle instances up together. Instance 0's record carries the
 /// unit's figures (`density_*`); if the instances were never all up at the
 /// same time, it carries an error instead. Where the harness can place every
-/// instance in one parent cgroup (see [`parent_cgroup::placement`]), the growth
+/// instance in one parent cgroup (see [`BackendId::placement`](crate::backend::BackendId::placement)), the growth
 /// of that cgroup's memory charge per instance is the unit's main figure.
 pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord> {
     let mut req = req.clone();
     let mut cg_note = None;
-    let parent = match parent_cgroup::placement(backend.name()) {
+    let parent = match backend.id().placement() {
         None => {
             cg_note = Some(format!(
                 "density: {} places its containers' cgroups itself; no parent-cgroup memory, PSS only",

@@ -20,7 +20,7 @@ use cvbench_runtime::image::Store;
 
 use super::image_ctx::{self, ImageBench};
 use crate::backend::peers::{self, oci};
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendId};
 use crate::record::{RunRecord, SCHEMA_VERSION};
 use crate::runner::RunRequest;
 
@@ -30,18 +30,20 @@ pub static DROP_CACHES: AtomicBool = AtomicBool::new(false);
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why `backend` has no cold-start cell here.
-pub fn not_applicable(backend: &str) -> Option<String> {
+pub fn not_applicable(backend: BackendId) -> Option<String> {
     match backend {
-        "container" | "runc" | "crun" | "docker" | "microvm" => None,
-        "microvm-bare" => {
+        BackendId::Container | BackendId::Runc | BackendId::Crun | BackendId::Docker | BackendId::Microvm => None,
+        BackendId::MicrovmBare => {
             Some("cold start does not apply to microvm-bare: it loads one static ELF, not an image's file tree".into())
         }
-        "qemu" => Some(
+        BackendId::Qemu => Some(
             "cold start is measured for one VM, ours (microvm): the QEMU peer would boot the same flattened \
              initramfs, so it adds no image path of its own"
                 .into(),
         ),
-        other => Some(format!("cold start does not apply to {other}: it runs no image")),
+        other @ (BackendId::Native | BackendId::CvbenchRuntime | BackendId::DockerCvbench) => {
+            Some(format!("cold start does not apply to {other}: it runs no image"))
+        }
     }
 }
 
@@ -69,7 +71,7 @@ pub fn unit(b: &dyn Backend, req: &RunRequest) -> RunRecord {
     let mut rec = RunRecord {
         schema_version: SCHEMA_VERSION,
         backend: b.name().to_string(),
-        workload: req.workload.clone(),
+        workload: req.workload.to_string(),
         args: req.args.clone(),
         env_id: req.env_id.clone(),
         scenario: req.scenario.clone(),
@@ -77,7 +79,7 @@ pub fn unit(b: &dyn Backend, req: &RunRequest) -> RunRecord {
         started_unix_ms,
         ..Default::default()
     };
-    if let Some(why) = not_applicable(b.name()) {
+    if let Some(why) = not_applicable(b.id()) {
         rec.error = Some(why);
         return rec;
     }
@@ -88,10 +90,10 @@ pub fn unit(b: &dyn Backend, req: &RunRequest) -> RunRecord {
         } else {
             "page cache warm (run with --drop-caches to drop it); the image store was empty"
         };
-        let mut m = match b.name() {
-            "container" => container(&ctx, req),
-            "docker" => docker(b, &ctx, req),
-            "microvm" => microvm(&ctx, req),
+        let mut m = match b.id() {
+            BackendId::Container => container(&ctx, req),
+            BackendId::Docker => docker(b, &ctx, req),
+            BackendId::Microvm => microvm(&ctx, req),
             tool => oci_runtime(&ctx, tool, req),
         }?;
         m.notes.push(format!(
@@ -136,7 +138,7 @@ fn container(ctx: &ImageBench, req: &RunRequest) -> Result<Measured, String> {
     let cfg = ContainerConfig {
         rootfs: RootfsSource::Image(ctx.cold_ref.clone()),
         args: std::iter::once("/cvbench-workload".to_string())
-            .chain(std::iter::once(req.workload.clone()))
+            .chain(std::iter::once(req.workload.to_string()))
             .chain(req.args.iter().cloned())
             .collect(),
         state_dir: state.clone(),
@@ -163,7 +165,8 @@ fn container(ctx: &ImageBench, req: &RunRequest) -> Result<Measured, String> {
 }
 
 /// runc / crun: pull into an empty store, flatten the layers into a bundle rootfs, run.
-fn oci_runtime(ctx: &ImageBench, tool: &str, req: &RunRequest) -> Result<Measured, String> {
+fn oci_runtime(ctx: &ImageBench, backend: BackendId, req: &RunRequest) -> Result<Measured, String> {
+    let tool = backend.name();
     let work = ctx.fresh_dir(&format!("cold-{tool}"))?;
     let store = Store::open(&work.join("state")).map_err(|e| crate::runner::chain(&e))?;
     let (pull_ns, unpack_ns) = pull(ctx, &store)?;
@@ -177,7 +180,7 @@ fn oci_runtime(ctx: &ImageBench, tool: &str, req: &RunRequest) -> Result<Measure
         peers::run_tool(Command::new("cp").arg("-a").arg(format!("{}/.", l.display())).arg(&rootfs))
             .map_err(|e| e.to_string())?;
     }
-    let mut args = vec![req.workload.clone()];
+    let mut args = vec![req.workload.to_string()];
     args.extend(req.args.iter().cloned());
     oci::write_bundle(&bundle, &oci::RunConfig { rootfs: &rootfs, args, netns: None, data: None })
         .map_err(|e| e.to_string())?;
@@ -186,7 +189,7 @@ fn oci_runtime(ctx: &ImageBench, tool: &str, req: &RunRequest) -> Result<Measure
     let id = peers::unique(&format!("cvb-cold-{tool}"));
     let mut cmd = Command::new(tool);
     cmd.arg("--root").arg(&root);
-    if tool == "crun" && peers::oci_runtime::needs_unified_detach() {
+    if backend == BackendId::Crun && peers::oci_runtime::needs_unified_detach() {
         peers::oci_runtime::detach_unified(&mut cmd);
     }
     cmd.args(["run", "--bundle"]).arg(&bundle).arg(&id);
@@ -236,7 +239,7 @@ fn microvm(ctx: &ImageBench, req: &RunRequest) -> Result<Measured, String> {
     let err_path = work.join("vmm-stderr");
     let err = std::fs::File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
     let spec = LaunchSpec {
-        workload: req.workload.clone(),
+        workload: req.workload,
         args: req.args.clone(),
         stdin_pipe: false,
         stdout: wr,
@@ -279,7 +282,7 @@ fn docker(b: &dyn Backend, ctx: &ImageBench, req: &RunRequest) -> Result<Measure
     let pull_ns = ns(t);
     let name = peers::unique("cvb-cold-docker");
     let mut cmd = d.cli()?;
-    cmd.args(["run", "--rm", "--network", "none", "--name", &name, r, &req.workload]).args(&req.args);
+    cmd.args(["run", "--rm", "--network", "none", "--name", &name, r, req.workload.name()]).args(&req.args);
     cmd.stdin(PStdio::null()).stdout(PStdio::piped()).stderr(PStdio::piped());
     let t = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("docker run: {e}"))?;

@@ -20,13 +20,13 @@ use nix::mount::{mount, MsFlags};
 
 use super::cold_start::DROP_CACHES;
 use super::image_ctx::{self, ImageBench, BIG_FILE};
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendId};
 use crate::record::{RunRecord, SCHEMA_VERSION};
 use crate::runner::RunRequest;
 
 /// Why a backend has no image-depth cell: the scenario is about our overlay layers.
-pub fn not_applicable(backend: &str) -> Option<String> {
-    (backend != "container").then(|| {
+pub fn not_applicable(backend: BackendId) -> Option<String> {
+    (backend != BackendId::Container).then(|| {
         format!("image-depth measures overlayfs layer depth with our runtime's image store; not run on {backend}")
     })
 }
@@ -98,7 +98,7 @@ fn container_ready(store_dir: &Path, reference: &str, req: &RunRequest) -> Resul
     let cfg = ContainerConfig {
         rootfs: RootfsSource::Image(reference.to_string()),
         args: std::iter::once("/cvbench-workload".to_string())
-            .chain(std::iter::once(req.workload.clone()))
+            .chain(std::iter::once(req.workload.to_string()))
             .chain(req.args.iter().cloned())
             .collect(),
         state_dir: store_dir.to_path_buf(),
@@ -160,7 +160,7 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, layers: u32) -> RunRecord {
     let mut rec = RunRecord {
         schema_version: SCHEMA_VERSION,
         backend: b.name().to_string(),
-        workload: req.workload.clone(),
+        workload: req.workload.to_string(),
         args: req.args.clone(),
         env_id: req.env_id.clone(),
         scenario: req.scenario.clone(),
@@ -168,7 +168,7 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, layers: u32) -> RunRecord {
         started_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
         ..Default::default()
     };
-    if let Some(why) = not_applicable(b.name()) {
+    if let Some(why) = not_applicable(b.id()) {
         rec.error = Some(why);
         return rec;
     }

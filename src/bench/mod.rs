@@ -35,15 +35,18 @@ impl Slot {
     /// A backend the doctor rules out is not run, also one that would start but never reach
     /// its workload (a Linux guest under kvm_pvm: every unit would only end at its timeout).
     pub fn resolve(name: &str, host: &crate::doctor::backends::Host) -> Slot {
-        if let Err(blocker) = crate::doctor::backends::verdict(name, host) {
-            return Slot::Unavailable { name: name.to_string(), reason: blocker.to_string() };
+        let unavailable = |reason: String| Slot::Unavailable { name: name.to_string(), reason };
+        let id = match name.parse::<backend::BackendId>() {
+            Ok(id) => id,
+            Err(e) => return unavailable(format!("{e} (fix: cvbench run --help)")),
+        };
+        if let Err(blocker) = crate::doctor::backends::verdict(id, host) {
+            return unavailable(blocker.to_string());
         }
-        match backend::by_name(name) {
-            Ok(b) => match b.check() {
-                Ok(()) => Slot::Ready(b),
-                Err(reason) => Slot::Unavailable { name: name.to_string(), reason },
-            },
-            Err(e) => Slot::Unavailable { name: name.to_string(), reason: e.to_string() },
+        let b = id.backend();
+        match b.check() {
+            Ok(()) => Slot::Ready(b),
+            Err(reason) => unavailable(reason),
         }
     }
 
@@ -95,7 +98,7 @@ pub fn placeholder(backend: &str, sc: &Scenario, env_id: &str, error: String) ->
     RunRecord {
         schema_version: SCHEMA_VERSION,
         backend: backend.to_string(),
-        workload: sc.workload.clone(),
+        workload: sc.workload.to_string(),
         args: sc.args.clone(),
         env_id: env_id.to_string(),
         scenario: sc.name.clone(),
@@ -105,7 +108,7 @@ pub fn placeholder(backend: &str, sc: &Scenario, env_id: &str, error: String) ->
 }
 
 fn request(plan: &Plan, sc: &Scenario, env_id: &str, iteration: u32) -> RunRequest {
-    let mut r = RunRequest::new(&sc.workload, sc.args.clone());
+    let mut r = RunRequest::new(sc.workload, sc.args.clone());
     r.pin_instance_cpu = plan.pin.map(|p| p.instance_cpu);
     let (timeout, _) = plan.stretch.timeout(plan.run_timeout, sc.shape.instances());
     r.timeout = timeout + sc.hold;
@@ -160,7 +163,7 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                     st.failed_units,
                     st.first_error.as_deref().unwrap_or("?")
                 )),
-                Slot::Ready(b) => plan::not_applicable(sc.shape, b.name()),
+                Slot::Ready(b) => plan::not_applicable(sc.shape, b.id()),
             };
             if let Some(e) = why {
                 obs.records(&[placeholder(slot.name(), sc, env_id, e)]);
@@ -305,6 +308,9 @@ mod tests {
     /// A backend that fails every launch (no host access needed).
     struct Broken;
     impl Backend for Broken {
+        fn id(&self) -> crate::backend::BackendId {
+            crate::backend::BackendId::Native
+        }
         fn name(&self) -> &'static str {
             "broken"
         }
@@ -312,7 +318,11 @@ mod tests {
             Ok(())
         }
         fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
-            Err(BackendError::Unsupported { backend: "broken".into(), workload: spec.workload, reason: "test".into() })
+            Err(BackendError::Unsupported {
+                backend: "broken".into(),
+                workload: spec.workload.to_string(),
+                reason: "test".into(),
+            })
         }
     }
 
@@ -368,6 +378,9 @@ mod tests {
 
     struct Named(&'static str);
     impl Backend for Named {
+        fn id(&self) -> crate::backend::BackendId {
+            crate::backend::BackendId::Native
+        }
         fn name(&self) -> &'static str {
             self.0
         }

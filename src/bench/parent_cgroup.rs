@@ -21,24 +21,8 @@ pub enum Error {
     Cgroup(#[from] cgroups::Error),
 }
 
-/// How an instance of a backend joins the parent cgroup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placement {
-    /// The harness spawns the instance's process: it joins between fork and exec.
-    Spawned,
-    /// Our runtime creates the container's cgroup below the parent.
-    Below,
-}
-
-/// Where `backend`'s instances can be put, or `None` (runc, crun, Docker: their runtime picks
-/// the container's cgroup).
-pub fn placement(backend: &str) -> Option<Placement> {
-    match backend {
-        "native" | "microvm" | "microvm-bare" | "qemu" => Some(Placement::Spawned),
-        "container" => Some(Placement::Below),
-        _ => None,
-    }
-}
+/// How an instance joins the parent; each backend owns its own ([`crate::backend::BackendId::placement`]).
+pub use crate::backend::Placement;
 
 /// A parent cgroup, removed on drop (its instances must be gone by then).
 pub struct ParentCgroup {
@@ -127,16 +111,6 @@ fn v1_dirs(root: &Path, name: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_backends_the_harness_places_are_measured() {
-        assert_eq!(placement("native"), Some(Placement::Spawned));
-        assert_eq!(placement("microvm-bare"), Some(Placement::Spawned));
-        assert_eq!(placement("container"), Some(Placement::Below));
-        for b in ["runc", "crun", "docker", "docker-cvbench", "cvbench-runtime"] {
-            assert_eq!(placement(b), None, "{b}");
-        }
-    }
 
     #[test]
     fn a_spawned_child_is_charged_to_the_parent() {

@@ -5,6 +5,8 @@
 //! here (microvm-bare, where every system call is a VM exit emulated in
 //! software) still fits the budget.
 
+use crate::backend::BackendId;
+use crate::workload::Workload;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -44,7 +46,7 @@ impl Shape {
 pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth"];
 
 /// Why `backend` has no cell in a scenario of this shape (written once, not run).
-pub fn not_applicable(shape: Shape, backend: &str) -> Option<String> {
+pub fn not_applicable(shape: Shape, backend: BackendId) -> Option<String> {
     match shape {
         Shape::ColdStart => super::cold_start::not_applicable(backend),
         Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),
@@ -60,7 +62,7 @@ pub struct Scenario {
     pub name: String,
     /// The family `--workloads` selects by (e.g. `startup-parallel`).
     pub family: String,
-    pub workload: String,
+    pub workload: Workload,
     pub args: Vec<String>,
     pub shape: Shape,
     /// Units per backend (a unit is one run, or one batch of N).
@@ -144,11 +146,11 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-fn single(family: &str, workload: &str, a: &[&str], iterations: u32) -> Scenario {
+fn single(family: &str, workload: Workload, a: &[&str], iterations: u32) -> Scenario {
     Scenario {
         name: family.to_string(),
         family: family.to_string(),
-        workload: workload.to_string(),
+        workload,
         args: args(a),
         shape: Shape::Single,
         iterations,
@@ -162,8 +164,8 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
     let q = profile == Profile::Quick;
     let pick = |quick: u32, full: u32| if q { quick } else { full };
     let mut v = vec![
-        Scenario { shape: Shape::Surface, ..single("surface", "idle", &[], 1) },
-        single("startup-serial", "noop", &[], pick(8, 40)),
+        Scenario { shape: Shape::Surface, ..single("surface", Workload::Idle, &[], 1) },
+        single("startup-serial", Workload::Noop, &[], pick(8, 40)),
     ];
     let parallel_ns: &[u32] = if q { &[1, 10] } else { &[1, 10, 50] };
     for &n in parallel_ns {
@@ -172,13 +174,13 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             family: "startup-parallel".into(),
             shape: Shape::Parallel { n },
             iterations: if n > 1 { pick(1, 5) } else { pick(2, 5) },
-            ..single("startup-parallel", "noop", &[], 0)
+            ..single("startup-parallel", Workload::Noop, &[], 0)
         });
     }
     v.push(Scenario {
         hold: Duration::from_millis(300),
         sample_footprint: true,
-        ..single("footprint", "idle", &[], pick(3, 5))
+        ..single("footprint", Workload::Idle, &[], pick(3, 5))
     });
     let density_ns: &[u32] = if q { &[10] } else { &[1, 10, 50] };
     for &n in density_ns {
@@ -192,23 +194,23 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             // (docker's 50 launches spread over ~15 s here).
             hold: Duration::from_millis(if q { 800 + 300 * u64::from(n) } else { 1500 + 400 * u64::from(n) }),
             sample_footprint: true,
-            ..single("density", "idle", &[], 0)
+            ..single("density", Workload::Idle, &[], 0)
         });
     }
     let it = pick(3, 5);
     if q {
-        v.push(single("cpu", "cpu", &["--sha-mib", "4", "--sieve-n", "1000000", "--matmul-n", "80"], it));
-        v.push(single("mem-bw", "mem-bw", &["--array-mib", "8", "--iters", "3"], it));
+        v.push(single("cpu", Workload::Cpu, &["--sha-mib", "4", "--sieve-n", "1000000", "--matmul-n", "80"], it));
+        v.push(single("mem-bw", Workload::MemBw, &["--array-mib", "8", "--iters", "3"], it));
         v.push(single(
             "mem-touch",
-            "mem-touch",
+            Workload::MemTouch,
             &["--touch-mib", "16", "--chase-mib", "8", "--accesses", "500000"],
             it,
         ));
-        v.push(single("syscall", "syscall", &["--iters", "2000"], it));
-        v.push(single("net-stream", "net-stream", &["--mib", "16"], it));
-        v.push(single("net-rr", "net-rr", &["--requests", "1000"], it));
-        v.push(single("disk", "disk", &["--size-mib", "8", "--rand-ops", "64"], it));
+        v.push(single("syscall", Workload::Syscall, &["--iters", "2000"], it));
+        v.push(single("net-stream", Workload::NetStream, &["--mib", "16"], it));
+        v.push(single("net-rr", Workload::NetRr, &["--requests", "1000"], it));
+        v.push(single("disk", Workload::Disk, &["--size-mib", "8", "--rand-ops", "64"], it));
     } else {
         // Each timed region lasts at least MIN_TIMED_REGION natively here,
         // sized from the fastest (quietest) native runs seen: SHA-256 16 MiB
@@ -218,25 +220,25 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         // reads ~17k IOPS so 2048 ops; TCP up to 20 Gbit/s so 256 MiB; a round
         // trip 14 µs so 10000. SYSCALL_EXCEPTION says why getppid is
         // smaller.
-        v.push(single("cpu", "cpu", &["--sha-mib", "32", "--sieve-n", "32000000", "--matmul-n", "800"], it));
-        v.push(single("mem-bw", "mem-bw", &["--array-mib", "32", "--iters", "30"], it));
+        v.push(single("cpu", Workload::Cpu, &["--sha-mib", "32", "--sieve-n", "32000000", "--matmul-n", "800"], it));
+        v.push(single("mem-bw", Workload::MemBw, &["--array-mib", "32", "--iters", "30"], it));
         v.push(single(
             "mem-touch",
-            "mem-touch",
+            Workload::MemTouch,
             &["--touch-mib", "192", "--chase-mib", "32", "--accesses", "2000000"],
             it,
         ));
-        v.push(single("syscall", "syscall", &["--iters", "50000"], it));
-        v.push(single("net-stream", "net-stream", &["--mib", "256"], it));
-        v.push(single("net-rr", "net-rr", &["--requests", "10000"], it));
-        v.push(single("disk", "disk", &["--size-mib", "96", "--rand-ops", "2048"], it));
+        v.push(single("syscall", Workload::Syscall, &["--iters", "50000"], it));
+        v.push(single("net-stream", Workload::NetStream, &["--mib", "256"], it));
+        v.push(single("net-rr", Workload::NetRr, &["--requests", "10000"], it));
+        v.push(single("disk", Workload::Disk, &["--size-mib", "96", "--rand-ops", "2048"], it));
     }
-    v.push(Scenario { shape: Shape::ColdStart, ..single("cold-start", "noop", &[], pick(2, 5)) });
+    v.push(Scenario { shape: Shape::ColdStart, ..single("cold-start", Workload::Noop, &[], pick(2, 5)) });
     for &n in super::image_ctx::DEPTHS {
         v.push(Scenario {
             name: format!("image-depth-{n}"),
             shape: Shape::ImageDepth { layers: n },
-            ..single("image-depth", "noop", &[], pick(2, 5))
+            ..single("image-depth", Workload::Noop, &[], pick(2, 5))
         });
     }
     v

@@ -157,7 +157,7 @@ pub fn probe(b: &dyn Backend, req: &RunRequest) -> RunRecord {
     let mut rec = RunRecord {
         schema_version: SCHEMA_VERSION,
         backend: b.name().to_string(),
-        workload: "idle".into(),
+        workload: crate::workload::Workload::Idle.to_string(),
         env_id: req.env_id.clone(),
         scenario: req.scenario.clone(),
         iteration: req.iteration,
@@ -174,7 +174,7 @@ fn probe_into(b: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Result<
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
     let errf = std::fs::File::options().write(true).open("/dev/null").map_err(|e| e.to_string())?;
     let spec = LaunchSpec {
-        workload: "idle".into(),
+        workload: crate::workload::Workload::Idle,
         args: Vec::new(),
         stdin_pipe: true,
         stdout: out_w,

@@ -1,55 +1,12 @@
-//! Argument types several subcommands share: the backend value enum, the
-//! output format, workload names and human durations (`500ms`, `2m`, `1m30s`).
+//! Argument types several subcommands share: the output format, workload
+//! names and human durations (`500ms`, `2m`, `1m30s`). The backend value enum
+//! is `cvbench::backend::BackendId`.
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::ValueEnum;
 use std::time::Duration;
 
 use cvbench::workload::Workload;
-
-/// Every backend the suite knows: ours, then the peers. Kept equal to
-/// `cvbench::backend::ALL` (a test checks name and order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    /// The workload as a plain host process (fork + exec): the baseline.
-    Native,
-    /// Our container runtime (namespaces, cgroups, overlayfs, seccomp).
-    Container,
-    /// Our VMM: the workload ELF at CPL3 in KVM, every syscall a VM exit.
-    MicrovmBare,
-    /// Our VMM booting a Linux guest that runs the workload.
-    Microvm,
-    /// Peer: runc on an OCI bundle of the same image.
-    Runc,
-    /// Peer: crun on an OCI bundle of the same image.
-    Crun,
-    /// Ours exec'd as an OCI runtime on the same bundle as runc and crun.
-    CvbenchRuntime,
-    /// Peer: Docker (a private dockerd the suite starts and stops).
-    Docker,
-    /// Docker's engine over our runtime (`--runtime cvbench`).
-    DockerCvbench,
-    /// Peer: qemu-system-x86_64 -M microvm, same kernel and initramfs.
-    Qemu,
-}
-
-impl BackendArg {
-    /// The backend's registry name (`microvm-bare`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendArg::Native => "native",
-            BackendArg::Container => "container",
-            BackendArg::MicrovmBare => "microvm-bare",
-            BackendArg::Microvm => "microvm",
-            BackendArg::Runc => "runc",
-            BackendArg::Crun => "crun",
-            BackendArg::CvbenchRuntime => "cvbench-runtime",
-            BackendArg::Docker => "docker",
-            BackendArg::DockerCvbench => "docker-cvbench",
-            BackendArg::Qemu => "qemu",
-        }
-    }
-}
 
 /// How a command prints its result.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -117,20 +74,6 @@ fn seconds(secs: f64, text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backend_enum_lists_exactly_the_registry_in_order() {
-        let names: Vec<&str> = BackendArg::value_variants().iter().map(|b| b.name()).collect();
-        assert_eq!(names, cvbench::backend::ALL);
-    }
-
-    #[test]
-    fn backend_enum_value_names_match_the_registry() {
-        for b in BackendArg::value_variants() {
-            let pv = b.to_possible_value().unwrap();
-            assert_eq!(pv.get_name(), b.name());
-        }
-    }
 
     #[test]
     fn durations_take_units() {

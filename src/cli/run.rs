@@ -5,10 +5,10 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::time::Duration;
 
-use super::args::{parse_duration, workload_parser, BackendArg, Format};
+use super::args::{parse_duration, workload_parser, Format};
 use super::exit::{self, CannotRun, Usage};
 use super::summary::{self, Timing};
-use cvbench::backend::{self, Backend, BackendOptions, NetMode};
+use cvbench::backend::{Backend, BackendId, BackendOptions, NetMode};
 use cvbench::doctor::backends::{self as verdicts, Host};
 use cvbench::record::RunRecord;
 use cvbench::runner::{self, RunRequest};
@@ -25,7 +25,7 @@ pub enum Seccomp {
 pub struct RunArgs {
     /// Where the workload runs.
     #[arg(long, short, value_enum)]
-    pub backend: BackendArg,
+    pub backend: BackendId,
     /// Workload to run.
     #[arg(long, short, value_parser = workload_parser())]
     pub workload: Workload,
@@ -52,7 +52,7 @@ pub struct RunArgs {
     pub warmup: u32,
     /// Also run this backend, interleaved, and print the ratio against it.
     #[arg(long, value_enum)]
-    pub baseline: Option<BackendArg>,
+    pub baseline: Option<BackendId>,
     /// Containers: keep all capabilities and drop seccomp and masked paths.
     #[arg(long)]
     pub privileged: bool,
@@ -61,7 +61,7 @@ pub struct RunArgs {
     pub seccomp: Seccomp,
     /// Containers: network mode.
     #[arg(long, value_enum)]
-    pub net: Option<NetArg>,
+    pub net: Option<NetMode>,
     /// Containers: memory limit, in MiB.
     #[arg(long)]
     pub memory_mib: Option<u64>,
@@ -85,13 +85,6 @@ pub struct RunArgs {
     pub args: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum NetArg {
-    None,
-    Loopback,
-    Veth,
-}
-
 impl TryFrom<&RunArgs> for RunRequest {
     type Error = anyhow::Error;
 
@@ -99,18 +92,14 @@ impl TryFrom<&RunArgs> for RunRequest {
         if a.timeout.is_zero() {
             return Err(Usage("--timeout must be more than 0".into()).into());
         }
-        let mut r = RunRequest::new(a.workload.name(), a.args.clone());
+        let mut r = RunRequest::new(a.workload, a.args.clone());
         r.timeout = a.timeout;
         r.hold = a.hold_ms.map(Duration::from_millis).unwrap_or(a.hold);
         r.sample_footprint = true;
         r.options = BackendOptions {
             privileged: a.privileged,
             seccomp_unconfined: matches!(a.seccomp, Seccomp::Unconfined),
-            net: match a.net {
-                None | Some(NetArg::None) => NetMode::None,
-                Some(NetArg::Loopback) => NetMode::Loopback,
-                Some(NetArg::Veth) => NetMode::Veth,
-            },
+            net: a.net.unwrap_or_default(),
             namespaces: a.namespaces.clone(),
             memory_limit: a.memory_mib.map(|m| m << 20),
             cpu_quota_pct: a.cpu_pct,
@@ -127,11 +116,11 @@ impl TryFrom<&RunArgs> for RunRequest {
 /// The backend, after the host checks: a blocker is exit 3 with its fix,
 /// except one the backend still starts despite (a Linux guest under
 /// kvm_pvm), which is a warning: that run shows how far the guest gets.
-fn resolve(b: BackendArg, host: &Host) -> anyhow::Result<Box<dyn Backend>> {
+fn resolve(b: BackendId, host: &Host) -> anyhow::Result<Box<dyn Backend>> {
     let name = b.name();
-    let backend = backend::by_name(name)?;
+    let backend = b.backend();
     let cannot = |why: String, fix: Option<String>| CannotRun { what: format!("backend {name}"), why, fix };
-    match verdicts::verdict(name, host) {
+    match verdicts::verdict(b, host) {
         Err(blocker) if !blocker.starts_anyway => return Err(cannot(blocker.reason, blocker.fix).into()),
         Err(blocker) => eprintln!("cvbench: warning: {name}: {}", blocker.reason),
         Ok(()) => {}
@@ -281,9 +270,20 @@ mod tests {
         ])
         .unwrap();
         let r = RunRequest::try_from(&t.run).unwrap();
-        assert_eq!(r.workload, "mem-bw");
+        assert_eq!(r.workload, Workload::MemBw);
         assert_eq!(r.args, vec!["--array-mib", "4"]);
         assert_eq!(r.options.memory_limit, Some(64 << 20));
+    }
+
+    #[test]
+    fn net_defaults_to_none_and_takes_the_three_modes() {
+        let t = T::try_parse_from(["x", "-b", "container", "-w", "noop"]).unwrap();
+        assert_eq!(RunRequest::try_from(&t.run).unwrap().options.net, NetMode::None);
+        for (arg, mode) in [("none", NetMode::None), ("loopback", NetMode::Loopback), ("veth", NetMode::Veth)] {
+            let t = T::try_parse_from(["x", "-b", "container", "-w", "noop", "--net", arg]).unwrap();
+            assert_eq!(RunRequest::try_from(&t.run).unwrap().options.net, mode);
+        }
+        assert!(T::try_parse_from(["x", "-b", "container", "-w", "noop", "--net", "host"]).is_err());
     }
 
     #[test]
@@ -348,7 +348,7 @@ mod tests {
             "native",
         ])
         .unwrap();
-        assert_eq!((t.run.runs, t.run.warmup, t.run.baseline), (10, 2, Some(BackendArg::Native)));
+        assert_eq!((t.run.runs, t.run.warmup, t.run.baseline), (10, 2, Some(BackendId::Native)));
     }
 
     #[test]

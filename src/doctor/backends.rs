@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::backend;
+use crate::backend::{self, id::Need, BackendId};
 use crate::env::{self, KvmKind};
 use crate::paths;
 use cvbench_microvm::linux::kernel_cache::GuestKernel;
@@ -172,64 +172,24 @@ fn need_linux_guest(backend: &str, h: &Host) -> Result<(), Blocker> {
     Ok(())
 }
 
-/// Can `name` run its workloads here? Decided from `h` alone.
-pub fn verdict(name: &str, h: &Host) -> Result<(), Blocker> {
-    match name {
-        "native" => need_workload(h),
-        "container" => {
-            need_root(name, h)?;
-            if !h.overlayfs {
-                return Err(Blocker::new(
-                    "overlayfs is not available: the container's rootfs is an overlay",
-                    Some("modprobe overlay"),
-                ));
-            }
-            need_state_space(name, h)?;
-            need_workload(h)
-        }
-        "microvm-bare" => {
-            need_kvm(name, h)?;
-            need_vmm(h)?;
-            need_workload(h)
-        }
-        "microvm" => {
-            need_kvm(name, h)?;
-            need_vmm(h)?;
-            need_linux_guest(name, h)
-        }
-        "qemu" => {
-            need_tool("qemu-system-x86_64", "qemu-system-x86", h)?;
-            need_kvm(name, h)?;
-            need_linux_guest(name, h)
-        }
-        "cvbench-runtime" => {
-            need_root(name, h)?;
-            need_state_space(name, h)?;
-            need_workload(h)
-        }
-        "docker-cvbench" => {
-            need_tool("dockerd", "docker.io   # or keep Docker's own docker-ce", h)?;
-            need_root(name, h)?;
-            need_state_space(name, h)?;
-            need_workload(h)
-        }
-        "runc" | "crun" => {
-            need_tool(name, name, h)?;
-            need_root(name, h)?;
-            need_state_space(name, h)?;
-            need_workload(h)
-        }
-        "docker" => {
-            need_tool("dockerd", "docker.io   # or keep Docker's own docker-ce", h)?;
-            need_root(name, h)?;
-            need_state_space(name, h)?;
-            need_workload(h)
-        }
-        other => Err(Blocker::new(
-            format!("no backend named {other:?} (known: {})", backend::ALL.join(", ")),
-            Some("cvbench run --help"),
+/// Can `backend` run its workloads here? Decided from `h` alone, by checking the backend's
+/// own [`Need`]s in order.
+pub fn verdict(backend: BackendId, h: &Host) -> Result<(), Blocker> {
+    let name = backend.name();
+    backend.needs().iter().try_for_each(|need| match *need {
+        Need::Root => need_root(name, h),
+        Need::Overlayfs if !h.overlayfs => Err(Blocker::new(
+            "overlayfs is not available: the container's rootfs is an overlay",
+            Some("modprobe overlay"),
         )),
-    }
+        Need::Overlayfs => Ok(()),
+        Need::StateSpace => need_state_space(name, h),
+        Need::Workload => need_workload(h),
+        Need::Kvm => need_kvm(name, h),
+        Need::Vmm => need_vmm(h),
+        Need::LinuxGuest => need_linux_guest(name, h),
+        Need::Tool { cmd, package } => need_tool(cmd, package, h),
+    })
 }
 
 fn need_vmm(h: &Host) -> Result<(), Blocker> {
@@ -241,7 +201,7 @@ fn need_vmm(h: &Host) -> Result<(), Blocker> {
 
 /// Every known backend with its verdict, in report order.
 pub fn verdicts(h: &Host) -> Vec<(&'static str, Result<(), Blocker>)> {
-    backend::ALL.iter().map(|&n| (n, verdict(n, h))).collect()
+    BackendId::ALL.iter().map(|&b| (b.name(), verdict(b, h))).collect()
 }
 
 #[cfg(test)]
@@ -267,26 +227,26 @@ mod tests {
     #[test]
     fn software_kvm_rules_out_the_linux_guests_but_not_the_bare_vm() {
         let h = Host { kvm: KvmKind::SoftwarePvm, ..good_host() };
-        let b = verdict("microvm", &h).unwrap_err();
+        let b = verdict(BackendId::Microvm, &h).unwrap_err();
         assert!(b.reason.contains("kvm_pvm") && b.starts_anyway, "{b}");
-        assert!(verdict("qemu", &h).is_err());
-        assert_eq!(verdict("microvm-bare", &h), Ok(()));
+        assert!(verdict(BackendId::Qemu, &h).is_err());
+        assert_eq!(verdict(BackendId::MicrovmBare, &h), Ok(()));
     }
 
     #[test]
     fn no_kvm_names_the_module_to_load() {
         let h = Host { kvm: KvmKind::Absent, ..good_host() };
-        let b = verdict("microvm-bare", &h).unwrap_err();
+        let b = verdict(BackendId::MicrovmBare, &h).unwrap_err();
         assert!(b.fix.unwrap().contains("modprobe kvm"));
     }
 
     #[test]
     fn not_root_rules_out_containers_with_the_fix() {
         let h = Host { root: false, ..good_host() };
-        let b = verdict("container", &h).unwrap_err();
+        let b = verdict(BackendId::Container, &h).unwrap_err();
         assert!(b.reason.starts_with("not root"), "{b}");
         assert!(b.fix.is_some());
-        assert_eq!(verdict("native", &h), Ok(()));
+        assert_eq!(verdict(BackendId::Native, &h), Ok(()));
     }
 
     #[test]
@@ -294,14 +254,14 @@ mod tests {
         let source =
             KernelSource { package: "linux-source-6.1".into(), tarball: "/usr/src/linux-source-6.1.tar.xz".into() };
         let h = Host { guest_kernel: GuestKernel::NotBuilt { source, expected: "/c/vmlinux".into() }, ..good_host() };
-        assert_eq!(verdict("microvm", &h).unwrap_err().fix.as_deref(), Some("scripts/build-guest-kernel"));
+        assert_eq!(verdict(BackendId::Microvm, &h).unwrap_err().fix.as_deref(), Some("scripts/build-guest-kernel"));
     }
 
     #[test]
     fn missing_kernel_source_says_to_install_one_not_to_run_the_build_that_fails() {
         let no_source = kernel_cache::Error::FindSource { dir: "/usr/src".into() };
         let h = Host { guest_kernel: GuestKernel::Unbuildable(no_source), ..good_host() };
-        for backend in ["microvm", "qemu"] {
+        for backend in [BackendId::Microvm, BackendId::Qemu] {
             let b = verdict(backend, &h).unwrap_err();
             assert!(b.reason.contains("no kernel source under /usr/src"), "{b}");
             assert!(b.fix.as_deref().unwrap().starts_with("apt-get install linux-source-"), "{b}");
@@ -311,7 +271,7 @@ mod tests {
     #[test]
     fn missing_docker_says_which_package() {
         let h = Host { on_path: nothing, ..good_host() };
-        let b = verdict("docker", &h).unwrap_err();
+        let b = verdict(BackendId::Docker, &h).unwrap_err();
         assert!(b.reason.contains("dockerd is not installed"), "{b}");
         assert!(b.fix.unwrap().starts_with("apt-get install docker.io"));
     }
@@ -319,21 +279,16 @@ mod tests {
     #[test]
     fn a_full_state_dir_rules_out_image_backends() {
         let h = Host { state_free_mib: Some(10), ..good_host() };
-        let b = verdict("container", &h).unwrap_err();
+        let b = verdict(BackendId::Container, &h).unwrap_err();
         assert!(b.reason.contains("No space left on device") && !b.starts_anyway, "{b}");
-        assert_eq!(verdict("native", &h), Ok(()));
-    }
-
-    #[test]
-    fn unknown_backend_is_refused() {
-        assert!(verdict("teleport", &good_host()).is_err());
+        assert_eq!(verdict(BackendId::Native, &h), Ok(()));
     }
 
     #[test]
     fn probing_this_host_gives_native_a_verdict_like_its_check() {
         let v = verdicts(&Host::probe());
         assert_eq!(v.len(), backend::ALL.len());
-        let native = backend::by_name("native").unwrap().check();
+        let native = BackendId::Native.backend().check();
         assert_eq!(v[0].1.is_ok(), native.is_ok(), "{:?} vs {native:?}", v[0].1);
     }
 }

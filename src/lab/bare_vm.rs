@@ -2,21 +2,22 @@
 //! natively, in a container and in the bare micro-VM, interleaved; the bare
 //! VM's exit and system-call counters; the price of one forwarded call.
 
+use crate::workload::Workload;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{backend_ready, ms, progress, run_once, yes, LabOptions, LabReport, Table};
-use crate::backend::{Backend, BackendOptions};
+use crate::backend::{Backend, BackendId, BackendOptions};
 use crate::figures::fixed;
 use crate::record::RunRecord;
 use crate::stats;
 
-const BACKENDS: [&str; 3] = ["native", "container", "microvm-bare"];
+const BACKENDS: [BackendId; 3] = [BackendId::Native, BackendId::Container, BackendId::MicrovmBare];
 
-type Recs = BTreeMap<(String, String), Vec<RunRecord>>;
+type Recs = BTreeMap<(BackendId, Workload), Vec<RunRecord>>;
 
-fn lookup<'a>(recs: &'a Recs, backend: &str, workload: &str) -> &'a [RunRecord] {
-    recs.get(&(backend.to_string(), workload.to_string())).map(Vec::as_slice).unwrap_or(&[])
+fn lookup(recs: &Recs, backend: BackendId, workload: Workload) -> &[RunRecord] {
+    recs.get(&(backend, workload)).map(Vec::as_slice).unwrap_or(&[])
 }
 
 fn best_of(recs: &[RunRecord], metric: &str) -> Option<f64> {
@@ -28,14 +29,14 @@ fn median_of(recs: &[RunRecord], f: impl Fn(&RunRecord) -> Option<f64>) -> Optio
 }
 
 pub fn run(opts: &LabOptions, r: &mut LabReport) {
-    let mut ready: Vec<(&str, Box<dyn Backend>)> = Vec::new();
+    let mut ready: Vec<(BackendId, Box<dyn Backend>)> = Vec::new();
     for name in BACKENDS {
         match backend_ready(name) {
             Ok(b) => ready.push((name, b)),
             Err(reason) => r.unavailable(reason),
         }
     }
-    if !ready.iter().any(|(n, _)| *n == "microvm-bare") {
+    if !ready.iter().any(|(n, _)| *n == BackendId::MicrovmBare) {
         return;
     }
     if let Some(k) = kvm_line() {
@@ -54,24 +55,26 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     let t = Duration::from_secs(120);
     for _ in 0..reps {
         for (name, b) in &ready {
-            for (w, args) in [("syscall", &["--iters", iters][..]), ("noop", &[][..]), ("cpu", cpu_args)] {
+            for (w, args) in
+                [(Workload::Syscall, &["--iters", iters][..]), (Workload::Noop, &[][..]), (Workload::Cpu, cpu_args)]
+            {
                 let rec = run_once(b.as_ref(), w, args, &BackendOptions::default(), t);
                 if let Some(e) = &rec.error {
                     failures.push(format!("{w} on {name}: {e}"));
                 } else {
-                    recs.entry((name.to_string(), w.to_string())).or_default().push(rec);
+                    recs.entry((*name, w)).or_default().push(rec);
                 }
             }
         }
     }
-    let get = |n: &str, w: &str| lookup(&recs, n, w);
-    let native_ns = median_of(get("native", "syscall"), |r| r.metrics.get("ns_per_call").copied());
+    let get = |n: BackendId, w: Workload| lookup(&recs, n, w);
+    let native_ns = median_of(get(BackendId::Native, Workload::Syscall), |r| r.metrics.get("ns_per_call").copied());
     let mut st = Table::new(
         &format!("One getppid() round trip (syscall workload, --iters {iters}; medians of {reps})"),
         &["backend", "ns per call", "× native", "VM exits", "syscalls serviced", "VMM service ns/call"],
     );
     for (name, _) in &ready {
-        let v = get(name, "syscall");
+        let v = get(*name, Workload::Syscall);
         let ns = median_of(v, |r| r.metrics.get("ns_per_call").copied());
         let exits = median_of(v, |r| r.extra.get("vm_exits").copied());
         let calls = median_of(v, |r| r.extra.get("syscalls").copied());
@@ -96,7 +99,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         &["backend", "launch→exit", "phases"],
     );
     for (name, _) in &ready {
-        let v = get(name, "noop");
+        let v = get(*name, Workload::Noop);
         let exit = median_of(v, |r| r.host.launch_to_exit_ns.map(|n| n as f64));
         let mut order: Vec<String> = Vec::new();
         let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -114,14 +117,14 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     }
     r.tables.push(nt);
 
-    let native_cpu = median_of(get("native", "cpu"), |r| r.metrics.get("sha256_mib_per_s").copied());
+    let native_cpu = median_of(get(BackendId::Native, Workload::Cpu), |r| r.metrics.get("sha256_mib_per_s").copied());
     let mut ct = Table::new(
         &format!("cpu workload: no system calls in the hot loop (medians of {reps})"),
         &["backend", "SHA-256 MiB/s", "× native", "best of runs", "best × native", "sieve Mnum/s", "matmul GFLOP/s"],
     );
-    let native_best = best_of(get("native", "cpu"), "sha256_mib_per_s");
+    let native_best = best_of(get(BackendId::Native, Workload::Cpu), "sha256_mib_per_s");
     for (name, _) in &ready {
-        let v = get(name, "cpu");
+        let v = get(*name, Workload::Cpu);
         let sha = median_of(v, |r| r.metrics.get("sha256_mib_per_s").copied());
         let best = best_of(v, "sha256_mib_per_s");
         ct.row([
@@ -141,7 +144,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         failures.is_empty(),
         if failures.is_empty() { "yes".to_string() } else { failures.join(" | ") },
     );
-    let bare = get("microvm-bare", "syscall");
+    let bare = get(BackendId::MicrovmBare, Workload::Syscall);
     let want: f64 = iters.parse().unwrap_or(0.0);
     let calls = median_of(bare, |r| r.extra.get("syscalls").copied());
     let exits = median_of(bare, |r| r.extra.get("vm_exits").copied());
@@ -164,7 +167,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         format!("{} ({} vs {} ns)", yes(slower), fixed(bare_ns, 0), fixed(native_ns, 0)),
     );
     // Best of the runs: the one least disturbed by other work on the host.
-    let bare_best = best_of(get("microvm-bare", "cpu"), "sha256_mib_per_s");
+    let bare_best = best_of(get(BackendId::MicrovmBare, Workload::Cpu), "sha256_mib_per_s");
     let close = bare_best.zip(native_best).is_some_and(|(b, n)| (b / n - 1.0).abs() < 0.25);
     r.check(
         "CPU-bound code in the bare VM runs near native speed (best runs within 25 %)",

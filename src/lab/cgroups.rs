@@ -3,6 +3,7 @@
 //! fork bomb held by `pids.max`, and a busy process frozen and thawed — the
 //! last three in cgroups made with the runtime's `CgroupManager`.
 
+use crate::workload::Workload;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -96,7 +97,7 @@ fn spawn_in(group: &Group, script: &str, args: &[&str]) -> Result<Child, String>
 }
 
 fn memory(r: &mut LabReport) {
-    let ct = match backend_ready("container") {
+    let ct = match backend_ready(crate::backend::BackendId::Container) {
         Ok(b) => b,
         Err(reason) => {
             r.unavailable(format!("memory limit / OOM part: {reason}"));
@@ -105,10 +106,10 @@ fn memory(r: &mut LabReport) {
     };
     progress("mem-touch in a container limited to 32 MiB: 64 MiB (expect an OOM kill), then 16 MiB");
     let options = BackendOptions { memory_limit: Some(32 << 20), ..Default::default() };
-    let big = run_once(ct.as_ref(), "mem-touch", &["--touch-mib", "64"], &options, Duration::from_secs(60));
+    let big = run_once(ct.as_ref(), Workload::MemTouch, &["--touch-mib", "64"], &options, Duration::from_secs(60));
     let small = run_once(
         ct.as_ref(),
-        "mem-touch",
+        Workload::MemTouch,
         &["--touch-mib", "16", "--chase-mib", "4"],
         &options,
         Duration::from_secs(60),

@@ -3,6 +3,7 @@
 //! into the runtime's store, run a container from it and read its overlay
 //! root from the host; then time copy-up on an overlay mount of our own.
 
+use crate::workload::Workload;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -96,7 +97,7 @@ impl Drop for ImageGuard<'_> {
 }
 
 fn image_part(r: &mut LabReport) {
-    let ct = match backend_ready("container") {
+    let ct = match backend_ready(crate::backend::BackendId::Container) {
         Ok(b) => b,
         Err(reason) => {
             r.unavailable(format!("image part: {reason}"));
@@ -173,7 +174,7 @@ fn image_part(r: &mut LabReport) {
 
     progress("running an idle container from the image and reading its root from the host");
     let options = BackendOptions { image: Some(tag.clone()), ..Default::default() };
-    let held = match Held::start(ct.as_ref(), "idle", &[], &options, Duration::from_secs(60)) {
+    let held = match Held::start(ct.as_ref(), Workload::Idle, &[], &options, Duration::from_secs(60)) {
         Ok(h) => h,
         Err(e) => {
             r.check("a container runs from the imported image", false, live::error_chain(&e));

@@ -3,6 +3,8 @@
 //! `-M microvm` on the same kernel (full run only), and say honestly how far
 //! the guest gets on this host's kind of KVM.
 
+use crate::backend::BackendId;
+use crate::workload::Workload;
 use std::time::Duration;
 
 use super::{backend_ready, progress, run_once, yes, LabOptions, LabReport, Table};
@@ -47,13 +49,13 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         r.unavailable("no usable /dev/kvm: no VM can boot here");
         return;
     }
-    let mut peers = vec!["microvm"];
+    let mut peers = vec![BackendId::Microvm];
     if !opts.quick {
-        peers.push("qemu");
+        peers.push(BackendId::Qemu);
     } else {
         r.note("--quick boots only cvbench's VMM; run without --quick to boot QEMU -M microvm on the same kernel too");
     }
-    let mut runs: Vec<(&str, RunRecord)> = Vec::new();
+    let mut runs: Vec<(BackendId, RunRecord)> = Vec::new();
     for name in peers {
         let b = match backend_ready(name) {
             Ok(b) => b,
@@ -63,7 +65,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
             }
         };
         progress(&format!("booting the guest kernel with {name} (noop; on a software KVM this takes tens of seconds)"));
-        let rec = run_once(b.as_ref(), "noop", &[], &BackendOptions::default(), TIMEOUT);
+        let rec = run_once(b.as_ref(), Workload::Noop, &[], &BackendOptions::default(), TIMEOUT);
         runs.push((name, rec));
     }
     if runs.is_empty() {
@@ -73,7 +75,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         "Boot of the same guest kernel (ms from the VMM's start unless noted)",
         &["", "microvm (cvbench-vmm)", "qemu -M microvm"],
     );
-    let cell = |name: &str, f: &dyn Fn(&RunRecord) -> String| {
+    let cell = |name: BackendId, f: &dyn Fn(&RunRecord) -> String| {
         runs.iter().find(|(n, _)| *n == name).map(|(_, rec)| f(rec)).unwrap_or_else(|| "not run".into())
     };
     let extra = |key: &'static str| move |rec: &RunRecord| fixed(rec.extra.get(key).copied(), 1);
@@ -94,7 +96,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         ("workload ran", Box::new(|rec: &RunRecord| yes(rec.error.is_none()).to_string())),
     ];
     for (label, f) in &rows {
-        t.row([label.to_string(), cell("microvm", f.as_ref()), cell("qemu", f.as_ref())]);
+        t.row([label.to_string(), cell(BackendId::Microvm, f.as_ref()), cell(BackendId::Qemu, f.as_ref())]);
     }
     r.tables.push(t);
     for (name, rec) in &runs {
@@ -111,13 +113,13 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
             r.note(format!("{name}: the record's error: {short}{more}"));
         }
     }
-    if let Some((_, q)) = runs.iter().find(|(n, _)| *n == "qemu") {
+    if let Some((_, q)) = runs.iter().find(|(n, _)| *n == BackendId::Qemu) {
         if let Some(e) = &q.error {
             let first: String = e.lines().next().unwrap_or("").chars().take(200).collect();
             r.unavailable(format!("qemu -M microvm did not finish the boot here: {first}"));
         }
     }
-    let Some((_, ours)) = runs.iter().find(|(n, _)| *n == "microvm") else {
+    let Some((_, ours)) = runs.iter().find(|(n, _)| *n == BackendId::Microvm) else {
         return;
     };
     let kernel_init = ours.host.phases.iter().any(|(n, _)| n.contains("kernel starts /init"));

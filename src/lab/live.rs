@@ -2,6 +2,7 @@
 //! (`idle` until READY, then `/proc/<pid>/…`), and the host-side readings the
 //! labs use: namespace inodes, the PID inside, interfaces, the root mount.
 
+use crate::workload::Workload;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::mpsc;
@@ -34,7 +35,7 @@ impl Held {
     /// Launch `workload` (normally `idle`) and wait for its READY line.
     pub fn start(
         b: &dyn Backend,
-        workload: &str,
+        workload: Workload,
         args: &[&str],
         options: &BackendOptions,
         timeout: Duration,
@@ -46,7 +47,7 @@ impl Held {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LiveError::Pipe("stdout", e))?;
         let errf = std::fs::File::options().write(true).open("/dev/null").map_err(LiveError::DevNull)?;
         let spec = LaunchSpec {
-            workload: workload.to_string(),
+            workload,
             args: args.iter().map(|s| s.to_string()).collect(),
             stdin_pipe: true,
             stdout: out_w,

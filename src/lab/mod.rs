@@ -12,6 +12,7 @@ pub mod namespaces;
 pub mod overhead;
 pub mod table;
 
+use crate::workload::Workload;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -161,8 +162,8 @@ pub(crate) fn progress(msg: &str) {
 }
 
 /// A backend that passed its host check, or the reason it cannot run here.
-pub(crate) fn backend_ready(name: &str) -> Result<Box<dyn backend::Backend>, String> {
-    let b = backend::by_name(name).map_err(|e| e.to_string())?;
+pub(crate) fn backend_ready(id: backend::BackendId) -> Result<Box<dyn backend::Backend>, String> {
+    let (name, b) = (id.name(), id.backend());
     b.check().map_err(|reason| format!("backend {name} cannot run here: {reason}"))?;
     Ok(b)
 }
@@ -170,7 +171,7 @@ pub(crate) fn backend_ready(name: &str) -> Result<Box<dyn backend::Backend>, Str
 /// One run of `workload` on `b` through the harness runner.
 pub(crate) fn run_once(
     b: &dyn backend::Backend,
-    workload: &str,
+    workload: Workload,
     args: &[&str],
     options: &BackendOptions,
     timeout: Duration,

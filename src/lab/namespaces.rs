@@ -3,6 +3,8 @@
 //! mount, its namespace inodes), then time `noop` with one namespace more
 //! each time and show the phase breakdown.
 
+use crate::backend::BackendId;
+use crate::workload::Workload;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ const SETS: [&str; 4] = ["mount,net", "mount,net,pid", "mount,net,pid,uts,ipc", 
 const DEFAULT_NS: [&str; 6] = ["cgroup", "ipc", "mnt", "net", "pid", "uts"];
 
 pub fn run(opts: &LabOptions, r: &mut LabReport) {
-    let ct = match backend_ready("container") {
+    let ct = match backend_ready(crate::backend::BackendId::Container) {
         Ok(b) => b,
         Err(reason) => {
             r.unavailable(reason);
@@ -35,7 +37,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
 
 fn isolation(ct: &dyn Backend, r: &mut LabReport) {
     progress("starting an idle container (default namespaces, --net none) and reading it from the host");
-    let held = match Held::start(ct, "idle", &[], &BackendOptions::default(), Duration::from_secs(60)) {
+    let held = match Held::start(ct, Workload::Idle, &[], &BackendOptions::default(), Duration::from_secs(60)) {
         Ok(h) => h,
         Err(e) => {
             r.check("an idle container starts", false, live::error_chain(&e));
@@ -128,7 +130,7 @@ fn isolation(ct: &dyn Backend, r: &mut LabReport) {
 
 fn startup(ct: &dyn Backend, opts: &LabOptions, r: &mut LabReport) {
     let reps = opts.reps();
-    let native = match backend_ready("native") {
+    let native = match backend_ready(crate::backend::BackendId::Native) {
         Ok(b) => b,
         Err(reason) => {
             r.unavailable(reason);
@@ -153,9 +155,9 @@ fn startup(ct: &dyn Backend, opts: &LabOptions, r: &mut LabReport) {
                     },
                 ),
             };
-            let rec = run_once(b, "noop", &[], &options, Duration::from_secs(60));
+            let rec = run_once(b, Workload::Noop, &[], &options, Duration::from_secs(60));
             if let Some(e) = rec.error {
-                failures.push(format!("{}: {e}", set.copied().unwrap_or("native")));
+                failures.push(format!("{}: {e}", set.copied().unwrap_or(BackendId::Native.name())));
                 continue;
             }
             if let Some(ns) = rec.host.launch_to_exit_ns {

@@ -4,6 +4,7 @@
 //! security surface of each backend read from the host.
 
 use super::{progress, yes, LabOptions, LabReport, Table};
+use crate::backend::BackendId;
 use crate::bench::{self, Observer, Plan, Profile, Slot};
 use crate::figures::fixed;
 use crate::record::RunRecord;
@@ -42,13 +43,13 @@ impl Observer for Collect {
 }
 
 pub fn run(opts: &LabOptions, r: &mut LabReport) {
-    let mut backends = vec!["native", "container", "microvm-bare"];
+    let mut backends = vec![BackendId::Native.name(), BackendId::Container.name(), BackendId::MicrovmBare.name()];
     let mut families = vec!["surface", "startup-serial", "footprint", "cpu", "mem-bw", "mem-touch", "syscall"];
     if !opts.quick {
-        backends.extend(["crun", "runc", "docker"]);
+        backends.extend([BackendId::Crun.name(), BackendId::Runc.name(), BackendId::Docker.name()]);
         families.extend(["net-rr", "disk"]);
         if crate::env::kvm_kind() == crate::env::KvmKind::Hardware {
-            backends.push("microvm");
+            backends.push(BackendId::Microvm.name());
         } else {
             r.unavailable(
                 "microvm (Linux guest) left out of the study: on this host's KVM the guest's user space cannot run \
@@ -84,8 +85,8 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     let agg = Aggregate::new(&obs.records);
 
     let shown: Vec<&str> = agg.backends.iter().map(String::as_str).collect();
-    let mut headers = vec!["metric".to_string(), "native".to_string()];
-    for b in shown.iter().filter(|b| **b != "native") {
+    let mut headers = vec!["metric".to_string(), BackendId::Native.name().to_string()];
+    for b in shown.iter().filter(|b| **b != BackendId::Native.name()) {
         headers.push(format!("{b} (× native)"));
     }
     headers.push("published".to_string());
@@ -99,12 +100,12 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         if !agg.scenarios.iter().any(|s| s == sc) {
             continue;
         }
-        let native = agg.cell(sc, "native", hl.metric);
+        let native = agg.cell(sc, BackendId::Native.name(), hl.metric);
         let mut row = vec![
             format!("{} ({})", hl.label, hl.unit.text()),
             fixed(native.summary.map(|s| hl.unit.scale(s.median)), 2),
         ];
-        for b in shown.iter().filter(|b| **b != "native") {
+        for b in shown.iter().filter(|b| **b != BackendId::Native.name()) {
             let c = agg.cell(sc, b, hl.metric);
             row.push(match (c.summary, c.ratio) {
                 (Some(s), Some(ra)) => format!("{:.2} ({ra:.2}×)", hl.unit.scale(s.median)),
@@ -153,13 +154,24 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     let best = |b: &str, fam: &str, metric: &str| {
         agg.values(fam, b, metric).into_iter().filter(|v| v.is_finite()).reduce(f64::max)
     };
-    let best_ratio =
-        |b: &str, fam: &str, metric: &str| best(b, fam, metric).zip(best("native", fam, metric)).map(|(x, n)| x / n);
+    let best_ratio = |b: &str, fam: &str, metric: &str| {
+        best(b, fam, metric).zip(best(BackendId::Native.name(), fam, metric)).map(|(x, n)| x / n)
+    };
     let near = |x: Option<f64>| x.is_some_and(|v| (0.75..=1.33).contains(&v));
     for (b, fam, metric, what) in [
-        ("container", "cpu", "workload.sha256_mib_per_s", "container CPU ≈ native (Felter'15)"),
-        ("container", "mem-bw", "workload.triad_gb_s", "container memory bandwidth ≈ native (Felter'15)"),
-        ("microvm-bare", "cpu", "workload.sha256_mib_per_s", "bare-VM CPU ≈ native (Felter'15: KVM ≈ native)"),
+        (BackendId::Container.name(), "cpu", "workload.sha256_mib_per_s", "container CPU ≈ native (Felter'15)"),
+        (
+            BackendId::Container.name(),
+            "mem-bw",
+            "workload.triad_gb_s",
+            "container memory bandwidth ≈ native (Felter'15)",
+        ),
+        (
+            BackendId::MicrovmBare.name(),
+            "cpu",
+            "workload.sha256_mib_per_s",
+            "bare-VM CPU ≈ native (Felter'15: KVM ≈ native)",
+        ),
     ] {
         let x = best_ratio(b, fam, metric);
         r.check(
@@ -173,8 +185,8 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
             ),
         );
     }
-    let vm_sys =
-        ratio("microvm-bare", "syscall", "workload.ns_per_call").map(|x| cost_factor("workload.ns_per_call", x));
+    let vm_sys = ratio(BackendId::MicrovmBare.name(), "syscall", "workload.ns_per_call")
+        .map(|x| cost_factor("workload.ns_per_call", x));
     let exits_cost = vm_sys.is_some_and(|v| v > 3.0);
     r.check(
         "the VM pays where it exits: bare-VM system calls cost > 3× native",

@@ -4,6 +4,7 @@
 //! excludes 1), and the errors of failed runs. Everything the Markdown and the charts show comes
 //! from here.
 
+use crate::backend::BackendId;
 use std::collections::BTreeMap;
 
 use crate::record::RunRecord;
@@ -130,7 +131,7 @@ impl Aggregate {
             groups.entry((r.scenario.clone(), r.backend.clone())).or_default().push(r.clone());
         }
         let order = |b: &String| crate::backend::ALL.iter().position(|n| n == b).unwrap_or(usize::MAX);
-        backends.sort_by_key(|b| (b != "native", order(b)));
+        backends.sort_by_key(|b| (b != BackendId::Native.name(), order(b)));
         Aggregate { backends, scenarios, groups }
     }
 
@@ -153,7 +154,7 @@ impl Aggregate {
     pub fn cell(&self, scenario: &str, backend: &str, metric: &str) -> Cell {
         let recs = self.records(scenario, backend);
         let values = self.values(scenario, backend, metric);
-        let native_values = self.values(scenario, "native", metric);
+        let native_values = self.values(scenario, BackendId::Native.name(), metric);
         let summary = stats::summarize(&values);
         let native = stats::median(&native_values);
         // Each cell draws its own resamples from a seed named after it, so
@@ -163,7 +164,7 @@ impl Aggregate {
         // A ratio of a negative or zero figure means nothing, so none is given.
         let positive = values.iter().chain(&native_values).all(|v| *v > 0.0);
         let (ratio, ratio_ci) = match (summary, native) {
-            (Some(s), Some(n)) if backend != "native" && positive => {
+            (Some(s), Some(n)) if backend != BackendId::Native.name() && positive => {
                 (stats::ratio(s.median, n), stats::bootstrap_ratio_ci(&values, &native_values, seed ^ 0x5eed))
             }
             _ => (None, None),

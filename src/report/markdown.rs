@@ -5,6 +5,7 @@
 //! startup breakdown, density, the security surface, full distributions,
 //! and plain statements of what could not be measured.
 
+use crate::backend::BackendId;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -71,7 +72,7 @@ fn cell_text(a: &Aggregate, sc: &str, b: &str, hl: &Headline) -> String {
             let noisy = if Aggregate::noisy(&c) { format!(" ⚠ CV {:.0}%", s.cv * 100.0) } else { String::new() };
             let failed = if c.failed > 0 { format!(" ({} failed)", c.failed) } else { String::new() };
             match ratio_text(&c) {
-                Some(r) if b != "native" => format!("{r} · {v}{noisy}{failed}"),
+                Some(r) if b != BackendId::Native.name() => format!("{r} · {v}{noisy}{failed}"),
                 _ => format!("{v}{noisy}{failed}"),
             }
         }

@@ -11,6 +11,7 @@ pub mod images;
 pub mod markdown;
 pub mod summary;
 
+use crate::backend::BackendId;
 use std::path::{Path, PathBuf};
 
 use crate::results::{ResultSet, ResultsError};
@@ -81,7 +82,7 @@ pub fn ratio_bars(a: &Aggregate) -> Vec<RatioBar> {
             crate::stats::Better::Lower => " ↓",
             crate::stats::Better::Neither => "",
         };
-        for b in a.backends.iter().filter(|b| *b != "native") {
+        for b in a.backends.iter().filter(|b| *b != BackendId::Native.name()) {
             let c = a.cell(&sc, b, hl.metric);
             if let (Some(r), Some(ci)) = (c.ratio, c.ratio_ci) {
                 v.push(RatioBar {

@@ -4,6 +4,7 @@
 
 use super::aggregate::{cost_factor, family_of, Aggregate, Cell};
 use super::backends::{self, Kind};
+use crate::backend::BackendId;
 use crate::figures::num;
 use crate::stats::Significance;
 
@@ -35,7 +36,7 @@ fn span(lo: f64, hi: f64, unit: &str) -> String {
 
 /// One sentence on a scenario's metric (startup, memory) per kind.
 fn per_kind(a: &Aggregate, scenario: &str, metric: &str, scale: f64, unit: &str, what: &str) -> Option<String> {
-    let native = a.cell(scenario, "native", metric).summary.map(|s| s.median * scale);
+    let native = a.cell(scenario, BackendId::Native.name(), metric).summary.map(|s| s.median * scale);
     let mut parts = Vec::new();
     for kind in [Kind::Container, Kind::Vm] {
         let cells: Vec<(&str, Cell)> = members(a, kind)

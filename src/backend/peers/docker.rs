@@ -13,11 +13,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{launch_err, oci, PeerError};
 use crate::backend::netpath::{Client, NetPath};
-use crate::backend::process::ChildProcess;
-use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
+use crate::backend::process::{ChildProcess, Spawn};
+use crate::backend::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
 use crate::workload::Needs;
+
+/// The label of Docker's processes and errors (also the CLI's name).
+const DOCKER: &str = BackendId::Docker.name();
 
 const IMAGE: &str = "cvbench-workload:latest";
 
@@ -80,16 +83,8 @@ impl Daemon {
         cmd
             // Ctrl-C at the terminal must not reach the daemon: we stop it.
             .process_group(0);
-        let spec = LaunchSpec {
-            workload: "dockerd".into(),
-            args: vec![],
-            stdin_pipe: false,
-            stdout: null.into(),
-            stderr: log.into(),
-            timeout: Duration::from_secs(60),
-            options: Default::default(),
-        };
-        let proc = ChildProcess::spawn("docker", cmd, spec).map_err(|e| PeerError::Other(e.to_string()))?;
+        let spec = Spawn::helper("dockerd", null.into(), log.into());
+        let proc = ChildProcess::spawn(DOCKER, cmd, spec).map_err(|e| PeerError::Other(e.to_string()))?;
         let d = Daemon { proc: Mutex::new(proc), ctr: Mutex::new(None), sock, base, exec_root, cli: cli_path() };
         let t = Instant::now();
         loop {
@@ -185,14 +180,6 @@ impl Docker {
         Docker { ours: true, ..Docker::default() }
     }
 
-    fn backend_name(&self) -> &'static str {
-        if self.ours {
-            "docker-cvbench"
-        } else {
-            "docker"
-        }
-    }
-
     fn daemon(&self) -> Result<Arc<Daemon>, String> {
         let mut g = self.daemon.lock().map_err(|_| "daemon lock poisoned".to_string())?;
         if let Some(d) = g.as_ref() {
@@ -230,8 +217,12 @@ struct DockerInstance {
 }
 
 impl Backend for Docker {
-    fn name(&self) -> &'static str {
-        self.backend_name()
+    fn id(&self) -> BackendId {
+        if self.ours {
+            BackendId::DockerCvbench
+        } else {
+            BackendId::Docker
+        }
     }
 
     /// Starts the private daemon (so the first launch does not pay for it).
@@ -246,8 +237,8 @@ impl Backend for Docker {
     }
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
-        let w = spec.workload.clone();
-        let daemon = self.daemon().map_err(|e| launch_err(self.backend_name(), &w, e))?;
+        let w = spec.workload.name();
+        let daemon = self.daemon().map_err(|e| launch_err(self.name(), w, e))?;
         let launched_unix_ns = unix_ns();
         let name = super::unique("cvb-docker");
         let mut notes = vec![
@@ -284,16 +275,16 @@ impl Backend for Docker {
                     "--max-conns",
                     "0",
                 ]))
-                .map_err(|e| launch_err("docker", &w, e))?;
+                .map_err(|e| launch_err(DOCKER, w, e))?;
                 server = Some(holder.clone());
                 let linked = super::run_tool(daemon.cli().args(["inspect", "-f", "{{.State.Pid}}", &holder]))
-                    .map_err(|e| launch_err("docker", &w, e))
+                    .map_err(|e| launch_err(DOCKER, w, e))
                     .and_then(|pid| {
                         let pid: i32 = pid.trim().parse().map_err(|_| {
-                            launch_err("docker", &w, format!("holder container pid {:?} is not a number", pid.trim()))
+                            launch_err(DOCKER, w, format!("holder container pid {:?} is not a number", pid.trim()))
                         })?;
-                        let bin = paths::workload_binary().map_err(|e| launch_err("docker", &w, e))?;
-                        NetPath::start(&bin, "docker", Client::Process(pid)).map_err(|e| launch_err("docker", &w, e))
+                        let bin = paths::workload_binary().map_err(|e| launch_err(DOCKER, w, e))?;
+                        NetPath::start(&bin, DOCKER, Client::Process(pid)).map_err(|e| launch_err(DOCKER, w, e))
                     });
                 let path = match linked {
                     Ok(p) => p,
@@ -312,7 +303,7 @@ impl Backend for Docker {
             }
         }
         if spec.needs().disk {
-            let d = super::scratch("cvbench-disk-").map_err(|e| launch_err("docker", &w, e))?;
+            let d = super::scratch("cvbench-disk-").map_err(|e| launch_err(DOCKER, w, e))?;
             cmd.arg("-v").arg(format!("{}:{}", d.path().display(), oci::DATA_DIR));
             args.extend(["--dir".to_string(), oci::DATA_DIR.to_string()]);
             notes.push(format!("disk: bind volume from {}", d.path().display()));
@@ -321,8 +312,8 @@ impl Backend for Docker {
         if spec.stdin_pipe {
             cmd.arg("-i");
         }
-        cmd.arg(IMAGE).arg(oci::GUEST_WORKLOAD).arg(&spec.workload).args(&args);
-        let child = match ChildProcess::spawn("docker", cmd, spec) {
+        cmd.arg(IMAGE).arg(oci::GUEST_WORKLOAD).arg(spec.workload.name()).args(&args);
+        let child = match ChildProcess::spawn(DOCKER, cmd, spec) {
             Ok(c) => c,
             Err(e) => {
                 if let Some(s) = &server {
@@ -419,16 +410,8 @@ impl CtrEvents {
         let null = std::fs::File::options().write(true).open("/dev/null").ok()?;
         let mut cmd = Command::new("ctr");
         cmd.arg("--address").arg(&sock).arg("events").process_group(0);
-        let spec = LaunchSpec {
-            workload: "ctr-events".into(),
-            args: vec![],
-            stdin_pipe: false,
-            stdout: wr,
-            stderr: null.into(),
-            timeout: Duration::from_secs(60),
-            options: Default::default(),
-        };
-        let proc = ChildProcess::spawn("docker", cmd, spec).ok()?;
+        let spec = Spawn::helper("ctr-events", wr, null.into());
+        let proc = ChildProcess::spawn(DOCKER, cmd, spec).ok()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let reader = {
             let seen = seen.clone();

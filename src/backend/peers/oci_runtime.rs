@@ -17,7 +17,7 @@ use super::oci::{self, RunConfig};
 use super::{launch_err, PeerError};
 use crate::backend::netpath::{Client, NetPath};
 use crate::backend::process::ChildProcess;
-use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
+use crate::backend::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
 use crate::workload::Needs;
@@ -33,12 +33,16 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    fn id(self) -> BackendId {
         match self {
-            Kind::Runc => "runc",
-            Kind::Crun => "crun",
-            Kind::Cvbench => "cvbench-runtime",
+            Kind::Runc => BackendId::Runc,
+            Kind::Crun => BackendId::Crun,
+            Kind::Cvbench => BackendId::CvbenchRuntime,
         }
+    }
+
+    fn name(self) -> &'static str {
+        self.id().name()
     }
 
     /// The program to exec: runc and crun from PATH, ours beside the cvbench binary.
@@ -152,8 +156,8 @@ struct OciInstance {
 }
 
 impl Backend for OciRuntime {
-    fn name(&self) -> &'static str {
-        self.kind.name()
+    fn id(&self) -> BackendId {
+        self.kind.id()
     }
 
     fn check(&self) -> Result<(), String> {
@@ -166,10 +170,10 @@ impl Backend for OciRuntime {
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
         let name = self.kind.name();
-        let w = spec.workload.clone();
-        let st = self.state().map_err(|e| launch_err(name, &w, e))?;
-        let bin = paths::workload_binary().map_err(|e| launch_err(name, &w, e))?;
-        let mut args = vec![spec.workload.clone()];
+        let w = spec.workload.name();
+        let st = self.state().map_err(|e| launch_err(name, w, e))?;
+        let bin = paths::workload_binary().map_err(|e| launch_err(name, w, e))?;
+        let mut args = vec![spec.workload.to_string()];
         args.extend(spec.args.iter().cloned());
         let mut notes = vec![format!(
             "{name}: exec'd CLI; generated OCI bundle (read-only rootfs with the workload only), namespaces {}, capabilities kept {}, no seccomp profile (as `runc spec` generates); footprint counts the runtime process (the container's parent in `run` mode) and the container",
@@ -179,14 +183,14 @@ impl Backend for OciRuntime {
         let (mut peer, mut scratch) = (None, None);
         match spec.needs() {
             Needs { network: true, .. } => {
-                let p = NetPath::start(&bin, self.kind.name(), Client::NewNamespace)
-                    .map_err(|e| launch_err(name, &w, e))?;
+                let p =
+                    NetPath::start(&bin, self.kind.name(), Client::NewNamespace).map_err(|e| launch_err(name, w, e))?;
                 args.extend(["--peer".to_string(), p.peer()]);
                 notes.push(p.note());
                 peer = Some(p);
             }
             Needs { disk: true, .. } => {
-                let d = super::scratch("cvbench-disk-").map_err(|e| launch_err(name, &w, e))?;
+                let d = super::scratch("cvbench-disk-").map_err(|e| launch_err(name, w, e))?;
                 args.extend(["--dir".to_string(), oci::DATA_DIR.to_string()]);
                 notes.push(format!("disk: bind volume from {}", d.path().display()));
                 scratch = Some(d);
@@ -204,7 +208,7 @@ impl Backend for OciRuntime {
                 data: scratch.as_ref().map(|d| d.path()),
             },
         )
-        .map_err(|e| launch_err(name, &w, e))?;
+        .map_err(|e| launch_err(name, w, e))?;
         let pid_file = bundle.join("pid");
         let mut cmd = self.command(&st);
         cmd.arg("run").arg("--bundle").arg(&bundle).arg("--pid-file").arg(&pid_file).arg(&id);

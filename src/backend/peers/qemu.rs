@@ -18,13 +18,13 @@ use super::{launch_err, run_tool};
 use crate::backend::console::{self, Console};
 use crate::backend::microvm::{self, PeerServer, GUEST_IP, HOST_IP, PEER_PORT};
 use crate::backend::process::ChildProcess;
-use crate::backend::{Backend, BackendError, Instance, LaunchSpec};
+use crate::backend::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::env::{self, KvmKind};
 use crate::paths;
 use crate::record::ExitInfo;
 use crate::workload::Needs;
 
-const BACKEND: &str = "qemu";
+const BACKEND: &str = BackendId::Qemu.name();
 const GUEST_MEM_MIB: u32 = microvm::DEFAULT_MEM_MIB;
 
 pub struct Qemu {
@@ -127,8 +127,8 @@ struct QemuInstance {
 }
 
 impl Backend for Qemu {
-    fn name(&self) -> &'static str {
-        BACKEND
+    fn id(&self) -> BackendId {
+        BackendId::Qemu
     }
 
     fn check(&self) -> Result<(), String> {
@@ -145,10 +145,10 @@ impl Backend for Qemu {
     }
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
-        let w = spec.workload.clone();
-        let kernel = microvm::kernel().map_err(|e| launch_err(BACKEND, &w, e))?;
-        let initrd = self.initrd().map_err(|e| launch_err(BACKEND, &w, e))?;
-        let dir = super::scratch("cvbench-qemu-").map_err(|e| launch_err(BACKEND, &w, e))?;
+        let w = spec.workload.name();
+        let kernel = microvm::kernel().map_err(|e| launch_err(BACKEND, w, e))?;
+        let initrd = self.initrd().map_err(|e| launch_err(BACKEND, w, e))?;
+        let dir = super::scratch("cvbench-qemu-").map_err(|e| launch_err(BACKEND, w, e))?;
         let kvm = env::kvm_kind();
         let mut args = spec.args.clone();
         let mut peer = None;
@@ -156,27 +156,27 @@ impl Backend for Qemu {
         let mut disk = None;
         match spec.needs() {
             Needs { network: true, .. } => {
-                let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, &w, e))?;
+                let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, w, e))?;
                 let p = PeerServer::start(&bin)?;
                 let name = format!("cvbqm{}", p.proc.pid());
-                make_tap(&p.netns(), &name).map_err(|e| launch_err(BACKEND, &w, e))?;
+                make_tap(&p.netns(), &name).map_err(|e| launch_err(BACKEND, w, e))?;
                 args.extend(["--peer".to_string(), format!("{HOST_IP}:{PEER_PORT}")]);
                 tap = Some(name);
                 peer = Some(p);
             }
             Needs { disk: true, .. } => {
-                disk = Some(microvm::make_disk(BACKEND, dir.path(), &w)?);
+                disk = Some(microvm::make_disk(BACKEND, dir.path(), w)?);
                 args.extend(["--dir".to_string(), "/mnt".to_string()]);
             }
             _ => {}
         }
-        let append = append(kvm, tap.is_some(), &w, &args).map_err(|e| launch_err(BACKEND, &w, e))?;
+        let append = append(kvm, tap.is_some(), w, &args).map_err(|e| launch_err(BACKEND, w, e))?;
         let qargs = QemuArgs { kernel: &kernel, initrd: initrd.path(), append, tap, disk };
         let mut cmd = command(&qargs);
         if let Some(p) = &peer {
             // QEMU opens the tap inside the peer's namespace; nothing of the VM's network is
             // visible from the host's.
-            let netns = std::fs::File::open(p.netns()).map_err(|e| launch_err(BACKEND, &w, e))?;
+            let netns = std::fs::File::open(p.netns()).map_err(|e| launch_err(BACKEND, w, e))?;
             // SAFETY: the closure runs between fork and exec and only calls setns(2), which is
             // async-signal-safe; `netns` stays open until the closure has run (it is moved in).
             unsafe {
@@ -192,7 +192,7 @@ impl Backend for Qemu {
         // The console goes through our relay, then to the harness's pipe.
         let LaunchSpec { workload, stdout, stderr, timeout, options, .. } = spec;
         let stdin_stop = console::StdinStop::new(spec.stdin_pipe);
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, &w, e))?;
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, w, e))?;
         let child_spec = LaunchSpec {
             workload,
             args: args.clone(),
