@@ -174,7 +174,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
         ),
     ] {
         let x = best_ratio(b, fam, metric);
-        r.check(
+        r.claim(
             format!("{what}: best runs within 25 %"),
             near(x),
             format!(
