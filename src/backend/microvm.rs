@@ -26,7 +26,7 @@ use super::process::{spawn_server, ChildProcess};
 use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
-use crate::workload::Needs;
+use crate::workload::{Needs, SERVE_PORT};
 
 const BACKEND: &str = BackendId::Microvm.name();
 /// `cvbench-vmm linux`'s exit code when the guest powered off without reporting a status.
@@ -39,7 +39,6 @@ pub(crate) const DEFAULT_MEM_MIB: u32 = 256;
 /// network namespace (the peer's), never in the host's.
 pub(crate) const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
 pub(crate) const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
-pub(crate) const PEER_PORT: u16 = 5201;
 const DISK_MIB: u64 = 512;
 
 /// The guest timeout in milliseconds, as the VMM derived it from `--timeout-s {:.3}` when the
@@ -175,7 +174,7 @@ impl PeerServer {
     pub(crate) fn start(workload_bin: &Path) -> Result<PeerServer, BackendError> {
         let mut cmd = Command::new(workload_bin);
         // 0.0.0.0: the tap (and its address) appears only when the VMM starts.
-        cmd.args(["serve", "--listen", &format!("0.0.0.0:{PEER_PORT}"), "--max-conns", "1"]);
+        cmd.args(["serve", "--listen", &format!("0.0.0.0:{SERVE_PORT}"), "--max-conns", "1"]);
         // SAFETY: the closure runs between fork and exec and only calls unshare(2), which is
         // async-signal-safe.
         unsafe {
@@ -264,7 +263,7 @@ impl Backend for MicroVm {
                     guest_ip: GUEST_IP,
                     prefix_len: 30,
                 });
-                args.extend(["--peer".to_string(), format!("{HOST_IP}:{PEER_PORT}")]);
+                args.extend(["--peer".to_string(), format!("{HOST_IP}:{SERVE_PORT}")]);
                 peer = Some(p);
             }
             Needs { disk: true, .. } => {
@@ -487,7 +486,7 @@ impl Instance for MicroVmInstance {
         if let Ok(c) = self.console.lock() {
             if !c.milestones.is_empty() {
                 v.push(format!("microvm: guest console: {}", c.milestones.join(" / ")));
-            } else if !c.tail.iter().any(|l| l.trim() == "READY") && !c.tail.is_empty() {
+            } else if !c.tail.iter().any(|l| crate::record::is_ready_line(l)) && !c.tail.is_empty() {
                 v.push(format!("microvm: guest console ended with: {}", c.tail_text()));
             }
         }

@@ -20,14 +20,14 @@ use cvbench_microvm::jail::seccomp::EXIT_SECCOMP;
 use cvbench_microvm::stats::BareStats;
 use cvbench_microvm::{kvm_probe, KvmKind};
 
-use super::microvm::{vmm_timeout, write_vmm_config, PeerServer, PEER_PORT};
+use super::microvm::{vmm_timeout, write_vmm_config, PeerServer};
 use super::peers::{launch_err, scratch};
 use super::process::ChildProcess;
 use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
-use crate::workload::Needs;
 use crate::workload::Workload;
+use crate::workload::{Needs, SERVE_PORT};
 
 const BACKEND: &str = BackendId::MicrovmBare.name();
 /// Enough for every supported workload's defaults (mem-touch: 128 + 32 MiB); host memory is
@@ -133,7 +133,7 @@ impl Backend for MicroVmBare {
         match spec.needs() {
             Needs { network: true, .. } => {
                 let p = PeerServer::start(&elf)?;
-                let addr = SocketAddrV4::new(PEER_IP, PEER_PORT);
+                let addr = SocketAddrV4::new(PEER_IP, SERVE_PORT);
                 net = Some(NetConfig { peer_pid: p.proc.pid(), peer: addr, local_ip: VMM_IP });
                 args.extend(["--peer".to_string(), addr.to_string()]);
                 peer = Some(p);
@@ -330,7 +330,7 @@ mod tests {
     }
 
     fn representative_plans() -> Vec<BarePlan> {
-        let addr = SocketAddrV4::new(PEER_IP, PEER_PORT);
+        let addr = SocketAddrV4::new(PEER_IP, SERVE_PORT);
         let mut net = plan("net-stream", &["--mib", "16", "--peer", "10.204.0.1:5201"]);
         net.net = Some(NetConfig { peer_pid: 4242, peer: addr, local_ip: VMM_IP });
         let mut disk = plan("disk", &["--size-mib", "8", "--dir", "/tmp/cvbench-microvm-bare-x/files"]);
