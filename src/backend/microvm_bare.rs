@@ -25,7 +25,7 @@ use super::peers::{launch_err, scratch};
 use super::process::ChildProcess;
 use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
-use crate::record::ExitInfo;
+use crate::record::{ExitInfo, RunRecord};
 use crate::workload::Workload;
 use crate::workload::{Needs, SERVE_PORT};
 
@@ -39,6 +39,74 @@ const VMM_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 2);
 
 fn vmm_binary() -> Result<PathBuf, String> {
     paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").map_err(|e| e.to_string())
+}
+
+/// The bare VM's counters in a record's `extra`: the one key table, written by this backend
+/// from the VMM's typed [`BareStats`] and read back by the labs through [`BareCounter::of`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BareCounter {
+    VmExits,
+    Syscalls,
+    SyscallServiceNs,
+    GuestMemKib,
+    GuestResidentKib,
+    /// VmHWM of the VMM process: its true peak, which a periodic sampler can miss.
+    PeakRssKib,
+    ForwardedCalls,
+    RefusedCalls,
+    VmmJailed,
+    VmmSeccompAllowedSyscalls,
+}
+
+impl BareCounter {
+    pub const ALL: [BareCounter; 10] = [
+        BareCounter::VmExits,
+        BareCounter::Syscalls,
+        BareCounter::SyscallServiceNs,
+        BareCounter::GuestMemKib,
+        BareCounter::GuestResidentKib,
+        BareCounter::PeakRssKib,
+        BareCounter::ForwardedCalls,
+        BareCounter::RefusedCalls,
+        BareCounter::VmmJailed,
+        BareCounter::VmmSeccompAllowedSyscalls,
+    ];
+
+    /// The record's key (part of the record schema: do not rename).
+    pub const fn key(self) -> &'static str {
+        match self {
+            BareCounter::VmExits => "vm_exits",
+            BareCounter::Syscalls => "syscalls",
+            BareCounter::SyscallServiceNs => "syscall_service_ns",
+            BareCounter::GuestMemKib => "guest_mem_kib",
+            BareCounter::GuestResidentKib => "guest_resident_kib",
+            BareCounter::PeakRssKib => "peak_rss_kib",
+            BareCounter::ForwardedCalls => "forwarded_calls",
+            BareCounter::RefusedCalls => "refused_calls",
+            BareCounter::VmmJailed => "vmm_jailed",
+            BareCounter::VmmSeccompAllowedSyscalls => "vmm_seccomp_allowed_syscalls",
+        }
+    }
+
+    fn in_stats(self, s: &BareStats) -> Option<u64> {
+        match self {
+            BareCounter::VmExits => Some(s.vm_exits),
+            BareCounter::Syscalls => Some(s.syscalls),
+            BareCounter::SyscallServiceNs => Some(s.syscall_service_ns),
+            BareCounter::GuestMemKib => Some(s.guest_mem_kib),
+            BareCounter::GuestResidentKib => s.guest_resident_kib,
+            BareCounter::PeakRssKib => s.vmm_peak_rss_kib,
+            BareCounter::ForwardedCalls => Some(s.forwarded_calls),
+            BareCounter::RefusedCalls => Some(s.refused_calls),
+            BareCounter::VmmJailed => Some(u64::from(s.jailed)),
+            BareCounter::VmmSeccompAllowedSyscalls => s.seccomp_allowed_syscalls.map(|n| n as u64),
+        }
+    }
+
+    /// This counter in a bare-VM record, if the VMM reported it.
+    pub fn of(self, record: &RunRecord) -> Option<f64> {
+        record.extra.get(self.key()).copied()
+    }
 }
 
 /// One launch's bare VM, before it becomes the VMM's [`BareConfig`].
@@ -217,22 +285,9 @@ impl Instance for BareInstance {
     fn extra(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
         let Some(s) = self.stats() else { return m };
-        let counters = [
-            ("vm_exits", Some(s.vm_exits)),
-            ("syscalls", Some(s.syscalls)),
-            ("syscall_service_ns", Some(s.syscall_service_ns)),
-            ("guest_mem_kib", Some(s.guest_mem_kib)),
-            ("guest_resident_kib", s.guest_resident_kib),
-            // VmHWM of the VMM process: its true peak, which a periodic sampler can miss.
-            ("peak_rss_kib", s.vmm_peak_rss_kib),
-            ("forwarded_calls", Some(s.forwarded_calls)),
-            ("refused_calls", Some(s.refused_calls)),
-            ("vmm_jailed", Some(u64::from(s.jailed))),
-            ("vmm_seccomp_allowed_syscalls", s.seccomp_allowed_syscalls.map(|n| n as u64)),
-        ];
-        for (key, v) in counters {
-            if let Some(v) = v {
-                m.insert(key.to_string(), v as f64);
+        for c in BareCounter::ALL {
+            if let Some(v) = c.in_stats(&s) {
+                m.insert(c.key().to_string(), v as f64);
             }
         }
         m
@@ -349,6 +404,26 @@ mod tests {
             let from_flags: BareConfig = print_config(&vmm, &legacy_flags(&p, std::path::Path::new("/tmp/stats.json")));
             assert_eq!(p.config(), from_flags, "{} {:?}", p.workload, p.args);
         }
+    }
+
+    #[test]
+    fn counter_keys_are_the_record_schema() {
+        let keys: Vec<&str> = BareCounter::ALL.iter().map(|c| c.key()).collect();
+        assert_eq!(
+            keys,
+            [
+                "vm_exits",
+                "syscalls",
+                "syscall_service_ns",
+                "guest_mem_kib",
+                "guest_resident_kib",
+                "peak_rss_kib",
+                "forwarded_calls",
+                "refused_calls",
+                "vmm_jailed",
+                "vmm_seccomp_allowed_syscalls",
+            ]
+        );
     }
 
     #[test]
