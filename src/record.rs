@@ -167,6 +167,14 @@ impl ExitInfo {
     }
 }
 
+/// The line every workload (and `cvbench-workload serve`) prints once it is ready.
+pub const READY_LINE: &str = "READY";
+
+/// Whether a line of workload output (a pipe or a guest console, so `\r\n` too) is its READY line.
+pub fn is_ready_line(line: &str) -> bool {
+    line.trim() == READY_LINE
+}
+
 /// The workload's final JSON line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -250,6 +258,12 @@ mod tests {
         let m = o.finite_metrics();
         assert_eq!(m.get("a"), Some(&1.5));
         assert!(!m.contains_key("b"));
+    }
+
+    #[test]
+    fn ready_line_is_recognised_with_console_line_endings() {
+        assert!(is_ready_line("READY\n") && is_ready_line("READY\r\n") && is_ready_line("READY"));
+        assert!(!is_ready_line("READY?") && !is_ready_line("cvbench-init: READY") && !is_ready_line(""));
     }
 
     #[test]

@@ -124,7 +124,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         let mut other = Vec::new();
         for line in BufReader::new(std::fs::File::from(out_r)).lines() {
             let Ok(line) = line else { break };
-            if line.trim() == "READY" {
+            if crate::record::is_ready_line(&line) {
                 let _ = tx.send(Event::Ready(Instant::now()));
             } else if let Some(o) = WorkloadOutput::parse(&line) {
                 output = Some(o);

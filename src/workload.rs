@@ -7,6 +7,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The port the workload's peer server (`cvbench-workload serve`) listens on, for every backend.
+pub const SERVE_PORT: u16 = 5201;
+
 /// One subcommand of the `cvbench-workload` binary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Workload {

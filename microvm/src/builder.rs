@@ -32,7 +32,7 @@ use crate::vstate::{
 };
 
 /// A Linux micro-VM to run. The CLI, the backend and the tests all build this.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// vmlinux (PVH entry) or bzImage.

@@ -311,3 +311,99 @@ fn stats_json_names_the_kvm_kind_and_counts_syscalls() {
     // noop: write READY, write the JSON line, exit_group.
     assert_eq!(v.syscalls, 3, "{v:?}");
 }
+
+/// `cvbench-vmm <mode> --config FILE` on a config `text`; the config is read before any VM exists.
+fn run_with_config(mode: &str, text: Option<&str>) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("vmm-config.json");
+    if let Some(text) = text {
+        std::fs::write(&path, text).expect("write the config");
+    }
+    Command::new(vmm()).arg(mode).arg("--config").arg(&path).stdin(Stdio::null()).output().expect("spawn cvbench-vmm")
+}
+
+fn assert_config_refused(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "a bad config is a VMM error: {stderr}");
+    assert!(stderr.contains("vmm-config.json") && stderr.contains(needle), "{stderr}");
+}
+
+#[test]
+fn config_file_with_an_unknown_field_is_refused() {
+    let out = run_with_config("bare", Some(r#"{"elf": "/bin/true", "argv": ["true"], "mem_gib": 1}"#));
+    assert_config_refused(&out, "unknown field `mem_gib`");
+    let out = run_with_config("linux", Some(r#"{"kernel": "/vmlinux", "cmdline": "quiet"}"#));
+    assert_config_refused(&out, "unknown field `cmdline`");
+}
+
+#[test]
+fn config_file_with_a_wrong_type_is_refused() {
+    let out = run_with_config("bare", Some(r#"{"elf": "/bin/true", "argv": ["true"], "mem_mib": "512"}"#));
+    assert_config_refused(&out, "invalid type");
+    let out = run_with_config("linux", Some(r#"{"kernel": "/vmlinux", "vcpus": 300}"#));
+    assert_config_refused(&out, "invalid value");
+}
+
+#[test]
+fn missing_config_file_is_refused() {
+    let out = run_with_config("bare", None);
+    assert_config_refused(&out, "cannot read the config file");
+}
+
+#[test]
+fn config_file_with_a_zero_timeout_is_refused_like_the_flag() {
+    let out =
+        run_with_config("bare", Some(r#"{"elf": "/bin/true", "argv": ["true"], "timeout": {"secs": 0, "nanos": 0}}"#));
+    assert_config_refused(&out, "timeout must be positive");
+    let out = run_with_config("linux", Some(r#"{"kernel": "/vmlinux", "timeout_ms": 0}"#));
+    assert_config_refused(&out, "timeout_ms must be positive");
+}
+
+#[test]
+fn config_file_and_vm_flags_do_not_mix() {
+    let out = Command::new(vmm())
+        .args(["bare", "--config", "/nonexistent.json", "--elf", "/bin/true"])
+        .output()
+        .expect("spawn cvbench-vmm");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"), "{out:?}");
+}
+
+#[test]
+fn print_config_of_the_flags_is_what_config_takes() {
+    let w = workload();
+    let printed = Command::new(vmm())
+        .arg("bare")
+        .arg("--elf")
+        .arg(&w)
+        .args(["--mem-mib", "256", "--timeout-s", "30.000", "--print-config", "--", "noop"])
+        .output()
+        .expect("spawn cvbench-vmm");
+    assert!(printed.status.success(), "{printed:?}");
+    let config: cvbench_microvm::bare::BareConfig = serde_json::from_slice(&printed.stdout).expect("a BareConfig");
+    assert_eq!(config.argv, [w.display().to_string(), "noop".to_string()]);
+    assert_eq!(config.timeout, Some(Duration::from_secs(30)));
+    assert_eq!(config.mem_mib, 256);
+}
+
+#[test]
+fn noop_runs_from_a_config_file() {
+    require_kvm!();
+    let w = workload();
+    let config = cvbench_microvm::bare::BareConfig {
+        elf: w.clone(),
+        argv: vec![w.display().to_string(), "noop".into()],
+        env: Vec::new(),
+        mem_mib: 256,
+        timeout: Some(Duration::from_secs(60)),
+        measure_memory: false,
+        run_dir: None,
+        max_file_mib: cvbench_microvm::bare::default_max_file_mib(),
+        net: None,
+        jail: true,
+        selftest_forbidden_syscall: false,
+    };
+    let out = run_with_config("bare", Some(&serde_json::to_string(&config).expect("serialise")));
+    let (name, _) = shape(&out, "bare VM run from --config");
+    assert_eq!(name, "noop");
+}

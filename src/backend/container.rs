@@ -18,12 +18,11 @@ use cvbench_runtime::{cleanup, namespaces, seccomp};
 use super::{Backend, BackendError, BackendId, BackendOptions, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
+use crate::workload::SERVE_PORT;
 
 const NAME: &str = BackendId::Container.name();
 /// Host uid/gid that container root maps to when a user namespace is asked for.
 const USERNS_HOST_BASE: u32 = 100_000;
-/// Port the peer-namespace server listens on (the namespace is private to the run).
-const SERVE_PORT: u16 = 5201;
 
 pub struct ContainerBackend;
 
@@ -213,7 +212,7 @@ fn start_server(c: &mut Container, bin: &std::path::Path) -> Result<(), BackendE
     v.spawn_in_peer(cmd).map_err(|e| other("starting the peer server", e))?;
     let mut line = String::new();
     BufReader::new(std::fs::File::from(rd)).read_line(&mut line).map_err(|e| other("reading serve READY", e))?;
-    if line.trim() != "READY" {
+    if !crate::record::is_ready_line(&line) {
         return Err(other("starting the peer server", format!("serve on {listen} printed {line:?}")));
     }
     Ok(())

@@ -16,6 +16,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cvbench_microvm::builder::{BlkConfig, Config, NetConfig};
 use cvbench_microvm::linux::{initramfs, kernel_cache};
 use cvbench_microvm::stats::{GuestEnd, LinuxStats};
 use cvbench_microvm::{kvm_probe, KvmKind};
@@ -25,7 +26,7 @@ use super::process::{spawn_server, ChildProcess};
 use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
-use crate::workload::Needs;
+use crate::workload::{Needs, SERVE_PORT};
 
 const BACKEND: &str = BackendId::Microvm.name();
 /// `cvbench-vmm linux`'s exit code when the guest powered off without reporting a status.
@@ -38,8 +39,62 @@ pub(crate) const DEFAULT_MEM_MIB: u32 = 256;
 /// network namespace (the peer's), never in the host's.
 pub(crate) const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
 pub(crate) const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
-pub(crate) const PEER_PORT: u16 = 5201;
 const DISK_MIB: u64 = 512;
+
+/// The guest timeout in milliseconds, as the VMM derived it from `--timeout-s {:.3}` when the
+/// harness passed flags: seconds printed to three decimals, times 1000, truncated. Kept so the
+/// typed config is the same VM the flags made.
+pub(crate) fn vmm_timeout_ms(t: Duration) -> u64 {
+    let printed = format!("{:.3}", t.as_secs_f64());
+    printed.parse::<f64>().map(|s| (s * 1000.0) as u64).unwrap_or(t.as_millis() as u64)
+}
+
+/// The guest timeout as a `Duration`, as the bare VMM derived it from `--timeout-s {:.3}`.
+pub(crate) fn vmm_timeout(t: Duration) -> Duration {
+    let printed = format!("{:.3}", t.as_secs_f64());
+    printed.parse::<f64>().map(Duration::from_secs_f64).unwrap_or(t)
+}
+
+/// One launch's Linux VM, before it becomes the VMM's [`Config`].
+pub(crate) struct LinuxPlan {
+    pub(crate) kernel: PathBuf,
+    pub(crate) initrd: PathBuf,
+    pub(crate) workload: String,
+    /// The workload's arguments, `--peer`/`--dir` included.
+    pub(crate) args: Vec<String>,
+    pub(crate) mem_mib: u32,
+    pub(crate) vcpus: u8,
+    pub(crate) net: Option<NetConfig>,
+    pub(crate) blk: Option<PathBuf>,
+    pub(crate) timeout: Duration,
+}
+
+impl LinuxPlan {
+    /// The config `cvbench-vmm linux --config` boots: quiet kernel, the VMM's own console
+    /// (stdout), jailed, kvm_pvm workarounds detected.
+    pub(crate) fn config(&self) -> Config {
+        Config {
+            kernel: self.kernel.clone(),
+            initrd: Some(self.initrd.clone()),
+            cmdline_extra: "quiet".into(),
+            init_args: std::iter::once(self.workload.clone()).chain(self.args.iter().cloned()).collect(),
+            mem_mib: u64::from(self.mem_mib),
+            vcpus: self.vcpus,
+            net: self.net.clone(),
+            blk: self.blk.clone().map(|path| BlkConfig { path, read_only: false }),
+            console: None,
+            timeout_ms: Some(vmm_timeout_ms(self.timeout)),
+            pvm_workarounds: None,
+            jail: true,
+        }
+    }
+}
+
+/// Write a VMM config (`builder::Config` or `BareConfig`) for `cvbench-vmm ... --config FILE`.
+pub(crate) fn write_vmm_config(path: &Path, config: &impl serde::Serialize) -> std::io::Result<()> {
+    let json = serde_json::to_vec(config).map_err(std::io::Error::other)?;
+    std::fs::write(path, json)
+}
 
 /// The guest kernel: built (its path), or what is missing and the command that fixes it.
 pub fn guest_kernel() -> kernel_cache::GuestKernel {
@@ -119,7 +174,7 @@ impl PeerServer {
     pub(crate) fn start(workload_bin: &Path) -> Result<PeerServer, BackendError> {
         let mut cmd = Command::new(workload_bin);
         // 0.0.0.0: the tap (and its address) appears only when the VMM starts.
-        cmd.args(["serve", "--listen", &format!("0.0.0.0:{PEER_PORT}"), "--max-conns", "1"]);
+        cmd.args(["serve", "--listen", &format!("0.0.0.0:{SERVE_PORT}"), "--max-conns", "1"]);
         // SAFETY: the closure runs between fork and exec and only calls unshare(2), which is
         // async-signal-safe.
         unsafe {
@@ -191,43 +246,49 @@ impl Backend for MicroVm {
         let dir = scratch("cvbench-microvm-").map_err(|e| launch_err(BACKEND, w, e))?;
         let stats_path = dir.path().join("vmm-stats.json");
 
-        let mut cmd = Command::new(&vmm);
         let mem = spec.options.guest_mem_mib.unwrap_or(DEFAULT_MEM_MIB);
         let vcpus = spec.options.vcpus.unwrap_or(1);
-        cmd.arg("linux")
-            .arg("--kernel")
-            .arg(&kernel)
-            .arg("--initrd")
-            .arg(initrd.path())
-            .args(["--cmdline", "quiet"])
-            .args(["--mem-mib", &mem.to_string(), "--vcpus", &vcpus.to_string()])
-            .args(["--timeout-s", &format!("{:.3}", spec.timeout.as_secs_f64())])
-            .arg("--stats-json")
-            .arg(&stats_path);
         let mut args = spec.args.clone();
         let mut peer = None;
+        let mut net = None;
+        let mut blk = None;
         match spec.needs() {
             Needs { network: true, .. } => {
                 let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, w, e))?;
                 let p = PeerServer::start(&bin)?;
-                let tap = format!("cvbvm{}", p.proc.pid());
-                cmd.arg("--net-netns").arg(p.netns()).args(["--net-tap", &tap]).args([
-                    "--net-host-ip",
-                    &HOST_IP.to_string(),
-                    "--net-guest-ip",
-                    &GUEST_IP.to_string(),
-                ]);
-                args.extend(["--peer".to_string(), format!("{HOST_IP}:{PEER_PORT}")]);
+                net = Some(NetConfig {
+                    netns: p.netns(),
+                    tap: format!("cvbvm{}", p.proc.pid()),
+                    host_ip: HOST_IP,
+                    guest_ip: GUEST_IP,
+                    prefix_len: 30,
+                });
+                args.extend(["--peer".to_string(), format!("{HOST_IP}:{SERVE_PORT}")]);
                 peer = Some(p);
             }
             Needs { disk: true, .. } => {
                 let img = make_disk(BACKEND, dir.path(), w)?;
-                cmd.arg("--blk").arg(img);
+                blk = Some(img);
                 args.extend(["--dir".to_string(), "/mnt".to_string()]);
             }
             _ => {}
         }
-        cmd.arg("--").arg(w).args(&args);
+        let plan = LinuxPlan {
+            kernel,
+            initrd: initrd.path().to_path_buf(),
+            workload: w.to_string(),
+            args: args.clone(),
+            mem_mib: mem,
+            vcpus,
+            net,
+            blk,
+            timeout: spec.timeout,
+        };
+        let config = plan.config();
+        let config_path = dir.path().join("vmm-config.json");
+        write_vmm_config(&config_path, &config).map_err(|e| launch_err(BACKEND, w, e))?;
+        let mut cmd = Command::new(&vmm);
+        cmd.arg("linux").arg("--config").arg(&config_path).arg("--stats-json").arg(&stats_path);
 
         let LaunchSpec { workload, stdout, stderr, timeout, options, .. } = spec;
         let stdin_stop = console::StdinStop::new(spec.stdin_pipe);
@@ -425,7 +486,7 @@ impl Instance for MicroVmInstance {
         if let Ok(c) = self.console.lock() {
             if !c.milestones.is_empty() {
                 v.push(format!("microvm: guest console: {}", c.milestones.join(" / ")));
-            } else if !c.tail.iter().any(|l| l.trim() == "READY") && !c.tail.is_empty() {
+            } else if !c.tail.iter().any(|l| crate::record::is_ready_line(l)) && !c.tail.is_empty() {
                 v.push(format!("microvm: guest console ended with: {}", c.tail_text()));
             }
         }
@@ -437,5 +498,133 @@ impl Drop for MicroVmInstance {
     fn drop(&mut self) {
         let _ = self.child.stop(Duration::from_millis(500));
         self.finish();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    /// `cvbench-vmm`, built beside the test binary; `None` (after a loud skip) when it is not.
+    pub(crate) fn vmm_or_skip() -> Option<PathBuf> {
+        match vmm_binary() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                cvbench_testkit::skip(cvbench_testkit::Need::Other, &format!("cvbench-vmm not built: {e}"));
+                None
+            }
+        }
+    }
+
+    /// `cvbench-vmm <flags> --print-config`: the config the VMM resolves from those flags.
+    pub(crate) fn print_config<T: serde::de::DeserializeOwned>(vmm: &Path, flags: &[OsString]) -> T {
+        let out = Command::new(vmm).args(flags).output().expect("spawn cvbench-vmm");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("the printed config")
+    }
+
+    /// The flags the harness passed before it passed the config (the removed code, verbatim in
+    /// effect), with `--print-config` inserted before `--`.
+    fn legacy_flags(plan: &LinuxPlan, stats_path: &Path) -> Vec<OsString> {
+        let mut cmd = Command::new("cvbench-vmm");
+        cmd.arg("linux")
+            .arg("--kernel")
+            .arg(&plan.kernel)
+            .arg("--initrd")
+            .arg(&plan.initrd)
+            .args(["--cmdline", "quiet"])
+            .args(["--mem-mib", &plan.mem_mib.to_string(), "--vcpus", &plan.vcpus.to_string()])
+            .args(["--timeout-s", &format!("{:.3}", plan.timeout.as_secs_f64())])
+            .arg("--stats-json")
+            .arg(stats_path);
+        if let Some(n) = &plan.net {
+            cmd.arg("--net-netns").arg(&n.netns).args(["--net-tap", &n.tap]).args([
+                "--net-host-ip",
+                &n.host_ip.to_string(),
+                "--net-guest-ip",
+                &n.guest_ip.to_string(),
+            ]);
+        }
+        if let Some(img) = &plan.blk {
+            cmd.arg("--blk").arg(img);
+        }
+        cmd.arg("--print-config").arg("--").arg(&plan.workload).args(&plan.args);
+        cmd.get_args().map(|a| a.to_os_string()).collect()
+    }
+
+    fn plan(workload: &str, args: &[&str]) -> LinuxPlan {
+        LinuxPlan {
+            kernel: "/var/cache/cvbench/vmlinux".into(),
+            initrd: "/tmp/cvbench-microvm-initrd-1-x".into(),
+            workload: workload.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            mem_mib: DEFAULT_MEM_MIB,
+            vcpus: 1,
+            net: None,
+            blk: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Representative requests: plain, network (tap in the peer's namespace), disk, odd sizes.
+    fn representative_plans() -> Vec<LinuxPlan> {
+        let mut net = plan("net-rr", &["--requests", "1000", "--peer", "10.203.0.1:5201"]);
+        net.net = Some(NetConfig {
+            netns: "/proc/4242/ns/net".into(),
+            tap: "cvbvm4242".into(),
+            host_ip: HOST_IP,
+            guest_ip: GUEST_IP,
+            prefix_len: 30,
+        });
+        let mut disk = plan("disk", &["--size-mib", "8", "--dir", "/mnt"]);
+        disk.blk = Some("/tmp/cvbench-microvm-x/disk.ext4".into());
+        let mut big = plan("cpu", &["--sha-mib", "4", "--matmul-n", "80"]);
+        big.mem_mib = 1024;
+        big.vcpus = 2;
+        big.timeout = Duration::from_millis(1234);
+        let mut short = plan("idle", &[]);
+        short.timeout = Duration::from_secs_f64(0.1);
+        vec![plan("noop", &[]), net, disk, big, short]
+    }
+
+    #[test]
+    fn linux_config_equals_what_the_old_flags_gave() {
+        let Some(vmm) = vmm_or_skip() else { return };
+        for p in representative_plans() {
+            let from_flags: Config = print_config(&vmm, &legacy_flags(&p, Path::new("/tmp/stats.json")));
+            assert_eq!(p.config(), from_flags, "{} {:?}", p.workload, p.args);
+        }
+    }
+
+    #[test]
+    fn linux_config_survives_the_file_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        for p in representative_plans() {
+            let path = dir.path().join("vmm-config.json");
+            write_vmm_config(&path, &p.config()).unwrap();
+            let read: Config = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!(read, p.config());
+        }
+    }
+
+    #[test]
+    fn vmm_config_file_is_what_the_vmm_reads() {
+        let Some(vmm) = vmm_or_skip() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmm-config.json");
+        let p = representative_plans().remove(1);
+        write_vmm_config(&path, &p.config()).unwrap();
+        let flags: Vec<OsString> =
+            ["linux".into(), "--config".into(), path.into_os_string(), "--print-config".into()].into();
+        let read: Config = print_config(&vmm, &flags);
+        assert_eq!(read, p.config());
+    }
+
+    #[test]
+    fn timeout_is_the_old_flags_three_decimals() {
+        assert_eq!(vmm_timeout_ms(Duration::from_secs(30)), 30_000);
+        assert_eq!(vmm_timeout_ms(Duration::from_micros(1_500_400)), 1_500);
+        assert_eq!(vmm_timeout(Duration::from_micros(2_000_400)), Duration::from_secs(2));
     }
 }

@@ -14,18 +14,20 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use cvbench_microvm::bare::net::NetConfig;
+use cvbench_microvm::bare::{self, BareConfig};
 use cvbench_microvm::jail::seccomp::EXIT_SECCOMP;
 use cvbench_microvm::stats::BareStats;
 use cvbench_microvm::{kvm_probe, KvmKind};
 
-use super::microvm::{PeerServer, PEER_PORT};
+use super::microvm::{vmm_timeout, write_vmm_config, PeerServer};
 use super::peers::{launch_err, scratch};
 use super::process::ChildProcess;
 use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
-use crate::record::ExitInfo;
-use crate::workload::Needs;
+use crate::record::{ExitInfo, RunRecord};
 use crate::workload::Workload;
+use crate::workload::{Needs, SERVE_PORT};
 
 const BACKEND: &str = BackendId::MicrovmBare.name();
 /// Enough for every supported workload's defaults (mem-touch: 128 + 32 MiB); host memory is
@@ -37,6 +39,111 @@ const VMM_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 2);
 
 fn vmm_binary() -> Result<PathBuf, String> {
     paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").map_err(|e| e.to_string())
+}
+
+/// The bare VM's counters in a record's `extra`: the one key table, written by this backend
+/// from the VMM's typed [`BareStats`] and read back by the labs through [`BareCounter::of`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BareCounter {
+    VmExits,
+    Syscalls,
+    SyscallServiceNs,
+    GuestMemKib,
+    GuestResidentKib,
+    /// VmHWM of the VMM process: its true peak, which a periodic sampler can miss.
+    PeakRssKib,
+    ForwardedCalls,
+    RefusedCalls,
+    VmmJailed,
+    VmmSeccompAllowedSyscalls,
+}
+
+impl BareCounter {
+    pub const ALL: [BareCounter; 10] = [
+        BareCounter::VmExits,
+        BareCounter::Syscalls,
+        BareCounter::SyscallServiceNs,
+        BareCounter::GuestMemKib,
+        BareCounter::GuestResidentKib,
+        BareCounter::PeakRssKib,
+        BareCounter::ForwardedCalls,
+        BareCounter::RefusedCalls,
+        BareCounter::VmmJailed,
+        BareCounter::VmmSeccompAllowedSyscalls,
+    ];
+
+    /// The record's key (part of the record schema: do not rename).
+    pub const fn key(self) -> &'static str {
+        match self {
+            BareCounter::VmExits => "vm_exits",
+            BareCounter::Syscalls => "syscalls",
+            BareCounter::SyscallServiceNs => "syscall_service_ns",
+            BareCounter::GuestMemKib => "guest_mem_kib",
+            BareCounter::GuestResidentKib => "guest_resident_kib",
+            BareCounter::PeakRssKib => "peak_rss_kib",
+            BareCounter::ForwardedCalls => "forwarded_calls",
+            BareCounter::RefusedCalls => "refused_calls",
+            BareCounter::VmmJailed => "vmm_jailed",
+            BareCounter::VmmSeccompAllowedSyscalls => "vmm_seccomp_allowed_syscalls",
+        }
+    }
+
+    fn in_stats(self, s: &BareStats) -> Option<u64> {
+        match self {
+            BareCounter::VmExits => Some(s.vm_exits),
+            BareCounter::Syscalls => Some(s.syscalls),
+            BareCounter::SyscallServiceNs => Some(s.syscall_service_ns),
+            BareCounter::GuestMemKib => Some(s.guest_mem_kib),
+            BareCounter::GuestResidentKib => s.guest_resident_kib,
+            BareCounter::PeakRssKib => s.vmm_peak_rss_kib,
+            BareCounter::ForwardedCalls => Some(s.forwarded_calls),
+            BareCounter::RefusedCalls => Some(s.refused_calls),
+            BareCounter::VmmJailed => Some(u64::from(s.jailed)),
+            BareCounter::VmmSeccompAllowedSyscalls => s.seccomp_allowed_syscalls.map(|n| n as u64),
+        }
+    }
+
+    /// This counter in a bare-VM record, if the VMM reported it.
+    pub fn of(self, record: &RunRecord) -> Option<f64> {
+        record.extra.get(self.key()).copied()
+    }
+}
+
+/// One launch's bare VM, before it becomes the VMM's [`BareConfig`].
+pub(crate) struct BarePlan {
+    pub(crate) elf: PathBuf,
+    pub(crate) workload: String,
+    /// The workload's arguments, `--peer`/`--dir` included.
+    pub(crate) args: Vec<String>,
+    pub(crate) mem_mib: u32,
+    pub(crate) run_dir: Option<PathBuf>,
+    pub(crate) net: Option<NetConfig>,
+    pub(crate) timeout: Duration,
+    pub(crate) jail: bool,
+}
+
+impl BarePlan {
+    /// The config `cvbench-vmm bare --config` runs.
+    pub(crate) fn config(&self) -> BareConfig {
+        BareConfig {
+            elf: self.elf.clone(),
+            // argv[0] is the ELF path, as an unset `--argv0` gives.
+            argv: [self.elf.display().to_string(), self.workload.clone()]
+                .into_iter()
+                .chain(self.args.iter().cloned())
+                .collect(),
+            env: Vec::new(),
+            mem_mib: self.mem_mib,
+            timeout: Some(vmm_timeout(self.timeout)),
+            // The harness always asks for the stats file, and that measures memory.
+            measure_memory: true,
+            run_dir: self.run_dir.clone(),
+            max_file_mib: bare::default_max_file_mib(),
+            net: self.net.clone(),
+            jail: self.jail,
+            selftest_forbidden_syscall: false,
+        }
+    }
 }
 
 /// The bare micro-VM backend.
@@ -87,37 +194,41 @@ impl Backend for MicroVmBare {
         let dir = scratch("cvbench-microvm-bare-").map_err(|e| launch_err(BACKEND, w, e))?;
         let stats_path = dir.path().join("vmm-stats.json");
         let mem = spec.options.guest_mem_mib.unwrap_or(DEFAULT_MEM_MIB);
-        let mut cmd = Command::new(&vmm);
-        cmd.arg("bare")
-            .arg("--elf")
-            .arg(&elf)
-            .args(["--mem-mib", &mem.to_string()])
-            .args(["--timeout-s", &format!("{:.3}", spec.timeout.as_secs_f64())])
-            .arg("--stats-json")
-            .arg(&stats_path);
-        if spec.options.vmm_no_jail {
-            cmd.arg("--no-jail");
-        }
         let mut args = spec.args.clone();
         let mut peer = None;
+        let mut net = None;
+        let mut run_dir = None;
         match spec.needs() {
             Needs { network: true, .. } => {
                 let p = PeerServer::start(&elf)?;
-                let addr = SocketAddrV4::new(PEER_IP, PEER_PORT).to_string();
-                cmd.args(["--net-peer-pid", &p.proc.pid().to_string(), "--net-peer", &addr])
-                    .args(["--net-local-ip", &VMM_IP.to_string()]);
-                args.extend(["--peer".to_string(), addr]);
+                let addr = SocketAddrV4::new(PEER_IP, SERVE_PORT);
+                net = Some(NetConfig { peer_pid: p.proc.pid(), peer: addr, local_ip: VMM_IP });
+                args.extend(["--peer".to_string(), addr.to_string()]);
                 peer = Some(p);
             }
             Needs { disk: true, .. } => {
                 let files = dir.path().join("files");
                 std::fs::create_dir(&files).map_err(|e| launch_err(BACKEND, w, e))?;
-                cmd.arg("--run-dir").arg(&files);
                 args.extend(["--dir".to_string(), files.display().to_string()]);
+                run_dir = Some(files);
             }
             _ => {}
         }
-        cmd.arg("--").arg(w).args(&args);
+        let plan = BarePlan {
+            elf,
+            workload: w.to_string(),
+            args: args.clone(),
+            mem_mib: mem,
+            run_dir,
+            net,
+            timeout: spec.timeout,
+            jail: !spec.options.vmm_no_jail,
+        };
+        let config = plan.config();
+        let config_path = dir.path().join("vmm-config.json");
+        write_vmm_config(&config_path, &config).map_err(|e| launch_err(BACKEND, w, e))?;
+        let mut cmd = Command::new(&vmm);
+        cmd.arg("bare").arg("--config").arg(&config_path).arg("--stats-json").arg(&stats_path);
         let spec = LaunchSpec { args: args.clone(), ..spec };
         let child = ChildProcess::spawn(BACKEND, cmd, spec)?;
         Ok(Box::new(BareInstance { child, stats_path, kvm, args, peer, exit: None, _scratch: dir }))
@@ -174,22 +285,9 @@ impl Instance for BareInstance {
     fn extra(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
         let Some(s) = self.stats() else { return m };
-        let counters = [
-            ("vm_exits", Some(s.vm_exits)),
-            ("syscalls", Some(s.syscalls)),
-            ("syscall_service_ns", Some(s.syscall_service_ns)),
-            ("guest_mem_kib", Some(s.guest_mem_kib)),
-            ("guest_resident_kib", s.guest_resident_kib),
-            // VmHWM of the VMM process: its true peak, which a periodic sampler can miss.
-            ("peak_rss_kib", s.vmm_peak_rss_kib),
-            ("forwarded_calls", Some(s.forwarded_calls)),
-            ("refused_calls", Some(s.refused_calls)),
-            ("vmm_jailed", Some(u64::from(s.jailed))),
-            ("vmm_seccomp_allowed_syscalls", s.seccomp_allowed_syscalls.map(|n| n as u64)),
-        ];
-        for (key, v) in counters {
-            if let Some(v) = v {
-                m.insert(key.to_string(), v as f64);
+        for c in BareCounter::ALL {
+            if let Some(v) = c.in_stats(&s) {
+                m.insert(c.key().to_string(), v as f64);
             }
         }
         m
@@ -240,5 +338,102 @@ impl Instance for BareInstance {
             ),
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::microvm::tests::{print_config, vmm_or_skip};
+    use std::ffi::OsString;
+
+    /// The flags the harness passed before it passed the config, with `--print-config`.
+    fn legacy_flags(plan: &BarePlan, stats_path: &std::path::Path) -> Vec<OsString> {
+        let mut cmd = Command::new("cvbench-vmm");
+        cmd.arg("bare")
+            .arg("--elf")
+            .arg(&plan.elf)
+            .args(["--mem-mib", &plan.mem_mib.to_string()])
+            .args(["--timeout-s", &format!("{:.3}", plan.timeout.as_secs_f64())])
+            .arg("--stats-json")
+            .arg(stats_path);
+        if !plan.jail {
+            cmd.arg("--no-jail");
+        }
+        if let Some(n) = &plan.net {
+            cmd.args(["--net-peer-pid", &n.peer_pid.to_string(), "--net-peer", &n.peer.to_string()])
+                .args(["--net-local-ip", &n.local_ip.to_string()]);
+        }
+        if let Some(dir) = &plan.run_dir {
+            cmd.arg("--run-dir").arg(dir);
+        }
+        cmd.arg("--print-config").arg("--").arg(&plan.workload).args(&plan.args);
+        cmd.get_args().map(|a| a.to_os_string()).collect()
+    }
+
+    fn plan(workload: &str, args: &[&str]) -> BarePlan {
+        BarePlan {
+            elf: "/work/workload/target/release/cvbench-workload".into(),
+            workload: workload.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            mem_mib: DEFAULT_MEM_MIB,
+            run_dir: None,
+            net: None,
+            timeout: Duration::from_secs(60),
+            jail: true,
+        }
+    }
+
+    fn representative_plans() -> Vec<BarePlan> {
+        let addr = SocketAddrV4::new(PEER_IP, SERVE_PORT);
+        let mut net = plan("net-stream", &["--mib", "16", "--peer", "10.204.0.1:5201"]);
+        net.net = Some(NetConfig { peer_pid: 4242, peer: addr, local_ip: VMM_IP });
+        let mut disk = plan("disk", &["--size-mib", "8", "--dir", "/tmp/cvbench-microvm-bare-x/files"]);
+        disk.run_dir = Some("/tmp/cvbench-microvm-bare-x/files".into());
+        let mut unjailed = plan("syscall", &["--iters", "2000"]);
+        unjailed.jail = false;
+        unjailed.mem_mib = 256;
+        unjailed.timeout = Duration::from_millis(1234);
+        vec![plan("noop", &[]), net, disk, unjailed]
+    }
+
+    #[test]
+    fn bare_config_equals_what_the_old_flags_gave() {
+        let Some(vmm) = vmm_or_skip() else { return };
+        for p in representative_plans() {
+            let from_flags: BareConfig = print_config(&vmm, &legacy_flags(&p, std::path::Path::new("/tmp/stats.json")));
+            assert_eq!(p.config(), from_flags, "{} {:?}", p.workload, p.args);
+        }
+    }
+
+    #[test]
+    fn counter_keys_are_the_record_schema() {
+        let keys: Vec<&str> = BareCounter::ALL.iter().map(|c| c.key()).collect();
+        assert_eq!(
+            keys,
+            [
+                "vm_exits",
+                "syscalls",
+                "syscall_service_ns",
+                "guest_mem_kib",
+                "guest_resident_kib",
+                "peak_rss_kib",
+                "forwarded_calls",
+                "refused_calls",
+                "vmm_jailed",
+                "vmm_seccomp_allowed_syscalls",
+            ]
+        );
+    }
+
+    #[test]
+    fn bare_config_survives_the_file_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        for p in representative_plans() {
+            let path = dir.path().join("vmm-config.json");
+            write_vmm_config(&path, &p.config()).unwrap();
+            let read: BareConfig = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!(read, p.config());
+        }
     }
 }

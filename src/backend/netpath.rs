@@ -19,9 +19,7 @@ use cvbench_runtime::network::{self, Slot, VethEnd};
 
 use super::process::{spawn_server, ChildProcess};
 use super::BackendError;
-
-/// The port the server listens on inside its namespace.
-pub const SERVE_PORT: u16 = 5201;
+use crate::workload::SERVE_PORT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetPathError {

@@ -269,7 +269,7 @@ pub fn spawn_server(backend: &'static str, cmd: Command) -> Result<ChildProcess,
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(std::fs::File::from(rd)), &mut line)
         .map_err(|e| err(e.into()))?;
-    if line.trim() != "READY" {
+    if !crate::record::is_ready_line(&line) {
         return Err(err(format!("the peer server did not start (printed {line:?})").into()));
     }
     Ok(proc)

@@ -308,7 +308,7 @@ pub fn wait_ready(out: impl std::io::Read + Send + 'static, timeout: Duration) -
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(out).lines() {
             let Ok(line) = line else { break };
-            if line.trim() == "READY" {
+            if crate::record::is_ready_line(&line) {
                 let _ = tx.send(Instant::now());
             }
         }

@@ -186,7 +186,7 @@ fn probe_into(b: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Result<
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(std::fs::File::from(out_r)).lines() {
             let Ok(line) = line else { break };
-            if line.trim() == "READY" {
+            if crate::record::is_ready_line(&line) {
                 let _ = tx.send(());
             }
         }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{backend_ready, ms, progress, run_once, yes, LabOptions, LabReport, Table};
+use crate::backend::microvm_bare::BareCounter;
 use crate::backend::{Backend, BackendId, BackendOptions};
 use crate::figures::fixed;
 use crate::record::RunRecord;
@@ -76,12 +77,12 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     for (name, _) in &ready {
         let v = get(*name, Workload::Syscall);
         let ns = median_of(v, |r| r.metrics.get("ns_per_call").copied());
-        let exits = median_of(v, |r| r.extra.get("vm_exits").copied());
-        let calls = median_of(v, |r| r.extra.get("syscalls").copied());
+        let exits = median_of(v, |r| BareCounter::VmExits.of(r));
+        let calls = median_of(v, |r| BareCounter::Syscalls.of(r));
         let service = median_of(v, |r| {
-            let s = r.extra.get("syscall_service_ns")?;
-            let c = r.extra.get("syscalls")?;
-            (*c > 0.0).then(|| s / c)
+            let s = BareCounter::SyscallServiceNs.of(r)?;
+            let c = BareCounter::Syscalls.of(r)?;
+            (c > 0.0).then(|| s / c)
         });
         st.row([
             name.to_string(),
@@ -146,8 +147,8 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
     );
     let bare = get(BackendId::MicrovmBare, Workload::Syscall);
     let want: f64 = iters.parse().unwrap_or(0.0);
-    let calls = median_of(bare, |r| r.extra.get("syscalls").copied());
-    let exits = median_of(bare, |r| r.extra.get("vm_exits").copied());
+    let calls = median_of(bare, |r| BareCounter::Syscalls.of(r));
+    let exits = median_of(bare, |r| BareCounter::VmExits.of(r));
     let one_each = calls.is_some_and(|c| c >= want) && exits.zip(calls).is_some_and(|(e, c)| e >= c);
     r.check(
         "in the bare VM every system call is a VM exit",

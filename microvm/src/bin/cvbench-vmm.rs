@@ -38,11 +38,32 @@ enum Mode {
     Linux(vmm_linux::LinuxArgs),
 }
 
+/// The flags that describe the VM; `--config` replaces them all.
+const BARE_VM_FLAGS: [&str; 13] = [
+    "elf",
+    "mem_mib",
+    "timeout_s",
+    "argv0",
+    "env",
+    "run_dir",
+    "max_file_mib",
+    "net_peer_pid",
+    "net_peer",
+    "net_local_ip",
+    "no_jail",
+    "selftest_forbidden_syscall",
+    "args",
+];
+
 #[derive(clap::Args)]
 struct BareArgs {
+    /// Read the whole run as one JSON `BareConfig` from this file instead of the flags below
+    /// (what the harness passes).
+    #[arg(long, conflicts_with_all = BARE_VM_FLAGS)]
+    config: Option<PathBuf>,
     /// The static (ET_EXEC) executable to run.
-    #[arg(long)]
-    elf: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    elf: Option<PathBuf>,
     /// Guest memory in MiB (multiple of 2, at least 32). Host memory is only used when touched.
     #[arg(long, default_value_t = bare::default_mem_mib())]
     mem_mib: u32,
@@ -80,6 +101,9 @@ struct BareArgs {
     /// Test hook: once jailed, make a system call outside the allow-list.
     #[arg(long, hide = true)]
     selftest_forbidden_syscall: bool,
+    /// Print the resolved config as JSON (what `--config` takes) and exit without running.
+    #[arg(long)]
+    print_config: bool,
     /// Arguments for the guest after `argv[0]`.
     #[arg(last = true)]
     args: Vec<String>,
@@ -89,12 +113,18 @@ impl TryFrom<BareArgs> for BareConfig {
     type Error = anyhow::Error;
 
     fn try_from(a: BareArgs) -> anyhow::Result<BareConfig> {
+        if let Some(path) = &a.config {
+            let config: BareConfig = read_config(path)?;
+            validate_bare(&config).with_context(|| path.display().to_string())?;
+            return Ok(config);
+        }
+        let elf = a.elf.context("--elf or --config is required")?;
         let timeout = match a.timeout_s {
             Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
             Some(s) => anyhow::bail!("--timeout-s must be a positive number of seconds, not {s}"),
             None => None,
         };
-        let argv0 = a.argv0.unwrap_or_else(|| a.elf.display().to_string());
+        let argv0 = a.argv0.unwrap_or_else(|| elf.display().to_string());
         let mut argv = vec![argv0];
         argv.extend(a.args);
         let net = match (a.net_peer_pid, a.net_peer, a.net_local_ip) {
@@ -103,7 +133,7 @@ impl TryFrom<BareArgs> for BareConfig {
             _ => anyhow::bail!("--net-peer-pid, --net-peer and --net-local-ip go together"),
         };
         Ok(BareConfig {
-            elf: a.elf,
+            elf,
             argv,
             env: a.env,
             mem_mib: a.mem_mib,
@@ -116,6 +146,38 @@ impl TryFrom<BareArgs> for BareConfig {
             selftest_forbidden_syscall: a.selftest_forbidden_syscall,
         })
     }
+}
+
+/// `--print-config`: the resolved config on stdout, one JSON line.
+fn print_config(config: &impl serde::Serialize) -> i32 {
+    match serde_json::to_string(config) {
+        Ok(json) => {
+            println!("{json}");
+            0
+        }
+        Err(e) => {
+            eprintln!("cvbench-vmm: cannot serialise the config: {e}");
+            EXIT_VMM_ERROR
+        }
+    }
+}
+
+/// A VM config file: JSON of the library's config type, whose serde rejects unknown fields.
+fn read_config<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// What the flags' conversion checks and the types alone do not.
+fn validate_bare(c: &BareConfig) -> anyhow::Result<()> {
+    if c.timeout == Some(Duration::ZERO) {
+        anyhow::bail!("timeout must be positive");
+    }
+    if c.argv.is_empty() {
+        anyhow::bail!("argv must hold at least argv[0]");
+    }
+    Ok(())
 }
 
 fn main() {
@@ -136,6 +198,7 @@ fn main() {
 
 fn run_bare(args: BareArgs) -> i32 {
     let stats_path = args.stats_json.clone();
+    let print = args.print_config;
     let config = match BareConfig::try_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -143,6 +206,9 @@ fn run_bare(args: BareArgs) -> i32 {
             return EXIT_VMM_ERROR;
         }
     };
+    if print {
+        return print_config(&config);
+    }
     // Opened now: once jailed, the VMM can reach no path.
     let stats_file = match stats_path.as_ref().map(std::fs::File::create).transpose() {
         Ok(f) => f,

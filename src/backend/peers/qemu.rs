@@ -16,13 +16,14 @@ use cvbench_microvm::linux::cmdline::{self, CmdlineSpec, GuestNet, Reboot};
 
 use super::{launch_err, run_tool};
 use crate::backend::console::{self, Console};
-use crate::backend::microvm::{self, PeerServer, GUEST_IP, HOST_IP, PEER_PORT};
+use crate::backend::microvm::{self, PeerServer, GUEST_IP, HOST_IP};
 use crate::backend::process::ChildProcess;
 use crate::backend::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::env::{self, KvmKind};
 use crate::paths;
 use crate::record::ExitInfo;
 use crate::workload::Needs;
+use crate::workload::SERVE_PORT;
 
 const BACKEND: &str = BackendId::Qemu.name();
 const GUEST_MEM_MIB: u32 = microvm::DEFAULT_MEM_MIB;
@@ -160,7 +161,7 @@ impl Backend for Qemu {
                 let p = PeerServer::start(&bin)?;
                 let name = format!("cvbqm{}", p.proc.pid());
                 make_tap(&p.netns(), &name).map_err(|e| launch_err(BACKEND, w, e))?;
-                args.extend(["--peer".to_string(), format!("{HOST_IP}:{PEER_PORT}")]);
+                args.extend(["--peer".to_string(), format!("{HOST_IP}:{SERVE_PORT}")]);
                 tap = Some(name);
                 peer = Some(p);
             }
@@ -327,7 +328,7 @@ impl Instance for QemuInstance {
             );
         }
         if let Ok(c) = self.console.lock() {
-            if !c.tail.iter().any(|l| l.trim() == "READY") && !c.tail.is_empty() {
+            if !c.tail.iter().any(|l| crate::record::is_ready_line(l)) && !c.tail.is_empty() {
                 v.push(format!("qemu: guest console ended with: {}", c.tail_text()));
             }
         }

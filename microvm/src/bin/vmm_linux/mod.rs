@@ -14,11 +14,35 @@ use cvbench_microvm::vstate::StopRequest;
 
 use super::{error_chain, EXIT_GUEST_CRASH, EXIT_TIMEOUT, EXIT_VMM_ERROR};
 
+/// The flags that describe the VM; `--config` replaces them all.
+const LINUX_VM_FLAGS: [&str; 16] = [
+    "kernel",
+    "initrd",
+    "cmdline",
+    "mem_mib",
+    "vcpus",
+    "net_netns",
+    "net_tap",
+    "net_host_ip",
+    "net_guest_ip",
+    "blk",
+    "blk_read_only",
+    "console",
+    "timeout_s",
+    "pvm_workarounds",
+    "no_jail",
+    "init_args",
+];
+
 #[derive(clap::Args)]
 pub struct LinuxArgs {
+    /// Read the whole VM as one JSON `builder::Config` from this file instead of the flags
+    /// below (what the harness passes).
+    #[arg(long, conflicts_with_all = LINUX_VM_FLAGS)]
+    config: Option<PathBuf>,
     /// Guest kernel: vmlinux with a PVH entry (fast path) or bzImage.
-    #[arg(long)]
-    kernel: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    kernel: Option<PathBuf>,
     /// Initramfs (uncompressed newc cpio).
     #[arg(long)]
     initrd: Option<PathBuf>,
@@ -58,6 +82,9 @@ pub struct LinuxArgs {
     /// Do not jail the VMM (no namespaces, root, capability drop or seccomp): debugging only.
     #[arg(long)]
     no_jail: bool,
+    /// Print the resolved config as JSON (what `--config` takes) and exit without booting.
+    #[arg(long)]
+    print_config: bool,
     /// Arguments for the guest /init (the workload subcommand and its arguments).
     #[arg(last = true)]
     init_args: Vec<String>,
@@ -67,6 +94,12 @@ impl TryFrom<LinuxArgs> for Config {
     type Error = anyhow::Error;
 
     fn try_from(a: LinuxArgs) -> anyhow::Result<Config> {
+        if let Some(path) = &a.config {
+            let config: Config = super::read_config(path)?;
+            validate(&config).with_context(|| path.display().to_string())?;
+            return Ok(config);
+        }
+        let kernel = a.kernel.context("--kernel or --config is required")?;
         let timeout_ms = match a.timeout_s {
             Some(s) if s.is_finite() && s > 0.0 => Some((s * 1000.0) as u64),
             Some(s) => anyhow::bail!("--timeout-s must be a positive number of seconds, not {s}"),
@@ -89,7 +122,7 @@ impl TryFrom<LinuxArgs> for Config {
             None => None,
         };
         Ok(Config {
-            kernel: a.kernel,
+            kernel,
             initrd: a.initrd,
             cmdline_extra: a.cmdline,
             init_args: a.init_args,
@@ -105,9 +138,18 @@ impl TryFrom<LinuxArgs> for Config {
     }
 }
 
+/// What the flags' conversion checks and the types alone do not.
+fn validate(c: &Config) -> anyhow::Result<()> {
+    if c.timeout_ms == Some(0) {
+        anyhow::bail!("timeout_ms must be positive");
+    }
+    Ok(())
+}
+
 /// Run the Linux guest; returns the process exit status.
 pub fn run(args: LinuxArgs, start: Instant) -> i32 {
     let stats_path = args.stats_json.clone();
+    let print = args.print_config;
     let config = match Config::try_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -115,6 +157,9 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
             return EXIT_VMM_ERROR;
         }
     };
+    if print {
+        return super::print_config(&config);
+    }
     // SIGTERM/SIGINT are blocked in every thread (see `main`); the vCPU loop collects them.
     let stop = StopRequest::collecting_stop_signals();
     // Opened now: once jailed, the VMM can reach no path.
