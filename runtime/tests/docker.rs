@@ -1,13 +1,17 @@
 //! Docker drives cvbench-runtime: a private dockerd of this test (its own data root, exec
 //! root and socket, no iptables, no bridge) started with `--add-runtime cvbench=<binary>`
 //! runs `docker run --runtime cvbench --rm --network none` with Docker's default seccomp
-//! profile and capabilities, then `docker exec`, `docker stop` and `docker rm`. Skipped
-//! loudly where docker.io is absent. The daemon is stopped by pid and its dirs removed.
+//! profile and capabilities, then `docker exec`, `docker stop` and `docker rm`; and
+//! `docker run --read-only --tmpfs /run`. Docker (20.10 here; moby master of August 2026
+//! too) sends `--tmpfs` as `noexec,nosuid,nodev,rprivate` and no `tmpcopyup` (its tmpfs
+//! option check rejects `--tmpfs /run:tmpcopyup`), so /run starts empty, as under runc.
+//! Skipped loudly where docker.io is absent. Each daemon is stopped by pid and its dirs removed.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cvbench-runtime");
@@ -20,10 +24,24 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon of `test`, or `None` after a loud skip when not root or docker.io is absent.
+    fn for_test(test: &str) -> Option<Daemon> {
+        if !common::root(test) {
+            return None;
+        }
+        if !Path::new("/usr/bin/dockerd").exists() && Command::new("dockerd").arg("--version").output().is_err() {
+            cvbench_testkit::skip(cvbench_testkit::Need::Other, &format!("{test} needs docker.io"));
+            return None;
+        }
+        Some(Daemon::start())
+    }
+
     fn start() -> Daemon {
-        let pid = std::process::id();
-        let base = PathBuf::from(format!("/var/tmp/cvbench-test-docker-{pid}"));
-        let exec_root = PathBuf::from(format!("/run/cvbt-{pid}"));
+        // Tests of one binary share a pid: a sequence number keeps their daemons apart.
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let id = format!("{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let base = PathBuf::from(format!("/var/tmp/cvbench-test-docker-{id}"));
+        let exec_root = PathBuf::from(format!("/run/cvbt-{id}"));
         std::fs::create_dir_all(&base).unwrap();
         std::fs::create_dir_all(&exec_root).unwrap();
         let sock = format!("unix://{}/docker.sock", exec_root.display());
@@ -91,9 +109,15 @@ impl Drop for Daemon {
     }
 }
 
+/// A file the test image holds under /run, so a test can tell whether the tmpfs Docker mounts
+/// there with `--tmpfs /run` started empty or with a copy of the image's /run.
+const RUN_SEED: &str = "run/cvbench/seed";
+
 fn busybox_image(d: &Daemon) {
     let rootfs = d.base.join("rootfs");
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::create_dir_all(rootfs.join(RUN_SEED).parent().unwrap()).unwrap();
+    std::fs::write(rootfs.join(RUN_SEED), "from-the-image\n").unwrap();
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
     for c in ["sh", "sleep", "cat", "echo", "id"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(c)).unwrap();
@@ -105,14 +129,9 @@ fn busybox_image(d: &Daemon) {
 
 #[test]
 fn docker_runs_execs_stops_and_removes_with_cvbench_runtime() {
-    if !common::root("docker_runs_execs_stops_and_removes_with_cvbench_runtime") {
+    let Some(d) = Daemon::for_test("docker_runs_execs_stops_and_removes_with_cvbench_runtime") else {
         return;
-    }
-    if !Path::new("/usr/bin/dockerd").exists() && Command::new("dockerd").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: docker_runs_execs_stops_and_removes_with_cvbench_runtime needs docker.io");
-        return;
-    }
-    let d = Daemon::start();
+    };
     busybox_image(&d);
 
     let out = d.ok(&[
@@ -155,4 +174,63 @@ fn docker_runs_execs_stops_and_removes_with_cvbench_runtime() {
     let state = d.exec_root.join("x/runtime-runc/moby/containers");
     let left = std::fs::read_dir(&state).map(|r| r.count()).unwrap_or(0);
     assert_eq!(left, 0, "runtime state left in {}", state.display());
+}
+
+#[test]
+fn docker_read_only_with_tmpfs_run_gives_an_empty_writable_run_on_a_read_only_rootfs() {
+    let Some(d) = Daemon::for_test("docker_read_only_with_tmpfs_run_gives_an_empty_writable_run_on_a_read_only_rootfs")
+    else {
+        return;
+    };
+    busybox_image(&d);
+
+    let o = d.cli(&[
+        "run",
+        "--runtime",
+        "cvbench",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/run",
+        "cvbench-test-bb:latest",
+        "/bin/sh",
+        "-c",
+        &format!(
+            "cat /proc/self/mountinfo; \
+             echo new > /run/new && echo \"run-write=$(cat /run/new)\"; \
+             for f in /bin/busybox /{RUN_SEED}; do if [ -e $f ]; then echo \"$f=present\"; else echo \"$f=absent\"; fi; done; \
+             for p in /x /etc/x; do if (echo x > $p) 2>&1; then echo \"$p=written\"; else echo \"$p=refused\"; fi; done"
+        ),
+    ]);
+
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "docker run: {:?}\nstdout:\n{out}\nstderr:\n{err}", o.status);
+    // mountinfo: "id parent maj:min root mount-point mount-options [optional...] - fstype source super".
+    let run = out.lines().find_map(|l| {
+        let (mount, fs) = l.split_once(" - ")?;
+        let f: Vec<&str> = mount.split(' ').collect();
+        (f.get(4) == Some(&"/run")).then(|| (f[5].to_string(), fs.split(' ').next().unwrap_or("").to_string()))
+    });
+    let (opts, fstype) = run.unwrap_or_else(|| panic!("no /run mount in mountinfo:\n{out}"));
+    assert_eq!(fstype, "tmpfs", "/run:\n{out}");
+    let opts: Vec<&str> = opts.split(',').collect();
+    for o in ["rw", "nosuid", "nodev", "noexec"] {
+        assert!(opts.contains(&o), "/run mounted {opts:?}, Docker asked for {o}");
+    }
+    assert!(out.contains("run-write=new"), "a write under /run:\n{out}");
+    // Docker sends no tmpcopyup: the image's /run is covered, not copied (runc shows the same).
+    assert!(out.contains("/bin/busybox=present"), "the shell's existence test:\n{out}");
+    assert!(
+        out.contains(&format!("/{RUN_SEED}=absent")),
+        "/run shows the image's /{RUN_SEED} without tmpcopyup:\n{out}"
+    );
+    for p in ["/x", "/etc/x"] {
+        assert!(out.contains(&format!("{p}=refused")), "{p} was writable on a --read-only rootfs:\n{out}");
+        assert!(
+            out.lines().any(|l| l.contains(&format!("{p}: Read-only file system"))),
+            "{p} not refused as read-only:\n{out}"
+        );
+    }
 }
