@@ -111,8 +111,12 @@ fn request(plan: &Plan, sc: &Scenario, env_id: &str, iteration: u32) -> RunReque
     let mut r = RunRequest::new(sc.workload, sc.args.clone());
     r.pin_instance_cpu = plan.pin.map(|p| p.instance_cpu);
     let (timeout, _) = plan.stretch.timeout(plan.run_timeout, sc.shape.instances());
-    r.timeout = timeout + sc.hold;
-    r.hold = sc.hold;
+    let hold = match sc.shape {
+        Shape::Density { .. } => plan.stretch.hold(sc.hold),
+        _ => sc.hold,
+    };
+    r.timeout = timeout + hold;
+    r.hold = hold;
     r.sample_footprint = sc.sample_footprint;
     r.env_id = env_id.to_string();
     r.scenario = sc.name.clone();
@@ -217,6 +221,17 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                     for r in &mut recs {
                         r.notes.push(why.clone());
                     }
+                }
+                if req.hold != sc.hold {
+                    note_last(
+                        &mut recs,
+                        format!(
+                            "hold: {:.1} s instead of {:.1} s (x{:.1} for this emulated CPU's spread of launches)",
+                            req.hold.as_secs_f64(),
+                            sc.hold.as_secs_f64(),
+                            plan.stretch.emulator_slowdown
+                        ),
+                    );
                 }
                 for r in &mut recs {
                     r.extra.insert("quiet_wait_ms".into(), quiet.waited.as_secs_f64() * 1e3);
