@@ -17,6 +17,23 @@ fn rt(run_root: &Path, args: &[&str]) -> std::process::Output {
     Command::new(BIN).arg("--run-root").arg(run_root).args(args).stdin(Stdio::null()).output().unwrap()
 }
 
+/// `create ID --bundle BUNDLE`: its status and what it printed on stderr. The container's init
+/// keeps stdout and stderr open after create returns, so they go to a file, not a pipe.
+fn create(run_root: &Path, id: &str, bundle: &Path) -> (std::process::ExitStatus, String) {
+    let err_path = bundle.join("create.err");
+    let status = Command::new(BIN)
+        .arg("--run-root")
+        .arg(run_root)
+        .args(["create", id, "--bundle"])
+        .arg(bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .status()
+        .unwrap();
+    (status, fs::read_to_string(&err_path).unwrap_or_default())
+}
+
 /// Removes the container and every level under `top` in each v1 hierarchy, also when the test
 /// fails halfway.
 struct Cleanup {
@@ -74,18 +91,8 @@ fn nested_cgroups_path_gets_inherited_cpusets_and_every_level_removed() {
     let run_root = guard.run_root.path();
     assert!(levels_left(&top).is_empty(), "fresh path");
 
-    let err = fs::File::create(b.path().join("create.err")).unwrap();
-    let created = Command::new(BIN)
-        .arg("--run-root")
-        .arg(run_root)
-        .args(["create", &guard.id, "--bundle"])
-        .arg(b.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .status()
-        .unwrap();
-    assert!(created.success(), "{}", fs::read_to_string(b.path().join("create.err")).unwrap());
+    let (created, create_err) = create(run_root, &guard.id, b.path());
+    assert!(created.success(), "{create_err}");
     let start = rt(run_root, &["start", &guard.id]);
     let leaf = cpuset.join(&top).join("a/b");
     let leaf_cpus = fs::read_to_string(leaf.join("cpuset.cpus")).unwrap_or_default();
@@ -213,22 +220,13 @@ fn block_io_throttle_reaches_the_v1_blkio_cgroup() {
     };
     let run_root = guard.run_root.path();
 
-    let created = Command::new(BIN)
-        .arg("--run-root")
-        .arg(run_root)
-        .args(["create", &guard.id, "--bundle"])
-        .arg(b.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(b.path().join("create.err")).unwrap())
-        .status()
-        .unwrap();
+    let (created, create_err) = create(run_root, &guard.id, b.path());
     let leaf = Path::new(V1).join("blkio").join(&top).join("a/b");
     let read_bps = fs::read_to_string(leaf.join("blkio.throttle.read_bps_device")).unwrap_or_default();
     let write_iops = fs::read_to_string(leaf.join("blkio.throttle.write_iops_device")).unwrap_or_default();
     let deleted = rt(run_root, &["delete", "--force", &guard.id]);
 
-    assert!(created.success(), "{}", fs::read_to_string(b.path().join("create.err")).unwrap());
+    assert!(created.success(), "{create_err}");
     assert_eq!(read_bps.trim(), format!("{dev} 1048576"));
     assert_eq!(write_iops.trim(), format!("{dev} 100"));
     assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
