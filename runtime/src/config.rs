@@ -309,6 +309,10 @@ pub struct ContainerConfig {
     pub sysctl: std::collections::BTreeMap<String, String>,
     /// A seccomp profile replacing the default one (OCI `linux.seccomp`).
     pub seccomp_profile: Option<crate::seccomp_profile::Profile>,
+    /// The AppArmor profile the process execs into (OCI `process.apparmorProfile`); set only
+    /// when AppArmor is enabled on the host (a profile for a host without it is ignored, as
+    /// runc does, with a warning).
+    pub apparmor_profile: Option<String>,
     /// Mount propagation of the container's root (`MS_*` flags; 0: private, the default).
     pub rootfs_propagation: u64,
     /// Namespaces to join (`setns`) instead of creating: (kind, path).
@@ -365,6 +369,7 @@ impl Default for ContainerConfig {
             umask: None,
             sysctl: Default::default(),
             seccomp_profile: None,
+            apparmor_profile: None,
             rootfs_propagation: 0,
             join_namespaces: Vec::new(),
             host_net_allowed: false,

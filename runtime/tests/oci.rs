@@ -422,3 +422,84 @@ fn exec_gets_exactly_the_container_inits_user_capabilities_and_seccomp() {
     assert!(init.iter().any(|l| l == "Seccomp:\t2"), "{init:?}");
     assert!(init.iter().any(|l| l.starts_with("Uid:\t1000")), "{init:?}");
 }
+
+/// Whether the kernel has AppArmor on (securityfs lists the active LSMs).
+fn apparmor_enabled() -> bool {
+    fs::read_to_string("/sys/kernel/security/lsm").is_ok_and(|l| l.split(',').any(|m| m.trim() == "apparmor"))
+}
+
+/// A profile loaded into the kernel for one test, removed when dropped.
+struct LoadedProfile {
+    file: tempfile::NamedTempFile,
+}
+
+impl LoadedProfile {
+    fn load(name: &str) -> LoadedProfile {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        // Everything allowed: the test proves the process runs under the profile, not a rule.
+        write!(
+            file,
+            "profile {name} flags=(attach_disconnected,mediate_deleted) {{\n  file,\n  capability,\n  network,\n  \
+             signal,\n  ptrace,\n  mount,\n  umount,\n  pivot_root,\n  unix,\n}}\n"
+        )
+        .unwrap();
+        let out = Command::new("apparmor_parser").arg("--replace").arg(file.path()).output().unwrap();
+        assert!(out.status.success(), "apparmor_parser --replace: {}", String::from_utf8_lossy(&out.stderr));
+        LoadedProfile { file }
+    }
+}
+
+impl Drop for LoadedProfile {
+    fn drop(&mut self) {
+        let _ = Command::new("apparmor_parser").arg("--remove").arg(self.file.path()).output();
+    }
+}
+
+#[test]
+fn apparmor_profile_confines_the_container_process_from_its_exec() {
+    let test = "apparmor_profile_confines_the_container_process_from_its_exec";
+    if !root(test) {
+        return;
+    }
+    if !apparmor_enabled() {
+        eprintln!("SKIPPED: {test}: AppArmor is not enabled in this host's kernel (no `apparmor` in /sys/kernel/security/lsm)");
+        return;
+    }
+    if Command::new("apparmor_parser").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: {test}: apparmor_parser missing (apt-get install apparmor)");
+        return;
+    }
+    let name = format!("cvbench-test-{}", std::process::id());
+    let _profile = LoadedProfile::load(&name);
+    let b = tempfile::tempdir().unwrap();
+    let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
+    bundle(b.path(), &["/bin/busybox", "cat", "/proc/self/attr/current"]);
+    edit_spec(b.path(), |spec| spec["process"]["apparmorProfile"] = serde_json::json!(name));
+    let before = common::counts(run_root.path());
+
+    let (ok, out, err) = run_bundle(run_root.path(), b.path(), "oci-apparmor");
+
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim_end_matches('\0').trim(), format!("{name} (enforce)"), "{err}");
+    assert_eq!(common::counts(run_root.path()), before);
+}
+
+#[test]
+fn apparmor_profile_name_with_a_newline_is_refused_by_field() {
+    if !root("apparmor_profile_name_with_a_newline_is_refused_by_field") {
+        return;
+    }
+    let b = tempfile::tempdir().unwrap();
+    let run_root = tempfile::Builder::new().prefix("cvbench-test-oci-").tempdir_in(common::run_parent()).unwrap();
+    bundle(b.path(), &["/bin/busybox", "true"]);
+    // The kernel reads a request up to a newline: this would ask for "unconfined".
+    edit_spec(b.path(), |spec| spec["process"]["apparmorProfile"] = serde_json::json!("unconfined\nexec x"));
+    let before = common::counts(run_root.path());
+
+    let (ok, out, err) = run_bundle(run_root.path(), b.path(), "oci-apparmor-bad");
+
+    assert!(!ok, "{out}{err}");
+    assert!(err.contains("process.apparmorProfile"), "{err}");
+    assert_eq!(common::counts(run_root.path()), before);
+}

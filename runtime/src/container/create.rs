@@ -11,7 +11,7 @@ use crate::network::{self, Veth};
 use crate::process::channel::{self, now_ns};
 use crate::process::clone;
 use crate::process::init::{ChildPlan, ExecPlan, Iface};
-use crate::process::privileges::{CapPlan, Privileges};
+use crate::process::privileges::{AppArmorExec, CapPlan, Privileges};
 use crate::process::{self as proc, channel::Channel};
 use crate::state::{proc_start_time, Keeper, State, Status};
 use crate::{capabilities, rootfs, seccomp, Error};
@@ -410,6 +410,10 @@ impl Container {
                 caps,
                 no_new_privs: cfg.no_new_privileges.unwrap_or(!cfg.privileged),
                 seccomp,
+                apparmor: match &cfg.apparmor_profile {
+                    Some(profile) => AppArmorExec::new(profile).map_err(Error::Config)?,
+                    None => None,
+                },
             },
             join,
             umask: cfg.umask.map(|m| m as libc::mode_t),

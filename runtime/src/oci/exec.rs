@@ -5,7 +5,7 @@
 //! ([`crate::process::privileges`]), and a failed step comes back with its name.
 
 use super::Error;
-use crate::process::privileges::{CapPlan, Privileges, StepFailed};
+use crate::process::privileges::{AppArmorExec, CapPlan, Privileges, StepFailed};
 use crate::process::{self as proc, channel, init};
 use crate::state::State;
 use std::ffi::CString;
@@ -45,12 +45,12 @@ impl ProcessSpec {
         if p.args().as_ref().is_none_or(|a| a.is_empty()) {
             return Err(Error::Invalid { field: "process.args".into(), reason: "must name the program".into() });
         }
-        for (set, field) in
-            [(p.apparmor_profile(), "process.apparmorProfile"), (p.selinux_label(), "process.selinuxLabel")]
-        {
-            if set.as_ref().is_some_and(|s| !s.is_empty()) && super::spec_lsm_enabled(field) {
-                return Err(Error::Unsupported(field.into()));
-            }
+        if p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()) && super::spec_lsm_enabled("selinux") {
+            return Err(Error::Unsupported("process.selinuxLabel".into()));
+        }
+        if let Some(profile) = p.apparmor_profile() {
+            AppArmorExec::new(profile)
+                .map_err(|reason| Error::Invalid { field: "process.apparmorProfile".into(), reason })?;
         }
         Ok(ProcessSpec(p))
     }
@@ -145,6 +145,13 @@ pub fn exec(
         None => CapPlan { bounding: 0, effective: 0, permitted: 0, inheritable: 0, ambient: 0, last_cap },
     };
     let nnp = p.no_new_privileges().unwrap_or(false);
+    // As for the container's first process: the profile applies where AppArmor is enabled.
+    let apparmor = match p.apparmor_profile() {
+        Some(profile) if super::spec_lsm_enabled("apparmor") => {
+            AppArmorExec::new(profile).map_err(crate::Error::Config)?
+        }
+        _ => None,
+    };
     // The bundle's seccomp profile governs exec'd processes too.
     let seccomp = match &st.bundle {
         Some(b) => {
@@ -169,7 +176,7 @@ pub fn exec(
         cgroup_files,
         joins: joins.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect(),
         cwd,
-        privileges: Privileges { uid, gid, groups, caps: Some(caps), no_new_privs: nnp, seccomp },
+        privileges: Privileges { uid, gid, groups, caps: Some(caps), no_new_privs: nnp, seccomp, apparmor },
     };
     // A failed step goes to the parent as a record on this pipe (std passes only the errno).
     let (status_rd, status_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(proc::Error::Channel)?;

@@ -116,7 +116,7 @@ pub fn features() -> Value {
                     "SCMP_CMP_GE", "SCMP_CMP_MASKED_EQ"],
                 "archs": ["SCMP_ARCH_X86_64"]
             },
-            "apparmor": {"enabled": false},
+            "apparmor": {"enabled": true},
             "selinux": {"enabled": false}
         }
     })

@@ -420,8 +420,16 @@ pub fn convert(spec: &Spec, bundle: &Path, run_root: &Path) -> Result<Bundle, Er
         }
         cfg.oom_score_adj = Some(adj);
     }
-    if p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()) && lsm_enabled("apparmor") {
-        return Err(unsupported("process.apparmorProfile (AppArmor is enabled and not supported)"));
+    if let Some(profile) = p.apparmor_profile().as_ref().filter(|s| !s.is_empty()) {
+        crate::process::privileges::AppArmorExec::new(profile)
+            .map_err(|reason| invalid("process.apparmorProfile", reason))?;
+        if lsm_enabled("apparmor") {
+            cfg.apparmor_profile = Some(profile.clone());
+        } else {
+            eprintln!(
+                "cvbench-runtime: warning: process.apparmorProfile {profile:?} ignored: AppArmor is not enabled on this host"
+            );
+        }
     }
     if p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()) && lsm_enabled("selinux") {
         return Err(unsupported("process.selinuxLabel (SELinux is enabled and not supported)"));

@@ -32,6 +32,7 @@ pub const STEP_SELF_ATTACH: u32 = 10_015;
 pub const STEP_SETNS: u32 = 10_016;
 pub const STEP_AMBIENT: u32 = 10_017;
 pub const STEP_CTTY: u32 = 10_018;
+pub const STEP_APPARMOR: u32 = 10_019;
 
 /// The argv/envp arrays and candidate paths for execve, prepared in the parent.
 pub struct ExecPlan {
@@ -150,6 +151,7 @@ pub fn step_label(code: u32) -> Option<&'static str> {
         STEP_SELF_ATTACH => "move into the cgroups",
         STEP_SETNS => "join a namespace given by path",
         STEP_AMBIENT => "raise ambient capabilities",
+        STEP_APPARMOR => "set the AppArmor profile for exec (/proc/thread-self/attr/apparmor/exec)",
         _ => return None,
     })
 }

@@ -1,12 +1,15 @@
 //! Dropping privileges before exec: the one copy every verb uses, the container's first
-//! process ([`super::init`]) and `exec` ([`crate::oci::exec`]). seccomp (first when
-//! no_new_privs is off), the bounding set, uid/gids, capset, ambient capabilities and
-//! no_new_privs, each failure reported with its step code.
+//! process ([`super::init`]) and `exec` ([`crate::oci::exec`]). The AppArmor profile for the
+//! next exec (first, as runc does: before no_new_privs narrows what a profile change may do),
+//! seccomp (first after it when no_new_privs is off), the bounding set, uid/gids, capset,
+//! ambient capabilities and no_new_privs, each failure reported with its step code.
 //!
 //! Runs between fork/clone and exec: only raw system calls on a [`Privileges`] the parent
 //! prepared, no allocation, no locks (async-signal-safe).
 
-use super::init::{STEP_AMBIENT, STEP_CAPBSET, STEP_CAPSET, STEP_NO_NEW_PRIVS, STEP_SECCOMP, STEP_SETID};
+use super::init::{
+    STEP_AMBIENT, STEP_APPARMOR, STEP_CAPBSET, STEP_CAPSET, STEP_NO_NEW_PRIVS, STEP_SECCOMP, STEP_SETID,
+};
 
 /// The capability sets (bit i = capability i) and the highest capability the kernel knows.
 pub struct CapPlan {
@@ -34,6 +37,62 @@ pub struct Privileges {
     pub caps: Option<CapPlan>,
     pub no_new_privs: bool,
     pub seccomp: Option<Vec<libc::sock_filter>>,
+    /// The AppArmor profile the process execs into (OCI `process.apparmorProfile`), only
+    /// when AppArmor is enabled on the host; see [`AppArmorExec`].
+    pub apparmor: Option<AppArmorExec>,
+}
+
+/// The request "exec PROFILE" for the kernel's AppArmor attribute, made by the parent so
+/// the child only opens, writes and closes (no allocation between fork and exec).
+pub struct AppArmorExec {
+    request: Vec<u8>,
+}
+
+/// The attribute files tried in order: the per-LSM one (Linux 5.8 and later), then the
+/// shared one older kernels have. `thread-self`: the attribute is per thread.
+const APPARMOR_ATTRS: [&std::ffi::CStr; 2] = [c"/proc/thread-self/attr/apparmor/exec", c"/proc/thread-self/attr/exec"];
+
+impl AppArmorExec {
+    /// `None` for an empty name; a name with a NUL or a newline is refused (the kernel
+    /// reads the request up to either, so such a name would ask for another profile).
+    pub fn new(profile: &str) -> Result<Option<AppArmorExec>, String> {
+        if profile.is_empty() {
+            return Ok(None);
+        }
+        if profile.contains(['\0', '\n']) {
+            return Err(format!("AppArmor profile {profile:?} contains a NUL or a newline"));
+        }
+        Ok(Some(AppArmorExec { request: format!("exec {profile}").into_bytes() }))
+    }
+
+    /// The profile's name, as asked for.
+    pub fn profile(&self) -> &str {
+        std::str::from_utf8(&self.request[5..]).unwrap_or_default()
+    }
+
+    /// Ask the kernel to switch to the profile at the next execve. Async-signal-safe.
+    fn apply(&self) -> Result<(), StepFailed> {
+        let mut last = libc::ENOENT;
+        for attr in APPARMOR_ATTRS {
+            // SAFETY: open(2) of a NUL-terminated constant path.
+            let fd = unsafe { libc::open(attr.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                last = errno();
+                continue;
+            }
+            // SAFETY: write(2) of a live buffer with its length to the fd just opened.
+            let n = unsafe { libc::write(fd, self.request.as_ptr().cast(), self.request.len()) };
+            let write_errno = errno();
+            // SAFETY: closing the fd opened above.
+            unsafe { libc::close(fd) };
+            return if n == self.request.len() as isize {
+                Ok(())
+            } else {
+                Err(StepFailed { step: STEP_APPARMOR, errno: if n < 0 { write_errno } else { libc::EIO } })
+            };
+        }
+        Err(StepFailed { step: STEP_APPARMOR, errno: last })
+    }
 }
 
 /// A step that failed: its code (`init::STEP_*`, named by `init::step_label`) and errno.
@@ -154,6 +213,9 @@ impl Privileges {
     /// have that (as runc does), and it also governs the rest. With no_new_privs the filter
     /// waits for [`Privileges::install_late_seccomp`], right before execve.
     pub fn drop_privileges(&self) -> Result<(), StepFailed> {
+        if let Some(a) = &self.apparmor {
+            a.apply()?;
+        }
         if !self.no_new_privs {
             if let Some(f) = &self.seccomp {
                 install_seccomp(f)?;
@@ -185,5 +247,24 @@ impl Privileges {
             (Some(f), true) => install_seccomp(f),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AppArmorExec;
+
+    #[test]
+    fn apparmor_request_is_exec_and_the_profile_name() {
+        let a = AppArmorExec::new("docker-default").unwrap().unwrap();
+        assert_eq!(a.request, b"exec docker-default");
+        assert_eq!(a.profile(), "docker-default");
+    }
+
+    #[test]
+    fn apparmor_empty_name_is_no_request_and_separators_are_refused() {
+        assert!(AppArmorExec::new("").unwrap().is_none());
+        assert!(AppArmorExec::new("a\nexec b").is_err());
+        assert!(AppArmorExec::new("a\0b").is_err());
     }
 }
