@@ -144,12 +144,23 @@ fn docker_runs_execs_stops_and_removes_with_cvbench_runtime() {
         "cvbench-test-bb:latest",
         "/bin/sh",
         "-c",
-        "echo hello; grep -E '^(Seccomp|CapBnd|NoNewPrivs):' /proc/self/status",
+        "echo hello; grep -E '^(Seccomp|CapBnd|NoNewPrivs):' /proc/self/status; \
+         echo \"apparmor: $(cat /proc/self/attr/current 2>/dev/null)\"",
     ]);
     assert!(out.contains("hello"), "{out}");
     // Docker's defaults: its seccomp profile (filter mode 2) and 14 default capabilities.
     assert!(out.contains("Seccomp:\t2"), "{out}");
     assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    // Where AppArmor is on, dockerd loads its docker-default profile and passes it in the
+    // bundle; the runtime must have applied it at the process's exec.
+    let apparmor_on = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .is_ok_and(|l| l.split(',').any(|m| m.trim() == "apparmor"))
+        && std::process::Command::new("apparmor_parser").arg("--version").output().is_ok();
+    if apparmor_on {
+        assert!(out.contains("apparmor: docker-default (enforce)"), "{out}");
+    } else {
+        eprintln!("(AppArmor is off here: docker-default is not applied, which the test host checks)");
+    }
 
     let name = format!("cvbench-test-{}", std::process::id());
     d.ok(&[

@@ -22,7 +22,7 @@ use crate::workload::SERVE_PORT;
 
 const NAME: &str = BackendId::Container.name();
 /// Host uid/gid that container root maps to when a user namespace is asked for.
-const USERNS_HOST_BASE: u32 = 100_000;
+pub const USERNS_HOST_BASE: u32 = 100_000;
 
 pub struct ContainerBackend;
 

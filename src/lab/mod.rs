@@ -10,6 +10,7 @@ pub mod linux_boot;
 pub mod live;
 pub mod namespaces;
 pub mod overhead;
+pub mod security;
 pub mod table;
 
 use crate::workload::Workload;
@@ -21,20 +22,22 @@ use crate::record::RunRecord;
 use crate::runner::{self, RunRequest};
 pub use table::Table;
 
-/// The six labs, by number: (directory name, title).
-pub const LABS: [(&str, &str); 6] = [
+/// The labs, by number: (directory name, title).
+pub const LABS: [(&str, &str); 8] = [
     ("01-namespaces", "Namespaces: what a container can see, and what that costs"),
     ("02-cgroups", "cgroups: limiting and accounting what a container uses"),
     ("03-images-overlayfs", "Images and the union filesystem"),
     ("04-vm-from-scratch", "A VM from scratch: the workload at CPL3, system calls as VM exits"),
     ("05-booting-linux", "Booting Linux in a micro-VM"),
     ("06-overhead-study", "The overhead study: containers vs VMs, against the literature"),
+    ("07-orchestration", "Orchestration: a Docker swarm's managers, workers and node loss"),
+    ("08-security", "Security: seccomp, capabilities, privileged containers, user namespaces"),
 ];
 
 /// Errors that stop a lab before it could observe anything.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    #[error("there is no lab {0} (the labs are 1 to 6)")]
+    #[error("there is no lab {0} (the labs are 1 to {n})", n = LABS.len())]
     NoSuchLab(u8),
 }
 
@@ -148,7 +151,7 @@ impl LabOptions {
     }
 }
 
-/// Run lab `lab` (1..=6) live.
+/// Run lab `lab` (1..=8) live.
 pub fn run(lab: u8, opts: LabOptions) -> Result<LabReport, LabError> {
     let mut r = LabReport::new(lab);
     match lab {
@@ -158,6 +161,7 @@ pub fn run(lab: u8, opts: LabOptions) -> Result<LabReport, LabError> {
         4 => bare_vm::run(&opts, &mut r),
         5 => linux_boot::run(&opts, &mut r),
         6 => overhead::run(&opts, &mut r),
+        8 => security::run(&opts, &mut r),
         n => return Err(LabError::NoSuchLab(n)),
     }
     Ok(r)
@@ -249,7 +253,7 @@ mod tests {
 
     #[test]
     fn unknown_lab_number_is_an_error() {
-        assert!(matches!(run(7, LabOptions::default()), Err(LabError::NoSuchLab(7))));
+        assert!(matches!(run(9, LabOptions::default()), Err(LabError::NoSuchLab(9))));
     }
 
     #[test]
