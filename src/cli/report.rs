@@ -104,3 +104,18 @@ pub fn execute(a: ReportArgs) -> anyhow::Result<i32> {
     write_report_with(input, out, a.previous.as_deref(), rules)?;
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_effect_takes_a_percentage_and_refuses_the_rest() {
+        assert_eq!(parse_min_effect("5"), Ok(5.0));
+        assert_eq!(parse_min_effect("0"), Ok(0.0));
+        assert!(parse_min_effect("-1").unwrap_err().contains("out of range"));
+        assert!(parse_min_effect("100").unwrap_err().contains("out of range"));
+        assert!(parse_min_effect("NaN").unwrap_err().contains("out of range"));
+        assert!(parse_min_effect("five").unwrap_err().contains("not a number"));
+    }
+}

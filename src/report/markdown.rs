@@ -56,7 +56,7 @@ pub fn ratio_text(c: &Cell, rules: &Rules) -> Option<String> {
     let rc = c.paired?;
     let (r, ci) = (rc.paired.centre, interval_text(&rc.paired.ci, |x| x));
     Some(match rc.verdict {
-        Verdict::Different(_) => format!("**×{}** (×{ci}, q={})", num(r), p_text(rc.q.unwrap_or(1.0))),
+        Verdict::Different(_) => format!("**×{}** (×{ci}, {})", num(r), q_text(rc.q.unwrap_or(1.0))),
         Verdict::Same { significant_but_small: true } => format!(
             "≈ native (within ×{ci}; ×{} is significant but under the {:.0}% minimum)",
             num(r),
@@ -76,6 +76,14 @@ pub fn p_text(p: f64) -> String {
         "<0.0001".into()
     } else {
         sig2(p)
+    }
+}
+
+/// `q=0.0020`, or `q<0.0001`.
+fn q_text(q: f64) -> String {
+    match p_text(q) {
+        t if t.starts_with('<') => format!("q{t}"),
+        t => format!("q={t}"),
     }
 }
 
@@ -606,6 +614,42 @@ mod tests {
             generic_note("disk: bind volume from /var/tmp/cvbench-disk-Ab12Cd at /data"),
             "disk: bind volume from /var/tmp/… at /data"
         );
+    }
+
+    fn cell_with(verdict: Verdict, q: Option<f64>, rounds: usize) -> Cell {
+        use super::super::aggregate::RatioCell;
+        let paired = stats::paired::Paired { rounds, centre: 1.5, ci: Interval { lo: 1.2, hi: 1.8 }, p: 0.001 };
+        Cell {
+            summary: None,
+            median_ci: None,
+            ratio: Some(1.5),
+            ratio_ci: Some(paired.ci),
+            significance: None,
+            paired: Some(RatioCell { paired, q, verdict, halves: [None, None] }),
+            failed: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ratio_text_follows_the_verdict() {
+        use crate::stats::decision::Direction;
+        let r = Rules::default();
+        let t = |v, q, n| ratio_text(&cell_with(v, q, n), &r).unwrap();
+        assert_eq!(t(Verdict::Different(Direction::Above), Some(0.002), 12), "**×1.50** (×1.20–1.80, q=0.0020)");
+        assert_eq!(t(Verdict::Same { significant_but_small: false }, Some(0.3), 12), "≈ native (within ×1.20–1.80)");
+        assert!(t(Verdict::Same { significant_but_small: true }, Some(0.01), 12).contains("under the 5% minimum"));
+        assert_eq!(t(Verdict::NotJudged(Unjudged::TooFewRounds), None, 5), "×1.50 (×1.20–1.80; 5 rounds: not judged)");
+    }
+
+    #[test]
+    fn p_values_print_two_significant_digits() {
+        assert_eq!(p_text(0.001953125), "0.0020");
+        assert_eq!(p_text(0.05), "0.050");
+        assert_eq!(p_text(0.5), "0.50");
+        assert_eq!(p_text(1.0), "1.0");
+        assert_eq!(p_text(0.00001), "<0.0001");
+        assert_eq!(q_text(0.00001), "q<0.0001");
     }
 
     #[test]

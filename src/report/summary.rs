@@ -111,7 +111,7 @@ fn per_kind(
             rest.push(format!("{} different over the run but not {}", t.unreplicated, where_held(previous)));
         }
         if t.unjudged > 0 {
-            rest.push(format!("{} not judged (fewer than {} rounds)", t.unjudged, a.rules.min_rounds));
+            rest.push(format!("{} not judged: fewer than {} rounds", t.unjudged, a.rules.min_rounds));
         }
         let ratio = match range(&ratios) {
             Some((rl, rh)) if rest.is_empty() => {
