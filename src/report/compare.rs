@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use super::aggregate::{Aggregate, RatioCell};
+use super::aggregate::{family_of, Aggregate, RatioCell, HEADLINES};
 use super::markdown::interval_text;
 use crate::figures::num;
 use crate::results::ResultSet;
@@ -180,6 +180,15 @@ fn ratio_text(c: Option<RatioCell>) -> String {
     }
 }
 
+/// A headline metric as the report's tables name it; the raw name otherwise.
+fn metric_label(scenario: &str, metric: &str) -> String {
+    HEADLINES
+        .iter()
+        .find(|h| h.metric == metric && h.family == family_of(scenario))
+        .map(|h| h.label.to_string())
+        .unwrap_or_else(|| metric.to_string())
+}
+
 fn pct(k: usize, n: usize) -> String {
     if n == 0 {
         "—".into()
@@ -217,7 +226,7 @@ fn render_ratios(out: &mut String, aa: &Aggregate, ab: &Aggregate, rules: &Rules
             k => format!(" {k} more are in only one of the two sets."),
         }
     );
-    let label = |c: &RatioChange| format!("{} / {} / {}", c.scenario, c.metric, c.backend);
+    let label = |c: &RatioChange| format!("{} / {} / {}", c.scenario, metric_label(&c.scenario, &c.metric), c.backend);
     if !opposite.is_empty() {
         let _ = writeln!(out, "CIs excluding 1 on opposite sides:\n");
         for c in &opposite {
@@ -250,7 +259,7 @@ fn render_ratios(out: &mut String, aa: &Aggregate, ab: &Aggregate, rules: &Rules
             out,
             "| {} | {} | {} | {} | {} | {flag} |",
             c.scenario,
-            c.metric,
+            metric_label(&c.scenario, &c.metric),
             c.backend,
             ratio_text(c.a),
             ratio_text(c.b)
