@@ -181,4 +181,46 @@ mod tests {
         assert!(!holds(&pr(0.7, 0.6, 0.8, 6), Direction::Above, &r), "other side");
         assert!(!holds(&pr(1.02, 1.01, 1.03, 6), Direction::Above, &r), "too small");
     }
+
+    /// Standard normal draws (Box–Muller) from the report's seeded generator.
+    fn normals(rng: &mut crate::stats::SplitMix64, n: usize) -> Vec<f64> {
+        let u = |r: &mut crate::stats::SplitMix64| ((r.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        (0..n).map(|_| (-2.0 * u(rng).ln()).sqrt() * (std::f64::consts::TAU * u(rng)).cos()).collect()
+    }
+
+    /// Judge `cells` simulated cells of `rounds` rounds, log ratios ~ N(shift, sd):
+    /// (uncorrected p < 0.05, called different after BH and the minimum effect).
+    fn simulate(cells: usize, rounds: usize, shift: f64, sd: f64) -> (usize, usize) {
+        let mut rng = crate::stats::SplitMix64::new(2026);
+        let paired: Vec<Paired> = (0..cells)
+            .map(|k| {
+                let logs: Vec<f64> = normals(&mut rng, rounds).iter().map(|z| shift + sd * z).collect();
+                crate::stats::paired::paired(&logs, k as u64).unwrap()
+            })
+            .collect();
+        let q = crate::stats::fdr::bh_adjust(&paired.iter().map(|p| p.p).collect::<Vec<_>>());
+        let raw = paired.iter().filter(|p| p.p < 0.05).count();
+        let called = paired
+            .iter()
+            .zip(&q)
+            .filter(|(p, q)| matches!(decide(p, Some(**q), &Rules::default()), Verdict::Different(_)))
+            .count();
+        (raw, called)
+    }
+
+    #[test]
+    fn with_no_difference_almost_nothing_is_called_different() {
+        // 300 cells of 12 rounds, per-round ratios lognormal with 15% spread around ×1:
+        // about 5% pass p < 0.05 uncorrected (the test is calibrated), none survives BH + 5%.
+        let (raw, called) = simulate(300, 12, 0.0, 0.15);
+        assert!((6..=27).contains(&raw), "{raw} of 300 with p < 0.05");
+        assert!(called <= 1, "{called} of 300 null cells called different");
+    }
+
+    #[test]
+    fn a_real_twenty_percent_shift_is_found_in_most_cells() {
+        // The same noise around ×1.2: the rule is not blind.
+        let (_, called) = simulate(100, 12, 1.2f64.ln(), 0.15);
+        assert!(called >= 80, "{called} of 100 cells at ×1.2 called different");
+    }
 }
