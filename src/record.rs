@@ -108,7 +108,10 @@ pub struct RunRecord {
     /// Free-form label for the experiment (e.g. `startup-serial`, `parallel-10`).
     #[serde(default)]
     pub scenario: String,
-    /// Index of this run within its cell.
+    /// The round of its scenario this run belongs to (warm-up rounds not
+    /// counted): every backend's unit of round i carries i, so the report
+    /// pairs a backend's value with native's of the same round. Every
+    /// instance of a parallel or density batch carries its unit's round.
     #[serde(default)]
     pub iteration: u32,
     /// Wall-clock start, milliseconds since the Unix epoch.

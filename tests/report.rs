@@ -19,22 +19,27 @@ fn report_from_fixture_has_ratios_breakdown_and_the_unavailable_backend() {
     let written = report::generate(&set, out.path()).unwrap();
     let md = std::fs::read_to_string(out.path().join("REPORT.md")).unwrap();
 
-    // Medians of the fixture worked out by hand: native 0.496 ms, crun 31.17 ms, docker 480.2 ms;
-    // five runs a side, cleanly separated, so both ratios are significant.
+    // Medians of the fixture worked out by hand: native 0.496 ms, crun 31.17 ms, docker 480.2 ms.
+    // Paired per round (geometric mean of crun ÷ native of the same round): ×39.0 and ×672, lower
+    // than the ratio of medians because native's round 4 took 3.72 ms. Five rounds are too few to
+    // judge: no bold, said so.
     let row = md.lines().find(|l| l.starts_with("| startup-serial | noop launch→READY")).unwrap();
     assert!(row.contains("| 0.496 ms ["), "{row}");
-    assert!(row.contains("**×62.8** (×"), "{row}");
+    assert!(row.contains("×39.0 (×"), "{row}");
     assert!(row.contains("· 31.2 ms ["), "{row}");
-    assert!(row.contains("**×968** (×"), "{row}");
+    assert!(row.contains("×672 (×"), "{row}");
+    assert!(row.contains("5 rounds: not judged"), "{row}");
+    assert!(!row.contains("**"), "{row}");
     assert!(row.ends_with("✗ failed |"), "{row}");
-    // Three cpu runs a side are too few to judge: no bold, said so.
     let cpu = md.lines().find(|l| l.starts_with("| cpu | SHA-256")).unwrap();
     assert!(!cpu.contains("**"), "{cpu}");
-    assert!(cpu.contains("n<5: not judged"), "{cpu}");
-    // The summary is computed and comes first.
+    assert!(cpu.contains("3 rounds: not judged"), "{cpu}");
+    // The summary is computed, comes first, and says the quick run is too small to judge.
     let summary = md.split("## Summary\n\n").nth(1).and_then(|s| s.lines().next()).unwrap();
+    assert!(summary.starts_with("This run is too small to judge"), "{summary}");
     assert!(summary.contains("natively 0.496 ms"), "{summary}");
     assert!(summary.contains("qemu could not run here"), "{summary}");
+    assert!(md.contains("**This run is too small to judge**"), "{md}");
     // Every backend's path and what it exec'd.
     assert!(md.contains("| crun | `crun run` on a generated OCI bundle |"));
     // Docker's phases come from its event stream.

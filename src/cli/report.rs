@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cvbench::report;
 use cvbench::results::ResultSet;
+use cvbench::stats::decision::Rules;
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
@@ -21,6 +22,24 @@ pub struct ReportArgs {
     /// (or written to --out).
     #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with = "input")]
     pub compare: Option<Vec<PathBuf>>,
+    /// With --in: the result directory of the run before; the summary names a difference only
+    /// when it also holds there.
+    #[arg(long, value_name = "DIR", conflicts_with = "compare")]
+    pub previous: Option<PathBuf>,
+    /// Smallest effect, in percent, a ratio must show to be called different from native (with
+    /// significance after Benjamini–Hochberg at q = 0.05); recorded in the report.
+    #[arg(long, value_name = "PERCENT", default_value_t = 5.0, value_parser = parse_min_effect)]
+    pub min_effect: f64,
+}
+
+/// A minimum effect in percent: finite, at least 0, below 100.
+fn parse_min_effect(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of percent (e.g. 5)"))?;
+    if v.is_finite() && (0.0..100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s}% is out of range: give a percentage from 0 to below 100"))
+    }
 }
 
 /// The report directory when `--in` is given without `--out`.
@@ -43,10 +62,17 @@ fn load(dir: &Path) -> anyhow::Result<ResultSet> {
     ResultSet::read_dir(dir).with_context(|| format!("loading result set {}", dir.display()))
 }
 
-/// Write the report for `input` into `out` and print what was written.
+/// Write the report for `input` into `out` with the default rules and print what was written.
 pub fn write_report(input: &Path, out: &Path) -> anyhow::Result<()> {
+    write_report_with(input, out, None, Rules::default())
+}
+
+fn write_report_with(input: &Path, out: &Path, previous: Option<&Path>, rules: Rules) -> anyhow::Result<()> {
     let set = load(input)?;
-    let w = report::generate(&set, out).with_context(|| format!("writing the report into {}", out.display()))?;
+    let previous = previous.map(load).transpose()?;
+    let opts = report::Options { rules, previous: previous.as_ref() };
+    let w = report::generate_with(&set, out, &opts)
+        .with_context(|| format!("writing the report into {}", out.display()))?;
     for e in &w.chart_errors {
         eprintln!("cvbench: chart not drawn: {e}");
     }
@@ -55,9 +81,11 @@ pub fn write_report(input: &Path, out: &Path) -> anyhow::Result<()> {
 }
 
 pub fn execute(a: ReportArgs) -> anyhow::Result<i32> {
+    let rules = Rules { min_effect: a.min_effect / 100.0, ..Rules::default() };
     if let Some(pair) = &a.compare {
         let (sa, sb) = (load(&pair[0])?, load(&pair[1])?);
-        let md = report::compare::render(&sa, &sb, &pair[0].display().to_string(), &pair[1].display().to_string());
+        let (na, nb) = (pair[0].display().to_string(), pair[1].display().to_string());
+        let md = report::compare::render_with(&sa, &sb, &na, &nb, &rules);
         let Some(out) = &a.out else {
             // Nothing is written unless asked: the committed reports/COMPARE.md stays as it is.
             print!("{md}");
@@ -72,6 +100,22 @@ pub fn execute(a: ReportArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let input = a.input.as_deref().context("--in is required")?;
-    write_report(input, a.out.as_deref().unwrap_or(Path::new(DEFAULT_REPORT_DIR)))?;
+    let out = a.out.as_deref().unwrap_or(Path::new(DEFAULT_REPORT_DIR));
+    write_report_with(input, out, a.previous.as_deref(), rules)?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_effect_takes_a_percentage_and_refuses_the_rest() {
+        assert_eq!(parse_min_effect("5"), Ok(5.0));
+        assert_eq!(parse_min_effect("0"), Ok(0.0));
+        assert!(parse_min_effect("-1").unwrap_err().contains("out of range"));
+        assert!(parse_min_effect("100").unwrap_err().contains("out of range"));
+        assert!(parse_min_effect("NaN").unwrap_err().contains("out of range"));
+        assert!(parse_min_effect("five").unwrap_err().contains("not a number"));
+    }
 }

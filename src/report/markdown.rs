@@ -13,7 +13,9 @@ use super::aggregate::{family_of, Aggregate, Cell, Headline};
 use super::{backends, summary};
 use crate::figures::num;
 use crate::results::ResultSet;
-use crate::stats::{self, Better, Interval, Significance};
+use crate::stats::decision::{Rules, Unjudged, Verdict};
+use crate::stats::paired::{self, EXACT_SIGN_FLIP_MAX, SIGN_FLIP_DRAWS};
+use crate::stats::{self, Better, Interval};
 
 /// Chart files (relative to the report) and chart failures.
 #[derive(Debug, Default)]
@@ -49,17 +51,46 @@ pub fn interval_text(ci: &Interval, scale: impl Fn(f64) -> f64) -> String {
     format!("{}–{}", num(scale(ci.lo)), num(scale(ci.hi)))
 }
 
-/// The ratio part of a cell: bold only when its CI excludes 1.
-pub fn ratio_text(c: &Cell) -> Option<String> {
-    let r = c.ratio?;
-    Some(match (c.significance, c.ratio_ci) {
-        (Some(Significance::SameAsNative), Some(ci)) => format!("≈ native (×{})", interval_text(&ci, |x| x)),
-        (Some(_), Some(ci)) => format!("**×{}** (×{})", num(r), interval_text(&ci, |x| x)),
-        (None, Some(ci)) => {
-            format!("×{} (×{}, n<{}: not judged)", num(r), interval_text(&ci, |x| x), stats::MIN_N_SIGNIFICANCE)
+/// The ratio part of a cell: bold only when judged different.
+pub fn ratio_text(c: &Cell, rules: &Rules) -> Option<String> {
+    let rc = c.paired?;
+    let (r, ci) = (rc.paired.centre, interval_text(&rc.paired.ci, |x| x));
+    Some(match rc.verdict {
+        Verdict::Different(_) => format!("**×{}** (×{ci}, {})", num(r), q_text(rc.q.unwrap_or(1.0))),
+        Verdict::Same { significant_but_small: true } => format!(
+            "≈ native (within ×{ci}; ×{} is significant but under the {:.0}% minimum)",
+            num(r),
+            rules.min_effect * 100.0
+        ),
+        Verdict::Same { significant_but_small: false } => format!("≈ native (within ×{ci})"),
+        Verdict::NotJudged(Unjudged::TooFewRounds) => {
+            format!("×{} (×{ci}; {} rounds: not judged)", num(r), rc.paired.rounds)
         }
-        _ => format!("×{} (no CI)", num(r)),
+        Verdict::NotJudged(Unjudged::NotAHeadline) => format!("×{} (×{ci})", num(r)),
     })
+}
+
+/// A p- or q-value in two significant digits (`<0.0001` below that).
+pub fn p_text(p: f64) -> String {
+    if p < 1e-4 {
+        "<0.0001".into()
+    } else {
+        sig2(p)
+    }
+}
+
+/// `q=0.0020`, or `q<0.0001`.
+fn q_text(q: f64) -> String {
+    match p_text(q) {
+        t if t.starts_with('<') => format!("q{t}"),
+        t => format!("q={t}"),
+    }
+}
+
+/// Two significant digits of a value in (0, 1].
+fn sig2(p: f64) -> String {
+    let digits = (2 - p.log10().floor() as i32 - 1).max(0) as usize;
+    format!("{p:.digits$}")
 }
 
 fn cell_text(a: &Aggregate, sc: &str, b: &str, hl: &Headline) -> String {
@@ -71,7 +102,7 @@ fn cell_text(a: &Aggregate, sc: &str, b: &str, hl: &Headline) -> String {
             let v = format!("{} {}{ci} n={}", num(hl.unit.scale(s.median)), hl.unit.text(), s.n);
             let noisy = if Aggregate::noisy(&c) { format!(" ⚠ CV {:.0}%", s.cv * 100.0) } else { String::new() };
             let failed = if c.failed > 0 { format!(" ({} failed)", c.failed) } else { String::new() };
-            match ratio_text(&c) {
+            match ratio_text(&c, &a.rules) {
                 Some(r) if b != BackendId::Native.name() => format!("{r} · {v}{noisy}{failed}"),
                 _ => format!("{v}{noisy}{failed}"),
             }
@@ -180,13 +211,18 @@ fn headline_table(out: &mut String, a: &Aggregate) {
     let _ = writeln!(out, "## Cost of isolation: every metric × backend\n");
     let _ = writeln!(
         out,
-        "Each cell: the ratio to native (median ÷ native's median) with its bootstrap 95% CI, then the \
-         backend's median with the bootstrap 95% CI of the median and n. A ratio is **bold** only when its \
-         CI excludes 1; a CI that contains 1 reads \"≈ native\". ⚠ marks a noisy cell (coefficient of \
-         variation above {:.0}%). For throughput (↑) a ratio below 1 is a loss; for times and sizes (↓) a \
-         ratio above 1 is. With fewer than {} runs on either side a ratio is not judged. ✗ = every run of the cell failed (reasons under *Not measured*); — = not run.\n",
+        "Each cell: the ratio to native, paired within rounds (see *How differences are decided*), with \
+         its 95% CI over rounds, then the backend's median with the bootstrap 95% CI of the median and n (every \
+         value; a batch counts each instance here, but one observation per round in the ratio). A ratio is \
+         **bold** only when judged different (q ≤ {} after Benjamini–Hochberg and at least {:.0}% from native); \
+         otherwise it reads \"≈ native (within ×a–b)\" with its CI. ⚠ marks a noisy cell (coefficient of \
+         variation above {:.0}%). For throughput (↑) a ratio below 1 is a loss; for times and sizes (↓) a ratio \
+         above 1 is. With fewer than {} paired rounds a ratio is not judged. ✗ = every run of the cell failed \
+         (reasons under *Not measured*); — = not run.\n",
+        a.rules.fdr_q,
+        a.rules.min_effect * 100.0,
         stats::NOISY_CV * 100.0,
-        stats::MIN_N_SIGNIFICANCE
+        a.rules.min_rounds
     );
     let _ = write!(out, "| scenario | metric |");
     for b in &a.backends {
@@ -210,6 +246,75 @@ fn headline_table(out: &mut String, a: &Aggregate) {
         out.push('\n');
     }
     out.push('\n');
+}
+
+/// How the ratio cells were judged, and how they came out.
+fn decisions(out: &mut String, a: &Aggregate, previous: Option<&Aggregate>) {
+    let r = &a.rules;
+    let _ = writeln!(out, "## How differences are decided\n");
+    let rounds: Vec<usize> = a.ratio_cells().map(|(_, c)| c.paired.rounds).collect();
+    let (fewest, most) = (rounds.iter().min().copied().unwrap_or(0), rounds.iter().max().copied().unwrap_or(0));
+    let _ = writeln!(
+        out,
+        "- **The round is the unit.** A round runs one unit of every backend of a scenario back to back in a \
+         shuffled order; a record's `iteration` is its round. Per round, the backend's value ÷ native's value of \
+         the same round (a parallel or density batch is first reduced to its median: one observation per round). \
+         Headline ratio cells here have {fewest} to {most} paired rounds.\n\
+         - **Centre:** the geometric mean of the per-round ratios. **CI:** 95% percentile bootstrap resampling \
+         whole rounds, {} resamples, seeded per cell (reproducible).\n\
+         - **p-value:** two-sided sign-flip test of the mean log ratio (under no difference each round's log ratio \
+         is as likely negative as positive): exact up to {EXACT_SIGN_FLIP_MAX} rounds, where with n rounds the \
+         smallest attainable p is 2/2ⁿ (n = 10: {}); above that {SIGN_FLIP_DRAWS} seeded random sign vectors \
+         (smallest p {}).\n\
+         - **Decision:** Benjamini–Hochberg over every judged cell of this report (q = {}), and a minimum effect \
+         of **{:.0}%** (a centre of at least ×{} or at most ×{}; `cvbench report --min-effect`). A cell is called \
+         different only when both hold; otherwise it reads \"≈ native (within ×a–b)\". Cells with fewer than {} \
+         paired rounds are not judged.\n\
+         - **Summary:** names a difference only when it also holds in each half of the rounds (first and second \
+         half in time: the half's CI on the same side of 1 and its centre past the minimum effect){}.\n",
+        stats::BOOTSTRAP_RESAMPLES,
+        sig2(paired::smallest_p(10)),
+        sig2(paired::smallest_p(EXACT_SIGN_FLIP_MAX + 1)),
+        r.fdr_q,
+        r.min_effect * 100.0,
+        num(1.0 + r.min_effect),
+        num(1.0 / (1.0 + r.min_effect)),
+        r.min_rounds,
+        if previous.is_some() { ", and in the previous run given to `--previous` by the same rule" } else { "" }
+    );
+    let cells: Vec<_> = a.ratio_cells().map(|(k, c)| (k, *c)).collect();
+    let judged = a.judged_cells();
+    if judged == 0 {
+        let _ = writeln!(
+            out,
+            "**This run is too small to judge**: none of its {} ratio cells has {} paired rounds (a quick run), so \
+             nothing is called different from native.\n",
+            cells.len(),
+            r.min_rounds
+        );
+        return;
+    }
+    let count = |f: &dyn Fn(&super::aggregate::RatioCell) -> bool| cells.iter().filter(|(_, c)| f(c)).count();
+    let different = count(&|c| matches!(c.verdict, Verdict::Different(_)));
+    let small = count(&|c| c.verdict == Verdict::Same { significant_but_small: true });
+    let bh = count(&|c| c.q.is_some_and(|q| q <= r.fdr_q));
+    let replicated = cells
+        .iter()
+        .filter(|((sc, m, b), _)| a.replicates(sc, b, m, previous) == super::aggregate::Replication::Holds)
+        .count();
+    let _ = writeln!(
+        out,
+        "Of {} ratio cells, **{judged} are judged** ({} have fewer than {} rounds): {bh} are significant after \
+         Benjamini–Hochberg, of which **{different} differ from native** by at least {:.0}% and {small} are \
+         significant but smaller; **{replicated} of the {different} hold {}** and may be named in the summary; \
+         the other {} judged cells are ≈ native.\n",
+        cells.len(),
+        cells.len() - judged,
+        r.min_rounds,
+        r.min_effect * 100.0,
+        if previous.is_some() { "in both halves and in the previous run" } else { "in both halves" },
+        judged - different
+    );
 }
 
 fn startup_breakdown(out: &mut String, a: &Aggregate) {
@@ -324,22 +429,30 @@ fn distributions(out: &mut String, a: &Aggregate) {
     let _ = writeln!(out, "## Distributions\n");
     let _ = writeln!(
         out,
-        "Median CI and ratio CI: percentile bootstrap, {} resamples, seeded per cell (reproducible). CV = sample \
-         standard deviation ÷ mean.\n",
+        "Median CI: percentile bootstrap of every value, {} resamples, seeded per cell (reproducible). Paired \
+         ratio, p and q: see *How differences are decided*. CV = sample standard deviation ÷ mean.\n",
         stats::BOOTSTRAP_RESAMPLES
     );
-    let _ = writeln!(out, "| scenario | metric | backend | n | median | median 95% CI | ratio to native 95% CI | CV | p90 | min | max | MAD |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "| scenario | metric | backend | n | median | median 95% CI | rounds paired | paired ratio (95% CI) | p | q | CV | p90 | min | max | MAD |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (sc, hl) in a.headline_rows() {
         for b in &a.backends {
             let c = a.cell(&sc, b, hl.metric);
             let Some(s) = c.summary else { continue };
             let f = |v: f64| num(hl.unit.scale(v));
             let ci = c.median_ci.map(|ci| interval_text(&ci, |x| hl.unit.scale(x))).unwrap_or_else(|| "—".into());
-            let rci = c.ratio_ci.map(|ci| format!("×{}", interval_text(&ci, |x| x))).unwrap_or_else(|| "—".into());
+            let (rounds, rci, p, q) = match c.paired {
+                Some(rc) => (
+                    rc.paired.rounds.to_string(),
+                    format!("×{} (×{})", num(rc.paired.centre), interval_text(&rc.paired.ci, |x| x)),
+                    p_text(rc.paired.p),
+                    rc.q.map(p_text).unwrap_or_else(|| "—".into()),
+                ),
+                None => ("—".into(), "—".into(), "—".into(), "—".into()),
+            };
             let noisy = if Aggregate::noisy(&c) { " ⚠" } else { "" };
             let _ = writeln!(
                 out,
-                "| {sc} | {} ({}) | {b} | {} | {} | {ci} | {rci} | {:.1}%{noisy} | {} | {} | {} | {} |",
+                "| {sc} | {} ({}) | {b} | {} | {} | {ci} | {rounds} | {rci} | {p} | {q} | {:.1}%{noisy} | {} | {} | {} | {} |",
                 hl.label,
                 hl.unit.text(),
                 s.n,
@@ -406,11 +519,11 @@ fn not_measured(out: &mut String, a: &Aggregate, figs: &Figures) {
 }
 
 /// The whole report.
-pub fn render(set: &ResultSet, a: &Aggregate, figs: &Figures) -> String {
+pub fn render(set: &ResultSet, a: &Aggregate, previous: Option<&Aggregate>, figs: &Figures) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# cvbench: what does isolation cost?\n");
     let _ = writeln!(out, "## Summary\n");
-    let _ = writeln!(out, "{}\n", summary::executive(a));
+    let _ = writeln!(out, "{}\n", summary::executive(a, previous));
     let _ = writeln!(
         out,
         "The same static workload binary, natively and under each backend, measured in one interleaved run \
@@ -428,6 +541,7 @@ pub fn render(set: &ResultSet, a: &Aggregate, figs: &Figures) -> String {
     backend_status(&mut out, a);
     backend_profiles(&mut out, a);
     headline_table(&mut out, a);
+    decisions(&mut out, a, previous);
     if let Some(p) = &figs.ratios {
         let _ = writeln!(out, "![overhead ratios]({p})\n");
     }
@@ -500,6 +614,42 @@ mod tests {
             generic_note("disk: bind volume from /var/tmp/cvbench-disk-Ab12Cd at /data"),
             "disk: bind volume from /var/tmp/… at /data"
         );
+    }
+
+    fn cell_with(verdict: Verdict, q: Option<f64>, rounds: usize) -> Cell {
+        use super::super::aggregate::RatioCell;
+        let paired = stats::paired::Paired { rounds, centre: 1.5, ci: Interval { lo: 1.2, hi: 1.8 }, p: 0.001 };
+        Cell {
+            summary: None,
+            median_ci: None,
+            ratio: Some(1.5),
+            ratio_ci: Some(paired.ci),
+            significance: None,
+            paired: Some(RatioCell { paired, q, verdict, halves: [None, None] }),
+            failed: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ratio_text_follows_the_verdict() {
+        use crate::stats::decision::Direction;
+        let r = Rules::default();
+        let t = |v, q, n| ratio_text(&cell_with(v, q, n), &r).unwrap();
+        assert_eq!(t(Verdict::Different(Direction::Above), Some(0.002), 12), "**×1.50** (×1.20–1.80, q=0.0020)");
+        assert_eq!(t(Verdict::Same { significant_but_small: false }, Some(0.3), 12), "≈ native (within ×1.20–1.80)");
+        assert!(t(Verdict::Same { significant_but_small: true }, Some(0.01), 12).contains("under the 5% minimum"));
+        assert_eq!(t(Verdict::NotJudged(Unjudged::TooFewRounds), None, 5), "×1.50 (×1.20–1.80; 5 rounds: not judged)");
+    }
+
+    #[test]
+    fn p_values_print_two_significant_digits() {
+        assert_eq!(p_text(0.001953125), "0.0020");
+        assert_eq!(p_text(0.05), "0.050");
+        assert_eq!(p_text(0.5), "0.50");
+        assert_eq!(p_text(1.0), "1.0");
+        assert_eq!(p_text(0.00001), "<0.0001");
+        assert_eq!(q_text(0.00001), "q<0.0001");
     }
 
     #[test]

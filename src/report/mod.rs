@@ -148,12 +148,26 @@ fn chart(w: &mut Written, name: &str, r: Result<Vec<PathBuf>, charts::ChartError
     }
 }
 
-/// Write every report file for `set` into `out`.
+/// How a report judges its ratio cells, and what it checks them against.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    pub rules: crate::stats::decision::Rules,
+    /// The run before: the summary names a difference only when it holds there too.
+    pub previous: Option<&'a ResultSet>,
+}
+
+/// Write every report file for `set` into `out`, with the default rules.
 pub fn generate(set: &ResultSet, out: &Path) -> Result<Written, ReportError> {
+    generate_with(set, out, &Options::default())
+}
+
+/// Write every report file for `set` into `out`.
+pub fn generate_with(set: &ResultSet, out: &Path, opts: &Options) -> Result<Written, ReportError> {
     std::fs::create_dir_all(out).map_err(|e| ReportError::Write(out.to_path_buf(), e))?;
     set.export(out)?;
     let mut w = Written { files: vec![out.join("results.csv"), out.join("results.json")], ..Default::default() };
-    let a = Aggregate::new(&set.records);
+    let a = Aggregate::with_rules(&set.records, opts.rules);
+    let previous = opts.previous.map(|p| Aggregate::with_rules(&p.records, opts.rules));
     let mut figs = markdown::Figures::default();
     let dist = startup_distributions(&a);
     if !dist.is_empty() {
@@ -224,7 +238,7 @@ pub fn generate(set: &ResultSet, out: &Path) -> Result<Written, ReportError> {
         );
     }
     figs.errors = w.chart_errors.clone();
-    let md = markdown::render(set, &a, &figs) + &images::section(&set.records, out, &mut w);
+    let md = markdown::render(set, &a, previous.as_ref(), &figs) + &images::section(&set.records, out, &mut w);
     let p = out.join("REPORT.md");
     std::fs::write(&p, md).map_err(|e| ReportError::Write(p.clone(), e))?;
     w.files.push(p);

@@ -1,8 +1,16 @@
-//! Distribution statistics for the report: n, median, p90, p99, min, max,
-//! MAD, mean and coefficient of variation of a sample; seeded bootstrap 95%
-//! confidence intervals of a median and of a ratio of two medians; and the
-//! ratio of a backend's figure to native's. Pure functions; nothing here
-//! touches the system, and the same input and seed give the same interval.
+//! Statistics for the report. Here: the distribution of a sample (n,
+//! median, p90, p99, min, max, MAD, mean, coefficient of variation), a
+//! seeded bootstrap CI of a median, the seeded generator, and a metric's
+//! direction. `paired`: ratios to native paired within a round, their
+//! round-resampling CI and sign-flip p-value; `fdr`: Benjamini–Hochberg;
+//! `decision`: the rule that calls a ratio different (significance after
+//! FDR control and a minimum effect) and the split-half replication check.
+//! Pure functions; nothing here touches the system, and the same input and
+//! seed give the same answer.
+
+pub mod decision;
+pub mod fdr;
+pub mod paired;
 
 use serde::{Deserialize, Serialize};
 
@@ -93,11 +101,6 @@ pub fn cv(values: &[f64]) -> Option<f64> {
     Some(var.sqrt() / mean.abs())
 }
 
-/// Below this many values on either side a ratio is not judged significant
-/// or not: a percentile bootstrap of a median from 3 values is far too
-/// narrow to trust.
-pub const MIN_N_SIGNIFICANCE: usize = 5;
-
 /// A cell whose coefficient of variation is above this is flagged noisy.
 pub const NOISY_CV: f64 = 0.10;
 
@@ -165,7 +168,7 @@ fn resampled_median(v: &[f64], rng: &mut SplitMix64, buf: &mut Vec<f64>) -> f64 
     percentile_sorted(buf, 50.0)
 }
 
-fn percentile_interval(mut stats: Vec<f64>) -> Option<Interval> {
+pub(crate) fn percentile_interval(mut stats: Vec<f64>) -> Option<Interval> {
     stats.retain(|x| x.is_finite());
     if stats.is_empty() {
         return None;
@@ -185,28 +188,6 @@ pub fn bootstrap_median_ci(values: &[f64], seed: u64) -> Option<Interval> {
     let mut rng = SplitMix64::new(seed);
     let mut buf = Vec::with_capacity(v.len());
     percentile_interval((0..BOOTSTRAP_RESAMPLES).map(|_| resampled_median(&v, &mut rng, &mut buf)).collect())
-}
-
-/// Percentile-bootstrap 95% CI of `median(values) / median(baseline)`: both
-/// samples are resampled independently (they are separate runs), from `seed`.
-/// `None` when either sample is empty or the baseline's median can be zero.
-pub fn bootstrap_ratio_ci(values: &[f64], baseline: &[f64], seed: u64) -> Option<Interval> {
-    let (v, b) = (sorted_finite(values), sorted_finite(baseline));
-    if v.is_empty() || b.is_empty() {
-        return None;
-    }
-    let mut rng = SplitMix64::new(seed);
-    let (mut bv, mut bb) = (Vec::with_capacity(v.len()), Vec::with_capacity(b.len()));
-    let mut ratios = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
-    for _ in 0..BOOTSTRAP_RESAMPLES {
-        let mv = resampled_median(&v, &mut rng, &mut bv);
-        let mb = resampled_median(&b, &mut rng, &mut bb);
-        if mb == 0.0 {
-            return None;
-        }
-        ratios.push(mv / mb);
-    }
-    percentile_interval(ratios)
 }
 
 /// How a ratio to native reads once its interval is known.
@@ -350,32 +331,6 @@ mod tests {
     fn bootstrap_of_a_constant_sample_is_a_point() {
         assert_eq!(bootstrap_median_ci(&[3.0; 6], 1), Some(Interval { lo: 3.0, hi: 3.0 }));
         assert_eq!(bootstrap_median_ci(&[], 1), None);
-    }
-
-    #[test]
-    fn ratio_ci_separates_clearly_different_samples() {
-        let native = [10.0, 10.2, 9.9, 10.1, 10.0, 9.8, 10.3];
-        let slow = [20.0, 20.5, 19.7, 20.2, 19.9, 20.1, 20.4];
-        let ci = bootstrap_ratio_ci(&slow, &native, 3).unwrap();
-        assert!(ci.lo > 1.8 && ci.hi < 2.2, "{ci:?}");
-        assert_eq!(significance(&ci), Significance::Above);
-        assert_eq!(significance(&bootstrap_ratio_ci(&native, &slow, 3).unwrap()), Significance::Below);
-    }
-
-    #[test]
-    fn ratio_ci_of_overlapping_samples_contains_one() {
-        // The case: native matmul spans [4.24, 8.94], the container's 8.66 lies inside.
-        let native = [4.24, 6.1, 8.94, 5.0, 7.7];
-        let other = [8.66, 5.2, 6.9, 4.9, 8.1];
-        let ci = bootstrap_ratio_ci(&other, &native, 11).unwrap();
-        assert!(ci.contains(1.0), "{ci:?}");
-        assert_eq!(significance(&ci), Significance::SameAsNative);
-    }
-
-    #[test]
-    fn ratio_ci_refuses_a_zero_baseline() {
-        assert_eq!(bootstrap_ratio_ci(&[1.0, 2.0], &[0.0, 0.0], 1), None);
-        assert_eq!(bootstrap_ratio_ci(&[1.0], &[], 1), None);
     }
 
     #[test]
