@@ -175,7 +175,7 @@ fn run_part(cfg: &PassConfig, part: &Part, started: Instant) -> Result<HostResul
             );
             let mut cmd = Command::new("sh");
             cmd.args(["-c", &script]);
-            check("doctor", "cvbench doctor tells the test host's truth", cmd, |_| true)
+            check("doctor", "cvbench doctor tells the test host's truth", cmd, |_| {})
         }
         Part::TestBinary(b) => {
             println!("== test binary: {} ({} s in)", b.name, started.elapsed().as_secs());
@@ -187,18 +187,14 @@ fn run_part(cfg: &PassConfig, part: &Part, started: Instant) -> Result<HostResul
             let mut c = Collector::new(HashMap::new(), Some(&b.name));
             let status = run::streamed(cmd, |l| c.feed(l))?;
             if run::timed_out(status) {
-                println!(
-                    "testhost-pass: '{what}' did not end within {} s; killed. Processes and kernel log:",
-                    cfg.part_timeout
-                );
-                run::show_stuck();
+                overran(&what);
             }
             Ok(c.finish(&what, status))
         }
         Part::Lab5 => {
             let mut cmd = Command::new(&cfg.cvbench);
             cmd.args(["lab", "5", "--quick"]);
-            check("lab 5", "cvbench lab 5 --quick shows the whole boot", run::bounded(cfg.part_timeout, &cmd), |_| true)
+            check("lab 5", "cvbench lab 5 --quick shows the whole boot", run::bounded(cfg.part_timeout, &cmd), |_| {})
         }
         Part::QuickMatrix => {
             let smoke = tempfile::Builder::new()
@@ -220,7 +216,6 @@ fn run_part(cfg: &PassConfig, part: &Part, started: Instant) -> Result<HostResul
                     if failed_cell(line) {
                         bad.push(line.trim_end().to_string());
                     }
-                    true
                 },
             )?;
             // The bench exits 0 and keeps failed records: a failed cell or backend fails the check.
@@ -250,7 +245,7 @@ const FAMILIES: &str = "surface,startup-serial,startup-parallel,footprint,densit
 
 /// A command that is one check (not a test binary): passed when it exits 0. Skips it prints
 /// count like a test's. `each` sees every line too.
-fn check(name: &str, what: &str, cmd: Command, mut each: impl FnMut(&str) -> bool) -> Result<HostResults, PassError> {
+fn check(name: &str, what: &str, cmd: Command, mut each: impl FnMut(&str)) -> Result<HostResults, PassError> {
     println!("== check: {what}");
     let command = run::describe(&cmd);
     let mut part = PartResult::named(name);
@@ -261,7 +256,7 @@ fn check(name: &str, what: &str, cmd: Command, mut each: impl FnMut(&str) -> boo
         each(line);
     })?;
     if run::timed_out(status) {
-        run::show_stuck();
+        overran(&command);
     }
     let mut out = HostResults::default();
     if status == 0 {
@@ -275,6 +270,12 @@ fn check(name: &str, what: &str, cmd: Command, mut each: impl FnMut(&str) -> boo
     }
     out.parts.push(part);
     Ok(out)
+}
+
+/// A part that overran its deadline (the command says which): say so, show what the host was doing.
+fn overran(what: &str) {
+    println!("testhost-pass: '{what}' did not end in time; killed. Processes and kernel log:");
+    run::show_stuck();
 }
 
 /// A quick-matrix summary line for a cell with failed runs (`  backend scenario N/M K failed, `)
