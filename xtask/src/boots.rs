@@ -17,13 +17,15 @@ const MIN_BOOT_SECS: u64 = 120;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootsError {
-    #[error("cannot start scripts/testhost")]
-    Spawn(#[source] std::io::Error),
+    #[error("cannot start {0}")]
+    Spawn(PathBuf, #[source] std::io::Error),
     #[error(transparent)]
     State(#[from] PassError),
 }
 
 pub struct BootsConfig {
+    /// scripts/testhost (another program of its command line in tests).
+    pub testhost: PathBuf,
     /// The state file on this host (scripts/testhost `--keep` carries it in and out).
     pub state: PathBuf,
     /// This program, as the test host runs it (it sees this host's root at the same paths).
@@ -57,10 +59,10 @@ pub fn run_boots(cfg: &BootsConfig) -> Result<BootsOutcome, BootsError> {
             break;
         }
         boots = attempt;
-        let mut cmd = Command::new("scripts/testhost");
+        let mut cmd = Command::new(&cfg.testhost);
         cmd.arg("--timeout").arg(left.to_string()).arg("--keep").arg(&cfg.state);
         cmd.arg(&cfg.xtask).arg("testhost-pass");
-        status = run::code(cmd.status().map_err(BootsError::Spawn)?);
+        status = run::code(cmd.status().map_err(|e| BootsError::Spawn(cfg.testhost.clone(), e))?);
         if status != 126 || attempt == MAX_BOOTS {
             break;
         }

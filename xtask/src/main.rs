@@ -2,22 +2,16 @@
 //! the checks, every test binary on this host, the test-host pass (booted and resumed through a
 //! typed state file) and one tally over both hosts.
 
-mod binaries;
-mod boots;
-mod libtest;
-mod pass;
-mod run;
-mod tally;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::binaries::TestBinary;
-use crate::pass::{Part, PassState};
-use crate::tally::{HostResults, PartResult};
+use cvbench_xtask::binaries::{self, TestBinary};
+use cvbench_xtask::pass::{self, Part, PassState};
+use cvbench_xtask::tally::{HostResults, PartResult};
+use cvbench_xtask::{boots, libtest, run};
 
 #[derive(Parser)]
 #[command(name = "cvbench-xtask", about = "cvbench's test orchestration (run through scripts/test)")]
@@ -303,8 +297,12 @@ fn testhost(args: &TestArgs, plan: Option<Vec<Part>>) -> Result<(HostResults, Ve
     std::fs::create_dir_all(state.parent().unwrap_or(Path::new(".")))
         .with_context(|| format!("cannot make the directory of {}", state.display()))?;
     PassState::new(plan).save(&state)?;
-    let cfg =
-        boots::BootsConfig { state, xtask: dir.join("cvbench-xtask"), budget: env_secs("CVBENCH_TH_BUDGET", 2700)? };
+    let cfg = boots::BootsConfig {
+        testhost: PathBuf::from("scripts/testhost"),
+        state,
+        xtask: dir.join("cvbench-xtask"),
+        budget: env_secs("CVBENCH_TH_BUDGET", 2700)?,
+    };
     let out = boots::run_boots(&cfg)?;
     Ok((out.results, out.retries, out.boots))
 }
