@@ -183,20 +183,27 @@ fn test(args: &TestArgs) -> Result<bool> {
     let selected = select(&built, &args.only)?;
     let plan = testhost_plan(&built, &args.only)?;
 
-    let mut host_cmd = Command::new("cargo");
-    host_cmd.arg("test");
-    if selected.is_empty() {
-        host_cmd.arg("--workspace");
-    }
-    for b in &selected {
-        host_cmd.args(b.cargo_selector());
-    }
-    // One test at a time: the labs and benches measure, and two of them on 2 cores disturb each
-    // other. --show-output: a passing test's captured output (its SKIPPED line among it) is
-    // printed, each line at the start of a line; without it the harness swallows it.
-    host_cmd.args(["--no-fail-fast", "--", "--test-threads=1", "--show-output"]);
+    // The whole workspace in one command (its doctests too), or one command per selected binary
+    // (cargo applies --lib and --test to every -p of a command, which would select more).
+    let selectors: Vec<Vec<String>> = if selected.is_empty() {
+        vec![vec!["--workspace".into()]]
+    } else {
+        selected.iter().map(|b| b.cargo_selector()).collect()
+    };
+    let host_cmds: Vec<Command> = selectors
+        .iter()
+        .map(|sel| {
+            let mut cmd = Command::new("cargo");
+            cmd.arg("test").args(sel);
+            // One test at a time: the labs and benches measure, and two of them on 2 cores disturb
+            // each other. --show-output: a passing test's captured output (its SKIPPED line among
+            // it) is printed, each line at the start of a line; without it the harness swallows it.
+            cmd.args(["--no-fail-fast", "--", "--test-threads=1", "--show-output"]);
+            cmd
+        })
+        .collect();
     if args.dry_run {
-        println!("this host: {}", run::describe(&host_cmd));
+        host_cmds.iter().for_each(|c| println!("this host: {}", run::describe(c)));
         match &plan {
             Some(plan) => plan.iter().for_each(|p| println!("test host: {}", p.name())),
             None => println!("test host: nothing selected"),
@@ -205,10 +212,13 @@ fn test(args: &TestArgs) -> Result<bool> {
     }
 
     println!("== cargo test (this host)");
-    let what = run::describe(&host_cmd);
-    let mut collector = libtest::Collector::new(binaries::names_by_file(&built), None);
-    let status = run::streamed(host_cmd, |l| collector.feed(l))?;
-    let host = collector.finish(&what, status);
+    let mut host = HostResults::default();
+    for cmd in host_cmds {
+        let what = run::describe(&cmd);
+        let mut collector = libtest::Collector::new(binaries::names_by_file(&built), None);
+        let status = run::streamed(cmd, |l| collector.feed(l))?;
+        host.extend(collector.finish(&what, status));
+    }
     print!("{}", host.summary("host"));
 
     let (th, retries, boots) = testhost(args, plan)?;
