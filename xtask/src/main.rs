@@ -175,7 +175,24 @@ fn checks() -> Result<()> {
     Ok(())
 }
 
+/// Moves to the workspace's root: the checks, scripts/testhost and the test binaries' table are
+/// named from there, wherever this program was started.
+fn to_workspace_root() -> Result<()> {
+    let out = Command::new("cargo")
+        .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo locate-project")?;
+    if !out.status.success() {
+        bail!("cargo locate-project failed ({}): not inside cvbench's checkout?", out.status);
+    }
+    let manifest = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let root = manifest.parent().context("cargo located a manifest without a directory")?;
+    std::env::set_current_dir(root).with_context(|| format!("cannot change to {}", root.display()))
+}
+
 fn test(args: &TestArgs) -> Result<bool> {
+    to_workspace_root()?;
     if !args.no_checks && !args.dry_run {
         checks()?;
     }
