@@ -167,14 +167,13 @@ pub fn run(cfg: &PassConfig) -> Result<bool, PassError> {
 }
 
 fn run_part(cfg: &PassConfig, part: &Part, started: Instant) -> Result<HostResults, PassError> {
-    let cvbench = cfg.cvbench.display().to_string();
     match part {
         Part::Doctor => {
-            let script = format!(
-                "{cvbench} doctor | tee /dev/stderr | grep -q 'emulated CPU' && {cvbench} doctor | grep -E '^ok +kvm +hardware KVM' && {cvbench} doctor | grep -E '^ok +cgroups +cgroup v2'"
-            );
+            // cvbench's path as an argument, not spliced into the script (a checkout path may hold
+            // spaces or quotes).
+            let script = "\"$1\" doctor | tee /dev/stderr | grep -q 'emulated CPU' && \"$1\" doctor | grep -E '^ok +kvm +hardware KVM' && \"$1\" doctor | grep -E '^ok +cgroups +cgroup v2'";
             let mut cmd = Command::new("sh");
-            cmd.args(["-c", &script]);
+            cmd.args(["-c", script, "sh"]).arg(&cfg.cvbench);
             check("doctor", "cvbench doctor tells the test host's truth", cmd, |_| {})
         }
         Part::TestBinary(b) => {
