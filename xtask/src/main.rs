@@ -250,8 +250,32 @@ fn test(args: &TestArgs) -> Result<bool> {
     }
     let mut total = host.clone();
     total.extend(th.clone());
+    let ok = host.ok() && th.ok();
+    let file = bin_dir()?.parent().map(Path::to_path_buf).unwrap_or_default().join("xtask").join("results.json");
+    let record = TestRecord { ok, host, testhost: th, testhost_boots: boots, retries };
+    write_record(&file, &record)?;
+    println!("typed results per part and host: {}", file.display());
+    // The tally's line stays the last one printed.
     print!("{}", total.summary("total"));
-    Ok(host.ok() && th.ok())
+    Ok(ok)
+}
+
+/// What one `cvbench-xtask test` ended with, written beside the build for tools and readers.
+#[derive(serde::Serialize)]
+struct TestRecord {
+    ok: bool,
+    host: HostResults,
+    testhost: HostResults,
+    testhost_boots: u32,
+    retries: Vec<String>,
+}
+
+fn write_record(file: &Path, record: &TestRecord) -> Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(record).context("cannot serialise the results")?;
+    std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))
 }
 
 fn packages_of(only: &[String]) -> Vec<&str> {
