@@ -326,6 +326,19 @@ fn skipped(reason: &str) -> HostResults {
     HostResults { parts: vec![p], failed_commands: vec![] }
 }
 
+/// The KVM module when this host already gives what the test host emulates: hardware KVM
+/// (kvm_intel or kvm_amd, not the software kvm_pvm) and a pure cgroup v2 hierarchy.
+fn provides_the_test_host() -> Option<&'static str> {
+    let module = |m: &str| Path::new("/sys/module").join(m).exists();
+    if module("kvm_pvm") || !Path::new("/dev/kvm").exists() {
+        return None;
+    }
+    let kvm = ["kvm_intel", "kvm_amd"].into_iter().find(|m| module(m))?;
+    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    v2.then_some(kvm)
+}
+
 fn testhost(args: &TestArgs, plan: Option<Vec<Part>>) -> Result<(HostResults, Vec<String>, u32)> {
     if std::env::var("CVBENCH_SKIP_TESTHOST").is_ok_and(|v| v == "1") {
         return Ok((skipped("the test-host pass (CVBENCH_SKIP_TESTHOST=1)"), vec![], 0));
@@ -335,6 +348,18 @@ fn testhost(args: &TestArgs, plan: Option<Vec<Part>>) -> Result<(HostResults, Ve
     }
     if !nix::unistd::geteuid().is_root() {
         return Ok((skipped("the test-host pass needs root (loop devices, tap, KVM inside)"), vec![], 0));
+    }
+    if let Some(kvm) = provides_the_test_host() {
+        if std::env::var("CVBENCH_TESTHOST").map_or(true, |v| v != "always") {
+            return Ok((
+                skipped(&format!(
+                    "the test-host pass adds nothing here: this host already has hardware KVM ({kvm}) and pure \
+                     cgroup v2, and the host pass ran every test binary on them (CVBENCH_TESTHOST=always runs it anyway)"
+                )),
+                vec![],
+                0,
+            ));
+        }
     }
     let Some(plan) = plan else {
         println!("== test host: none of the selected test binaries runs there");
