@@ -114,6 +114,8 @@ pub struct Aggregate {
     pub scenarios: Vec<String>,
     /// (scenario, backend) → records.
     pub groups: BTreeMap<(String, String), Vec<RunRecord>>,
+    /// What the host was, for the marks a figure carries (none until [`Aggregate::on`]).
+    pub platform: super::platform::Platform,
 }
 
 impl Aggregate {
@@ -132,7 +134,12 @@ impl Aggregate {
         }
         let order = |b: &String| crate::backend::ALL.iter().position(|n| n == b).unwrap_or(usize::MAX);
         backends.sort_by_key(|b| (b != BackendId::Native.name(), order(b)));
-        Aggregate { backends, scenarios, groups }
+        Aggregate { backends, scenarios, groups, platform: Default::default() }
+    }
+
+    /// The same cells, marked for the platform they were measured on.
+    pub fn on(self, platform: super::platform::Platform) -> Aggregate {
+        Aggregate { platform, ..self }
     }
 
     pub fn records(&self, scenario: &str, backend: &str) -> &[RunRecord] {

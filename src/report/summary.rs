@@ -38,7 +38,7 @@ fn span(lo: f64, hi: f64, unit: &str) -> String {
 fn per_kind(a: &Aggregate, scenario: &str, metric: &str, scale: f64, unit: &str, what: &str) -> Option<String> {
     let native = a.cell(scenario, BackendId::Native.name(), metric).summary.map(|s| s.median * scale);
     let mut parts = Vec::new();
-    for kind in [Kind::Container, Kind::Vm] {
+    for kind in Kind::COMPARED {
         let cells: Vec<(&str, Cell)> = members(a, kind)
             .into_iter()
             .map(|b| (b, a.cell(scenario, b, metric)))
@@ -70,7 +70,8 @@ fn per_kind(a: &Aggregate, scenario: &str, metric: &str, scale: f64, unit: &str,
             None if native.is_some() => format!(" ({judged} of {} ≈ native, the rest not judged)", cells.len()),
             None => String::new(),
         };
-        parts.push(format!("{} {}{ratio}", kind.plural(), span(lo, hi, unit)));
+        let mark = cells.iter().map(|(b, _)| a.platform.suffix(b)).max().unwrap_or_default();
+        parts.push(format!("{}{mark} {}{ratio}", kind.plural(), span(lo, hi, unit)));
     }
     if parts.is_empty() {
         return None;
@@ -101,7 +102,8 @@ fn work_sentence(a: &Aggregate, kind: Kind) -> Option<String> {
             }
         }
     }
-    let who = format!("{} ({})", capitalised(kind.plural()), bs.join(", "));
+    let marked: Vec<String> = bs.iter().map(|b| format!("{b}{}", a.platform.suffix(b))).collect();
+    let who = format!("{} ({})", capitalised(kind.plural()), marked.join(", "));
     if total == 0 {
         return (unjudged > 0).then(|| {
             format!(
@@ -143,7 +145,7 @@ pub fn executive(a: &Aggregate) -> String {
     {
         s.push(x);
     }
-    for kind in [Kind::Container, Kind::Vm] {
+    for kind in Kind::COMPARED {
         s.extend(work_sentence(a, kind));
     }
     if let Some(x) = per_kind(
@@ -173,8 +175,12 @@ pub fn executive(a: &Aggregate) -> String {
         last.push_str(&format!("; {} could not run here (see *Backends*)", missing.join(", ")));
     }
     last.push('.');
-    s.push(last);
     s.truncate(6);
+    s.push(last);
+    let key = a.platform.key(a.backends.iter().map(String::as_str).filter(|b| ran(a, b)));
+    if !key.is_empty() {
+        s.push(key);
+    }
     s.join(" ")
 }
 
