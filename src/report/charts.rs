@@ -648,6 +648,7 @@ where
             yl += 18;
         }
         legend.draw(&Rectangle::new([(x, yl), (x + 12, yl + 12)], fill))?;
+        legend.draw(&Rectangle::new([(x, yl), (x + 12, yl + 12)], RGBColor(120, 120, 120).stroke_width(1)))?;
         legend.draw(&Text::new(label, (x + 16, yl), ("sans-serif", 12)))?;
         x += w;
         Ok(())

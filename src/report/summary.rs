@@ -98,7 +98,7 @@ fn work_sentence(a: &Aggregate, kind: Kind) -> Option<String> {
             let (Some(r), Some(s)) = (c.ratio, c.significance) else { continue };
             total += 1;
             if s != Significance::SameAsNative {
-                sig.push((cost_factor(hl.metric, r), format!("{} on {b}", hl.label)));
+                sig.push((cost_factor(hl.metric, r), format!("{} on {b}{}", hl.label, a.platform.suffix(b))));
             }
         }
     }
