@@ -23,6 +23,8 @@ pub enum ChartError {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Distribution {
     pub backend: String,
+    /// The column's label (the backend with its platform marks).
+    pub label: String,
     pub values: Vec<f64>,
 }
 
@@ -257,7 +259,7 @@ where
     let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = all.iter().copied().fold(0.0, f64::max);
     let (lo, hi) = log_range(lo, hi);
-    let names: Vec<String> = data.iter().map(|d| d.backend.clone()).collect();
+    let names: Vec<String> = data.iter().map(|d| d.label.clone()).collect();
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 22))
         .margin(12)
@@ -337,7 +339,8 @@ where
     });
     let data = data.as_slice();
     let (w, _) = root.dim_in_pixel();
-    let (plot, legend) = root.split_horizontally(w.saturating_sub(280));
+    let titled = root.titled(title, ("sans-serif", 20))?;
+    let (plot, legend) = titled.split_horizontally(w.saturating_sub(280));
     let entries: Vec<(String, RGBColor)> = data.iter().map(|s| (s.label.clone(), rgb(s.rgb))).collect();
     side_legend(&legend, &entries)?;
     let root = &plot;
@@ -358,7 +361,6 @@ where
     macro_rules! plot {
         ($xrange:expr, $yrange:expr, $xdesc:expr, $ydesc:expr) => {{
             let mut chart = ChartBuilder::on(root)
-                .caption(title, ("sans-serif", 20))
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(70)
@@ -799,7 +801,7 @@ mod tests {
             return;
         }
         let d = tempfile::tempdir().unwrap();
-        let dist = vec![Distribution { backend: "native".into(), values: vec![1.0, 1.2, 0.9] }];
+        let dist = vec![Distribution { backend: "native".into(), label: "native".into(), values: vec![1.0, 1.2, 0.9] }];
         let mut out = distributions(&d.path().join("s"), "t", "ms", &dist).unwrap();
         let bars = vec![bar("cpu", "crun", 1.1, 1.0, 1.2), bar("syscall", "microvm-bare †", 150.0, 100.0, 200.0)];
         out.extend(ratios(&d.path().join("r"), "t", &bars).unwrap());

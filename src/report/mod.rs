@@ -44,10 +44,21 @@ pub fn startup_distributions(a: &Aggregate) -> Vec<Distribution> {
         .iter()
         .map(|b| Distribution {
             backend: b.clone(),
+            label: a.platform.short_label(b),
             values: a.values("startup-serial", b, "host.launch_to_ready_ns").into_iter().map(|ns| ns / 1e6).collect(),
         })
         .filter(|d| !d.values.is_empty())
         .collect()
+}
+
+/// A chart title followed by the key to the platform marks its backends carry.
+fn with_key(a: &Aggregate, backends: &[&str], title: &str) -> String {
+    let key = a.platform.title_key(backends.iter().copied());
+    if key.is_empty() {
+        title.to_string()
+    } else {
+        format!("{title}; {key}")
+    }
 }
 
 /// A backend's line: its label carries its platform marks, its colour is the backend's.
@@ -161,7 +172,7 @@ pub fn phase_bars(a: &Aggregate) -> Vec<PhaseBar> {
         let ci = c.median_ci.map_or((y, y), |ci| (ci.lo / 1e6, ci.hi / 1e6));
         let (segments, uncovered) = lay_out_phases(&phases, y);
         v.push(PhaseBar {
-            label: a.platform.label(b),
+            label: a.platform.short_label(b),
             segments,
             uncovered,
             ready: Point { x: 0.0, y, lo: ci.0, hi: ci.1 },
@@ -197,7 +208,11 @@ pub fn generate(set: &ResultSet, out: &Path) -> Result<Written, ReportError> {
             "startup",
             charts::distributions(
                 &out.join("startup"),
-                "noop launch→READY, serial runs (each dot one run, bar = median)",
+                &with_key(
+                    &a,
+                    &dist.iter().map(|d| d.backend.as_str()).collect::<Vec<_>>(),
+                    "noop launch→READY, serial runs (each dot one run, bar = median)",
+                ),
                 "ms (log scale)",
                 &dist,
             ),

@@ -104,6 +104,17 @@ impl Platform {
         }
     }
 
+    /// The symbols alone after the name, for tight labels: `microvm-bare †`.
+    pub fn short_label(&self, backend: &str) -> String {
+        format!("{backend}{}", self.suffix(backend))
+    }
+
+    /// The symbols used by `backends` with their short names, for a chart title:
+    /// `† = software KVM`; empty when none.
+    pub fn title_key<'a>(&self, backends: impl IntoIterator<Item = &'a str>) -> String {
+        self.used(backends).iter().map(|m| format!("{} = {}", m.symbol(), m.short())).collect::<Vec<_>>().join(", ")
+    }
+
     /// The marks any of `backends` carries, each once.
     pub fn used<'a>(&self, backends: impl IntoIterator<Item = &'a str>) -> Vec<Mark> {
         let mut v: Vec<Mark> = backends.into_iter().flat_map(|b| self.marks(b)).collect();
@@ -159,6 +170,8 @@ mod tests {
             assert_eq!(p.label(b), b);
         }
         assert_eq!(p.label("microvm-bare"), "microvm-bare † software KVM");
+        assert_eq!(p.short_label("microvm-bare"), "microvm-bare †");
+        assert_eq!(p.title_key(["native", "qemu"]), "† = software KVM");
     }
 
     #[test]
