@@ -256,7 +256,7 @@ pub fn check(a: &Aggregate) -> Vec<Claim> {
     let ev = all(a, &[("footprint", "footprint.pss_kib")], &vms, native);
     v.push(Claim {
         lecture: "VMs have a large memory footprint.",
-        compared: format!("idle PSS of {} vs native", list(&vms)),
+        compared: format!("idle PSS of {} vs native{}", list(&vms), bare_note(&vms)),
         verdict: judge_costs(&ev, "no footprint cells for a VM backend"),
         evidence: ev,
     });
@@ -264,7 +264,7 @@ pub fn check(a: &Aggregate) -> Vec<Claim> {
     let ev = all(a, &[("startup-serial", "host.launch_to_ready_ns")], &vms, native);
     v.push(Claim {
         lecture: "VMs start slowly.",
-        compared: format!("noop launch→READY of {} vs native", list(&vms)),
+        compared: format!("noop launch→READY of {} vs native{}", list(&vms), bare_note(&vms)),
         verdict: judge_costs(&ev, "no startup cells for a VM backend"),
         evidence: ev,
     });
@@ -303,10 +303,15 @@ fn list(bs: &[String]) -> String {
 }
 
 fn bare_note(vms: &[String]) -> &'static str {
-    if vms.iter().any(|b| b == BackendId::MicrovmBare.name()) {
-        " (microvm-bare is the bare VM, no guest kernel: it shows the hypervisor's share alone)"
-    } else {
-        ""
+    let bare = vms.iter().any(|b| b == BackendId::MicrovmBare.name());
+    let linux = vms.iter().any(|b| b.parse::<BackendId>().is_ok_and(|id| id.kind() == Kind::Vm));
+    match (bare, linux) {
+        (true, true) => " (microvm-bare is the bare VM, no guest kernel: it shows the hypervisor's share alone)",
+        (true, false) => {
+            " (microvm-bare is the bare VM, no guest kernel: it shows the hypervisor's share alone; no Linux-guest \
+             VM ran here, so the guest OS's share is not measured)"
+        }
+        _ => "",
     }
 }
 
@@ -412,6 +417,7 @@ mod tests {
         let vm = &claims[4];
         assert!(matches!(vm.verdict, Verdict::HoldsWithin { .. }), "{vm:?}");
         assert!(vm.compared.contains("no guest kernel"), "{}", vm.compared);
+        assert!(vm.compared.contains("guest OS's share is not measured"), "{}", vm.compared);
         assert!((vm.evidence[0].cost - 150.0).abs() < 0.1);
     }
 
