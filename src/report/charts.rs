@@ -26,6 +26,8 @@ pub struct Distribution {
     /// The column's label (the backend with its platform marks).
     pub label: String,
     pub values: Vec<f64>,
+    /// The table's 95% CI of the median, drawn as an error bar.
+    pub ci: Option<(f64, f64)>,
 }
 
 /// One point of a line: x, the median y and its CI.
@@ -261,7 +263,7 @@ where
     let (lo, hi) = log_range(lo, hi);
     let names: Vec<String> = data.iter().map(|d| d.label.clone()).collect();
     let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 22))
+        .caption(title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -298,6 +300,10 @@ where
                 vec![(i as f64 - 0.4, m), (i as f64 + 0.4, m)],
                 c.stroke_width(3),
             )))?;
+            if let Some((lo, hi)) = d.ci {
+                let x = i as f64 + 0.42;
+                chart.draw_series(std::iter::once(ErrorBar::new_vertical(x, lo, m, hi, BLACK.filled(), 8)))?;
+            }
         }
     }
     Ok(())
@@ -801,7 +807,12 @@ mod tests {
             return;
         }
         let d = tempfile::tempdir().unwrap();
-        let dist = vec![Distribution { backend: "native".into(), label: "native".into(), values: vec![1.0, 1.2, 0.9] }];
+        let dist = vec![Distribution {
+            backend: "native".into(),
+            label: "native".into(),
+            values: vec![1.0, 1.2, 0.9],
+            ci: Some((0.9, 1.2)),
+        }];
         let mut out = distributions(&d.path().join("s"), "t", "ms", &dist).unwrap();
         let bars = vec![bar("cpu", "crun", 1.1, 1.0, 1.2), bar("syscall", "microvm-bare †", 150.0, 100.0, 200.0)];
         out.extend(ratios(&d.path().join("r"), "t", &bars).unwrap());

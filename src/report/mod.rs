@@ -46,6 +46,7 @@ pub fn startup_distributions(a: &Aggregate) -> Vec<Distribution> {
             backend: b.clone(),
             label: a.platform.short_label(b),
             values: a.values("startup-serial", b, "host.launch_to_ready_ns").into_iter().map(|ns| ns / 1e6).collect(),
+            ci: a.cell("startup-serial", b, "host.launch_to_ready_ns").median_ci.map(|ci| (ci.lo / 1e6, ci.hi / 1e6)),
         })
         .filter(|d| !d.values.is_empty())
         .collect()
@@ -211,7 +212,7 @@ pub fn generate(set: &ResultSet, out: &Path) -> Result<Written, ReportError> {
                 &with_key(
                     &a,
                     &dist.iter().map(|d| d.backend.as_str()).collect::<Vec<_>>(),
-                    "noop launch→READY, serial runs (each dot one run, bar = median)",
+                    "noop launch→READY, serial runs (dot: a run; bar: median; whisker: 95% CI)",
                 ),
                 "ms (log scale)",
                 &dist,
