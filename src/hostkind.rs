@@ -42,7 +42,25 @@ impl HostCpu {
 /// This machine's CPU, from the VMM crate's CPUID probe (one reader of CPUID for the VMM, the
 /// doctor, the manifest and the records).
 pub fn host_cpu() -> HostCpu {
-    HostCpu::from_signature(cvbench_microvm::host::host_cpu().hypervisor_vendor)
+    let cpuid = cvbench_microvm::host::host_cpu().hypervisor_vendor;
+    HostCpu::from_signature(cpuid.or_else(|| {
+        let sys = std::fs::read_to_string("/sys/hypervisor/type").ok();
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        hypervisor_without_cpuid(sys.as_deref(), &cpuinfo)
+    }))
+}
+
+/// When CPUID names no hypervisor vendor, what the kernel says instead: `/sys/hypervisor/type`
+/// (Xen guests), else the `hypervisor` flag in `/proc/cpuinfo` (a vendor that hides its name).
+pub fn hypervisor_without_cpuid(sys_hypervisor_type: Option<&str>, cpuinfo: &str) -> Option<String> {
+    if let Some(t) = sys_hypervisor_type.map(str::trim).filter(|t| !t.is_empty()) {
+        return Some(format!("{t} (/sys/hypervisor/type)"));
+    }
+    let flagged = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split(':').nth(1).is_some_and(|f| f.split_whitespace().any(|w| w == "hypervisor")));
+    flagged.then(|| "unnamed (hypervisor flag in /proc/cpuinfo)".to_string())
 }
 
 /// The note every record made on an emulated CPU carries.
@@ -71,6 +89,15 @@ mod tests {
         assert!(!HostCpu::from_signature(Some("KVMKVMKVM".into())).emulated);
         assert!(!HostCpu::from_signature(None).emulated);
         assert_eq!(not_representative_note(&HostCpu::from_signature(None)), None);
+    }
+
+    #[test]
+    fn without_cpuid_the_kernel_names_the_hypervisor() {
+        assert_eq!(hypervisor_without_cpuid(Some("xen\n"), "").as_deref(), Some("xen (/sys/hypervisor/type)"));
+        let flags = "processor\t: 0\nflags\t\t: fpu vme hypervisor lahf_lm\n";
+        assert!(hypervisor_without_cpuid(None, flags).unwrap().contains("hypervisor flag"));
+        assert_eq!(hypervisor_without_cpuid(None, "flags\t\t: fpu vme lahf_lm\n"), None);
+        assert_eq!(hypervisor_without_cpuid(Some(""), "flags : fpu\n"), None);
     }
 
     #[test]

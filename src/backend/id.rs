@@ -35,18 +35,32 @@ pub enum Kind {
     Container,
     /// A user-space kernel between the workload and the host (none yet; gVisor would be one).
     Sandbox,
-    /// A guest under KVM.
+    /// The bare VM: the workload at guest CPL3 under KVM with no guest kernel, every system call
+    /// a VM exit serviced by the VMM. It isolates the cost of hardware virtualisation from the
+    /// cost of a guest OS, so the report never counts it among the VMs.
+    BareVm,
+    /// A guest Linux kernel under KVM.
     Vm,
 }
 
 impl Kind {
+    /// The kinds the report summarises against native, in its order.
+    pub const COMPARED: [Kind; 3] = [Kind::Container, Kind::BareVm, Kind::Vm];
+
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Native => "native",
             Kind::Container => "containers",
             Kind::Sandbox => "sandboxes",
-            Kind::Vm => "VMs",
+            Kind::BareVm => "the bare VM (no guest kernel)",
+            Kind::Vm => "Linux-guest VMs",
         }
+    }
+
+    /// Whether a figure of this kind runs guest code under `/dev/kvm` (so a software KVM
+    /// such as kvm_pvm shapes it).
+    pub fn under_kvm(self) -> bool {
+        matches!(self, Kind::BareVm | Kind::Vm)
     }
 }
 
@@ -158,7 +172,8 @@ impl BackendId {
             | BackendId::CvbenchRuntime
             | BackendId::Docker
             | BackendId::DockerCvbench => Kind::Container,
-            BackendId::MicrovmBare | BackendId::Microvm | BackendId::Qemu => Kind::Vm,
+            BackendId::MicrovmBare => Kind::BareVm,
+            BackendId::Microvm | BackendId::Qemu => Kind::Vm,
         }
     }
 
@@ -328,6 +343,14 @@ mod tests {
         for b in BackendId::value_variants() {
             assert_eq!(b.to_possible_value().unwrap().get_name(), b.name());
         }
+    }
+
+    #[test]
+    fn the_bare_vm_is_never_called_vms() {
+        assert_eq!(BackendId::MicrovmBare.kind(), Kind::BareVm);
+        assert!(!Kind::BareVm.plural().contains("VMs"), "{}", Kind::BareVm.plural());
+        assert!(Kind::BareVm.plural().contains("no guest kernel"));
+        assert!(Kind::BareVm.under_kvm() && Kind::Vm.under_kvm() && !Kind::Container.under_kvm());
     }
 
     #[test]

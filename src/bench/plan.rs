@@ -133,8 +133,8 @@ pub const MIN_TIMED_REGION: Duration = Duration::from_millis(100);
 /// The one scenario below [`MIN_TIMED_REGION`], and why (recorded in the
 /// design): the same count must fit every backend's run timeout.
 pub const SYSCALL_EXCEPTION: &str = "syscall: 50000 getppid calls (about 7-14 ms natively): microvm-bare \
-     forwards each call to its VMM at about 0.3 ms here, so the 100 ms count (~750000) would take minutes per unit \
-     there; every backend runs the same count";
+     forwards each call to its VMM as one VM exit (the report's syscall row has the run's per-call cost), so the 100 ms count (~750000) would take minutes per unit there; every backend runs the same \
+     count";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {

@@ -154,6 +154,8 @@ pub struct Aggregate {
     pub rules: Rules,
     /// Every headline ratio cell (non-native backend), judged together.
     ratios: BTreeMap<Key, RatioCell>,
+    /// What the host was, for the marks a figure carries (none until [`Aggregate::on`]).
+    pub platform: super::platform::Platform,
 }
 
 fn seed(scenario: &str, metric: &str, backend: &str) -> u64 {
@@ -181,7 +183,8 @@ impl Aggregate {
         }
         let order = |b: &String| crate::backend::ALL.iter().position(|n| n == b).unwrap_or(usize::MAX);
         backends.sort_by_key(|b| (b != BackendId::Native.name(), order(b)));
-        let mut a = Aggregate { backends, scenarios, groups, rules, ratios: BTreeMap::new() };
+        let mut a =
+            Aggregate { backends, scenarios, groups, rules, ratios: BTreeMap::new(), platform: Default::default() };
         a.judge();
         a
     }
@@ -273,6 +276,11 @@ impl Aggregate {
             Some(Some(pc)) if decision::holds(&pc.paired, d, &self.rules) => Replication::Holds,
             Some(Some(_)) => Replication::NotInPrevious,
         }
+    }
+
+    /// The same cells, marked for the platform they were measured on.
+    pub fn on(self, platform: super::platform::Platform) -> Aggregate {
+        Aggregate { platform, ..self }
     }
 
     pub fn records(&self, scenario: &str, backend: &str) -> &[RunRecord] {

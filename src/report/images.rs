@@ -9,10 +9,14 @@ use std::path::{Path, PathBuf};
 
 use super::charts::{self, ChartError, Series};
 use super::Written;
+use crate::backend::BackendId;
 use crate::record::RunRecord;
-use crate::stats::median;
+use crate::stats::{bootstrap_median_ci, median, seed_of, Interval};
 
 const COLD_PHASES: &[&str] = &["pull", "unpack", "prepare", "start"];
+/// The name of a backend's pull phase when it records no separate unpack (Docker's engine
+/// unpacks the layers as part of its pull).
+const PULL_AND_UNPACK: &str = "pull+unpack";
 const DEPTH_METRICS: &[(&str, &str)] = &[
     ("depth_mount_ns", "overlay mount"),
     ("depth_first_read_ns", "first read (bottom layer)"),
@@ -20,14 +24,25 @@ const DEPTH_METRICS: &[(&str, &str)] = &[
     ("depth_container_ready_ns", "our runtime start → READY"),
 ];
 
-/// Median phase times (ms) of the successful cold starts, per backend.
-pub fn cold_phases(records: &[RunRecord]) -> BTreeMap<String, (usize, Vec<(String, f64)>)> {
+/// One backend's cold starts: units, median phase times (ms), and the median of the summed
+/// phases (pull → READY) with its bootstrap 95% CI.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cold {
+    pub n: usize,
+    pub phases: Vec<(String, f64)>,
+    pub total: Option<(f64, Interval)>,
+}
+
+/// Median phase times (ms) of the successful cold starts, per backend; a pull with no
+/// separate unpack phase is named `pull+unpack`.
+pub fn cold_phases(records: &[RunRecord]) -> BTreeMap<String, Cold> {
     let mut by: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
     for r in records.iter().filter(|r| r.scenario == "cold-start" && r.error.is_none()) {
         by.entry(r.backend.clone()).or_default().push(r);
     }
     by.into_iter()
         .map(|(b, rs)| {
+            let unpacks = rs.iter().any(|r| r.host.phases.iter().any(|(n, _)| n == "unpack"));
             let phases = COLD_PHASES
                 .iter()
                 .filter_map(|p| {
@@ -35,16 +50,33 @@ pub fn cold_phases(records: &[RunRecord]) -> BTreeMap<String, (usize, Vec<(Strin
                         .iter()
                         .filter_map(|r| r.host.phases.iter().find(|(n, _)| n == p).map(|(_, ns)| *ns as f64 / 1e6))
                         .collect();
-                    median(&v).map(|m| (p.to_string(), m))
+                    let name = if *p == "pull" && !unpacks { PULL_AND_UNPACK } else { p };
+                    median(&v).map(|m| (name.to_string(), m))
                 })
                 .collect();
-            (b, (rs.len(), phases))
+            let totals: Vec<f64> = rs
+                .iter()
+                .map(|r| {
+                    r.host
+                        .phases
+                        .iter()
+                        .filter(|(n, _)| COLD_PHASES.contains(&n.as_str()))
+                        .map(|(_, ns)| *ns as f64 / 1e6)
+                        .sum()
+                })
+                .collect();
+            let total = median(&totals).zip(bootstrap_median_ci(&totals, seed_of(&format!("cold-start|total|{b}"))));
+            (b, Cold { n: rs.len(), phases, total })
         })
         .collect()
 }
 
-/// Median of each depth metric (ms) per depth, over the successful image-depth units.
-pub fn depth_medians(records: &[RunRecord]) -> BTreeMap<u32, (usize, BTreeMap<String, f64>)> {
+/// Each depth metric's median (ms) with its bootstrap 95% CI.
+pub type DepthFigures = BTreeMap<String, (f64, Interval)>;
+
+/// Median of each depth metric (ms) per depth with its bootstrap 95% CI, over the
+/// successful image-depth units.
+pub fn depth_medians(records: &[RunRecord]) -> BTreeMap<u32, (usize, DepthFigures)> {
     let mut by: BTreeMap<u32, Vec<&RunRecord>> = BTreeMap::new();
     for r in records.iter().filter(|r| r.scenario.starts_with("image-depth-") && r.error.is_none()) {
         if let Some(n) = r.extra.get("depth_layers") {
@@ -57,7 +89,8 @@ pub fn depth_medians(records: &[RunRecord]) -> BTreeMap<u32, (usize, BTreeMap<St
                 .iter()
                 .filter_map(|(k, _)| {
                     let v: Vec<f64> = rs.iter().filter_map(|r| r.extra.get(*k).map(|ns| ns / 1e6)).collect();
-                    median(&v).map(|m| (k.to_string(), m))
+                    let ci = bootstrap_median_ci(&v, seed_of(&format!("image-depth-{n}|{k}")))?;
+                    median(&v).map(|m| (k.to_string(), (m, ci)))
                 })
                 .collect();
             (n, (rs.len(), m))
@@ -65,17 +98,33 @@ pub fn depth_medians(records: &[RunRecord]) -> BTreeMap<u32, (usize, BTreeMap<St
         .collect()
 }
 
+fn phase_rgb(phase: &str) -> RGBColor {
+    match phase {
+        "pull" => RGBColor(31, 119, 180),
+        "unpack" => RGBColor(255, 127, 14),
+        PULL_AND_UNPACK => RGBColor(120, 70, 160),
+        "prepare" => RGBColor(44, 160, 44),
+        _ => RGBColor(214, 39, 40),
+    }
+}
+
 fn draw_stacked<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
-    data: &[(String, Vec<(String, f64)>)],
+    data: &[(String, Cold)],
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE)?;
-    let max = data.iter().map(|(_, p)| p.iter().map(|(_, v)| v).sum::<f64>()).fold(1.0, f64::max) * 1.15;
-    let mut chart = ChartBuilder::on(root)
-        .caption("cold start: pull → READY by phase (median ms)", ("sans-serif", 20))
+    let max = data
+        .iter()
+        .map(|(_, c)| c.total.map_or(0.0, |t| t.1.hi).max(c.phases.iter().map(|(_, v)| v).sum::<f64>()))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let (w, _) = root.dim_in_pixel();
+    let (plot, legend) = root.split_horizontally(w.saturating_sub(150));
+    let mut chart = ChartBuilder::on(&plot)
+        .caption("cold start: pull → READY by phase (median ms; bar: 95% CI of the total)", ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(110)
@@ -84,7 +133,9 @@ where
     chart
         .configure_mesh()
         .disable_y_mesh()
+        .light_line_style(TRANSPARENT)
         .x_desc("ms")
+        .x_label_formatter(&|x| charts::tick_label(*x))
         .y_labels(names.len() * 2 + 1)
         .y_label_formatter(&|y| {
             let i = (*y - 0.5).round();
@@ -95,30 +146,44 @@ where
             }
         })
         .draw()?;
-    let colors = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
-    for (pi, phase) in COLD_PHASES.iter().enumerate() {
-        let c = colors[pi % colors.len()];
-        let rects: Vec<Rectangle<(f64, f64)>> = data
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (_, ph))| {
-                let before: f64 = ph.iter().take_while(|(n, _)| n != phase).map(|(_, v)| v).sum();
-                let v = ph.iter().find(|(n, _)| n == phase)?.1;
-                Some(Rectangle::new([(before, i as f64 + 0.15), (before + v, i as f64 + 0.85)], c.filled()))
-            })
-            .collect();
-        chart
-            .draw_series(rects)?
-            .label(*phase)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+    let mut seen: Vec<String> = Vec::new();
+    for (i, (_, c)) in data.iter().enumerate() {
+        let mut x = 0.0;
+        let y = i as f64;
+        for (name, v) in &c.phases {
+            if !seen.contains(name) {
+                seen.push(name.clone());
+            }
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(x, y + 0.2), (x + v, y + 0.8)],
+                phase_rgb(name).filled(),
+            )))?;
+            x += v;
+        }
+        if let Some((m, ci)) = c.total {
+            chart.draw_series(std::iter::once(ErrorBar::new_horizontal(
+                y + 0.5,
+                ci.lo,
+                m,
+                ci.hi,
+                BLACK.filled(),
+                10,
+            )))?;
+        }
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    // Phases in pipeline order, each with its colour.
+    let order = ["pull", PULL_AND_UNPACK, "unpack", "prepare", "start"];
+    for (k, name) in order.iter().filter(|n| seen.iter().any(|s| s == *n)).enumerate() {
+        let y = 60 + 22 * k as i32;
+        legend.draw(&Rectangle::new([(4, y), (18, y + 14)], phase_rgb(name).filled()))?;
+        legend.draw(&Text::new(name.to_string(), (24, y), ("sans-serif", 14)))?;
+    }
     Ok(())
 }
 
-fn stacked(stem: &Path, data: &[(String, Vec<(String, f64)>)]) -> Result<Vec<PathBuf>, ChartError> {
+fn stacked(stem: &Path, data: &[(String, Cold)]) -> Result<Vec<PathBuf>, ChartError> {
     charts::ensure_font()?;
-    let size = (900, 140 + 60 * data.len() as u32);
+    let size = (1000, 140 + 60 * data.len() as u32);
     let svg = stem.with_extension("svg");
     let png = stem.with_extension("png");
     {
@@ -181,31 +246,41 @@ pub fn section(records: &[RunRecord], out: &Path, w: &mut Written) -> String {
     s.push_str("\n### Cold start: pull → READY\n\n");
     s.push_str("Image: the workload plus a 64 MiB incompressible layer (gzip). The image store is empty before every unit.\n\n");
     s.push_str(
-        "| backend | n | pull ms | unpack ms | prepare ms | start ms | total ms |\n|---|---|---|---|---|---|---|\n",
+        "Docker's engine unpacks the layers inside its pull, so its pull column is pull+unpack. Total: the median \
+         of each unit's summed phases with its bootstrap 95% CI.\n\n",
     );
-    for (b, (n, ph)) in &cold {
-        let get = |p: &str| ph.iter().find(|(k, _)| k == p).map_or("—".to_string(), |(_, v)| format!("{v:.1}"));
-        let total: f64 = ph.iter().map(|(_, v)| v).sum();
+    s.push_str(
+        "| backend | n | pull ms | unpack ms | prepare ms | start ms | total ms [95% CI] |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (b, c) in &cold {
+        let get = |p: &str| c.phases.iter().find(|(k, _)| k == p).map(|(_, v)| format!("{v:.1}"));
+        let pull = get("pull").or_else(|| get(PULL_AND_UNPACK).map(|v| format!("{v} (pull+unpack)")));
+        let unpack = get("unpack").or_else(|| get(PULL_AND_UNPACK).map(|_| "in pull".to_string()));
+        let total = c.total.map_or("—".to_string(), |(m, ci)| format!("{m:.1} [{:.1}–{:.1}]", ci.lo, ci.hi));
+        let dash = || "—".to_string();
         let _ = writeln!(
             s,
-            "| {b} | {n} | {} | {} | {} | {} | {total:.1} |",
-            get("pull"),
-            get("unpack"),
-            get("prepare"),
-            get("start")
+            "| {b} | {} | {} | {} | {} | {} | {total} |",
+            c.n,
+            pull.unwrap_or_else(dash),
+            unpack.unwrap_or_else(dash),
+            get("prepare").unwrap_or_else(dash),
+            get("start").unwrap_or_else(dash),
         );
     }
     if !cold.is_empty() {
-        let data: Vec<(String, Vec<(String, f64)>)> = cold.iter().map(|(b, (_, p))| (b.clone(), p.clone())).collect();
+        let data: Vec<(String, Cold)> = cold.iter().map(|(b, c)| (b.clone(), c.clone())).collect();
         s.push_str(&figure(w, "cold-start", stacked(&out.join("cold-start"), &data)));
     }
     for n in notes(records, "cold-start") {
         let _ = writeln!(s, "- {n}");
     }
     s.push_str("\n### Image depth (overlayfs, our runtime)\n\n");
+    s.push_str("Each figure: the median with its bootstrap 95% CI.\n\n");
     s.push_str("| layers | n | overlay mount ms | first read ms | copy-up 64 MiB ms | start → READY ms |\n|---|---|---|---|---|---|\n");
     for (layers, (n, m)) in &depth {
-        let get = |k: &str| m.get(k).map_or("failed".to_string(), |v| format!("{v:.2}"));
+        let get =
+            |k: &str| m.get(k).map_or("failed".to_string(), |(v, ci)| format!("{v:.2} [{:.2}–{:.2}]", ci.lo, ci.hi));
         let _ = writeln!(
             s,
             "| {layers} | {n} | {} | {} | {} | {} |",
@@ -216,14 +291,18 @@ pub fn section(records: &[RunRecord], out: &Path, w: &mut Written) -> String {
         );
     }
     if !depth.is_empty() {
+        // Every line is our runtime's: its colour for the first, distinct ones for the rest.
+        let colours = charts::line_colors(BackendId::Container.profile().rgb, DEPTH_METRICS.len());
         let series: Vec<Series> = DEPTH_METRICS
             .iter()
-            .map(|(k, label)| Series {
-                backend: label.to_string(),
+            .zip(colours)
+            .map(|((k, label), rgb)| Series {
+                label: label.to_string(),
+                rgb,
                 points: depth
                     .iter()
                     .filter_map(|(n, (_, m))| {
-                        m.get(*k).map(|v| charts::Point { x: f64::from(*n), y: *v, lo: *v, hi: *v })
+                        m.get(*k).map(|(v, ci)| charts::Point { x: f64::from(*n), y: *v, lo: ci.lo, hi: ci.hi })
                     })
                     .collect(),
             })
@@ -232,7 +311,13 @@ pub fn section(records: &[RunRecord], out: &Path, w: &mut Written) -> String {
         s.push_str(&figure(
             w,
             "image-depth",
-            charts::lines(&out.join("image-depth"), "cost by image depth (median)", "layers", "ms", &series),
+            charts::lines(
+                &out.join("image-depth"),
+                "our runtime: cost by image depth (median, bars: 95% CI)",
+                "layers",
+                "ms",
+                &series,
+            ),
         ));
     }
     for n in notes(records, "image-depth") {
@@ -262,7 +347,19 @@ mod tests {
             rec("startup-serial", "runc", &[("pull", 7)]),
         ];
         let c = cold_phases(&rs);
-        assert_eq!(c["runc"], (2, vec![("pull".to_string(), 2.0), ("start".to_string(), 5.0)]));
+        assert_eq!(c["runc"].n, 2);
+        // No unpack phase recorded: the pull did the unpacking.
+        assert_eq!(c["runc"].phases, vec![("pull+unpack".to_string(), 2.0), ("start".to_string(), 5.0)]);
+        // Totals 5 and 9 ms: median 7, CI within them.
+        let (m, ci) = c["runc"].total.unwrap();
+        assert_eq!(m, 7.0);
+        assert!(ci.lo >= 5.0 && ci.hi <= 9.0, "{ci:?}");
+    }
+
+    #[test]
+    fn a_pull_beside_an_unpack_keeps_its_name() {
+        let rs = vec![rec("cold-start", "crun", &[("pull", 1_000_000), ("unpack", 2_000_000)])];
+        assert_eq!(cold_phases(&rs)["crun"].phases[0].0, "pull");
     }
 
     #[test]
@@ -274,7 +371,7 @@ mod tests {
         b.extra.insert("depth_mount_ns".into(), 4e6);
         let d = depth_medians(&[a, b]);
         assert_eq!(d[&8].0, 2);
-        assert_eq!(d[&8].1["depth_mount_ns"], 3.0);
+        assert_eq!(d[&8].1["depth_mount_ns"].0, 3.0);
         assert!(!d[&8].1.contains_key("depth_container_ready_ns"));
     }
 }

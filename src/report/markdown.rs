@@ -95,7 +95,8 @@ fn sig2(p: f64) -> String {
 
 fn cell_text(a: &Aggregate, sc: &str, b: &str, hl: &Headline) -> String {
     let c = a.cell(sc, b, hl.metric);
-    match c.summary {
+    let mark = a.platform.suffix(b);
+    let text = match c.summary {
         Some(s) => {
             let ci =
                 c.median_ci.map(|ci| format!(" [{}]", interval_text(&ci, |x| hl.unit.scale(x)))).unwrap_or_default();
@@ -108,11 +109,32 @@ fn cell_text(a: &Aggregate, sc: &str, b: &str, hl: &Headline) -> String {
             }
         }
         None if c.failed > 0 => "✗ failed".into(),
-        None => "—".into(),
+        None => return "—".into(),
+    };
+    format!("{text}{mark}")
+}
+
+/// The measured cost of one forwarded system call under the bare VM (median ns per
+/// getppid, less native's), as µs text; `None` when the run has no such cells.
+pub fn forwarded_call_cost(a: &Aggregate) -> Option<String> {
+    let m = "workload.ns_per_call";
+    let bare = stats::median(&a.values("syscall", BackendId::MicrovmBare.name(), m))?;
+    let native = stats::median(&a.values("syscall", BackendId::Native.name(), m)).unwrap_or(0.0);
+    Some(format!("{} µs", num((bare - native) / 1e3)))
+}
+
+/// The design paragraph with a per-call figure taken from this run's records where older
+/// manifests stated one from an earlier run.
+fn design_text(d: &crate::record::Design, a: &Aggregate) -> String {
+    let text = d.describe();
+    let stale = "at about 0.3 ms here";
+    match forwarded_call_cost(a) {
+        Some(cost) => text.replace(stale, &format!("at {cost} more per call than native in this run (syscall row)")),
+        None => text.replace(stale, "(its per-call cost: see the syscall row)"),
     }
 }
 
-fn environment(out: &mut String, set: &ResultSet) {
+fn environment(out: &mut String, set: &ResultSet, a: &Aggregate) {
     let m = &set.manifest;
     let _ = writeln!(out, "## Environment\n");
     let _ = writeln!(out, "| | |\n|---|---|");
@@ -122,6 +144,16 @@ fn environment(out: &mut String, set: &ResultSet) {
         ("memory", format!("{} MiB", m.mem_total_kib / 1024)),
         ("kernel", m.kernel.clone()),
         ("KVM", m.kvm.describe().to_string()),
+        ("native is itself a VM", a.platform.native_is_vm()),
+        (
+            "steal time",
+            match super::platform::steal(&set.records) {
+                Some((med, max, n)) => {
+                    format!("median {med:.1}%, max {max:.1}% of a unit's time ({n} units recorded it)")
+                }
+                None => "not recorded by this run's units".into(),
+            },
+        ),
         ("cgroups", format!("{:?}", m.cgroup)),
         (
             "cvbench",
@@ -157,7 +189,7 @@ fn environment(out: &mut String, set: &ResultSet) {
     let _ = writeln!(out, "### How the run was designed\n");
     match &m.design {
         Some(d) => {
-            let _ = writeln!(out, "{}\n", d.describe());
+            let _ = writeln!(out, "{}\n", design_text(d, a));
         }
         None => {
             let _ = writeln!(
@@ -246,6 +278,10 @@ fn headline_table(out: &mut String, a: &Aggregate) {
         out.push('\n');
     }
     out.push('\n');
+    let key = a.platform.key(a.backends.iter().map(String::as_str));
+    if !key.is_empty() {
+        let _ = writeln!(out, "{key}\n");
+    }
 }
 
 /// How the ratio cells were judged, and how they came out.
@@ -346,7 +382,8 @@ fn startup_breakdown(out: &mut String, a: &Aggregate) {
         }
         let phases: Vec<String> = order.iter().map(|p| format!("{p} {}", ms(stats::median(&vals[p])))).collect();
         let phases = if phases.is_empty() { "none recorded".to_string() } else { phases.join(" → ") };
-        let _ = writeln!(out, "| {b} | {} | {} | {} | {phases} |", recs.len(), ms(ready), ms(exit));
+        let _ =
+            writeln!(out, "| {b}{} | {} | {} | {} | {phases} |", a.platform.suffix(b), recs.len(), ms(ready), ms(exit));
     }
     out.push('\n');
 }
@@ -375,7 +412,7 @@ fn scaled_table(out: &mut String, a: &Aggregate, family: &str, title: &str, cols
             if a.records(sc, b).is_empty() {
                 continue;
             }
-            let _ = write!(out, "| {sc} | {b} |");
+            let _ = write!(out, "| {sc} | {b}{} |", a.platform.suffix(b));
             for (metric, _, scale, unit) in cols {
                 let c = a.cell(sc, b, metric);
                 let t = match c.summary {
@@ -452,9 +489,10 @@ fn distributions(out: &mut String, a: &Aggregate) {
             let noisy = if Aggregate::noisy(&c) { " ⚠" } else { "" };
             let _ = writeln!(
                 out,
-                "| {sc} | {} ({}) | {b} | {} | {} | {ci} | {rounds} | {rci} | {p} | {q} | {:.1}%{noisy} | {} | {} | {} | {} |",
+                "| {sc} | {} ({}) | {b}{} | {} | {} | {ci} | {rounds} | {rci} | {p} | {q} | {:.1}%{noisy} | {} | {} | {} | {} |",
                 hl.label,
                 hl.unit.text(),
+                a.platform.suffix(b),
                 s.n,
                 f(s.median),
                 s.cv * 100.0,
@@ -537,7 +575,7 @@ pub fn render(set: &ResultSet, a: &Aggregate, previous: Option<&Aggregate>, figs
         set.records.len(),
         set.manifest.id()
     );
-    environment(&mut out, set);
+    environment(&mut out, set, a);
     backend_status(&mut out, a);
     backend_profiles(&mut out, a);
     headline_table(&mut out, a);
@@ -545,6 +583,7 @@ pub fn render(set: &ResultSet, a: &Aggregate, previous: Option<&Aggregate>, figs
     if let Some(p) = &figs.ratios {
         let _ = writeln!(out, "![overhead ratios]({p})\n");
     }
+    out.push_str(&super::claims::section(a));
     startup_breakdown(&mut out, a);
     if let Some(p) = &figs.phases {
         let _ = writeln!(out, "![startup phases]({p})\n");

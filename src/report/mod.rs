@@ -6,9 +6,11 @@
 pub mod aggregate;
 pub mod backends;
 pub mod charts;
+pub mod claims;
 pub mod compare;
 pub mod images;
 pub mod markdown;
+pub mod platform;
 pub mod summary;
 
 use crate::backend::BackendId;
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::results::{ResultSet, ResultsError};
 use aggregate::{family_of, Aggregate};
-use charts::{Distribution, PhaseBar, Point, RatioBar, Series};
+use charts::{Distribution, PhaseBar, PhaseSegment, Point, RatioBar, Series, When};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -42,10 +44,27 @@ pub fn startup_distributions(a: &Aggregate) -> Vec<Distribution> {
         .iter()
         .map(|b| Distribution {
             backend: b.clone(),
+            label: a.platform.short_label(b),
             values: a.values("startup-serial", b, "host.launch_to_ready_ns").into_iter().map(|ns| ns / 1e6).collect(),
+            ci: a.cell("startup-serial", b, "host.launch_to_ready_ns").median_ci.map(|ci| (ci.lo / 1e6, ci.hi / 1e6)),
         })
         .filter(|d| !d.values.is_empty())
         .collect()
+}
+
+/// A chart title followed by the key to the platform marks its backends carry.
+fn with_key(a: &Aggregate, backends: &[&str], title: &str) -> String {
+    let key = a.platform.title_key(backends.iter().copied());
+    if key.is_empty() {
+        title.to_string()
+    } else {
+        format!("{title}; {key}")
+    }
+}
+
+/// A backend's line: its label carries its platform marks, its colour is the backend's.
+fn backend_series(a: &Aggregate, b: &str, points: Vec<Point>) -> Series {
+    Series { label: a.platform.label(b), rgb: backends::rgb(b), points }
 }
 
 /// Density lines: median of `metric` (scaled by `scale`) against N, with
@@ -53,44 +72,42 @@ pub fn startup_distributions(a: &Aggregate) -> Vec<Distribution> {
 pub fn density_series(a: &Aggregate, metric: &str, scale: f64) -> Vec<Series> {
     a.backends
         .iter()
-        .map(|b| Series {
-            backend: b.clone(),
-            points: a
+        .map(|b| {
+            let points = a
                 .scenarios
                 .iter()
                 .filter(|s| family_of(s) == "density")
                 .filter_map(|s| {
                     let n: f64 = s.rsplit('-').next()?.parse().ok()?;
                     let c = a.cell(s, b, metric);
-                    let m = c.summary?.median * scale;
-                    let ci = c.median_ci.unwrap_or(crate::stats::Interval { lo: m / scale, hi: m / scale });
-                    Some(Point { x: n, y: m, lo: ci.lo * scale, hi: ci.hi * scale })
+                    let m = c.summary?.median;
+                    let ci = c.median_ci.unwrap_or(crate::stats::Interval { lo: m, hi: m });
+                    Some(Point { x: n, y: m * scale, lo: ci.lo * scale, hi: ci.hi * scale })
                 })
-                .collect(),
+                .collect();
+            backend_series(a, b, points)
         })
         .filter(|s| !s.points.is_empty())
         .collect()
 }
 
-/// Ratio bars (the table's ratios, with CIs) for every headline row and
-/// non-native backend.
+/// Cost-factor bars (the table's ratios and CIs, turned so that above 1 is worse) for every
+/// headline row and non-native backend.
 pub fn ratio_bars(a: &Aggregate) -> Vec<RatioBar> {
     let mut v = Vec::new();
     for (sc, hl) in a.headline_rows() {
-        let arrow = match crate::stats::better(hl.metric) {
-            crate::stats::Better::Higher => " ↑",
-            crate::stats::Better::Lower => " ↓",
-            crate::stats::Better::Neither => "",
-        };
+        let turned = crate::stats::better(hl.metric) == crate::stats::Better::Higher;
         for b in a.backends.iter().filter(|b| *b != BackendId::Native.name()) {
             let c = a.cell(&sc, b, hl.metric);
             if let (Some(r), Some(ci)) = (c.ratio, c.ratio_ci) {
+                let (lo, hi) = if turned { (1.0 / ci.hi, 1.0 / ci.lo) } else { (ci.lo, ci.hi) };
                 v.push(RatioBar {
-                    metric: format!("{sc}: {}{arrow}", hl.label),
-                    backend: b.clone(),
-                    ratio: r,
-                    lo: ci.lo,
-                    hi: ci.hi,
+                    metric: format!("{sc}: {}{}", hl.label, if turned { " (native ÷ backend)" } else { "" }),
+                    backend: a.platform.label(b),
+                    rgb: backends::rgb(b),
+                    cost: aggregate::cost_factor(hl.metric, r),
+                    lo,
+                    hi,
                     significant: matches!(
                         c.significance,
                         Some(crate::stats::Significance::Above | crate::stats::Significance::Below)
@@ -102,7 +119,32 @@ pub fn ratio_bars(a: &Aggregate) -> Vec<RatioBar> {
     v
 }
 
-/// Per-backend startup phases (medians of the successful serial runs).
+/// Lays phases (name, ms) end to end from launch against READY at `ready_ms`: each phase
+/// with where it lies against READY, and the part of launch→READY the phases before READY
+/// leave uncovered (placed just before READY: where in time it falls is not recorded).
+pub fn lay_out_phases(phases: &[(String, f64)], ready_ms: f64) -> (Vec<PhaseSegment>, Option<(f64, f64)>) {
+    let mut t = 0.0;
+    let mut segs = Vec::new();
+    for (name, ms) in phases {
+        let (start, end) = (t, t + ms.max(0.0));
+        let when = if start >= ready_ms {
+            When::After
+        } else if end > ready_ms {
+            When::Across
+        } else {
+            When::Before
+        };
+        segs.push(PhaseSegment { name: name.clone(), start, end, when });
+        t = end;
+    }
+    let covered = segs.iter().filter(|s| s.when != When::After).map(|s| s.end).fold(0.0, f64::max);
+    // Less than 1% of READY uncovered is rounding of the medians, not a gap.
+    let uncovered = (ready_ms - covered > ready_ms * 0.01).then_some((covered, ready_ms));
+    (segs, uncovered)
+}
+
+/// Per-backend startup phases (medians of the successful serial runs) laid out against the
+/// median launch→READY and its CI from the table's cell.
 pub fn phase_bars(a: &Aggregate) -> Vec<PhaseBar> {
     let mut v = Vec::new();
     for b in &a.backends {
@@ -125,12 +167,17 @@ pub fn phase_bars(a: &Aggregate) -> Vec<PhaseBar> {
                 crate::stats::median(&vals).map(|m| (p, m))
             })
             .collect();
-        let total = crate::stats::median(
-            &recs.iter().filter_map(|r| r.host.launch_to_ready_ns.map(|ns| ns as f64 / 1e6)).collect::<Vec<_>>(),
-        );
-        if let (false, Some(total_ms)) = (phases.is_empty(), total) {
-            v.push(PhaseBar { backend: b.clone(), phases, total_ms });
-        }
+        let c = a.cell("startup-serial", b, "host.launch_to_ready_ns");
+        let (Some(s), false) = (c.summary, phases.is_empty()) else { continue };
+        let y = s.median / 1e6;
+        let ci = c.median_ci.map_or((y, y), |ci| (ci.lo / 1e6, ci.hi / 1e6));
+        let (segments, uncovered) = lay_out_phases(&phases, y);
+        v.push(PhaseBar {
+            label: a.platform.short_label(b),
+            segments,
+            uncovered,
+            ready: Point { x: 0.0, y, lo: ci.0, hi: ci.1 },
+        });
     }
     v
 }
@@ -166,8 +213,10 @@ pub fn generate_with(set: &ResultSet, out: &Path, opts: &Options) -> Result<Writ
     std::fs::create_dir_all(out).map_err(|e| ReportError::Write(out.to_path_buf(), e))?;
     set.export(out)?;
     let mut w = Written { files: vec![out.join("results.csv"), out.join("results.json")], ..Default::default() };
-    let a = Aggregate::with_rules(&set.records, opts.rules);
-    let previous = opts.previous.map(|p| Aggregate::with_rules(&p.records, opts.rules));
+    let a = Aggregate::with_rules(&set.records, opts.rules).on(platform::Platform::from_manifest(&set.manifest));
+    let previous = opts
+        .previous
+        .map(|p| Aggregate::with_rules(&p.records, opts.rules).on(platform::Platform::from_manifest(&p.manifest)));
     let mut figs = markdown::Figures::default();
     let dist = startup_distributions(&a);
     if !dist.is_empty() {
@@ -176,7 +225,11 @@ pub fn generate_with(set: &ResultSet, out: &Path, opts: &Options) -> Result<Writ
             "startup",
             charts::distributions(
                 &out.join("startup"),
-                "noop launch→READY, serial runs (each dot one run, bar = median)",
+                &with_key(
+                    &a,
+                    &dist.iter().map(|d| d.backend.as_str()).collect::<Vec<_>>(),
+                    "noop launch→READY, serial runs (dot: a run; bar: median; whisker: 95% CI)",
+                ),
                 "ms (log scale)",
                 &dist,
             ),
@@ -189,7 +242,7 @@ pub fn generate_with(set: &ResultSet, out: &Path, opts: &Options) -> Result<Writ
             "startup-phases",
             charts::phases(
                 &out.join("startup-phases"),
-                "where startup time goes (noop, serial runs, medians)",
+                "where startup time goes (noop, serial runs, median ms per phase)",
                 &phases,
             ),
         );
@@ -234,7 +287,11 @@ pub fn generate_with(set: &ResultSet, out: &Path, opts: &Options) -> Result<Writ
         figs.ratios = chart(
             &mut w,
             "ratios",
-            charts::ratios(&out.join("ratios"), "ratio to native by metric (as in the table)", &bars),
+            charts::ratios(
+                &out.join("ratios"),
+                "cost of isolation by metric: the table's ratios as cost factors (pale: not a difference)",
+                &bars,
+            ),
         );
     }
     figs.errors = w.chart_errors.clone();
@@ -243,4 +300,32 @@ pub fn generate_with(set: &ResultSet, out: &Path, opts: &Options) -> Result<Writ
     std::fs::write(&p, md).map_err(|e| ReportError::Write(p.clone(), e))?;
     w.files.push(p);
     Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ph(list: &[(&str, f64)]) -> Vec<(String, f64)> {
+        list.iter().map(|(n, v)| (n.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn phases_short_of_ready_leave_an_uncovered_part() {
+        // The bare VM: 3.2 ms of phases against 6.06 ms to READY.
+        let (segs, gap) = lay_out_phases(&ph(&[("create", 1.2), ("jail", 2.0)]), 6.06);
+        assert!(segs.iter().all(|s| s.when == When::Before));
+        assert_eq!(segs[1].start, 1.2);
+        let (s, e) = gap.unwrap();
+        assert!((s - 3.2).abs() < 1e-9 && e == 6.06);
+    }
+
+    #[test]
+    fn phases_past_ready_are_marked_after_and_leave_no_gap() {
+        // Docker: create phases to 342 ms, READY at 335 ms, then exit and remove.
+        let (segs, gap) = lay_out_phases(&ph(&[("create", 330.0), ("start", 12.0), ("until exit", 38.0)]), 335.0);
+        let when: Vec<When> = segs.iter().map(|s| s.when).collect();
+        assert_eq!(when, vec![When::Before, When::Across, When::After]);
+        assert_eq!(gap, None);
+    }
 }

@@ -58,9 +58,11 @@ impl Tally {
             Verdict::NotJudged(_) => self.unjudged += 1,
             Verdict::Same { .. } => self.same += 1,
             Verdict::Different(_) => match a.replicates(sc, b, metric, previous) {
-                Replication::Holds => {
-                    self.named.push((cost_factor(metric, c.paired.centre), format!("{label} on {b}"), c.paired.centre))
-                }
+                Replication::Holds => self.named.push((
+                    cost_factor(metric, c.paired.centre),
+                    format!("{label} on {b}{}", a.platform.suffix(b)),
+                    c.paired.centre,
+                )),
                 _ => self.unreplicated += 1,
             },
         }
@@ -90,7 +92,7 @@ fn per_kind(
 ) -> Option<String> {
     let native = a.cell(scenario, BackendId::Native.name(), metric).summary.map(|s| s.median * scale);
     let mut parts = Vec::new();
-    for kind in [Kind::Container, Kind::Vm] {
+    for kind in Kind::COMPARED {
         let cells: Vec<(&str, Cell)> = members(a, kind)
             .into_iter()
             .map(|b| (b, a.cell(scenario, b, metric)))
@@ -130,7 +132,8 @@ fn per_kind(
             None if native.is_some() && !rest.is_empty() => format!(" ({})", rest.join(", ")),
             None => String::new(),
         };
-        parts.push(format!("{} {}{ratio}", kind.plural(), span(lo, hi, unit)));
+        let mark = cells.iter().map(|(b, _)| a.platform.suffix(b)).max().unwrap_or_default();
+        parts.push(format!("{}{mark} {}{ratio}", kind.plural(), span(lo, hi, unit)));
     }
     if parts.is_empty() {
         return None;
@@ -151,7 +154,8 @@ fn work_sentence(a: &Aggregate, previous: Option<&Aggregate>, kind: Kind) -> Opt
             t.add(a, previous, &sc, b, hl.metric, hl.label);
         }
     }
-    let who = format!("{} ({})", capitalised(kind.plural()), bs.join(", "));
+    let marked: Vec<String> = bs.iter().map(|b| format!("{b}{}", a.platform.suffix(b))).collect();
+    let who = format!("{} ({})", capitalised(kind.plural()), marked.join(", "));
     let total = t.judged();
     if total == 0 {
         return (t.unjudged > 0).then(|| {
@@ -229,7 +233,7 @@ pub fn executive(a: &Aggregate, previous: Option<&Aggregate>) -> String {
         s.push(x);
     }
     if !a.too_small_to_judge() {
-        for kind in [Kind::Container, Kind::Vm] {
+        for kind in Kind::COMPARED {
             s.extend(work_sentence(a, previous, kind));
         }
     }
@@ -260,8 +264,12 @@ pub fn executive(a: &Aggregate, previous: Option<&Aggregate>) -> String {
         last.push_str(&format!("; {} could not run here (see *Backends*)", missing.join(", ")));
     }
     last.push('.');
-    s.push(last);
     s.truncate(6);
+    s.push(last);
+    let key = a.platform.key(a.backends.iter().map(String::as_str).filter(|b| ran(a, b)));
+    if !key.is_empty() {
+        s.push(key);
+    }
     s.join(" ")
 }
 
