@@ -2,7 +2,7 @@
 //! the workload's `wait-go` form and lets it save itself where it blocks for its go line;
 //! [`launch_restored`] starts `cvbench-vmm bare-restore` on that snapshot (its "ready" is the
 //! VMM's `restored` line on a pipe of its own: the guest printed its READY before it was
-//! saved), and [`RestoredVm::go`] sends the go line and collects the run into a [`RunRecord`]
+//! saved), and [`WaitingVm::go`] sends the go line and collects the run into a [`RunRecord`]
 //! with the phases restore → first output → exit, the job's own time and faults, the
 //! snapshot's size on disk and the VMM's page faults after the restore.
 
@@ -54,7 +54,7 @@ pub enum RestoreError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("the restoring VMM ended before the guest was restored (exit {code:?}): {stderr}")]
+    #[error("the VMM ended before its guest was ready (exit {code:?}): {stderr}")]
     NotRestored { code: Option<i32>, stderr: String },
 }
 
@@ -125,21 +125,64 @@ pub fn take_snapshot(workload: Workload, args: &[String], timeout: Duration) -> 
     Ok(Snapshot { dir, info, take_ns })
 }
 
-/// A VMM restoring a snapshot, up to the point where the guest is ready to resume.
-pub struct RestoredVm {
+/// A bare VM whose guest waits for its go line: booted cold (ready at its READY line) or
+/// restored from a snapshot (ready at the VMM's `restored` line).
+pub struct WaitingVm {
     child: Option<Child>,
     stats: tempfile::NamedTempFile,
     t0: Instant,
     started_unix_ms: u64,
     restored_at: Instant,
-    load: Load,
+    /// `None` for a cold boot.
+    load: Option<Load>,
     stdout: BufReader<std::process::ChildStdout>,
     stderr: std::thread::JoinHandle<String>,
 }
 
+/// Boot `workload`'s waiting form cold in `cvbench-vmm bare` and wait (up to `timeout`) for
+/// its READY line.
+pub fn launch_cold(workload: Workload, args: &[String], timeout: Duration) -> Result<WaitingVm, RestoreError> {
+    let guest_args = wait_go_args(workload, args)?;
+    let stats = tempfile::NamedTempFile::new().map_err(RestoreError::Dir)?;
+    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let t0 = Instant::now();
+    let mut child = Command::new(vmm()?)
+        .args(["bare", "--mem-mib", &SNAPSHOT_MEM_MIB.to_string()])
+        .args(["--timeout-s", &timeout.as_secs_f64().to_string(), "--elf"])
+        .arg(paths::workload_binary()?)
+        .arg("--stats-json")
+        .arg(stats.path())
+        .arg("--")
+        .args(&guest_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| RestoreError::Spawn { what: "cvbench-vmm bare", source })?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_stderr(&mut child);
+    let mut line = String::new();
+    let _ = stdout.read_line(&mut line);
+    let restored_at = Instant::now();
+    let mut vm = WaitingVm { child: Some(child), stats, t0, started_unix_ms, restored_at, load: None, stdout, stderr };
+    if !crate::record::is_ready_line(line.trim_end()) {
+        return Err(vm.failed_before_ready());
+    }
+    Ok(vm)
+}
+
+fn read_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut err = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = (&mut err).take(64 << 10).read_to_string(&mut s);
+        s
+    })
+}
+
 /// Start `cvbench-vmm bare-restore` on `snapshot` and wait (up to `timeout`) for its
 /// `restored` line.
-pub fn launch_restored(snapshot: &Path, load: Load, timeout: Duration) -> Result<RestoredVm, RestoreError> {
+pub fn launch_restored(snapshot: &Path, load: Load, timeout: Duration) -> Result<WaitingVm, RestoreError> {
     let stats = tempfile::NamedTempFile::new().map_err(RestoreError::Dir)?;
     let (ready_r, ready_w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| RestoreError::Spawn { what: "the ready pipe", source: e.into() })?;
@@ -168,34 +211,38 @@ pub fn launch_restored(snapshot: &Path, load: Load, timeout: Duration) -> Result
     let mut child = cmd.spawn().map_err(|source| RestoreError::Spawn { what: "cvbench-vmm bare-restore", source })?;
     drop(ready_w);
     let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let mut err = child.stderr.take().expect("stderr is piped");
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = (&mut err).take(64 << 10).read_to_string(&mut s);
-        s
-    });
+    let stderr = read_stderr(&mut child);
     // One line, or end-of-file if the VMM refused the snapshot and exited. The VMM's own
     // timeout bounds this wait.
     let mut line = String::new();
     let _ = BufReader::new(std::fs::File::from(ready_r)).read_line(&mut line);
     let restored_at = Instant::now();
-    let mut vm = RestoredVm { child: Some(child), stats, t0, started_unix_ms, restored_at, load, stdout, stderr };
+    let mut vm =
+        WaitingVm { child: Some(child), stats, t0, started_unix_ms, restored_at, load: Some(load), stdout, stderr };
     if line.trim() != "restored" {
-        let status = vm.child.take().and_then(|mut c| c.wait().ok());
-        let stderr = std::mem::replace(&mut vm.stderr, std::thread::spawn(String::new)).join().unwrap_or_default();
-        return Err(RestoreError::NotRestored { code: status.and_then(|s| s.code()), stderr: stderr.trim().into() });
+        return Err(vm.failed_before_ready());
     }
     Ok(vm)
 }
 
-impl RestoredVm {
+impl WaitingVm {
+    /// The VMM ended (or said something else) before its guest was ready: reap it and say why.
+    fn failed_before_ready(&mut self) -> RestoreError {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+        }
+        let status = self.child.take().and_then(|mut c| c.wait().ok());
+        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new)).join().unwrap_or_default();
+        RestoreError::NotRestored { code: status.and_then(|s| s.code()), stderr: stderr.trim().into() }
+    }
+
     /// The VMM's pid (for memory sampling while it waits).
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
     }
 
     /// Send the go line, wait for the run to end, and record it.
-    pub fn go(mut self, workload: Workload, args: &[String], snapshot: &Snapshot) -> RunRecord {
+    pub fn go(mut self, workload: Workload, args: &[String], snapshot: Option<&Snapshot>) -> RunRecord {
         let mut rec = RunRecord {
             schema_version: SCHEMA_VERSION,
             backend: BackendId::MicrovmBare.name().to_string(),
@@ -254,16 +301,19 @@ impl RestoredVm {
             Err(_) => {}
         }
         let first = first.unwrap_or(t_exit);
-        rec.host.phases.push(("restore".into(), ns(self.t0, self.restored_at)));
+        let first_phase = if self.load.is_some() { "restore" } else { "boot_to_ready" };
+        rec.host.phases.push((first_phase.into(), ns(self.t0, self.restored_at)));
         rec.host.phases.push(("go_to_first_output".into(), ns(t_go, first)));
         rec.host.phases.push(("first_output_to_exit".into(), ns(first, t_exit)));
-        rec.extra.insert("snapshot_memory_disk_kib".into(), (snapshot.info.memory_disk_bytes >> 10) as f64);
-        rec.extra.insert("snapshot_memory_kib".into(), (snapshot.info.memory_bytes >> 10) as f64);
-        rec.extra.insert("snapshot_state_bytes".into(), snapshot.info.state_bytes as f64);
-        rec.notes.push(format!(
-            "started from a snapshot ({} memory): the guest printed READY before it was saved, so \"ready\" is the VMM's restored line",
-            self.load.name()
-        ));
+        if let (Some(load), Some(snapshot)) = (self.load, snapshot) {
+            rec.extra.insert("snapshot_memory_disk_kib".into(), (snapshot.info.memory_disk_bytes >> 10) as f64);
+            rec.extra.insert("snapshot_memory_kib".into(), (snapshot.info.memory_bytes >> 10) as f64);
+            rec.extra.insert("snapshot_state_bytes".into(), snapshot.info.state_bytes as f64);
+            rec.notes.push(format!(
+                "started from a snapshot ({} memory): the guest printed READY before it was saved, so \"ready\" is the VMM's restored line",
+                load.name()
+            ));
+        }
         rec
     }
 
@@ -284,7 +334,7 @@ impl RestoredVm {
     }
 }
 
-impl Drop for RestoredVm {
+impl Drop for WaitingVm {
     fn drop(&mut self) {
         // A VM never told to go (a failed caller) is stopped: ours, by its pid.
         if let Some(mut c) = self.child.take() {

@@ -224,7 +224,7 @@ fn from_snapshot(a: &RunArgs, format: Format) -> anyhow::Result<i32> {
     let mut recs = Vec::new();
     for i in 0..a.warmup + a.runs {
         let mut rec = match restore::launch_restored(&snap.path(), a.load.into(), a.timeout) {
-            Ok(vm) => vm.go(a.workload, &a.args, &snap),
+            Ok(vm) => vm.go(a.workload, &a.args, Some(&snap)),
             Err(e) => {
                 eprintln!("cvbench: restore failed: {}", cvbench::runner::chain(&e));
                 return Ok(exit::RUN_FAILED);
