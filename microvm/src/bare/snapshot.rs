@@ -142,7 +142,11 @@ pub fn read(dir: &Path) -> Result<Checked, SnapshotError> {
 /// size is `want_mib` when one is asked for.
 pub fn open_memory(dir: &Path, checked: &Checked, want_mib: Option<u32>) -> Result<File, SnapshotError> {
     let path = dir.join(MEMORY_FILE);
-    let file = File::open(&path).map_err(|source| SnapshotError::Io { what: "open", path: path.clone(), source })?;
+    let file = crate::snapshot::open_regular(&path).map_err(|source| SnapshotError::Io {
+        what: "open",
+        path: path.clone(),
+        source,
+    })?;
     let found = file.metadata().map_err(|source| SnapshotError::Io { what: "stat", path: path.clone(), source })?.len();
     let expected = checked.snap.mem_size;
     if found != expected {

@@ -62,7 +62,7 @@ pub fn decode<T: DeserializeOwned>(path: &Path, kind: &str, version: u32, bytes:
 /// Read and decode the state file at `path`, refusing one larger than [`MAX_STATE_BYTES`].
 pub fn read<T: DeserializeOwned>(path: &Path, kind: &str, version: u32) -> Result<T, SnapshotError> {
     let io = |what, source| SnapshotError::Io { what, path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(|e| io("open", e))?;
+    let file = super::open_regular(path).map_err(|e| io("open", e))?;
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_STATE_BYTES + 1), &mut bytes)
         .map_err(|e| io("read", e))?;

@@ -20,6 +20,21 @@ pub const MEMORY_FILE: &str = "memory";
 /// File name of the state (vCPU, devices, the VMM's guest-visible tables).
 pub const STATE_FILE: &str = "state";
 
+/// Open a snapshot file for reading only if it is a regular file: not through a symlink
+/// (`O_NOFOLLOW`), and without blocking on a FIFO or device planted in its place
+/// (`O_NONBLOCK`, then the type is checked on the open descriptor).
+pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
+}
+
 /// Why a snapshot could not be written or read. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -58,4 +73,25 @@ pub enum SnapshotError {
         #[source]
         source: crate::vstate::MemoryError,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_or_a_symlink_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("state");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path inside our temporary directory.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(open_regular(&fifo).is_err());
+        let target = dir.path().join("real");
+        std::fs::write(&target, b"x").unwrap();
+        let link = dir.path().join("memory");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(open_regular(&link).is_err());
+        assert!(open_regular(&target).is_ok());
+    }
 }
