@@ -193,12 +193,15 @@ fn a_snapshot_of_another_memory_size_is_refused() {
     assert!(o.stdout.is_empty());
 }
 
+/// One change to a state body.
+type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
 #[test]
 fn a_forged_state_with_a_good_checksum_is_still_bounded() {
     require_kvm!();
     let dir = snapshot(&["wait-go", "--job", "noop"]);
     let original = std::fs::read(dir.path().join("state")).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("memory size", Box::new(|v| v["mem_size"] = (128u64 << 20).into())),
         ("descriptor", Box::new(|v| v["service"]["fds"][0]["fd"] = 100_000.into())),
         ("heap range", Box::new(|v| v["service"]["heap_free"][0][0] = 4096.into())),

@@ -271,7 +271,8 @@ mod tests {
 
     #[test]
     fn each_out_of_bounds_field_is_refused_with_a_reason() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut BareSnapshot)>)> = vec![
+        type Edit = Box<dyn Fn(&mut BareSnapshot)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("memory size", Box::new(|s| s.mem_size = (64 << 20) + 4096)),
             ("heap start", Box::new(|s| s.heap_start = 0x1000)),
             ("paging root", Box::new(|s| s.cr3 = 0x7000)),
