@@ -22,6 +22,24 @@ pub fn parse_rollup(text: &str) -> (Option<u64>, Option<u64>) {
     (field("Rss:"), field("Pss:"))
 }
 
+/// Private memory of one process in KiB: `Private_Clean` + `Private_Dirty` of its
+/// smaps_rollup, i.e. the pages no other process maps (a shared file's page cache is not
+/// counted, which is what density from one snapshot file is about).
+pub fn private_kib(pid: i32) -> Option<u64> {
+    parse_private(&std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)
+}
+
+/// The private part of an smaps_rollup text, in KiB.
+pub fn parse_private(text: &str) -> Option<u64> {
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l[name.len()..].split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some(field("Private_Clean:")? + field("Private_Dirty:")?)
+}
+
 /// Sample every pid; processes that vanished are skipped.
 pub fn sample(pids: &[i32]) -> Sample {
     sample_under(Path::new("/proc"), pids)
@@ -93,6 +111,13 @@ pub fn vmm_memory(pid: i32, guest_bytes: u64) -> Option<VmmMemory> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_memory_is_clean_plus_dirty_private_pages() {
+        let t = "Rss: 900 kB\nPss: 500 kB\nShared_Clean: 400 kB\nPrivate_Clean: 120 kB\nPrivate_Dirty: 380 kB\n";
+        assert_eq!(parse_private(t), Some(500));
+        assert_eq!(parse_private("Rss: 1 kB\n"), None);
+    }
 
     #[test]
     fn guest_ram_is_the_mapping_of_the_guest_size() {

@@ -123,8 +123,33 @@ fn idle_ends_on_sigterm() {
 }
 
 #[test]
+fn wait_go_runs_its_job_only_after_the_go_line_and_counts_the_job_faults() {
+    use std::io::{BufRead, BufReader, Write};
+    let args = ["wait-go", "--job", "mem-touch", "--touch-mib", "4", "--chase-mib", "1", "--accesses", "100"];
+    let mut child = Command::new(bin()).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "READY\n");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(child.wait().unwrap().success());
+    let o = WorkloadOutput::parse(&line).unwrap_or_else(|| panic!("bad JSON line {line}"));
+    assert_eq!(o.workload, "mem-touch");
+    let m = o.finite_metrics();
+    assert_eq!(m["touch_pages"], 1024.0);
+    // It waited for the go line, and each first touch of the job's pages is a fault.
+    assert!(m["wait_ns"] >= 50e6, "{m:?}");
+    assert!(m["job_minflt"] >= 1024.0, "{m:?}");
+}
+
+#[test]
 fn bad_arguments_exit_2_with_usage() {
     for args in [
+        &["wait-go"][..],
+        &["wait-go", "--job", "mem-bw"][..],
         &[][..],
         &["frobnicate"][..],
         &["cpu", "--sha-mib"][..],
@@ -197,6 +222,8 @@ fn strace_sees_only_documented_syscalls() {
         vec!["mem-touch", "--touch-mib", "1", "--chase-mib", "1", "--accesses", "100"],
         vec!["syscall", "--iters", "10"],
         vec!["disk", "--dir", &d, "--size-mib", "1", "--rand-ops", "2"],
+        vec!["wait-go", "--job", "noop"],
+        vec!["wait-go", "--job", "mem-touch", "--touch-mib", "1", "--chase-mib", "1", "--accesses", "100"],
         vec!["bogus-subcommand"],
     ]
     .into_iter()
@@ -209,6 +236,7 @@ fn strace_sees_only_documented_syscalls() {
             .arg(&log)
             .arg(bin())
             .args(&args)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()

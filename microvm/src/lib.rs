@@ -6,7 +6,7 @@
 //! run report the harness reads back (`stats`).
 //!
 //! Layering (no circles): `vstate` and `host` are leaves; `arch` uses `vstate::memory`;
-//! `bare`, `devices`, `linux` use those; `builder` uses all of the Linux side; `jail` is used
+//! `snapshot` uses `vstate`; `bare`, `devices`, `linux` use those; `builder` uses all of the Linux side; `jail` is used
 //! by both guest kinds and uses neither.
 
 pub mod arch;
@@ -16,6 +16,7 @@ pub mod devices;
 pub mod host;
 pub mod jail;
 pub mod linux;
+pub mod snapshot;
 pub mod stats;
 pub mod vstate;
 

@@ -20,6 +20,8 @@ pub enum GuestEnd {
     Timeout,
     /// A vCPU failed (entry failure, emulation error, ioctl error).
     Failed(String),
+    /// The bare guest blocked reading stdin and was saved to a snapshot instead of running on.
+    Snapshotted,
 }
 
 /// Host-side timings and counters of one bare-guest run.
@@ -61,6 +63,40 @@ pub struct BareStats {
     /// Size of the VMM's seccomp allow-list (ioctl counted once), when jailed.
     #[serde(default)]
     pub seccomp_allowed_syscalls: Option<usize>,
+    /// The snapshot this run wrote, if it was asked to take one.
+    #[serde(default)]
+    pub snapshot: Option<SnapshotInfo>,
+    /// How this run was restored from a snapshot, if it was.
+    #[serde(default)]
+    pub restore: Option<RestoreInfo>,
+}
+
+/// A snapshot written by `cvbench-vmm bare --snapshot-to DIR`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotInfo {
+    pub dir: std::path::PathBuf,
+    /// The memory file's length: the guest's memory size.
+    pub memory_bytes: u64,
+    /// What the memory file takes on disk (it is sparse: only pages holding data).
+    pub memory_disk_bytes: u64,
+    pub state_bytes: u64,
+    pub data_pages: u64,
+}
+
+/// A run restored by `cvbench-vmm bare-restore`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreInfo {
+    pub load: crate::snapshot::memory::Load,
+    /// From the VMM's start until the restored guest was ready to resume, nanoseconds.
+    pub restore_ns: u64,
+    /// Page faults of the VMM process from the resume to the end (the guest's first touches
+    /// of restored memory land here), minor and major.
+    pub minflt_after_restore: u64,
+    pub majflt_after_restore: u64,
+    /// Page faults of the VMM process up to the resume (its own start plus the restore).
+    pub minflt_restore: u64,
 }
 
 /// One Linux-guest run: its end and the boot milestones, milliseconds from VMM start.

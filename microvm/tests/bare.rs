@@ -402,6 +402,7 @@ fn noop_runs_from_a_config_file() {
         net: None,
         jail: true,
         selftest_forbidden_syscall: false,
+        snapshot_to: None,
     };
     let out = run_with_config("bare", Some(&serde_json::to_string(&config).expect("serialise")));
     let (name, _) = shape(&out, "bare VM run from --config");

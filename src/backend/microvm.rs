@@ -461,6 +461,7 @@ impl Instance for MicroVmInstance {
             GuestEnd::PowerOff => "power_off".into(),
             GuestEnd::Timeout => "timeout".into(),
             GuestEnd::Failed(why) => format!("failed: {why}"),
+            GuestEnd::Snapshotted => "snapshotted".into(),
         };
         v.push(format!(
             "microvm: guest end = {end}; kernel reached /init: {}; /init ran in user space: {}; workload exit status reported: {}",

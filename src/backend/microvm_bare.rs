@@ -142,6 +142,7 @@ impl BarePlan {
             net: self.net.clone(),
             jail: self.jail,
             selftest_forbidden_syscall: false,
+            snapshot_to: None,
         }
     }
 }

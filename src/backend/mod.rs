@@ -11,6 +11,7 @@ pub mod native;
 pub mod netpath;
 pub mod peers;
 pub mod process;
+pub mod restore;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -12,6 +12,7 @@ pub mod image_ctx;
 pub mod image_depth;
 pub mod parent_cgroup;
 pub mod plan;
+pub mod restore;
 pub mod surface;
 pub mod timeouts;
 
@@ -133,6 +134,8 @@ pub fn run_unit(b: &dyn Backend, req: &RunRequest, shape: Shape) -> Vec<RunRecor
         Shape::Surface => vec![surface::probe(b, req)],
         Shape::ColdStart => vec![cold_start::unit(b, req)],
         Shape::ImageDepth { layers } => vec![image_depth::unit(b, req, layers)],
+        Shape::RestoreStart { start } => vec![restore::unit(b, req, start)],
+        Shape::RestoreDensity { n, start } => restore::density(b, req, n, start),
     }
 }
 

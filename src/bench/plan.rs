@@ -10,6 +10,7 @@ use crate::workload::Workload;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+use super::restore::StartKind;
 use super::timeouts::Stretch;
 use crate::record::{Design, Pinning};
 
@@ -29,13 +30,17 @@ pub enum Shape {
     ColdStart,
     /// Overlay cost of an image this many layers deep (bench/image_depth.rs).
     ImageDepth { layers: u32 },
+    /// The waiting workload started cold or restored from a snapshot (bench/restore.rs).
+    RestoreStart { start: StartKind },
+    /// N waiting instances at once, cold or restored from one snapshot (bench/restore.rs).
+    RestoreDensity { n: u32, start: StartKind },
 }
 
 impl Shape {
     /// How many instances one unit runs at once.
     pub fn instances(self) -> u32 {
         match self {
-            Shape::Parallel { n } | Shape::Density { n } => n,
+            Shape::Parallel { n } | Shape::Density { n } | Shape::RestoreDensity { n, .. } => n,
             _ => 1,
         }
     }
@@ -43,13 +48,14 @@ impl Shape {
 
 /// Families the quick matrix runs only when `--workloads` names them: they need the private
 /// registry and move 64 MiB images, which would double the quick matrix's time.
-pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth"];
+pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth", "restore-start"];
 
 /// Why `backend` has no cell in a scenario of this shape (written once, not run).
 pub fn not_applicable(shape: Shape, backend: BackendId) -> Option<String> {
     match shape {
         Shape::ColdStart => super::cold_start::not_applicable(backend),
         Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),
+        Shape::RestoreStart { .. } | Shape::RestoreDensity { .. } => super::restore::not_applicable(backend),
         _ => None,
     }
 }
@@ -96,6 +102,7 @@ pub const FAMILIES: &[&str] = &[
     "disk",
     "cold-start",
     "image-depth",
+    "restore-start",
 ];
 
 /// The whole matrix: which scenarios on which backends, with what limits.
@@ -234,6 +241,24 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         v.push(single("disk", Workload::Disk, &["--size-mib", "96", "--rand-ops", "2048"], it));
     }
     v.push(Scenario { shape: Shape::ColdStart, ..single("cold-start", Workload::Noop, &[], pick(2, 5)) });
+    // The job first-touches 16 MiB: on a restored guest those are the faults of the run.
+    let touch = ["--touch-mib", "16", "--chase-mib", "1", "--accesses", "1000"];
+    for start in StartKind::ALL {
+        v.push(Scenario {
+            name: format!("restore-start-{}", start.name()),
+            shape: Shape::RestoreStart { start },
+            ..single("restore-start", Workload::MemTouch, &touch, pick(3, 10))
+        });
+    }
+    let n = pick(5, 20);
+    for start in [StartKind::Cold, StartKind::Lazy] {
+        v.push(Scenario {
+            name: format!("restore-density-{}-{n}", start.name()),
+            shape: Shape::RestoreDensity { n, start },
+            sample_footprint: true,
+            ..single("restore-start", Workload::Noop, &[], pick(1, 5))
+        });
+    }
     for &n in super::image_ctx::DEPTHS {
         v.push(Scenario {
             name: format!("image-depth-{n}"),

@@ -13,11 +13,28 @@ use cvbench::doctor::backends::{self as verdicts, Host};
 use cvbench::record::RunRecord;
 use cvbench::runner::{self, RunRequest};
 use cvbench::workload::Workload;
+use cvbench_microvm::snapshot::memory::Load;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Seccomp {
     Default,
     Unconfined,
+}
+
+/// How restored guest memory is brought in (`cvbench_microvm::snapshot::memory::Load`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LoadArg {
+    Lazy,
+    Eager,
+}
+
+impl From<LoadArg> for Load {
+    fn from(l: LoadArg) -> Load {
+        match l {
+            LoadArg::Lazy => Load::Lazy,
+            LoadArg::Eager => Load::Eager,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -80,6 +97,13 @@ pub struct RunArgs {
     /// VMs: guest memory in MiB.
     #[arg(long)]
     pub guest_mem_mib: Option<u32>,
+    /// microvm-bare: boot the workload's waiting form once, save it where it waits for its go
+    /// line, then time each run as restore → go → exit (noop, cpu, mem-touch).
+    #[arg(long)]
+    pub from_snapshot: bool,
+    /// With --from-snapshot: map the memory file lazily (MAP_PRIVATE) or read it in first.
+    #[arg(long, value_enum, default_value = "lazy", requires = "from_snapshot")]
+    pub load: LoadArg,
     /// Arguments for the workload itself (after `--`).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -133,6 +157,9 @@ pub fn execute(a: RunArgs) -> anyhow::Result<i32> {
     let format = a.format.resolve(a.json);
     let host = Host::probe();
     let target = resolve(a.backend, &host)?;
+    if a.from_snapshot {
+        return from_snapshot(&a, format);
+    }
     let baseline = a.baseline.map(|b| resolve(b, &host)).transpose()?;
     let mut req = RunRequest::try_from(&a)?;
     req.env_id = cvbench::env::cached_env_id();
@@ -173,6 +200,58 @@ pub fn execute(a: RunArgs) -> anyhow::Result<i32> {
     }
     if let Some(hint) = recs.iter().flatten().find_map(|r| r.error.as_deref()).and_then(exit::hint_for) {
         eprintln!("hint: {hint}");
+    }
+    Ok(if failed { exit::RUN_FAILED } else { exit::OK })
+}
+
+/// `--from-snapshot`: one snapshot, then `--warmup` + `--runs` restores of it.
+fn from_snapshot(a: &RunArgs, format: Format) -> anyhow::Result<i32> {
+    use cvbench::backend::restore;
+    if a.backend != BackendId::MicrovmBare || a.baseline.is_some() {
+        return Err(Usage("--from-snapshot runs on --backend microvm-bare only, without --baseline".into()).into());
+    }
+    restore::wait_go_args(a.workload, &a.args).map_err(|e| Usage(e.to_string()))?;
+    eprintln!("cvbench: taking the snapshot ({} waiting for its go line) ...", a.workload);
+    let snap = restore::take_snapshot(a.workload, &a.args, a.timeout)?;
+    eprintln!(
+        "cvbench: snapshot taken in {:.1} ms: memory {} MiB ({} KiB on disk), state {} bytes",
+        snap.take_ns as f64 / 1e6,
+        snap.info.memory_bytes >> 20,
+        snap.info.memory_disk_bytes >> 10,
+        snap.info.state_bytes
+    );
+    let env_id = cvbench::env::cached_env_id();
+    let mut recs = Vec::new();
+    for i in 0..a.warmup + a.runs {
+        let mut rec = match restore::launch_restored(&snap.path(), a.load.into(), a.timeout) {
+            Ok(vm) => vm.go(a.workload, &a.args, Some(&snap)),
+            Err(e) => {
+                eprintln!("cvbench: restore failed: {}", cvbench::runner::chain(&e));
+                return Ok(exit::RUN_FAILED);
+            }
+        };
+        rec.env_id = env_id.clone();
+        rec.scenario = "from-snapshot".into();
+        rec.iteration = i.saturating_sub(a.warmup);
+        if i < a.warmup {
+            continue;
+        }
+        if format == Format::Json {
+            println!("{}", serde_json::to_string(&rec).context("serialising the record")?);
+        }
+        recs.push(rec);
+    }
+    let failed = recs.iter().any(|r| r.error.is_some());
+    if a.runs == 1 {
+        if format == Format::Table {
+            print_summary(&recs[0]);
+        }
+    } else {
+        let text = hyperfine_summary(a, &[recs]);
+        match format {
+            Format::Table => print!("{text}"),
+            Format::Json => eprint!("{text}"),
+        }
     }
     Ok(if failed { exit::RUN_FAILED } else { exit::OK })
 }
@@ -349,6 +428,16 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((t.run.runs, t.run.warmup, t.run.baseline), (10, 2, Some(BackendId::Native)));
+    }
+
+    #[test]
+    fn load_needs_from_snapshot_and_takes_lazy_or_eager() {
+        let t =
+            T::try_parse_from(["x", "-b", "microvm-bare", "-w", "noop", "--from-snapshot", "--load", "eager"]).unwrap();
+        assert!(t.run.from_snapshot);
+        assert_eq!(Load::from(t.run.load), Load::Eager);
+        assert!(T::try_parse_from(["x", "-b", "microvm-bare", "-w", "noop", "--load", "eager"]).is_err());
+        assert!(T::try_parse_from(["x", "-b", "microvm-bare", "-w", "noop", "--from-snapshot", "--load", "x"]).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod images;
 pub mod markdown;
 pub mod platform;
+pub mod restore;
 pub mod summary;
 
 use crate::backend::BackendId;
@@ -295,7 +296,9 @@ pub fn generate_with(set: &ResultSet, out: &Path, opts: &Options) -> Result<Writ
         );
     }
     figs.errors = w.chart_errors.clone();
-    let md = markdown::render(set, &a, previous.as_ref(), &figs) + &images::section(&set.records, out, &mut w);
+    let md = markdown::render(set, &a, previous.as_ref(), &figs)
+        + &images::section(&set.records, out, &mut w)
+        + &restore::section(&set.records, out, &mut w);
     let p = out.join("REPORT.md");
     std::fs::write(&p, md).map_err(|e| ReportError::Write(p.clone(), e))?;
     w.files.push(p);

@@ -1,6 +1,7 @@
 //! `cpu`: fixed compute kernels timed inside the workload: SHA-256 over a
 //! buffer, a sieve of Eratosthenes, and a dense f64 matrix multiply.
 
+use crate::opts::{Opts, UsageError};
 use crate::out::Report;
 use crate::sys::{now_ns, Errno, Mapping};
 
@@ -100,7 +101,17 @@ pub struct CpuParams {
     pub matmul_n: u64,
 }
 
-pub fn run(p: &CpuParams) -> Result<(), Errno> {
+impl CpuParams {
+    pub fn from_opts(o: &mut Opts) -> Result<CpuParams, UsageError> {
+        Ok(CpuParams {
+            sha_mib: o.num("sha-mib", 64, 1, crate::MIB_MAX)?,
+            sieve_n: o.num("sieve-n", 4_000_000, 2, 1 << 32)?,
+            matmul_n: o.num("matmul-n", 160, 1, 4096)?,
+        })
+    }
+}
+
+pub fn run(p: &CpuParams) -> Result<Report, Errno> {
     let t_all = now_ns();
 
     // SHA-256 over a 1 MiB buffer, repeated `sha_mib` times.
@@ -150,6 +161,5 @@ pub fn run(p: &CpuParams) -> Result<(), Errno> {
         .metric("matmul_ns", mm_ns as f64)
         .metric("matmul_trace", trace)
         .metric("elapsed_ns", elapsed as f64);
-    r.finish();
-    Ok(())
+    Ok(r)
 }

@@ -28,6 +28,7 @@ mod out;
 mod rt;
 mod sys;
 mod syscall;
+mod wait;
 
 use opts::{Opts, UsageError};
 use out::{eprint, ready, Report};
@@ -36,6 +37,8 @@ use sys::{Errno, PollFd, POLLIN};
 const USAGE: &str = "usage: cvbench-workload <subcommand> [--option value ...]
   noop                                   print READY and exit
   idle                                   block until stdin closes or SIGTERM/SIGINT
+  wait-go   --job noop|cpu|mem-touch [job options]
+                                         print READY, wait for a line on stdin, run the job
   cpu       [--sha-mib 64] [--sieve-n 4000000] [--matmul-n 160]
   mem-bw    [--array-mib 32] [--iters 5]
   mem-touch [--touch-mib 128] [--chase-mib 32] [--accesses 4000000]
@@ -86,7 +89,7 @@ extern "C" fn cvbench_start(sp: *const usize) -> ! {
     sys::exit_group(code)
 }
 
-const MIB_MAX: u64 = 1 << 16;
+pub(crate) const MIB_MAX: u64 = 1 << 16;
 
 fn dispatch(args: &rt::Args) -> Result<(), Failure> {
     let sub = args.get(1).ok_or(Failure::UnknownSubcommand)?;
@@ -101,15 +104,17 @@ fn dispatch(args: &rt::Args) -> Result<(), Failure> {
             o.finish()?;
             idle()?;
         }
-        b"cpu" => {
-            let p = cpu::CpuParams {
-                sha_mib: o.num("sha-mib", 64, 1, MIB_MAX)?,
-                sieve_n: o.num("sieve-n", 4_000_000, 2, 1 << 32)?,
-                matmul_n: o.num("matmul-n", 160, 1, 4096)?,
-            };
+        b"wait-go" => {
+            let job = wait::Job::parse(&mut o)?;
             o.finish()?;
             ready();
-            cpu::run(&p)?;
+            wait::wait_then_run(&job)?;
+        }
+        b"cpu" => {
+            let p = cpu::CpuParams::from_opts(&mut o)?;
+            o.finish()?;
+            ready();
+            cpu::run(&p)?.finish();
         }
         b"mem-bw" => {
             let (mib, iters) = (o.num("array-mib", 32, 1, MIB_MAX)?, o.num("iters", 5, 1, 10_000)?);
@@ -118,12 +123,10 @@ fn dispatch(args: &rt::Args) -> Result<(), Failure> {
             mem::bandwidth(mib, iters)?;
         }
         b"mem-touch" => {
-            let touch = o.num("touch-mib", 128, 1, MIB_MAX)?;
-            let chase = o.num("chase-mib", 32, 1, 1 << 14)?;
-            let acc = o.num("accesses", 4_000_000, 1, 1 << 40)?;
+            let p = mem::TouchParams::from_opts(&mut o)?;
             o.finish()?;
             ready();
-            mem::touch(touch, chase, acc)?;
+            mem::touch(&p)?.finish();
         }
         b"syscall" => {
             let iters = o.num("iters", 200_000, 1, 1 << 40)?;

@@ -1,6 +1,7 @@
 //! `mem-bw` (STREAM-style copy/scale/add/triad bandwidth) and `mem-touch`
 //! (first-touch page-fault cost and a dependent random-access pointer chase).
 
+use crate::opts::{Opts, UsageError};
 use crate::out::Report;
 use crate::sys::{now_ns, Errno, Mapping};
 
@@ -82,9 +83,27 @@ pub fn sattolo(next: &mut [u32], seed: u64) {
     }
 }
 
+/// `mem-touch` options.
+pub struct TouchParams {
+    pub touch_mib: u64,
+    pub chase_mib: u64,
+    pub accesses: u64,
+}
+
+impl TouchParams {
+    pub fn from_opts(o: &mut Opts) -> Result<TouchParams, UsageError> {
+        Ok(TouchParams {
+            touch_mib: o.num("touch-mib", 128, 1, crate::MIB_MAX)?,
+            chase_mib: o.num("chase-mib", 32, 1, 1 << 14)?,
+            accesses: o.num("accesses", 4_000_000, 1, 1 << 40)?,
+        })
+    }
+}
+
 /// First touch of `mib` MiB of fresh anonymous pages, then `accesses`
 /// dependent loads through a random cycle spanning `chase_mib` MiB.
-pub fn touch(mib: u64, chase_mib: u64, accesses: u64) -> Result<(), Errno> {
+pub fn touch(p: &TouchParams) -> Result<Report, Errno> {
+    let (mib, chase_mib, accesses) = (p.touch_mib, p.chase_mib, p.accesses);
     let bytes = (mib as usize) << 20;
     let mut m = Mapping::new(bytes)?;
     let base = m.as_mut_ptr();
@@ -117,6 +136,5 @@ pub fn touch(mib: u64, chase_mib: u64, accesses: u64) -> Result<(), Errno> {
         .metric("chase_ns_per_access", chase_ns as f64 / accesses.max(1) as f64)
         .metric("chase_end", i as f64)
         .metric("elapsed_ns", (touch_ns + chase_ns) as f64);
-    r.finish();
-    Ok(())
+    Ok(r)
 }

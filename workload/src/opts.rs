@@ -12,6 +12,7 @@ pub enum UsageError {
     BadAddress(&'static [u8]),
     OutOfRange(&'static str),
     Missing(&'static str),
+    BadChoice(&'static [u8]),
 }
 
 impl core::fmt::Display for UsageError {
@@ -23,6 +24,7 @@ impl core::fmt::Display for UsageError {
             UsageError::BadAddress(v) => write!(f, "{} is not an IPv4 address:port", s(v)),
             UsageError::OutOfRange(o) => write!(f, "value of --{o} is out of range"),
             UsageError::Missing(o) => write!(f, "option --{o} is required"),
+            UsageError::BadChoice(v) => write!(f, "{} is not one of the choices", s(v)),
         }
     }
 }
@@ -74,6 +76,11 @@ impl<'a> Opts<'a> {
             None => default.ok_or(UsageError::Missing(name)),
             Some(v) => parse_addr(v).ok_or(UsageError::BadAddress(v)),
         }
+    }
+
+    /// A word option (`--job cpu`), if given.
+    pub fn word(&mut self, name: &'static str) -> Result<Option<&'static [u8]>, UsageError> {
+        self.find(name)
     }
 
     /// A string option (returned with a trailing NUL appended into `buf`).

@@ -59,6 +59,33 @@ impl Heap {
         Some((addr, len))
     }
 
+    /// The free ranges, (start, length) in address order, for a snapshot.
+    pub fn free_ranges(&self) -> Vec<(u64, u64)> {
+        self.free.iter().map(|(&a, &l)| (a, l)).collect()
+    }
+
+    /// A heap over `start..end` with exactly the free ranges `free` (from a snapshot), or why
+    /// they cannot be: each must be page aligned, non-empty, inside the window, in address
+    /// order and apart from the next (the allocator merges touching ranges).
+    pub fn from_free_ranges(start: u64, end: u64, free: &[(u64, u64)]) -> Result<Heap, String> {
+        let mut map = BTreeMap::new();
+        let mut prev_end = start;
+        for (i, &(a, l)) in free.iter().enumerate() {
+            let e = a.checked_add(l).ok_or_else(|| format!("free heap range {i} overflows"))?;
+            if !a.is_multiple_of(PAGE) || !l.is_multiple_of(PAGE) || l == 0 {
+                return Err(format!("free heap range {i} ({a:#x}+{l:#x}) is not whole pages"));
+            }
+            if a < prev_end || (i > 0 && a == prev_end) || e > end {
+                return Err(format!(
+                    "free heap range {i} ({a:#x}+{l:#x}) is outside the heap {start:#x}..{end:#x} or out of order"
+                ));
+            }
+            map.insert(a, l);
+            prev_end = e;
+        }
+        Ok(Heap { start, end, free: map })
+    }
+
     /// Bytes currently free.
     pub fn free_bytes(&self) -> u64 {
         self.free.values().sum()
@@ -86,6 +113,26 @@ mod tests {
         assert_eq!(h.free(b, 0x2000), Some((b, 0x2000)));
         assert_eq!(h.free_bytes(), 0x40_0000);
         assert_eq!(h.alloc(0x40_0000), Some(0x40_0000));
+    }
+
+    #[test]
+    fn free_ranges_round_trip_and_bad_ones_are_refused() {
+        let mut h = Heap::new(0x40_0000, 0x80_0000);
+        h.alloc(0x2000).unwrap();
+        let saved = h.free_ranges();
+        let back = Heap::from_free_ranges(0x40_0000, 0x80_0000, &saved).unwrap();
+        assert_eq!(back.free_ranges(), saved);
+        for bad in [
+            vec![(0x40_0001, 0x1000)],
+            vec![(0x3f_f000, 0x1000)],
+            vec![(0x7f_f000, 0x2000)],
+            vec![(0x50_0000, 0x1000), (0x40_0000, 0x1000)],
+            vec![(0x40_0000, 0x1000), (0x40_1000, 0x1000)],
+            vec![(0x40_0000, u64::MAX - 0xfff)],
+            vec![(0x40_0000, 0)],
+        ] {
+            assert!(Heap::from_free_ranges(0x40_0000, 0x80_0000, &bad).is_err(), "{bad:x?}");
+        }
     }
 
     #[test]

@@ -89,6 +89,22 @@ impl Layout {
         Ok(Layout { mem_size, heap_start, heap_end: stack_guard, stack_guard, stack_bottom, stack_top })
     }
 
+    /// The layout a snapshot names by its memory size and heap start, checked against the
+    /// rules [`Layout::plan`] follows (the rest is derived, so it cannot disagree).
+    pub fn restore(mem_size: u64, heap_start: u64) -> Result<Layout, LayoutError> {
+        if !mem_size.is_multiple_of(HUGE) || !(32 << 20..=MAX_MEM).contains(&mem_size) {
+            return Err(LayoutError::MemSize(mem_size >> 20));
+        }
+        let stack_top = mem_size;
+        let stack_bottom = stack_top - STACK_SIZE;
+        let stack_guard = stack_bottom - HUGE;
+        // The program occupies at least one huge page from USER_MIN, so the heap starts above it.
+        if !heap_start.is_multiple_of(HUGE) || heap_start <= USER_MIN || heap_start >= stack_guard {
+            return Err(LayoutError::NoHeap { elf_end: heap_start, guard: stack_guard });
+        }
+        Ok(Layout { mem_size, heap_start, heap_end: stack_guard, stack_guard, stack_bottom, stack_top })
+    }
+
     /// Whether guest virtual range `addr..addr+len` is mapped and backed (user-accessible).
     pub fn is_user_range(&self, addr: u64, len: u64) -> bool {
         let Some(end) = addr.checked_add(len) else { return false };
@@ -119,6 +135,17 @@ mod tests {
     fn image(lo: u64, hi: u64) -> ElfImage {
         let seg = Segment { vaddr: lo, offset: 0, filesz: 0, memsz: hi - lo, flags: 5 };
         ElfImage { entry: lo, segments: vec![seg], phdr_vaddr: None, phnum: 1 }
+    }
+
+    #[test]
+    fn a_restored_layout_equals_the_planned_one_and_bad_starts_are_refused() {
+        let planned = Layout::plan(64 << 20, &image(0x20_0000, 0x30_0000)).unwrap();
+        assert_eq!(Layout::restore(64 << 20, planned.heap_start).unwrap(), planned);
+        assert!(Layout::restore(64 << 20, 0).is_err());
+        assert!(Layout::restore(64 << 20, planned.heap_start + 1).is_err());
+        assert!(Layout::restore(64 << 20, 64 << 20).is_err());
+        assert!(Layout::restore((64 << 20) + 4096, planned.heap_start).is_err());
+        assert!(Layout::restore(!(HUGE - 1), planned.heap_start).is_err());
     }
 
     /// Walk the guest page tables like the MMU: returns the physical address or None.

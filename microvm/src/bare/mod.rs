@@ -41,6 +41,7 @@ pub mod layout;
 pub mod net;
 mod netlink;
 mod runner;
+pub mod snapshot;
 pub mod stack;
 pub mod syscalls;
 
@@ -49,7 +50,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use runner::run;
+pub use runner::{restore, run};
 
 pub use crate::stats::{BareStats, GuestEnd};
 
@@ -99,6 +100,12 @@ pub enum BareError {
     UnexpectedExit { what: String, rip: u64 },
     #[error("guest ran past its timeout of {0:?} and was stopped")]
     Timeout(Duration),
+    #[error("snapshot")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error("cannot take a snapshot: {0}")]
+    SnapshotState(String),
+    #[error("a snapshot cannot be taken of a run with forwarded files or network (the restored guest could not get them back)")]
+    SnapshotGrants,
 }
 
 /// One bare-guest run. The CLI, the harness backend and the tests all build this.
@@ -139,6 +146,31 @@ pub struct BareConfig {
     /// of its own filter with a clear message).
     #[serde(default)]
     pub selftest_forbidden_syscall: bool,
+    /// Save the guest into this existing directory (files `memory` and `state`) when it
+    /// blocks reading stdin, and end the run there. A run that ends first writes nothing
+    /// and fails.
+    #[serde(default)]
+    pub snapshot_to: Option<PathBuf>,
+}
+
+/// Restore a bare guest from a snapshot directory and run it on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// The directory holding `memory` and `state`.
+    pub snapshot: PathBuf,
+    /// Map the memory file lazily (`MAP_PRIVATE`) or read it in first.
+    #[serde(default)]
+    pub load: crate::snapshot::memory::Load,
+    /// When given, the snapshot's memory size must be this many MiB.
+    #[serde(default)]
+    pub mem_mib: Option<u32>,
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub measure_memory: bool,
+    #[serde(default = "default_jail")]
+    pub jail: bool,
 }
 
 fn default_jail() -> bool {

@@ -38,6 +38,7 @@ pub const SYS_MUNMAP: u64 = 11;
 pub const SYS_RT_SIGPROCMASK: u64 = 14;
 pub const SYS_GETPID: u64 = 39;
 pub const SYS_EXIT: u64 = 60;
+pub const SYS_GETRUSAGE: u64 = 98;
 pub const SYS_GETPPID: u64 = 110;
 pub const SYS_CLOCK_GETTIME: u64 = 228;
 pub const SYS_EXIT_GROUP: u64 = 231;
@@ -180,6 +181,58 @@ impl Service {
         i64::from(new)
     }
 
+    /// The guest-visible tables a snapshot keeps: descriptors, blocked signals, free heap.
+    /// A descriptor backed by a host file or socket cannot be carried into another process,
+    /// so a guest holding one cannot be saved.
+    pub(super) fn save(&self) -> Result<super::snapshot::ServiceState, String> {
+        let mut fds = Vec::new();
+        for (&fd, g) in &self.fds {
+            fds.push(match g {
+                GuestFd::Stdio(h) => super::snapshot::SavedFd::Stdio { fd, host: *h },
+                GuestFd::Signal(mask) => super::snapshot::SavedFd::Signal { fd, mask: *mask },
+                GuestFd::File(_) | GuestFd::Socket(_) => {
+                    return Err(format!(
+                        "guest descriptor {fd} is a forwarded file or socket, which a snapshot cannot carry"
+                    ))
+                }
+            });
+        }
+        Ok(super::snapshot::ServiceState { fds, blocked_signals: self.blocked, heap_free: self.heap.free_ranges() })
+    }
+
+    /// A service resumed from a snapshot's (already validated) tables; no grants.
+    pub(super) fn restored(
+        mem: GuestMemoryMmap,
+        layout: Layout,
+        control: Arc<Control>,
+        heap: Heap,
+        state: &super::snapshot::ServiceState,
+    ) -> Service {
+        let fds = state
+            .fds
+            .iter()
+            .map(|f| match *f {
+                super::snapshot::SavedFd::Stdio { fd, host } => (fd, GuestFd::Stdio(host)),
+                super::snapshot::SavedFd::Signal { fd, mask } => (fd, GuestFd::Signal(mask)),
+            })
+            .collect();
+        Service {
+            heap,
+            mem,
+            layout,
+            fds,
+            blocked: state.blocked_signals,
+            control,
+            forward: Forward::default(),
+            stats: SyscallStats::default(),
+        }
+    }
+
+    /// Whether guest descriptor `fd` is the VMM's own stdin.
+    pub(super) fn is_stdin(&self, fd: i32) -> bool {
+        matches!(self.fds.get(&fd), Some(GuestFd::Stdio(0)))
+    }
+
     /// Signals the guest currently blocks.
     pub fn blocked(&self) -> u64 {
         self.blocked
@@ -202,6 +255,7 @@ impl Service {
             // SAFETY: as above.
             SYS_GETPPID => i64::from(unsafe { libc::getppid() }),
             SYS_CLOCK_GETTIME => self.clock_gettime(a[0] as i32, a[1]),
+            SYS_GETRUSAGE => self.getrusage(a[0] as i32, a[1]),
             SYS_EXIT | SYS_EXIT_GROUP => return Action::Exit((a[0] & 0xff) as i32),
             SYS_SIGNALFD4 => self.signalfd4(a[0] as i32, a[1], a[2]),
             SYS_OPENAT if self.forward.files.is_some() => self.openat(a[0] as i32, a[1], a[2], a[3]),
@@ -521,6 +575,31 @@ impl Service {
         }
     }
 
+    /// `getrusage(RUSAGE_SELF)` answered with the VMM's own usage: the guest has no kernel of
+    /// its own, and its first touch of a page is a fault the VMM process takes (KVM faults
+    /// the page in on its behalf), so these are the guest's page faults as the host sees them.
+    fn getrusage(&mut self, who: i32, ru_addr: u64) -> i64 {
+        if who != libc::RUSAGE_SELF {
+            return neg_errno(libc::EINVAL);
+        }
+        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `ru` is a valid, writable rusage we own.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+            return neg_errno(last_errno());
+        }
+        // SAFETY: rusage is plain old data; viewing it as its bytes reads no padding that
+        // matters (the kernel ABI layout has none on x86-64).
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&ru as *const libc::rusage).cast::<u8>(), std::mem::size_of::<libc::rusage>())
+        };
+        if self.write_user(ru_addr, bytes) {
+            0
+        } else {
+            neg_errno(libc::EFAULT)
+        }
+    }
+
     fn clock_gettime(&mut self, clock: i32, ts_addr: u64) -> i64 {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: `ts` is a valid timespec we own.
@@ -654,6 +733,16 @@ mod tests {
         assert_eq!(s.call(SYS_READ, [fd as u64, pfd, 128, 0, 0, 0]), Action::Return(128));
         assert_eq!(read_u64(&s.mem, pfd).unwrap() & 0xffff_ffff, libc::SIGTERM as u64);
         assert_eq!(s.control.pending(), 0);
+    }
+
+    #[test]
+    fn getrusage_reports_the_vmm_page_faults_and_refuses_other_targets() {
+        let mut s = service();
+        let at = s.layout.heap_start;
+        assert_eq!(s.call(SYS_GETRUSAGE, [0, at, 0, 0, 0, 0]), Action::Return(0));
+        assert!(read_u64(&s.mem, at + 8 * 8).unwrap() > 0, "ru_minflt of a running process is never 0");
+        assert_eq!(s.call(SYS_GETRUSAGE, [u64::MAX, at, 0, 0, 0, 0]), Action::Return(-i64::from(libc::EINVAL)));
+        assert_eq!(s.call(SYS_GETRUSAGE, [0, 0x10, 0, 0, 0, 0]), Action::Return(-i64::from(libc::EFAULT)));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cvbench_microvm::bare::{self, BareConfig, BareError, GuestEnd};
+use cvbench_microvm::bare::{self, BareConfig, BareError, BareOutcome, GuestEnd, RestoreConfig};
 
 mod vmm_linux;
 
@@ -36,10 +36,63 @@ enum Mode {
     Bare(BareArgs),
     /// Boot a Linux guest (vmlinux/PVH or bzImage) with serial, virtio-net and virtio-blk.
     Linux(vmm_linux::LinuxArgs),
+    /// Restore a bare guest saved with `bare --snapshot-to DIR` and run it on: it resumes
+    /// inside its read from stdin.
+    BareRestore(RestoreArgs),
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The snapshot directory (files `memory` and `state`).
+    #[arg(long)]
+    snapshot: PathBuf,
+    /// `lazy`: map the memory file MAP_PRIVATE (pages fault in on first touch); `eager`: read
+    /// it into memory before the guest resumes.
+    #[arg(long, default_value = "lazy")]
+    load: cvbench_microvm::snapshot::memory::Load,
+    /// Refuse the snapshot unless its guest memory is this many MiB.
+    #[arg(long)]
+    mem_mib: Option<u32>,
+    /// Stop the guest after this many seconds (fractions allowed).
+    #[arg(long)]
+    timeout_s: Option<f64>,
+    /// Write run statistics (phases, restore, page faults after restore) as JSON to this file.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
+    /// Write the line `restored` to this inherited descriptor when the guest is about to resume.
+    #[arg(long)]
+    ready_fd: Option<i32>,
+    /// Do not jail the VMM: debugging only.
+    #[arg(long)]
+    no_jail: bool,
+}
+
+impl TryFrom<&RestoreArgs> for RestoreConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: &RestoreArgs) -> anyhow::Result<RestoreConfig> {
+        Ok(RestoreConfig {
+            snapshot: a.snapshot.clone(),
+            load: a.load,
+            mem_mib: a.mem_mib,
+            timeout: timeout_of(a.timeout_s)?,
+            measure_memory: a.stats_json.is_some(),
+            jail: !a.no_jail,
+        })
+    }
+}
+
+fn timeout_of(secs: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    match secs {
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => anyhow::bail!("--timeout-s must be a positive number of seconds, not {s}"),
+        None => Ok(None),
+    }
 }
 
 /// The flags that describe the VM; `--config` replaces them all.
-const BARE_VM_FLAGS: [&str; 13] = [
+const BARE_VM_FLAGS: [&str; 14] = [
+    "snapshot_to",
     "elf",
     "mem_mib",
     "timeout_s",
@@ -101,6 +154,10 @@ struct BareArgs {
     /// Test hook: once jailed, make a system call outside the allow-list.
     #[arg(long, hide = true)]
     selftest_forbidden_syscall: bool,
+    /// Save the guest into this existing directory when it blocks reading stdin (`wait-go`)
+    /// and exit 0; fail, leaving nothing there, if it ends first.
+    #[arg(long)]
+    snapshot_to: Option<PathBuf>,
     /// Print the resolved config as JSON (what `--config` takes) and exit without running.
     #[arg(long)]
     print_config: bool,
@@ -119,11 +176,7 @@ impl TryFrom<BareArgs> for BareConfig {
             return Ok(config);
         }
         let elf = a.elf.context("--elf or --config is required")?;
-        let timeout = match a.timeout_s {
-            Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-            Some(s) => anyhow::bail!("--timeout-s must be a positive number of seconds, not {s}"),
-            None => None,
-        };
+        let timeout = timeout_of(a.timeout_s)?;
         let argv0 = a.argv0.unwrap_or_else(|| elf.display().to_string());
         let mut argv = vec![argv0];
         argv.extend(a.args);
@@ -144,6 +197,7 @@ impl TryFrom<BareArgs> for BareConfig {
             net,
             jail: !a.no_jail,
             selftest_forbidden_syscall: a.selftest_forbidden_syscall,
+            snapshot_to: a.snapshot_to,
         })
     }
 }
@@ -186,6 +240,7 @@ fn main() {
     let code = match cli.mode {
         // The bare guest takes SIGTERM/SIGINT through cvbench-signals' interceptor (bare::control).
         Mode::Bare(args) => run_bare(args),
+        Mode::BareRestore(args) => run_restore(&args),
         Mode::Linux(args) => {
             // Before any thread exists, so every thread inherits the mask and the Linux VMM's
             // vCPU loop collects SIGTERM/SIGINT (sigtimedwait) as a stop request.
@@ -217,7 +272,43 @@ fn run_bare(args: BareArgs) -> i32 {
             return EXIT_VMM_ERROR;
         }
     };
-    match bare::run(&config) {
+    finish_bare(bare::run(&config), stats_file)
+}
+
+fn run_restore(args: &RestoreArgs) -> i32 {
+    let config = match RestoreConfig::try_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cvbench-vmm: {e:#}");
+            return EXIT_VMM_ERROR;
+        }
+    };
+    let stats_file = match args.stats_json.as_ref().map(std::fs::File::create).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cvbench-vmm: cannot create the stats file: {e}");
+            return EXIT_VMM_ERROR;
+        }
+    };
+    let ready = match args.ready_fd {
+        // Only a descriptor this process inherited open, and never stdio.
+        Some(fd) if fd > 2 && std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok() => {
+            // SAFETY: `fd` is open in this process (checked above) and nothing else here owns it;
+            // the harness passed it for this one use.
+            Some(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        }
+        Some(fd) => {
+            eprintln!("cvbench-vmm: --ready-fd {fd} is not an open descriptor above 2");
+            return EXIT_VMM_ERROR;
+        }
+        None => None,
+    };
+    finish_bare(bare::restore(&config, ready), stats_file)
+}
+
+/// Write the stats and turn a bare run's end into the exit status.
+fn finish_bare(result: Result<BareOutcome, BareError>, stats_file: Option<std::fs::File>) -> i32 {
+    match result {
         Ok(outcome) => {
             if let Some(file) = stats_file {
                 if let Err(e) = write_stats(file, &outcome.stats) {
@@ -227,6 +318,7 @@ fn run_bare(args: BareArgs) -> i32 {
             match outcome.end {
                 GuestEnd::Exited(code) => code,
                 GuestEnd::Signalled(sig) => die_of(sig),
+                GuestEnd::Snapshotted => 0,
                 // Only the Linux guest ends these ways.
                 GuestEnd::PowerOff | GuestEnd::Timeout | GuestEnd::Failed(_) => EXIT_GUEST_CRASH,
             }

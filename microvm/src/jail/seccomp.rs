@@ -81,6 +81,8 @@ const BARE: &[i64] = &[
     libc::SYS_setsockopt,
     libc::SYS_shutdown,
     libc::SYS_getppid,
+    // The guest's getrusage(RUSAGE_SELF) is answered with the VMM's own.
+    libc::SYS_getrusage,
     libc::SYS_mincore,
     libc::SYS_setitimer,
     libc::SYS_rt_sigaction,
@@ -125,12 +127,13 @@ const KVM_GET_REGS: u64 = ioc(IOC_READ, 0x81, std::mem::size_of::<kvm_bindings::
 const KVM_SET_REGS: u64 = ioc(IOC_WRITE, 0x82, std::mem::size_of::<kvm_bindings::kvm_regs>());
 const KVM_GET_SREGS: u64 = ioc(IOC_READ, 0x83, std::mem::size_of::<kvm_bindings::kvm_sregs>());
 const KVM_SET_SREGS: u64 = ioc(IOC_WRITE, 0x84, std::mem::size_of::<kvm_bindings::kvm_sregs>());
+const KVM_GET_FPU: u64 = ioc(IOC_READ, 0x8c, std::mem::size_of::<kvm_bindings::kvm_fpu>());
 const KVM_IRQ_LINE: u64 = ioc(IOC_WRITE, 0x61, std::mem::size_of::<kvm_bindings::kvm_irq_level>());
 
 /// The KVM ioctls a running vCPU makes (KVM_RUN, register access for the syscall path and
-/// fault reports, the irq line for devices).
+/// fault reports, the irq line for devices; KVM_GET_FPU when the bare VM takes a snapshot).
 fn vcpu_ioctls() -> &'static [u64] {
-    &[KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_IRQ_LINE]
+    &[KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_GET_FPU, KVM_IRQ_LINE]
 }
 
 /// The system calls of `kind`, and the ioctl requests it may make (empty: no ioctl).

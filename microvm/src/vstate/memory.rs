@@ -36,6 +36,8 @@ pub enum MemoryError {
         #[source]
         source: vm_memory::GuestMemoryError,
     },
+    #[error("cannot restore {size} bytes of guest memory from a snapshot: {what}")]
+    Snapshot { size: u64, what: String },
     #[error("madvise(MADV_DONTNEED) of guest range {addr:#x}+{len:#x} failed")]
     Discard {
         addr: u64,
@@ -103,6 +105,29 @@ pub fn discard(mem: &GuestMemoryMmap, addr: u64, len: u64) -> Result<(), MemoryE
         return Ok(());
     }
     let host = host_range(mem, addr, len)?;
+    let file_backed = mem.find_region(GuestAddress(addr)).is_some_and(|r| r.file_offset().is_some());
+    if file_backed {
+        // Memory restored from a snapshot file: MADV_DONTNEED would bring the file's bytes
+        // back, so put fresh anonymous zero pages over the range instead (KVM follows the
+        // new mapping through its MMU notifier, as it does for any remap).
+        // SAFETY: `host..host+len` lies inside one live private mapping owned by `mem`
+        // (checked by `host_range`), page aligned; MAP_FIXED replaces exactly that range with
+        // zero-fill memory of the same protection. No Rust reference into it is held.
+        let p = unsafe {
+            libc::mmap(
+                host.cast(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(MemoryError::Discard { addr, len, source: std::io::Error::last_os_error() });
+        }
+        return Ok(());
+    }
     // SAFETY: `host..host+len` lies inside one live anonymous mapping owned by `mem` (checked by
     // `host_range`); MADV_DONTNEED only replaces its pages with zero-fill-on-demand pages and
     // does not unmap it. No Rust reference into guest memory is held across this call.

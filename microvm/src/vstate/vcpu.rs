@@ -16,6 +16,8 @@ pub enum VcpuError {
     GetSregs(u8, #[source] kvm_ioctls::Error),
     #[error("KVM_SET_SREGS failed on vCPU {0}")]
     SetSregs(u8, #[source] kvm_ioctls::Error),
+    #[error("KVM_GET_FPU failed on vCPU {0}")]
+    GetFpu(u8, #[source] kvm_ioctls::Error),
     #[error("KVM_SET_FPU failed on vCPU {0}")]
     SetFpu(u8, #[source] kvm_ioctls::Error),
     #[error("KVM_SET_CPUID2 failed on vCPU {0}")]
@@ -97,6 +99,9 @@ pub trait Vcpu {
     fn sregs(&self) -> Result<kvm_sregs, VcpuError>;
     fn set_sregs(&self, sregs: &kvm_sregs) -> Result<(), VcpuError>;
     fn set_fpu(&self, fpu: &kvm_fpu) -> Result<(), VcpuError>;
+    /// The x87/SSE state (a snapshot keeps it: the guest may hold live XMM values across a
+    /// system call).
+    fn fpu(&self) -> Result<kvm_fpu, VcpuError>;
     fn set_cpuid(&self, cpuid: &CpuId) -> Result<(), VcpuError>;
     /// Set MSRs given as (index, value) pairs; all must be accepted.
     fn set_msrs(&self, msrs: &[(u32, u64)]) -> Result<(), VcpuError>;
@@ -197,6 +202,10 @@ impl Vcpu for KvmVcpu {
 
     fn set_fpu(&self, fpu: &kvm_fpu) -> Result<(), VcpuError> {
         self.fd.set_fpu(fpu).map_err(|e| VcpuError::SetFpu(self.id, e))
+    }
+
+    fn fpu(&self) -> Result<kvm_fpu, VcpuError> {
+        self.fd.get_fpu().map_err(|e| VcpuError::GetFpu(self.id, e))
     }
 
     fn set_cpuid(&self, cpuid: &CpuId) -> Result<(), VcpuError> {
@@ -338,6 +347,9 @@ mod tests {
         }
         fn set_fpu(&self, _: &kvm_fpu) -> Result<(), VcpuError> {
             Ok(())
+        }
+        fn fpu(&self) -> Result<kvm_fpu, VcpuError> {
+            Ok(kvm_fpu::default())
         }
         fn set_cpuid(&self, _: &CpuId) -> Result<(), VcpuError> {
             Ok(())

@@ -191,7 +191,8 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
             EXIT_GUEST_CRASH
         }
         (GuestEnd::Timeout, _) => EXIT_TIMEOUT,
-        (GuestEnd::Failed(_), _) => EXIT_GUEST_CRASH,
+        // Only the bare guest is snapshotted.
+        (GuestEnd::Failed(_) | GuestEnd::Snapshotted, _) => EXIT_GUEST_CRASH,
         (GuestEnd::Signalled(sig), _) => 128 + sig,
         // The bare guest's end; a Linux guest reports its status through the boot timer.
         (GuestEnd::Exited(code), _) => *code,

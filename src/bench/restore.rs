@@ -1,0 +1,164 @@
+//! The restore-start scenario: the bare VM's waiting workload (`wait-go`) started cold (boot →
+//! READY → go → exit) against restored from a snapshot (restore → go → exit, memory mapped
+//! lazily or read in eagerly), with the phases, the job's own time and page faults, the
+//! snapshot's size on disk and the VMM's faults after the restore; and density from one
+//! snapshot: N waiting instances restored from the same memory file, their private memory
+//! (`Private_Clean + Private_Dirty`: the file's page cache is shared, not counted) against N
+//! cold boots.
+//!
+//! Only microvm-bare has snapshots here. Container checkpoint/restore goes through CRIU,
+//! which fails on this host's kernel (`cvbench doctor` says why); a gVisor backend would
+//! add its `runsc checkpoint`/`restore` pair as one more [`not_applicable`] arm and unit.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::restore::{self, Snapshot, WaitingVm};
+use crate::backend::{Backend, BackendId};
+use crate::footprint;
+use crate::record::RunRecord;
+use crate::runner::RunRequest;
+use cvbench_microvm::snapshot::memory::Load;
+
+/// How a unit starts its instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartKind {
+    /// Boot the waiting form from scratch.
+    Cold,
+    /// Restore, memory mapped `MAP_PRIVATE`.
+    Lazy,
+    /// Restore, memory read in first.
+    Eager,
+}
+
+impl StartKind {
+    pub const ALL: [StartKind; 3] = [StartKind::Cold, StartKind::Lazy, StartKind::Eager];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            StartKind::Cold => "cold",
+            StartKind::Lazy => "lazy",
+            StartKind::Eager => "eager",
+        }
+    }
+
+    fn load(self) -> Option<Load> {
+        match self {
+            StartKind::Cold => None,
+            StartKind::Lazy => Some(Load::Lazy),
+            StartKind::Eager => Some(Load::Eager),
+        }
+    }
+}
+
+/// Why `backend` has no restore-start cell.
+pub fn not_applicable(backend: BackendId) -> Option<String> {
+    match backend {
+        BackendId::MicrovmBare => None,
+        other => Some(format!(
+            "restore-start runs on microvm-bare, whose VMM takes and restores snapshots; {other} has no snapshot \
+             path here (container checkpoint/restore needs CRIU, which fails on this host's kernel)"
+        )),
+    }
+}
+
+fn failed(req: &RunRequest, b: &dyn Backend, error: String) -> RunRecord {
+    RunRecord {
+        schema_version: crate::record::SCHEMA_VERSION,
+        backend: b.name().to_string(),
+        workload: req.workload.to_string(),
+        args: req.args.clone(),
+        error: Some(error),
+        ..Default::default()
+    }
+}
+
+fn stamp(mut rec: RunRecord, req: &RunRequest) -> RunRecord {
+    rec.env_id = req.env_id.clone();
+    rec.scenario = req.scenario.clone();
+    rec.iteration = req.iteration;
+    rec
+}
+
+/// The snapshot a unit restores from (none for a cold start).
+fn snapshot_for(start: StartKind, req: &RunRequest) -> Result<Option<Snapshot>, String> {
+    match start {
+        StartKind::Cold => Ok(None),
+        _ => {
+            restore::take_snapshot(req.workload, &req.args, req.timeout).map(Some).map_err(|e| crate::runner::chain(&e))
+        }
+    }
+}
+
+fn launch(start: StartKind, req: &RunRequest, snap: Option<&Snapshot>) -> Result<WaitingVm, String> {
+    let r = match (start.load(), snap) {
+        (Some(load), Some(s)) => restore::launch_restored(&s.path(), load, req.timeout),
+        _ => restore::launch_cold(req.workload, &req.args, req.timeout),
+    };
+    r.map_err(|e| crate::runner::chain(&e))
+}
+
+/// One instance: started, told to go, ended.
+pub fn unit(b: &dyn Backend, req: &RunRequest, start: StartKind) -> RunRecord {
+    let snap = match snapshot_for(start, req) {
+        Ok(s) => s,
+        Err(e) => return stamp(failed(req, b, e), req),
+    };
+    match launch(start, req, snap.as_ref()) {
+        Ok(vm) => {
+            let mut rec = vm.go(req.workload, &req.args, snap.as_ref());
+            if let Some(s) = &snap {
+                rec.extra.insert("snapshot_take_ns".into(), s.take_ns as f64);
+            }
+            stamp(rec, req)
+        }
+        Err(e) => stamp(failed(req, b, e), req),
+    }
+}
+
+/// `n` instances waiting at once (restored ones from one snapshot), each one's private memory
+/// sampled while all wait, then each told to go.
+pub fn density(b: &dyn Backend, req: &RunRequest, n: u32, start: StartKind) -> Vec<RunRecord> {
+    let snap = match snapshot_for(start, req) {
+        Ok(s) => s,
+        Err(e) => return vec![stamp(failed(req, b, e), req)],
+    };
+    let mut vms = Vec::new();
+    for _ in 0..n {
+        match launch(start, req, snap.as_ref()) {
+            Ok(vm) => vms.push(vm),
+            // The ones already up are stopped by their Drop.
+            Err(e) => return vec![stamp(failed(req, b, e), req)],
+        }
+    }
+    let private: Vec<Option<u64>> = vms.iter().map(|vm| vm.pid().and_then(footprint::private_kib)).collect();
+    let rss: Vec<Option<u64>> = vms.iter().map(|vm| vm.pid().and_then(|p| footprint::sample(&[p]).rss_kib)).collect();
+    vms.into_iter()
+        .zip(private.into_iter().zip(rss))
+        .map(|(vm, (private, rss))| {
+            let mut rec = vm.go(req.workload, &req.args, snap.as_ref());
+            rec.extra.insert("density_n".into(), f64::from(n));
+            if let Some(k) = private {
+                rec.extra.insert("waiting_private_kib".into(), k as f64);
+            }
+            rec.footprint.rss_kib = rss;
+            stamp(rec, req)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_microvm_bare_has_a_cell_and_the_others_say_why() {
+        for b in BackendId::ALL {
+            let na = not_applicable(b);
+            assert_eq!(na.is_none(), b == BackendId::MicrovmBare, "{b}");
+            if let Some(why) = na {
+                assert!(why.contains(b.name()), "{why}");
+            }
+        }
+    }
+}
