@@ -123,7 +123,7 @@ fn a_service_whose_image_cannot_be_pulled_fails_naming_the_service_and_task_stat
     let msg = e.to_string();
     assert!(matches!(e, SwarmError::NotConverged { .. }), "{msg}");
     assert!(msg.contains("service unpullable"), "{msg}");
-    assert!(!msg.contains("tasks: none") && !msg.contains("2 running"), "the task states are named: {msg}");
+    assert!(msg.contains("rejected") || msg.contains("failed"), "the failed tasks are named: {msg}");
     drop(s);
     assert_eq!(leaks(&tag), no_leaks());
 }

@@ -13,6 +13,7 @@ pub mod image_depth;
 pub mod parent_cgroup;
 pub mod plan;
 pub mod surface;
+pub mod swarm;
 pub mod timeouts;
 
 use std::collections::BTreeMap;
@@ -133,6 +134,7 @@ pub fn run_unit(b: &dyn Backend, req: &RunRequest, shape: Shape) -> Vec<RunRecor
         Shape::Surface => vec![surface::probe(b, req)],
         Shape::ColdStart => vec![cold_start::unit(b, req)],
         Shape::ImageDepth { layers } => vec![image_depth::unit(b, req, layers)],
+        Shape::Swarm { n } => vec![swarm::unit(b, req, n)],
     }
 }
 

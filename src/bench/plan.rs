@@ -29,6 +29,8 @@ pub enum Shape {
     ColdStart,
     /// Overlay cost of an image this many layers deep (bench/image_depth.rs).
     ImageDepth { layers: u32 },
+    /// A service of N tasks on a swarm made by the run (bench/swarm.rs).
+    Swarm { n: u32 },
 }
 
 impl Shape {
@@ -43,13 +45,14 @@ impl Shape {
 
 /// Families the quick matrix runs only when `--workloads` names them: they need the private
 /// registry and move 64 MiB images, which would double the quick matrix's time.
-pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth"];
+pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth", "swarm"];
 
 /// Why `backend` has no cell in a scenario of this shape (written once, not run).
 pub fn not_applicable(shape: Shape, backend: BackendId) -> Option<String> {
     match shape {
         Shape::ColdStart => super::cold_start::not_applicable(backend),
         Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),
+        Shape::Swarm { .. } => super::swarm::not_applicable(backend),
         _ => None,
     }
 }
@@ -96,6 +99,7 @@ pub const FAMILIES: &[&str] = &[
     "disk",
     "cold-start",
     "image-depth",
+    "swarm",
 ];
 
 /// The whole matrix: which scenarios on which backends, with what limits.
@@ -239,6 +243,14 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             name: format!("image-depth-{n}"),
             shape: Shape::ImageDepth { layers: n },
             ..single("image-depth", Workload::Noop, &[], pick(2, 5))
+        });
+    }
+    let sizes = if q { super::swarm::QUICK_SIZES } else { super::swarm::SIZES };
+    for &n in sizes {
+        v.push(Scenario {
+            name: format!("swarm-{n}"),
+            shape: Shape::Swarm { n },
+            ..single("swarm", Workload::Idle, &[], pick(2, 3))
         });
     }
     v

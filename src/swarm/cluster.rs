@@ -212,7 +212,19 @@ pub fn leader(s: &Swarm) -> Result<Option<usize>, SwarmError> {
 
 /// The tasks of `service` meant to run, as the manager `m` sees them.
 pub fn tasks(m: &Node, service: &str) -> Result<Vec<Task>, SwarmError> {
-    let ids = m.docker(&["service", "ps", "-q", "--no-trunc", "-f", "desired-state=running", service], CALL)?;
+    tasks_where(m, service, &["-f", "desired-state=running"])
+}
+
+/// Every task of `service` the manager still remembers, failed and replaced ones too.
+pub fn task_history(m: &Node, service: &str) -> Result<Vec<Task>, SwarmError> {
+    tasks_where(m, service, &[])
+}
+
+fn tasks_where(m: &Node, service: &str, filter: &[&str]) -> Result<Vec<Task>, SwarmError> {
+    let mut args = vec!["service", "ps", "-q", "--no-trunc"];
+    args.extend(filter);
+    args.push(service);
+    let ids = m.docker(&args, CALL)?;
     let ids: Vec<&str> = ids.split_whitespace().collect();
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -287,7 +299,13 @@ pub fn wait_running(
     })
     .map_err(|e| match e {
         SwarmError::Wait { secs, .. } => {
-            SwarmError::NotConverged { service: service.into(), want, secs, states: last.to_string() }
+            // The replaced tasks say why (a rejected pull, a failed start): name them too.
+            let history = s.manager().and_then(|m| task_history(m, service)).map(|h| TaskCounts::of(&h));
+            let states = match history {
+                Ok(h) => format!("{last} now; {h} in its history"),
+                Err(_) => last.to_string(),
+            };
+            SwarmError::NotConverged { service: service.into(), want, secs, states }
         }
         e => e,
     })
