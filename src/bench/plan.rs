@@ -250,7 +250,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         v.push(Scenario {
             name: format!("swarm-{n}"),
             shape: Shape::Swarm { n },
-            ..single("swarm", Workload::Idle, &[], pick(2, 3))
+            ..single("swarm", Workload::Idle, &[], pick(2, 5))
         });
     }
     v

@@ -10,6 +10,7 @@ pub mod compare;
 pub mod images;
 pub mod markdown;
 pub mod summary;
+pub mod swarm;
 
 use crate::backend::BackendId;
 use std::path::{Path, PathBuf};
@@ -224,7 +225,9 @@ pub fn generate(set: &ResultSet, out: &Path) -> Result<Written, ReportError> {
         );
     }
     figs.errors = w.chart_errors.clone();
-    let md = markdown::render(set, &a, &figs) + &images::section(&set.records, out, &mut w);
+    let md = markdown::render(set, &a, &figs)
+        + &images::section(&set.records, out, &mut w)
+        + &swarm::section(&set.records, out, &mut w);
     let p = out.join("REPORT.md");
     std::fs::write(&p, md).map_err(|e| ReportError::Write(p.clone(), e))?;
     w.files.push(p);
