@@ -6,13 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const LABS: [&str; 6] = [
+const LABS: [&str; 7] = [
     "01-namespaces",
     "02-cgroups",
     "03-images-overlayfs",
     "04-vm-from-scratch",
     "05-booting-linux",
     "06-overhead-study",
+    "07-orchestration",
 ];
 
 fn labs_dir() -> PathBuf {

@@ -13,8 +13,8 @@ use cvbench::lab::{self, commands, LabOptions};
 pub struct LabArgs {
     #[command(subcommand)]
     pub tool: Option<LabTool>,
-    /// Lab number, 1 to 6 (see labs/README.md).
-    #[arg(value_parser = clap::value_parser!(u8).range(1..=6))]
+    /// Lab number, 1 to 7 (see labs/README.md).
+    #[arg(value_parser = clap::value_parser!(u8).range(1..=7))]
     pub lab: Option<u8>,
     /// Fewer repetitions and smaller sizes.
     #[arg(long)]

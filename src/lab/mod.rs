@@ -9,6 +9,7 @@ pub mod images;
 pub mod linux_boot;
 pub mod live;
 pub mod namespaces;
+pub mod orchestration;
 pub mod overhead;
 pub mod table;
 
@@ -21,20 +22,21 @@ use crate::record::RunRecord;
 use crate::runner::{self, RunRequest};
 pub use table::Table;
 
-/// The six labs, by number: (directory name, title).
-pub const LABS: [(&str, &str); 6] = [
+/// The seven labs, by number: (directory name, title).
+pub const LABS: [(&str, &str); 7] = [
     ("01-namespaces", "Namespaces: what a container can see, and what that costs"),
     ("02-cgroups", "cgroups: limiting and accounting what a container uses"),
     ("03-images-overlayfs", "Images and the union filesystem"),
     ("04-vm-from-scratch", "A VM from scratch: the workload at CPL3, system calls as VM exits"),
     ("05-booting-linux", "Booting Linux in a micro-VM"),
     ("06-overhead-study", "The overhead study: containers vs VMs, against the literature"),
+    ("07-orchestration", "Orchestration: managers, workers and the leader of a swarm"),
 ];
 
 /// Errors that stop a lab before it could observe anything.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    #[error("there is no lab {0} (the labs are 1 to 6)")]
+    #[error("there is no lab {0} (the labs are 1 to 7)")]
     NoSuchLab(u8),
 }
 
@@ -148,7 +150,7 @@ impl LabOptions {
     }
 }
 
-/// Run lab `lab` (1..=6) live.
+/// Run lab `lab` (1..=7) live.
 pub fn run(lab: u8, opts: LabOptions) -> Result<LabReport, LabError> {
     let mut r = LabReport::new(lab);
     match lab {
@@ -158,6 +160,7 @@ pub fn run(lab: u8, opts: LabOptions) -> Result<LabReport, LabError> {
         4 => bare_vm::run(&opts, &mut r),
         5 => linux_boot::run(&opts, &mut r),
         6 => overhead::run(&opts, &mut r),
+        7 => orchestration::run(&opts, &mut r),
         n => return Err(LabError::NoSuchLab(n)),
     }
     Ok(r)

@@ -99,6 +99,26 @@ impl SwarmConfig {
     }
 }
 
+/// What this host lacks to make a swarm, from host facts only (files and ids, no probing):
+/// empty when it can. Each entry says how to get it.
+pub fn host_missing() -> Vec<String> {
+    let mut v = Vec::new();
+    if !crate::env::is_root() {
+        v.push("root (private dockerds and network namespaces)".to_string());
+    }
+    for (tool, pkg) in
+        [("dockerd", "docker.io"), ("nsenter", "util-linux"), ("unshare", "util-linux"), ("ip", "iproute2")]
+    {
+        if !crate::backend::peers::on_path(tool) {
+            v.push(format!("{tool} (apt-get install {pkg})"));
+        }
+    }
+    if !Path::new(cvbench_registry::server::REGISTRY_BIN).is_file() {
+        v.push(format!("{} (apt-get install docker-registry)", cvbench_registry::server::REGISTRY_BIN));
+    }
+    v
+}
+
 /// Run `cmd` to completion within `limit` (killed by pid past it); stdout, or stderr as the error.
 pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<String, SwarmError> {
     let command = format!(
@@ -161,10 +181,8 @@ impl Swarm {
     /// swarm initialised and joined. `progress` hears each step.
     pub fn create(cfg: &SwarmConfig, progress: &dyn Fn(&str)) -> Result<Swarm, SwarmError> {
         cfg.validate()?;
-        for tool in ["dockerd", "nsenter", "unshare", "ip", "tar"] {
-            if !crate::backend::peers::on_path(tool) {
-                return Err(SwarmError::Missing(tool.into()));
-            }
+        if let Some(m) = host_missing().into_iter().next() {
+            return Err(SwarmError::Missing(m));
         }
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("cvbench-{}-sw{k}", std::process::id());
