@@ -131,3 +131,8 @@ fn lab_5_linux_boot_runs() {
 fn lab_6_overhead_study_runs() {
     run_lab(6);
 }
+
+#[test]
+fn lab_7_orchestration_runs() {
+    run_lab(7);
+}
