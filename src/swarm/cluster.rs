@@ -234,9 +234,22 @@ fn tasks_where(m: &Node, service: &str, filter: &[&str]) -> Result<Vec<Task>, Sw
     parse("docker inspect (tasks)", &m.docker(&args, CALL)?)
 }
 
+/// The most tasks a service of ours may ask for (a swarm of one machine's engines).
+pub const MAX_REPLICAS: usize = 1000;
+
+/// A service size we accept: 1..=[`MAX_REPLICAS`].
+pub fn check_replicas(service: &str, n: usize) -> Result<(), SwarmError> {
+    if (1..=MAX_REPLICAS).contains(&n) {
+        Ok(())
+    } else {
+        Err(SwarmError::Config(format!("service {service}: {n} replicas (1 to {MAX_REPLICAS})")))
+    }
+}
+
 /// Create `service` with `replicas` tasks of the idle workload from `image` (detached: the
 /// caller waits for convergence itself).
 pub fn create_service(s: &Swarm, service: &str, replicas: usize, image: &str) -> Result<(), SwarmError> {
+    check_replicas(service, replicas)?;
     let r = replicas.to_string();
     s.manager()?.docker(
         &[
@@ -263,6 +276,7 @@ pub fn create_service(s: &Swarm, service: &str, replicas: usize, image: &str) ->
 }
 
 pub fn scale(s: &Swarm, service: &str, replicas: usize) -> Result<(), SwarmError> {
+    check_replicas(service, replicas)?;
     s.manager()?.docker(&["service", "scale", "-d", &format!("{service}={replicas}")], CALL)?;
     Ok(())
 }
@@ -395,6 +409,15 @@ mod tests {
         let ns: Vec<NodeState> = parse("n", text).unwrap();
         assert!(!ns[0].manager.as_ref().is_some_and(|m| m.leader));
         assert!(ns[1].manager.as_ref().is_some_and(|m| m.leader));
+    }
+
+    #[test]
+    fn service_sizes_outside_one_to_the_maximum_are_refused() {
+        assert!(check_replicas("s", 1).is_ok() && check_replicas("s", MAX_REPLICAS).is_ok());
+        for n in [0, MAX_REPLICAS + 1] {
+            let e = check_replicas("s", n).unwrap_err().to_string();
+            assert!(e.contains("service s") && e.contains(&n.to_string()), "{e}");
+        }
     }
 
     #[test]
