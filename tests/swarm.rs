@@ -121,9 +121,32 @@ fn a_service_whose_image_cannot_be_pulled_fails_naming_the_service_and_task_stat
     cluster::create_service(&s, "unpullable", 2, &unreachable).unwrap();
     let e = cluster::wait_running(&s, "unpullable", 2, None, Duration::from_secs(20)).unwrap_err();
     let msg = e.to_string();
+    eprintln!("  error as the user sees it: {msg}");
     assert!(matches!(e, SwarmError::NotConverged { .. }), "{msg}");
     assert!(msg.contains("service unpullable"), "{msg}");
     assert!(msg.contains("rejected") || msg.contains("failed"), "the failed tasks are named: {msg}");
+    drop(s);
+    assert_eq!(leaks(&tag), no_leaks());
+}
+
+#[test]
+fn a_node_that_cannot_reach_a_manager_never_joins_and_is_named() {
+    if !usable() {
+        return;
+    }
+    let cfg = SwarmConfig { managers: 1, workers: 1, ..SwarmConfig::default() };
+    let mut s = Swarm::create(&cfg, &progress).expect("creating a 1 + 1 swarm");
+    let tag = s.tag.clone();
+    let token = cluster::worker_token(&s).unwrap();
+    // The bridge's own address: on the swarm's subnet, but no manager listens there.
+    let nowhere = s.image().split('/').next().unwrap().replace(":5000", ":2377");
+    let worker = s.node_mut(1).unwrap();
+    cluster::leave(worker).unwrap();
+    let e = cluster::join(worker, &nowhere, &token, Duration::from_secs(8)).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("  error as the user sees it: {msg}");
+    assert!(matches!(e, SwarmError::NotJoined { .. }), "{msg}");
+    assert!(msg.contains("worker-1"), "the node is named: {msg}");
     drop(s);
     assert_eq!(leaks(&tag), no_leaks());
 }

@@ -162,6 +162,18 @@ pub fn join(n: &mut Node, manager: &str, token: &str, limit: Duration) -> Result
     Ok(())
 }
 
+/// Node `n` leaves the swarm (`--force`: a manager may leave too).
+pub fn leave(n: &mut Node) -> Result<(), SwarmError> {
+    n.docker(&["swarm", "leave", "--force"], CALL)?;
+    n.node_id.clear();
+    Ok(())
+}
+
+/// The worker join token, from a manager.
+pub fn worker_token(s: &Swarm) -> Result<String, SwarmError> {
+    Ok(s.manager()?.docker(&["swarm", "join-token", "-q", "worker"], CALL)?.trim().to_string())
+}
+
 /// Poll `f` until it returns `Ok(None)`; `Ok(Some(why))` is "not yet". Returns the time taken.
 pub fn wait_until(
     what: &str,

@@ -119,12 +119,33 @@ pub fn host_missing() -> Vec<String> {
     v
 }
 
+/// A command's arguments as errors show them: without the engine's socket (`-H unix://…`) and
+/// with a join token replaced (it admits a node to the swarm).
+fn shown_args(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-H" => {
+                it.next();
+            }
+            "--token" => {
+                it.next();
+                out.extend(["--token".to_string(), "<token>".to_string()]);
+            }
+            _ => out.push(a.clone()),
+        }
+    }
+    out
+}
+
 /// Run `cmd` to completion within `limit` (killed by pid past it); stdout, or stderr as the error.
 pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<String, SwarmError> {
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     let command = format!(
         "{} {}",
         Path::new(cmd.get_program()).file_name().unwrap_or_default().to_string_lossy(),
-        cmd.get_args().map(|a| a.to_string_lossy()).filter(|a| !a.starts_with("unix://")).collect::<Vec<_>>().join(" ")
+        shown_args(&args).join(" ")
     );
     let mut child = cmd
         .stdin(Stdio::null())
@@ -322,5 +343,33 @@ impl Drop for Swarm {
                 eprintln!("cvbench: swarm: {line}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_show_no_socket_and_no_join_token() {
+        let args: Vec<String> =
+            ["-H", "unix:///run/x.sock", "swarm", "join", "--token", "SWMTKN-1-secret", "10.231.0.10:2377"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        assert_eq!(shown_args(&args).join(" "), "swarm join --token <token> 10.231.0.10:2377");
+    }
+
+    #[test]
+    fn configs_outside_the_bounds_are_refused() {
+        for c in [
+            SwarmConfig { managers: 0, ..SwarmConfig::default() },
+            SwarmConfig { managers: 8, ..SwarmConfig::default() },
+            SwarmConfig { workers: 17, ..SwarmConfig::default() },
+            SwarmConfig { heartbeat_s: 0, ..SwarmConfig::default() },
+        ] {
+            assert!(matches!(c.validate(), Err(SwarmError::Config(_))), "{c:?}");
+        }
+        assert!(SwarmConfig::default().validate().is_ok());
     }
 }
