@@ -120,6 +120,14 @@ pub fn run_checks() -> Vec<Check> {
         }
     });
     v.push(snapshots_check(kvm));
+    let swarm_missing = crate::swarm::host_missing();
+    v.push(check(
+        "swarm",
+        swarm_missing.is_empty(),
+        false,
+        "private dockerds in run-created namespaces, registry on their bridge (bench --workloads swarm)".into(),
+        format!("the swarm scenario needs {}", swarm_missing.join(", ")),
+    ));
     for (name, ver) in env::peer_versions() {
         let name: &'static str = match name.as_str() {
             "runc" => "peer runc",

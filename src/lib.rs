@@ -17,4 +17,5 @@ pub mod report;
 pub mod results;
 pub mod runner;
 pub mod stats;
+pub mod swarm;
 pub mod workload;

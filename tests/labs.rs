@@ -6,13 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const LABS: [&str; 6] = [
+const LABS: [&str; 7] = [
     "01-namespaces",
     "02-cgroups",
     "03-images-overlayfs",
     "04-vm-from-scratch",
     "05-booting-linux",
     "06-overhead-study",
+    "07-orchestration",
 ];
 
 fn labs_dir() -> PathBuf {
@@ -129,6 +130,11 @@ fn lab_5_linux_boot_runs() {
 #[test]
 fn lab_6_overhead_study_runs() {
     run_lab(6);
+}
+
+#[test]
+fn lab_7_orchestration_runs() {
+    run_lab(7);
 }
 
 #[test]

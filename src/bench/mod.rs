@@ -14,6 +14,7 @@ pub mod parent_cgroup;
 pub mod plan;
 pub mod restore;
 pub mod surface;
+pub mod swarm;
 pub mod timeouts;
 
 use std::collections::BTreeMap;
@@ -136,6 +137,7 @@ pub fn run_unit(b: &dyn Backend, req: &RunRequest, shape: Shape) -> Vec<RunRecor
         Shape::ImageDepth { layers } => vec![image_depth::unit(b, req, layers)],
         Shape::RestoreStart { start } => vec![restore::unit(b, req, start)],
         Shape::RestoreDensity { n, start } => restore::density(b, req, n, start),
+        Shape::Swarm { n } => vec![swarm::unit(b, req, n)],
     }
 }
 

@@ -34,6 +34,8 @@ pub enum Shape {
     RestoreStart { start: StartKind },
     /// N waiting instances at once, cold or restored from one snapshot (bench/restore.rs).
     RestoreDensity { n: u32, start: StartKind },
+    /// A service of N tasks on a swarm made by the run (bench/swarm.rs).
+    Swarm { n: u32 },
 }
 
 impl Shape {
@@ -48,7 +50,7 @@ impl Shape {
 
 /// Families the quick matrix runs only when `--workloads` names them: they need the private
 /// registry and move 64 MiB images, which would double the quick matrix's time.
-pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth", "restore-start"];
+pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth", "restore-start", "swarm"];
 
 /// Why `backend` has no cell in a scenario of this shape (written once, not run).
 pub fn not_applicable(shape: Shape, backend: BackendId) -> Option<String> {
@@ -56,6 +58,7 @@ pub fn not_applicable(shape: Shape, backend: BackendId) -> Option<String> {
         Shape::ColdStart => super::cold_start::not_applicable(backend),
         Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),
         Shape::RestoreStart { .. } | Shape::RestoreDensity { .. } => super::restore::not_applicable(backend),
+        Shape::Swarm { .. } => super::swarm::not_applicable(backend),
         _ => None,
     }
 }
@@ -103,6 +106,7 @@ pub const FAMILIES: &[&str] = &[
     "cold-start",
     "image-depth",
     "restore-start",
+    "swarm",
 ];
 
 /// The whole matrix: which scenarios on which backends, with what limits.
@@ -264,6 +268,14 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             name: format!("image-depth-{n}"),
             shape: Shape::ImageDepth { layers: n },
             ..single("image-depth", Workload::Noop, &[], pick(2, 5))
+        });
+    }
+    let sizes = if q { super::swarm::QUICK_SIZES } else { super::swarm::SIZES };
+    for &n in sizes {
+        v.push(Scenario {
+            name: format!("swarm-{n}"),
+            shape: Shape::Swarm { n },
+            ..single("swarm", Workload::Idle, &[], pick(2, 5))
         });
     }
     v

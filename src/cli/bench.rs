@@ -27,8 +27,8 @@ pub struct BenchArgs {
     pub backends: Option<Vec<String>>,
     /// Comma-separated scenario families (surface, startup-serial,
     /// startup-parallel, footprint, density, cpu, mem-bw, mem-touch,
-    /// syscall, net-stream, net-rr, disk, cold-start, image-depth, restore-start;
-    /// the last three run in --quick only when named here).
+    /// syscall, net-stream, net-rr, disk, cold-start, image-depth, restore-start,
+    /// swarm; the last four run in --quick only when named here).
     #[arg(long, value_delimiter = ',')]
     pub workloads: Option<Vec<String>>,
     /// Also write the report here, with the raw result set copied to

@@ -114,7 +114,9 @@ pub struct GcArgs {
 }
 
 pub fn gc(a: GcArgs) -> anyhow::Result<i32> {
-    let removed = cleanup::gc(&a.state_dir, &cvbench_runtime::default_run_root());
+    // Swarms first: their processes are found through the namespaces the runtime's gc would remove.
+    let mut removed = cvbench::swarm::teardown::gc();
+    removed.extend(cleanup::gc(&a.state_dir, &cvbench_runtime::default_run_root()));
     if removed.is_empty() {
         println!("gc: nothing left behind");
     }

@@ -9,6 +9,7 @@ pub mod images;
 pub mod linux_boot;
 pub mod live;
 pub mod namespaces;
+pub mod orchestration;
 pub mod overhead;
 pub mod security;
 pub mod table;
@@ -30,7 +31,7 @@ pub const LABS: [(&str, &str); 8] = [
     ("04-vm-from-scratch", "A VM from scratch: the workload at CPL3, system calls as VM exits"),
     ("05-booting-linux", "Booting Linux in a micro-VM"),
     ("06-overhead-study", "The overhead study: containers vs VMs, against the literature"),
-    ("07-orchestration", "Orchestration: a Docker swarm's managers, workers and node loss"),
+    ("07-orchestration", "Orchestration: managers, workers and the leader of a swarm"),
     ("08-security", "Security: seccomp, capabilities, privileged containers, user namespaces"),
 ];
 
@@ -161,6 +162,7 @@ pub fn run(lab: u8, opts: LabOptions) -> Result<LabReport, LabError> {
         4 => bare_vm::run(&opts, &mut r),
         5 => linux_boot::run(&opts, &mut r),
         6 => overhead::run(&opts, &mut r),
+        7 => orchestration::run(&opts, &mut r),
         8 => security::run(&opts, &mut r),
         n => return Err(LabError::NoSuchLab(n)),
     }

@@ -13,6 +13,7 @@ pub mod markdown;
 pub mod platform;
 pub mod restore;
 pub mod summary;
+pub mod swarm;
 
 use crate::backend::BackendId;
 use std::path::{Path, PathBuf};
@@ -298,7 +299,8 @@ pub fn generate_with(set: &ResultSet, out: &Path, opts: &Options) -> Result<Writ
     figs.errors = w.chart_errors.clone();
     let md = markdown::render(set, &a, previous.as_ref(), &figs)
         + &images::section(&set.records, out, &mut w)
-        + &restore::section(&set.records, out, &mut w);
+        + &restore::section(&set.records, out, &mut w)
+        + &swarm::section(&set.records, out, &mut w);
     let p = out.join("REPORT.md");
     std::fs::write(&p, md).map_err(|e| ReportError::Write(p.clone(), e))?;
     w.files.push(p);
