@@ -116,7 +116,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         stdout: out_w,
         stderr: err_w,
         timeout: req.timeout,
-        options: req.options.clone(),
+        options: BackendOptions { instance_cpu: req.pin_instance_cpu, ..req.options.clone() },
     };
     let (tx, rx) = mpsc::channel();
     let stdout_reader = std::thread::spawn(move || {

@@ -209,6 +209,8 @@ fn start_server(c: &mut Container, bin: &std::path::Path) -> Result<(), BackendE
         .stderr(ProcStdio::null());
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| other("serve pipe", e))?;
     cmd.stdout(ProcStdio::from(wr));
+    // Launched from the thread pinned to the instance's CPU: the server runs on the harness's.
+    super::process::pin_helper(&mut cmd);
     v.spawn_in_peer(cmd).map_err(|e| other("starting the peer server", e))?;
     let mut line = String::new();
     BufReader::new(std::fs::File::from(rd)).read_line(&mut line).map_err(|e| other("reading serve READY", e))?;

@@ -112,6 +112,9 @@ pub struct BackendOptions {
     pub join_cgroup_procs: Vec<std::path::PathBuf>,
     /// Containers of our runtime: create the container's cgroup below this one (relative name).
     pub cgroup_parent: Option<String>,
+    /// The CPU the instance is pinned to (set by the runner). Backends whose instance a daemon
+    /// starts (docker) pass it on, since a daemon runs on the harness's CPU.
+    pub instance_cpu: Option<usize>,
 }
 
 /// What to run: one workload subcommand with its arguments.

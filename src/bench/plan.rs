@@ -10,6 +10,7 @@ use crate::workload::Workload;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+use super::quiet::QuietGate;
 use super::timeouts::Stretch;
 use crate::record::{Design, Pinning};
 
@@ -117,14 +118,25 @@ pub struct Plan {
     /// instance scenarios with more than one unit).
     pub warmup_units: u32,
     /// Quiet-host gate before each unit.
-    pub quiet_max_load: f64,
-    pub quiet_max_wait: Duration,
+    pub quiet: QuietGate,
+    /// Pause between two scenario blocks, so one block's churn (density-50's
+    /// teardown) has settled before the next starts.
+    pub cooldown: Duration,
     /// Harness and instance CPUs, when pinned.
     pub pin: Option<Pinning>,
     /// What stretches `run_timeout` here (instances per CPU, an emulated CPU's slowdown).
     #[serde(default)]
     pub stretch: Stretch,
 }
+
+/// The quiet-host gate's limit on cpu, io and memory `some avg10` (%).
+pub const QUIET_MAX_PSI_PCT: f64 = 10.0;
+/// The quiet-host gate's limit on steal time over its window (%).
+pub const QUIET_MAX_STEAL_PCT: f64 = 5.0;
+
+/// Measured units per cell in the full profile: rounds are the unit of
+/// replication, and ten is the least the report judges a cell on.
+pub const FULL_ROUNDS: u32 = 10;
 
 /// Full-profile throughput scenarios are sized so one sample's timed region
 /// lasts at least this long natively.
@@ -133,8 +145,8 @@ pub const MIN_TIMED_REGION: Duration = Duration::from_millis(100);
 /// The one scenario below [`MIN_TIMED_REGION`], and why (recorded in the
 /// design): the same count must fit every backend's run timeout.
 pub const SYSCALL_EXCEPTION: &str = "syscall: 50000 getppid calls (about 7-14 ms natively): microvm-bare \
-     forwards each call to its VMM at about 0.3 ms here, so the 100 ms count (~750000) would take minutes per unit \
-     there; every backend runs the same count";
+     forwards each call to its VMM, tens of microseconds per call under kvm_pvm (the cell's ns_per_call), so the \
+     100 ms count (~750000) would take half a minute or more per unit there; every backend runs the same count";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -173,14 +185,14 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             name: format!("startup-parallel-{n}"),
             family: "startup-parallel".into(),
             shape: Shape::Parallel { n },
-            iterations: if n > 1 { pick(1, 5) } else { pick(2, 5) },
+            iterations: if n > 1 { pick(1, FULL_ROUNDS) } else { pick(2, FULL_ROUNDS) },
             ..single("startup-parallel", Workload::Noop, &[], 0)
         });
     }
     v.push(Scenario {
         hold: Duration::from_millis(300),
         sample_footprint: true,
-        ..single("footprint", Workload::Idle, &[], pick(3, 5))
+        ..single("footprint", Workload::Idle, &[], pick(3, FULL_ROUNDS))
     });
     let density_ns: &[u32] = if q { &[10] } else { &[1, 10, 50] };
     for &n in density_ns {
@@ -188,7 +200,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             name: format!("density-{n}"),
             family: "density".into(),
             shape: Shape::Density { n },
-            iterations: pick(1, 5),
+            iterations: pick(1, FULL_ROUNDS),
             // Long enough for the last of N launches to be READY while the
             // first is still up: a fixed floor plus a per-instance allowance
             // (docker's 50 launches spread over ~15 s here).
@@ -197,7 +209,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             ..single("density", Workload::Idle, &[], 0)
         });
     }
-    let it = pick(3, 5);
+    let it = pick(3, FULL_ROUNDS);
     if q {
         v.push(single("cpu", Workload::Cpu, &["--sha-mib", "4", "--sieve-n", "1000000", "--matmul-n", "80"], it));
         v.push(single("mem-bw", Workload::MemBw, &["--array-mib", "8", "--iters", "3"], it));
@@ -217,7 +229,8 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         // 85 ms so 32 MiB; sieve 4 M 14 ms so 32 M; matmul n=640 61 ms so
         // n=800 (~2× the work); a 32 MiB copy ×25 95 ms so ×30; first touch
         // 2.7 µs/page so 192 MiB; seq read 680 MB/s so 96 MiB; 4 KiB random
-        // reads ~17k IOPS so 2048 ops; TCP up to 20 Gbit/s so 256 MiB; a round
+        // writes (each fsync'd) far slower so 2048 ops, 4 KiB O_DIRECT random
+        // reads up to ~29k IOPS (2048 took 70-118 ms) so 6144 reads; TCP up to 20 Gbit/s so 256 MiB; a round
         // trip 14 µs so 10000. SYSCALL_EXCEPTION says why getppid is
         // smaller.
         v.push(single("cpu", Workload::Cpu, &["--sha-mib", "32", "--sieve-n", "32000000", "--matmul-n", "800"], it));
@@ -231,14 +244,19 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         v.push(single("syscall", Workload::Syscall, &["--iters", "50000"], it));
         v.push(single("net-stream", Workload::NetStream, &["--mib", "256"], it));
         v.push(single("net-rr", Workload::NetRr, &["--requests", "10000"], it));
-        v.push(single("disk", Workload::Disk, &["--size-mib", "96", "--rand-ops", "2048"], it));
+        v.push(single(
+            "disk",
+            Workload::Disk,
+            &["--size-mib", "96", "--rand-ops", "2048", "--rand-read-ops", "6144"],
+            it,
+        ));
     }
-    v.push(Scenario { shape: Shape::ColdStart, ..single("cold-start", Workload::Noop, &[], pick(2, 5)) });
+    v.push(Scenario { shape: Shape::ColdStart, ..single("cold-start", Workload::Noop, &[], pick(2, FULL_ROUNDS)) });
     for &n in super::image_ctx::DEPTHS {
         v.push(Scenario {
             name: format!("image-depth-{n}"),
             shape: Shape::ImageDepth { layers: n },
-            ..single("image-depth", Workload::Noop, &[], pick(2, 5))
+            ..single("image-depth", Workload::Noop, &[], pick(2, FULL_ROUNDS))
         });
     }
     v
@@ -270,13 +288,25 @@ impl Plan {
             spacing: Duration::from_millis(if q { 25 } else { 50 }),
             seed: 0,
             warmup_units: 1,
-            quiet_max_load: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
-            // A busy host costs every unit this much at most (the load average
-            // is a one-minute mean: waiting longer barely moves it).
-            quiet_max_wait: Duration::from_millis(if q { 100 } else { 250 }),
+            quiet: QuietGate {
+                max_psi_some_avg10: QUIET_MAX_PSI_PCT,
+                max_steal_pct: QUIET_MAX_STEAL_PCT,
+                fallback_max_load: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
+                window: Duration::from_millis(if q { 50 } else { 100 }),
+                // A busy host costs every unit this much at most: avg10 is a
+                // ten-second mean, so waiting much longer per unit would
+                // stretch the run without settling it.
+                max_wait: Duration::from_millis(if q { 100 } else { 500 }),
+            },
+            cooldown: Duration::from_secs(if q { 1 } else { 5 }),
             pin: None,
             stretch: Stretch::default(),
         })
+    }
+
+    /// The order the scenario blocks run in (indices into `scenarios`).
+    pub fn block_order(&self) -> Vec<usize> {
+        super::design::block_order(self.seed, self.scenarios.len())
     }
 
     /// Warm-up units for `sc`: only single-instance scenarios measured more
@@ -305,8 +335,11 @@ impl Plan {
             orders,
             warmup_units: self.warmup_units,
             spacing_ms: self.spacing.as_millis() as u64,
-            quiet_max_load: self.quiet_max_load,
-            quiet_max_wait_ms: self.quiet_max_wait.as_millis() as u64,
+            quiet_max_load: None,
+            quiet_max_wait_ms: self.quiet.max_wait.as_millis() as u64,
+            quiet: Some(self.quiet.describe(super::quiet::psi_available(std::path::Path::new("/proc")))),
+            block_order: self.block_order().iter().map(|&i| self.scenarios[i].name.clone()).collect(),
+            cooldown_ms: self.cooldown.as_millis() as u64,
             pin: self.pin,
             min_timed_region_ms: if self.profile == Profile::Full { MIN_TIMED_REGION.as_millis() as u64 } else { 0 },
             timed_region_exceptions: if self.profile == Profile::Full {
@@ -363,9 +396,9 @@ mod tests {
     }
 
     #[test]
-    fn full_profile_has_at_least_five_units_per_cell() {
+    fn full_profile_has_at_least_ten_rounds_per_cell() {
         for s in scenarios(Profile::Full).into_iter().filter(|s| s.shape != Shape::Surface) {
-            assert!(s.iterations >= 5, "{} has {}", s.name, s.iterations);
+            assert!(s.iterations >= 10, "{} has {}", s.name, s.iterations);
         }
     }
 

@@ -172,6 +172,8 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     let sink = RecordSink::create(&dir, &manifest).with_context(|| dir.display().to_string())?;
     eprintln!("cvbench bench: {profile:?} matrix, seed {}, results in {}", plan.seed, dir.display());
     let host = cvbench::doctor::backends::Host::probe();
+    // Before any backend's check starts a daemon (dockerd): helpers go to the harness's CPU.
+    cvbench::backend::process::set_helper_cpu(plan.pin.map(|p| p.harness_cpu));
     let slots: Vec<Slot> = names.iter().map(|n| Slot::resolve(n, &host)).collect();
     for s in &slots {
         match s {

@@ -309,6 +309,14 @@ impl Backend for Docker {
             notes.push(format!("disk: bind volume from {}", d.path().display()));
             scratch = Some(d);
         }
+        if let Some(cpu) = spec.options.instance_cpu {
+            // The container is started by the daemon (on the harness's CPU), not by this pinned
+            // thread: its cpuset puts it on the instance's CPU like every other backend's.
+            cmd.arg("--cpuset-cpus").arg(cpu.to_string());
+            notes.push(format!(
+                "pinned with --cpuset-cpus {cpu}; dockerd, containerd and the shim run on the harness's CPU"
+            ));
+        }
         if spec.stdin_pipe {
             cmd.arg("-i");
         }
