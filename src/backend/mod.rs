@@ -213,6 +213,8 @@ impl BackendId {
         match self {
             BackendId::Native => Box::new(native::Native::new()),
             BackendId::Container => Box::new(container::ContainerBackend::new()),
+            BackendId::ContainerNomemcg => Box::new(container::ContainerBackend::variant(container::Variant::NoMemcg)),
+            BackendId::ContainerHostnet => Box::new(container::ContainerBackend::variant(container::Variant::HostNet)),
             BackendId::Microvm => Box::new(microvm::MicroVm::new()),
             BackendId::MicrovmBare => Box::new(microvm_bare::MicroVmBare::new()),
             BackendId::Runc => Box::new(OciRuntime::new(Oci::Runc)),

@@ -175,7 +175,7 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                     st.failed_units,
                     st.first_error.as_deref().unwrap_or("?")
                 )),
-                Slot::Ready(b) => plan::not_applicable(sc.shape, b.id()),
+                Slot::Ready(b) => plan::not_applicable(sc, b.id()),
             };
             if let Some(e) = why {
                 obs.records(&[placeholder(slot.name(), sc, env_id, e)]);

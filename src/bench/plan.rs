@@ -46,9 +46,12 @@ impl Shape {
 /// registry and move 64 MiB images, which would double the quick matrix's time.
 pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth"];
 
-/// Why `backend` has no cell in a scenario of this shape (written once, not run).
-pub fn not_applicable(shape: Shape, backend: BackendId) -> Option<String> {
-    match shape {
+/// Why `backend` has no cell in this scenario (written once, not run).
+pub fn not_applicable(sc: &Scenario, backend: BackendId) -> Option<String> {
+    if let Some(families) = backend.only_families().filter(|f| !f.contains(&sc.family.as_str())) {
+        return Some(format!("{backend} is a variant of container measured only in {}", families.join(", ")));
+    }
+    match sc.shape {
         Shape::ColdStart => super::cold_start::not_applicable(backend),
         Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),
         _ => None,
