@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod cold_start;
 pub mod design;
+pub mod estimate;
 pub mod image_ctx;
 pub mod image_depth;
 pub mod parent_cgroup;
