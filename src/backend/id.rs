@@ -273,7 +273,7 @@ impl BackendId {
             }
             BackendId::Docker => p(
                 "`docker run --rm` against a private dockerd → containerd → shim → runc",
-                "the docker CLI, shim and container; not the shared dockerd and containerd",
+                "the docker CLI and the container; dockerd, containerd and the shims apart (shared daemon)",
                 OCI_NET,
                 (214, 39, 40),
             ),
@@ -291,7 +291,7 @@ impl BackendId {
             ),
             BackendId::DockerCvbench => p(
                 "`docker run --rm --runtime cvbench` against the private dockerd → containerd → shim → cvbench-runtime",
-                "the docker CLI, shim and container; not the shared dockerd and containerd",
+                "the docker CLI and the container; dockerd, containerd and the shims apart (shared daemon)",
                 OCI_NET,
                 (188, 189, 34),
             ),

@@ -176,6 +176,12 @@ pub trait Instance: Send {
     fn stopped_instead_of_closing_stdin(&self) -> bool {
         false
     }
+    /// Processes a daemon shares between every instance of the backend (dockerd, containerd
+    /// and the containerd shims): not in [`Instance::pids`], sampled at READY into
+    /// `extra.shared_daemon_{rss,pss}_kib` so a row can add the share for N instances.
+    fn shared_pids(&self) -> Vec<i32> {
+        Vec::new()
+    }
     /// For a VMM: the size of the guest's RAM, so the harness can split the VMM's RSS at READY
     /// into guest memory touched and the VMM's own overhead.
     fn guest_ram_bytes(&self) -> Option<u64> {

@@ -297,13 +297,15 @@ impl Plan {
                 max_psi_some_avg10: QUIET_MAX_PSI_PCT,
                 max_steal_pct: QUIET_MAX_STEAL_PCT,
                 fallback_max_load: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
-                window: Duration::from_millis(if q { 50 } else { 100 }),
+                // Quick: a short look (steal in 20 ms is coarse, 2 ticks a CPU) so the
+                // gate adds seconds, not a minute, to a matrix that must stay under 3.
+                window: Duration::from_millis(if q { 20 } else { 100 }),
                 // A busy host costs every unit this much at most: avg10 is a
                 // ten-second mean, so waiting much longer per unit would
                 // stretch the run without settling it.
-                max_wait: Duration::from_millis(if q { 100 } else { 300 }),
+                max_wait: Duration::from_millis(if q { 50 } else { 300 }),
             },
-            cooldown: Duration::from_secs(if q { 1 } else { 3 }),
+            cooldown: Duration::from_millis(if q { 500 } else { 3000 }),
             pin: None,
             stretch: Stretch::default(),
         })
