@@ -231,14 +231,17 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
     } else {
         // Each timed region lasts at least MIN_TIMED_REGION natively here,
         // sized from the fastest (quietest) native runs seen: SHA-256 16 MiB
-        // 85 ms so 32 MiB; sieve 4 M 14 ms so 32 M; matmul n=640 61 ms so
-        // n=800 (~2× the work); a 32 MiB copy ×25 95 ms so ×30; first touch
-        // 2.7 µs/page so 192 MiB; seq read 680 MB/s so 96 MiB; 4 KiB random
-        // writes (each fsync'd) far slower so 2048 ops, 4 KiB O_DIRECT random
-        // reads up to ~29k IOPS (2048 took 70-118 ms) so 6144 reads; TCP up to 20 Gbit/s so 256 MiB; a round
-        // trip 14 µs so 10000. SYSCALL_EXCEPTION says why getppid is
-        // smaller.
-        v.push(single("cpu", Workload::Cpu, &["--sha-mib", "32", "--sieve-n", "32000000", "--matmul-n", "800"], it));
+        // 85 ms so 32 MiB; sieve 4 M 14 ms so 32 M (prefaulted: 196 ms);
+        // matmul n=800 with C prefaulted 99 ms, so n=880 (1.33x the work); a
+        // 32 MiB copy x25 95 ms so x30; first touch 2.7 us/page so 192 MiB;
+        // O_DIRECT seq read up to 1.3 GB/s (96 MiB in 74 ms) so 160 MiB;
+        // 4 KiB random writes, each fsync'd, far slower so 2048; 4 KiB
+        // O_DIRECT random reads up to ~29k IOPS (2048 took 70-118 ms) so 6144;
+        // TCP up to 20 Gbit/s so 256 MiB; a round trip 14 us so 10000.
+        // SYSCALL_EXCEPTION says why getppid is smaller. A record whose
+        // shortest region still ran under the minimum says so
+        // (extra.timed_region_short).
+        v.push(single("cpu", Workload::Cpu, &["--sha-mib", "32", "--sieve-n", "32000000", "--matmul-n", "880"], it));
         v.push(single("mem-bw", Workload::MemBw, &["--array-mib", "32", "--iters", "30"], it));
         v.push(single(
             "mem-touch",
@@ -252,7 +255,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         v.push(single(
             "disk",
             Workload::Disk,
-            &["--size-mib", "96", "--rand-ops", "2048", "--rand-read-ops", "6144"],
+            &["--size-mib", "160", "--rand-ops", "2048", "--rand-read-ops", "6144"],
             it,
         ));
     }
