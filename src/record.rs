@@ -21,12 +21,25 @@ pub struct Design {
     pub warmup_units: u32,
     /// Pause between consecutive units, the same for every backend (ms).
     pub spacing_ms: u64,
-    /// The quiet-host gate before each unit: wait until the 1-minute load
-    /// average is at most this (for at most `quiet_max_wait_ms`) and the
-    /// previous unit's children are gone (for at most ten times that); each
-    /// record's `extra.quiet_wait_ms` says how long it waited.
-    pub quiet_max_load: f64,
+    /// Runs before the pressure gate: the 1-minute load average the gate
+    /// waited for. Absent from newer manifests (see `quiet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_max_load: Option<f64>,
+    /// The quiet-host gate waits at most this long for pressure and steal
+    /// (ms), and ten times that for the previous unit's children.
     pub quiet_max_wait_ms: u64,
+    /// The quiet-host gate's limits; each record's `extra` carries what it
+    /// saw (`psi_*_some_avg10`, `steal_pct`), how long it waited
+    /// (`quiet_wait_ms`) and whether the unit started above a limit
+    /// (`quiet_above_limit` = 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<QuietDesign>,
+    /// The order the scenario blocks ran in (shuffled from the seed).
+    #[serde(default)]
+    pub block_order: Vec<String>,
+    /// Pause between two scenario blocks (ms).
+    #[serde(default)]
+    pub cooldown_ms: u64,
     /// CPU pinning, when on: the harness on one CPU, the instance on another.
     pub pin: Option<Pinning>,
     /// Throughput scenarios are sized so one sample's timed region lasts at
@@ -35,6 +48,23 @@ pub struct Design {
     /// Scenarios sized below that minimum, each with why.
     #[serde(default)]
     pub timed_region_exceptions: Vec<String>,
+}
+
+/// The quiet-host gate's limits, as run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietDesign {
+    /// Whether `/proc/pressure` was there; without it the gate used the load average.
+    pub psi_available: bool,
+    /// Limit on cpu, io and memory `some avg10` (% of the last 10 s with a stalled task).
+    pub max_psi_some_avg10_pct: f64,
+    /// Limit on steal time over the window (% of all CPU time).
+    pub max_steal_pct: f64,
+    /// Steal is measured over this window before each unit (ms).
+    pub steal_window_ms: u64,
+    /// Without PSI: the 1-minute load average the gate waited for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_max_load: Option<f64>,
 }
 
 /// Which CPUs the harness and the instances were pinned to.
@@ -49,6 +79,11 @@ impl Design {
     /// One paragraph for the report.
     pub fn describe(&self) -> String {
         let pin = match self.pin {
+            Some(p) if self.quiet.is_some() => format!(
+                "harness, peer servers and daemons (dockerd, containerd) pinned to CPU {}, instances to CPU {}",
+                p.harness_cpu, p.instance_cpu
+            ),
+            // Runs before the pressure gate started daemons and peer servers from the pinned launch.
             Some(p) => format!(
                 "harness pinned to CPU {}, instances to CPU {} (so is a daemon a backend starts at its first \
                  launch, such as the private dockerd)",
@@ -56,17 +91,45 @@ impl Design {
             ),
             None => "no CPU pinning".to_string(),
         };
+        let gate = match (&self.quiet, self.quiet_max_load) {
+            (Some(q), _) if q.psi_available => format!(
+                "before each unit the harness waited up to {} ms for cpu, io and memory pressure (`some avg10`) \
+                 of at most {}% and steal time of at most {}% over {} ms, and up to ten times that for the \
+                 previous unit's children to be gone (each record's `extra`: `quiet_wait_ms`, \
+                 `psi_*_some_avg10`, `steal_pct`; `quiet_above_limit` = 1 when it started above a limit)",
+                self.quiet_max_wait_ms, q.max_psi_some_avg10_pct, q.max_steal_pct, q.steal_window_ms
+            ),
+            (Some(q), _) => format!(
+                "this kernel has no /proc/pressure: before each unit the harness waited up to {} ms for the \
+                 1-minute load average to fall to {} and steal time to at most {}% over {} ms \
+                 (`quiet_above_limit` = 1 when it started above a limit)",
+                self.quiet_max_wait_ms,
+                q.fallback_max_load.unwrap_or(f64::NAN),
+                q.max_steal_pct,
+                q.steal_window_ms
+            ),
+            (None, load) => format!(
+                "before each unit the harness waited up to {} ms for the 1-minute load average to fall to {} \
+                 and up to ten times that for the previous unit's children to be gone (each record's \
+                 `extra.quiet_wait_ms`)",
+                self.quiet_max_wait_ms,
+                load.unwrap_or(f64::NAN)
+            ),
+        };
+        let blocks = match self.block_order.len() {
+            0 => String::new(),
+            n => format!(
+                "{n} scenario blocks in a shuffled order with {} ms of cool-down between them; ",
+                self.cooldown_ms
+            ),
+        };
         format!(
-            "Backends shuffled within each round from seed {} ({} rounds recorded in the manifest); {} warm-up \
-             unit(s) per cell discarded; {} ms between units for every backend; before each unit the harness \
-             waited up to {} ms for the 1-minute load average to fall to {} and up to ten times that for the \
-             previous unit's children to be gone (each record's `extra.quiet_wait_ms`); {pin}; {}.",
+            "Backends shuffled within each round from seed {} ({} rounds recorded in the manifest); {blocks}{} \
+             warm-up unit(s) per cell discarded; {} ms between units for every backend; {gate}; {pin}; {}.",
             self.seed,
             self.orders.len(),
             self.warmup_units,
             self.spacing_ms,
-            self.quiet_max_wait_ms,
-            self.quiet_max_load,
             match self.min_timed_region_ms {
                 0 => "throughput sizes of the quick profile (timed regions not sized to a minimum)".to_string(),
                 ms if self.timed_region_exceptions.is_empty() => {

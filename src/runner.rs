@@ -116,7 +116,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         stdout: out_w,
         stderr: err_w,
         timeout: req.timeout,
-        options: req.options.clone(),
+        options: BackendOptions { instance_cpu: req.pin_instance_cpu, ..req.options.clone() },
     };
     let (tx, rx) = mpsc::channel();
     let stdout_reader = std::thread::spawn(move || {
@@ -171,6 +171,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     let mut done = None;
     let mut ready_hwm = None;
     let mut vmm_mem = None;
+    let mut shared_mem = None;
     match rx.recv_timeout(req.timeout) {
         Ok(Event::Ready(t)) => ready = Some(t),
         Ok(d @ Event::Done { .. }) => done = Some(d),
@@ -188,6 +189,10 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
             }
             rec.footprint.rss_kib = f.rss_kib;
             rec.footprint.pss_kib = f.pss_kib;
+            let shared = inst.shared_pids();
+            if !shared.is_empty() {
+                shared_mem = Some((footprint::sample(&shared), shared.len()));
+            }
         }
         if !req.hold.is_zero() {
             std::thread::sleep(req.hold);
@@ -212,6 +217,15 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         rec.extra.insert("vmm_rss_at_ready_kib".into(), m.rss_kib as f64);
         rec.extra.insert("guest_ram_touched_kib".into(), m.guest_touched_kib as f64);
         rec.extra.insert("vmm_overhead_kib".into(), m.overhead_kib() as f64);
+    }
+    if let Some((s, n)) = shared_mem {
+        // At READY: the daemon processes every instance of this backend shares.
+        for (k, v) in [("shared_daemon_rss_kib", s.rss_kib), ("shared_daemon_pss_kib", s.pss_kib)] {
+            if let Some(v) = v {
+                rec.extra.insert(k.into(), v as f64);
+            }
+        }
+        rec.extra.insert("shared_daemon_processes".into(), n as f64);
     }
     rec.notes = inst.notes();
     rec.notes.extend(crate::hostkind::not_representative_note(&crate::hostkind::host_cpu()));

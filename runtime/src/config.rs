@@ -80,6 +80,10 @@ pub struct User {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Resources {
+    /// Leave the container out of memory accounting: no memory cgroup of its own, and under
+    /// v1 it joins the root memory cgroup, which the kernel does not charge. Refused with a
+    /// memory limit, and under v2 where the parent enables `memory` for its whole subtree.
+    pub no_memory_controller: bool,
     /// Device cgroup rules in order (OCI `linux.resources.devices`); empty: no device cgroup.
     pub devices: Vec<DeviceRule>,
     pub memory_bytes: Option<u64>,

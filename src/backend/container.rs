@@ -24,11 +24,38 @@ const NAME: &str = BackendId::Container.name();
 /// Host uid/gid that container root maps to when a user namespace is asked for.
 pub const USERNS_HOST_BASE: u32 = 100_000;
 
-pub struct ContainerBackend;
+/// Which of our container's set-ups: the default, or one of the two the lecture's claims are
+/// checked against (memory with and without the memory controller; veth against host network).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Standard,
+    /// No memory cgroup: the container is charged to no memory cgroup.
+    NoMemcg,
+    /// The host's network namespace; the peer server listens on 127.0.0.1.
+    HostNet,
+}
+
+impl Variant {
+    fn id(self) -> BackendId {
+        match self {
+            Variant::Standard => BackendId::Container,
+            Variant::NoMemcg => BackendId::ContainerNomemcg,
+            Variant::HostNet => BackendId::ContainerHostnet,
+        }
+    }
+}
+
+pub struct ContainerBackend {
+    variant: Variant,
+}
 
 impl ContainerBackend {
     pub fn new() -> ContainerBackend {
-        ContainerBackend
+        ContainerBackend::variant(Variant::Standard)
+    }
+
+    pub fn variant(variant: Variant) -> ContainerBackend {
+        ContainerBackend { variant }
     }
 }
 
@@ -63,7 +90,12 @@ fn ensure_image(store: &Store, bin: &std::path::Path) -> Result<(), BackendError
 }
 
 /// Translate the harness options into the runtime's config.
-fn config(spec: &LaunchSpec, opts: &BackendOptions, args: Vec<String>) -> Result<ContainerConfig, BackendError> {
+fn config(
+    spec: &LaunchSpec,
+    opts: &BackendOptions,
+    args: Vec<String>,
+    variant: Variant,
+) -> Result<ContainerConfig, BackendError> {
     let mut cfg = ContainerConfig {
         rootfs: RootfsSource::Image(opts.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into())),
         args,
@@ -89,7 +121,17 @@ fn config(spec: &LaunchSpec, opts: &BackendOptions, args: Vec<String>) -> Result
         cfg.uid_map = vec![map];
         cfg.gid_map = vec![map];
     }
-    if spec.needs().network {
+    match variant {
+        Variant::Standard => {}
+        Variant::NoMemcg => cfg.resources.no_memory_controller = true,
+        Variant::HostNet => {
+            // Every other namespace and confinement stays; only the network is the host's.
+            cfg.namespaces.retain(|n| *n != namespaces::Namespace::Net);
+            cfg.net = RtNet::Host;
+            cfg.host_net_allowed = true;
+        }
+    }
+    if spec.needs().network && variant != Variant::HostNet {
         cfg.net = RtNet::Veth;
     }
     Ok(cfg)
@@ -104,11 +146,14 @@ struct ContainerInstance {
     exit: Option<ExitInfo>,
     user_ns: bool,
     net_note: Option<String>,
+    /// The peer server of a host-network container (on 127.0.0.1 in the root namespace).
+    host_server: Option<super::process::ChildProcess>,
+    variant: Variant,
 }
 
 impl Backend for ContainerBackend {
     fn id(&self) -> BackendId {
-        BackendId::Container
+        self.variant.id()
     }
 
     fn check(&self) -> Result<(), String> {
@@ -132,11 +177,17 @@ impl Backend for ContainerBackend {
         let image_ns = t0.elapsed().as_nanos() as u64;
 
         let mut args = spec.args.clone();
-        let net = spec.needs().network;
+        let host_net = self.variant == Variant::HostNet;
+        let net = spec.needs().network && !host_net;
+        let mut host_server = None;
         if net {
             args.extend(["--peer".to_string(), format!("{PEER_IP}:{SERVE_PORT}")]);
+        } else if spec.needs().network {
+            let (server, peer) = start_loopback_server(&bin)?;
+            args.extend(["--peer".to_string(), peer]);
+            host_server = Some(server);
         }
-        let mut cfg = config(&spec, &spec.options, Vec::new())?;
+        let mut cfg = config(&spec, &spec.options, Vec::new(), self.variant)?;
         let mut disk = None;
         if spec.needs().disk {
             // The same storage native uses: a directory on the host's /var/tmp, bind-mounted.
@@ -181,10 +232,16 @@ impl Backend for ContainerBackend {
             None => args,
         };
         // Noted now: the link is gone once the container is deleted.
-        let net_note = c.veth().map(|_| {
-            "net: veth pair on a /30 between a server namespace the run created and the container's namespace"
-                .to_string()
-        });
+        let net_note = match (c.veth(), &host_server) {
+            (Some(_), _) => Some(
+                "net: veth pair on a /30 between a server namespace the run created and the container's namespace"
+                    .to_string(),
+            ),
+            (None, Some(_)) => Some(
+                "net: the host's network namespace, no veth: client and peer server on 127.0.0.1 (loopback)".into(),
+            ),
+            (None, None) => None,
+        };
         Ok(Box::new(ContainerInstance {
             c,
             stdin: stdin_keep,
@@ -194,8 +251,24 @@ impl Backend for ContainerBackend {
             exit: None,
             user_ns: cfg.has(namespaces::Namespace::User),
             net_note,
+            host_server,
+            variant: self.variant,
         }))
     }
+}
+
+/// Start `cvbench-workload serve` on 127.0.0.1 in the root network namespace for a host-network
+/// container: a free port the kernel picks (other runs may use the fixed one), loopback only.
+fn start_loopback_server(bin: &std::path::Path) -> Result<(super::process::ChildProcess, String), BackendError> {
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| other("picking a loopback port", e))?
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--listen", &listen, "--max-conns", "1"]);
+    let server = super::process::spawn_server(NAME, cmd)?;
+    Ok((server, listen))
 }
 
 /// Start `cvbench-workload serve` in the run's peer network namespace and wait for READY.
@@ -209,6 +282,8 @@ fn start_server(c: &mut Container, bin: &std::path::Path) -> Result<(), BackendE
         .stderr(ProcStdio::null());
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| other("serve pipe", e))?;
     cmd.stdout(ProcStdio::from(wr));
+    // Launched from the thread pinned to the instance's CPU: the server runs on the harness's.
+    super::process::pin_helper(&mut cmd);
     v.spawn_in_peer(cmd).map_err(|e| other("starting the peer server", e))?;
     let mut line = String::new();
     BufReader::new(std::fs::File::from(rd)).read_line(&mut line).map_err(|e| other("reading serve READY", e))?;
@@ -224,6 +299,9 @@ fn exit_info(e: cvbench_runtime::ExitStatus) -> ExitInfo {
 
 impl ContainerInstance {
     fn finish(&mut self, e: cvbench_runtime::ExitStatus) -> Result<ExitInfo, BackendError> {
+        if let Some(mut s) = self.host_server.take() {
+            let _ = s.stop(Duration::from_secs(2));
+        }
         let info = exit_info(e);
         self.exit = Some(info);
         self.c.delete().map_err(|e| other("removing the container", e))?;
@@ -314,6 +392,9 @@ impl Instance for ContainerInstance {
             n.push(format!("user namespace: uid/gid 0-65535 mapped to host {USERNS_HOST_BASE}-"));
         }
         n.extend(self.net_note.clone());
+        if self.variant == Variant::NoMemcg {
+            n.push("container-nomemcg: no memory cgroup; the container joined the root memory cgroup, which the kernel does not charge".into());
+        }
         n
     }
 }

@@ -16,6 +16,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub enum BackendId {
     Native,
     Container,
+    /// Our container without the memory cgroup controller (the lecture's "optional accounting").
+    ContainerNomemcg,
+    /// Our container in the host's network namespace (no veth; peer on 127.0.0.1).
+    ContainerHostnet,
     MicrovmBare,
     Microvm,
     Runc,
@@ -113,9 +117,11 @@ const OCI_NET: &str = "veth pair on a /30 into a server namespace the run create
 
 impl BackendId {
     /// Every backend, in report order (also the order `--help` lists them).
-    pub const ALL: [BackendId; 10] = [
+    pub const ALL: [BackendId; 12] = [
         BackendId::Native,
         BackendId::Container,
+        BackendId::ContainerNomemcg,
+        BackendId::ContainerHostnet,
         BackendId::MicrovmBare,
         BackendId::Microvm,
         BackendId::Runc,
@@ -131,6 +137,8 @@ impl BackendId {
         match self {
             BackendId::Native => "native",
             BackendId::Container => "container",
+            BackendId::ContainerNomemcg => "container-nomemcg",
+            BackendId::ContainerHostnet => "container-hostnet",
             BackendId::MicrovmBare => "microvm-bare",
             BackendId::Microvm => "microvm",
             BackendId::Runc => "runc",
@@ -152,6 +160,8 @@ impl BackendId {
         match self {
             BackendId::Native => "The workload as a plain host process (fork + exec): the baseline",
             BackendId::Container => "Our container runtime (namespaces, cgroups, overlayfs, seccomp)",
+            BackendId::ContainerNomemcg => "Our container without the memory cgroup controller (not charged)",
+            BackendId::ContainerHostnet => "Our container in the host's network namespace (peer on 127.0.0.1)",
             BackendId::MicrovmBare => "Our VMM: the workload ELF at CPL3 in KVM, every syscall a VM exit",
             BackendId::Microvm => "Our VMM booting a Linux guest that runs the workload",
             BackendId::Runc => "Peer: runc on an OCI bundle of the same image",
@@ -167,6 +177,8 @@ impl BackendId {
         match self {
             BackendId::Native => Kind::Native,
             BackendId::Container
+            | BackendId::ContainerNomemcg
+            | BackendId::ContainerHostnet
             | BackendId::Runc
             | BackendId::Crun
             | BackendId::CvbenchRuntime
@@ -183,7 +195,9 @@ impl BackendId {
         use Need::*;
         match self {
             BackendId::Native => &[Workload],
-            BackendId::Container => &[Root, Overlayfs, StateSpace, Workload],
+            BackendId::Container | BackendId::ContainerNomemcg | BackendId::ContainerHostnet => {
+                &[Root, Overlayfs, StateSpace, Workload]
+            }
             BackendId::MicrovmBare => &[Kvm, Vmm, Workload],
             BackendId::Microvm => &[Kvm, Vmm, LinuxGuest],
             BackendId::Qemu => &[Tool { cmd: "qemu-system-x86_64", package: "qemu-system-x86" }, Kvm, LinuxGuest],
@@ -194,6 +208,16 @@ impl BackendId {
         }
     }
 
+    /// The scenario families a variant is measured in (`None`: every family). A variant of our
+    /// container differs from it in one respect, and runs only where that respect is measured.
+    pub fn only_families(self) -> Option<&'static [&'static str]> {
+        match self {
+            BackendId::ContainerNomemcg => Some(&["mem-bw", "mem-touch"]),
+            BackendId::ContainerHostnet => Some(&["net-stream", "net-rr"]),
+            _ => None,
+        }
+    }
+
     /// Where the instances can be put in the density unit's parent cgroup, or `None` (runc,
     /// crun, Docker: their runtime picks the container's cgroup).
     pub fn placement(self) -> Option<Placement> {
@@ -201,7 +225,9 @@ impl BackendId {
             BackendId::Native | BackendId::Microvm | BackendId::MicrovmBare | BackendId::Qemu => {
                 Some(Placement::Spawned)
             }
-            BackendId::Container => Some(Placement::Below),
+            BackendId::Container | BackendId::ContainerHostnet => Some(Placement::Below),
+            // Its memory is charged to no cgroup, so a parent cgroup would not see it.
+            BackendId::ContainerNomemcg => None,
             BackendId::Runc
             | BackendId::Crun
             | BackendId::CvbenchRuntime
@@ -226,6 +252,19 @@ impl BackendId {
                 OCI_NET,
                 (31, 119, 180),
             ),
+            BackendId::ContainerNomemcg => p(
+                "in-process runtime as `container`, but no memory cgroup: the container joins the root memory \
+                 cgroup, which the kernel does not charge (v1; refused under v2 where the subtree enables memory)",
+                "as `container`; no cgroup memory figures",
+                OCI_NET,
+                (174, 199, 232),
+            ),
+            BackendId::ContainerHostnet => p(
+                "in-process runtime as `container`, but in the host's network namespace (no veth)",
+                "as `container`",
+                "host network namespace: the peer server listens on 127.0.0.1 in the root namespace",
+                (152, 223, 138),
+            ),
             BackendId::MicrovmBare => p(
                 "cvbench-vmm bare: a KVM VM running the ELF at CPL3, every syscall forwarded to the VMM",
                 "VMM process start, VM and memory set-up, guest run",
@@ -249,7 +288,7 @@ impl BackendId {
             }
             BackendId::Docker => p(
                 "`docker run --rm` against a private dockerd → containerd → shim → runc",
-                "the docker CLI, shim and container; not the shared dockerd and containerd",
+                "the docker CLI and the container; dockerd, containerd and the shims apart (shared daemon)",
                 OCI_NET,
                 (214, 39, 40),
             ),
@@ -267,7 +306,7 @@ impl BackendId {
             ),
             BackendId::DockerCvbench => p(
                 "`docker run --rm --runtime cvbench` against the private dockerd → containerd → shim → cvbench-runtime",
-                "the docker CLI, shim and container; not the shared dockerd and containerd",
+                "the docker CLI and the container; dockerd, containerd and the shims apart (shared daemon)",
                 OCI_NET,
                 (188, 189, 34),
             ),
@@ -366,7 +405,9 @@ mod tests {
         assert_eq!(BackendId::Native.placement(), Some(Placement::Spawned));
         assert_eq!(BackendId::MicrovmBare.placement(), Some(Placement::Spawned));
         assert_eq!(BackendId::Container.placement(), Some(Placement::Below));
-        for b in [BackendId::Runc, BackendId::Crun, BackendId::Docker, BackendId::DockerCvbench] {
+        for b in
+            [BackendId::Runc, BackendId::Crun, BackendId::Docker, BackendId::DockerCvbench, BackendId::ContainerNomemcg]
+        {
             assert_eq!(b.placement(), None, "{b}");
         }
     }

@@ -113,6 +113,9 @@ pub struct BackendOptions {
     pub join_cgroup_procs: Vec<std::path::PathBuf>,
     /// Containers of our runtime: create the container's cgroup below this one (relative name).
     pub cgroup_parent: Option<String>,
+    /// The CPU the instance is pinned to (set by the runner). Backends whose instance a daemon
+    /// starts (docker) pass it on, since a daemon runs on the harness's CPU.
+    pub instance_cpu: Option<usize>,
 }
 
 /// What to run: one workload subcommand with its arguments.
@@ -174,6 +177,12 @@ pub trait Instance: Send {
     fn stopped_instead_of_closing_stdin(&self) -> bool {
         false
     }
+    /// Processes a daemon shares between every instance of the backend (dockerd, containerd
+    /// and the containerd shims): not in [`Instance::pids`], sampled at READY into
+    /// `extra.shared_daemon_{rss,pss}_kib` so a row can add the share for N instances.
+    fn shared_pids(&self) -> Vec<i32> {
+        Vec::new()
+    }
     /// For a VMM: the size of the guest's RAM, so the harness can split the VMM's RSS at READY
     /// into guest memory touched and the VMM's own overhead.
     fn guest_ram_bytes(&self) -> Option<u64> {
@@ -211,6 +220,8 @@ impl BackendId {
         match self {
             BackendId::Native => Box::new(native::Native::new()),
             BackendId::Container => Box::new(container::ContainerBackend::new()),
+            BackendId::ContainerNomemcg => Box::new(container::ContainerBackend::variant(container::Variant::NoMemcg)),
+            BackendId::ContainerHostnet => Box::new(container::ContainerBackend::variant(container::Variant::HostNet)),
             BackendId::Microvm => Box::new(microvm::MicroVm::new()),
             BackendId::MicrovmBare => Box::new(microvm_bare::MicroVmBare::new()),
             BackendId::Runc => Box::new(OciRuntime::new(Oci::Runc)),

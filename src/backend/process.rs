@@ -5,6 +5,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::process::{ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -74,6 +75,44 @@ impl Joiner {
     }
 }
 
+/// The CPU the harness's helpers run on (`usize::MAX`: none set).
+static HELPER_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Run every helper the harness starts from now on (peer servers, dockerd and
+/// through it containerd and the shims, event readers) on `cpu`: the launch
+/// happens on a thread pinned to the instance's CPU, and what it starts
+/// beside the instance must not compete with it there. `None` lifts it.
+pub fn set_helper_cpu(cpu: Option<usize>) {
+    HELPER_CPU.store(cpu.unwrap_or(usize::MAX), Ordering::Relaxed);
+}
+
+pub fn helper_cpu() -> Option<usize> {
+    Some(HELPER_CPU.load(Ordering::Relaxed)).filter(|&c| c != usize::MAX)
+}
+
+/// Make `cmd`'s child run on the helper CPU, if one is set.
+pub fn pin_helper(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let Some(cpu) = helper_cpu() else { return };
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_err() {
+        return;
+    }
+    // SAFETY: the hook runs between fork and exec and makes one system call
+    // (sched_setaffinity, async-signal-safe) on a set built before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// The `Cpus_allowed_list` of a process, from `/proc/PID/status`.
+pub fn cpus_allowed_list(pid: i32) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|v| v.trim().to_string())
+}
+
 /// How to start one process: the workload (from its [`LaunchSpec`]) or a helper the backend
 /// runs beside it (the peer server, dockerd), which is no workload.
 pub struct Spawn {
@@ -84,12 +123,16 @@ pub struct Spawn {
     pub stderr: OwnedFd,
     /// `cgroup.procs` files the child joins before exec.
     pub join_cgroup_procs: Vec<std::path::PathBuf>,
+    /// A helper of the harness, not the instance: it runs on the helper CPU
+    /// when one is set ([`set_helper_cpu`]), whatever CPU the launching
+    /// thread is pinned to.
+    pub helper: bool,
 }
 
 impl Spawn {
     /// A helper process: no stdin, no cgroup to join.
     pub fn helper(what: &str, stdout: OwnedFd, stderr: OwnedFd) -> Spawn {
-        Spawn { what: what.to_string(), stdin_pipe: false, stdout, stderr, join_cgroup_procs: Vec::new() }
+        Spawn { what: what.to_string(), stdin_pipe: false, stdout, stderr, join_cgroup_procs: Vec::new(), helper: true }
     }
 }
 
@@ -101,6 +144,7 @@ impl From<LaunchSpec> for Spawn {
             stdout: spec.stdout,
             stderr: spec.stderr,
             join_cgroup_procs: spec.options.join_cgroup_procs,
+            helper: false,
         }
     }
 }
@@ -121,6 +165,9 @@ impl ChildProcess {
         cmd.stdin(if spec.stdin_pipe { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::from(spec.stdout))
             .stderr(Stdio::from(spec.stderr));
+        if spec.helper {
+            pin_helper(&mut cmd);
+        }
         // Kept open until the spawn has returned: the child writes to it before exec.
         let joiner = if spec.join_cgroup_procs.is_empty() {
             None
@@ -273,4 +320,46 @@ pub fn spawn_server(backend: &'static str, cmd: Command) -> Result<ChildProcess,
         return Err(err(format!("the peer server did not start (printed {line:?})").into()));
     }
     Ok(proc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn null() -> OwnedFd {
+        OwnedFd::from(std::fs::File::options().write(true).open("/dev/null").expect("/dev/null"))
+    }
+
+    fn sleeper() -> Command {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("5");
+        cmd
+    }
+
+    #[test]
+    fn a_helper_runs_on_the_helper_cpu_and_the_instance_on_the_launching_threads() {
+        let cpus = crate::bench::design::allowed_cpus();
+        if cpus.len() < 2 {
+            eprintln!("SKIPPED: pinning helpers apart from instances needs two CPUs, this process may use {cpus:?}");
+            return;
+        }
+        let (harness, instance) = (cpus[0], cpus[cpus.len() - 1]);
+        set_helper_cpu(Some(harness));
+        // As the runner launches: from a thread pinned to the instance's CPU.
+        let (helper, workload) = std::thread::spawn(move || {
+            crate::bench::design::pin_current_thread(instance).expect("pin");
+            let mut h = ChildProcess::spawn("test", sleeper(), Spawn::helper("sleep", null(), null())).expect("helper");
+            let spec = Spawn { helper: false, ..Spawn::helper("sleep", null(), null()) };
+            let mut w = ChildProcess::spawn("test", sleeper(), spec).expect("workload");
+            let seen = (cpus_allowed_list(h.pid()), cpus_allowed_list(w.pid()));
+            let _ = h.stop(Duration::from_secs(1));
+            let _ = w.stop(Duration::from_secs(1));
+            seen
+        })
+        .join()
+        .expect("launch thread");
+        set_helper_cpu(None);
+        assert_eq!(helper, Some(harness.to_string()));
+        assert_eq!(workload, Some(instance.to_string()));
+    }
 }

@@ -122,13 +122,22 @@ pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord
         },
     };
     let cg_file = parent.as_ref().and_then(ParentCgroup::memory_file);
+    let stat_file = parent.as_ref().and_then(ParentCgroup::memory_stat_file);
+    let stat_samples = Arc::new(Mutex::new(Vec::<(Instant, u64)>::new()));
     let samples = Arc::new(Mutex::new(Vec::<(Instant, u64, Option<u64>)>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (samples, stop) = (samples.clone(), stop.clone());
+        let (samples, stop, stat_samples) = (samples.clone(), stop.clone(), stat_samples.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let cg = cg_file.as_deref().and_then(parent_cgroup::read_bytes);
+                let stat = stat_file
+                    .as_deref()
+                    .and_then(|f| std::fs::read_to_string(f).ok())
+                    .and_then(|t| parent_cgroup::stat_bytes(&t));
+                if let (Some(v), Ok(mut s)) = (stat, stat_samples.lock()) {
+                    s.push((Instant::now(), v / 1024));
+                }
                 if let (Some(v), Ok(mut s)) = (mem_available(), samples.lock()) {
                     s.push((Instant::now(), v, cg));
                 }
@@ -149,17 +158,25 @@ pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord
     let cg: Vec<(Instant, u64)> = samples.iter().filter_map(|&(t, _, c)| Some((t, c? / 1024))).collect();
     let baseline = median_in_window(&host, before - Duration::from_millis(250), before);
     let cg_baseline = median_in_window(&cg, before - Duration::from_millis(250), before);
+    let stat = stat_samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let stat_baseline = median_in_window(&stat, before - Duration::from_millis(250), before);
 
     let all_ready = out.iter().all(|l| l.rec.error.is_none());
     let last_ready = out.iter().filter_map(ready_at).max();
     let first_close = out.iter().filter_map(ready_at).min().map(|t| t + req.hold);
     let pss: Vec<u64> = out.iter().filter_map(|l| l.rec.footprint.pss_kib).collect();
+    // The shared daemon (dockerd, containerd, shims) at its largest while the N were starting.
+    let shared = out.iter().filter_map(|l| l.rec.extra.get("shared_daemon_pss_kib").copied()).reduce(f64::max);
     let mut recs: Vec<RunRecord> = out.into_iter().map(|l| l.rec).collect();
     let Some(first) = recs.first_mut() else {
         return recs;
     };
     let nf = f64::from(n);
     first.extra.insert("density_n".into(), nf);
+    if let Some(kib) = shared {
+        first.extra.insert("density_shared_daemon_pss_kib".into(), kib);
+        first.extra.insert("density_shared_daemon_pss_per_instance_kib".into(), kib / nf);
+    }
     first.notes.extend(cg_note);
     if let Some(t) = last_ready {
         first.extra.insert("density_launch_all_ns".into(), t.duration_since(t0).as_nanos() as f64);
@@ -186,6 +203,19 @@ pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord
         let growth = during - base;
         first.extra.insert("density_cgroup_growth_kib".into(), growth);
         first.extra.insert("density_cgroup_per_instance_kib".into(), growth / nf);
+        // The charge moves in batches: a growth within this of another is no difference.
+        first.extra.insert("density_cgroup_granularity_kib".into(), parent_cgroup::charge_granularity_kib() as f64);
+        first.notes.push(format!(
+            "density: the cgroup charge moves in batches of {} pages per CPU (up to {} KiB here); \
+             memory.stat's page counts are density_cgroup_stat_*",
+            parent_cgroup::CHARGE_BATCH_PAGES,
+            parent_cgroup::charge_granularity_kib()
+        ));
+    }
+    if let (Some(base), Some(during)) = (stat_baseline, median_in_window(&stat, up, close)) {
+        let growth = during - base;
+        first.extra.insert("density_cgroup_stat_growth_kib".into(), growth);
+        first.extra.insert("density_cgroup_stat_per_instance_kib".into(), growth / nf);
     }
     match (baseline, median_in_window(&host, up, close)) {
         (Some(base), Some(during)) => {

@@ -41,6 +41,9 @@ pub fn not_applicable(backend: BackendId) -> Option<String> {
              initramfs, so it adds no image path of its own"
                 .into(),
         ),
+        BackendId::ContainerNomemcg | BackendId::ContainerHostnet => {
+            Some("cold start is measured on `container`: this variant differs only in memory or network".into())
+        }
         other @ (BackendId::Native | BackendId::CvbenchRuntime | BackendId::DockerCvbench) => {
             Some(format!("cold start does not apply to {other}: it runs no image"))
         }

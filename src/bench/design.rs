@@ -1,12 +1,10 @@
 //! The design of experiments of a bench run: the seeded shuffle of the
-//! backends' order within each round, the quiet-host gate before each unit
-//! (bounded wait for the load average and for the previous unit's children),
-//! and CPU pinning (harness on one CPU, the instance on another). Ordering
-//! is a pure function of the seed; the gate and the pinning read and set
-//! only this process's own state.
+//! scenario blocks and of the backends' order within each round, and CPU
+//! pinning (harness on one CPU, the instance on another). Ordering is a pure
+//! function of the seed; the pinning sets only this process's own state and
+//! that of the daemons it started. The quiet-host gate is `quiet.rs`.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use crate::record::Pinning;
 use crate::stats::{seed_of, SplitMix64};
@@ -15,7 +13,10 @@ use crate::stats::{seed_of, SplitMix64};
 /// Fisher–Yates shuffle drawn from `seed`, the scenario and the round, so the
 /// same seed always gives the same orders and every round its own.
 pub fn round_order(seed: u64, scenario: &str, round: u32, n: usize) -> Vec<usize> {
-    let mut rng = SplitMix64::new(seed ^ seed_of(&format!("{scenario}#{round}")));
+    shuffled(SplitMix64::new(seed ^ seed_of(&format!("{scenario}#{round}"))), n)
+}
+
+fn shuffled(mut rng: SplitMix64, n: usize) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
         v.swap(i, rng.below(i + 1));
@@ -23,18 +24,16 @@ pub fn round_order(seed: u64, scenario: &str, round: u32, n: usize) -> Vec<usize
     v
 }
 
+/// The order in which the scenario blocks run: a Fisher–Yates shuffle of
+/// `0..n` drawn from `seed`, so no family always follows the same one (the
+/// cpu block right after density-50's churn, say).
+pub fn block_order(seed: u64, n: usize) -> Vec<usize> {
+    shuffled(SplitMix64::new(seed ^ seed_of("scenario-blocks")), n)
+}
+
 /// A seed for a run that did not ask for one: the clock's nanoseconds.
 pub fn fresh_seed() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-}
-
-/// The 1-minute load average from a `/proc/loadavg` text.
-pub fn parse_loadavg1(text: &str) -> Option<f64> {
-    text.split_whitespace().next()?.parse().ok()
-}
-
-fn loadavg1() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg").ok().as_deref().and_then(parse_loadavg1)
 }
 
 /// Live children of this process (any thread's), from
@@ -50,55 +49,6 @@ pub fn own_children(proc_self: &Path) -> Vec<i32> {
     v.sort_unstable();
     v.dedup();
     v
-}
-
-/// The quiet-host gate's limits.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct QuietGate {
-    /// Wait while the 1-minute load average is above this.
-    pub max_load: f64,
-    /// Wait at most this long for the load average; the previous unit's
-    /// children get [`CHILDREN_WAIT_FACTOR`] times as long.
-    pub max_wait: Duration,
-}
-
-/// How much longer than for the load the gate waits for children: a
-/// leftover child is the previous unit still running, the load average is
-/// only a slow average of the whole host.
-pub const CHILDREN_WAIT_FACTOR: u32 = 10;
-
-/// What the gate waited for before one unit.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Waited {
-    pub waited: Duration,
-    pub loadavg1: Option<f64>,
-    /// Children still alive when the wait ended (0 when they were gone).
-    pub children_left: usize,
-    /// The wait hit its bound.
-    pub timed_out: bool,
-}
-
-impl QuietGate {
-    /// Wait until the previous unit's children are gone and the load average
-    /// is at most `max_load`, within the bounds. `known`: the children alive
-    /// before the previous unit started (the harness's own daemons: dockerd,
-    /// the registry), which are not the unit's leftovers.
-    pub fn wait(&self, known: &[i32]) -> Waited {
-        let t0 = Instant::now();
-        loop {
-            let children = own_children(Path::new("/proc/self")).iter().filter(|p| !known.contains(p)).count();
-            let load = loadavg1();
-            let calm = load.is_none_or(|l| l <= self.max_load);
-            let waited = t0.elapsed();
-            let done =
-                (children == 0 && (calm || waited >= self.max_wait)) || waited >= self.max_wait * CHILDREN_WAIT_FACTOR;
-            if done {
-                let timed_out = !(children == 0 && calm);
-                return Waited { waited, loadavg1: load, children_left: children, timed_out };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 /// The pinning to use on a host with `cpus` CPUs: the harness on the first,
@@ -156,12 +106,6 @@ mod tests {
     }
 
     #[test]
-    fn loadavg_parses_the_first_field() {
-        assert_eq!(parse_loadavg1("0.52 0.40 0.30 1/200 999\n"), Some(0.52));
-        assert_eq!(parse_loadavg1(""), None);
-    }
-
-    #[test]
     fn own_children_sees_a_child_until_it_is_reaped() {
         let mut c = std::process::Command::new("sleep").arg("5").spawn().unwrap();
         let pid = c.id() as i32;
@@ -172,27 +116,13 @@ mod tests {
     }
 
     #[test]
-    fn quiet_gate_waits_at_most_its_bound() {
-        let mut c = std::process::Command::new("sleep").arg("5").spawn().unwrap();
-        let gate = QuietGate { max_load: f64::INFINITY, max_wait: Duration::from_millis(20) };
-        let w = gate.wait(&[]);
-        // A child known before the unit (a daemon of the harness) is not waited for.
-        let daemon = gate.wait(&own_children(Path::new("/proc/self")));
-        c.kill().unwrap();
-        c.wait().unwrap();
-        assert!(w.timed_out && w.children_left >= 1, "{w:?}");
-        assert!(daemon.children_left == 0 && daemon.waited < Duration::from_millis(150), "{daemon:?}");
-        // Children get ten times the load's bound (200 ms), not forever.
-        assert!(w.waited >= Duration::from_millis(200) && w.waited < Duration::from_secs(3), "{w:?}");
-    }
-
-    #[test]
-    fn a_busy_host_costs_at_most_the_load_bound() {
-        let w = QuietGate { max_load: -1.0, max_wait: Duration::from_millis(50) }.wait(&[]);
-        assert!(w.timed_out);
-        // It gives up (a 50 ms bound, polled): seconds, not forever, even on a loaded host,
-        // where this thread's sleeps overrun (seen at 450 ms with the test host running).
-        assert!(w.waited < Duration::from_secs(5), "{w:?}");
+    fn block_order_is_a_seeded_permutation() {
+        let a = block_order(3, 12);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..12).collect::<Vec<_>>());
+        assert_eq!(block_order(3, 12), a);
+        assert_ne!(block_order(4, 12), a);
     }
 
     #[test]

@@ -1,17 +1,21 @@
-//! The `cvbench bench` matrix: every scenario on every backend, interleaved
-//! in rounds (unit i of every backend before unit i+1 of any), the
-//! backends' order within a round shuffled from the plan's seed, warm-up
-//! units discarded, a quiet-host gate and the same pause before every unit,
+//! The `cvbench bench` matrix: every scenario on every backend, the scenario
+//! blocks in an order shuffled from the plan's seed with a cool-down between
+//! them, each block interleaved in rounds (unit i of every backend before
+//! unit i+1 of any), the backends' order within a round shuffled from the
+//! same seed, warm-up units discarded, a quiet-host gate (pressure, steal)
+//! and the same pause before every unit,
 //! optional CPU pinning, a time budget per cell, and every failure kept as a
 //! record with its error.
 
 pub mod batch;
 pub mod cold_start;
 pub mod design;
+pub mod estimate;
 pub mod image_ctx;
 pub mod image_depth;
 pub mod parent_cgroup;
 pub mod plan;
+pub mod quiet;
 pub mod restore;
 pub mod surface;
 pub mod swarm;
@@ -155,12 +159,17 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
         // the runner moves only the launching thread to the instance CPU.
         let _ = design::pin_current_thread(p.harness_cpu);
     }
-    let gate = design::QuietGate { max_load: plan.quiet_max_load, max_wait: plan.quiet_max_wait };
+    let gate = plan.quiet;
+    let mut probe = quiet::ProcProbe::host();
     let mut known = design::own_children(std::path::Path::new("/proc/self"));
     let _registry = image_ctx::ShutdownGuard;
     image_ctx::prepare_for(plan);
     let mut states: BTreeMap<String, BackendState> = BTreeMap::new();
-    for sc in &plan.scenarios {
+    for (block, &index) in plan.block_order().iter().enumerate() {
+        let sc = &plan.scenarios[index];
+        if block > 0 && !plan.cooldown.is_zero() {
+            cool_down(plan.cooldown, stop);
+        }
         let mut cells: Vec<Cell> = slots.iter().map(|_| Cell::default()).collect();
         // Cells that cannot run at all are written first, once.
         for (slot, cell) in slots.iter().zip(cells.iter_mut()) {
@@ -172,7 +181,7 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                     st.failed_units,
                     st.first_error.as_deref().unwrap_or("?")
                 )),
-                Slot::Ready(b) => plan::not_applicable(sc.shape, b.id()),
+                Slot::Ready(b) => plan::not_applicable(sc, b.id()),
             };
             if let Some(e) = why {
                 obs.records(&[placeholder(slot.name(), sc, env_id, e)]);
@@ -195,7 +204,7 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                 }
                 let warm_up = round < warm;
                 let i = round.saturating_sub(warm);
-                let quiet = gate.wait(&known);
+                let quiet = gate.wait(&mut probe, &known);
                 // What is alive now is not this unit's: the next wait ignores it.
                 known = design::own_children(std::path::Path::new("/proc/self"));
                 obs.unit(b.name(), &sc.name, i);
@@ -238,20 +247,28 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                         ),
                     );
                 }
+                let throughput =
+                    !matches!(sc.workload, crate::workload::Workload::Noop | crate::workload::Workload::Idle);
+                if plan.profile == Profile::Full && sc.shape == Shape::Single && throughput {
+                    flag_short_regions(&mut recs);
+                }
                 for r in &mut recs {
-                    r.extra.insert("quiet_wait_ms".into(), quiet.waited.as_secs_f64() * 1e3);
+                    r.extra.extend(quiet.extra().into_iter().map(|(k, v)| (k.to_string(), v)));
                     r.extra.insert("round_position".into(), position as f64);
-                    if let Some(l) = quiet.loadavg1 {
-                        r.extra.insert("loadavg_1m".into(), l);
-                    }
                 }
                 if quiet.timed_out {
+                    let s = quiet.seen;
+                    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
                     note_last(
                         &mut recs,
                         format!(
-                            "quiet-host gate gave up after {:?} (load {:.2}, {} children of the previous unit alive)",
+                            "quiet-host gate gave up after {:?} (pressure some avg10 cpu {} io {} memory {} %, \
+                             steal {} %, {} children of the previous unit alive)",
                             quiet.waited,
-                            quiet.loadavg1.unwrap_or(f64::NAN),
+                            f(s.psi_cpu.or(s.loadavg1)),
+                            f(s.psi_io),
+                            f(s.psi_memory),
+                            f(s.steal_pct),
                             quiet.children_left
                         ),
                     );
@@ -296,6 +313,35 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                 std::thread::sleep(plan.spacing);
             }
         }
+    }
+}
+
+/// Put each record's shortest timed region on it (`extra.timed_region_min_ms`: the workload's
+/// `timed_region_min_ns`, else its `elapsed_ns`) and flag one below [`plan::MIN_TIMED_REGION`]
+/// (`extra.timed_region_short` = 1), so a region sized for native that ran shorter here says so.
+fn flag_short_regions(recs: &mut [RunRecord]) {
+    for r in recs.iter_mut().filter(|r| r.error.is_none()) {
+        let Some(ns) = r.metrics.get("timed_region_min_ns").or_else(|| r.metrics.get("elapsed_ns")).copied() else {
+            continue;
+        };
+        let ms = ns / 1e6;
+        r.extra.insert("timed_region_min_ms".into(), ms);
+        let short = ms < plan::MIN_TIMED_REGION.as_secs_f64() * 1e3;
+        r.extra.insert("timed_region_short".into(), f64::from(u8::from(short)));
+        if short {
+            r.notes.push(format!(
+                "timed region of {ms:.1} ms, below the {} ms minimum",
+                plan::MIN_TIMED_REGION.as_millis()
+            ));
+        }
+    }
+}
+
+/// Sleep `d` between two scenario blocks, waking early on Ctrl-C.
+fn cool_down(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while Instant::now() < end && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())));
     }
 }
 
@@ -369,7 +415,9 @@ mod tests {
         let mut p = Plan::new(Profile::Quick, vec![], Some(&f)).unwrap();
         p.spacing = Duration::ZERO;
         p.warmup_units = 0;
-        p.quiet_max_wait = Duration::ZERO;
+        p.quiet.max_wait = Duration::ZERO;
+        p.quiet.window = Duration::ZERO;
+        p.cooldown = Duration::ZERO;
         p
     }
 
@@ -445,6 +493,38 @@ mod tests {
         };
         assert_eq!(order_for(3), order_for(3));
         assert!((4..12).any(|s| order_for(s) != order_for(3)));
+    }
+
+    #[test]
+    fn a_short_timed_region_is_flagged_on_its_record() {
+        let mut rec = RunRecord::default();
+        rec.metrics.insert("timed_region_min_ns".into(), 70e6);
+        rec.metrics.insert("elapsed_ns".into(), 400e6);
+        let mut long = RunRecord::default();
+        long.metrics.insert("elapsed_ns".into(), 150e6);
+        let mut recs = [rec, long];
+        flag_short_regions(&mut recs);
+        assert_eq!(recs[0].extra.get("timed_region_short"), Some(&1.0));
+        assert_eq!(recs[0].extra.get("timed_region_min_ms"), Some(&70.0));
+        assert!(recs[0].notes[0].contains("below the 100 ms minimum"));
+        assert_eq!(recs[1].extra.get("timed_region_short"), Some(&0.0));
+    }
+
+    #[test]
+    fn scenario_blocks_run_in_the_seeded_block_order() {
+        let mut p = plan(&["cpu", "mem-bw", "disk", "syscall", "net-rr"]);
+        p.seed = 21;
+        let mut c = Collect::default();
+        run(&p, &named(&["a"]), "e", &mut c, &AtomicBool::new(false));
+        let mut seen: Vec<String> = Vec::new();
+        for r in &c.recs {
+            if seen.last() != Some(&r.scenario) {
+                seen.push(r.scenario.clone());
+            }
+        }
+        let want: Vec<String> = p.block_order().iter().map(|&i| p.scenarios[i].name.clone()).collect();
+        assert_eq!(seen, want);
+        assert_ne!(want, ["cpu", "mem-bw", "syscall", "net-rr", "disk"], "seed 21 happens to keep the plan's order");
     }
 
     #[test]

@@ -68,6 +68,11 @@ impl ParentCgroup {
         dirs.iter().map(|d| d.join("memory.usage_in_bytes")).find(|f| f.exists())
     }
 
+    /// The cgroup's `memory.stat`, which counts pages (not charge batches).
+    pub fn memory_stat_file(&self) -> Option<PathBuf> {
+        Some(self.memory_file()?.with_file_name("memory.stat"))
+    }
+
     /// The current charge, bytes.
     pub fn memory_bytes(&self) -> Option<u64> {
         read_bytes(&self.memory_file()?)
@@ -84,6 +89,35 @@ impl Drop for ParentCgroup {
                 let _ = std::fs::remove_dir(d);
             }
         }
+    }
+}
+
+/// Pages the kernel charges a memory cgroup in at once per CPU (`MEMCG_CHARGE_BATCH`): the
+/// charge (`memory.usage_in_bytes`, `memory.current`) runs ahead of the pages in use by up to
+/// this many pages on every CPU that charged, so it moves in steps of 256 KiB.
+pub const CHARGE_BATCH_PAGES: u64 = 64;
+
+/// How far the charge can run ahead of the pages in use on this host (KiB): one batch per CPU.
+pub fn charge_granularity_kib() -> u64 {
+    // Every online CPU, not this (pinned) thread's affinity: any CPU may have charged.
+    // SAFETY: sysconf only reads system constants.
+    let (cpus, page) = unsafe { (libc::sysconf(libc::_SC_NPROCESSORS_ONLN), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let (cpus, page) = (cpus.max(1) as u64, page.max(4096) as u64);
+    CHARGE_BATCH_PAGES * page / 1024 * cpus
+}
+
+/// The bytes a `memory.stat` text counts for the cgroup and everything below it: v1
+/// `total_rss + total_cache`, v2 `anon + file + kernel` (`kernel` where the kernel reports it).
+pub fn stat_bytes(text: &str) -> Option<u64> {
+    let key = |k: &str| {
+        text.lines().find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next() == Some(k)).then(|| it.next()?.parse::<u64>().ok())?
+        })
+    };
+    match (key("total_rss"), key("total_cache")) {
+        (Some(rss), Some(cache)) => Some(rss + cache),
+        _ => Some(key("anon")? + key("file")? + key("kernel").unwrap_or(0)),
     }
 }
 
@@ -111,6 +145,24 @@ fn v1_dirs(root: &Path, name: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_stat_counts_pages_in_either_version() {
+        let v1 = "cache 4096\nrss 8192\ntotal_cache 12288\ntotal_rss 16384\n";
+        assert_eq!(stat_bytes(v1), Some(28672), "v1: the hierarchical totals");
+        let v2 = "anon 8192\nfile 4096\nkernel 1024\nsock 0\n";
+        assert_eq!(stat_bytes(v2), Some(13312));
+        assert_eq!(stat_bytes("anon 8192\nfile 4096\n"), Some(12288), "older v2 without `kernel`");
+        assert_eq!(stat_bytes("pgfault 3\n"), None);
+    }
+
+    #[test]
+    fn the_charge_granularity_is_a_batch_per_cpu() {
+        // SAFETY: sysconf only reads a system constant.
+        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } as u64;
+        assert_eq!(charge_granularity_kib() % cpus, 0);
+        assert!(charge_granularity_kib() >= 256 * cpus);
+    }
 
     #[test]
     fn a_spawned_child_is_charged_to_the_parent() {

@@ -10,6 +10,7 @@ use crate::workload::Workload;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+use super::quiet::QuietGate;
 use super::restore::StartKind;
 use super::timeouts::Stretch;
 use crate::record::{Design, Pinning};
@@ -52,9 +53,18 @@ impl Shape {
 /// registry and move 64 MiB images, which would double the quick matrix's time.
 pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth", "restore-start", "swarm"];
 
-/// Why `backend` has no cell in a scenario of this shape (written once, not run).
-pub fn not_applicable(shape: Shape, backend: BackendId) -> Option<String> {
-    match shape {
+/// Families even the full matrix runs only when `--workloads` names them: a swarm round builds
+/// five engines and takes minutes (bench/swarm.rs), so the swarm runs as its own bench
+/// (`cvbench bench --workloads swarm`, committed in `reports/swarm/`), and its cells are
+/// descriptive: docker only, no native to pair with, so no round count to judge them by.
+pub const FULL_OPT_IN: &[&str] = &["swarm"];
+
+/// Why `backend` has no cell in this scenario (written once, not run).
+pub fn not_applicable(sc: &Scenario, backend: BackendId) -> Option<String> {
+    if let Some(families) = backend.only_families().filter(|f| !f.contains(&sc.family.as_str())) {
+        return Some(format!("{backend} is a variant of container measured only in {}", families.join(", ")));
+    }
+    match sc.shape {
         Shape::ColdStart => super::cold_start::not_applicable(backend),
         Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),
         Shape::RestoreStart { .. } | Shape::RestoreDensity { .. } => super::restore::not_applicable(backend),
@@ -128,14 +138,25 @@ pub struct Plan {
     /// instance scenarios with more than one unit).
     pub warmup_units: u32,
     /// Quiet-host gate before each unit.
-    pub quiet_max_load: f64,
-    pub quiet_max_wait: Duration,
+    pub quiet: QuietGate,
+    /// Pause between two scenario blocks, so one block's churn (density-50's
+    /// teardown) has settled before the next starts.
+    pub cooldown: Duration,
     /// Harness and instance CPUs, when pinned.
     pub pin: Option<Pinning>,
     /// What stretches `run_timeout` here (instances per CPU, an emulated CPU's slowdown).
     #[serde(default)]
     pub stretch: Stretch,
 }
+
+/// The quiet-host gate's limit on cpu, io and memory `some avg10` (%).
+pub const QUIET_MAX_PSI_PCT: f64 = 10.0;
+/// The quiet-host gate's limit on steal time over its window (%).
+pub const QUIET_MAX_STEAL_PCT: f64 = 5.0;
+
+/// Measured units per cell in the full profile: rounds are the unit of
+/// replication, and ten is the least the report judges a cell on.
+pub const FULL_ROUNDS: u32 = 10;
 
 /// Full-profile throughput scenarios are sized so one sample's timed region
 /// lasts at least this long natively.
@@ -184,22 +205,24 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             name: format!("startup-parallel-{n}"),
             family: "startup-parallel".into(),
             shape: Shape::Parallel { n },
-            iterations: if n > 1 { pick(1, 5) } else { pick(2, 5) },
+            iterations: if n > 1 { pick(1, FULL_ROUNDS) } else { pick(2, FULL_ROUNDS) },
             ..single("startup-parallel", Workload::Noop, &[], 0)
         });
     }
     v.push(Scenario {
         hold: Duration::from_millis(300),
         sample_footprint: true,
-        ..single("footprint", Workload::Idle, &[], pick(3, 5))
+        ..single("footprint", Workload::Idle, &[], pick(3, FULL_ROUNDS))
     });
-    let density_ns: &[u32] = if q { &[10] } else { &[1, 10, 50] };
+    // No density-1 in the full profile: one idle instance's memory is the footprint scenario's,
+    // and at 10 rounds its 3.5 minutes here would take the full run past its 75-minute bound.
+    let density_ns: &[u32] = if q { &[10] } else { &[10, 50] };
     for &n in density_ns {
         v.push(Scenario {
             name: format!("density-{n}"),
             family: "density".into(),
             shape: Shape::Density { n },
-            iterations: pick(1, 5),
+            iterations: pick(1, FULL_ROUNDS),
             // Long enough for the last of N launches to be READY while the
             // first is still up: a fixed floor plus a per-instance allowance
             // (docker's 50 launches spread over ~15 s here).
@@ -208,7 +231,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             ..single("density", Workload::Idle, &[], 0)
         });
     }
-    let it = pick(3, 5);
+    let it = pick(3, FULL_ROUNDS);
     if q {
         v.push(single("cpu", Workload::Cpu, &["--sha-mib", "4", "--sieve-n", "1000000", "--matmul-n", "80"], it));
         v.push(single("mem-bw", Workload::MemBw, &["--array-mib", "8", "--iters", "3"], it));
@@ -225,13 +248,17 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
     } else {
         // Each timed region lasts at least MIN_TIMED_REGION natively here,
         // sized from the fastest (quietest) native runs seen: SHA-256 16 MiB
-        // 85 ms so 32 MiB; sieve 4 M 14 ms so 32 M; matmul n=640 61 ms so
-        // n=800 (~2× the work); a 32 MiB copy ×25 95 ms so ×30; first touch
-        // 2.7 µs/page so 192 MiB; seq read 680 MB/s so 96 MiB; 4 KiB random
-        // reads ~17k IOPS so 2048 ops; TCP up to 20 Gbit/s so 256 MiB; a round
-        // trip 14 µs so 10000. SYSCALL_EXCEPTION says why getppid is
-        // smaller.
-        v.push(single("cpu", Workload::Cpu, &["--sha-mib", "32", "--sieve-n", "32000000", "--matmul-n", "800"], it));
+        // 85 ms so 32 MiB; sieve 4 M 14 ms so 32 M (prefaulted: 196 ms);
+        // matmul n=800 with C prefaulted 99 ms, so n=880 (1.33x the work); a
+        // 32 MiB copy x25 95 ms so x30; first touch 2.7 us/page so 192 MiB;
+        // O_DIRECT seq read up to 1.3 GB/s (96 MiB in 74 ms) so 160 MiB;
+        // 4 KiB random writes, each fsync'd, far slower so 2048; 4 KiB
+        // O_DIRECT random reads up to ~29k IOPS (2048 took 70-118 ms) so 6144;
+        // TCP up to 20 Gbit/s so 256 MiB; a round trip 14 us so 10000.
+        // SYSCALL_EXCEPTION says why getppid is smaller. A record whose
+        // shortest region still ran under the minimum says so
+        // (extra.timed_region_short).
+        v.push(single("cpu", Workload::Cpu, &["--sha-mib", "32", "--sieve-n", "32000000", "--matmul-n", "880"], it));
         v.push(single("mem-bw", Workload::MemBw, &["--array-mib", "32", "--iters", "30"], it));
         v.push(single(
             "mem-touch",
@@ -242,16 +269,21 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         v.push(single("syscall", Workload::Syscall, &["--iters", "50000"], it));
         v.push(single("net-stream", Workload::NetStream, &["--mib", "256"], it));
         v.push(single("net-rr", Workload::NetRr, &["--requests", "10000"], it));
-        v.push(single("disk", Workload::Disk, &["--size-mib", "96", "--rand-ops", "2048"], it));
+        v.push(single(
+            "disk",
+            Workload::Disk,
+            &["--size-mib", "160", "--rand-ops", "2048", "--rand-read-ops", "6144"],
+            it,
+        ));
     }
-    v.push(Scenario { shape: Shape::ColdStart, ..single("cold-start", Workload::Noop, &[], pick(2, 5)) });
+    v.push(Scenario { shape: Shape::ColdStart, ..single("cold-start", Workload::Noop, &[], pick(2, FULL_ROUNDS)) });
     // The job first-touches 16 MiB: on a restored guest those are the faults of the run.
     let touch = ["--touch-mib", "16", "--chase-mib", "1", "--accesses", "1000"];
     for start in StartKind::ALL {
         v.push(Scenario {
             name: format!("restore-start-{}", start.name()),
             shape: Shape::RestoreStart { start },
-            ..single("restore-start", Workload::MemTouch, &touch, pick(3, 10))
+            ..single("restore-start", Workload::MemTouch, &touch, pick(3, FULL_ROUNDS))
         });
     }
     let n = pick(5, 20);
@@ -260,14 +292,14 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             name: format!("restore-density-{}-{n}", start.name()),
             shape: Shape::RestoreDensity { n, start },
             sample_footprint: true,
-            ..single("restore-start", Workload::Noop, &[], pick(1, 5))
+            ..single("restore-start", Workload::Noop, &[], pick(1, FULL_ROUNDS))
         });
     }
     for &n in super::image_ctx::DEPTHS {
         v.push(Scenario {
             name: format!("image-depth-{n}"),
             shape: Shape::ImageDepth { layers: n },
-            ..single("image-depth", Workload::Noop, &[], pick(2, 5))
+            ..single("image-depth", Workload::Noop, &[], pick(2, FULL_ROUNDS))
         });
     }
     let sizes = if q { super::swarm::QUICK_SIZES } else { super::swarm::SIZES };
@@ -295,8 +327,9 @@ impl Plan {
             sc.retain(|s| f.contains(&s.family));
         }
         let q = profile == Profile::Quick;
-        if q && families.is_none() {
-            sc.retain(|s| !QUICK_OPT_IN.contains(&s.family.as_str()));
+        if families.is_none() {
+            let opt_in = if q { QUICK_OPT_IN } else { FULL_OPT_IN };
+            sc.retain(|s| !opt_in.contains(&s.family.as_str()));
         }
         Ok(Plan {
             profile,
@@ -307,13 +340,27 @@ impl Plan {
             spacing: Duration::from_millis(if q { 25 } else { 50 }),
             seed: 0,
             warmup_units: 1,
-            quiet_max_load: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
-            // A busy host costs every unit this much at most (the load average
-            // is a one-minute mean: waiting longer barely moves it).
-            quiet_max_wait: Duration::from_millis(if q { 100 } else { 250 }),
+            quiet: QuietGate {
+                max_psi_some_avg10: QUIET_MAX_PSI_PCT,
+                max_steal_pct: QUIET_MAX_STEAL_PCT,
+                fallback_max_load: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
+                // Quick: a short look (steal in 20 ms is coarse, 2 ticks a CPU) so the
+                // gate adds seconds, not a minute, to a matrix that must stay under 3.
+                window: Duration::from_millis(if q { 20 } else { 100 }),
+                // A busy host costs every unit this much at most: avg10 is a
+                // ten-second mean, so waiting much longer per unit would
+                // stretch the run without settling it.
+                max_wait: Duration::from_millis(if q { 50 } else { 300 }),
+            },
+            cooldown: Duration::from_millis(if q { 500 } else { 3000 }),
             pin: None,
             stretch: Stretch::default(),
         })
+    }
+
+    /// The order the scenario blocks run in (indices into `scenarios`).
+    pub fn block_order(&self) -> Vec<usize> {
+        super::design::block_order(self.seed, self.scenarios.len())
     }
 
     /// Warm-up units for `sc`: only single-instance scenarios measured more
@@ -342,8 +389,11 @@ impl Plan {
             orders,
             warmup_units: self.warmup_units,
             spacing_ms: self.spacing.as_millis() as u64,
-            quiet_max_load: self.quiet_max_load,
-            quiet_max_wait_ms: self.quiet_max_wait.as_millis() as u64,
+            quiet_max_load: None,
+            quiet_max_wait_ms: self.quiet.max_wait.as_millis() as u64,
+            quiet: Some(self.quiet.describe(super::quiet::psi_available(std::path::Path::new("/proc")))),
+            block_order: self.block_order().iter().map(|&i| self.scenarios[i].name.clone()).collect(),
+            cooldown_ms: self.cooldown.as_millis() as u64,
             pin: self.pin,
             min_timed_region_ms: if self.profile == Profile::Full { MIN_TIMED_REGION.as_millis() as u64 } else { 0 },
             timed_region_exceptions: if self.profile == Profile::Full {
@@ -400,9 +450,10 @@ mod tests {
     }
 
     #[test]
-    fn full_profile_has_at_least_five_units_per_cell() {
-        for s in scenarios(Profile::Full).into_iter().filter(|s| s.shape != Shape::Surface) {
-            assert!(s.iterations >= 5, "{} has {}", s.name, s.iterations);
+    fn full_profile_has_at_least_ten_rounds_per_cell() {
+        let judged = |s: &Scenario| s.shape != Shape::Surface && !FULL_OPT_IN.contains(&s.family.as_str());
+        for s in scenarios(Profile::Full).into_iter().filter(judged) {
+            assert!(s.iterations >= 10, "{} has {}", s.name, s.iterations);
         }
     }
 

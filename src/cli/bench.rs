@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// Cold-start and image-depth: drop the page cache before each unit (else it is warm).
     #[arg(long)]
     pub drop_caches: bool,
+    /// Print how long this matrix would take, estimated from a previous run's result set
+    /// (a `results/<ts>` directory or a report's `run/`), and run nothing.
+    #[arg(long, value_name = "DIR")]
+    pub estimate_from: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -144,6 +148,30 @@ impl Observer for Progress {
     }
 }
 
+fn print_estimate(plan: &Plan, dir: &std::path::Path) -> anyhow::Result<i32> {
+    let prior = cvbench::results::ResultSet::read_dir(dir).with_context(|| dir.display().to_string())?;
+    let design = prior.manifest.design.as_ref().context("that result set records no design (not a bench run)")?;
+    let e = bench::estimate::estimate(plan, design, &prior.records);
+    println!("{:<22} {:>9} {:>7} {:>9} {:>9}", "scenario", "s/slot", "rounds", "backends", "minutes");
+    for l in &e.lines {
+        let slot = l.slot_secs.map_or("no prior".to_string(), |s| format!("{s:.2}"));
+        println!("{:<22} {slot:>9} {:>7} {:>9} {:>9.1}", l.scenario, l.rounds, l.backends, l.secs / 60.0);
+    }
+    println!(
+        "{} units; cool-downs {:.1} min; quiet gate {:.1} min on a calm host, {:.1} min if every unit waits its bound",
+        e.units,
+        e.cooldown_secs / 60.0,
+        e.gate_calm_secs / 60.0,
+        e.gate_busy_secs / 60.0
+    );
+    println!(
+        "estimate: {:.0} min (calm host), {:.0} min at most (every gate at its bound)",
+        e.expected().as_secs_f64() / 60.0,
+        e.worst().as_secs_f64() / 60.0
+    );
+    Ok(0)
+}
+
 pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     let names: Vec<String> = a.backends.clone().unwrap_or_else(|| backend::ALL.iter().map(|s| s.to_string()).collect());
     let profile = if a.quick { Profile::Quick } else { Profile::Full };
@@ -163,6 +191,9 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
             plan.stretch.emulator_slowdown, plan.stretch.emulator_slowdown
         );
     }
+    if let Some(dir) = &a.estimate_from {
+        return print_estimate(&plan, dir);
+    }
     let mut manifest = Manifest::collect_for_bench();
     manifest.design = Some(plan.design(&names));
     bench::cold_start::DROP_CACHES.store(a.drop_caches, Ordering::Relaxed);
@@ -172,6 +203,8 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     let sink = RecordSink::create(&dir, &manifest).with_context(|| dir.display().to_string())?;
     eprintln!("cvbench bench: {profile:?} matrix, seed {}, results in {}", plan.seed, dir.display());
     let host = cvbench::doctor::backends::Host::probe();
+    // Before any backend's check starts a daemon (dockerd): helpers go to the harness's CPU.
+    cvbench::backend::process::set_helper_cpu(plan.pin.map(|p| p.harness_cpu));
     let slots: Vec<Slot> = names.iter().map(|n| Slot::resolve(n, &host)).collect();
     for s in &slots {
         match s {

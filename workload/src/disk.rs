@@ -15,7 +15,10 @@ pub struct DiskParams<'a> {
     /// NUL-terminated directory path.
     pub dir: &'a [u8],
     pub size_mib: u64,
+    /// Random 4 KiB writes (each fsync'd).
     pub rand_ops: u64,
+    /// Random 4 KiB reads.
+    pub rand_read_ops: u64,
 }
 
 fn file_path(dir: &[u8], buf: &mut [u8; 600]) -> usize {
@@ -37,7 +40,7 @@ pub fn run(p: &DiskParams) -> Result<(), Errno> {
         *b = (i * 31) as u8;
     }
     let fd = sys::open(path, sys::O_RDWR | sys::O_CREAT | sys::O_TRUNC | sys::O_CLOEXEC)?;
-    let result = measure(fd, path, &mut io, size, blocks, p.rand_ops);
+    let result = measure(fd, path, &mut io, size, blocks, (p.rand_ops, p.rand_read_ops));
     sys::close(fd);
     let _ = sys::unlink(path);
     let (seq_w, rand_w, seq_r, rand_r, direct) = result?;
@@ -48,8 +51,14 @@ pub fn run(p: &DiskParams) -> Result<(), Errno> {
         .metric("seq_write_mb_s", mb_s(size as f64, seq_w))
         .metric("seq_read_mb_s", mb_s(size as f64, seq_r))
         .metric("rand_write_iops", iops(p.rand_ops, rand_w))
-        .metric("rand_read_iops", iops(p.rand_ops, rand_r))
+        .metric("rand_read_iops", iops(p.rand_read_ops, rand_r))
         .metric("rand_ops", p.rand_ops as f64)
+        .metric("rand_read_ops", p.rand_read_ops as f64)
+        .metric("seq_write_ns", seq_w as f64)
+        .metric("rand_write_ns", rand_w as f64)
+        .metric("seq_read_ns", seq_r as f64)
+        .metric("rand_read_ns", rand_r as f64)
+        .metric("timed_region_min_ns", seq_w.min(rand_w).min(seq_r).min(rand_r) as f64)
         .metric("direct_io", direct as u8 as f64)
         .metric("elapsed_ns", (seq_w + rand_w + seq_r + rand_r) as f64);
     r.finish();
@@ -58,7 +67,14 @@ pub fn run(p: &DiskParams) -> Result<(), Errno> {
 
 type Times = (u64, u64, u64, u64, bool);
 
-fn measure(fd: i32, path: &[u8], io: &mut Mapping, size: usize, blocks: u64, rand_ops: u64) -> Result<Times, Errno> {
+fn measure(
+    fd: i32,
+    path: &[u8],
+    io: &mut Mapping,
+    size: usize,
+    blocks: u64,
+    (rand_ops, rand_read_ops): (u64, u64),
+) -> Result<Times, Errno> {
     let chunk = io.len();
     let buf = io.slice_mut::<u8>();
     // Sequential write of the whole file in 1 MiB requests, then fsync.
@@ -87,7 +103,7 @@ fn measure(fd: i32, path: &[u8], io: &mut Mapping, size: usize, blocks: u64, ran
         Ok(d) => (d, true),
         Err(_) => (fd, false),
     };
-    let reads = read_pass(rfd, buf, size, blocks, rand_ops, &mut s);
+    let reads = read_pass(rfd, buf, size, blocks, rand_read_ops, &mut s);
     if direct {
         sys::close(rfd);
     }

@@ -135,6 +135,9 @@ pub fn touch(p: &TouchParams) -> Result<Report, Errno> {
         .metric("chase_accesses", accesses as f64)
         .metric("chase_ns_per_access", chase_ns as f64 / accesses.max(1) as f64)
         .metric("chase_end", i as f64)
+        .metric("touch_ns", touch_ns as f64)
+        .metric("chase_ns", chase_ns as f64)
+        .metric("timed_region_min_ns", touch_ns.min(chase_ns) as f64)
         .metric("elapsed_ns", (touch_ns + chase_ns) as f64);
     Ok(r)
 }

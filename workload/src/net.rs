@@ -42,6 +42,7 @@ fn connect(addr: ([u8; 4], u16)) -> Result<i32, Errno> {
 pub fn stream(addr: ([u8; 4], u16), mib: u64) -> Result<(), Errno> {
     let fd = connect(addr)?;
     let mut chunk = Mapping::new(128 << 10)?;
+    chunk.prefault();
     let total = mib << 20;
     let t = now_ns();
     write_all(fd, b"S")?;
@@ -79,6 +80,7 @@ pub fn percentile(sorted: &[u32], p: f64) -> u32 {
 pub fn rr(addr: ([u8; 4], u16), count: u64) -> Result<(), Errno> {
     let fd = connect(addr)?;
     let mut lat = Mapping::new(count as usize * 4)?;
+    lat.prefault();
     let lat = lat.slice_mut::<u32>();
     write_all(fd, b"R")?;
     let mut b = [0u8; 1];

@@ -125,6 +125,12 @@ const WEIGHTS: std::ops::RangeInclusive<u16> = 10..=1000;
 
 /// Check limits before touching the kernel, so bad input fails with a clear message.
 pub fn validate(res: &Resources) -> Result<(), Error> {
+    if res.no_memory_controller && (res.memory_bytes.is_some() || res.memory_swap_bytes.is_some()) {
+        return Err(Error::BadValue {
+            field: "linux.resources.memory",
+            reason: "a memory limit needs the memory controller the container is to be run without".into(),
+        });
+    }
     let b = &res.block_io;
     let weights = [("linux.resources.blockIO.weight", b.weight), ("linux.resources.blockIO.leafWeight", b.leaf_weight)]
         .into_iter()

@@ -22,6 +22,9 @@ pub struct V1 {
     attach_dirs: Vec<PathBuf>,
     /// Ancestors of those that `create` made (a cgroupsPath like `/a/b/c`), outermost first.
     created_parents: Vec<PathBuf>,
+    /// The memory hierarchy's root, joined (never made or removed) by a container run
+    /// without the memory controller: the root memory cgroup is not charged.
+    uncharged_memory: Option<PathBuf>,
 }
 
 impl V1 {
@@ -35,6 +38,7 @@ impl V1 {
             dirs: BTreeMap::new(),
             attach_dirs: Vec::new(),
             created_parents: Vec::new(),
+            uncharged_memory: None,
         }
     }
 
@@ -60,7 +64,8 @@ impl V1 {
 
     /// Controllers `res` needs, each with the OCI field that asks for it (None: always made).
     fn wanted(res: &Resources) -> Vec<(&'static str, Option<&'static str>)> {
-        let mut c: Vec<_> = ALWAYS.iter().map(|c| (*c, None)).collect();
+        let mut c: Vec<_> =
+            ALWAYS.iter().filter(|c| !(res.no_memory_controller && **c == "memory")).map(|c| (*c, None)).collect();
         if res.cpu_quota_us.is_some() || res.cpu_shares.is_some() || res.cpu_period_us.is_some() {
             c.push(("cpu", Some("linux.resources.cpu")));
         }
@@ -252,12 +257,19 @@ impl CgroupManager for V1 {
             }
             self.dirs.insert(ctrl, dir);
         }
+        if res.no_memory_controller {
+            let root = self.root.join("memory");
+            if !root.exists() {
+                return Err(Error::ControllerMissing { controller: "memory".into(), root: self.root.clone() });
+            }
+            self.uncharged_memory = Some(root);
+        }
         self.apply(res)
     }
 
     fn attach(&self, pid: i32) -> Result<(), Error> {
         let value = pid.to_string();
-        for dir in &self.attach_dirs {
+        for dir in self.attach_dirs.iter().chain(&self.uncharged_memory) {
             fs::write(dir.join("cgroup.procs"), &value).map_err(|source| Error::AttachCgroup {
                 pid,
                 path: dir.clone(),
@@ -268,7 +280,7 @@ impl CgroupManager for V1 {
     }
 
     fn self_attach_files(&self) -> Vec<PathBuf> {
-        self.attach_dirs.iter().map(|d| d.join("tasks")).collect()
+        self.attach_dirs.iter().chain(&self.uncharged_memory).map(|d| d.join("tasks")).collect()
     }
 
     fn freeze(&self) -> Result<(), Error> {
@@ -394,6 +406,32 @@ mod tests {
         assert_eq!(read("cpu/c/cpu.shares"), "512");
         assert_eq!(read("pids/c/pids.max"), "32");
         assert_eq!(read("cpuset/c/cpuset.cpus"), "0-1");
+    }
+
+    #[test]
+    fn without_the_memory_controller_the_container_joins_the_uncharged_root() {
+        let (tmp, own) = fake_root();
+        let mut cg = V1::new(tmp.path(), &own, "c");
+        cg.create(&Resources { no_memory_controller: true, ..Default::default() }).unwrap();
+        assert!(!tmp.path().join("memory/outer/c").exists());
+        cg.attach(42).unwrap();
+        assert_eq!(fs::read_to_string(tmp.path().join("memory/cgroup.procs")).unwrap(), "42");
+        assert_eq!(fs::read_to_string(tmp.path().join("pids/c/cgroup.procs")).unwrap(), "42");
+        assert!(cg.self_attach_files().contains(&tmp.path().join("memory/tasks")));
+        fs::remove_file(tmp.path().join("pids/c/cgroup.procs")).unwrap();
+        for d in ["cpuacct/c", "freezer/c"] {
+            fs::remove_file(tmp.path().join(d).join("cgroup.procs")).unwrap();
+        }
+        cg.remove().unwrap();
+        assert!(tmp.path().join("memory").is_dir(), "the hierarchy's root is never removed");
+    }
+
+    #[test]
+    fn a_memory_limit_without_the_memory_controller_is_refused() {
+        let (tmp, own) = fake_root();
+        let mut cg = V1::new(tmp.path(), &own, "c");
+        let res = Resources { no_memory_controller: true, memory_bytes: Some(64 << 20), ..Default::default() };
+        assert!(matches!(cg.create(&res), Err(Error::BadValue { .. })));
     }
 
     #[test]

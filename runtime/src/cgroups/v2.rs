@@ -72,6 +72,15 @@ impl V2 {
         let available = read_file(&self.parent().join("cgroup.controllers")).unwrap_or_default();
         let available: Vec<&str> = available.split_whitespace().collect();
         let needed = Self::needed(res);
+        let subtree = self.parent().join("cgroup.subtree_control");
+        if res.no_memory_controller && read_file(&subtree).unwrap_or_default().split_whitespace().any(|c| c == "memory")
+        {
+            // v2 turns a controller on for every child of a parent: this one would be charged.
+            return Err(Error::BadValue {
+                field: "linux.resources.memory",
+                reason: format!("{} enables `memory` for every child cgroup", subtree.display()),
+            });
+        }
         for (ctrl, field) in &needed {
             if !available.contains(ctrl) {
                 let root = self.parent().to_path_buf();
@@ -86,10 +95,9 @@ impl V2 {
         // Enable what the parent offers (memory/cpu/pids also for stats); the parent must not
         // hold processes itself (v2's no-internal-processes rule), so failures only matter when
         // a limit needs the controller, which the writes below then report.
-        let subtree = self.parent().join("cgroup.subtree_control");
         let extra = needed.iter().map(|(c, _)| *c).filter(|c| matches!(*c, "io" | "hugetlb"));
         for ctrl in ["memory", "cpu", "pids", "cpuset"].into_iter().chain(extra) {
-            if available.contains(&ctrl) {
+            if available.contains(&ctrl) && !(res.no_memory_controller && ctrl == "memory") {
                 let _ = fs::write(&subtree, format!("+{ctrl}"));
             }
         }

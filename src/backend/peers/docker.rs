@@ -242,7 +242,7 @@ impl Backend for Docker {
         let launched_unix_ns = unix_ns();
         let name = super::unique("cvb-docker");
         let mut notes = vec![
-            "docker: private dockerd 20.10 → containerd → containerd-shim-runc-v2 → runc; default seccomp profile and capabilities; json-file log driver; footprint counts the docker CLI, the shim and the container, not the shared dockerd and containerd".to_string(),
+            "docker: private dockerd 20.10 → containerd → containerd-shim-runc-v2 → runc; default seccomp profile and capabilities; json-file log driver; footprint counts the docker CLI and the container; dockerd, containerd and the shims are the shared daemon side (extra.shared_daemon_pss_kib at READY)".to_string(),
         ];
         let mut args: Vec<String> = spec.args.clone();
         let mut cmd = daemon.cli();
@@ -309,6 +309,14 @@ impl Backend for Docker {
             notes.push(format!("disk: bind volume from {}", d.path().display()));
             scratch = Some(d);
         }
+        if let Some(cpu) = spec.options.instance_cpu {
+            // The container is started by the daemon (on the harness's CPU), not by this pinned
+            // thread: its cpuset puts it on the instance's CPU like every other backend's.
+            cmd.arg("--cpuset-cpus").arg(cpu.to_string());
+            notes.push(format!(
+                "pinned with --cpuset-cpus {cpu}; dockerd, containerd and the shim run on the harness's CPU"
+            ));
+        }
         if spec.stdin_pipe {
             cmd.arg("-i");
         }
@@ -336,10 +344,20 @@ impl Backend for Docker {
     }
 }
 
-/// `PPid:` of a process.
-fn ppid(pid: i32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|v| v.trim().parse().ok())
+fn comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim().to_string())
+}
+
+/// Children of a process (every thread's), from `/proc/PID/task/*/children`.
+fn children(pid: i32) -> Vec<i32> {
+    let mut v = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return v };
+    for t in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+            v.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    v
 }
 
 /// Milestones of a `docker run`, in order, with the phase that ends at each:
@@ -454,11 +472,30 @@ impl Instance for DockerInstance {
         if cache.is_none() {
             let out = super::run_tool(self.daemon.cli().args(["inspect", "-f", "{{.State.Pid}}", &self.name]));
             if let Some(pid) = out.ok().and_then(|s| s.trim().parse::<i32>().ok()).filter(|p| *p > 0) {
-                // The container's init and its containerd-shim.
-                *cache = Some([ppid(pid), Some(pid)].into_iter().flatten().collect());
+                // The container's init; its containerd-shim is the daemon side's (shared_pids).
+                *cache = Some(vec![pid]);
             }
         }
         v.extend(cache.iter().flatten().copied());
+        v
+    }
+
+    fn shared_pids(&self) -> Vec<i32> {
+        // dockerd and its containerd, then this daemon's containerd shims: they daemonise
+        // (their parent is init), so they are found by the containerd socket they serve.
+        let Ok(dockerd) = self.daemon.proc.lock().map(|p| p.pid()) else { return Vec::new() };
+        let mut v = vec![dockerd];
+        v.extend(children(dockerd).into_iter().filter(|c| comm(*c).as_deref() == Some("containerd")));
+        let sock = self.daemon.exec_root.join("x/containerd/containerd.sock").display().to_string();
+        for pid in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = pid.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else { continue };
+            if comm(pid).is_some_and(|c| c.starts_with("containerd-shim")) {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if cmdline.split(|b| *b == 0).any(|a| a == sock.as_bytes()) {
+                    v.push(pid);
+                }
+            }
+        }
         v
     }
 
