@@ -1,7 +1,9 @@
 //! Criterion benches over the same `RunRequest`/`Backend` code the matrix
 //! uses: one launch of `noop` is one iteration (launch→READY and launch→exit,
 //! timed by the harness), and `syscall`, where the workload times itself
-//! (ns per getppid). Backends that cannot run here print `SKIPPED: <reason>`.
+//! (ns per getppid); `jail/microvm-bare`; and the floors, `floor/namespaces` and `floor/kvm`,
+//! each start beside the least the kernel charges for it, ending with medians and ratios (see
+//! benches/FLOORS.md). Backends that cannot run here print `SKIPPED: <reason>`.
 //! Every record is also written to `results/criterion-<unix time>/` in the
 //! harness's own schema (criterion's JSON is not parsed).
 //!
