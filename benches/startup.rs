@@ -1,7 +1,9 @@
 //! Criterion benches over the same `RunRequest`/`Backend` code the matrix
 //! uses: one launch of `noop` is one iteration (launch→READY and launch→exit,
 //! timed by the harness), and `syscall`, where the workload times itself
-//! (ns per getppid). Backends that cannot run here print `SKIPPED: <reason>`.
+//! (ns per getppid); `jail/microvm-bare`; and the floors, `floor/namespaces` and `floor/kvm`,
+//! each start beside the least the kernel charges for it, ending with medians and ratios (see
+//! benches/FLOORS.md). Backends that cannot run here print `SKIPPED: <reason>`.
 //! Every record is also written to `results/criterion-<unix time>/` in the
 //! harness's own schema (criterion's JSON is not parsed).
 //!
@@ -201,12 +203,78 @@ fn jail(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     g.finish();
 }
 
+/// Per-iteration times of the floor groups' rows (ns), kept to print each group's ratios to
+/// its floor from the same run (criterion's own report has no cross-row ratios).
+static FLOOR_SAMPLES: Mutex<Vec<(String, f64)>> = Mutex::new(Vec::new());
+
+/// `iters` runs of `run_once` (each returns its own duration), summed for criterion and kept per
+/// iteration under `row`.
+fn kept_iters(row: &str, iters: u64, mut run_once: impl FnMut() -> Duration) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let d = run_once();
+        total += d;
+        if let Ok(mut v) = FLOOR_SAMPLES.lock() {
+            v.push((row.to_string(), d.as_nanos() as f64));
+        }
+    }
+    total
+}
+
+/// One exec'd process to exit on the bench's clock; a failed run counts as the timeout:
+/// visible, never flattering.
+fn exec_once(mut cmd: std::process::Command, timeout: Duration) -> Duration {
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    let t = Instant::now();
+    match cmd.status() {
+        Ok(s) if s.success() => t.elapsed(),
+        _ => timeout,
+    }
+}
+
+/// The harness's launch→exit of one `req` on `b`, kept like the other rows.
+fn launch_once(b: &dyn Backend, req: &RunRequest) -> Duration {
+    let rec = runner::run(b, req);
+    keep(&rec);
+    rec.host.launch_to_exit_ns.map(Duration::from_nanos).unwrap_or(req.timeout)
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+/// Print each kept row's median and its ratio to `floor`'s median (rows measured in this run
+/// only), then forget the samples.
+fn print_ratios(group: &str, floor: &str) {
+    let samples = FLOOR_SAMPLES.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+    let mut rows: Vec<&str> = Vec::new();
+    for (r, _) in &samples {
+        if !rows.contains(&r.as_str()) {
+            rows.push(r);
+        }
+    }
+    let med = |row: &str| median(samples.iter().filter(|(r, _)| r == row).map(|(_, ns)| *ns).collect());
+    let Some(base) = med(floor) else { return };
+    eprintln!("cvbench bench: {group}: medians of every timed iteration, ratio to {floor}");
+    for row in rows {
+        let n = samples.iter().filter(|(r, _)| r == row).count();
+        if let Some(m) = med(row) {
+            eprintln!("  {row:<28} {:>9.3} ms  {:>6.2}x  (n={n})", m / 1e6, m / base);
+        }
+    }
+}
+
 /// The floor under an exec'd runtime: `unshare` of the same six namespaces the generated bundle
 /// asks for (mount, UTS, IPC, network, PID, cgroup) + fork + exec of the workload's noop, beside
 /// the `cvbench-runtime` row (the runtime exec'd on a bundle written per launch, as in the
-/// matrix). Both are launch→exit on the harness's clock; the ratio is how close the runtime's
-/// own work (bundle, rootfs, cgroup, seccomp-free spec) comes to what the kernel charges for the
-/// namespaces alone.
+/// matrix) and crun's (the same, when crun is among the backends). All are launch→exit on the
+/// harness's clock; the ratio is how close the runtime's own work (bundle, rootfs, cgroup,
+/// seccomp-free spec) comes to what the kernel charges for the namespaces alone.
 fn floor(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     let Some(b) = backends.iter().find(|b| b.id() == BackendId::CvbenchRuntime) else { return };
     let req = request("noop", &[], "criterion-floor");
@@ -214,41 +282,112 @@ fn floor(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     if !works(b.as_ref(), &req) {
         return;
     }
+    let crun = backends.iter().find(|b| b.id() == BackendId::Crun).filter(|c| works(c.as_ref(), &req));
     let unshare = || {
         let mut cmd = std::process::Command::new("unshare");
         cmd.args(["--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--fork"]).arg(&workload).arg("noop");
-        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
         cmd
     };
-    match unshare().status() {
-        Ok(s) if s.success() => {}
-        other => {
-            eprintln!("SKIPPED: floor/unshare: {other:?}");
-            return;
-        }
+    if exec_once(unshare(), Duration::ZERO).is_zero() {
+        eprintln!("SKIPPED: floor/namespaces: `unshare` of six namespaces failed here");
+        return;
     }
     let mut g = c.benchmark_group("floor/namespaces");
     g.sample_size(sample_size(b.id()));
     g.warm_up_time(Duration::from_millis(500));
-    g.bench_function(BackendId::CvbenchRuntime.name(), |bench| {
-        bench.iter_custom(|iters| timed_launches(b.as_ref(), &req, iters, Until::Exit))
-    });
     g.bench_function("unshare", |bench| {
-        bench.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let mut cmd = unshare();
-                let t = Instant::now();
-                // A failed run counts as the timeout: visible, never flattering.
-                total += match cmd.status() {
-                    Ok(s) if s.success() => t.elapsed(),
-                    _ => req.timeout,
-                };
-            }
-            total
-        })
+        bench.iter_custom(|iters| kept_iters("unshare", iters, || exec_once(unshare(), req.timeout)))
+    });
+    let mut launched: Vec<&dyn Backend> = vec![b.as_ref()];
+    launched.extend(crun.map(|c| c.as_ref()));
+    for b in launched {
+        g.bench_function(b.name(), |bench| {
+            bench.iter_custom(|iters| kept_iters(b.name(), iters, || launch_once(b, &req)))
+        });
+    }
+    g.finish();
+    print_ratios("floor/namespaces", "unshare");
+}
+
+/// The floor under the bare VM: `cvbench-kvm-floor` (open /dev/kvm, KVM_CREATE_VM, one 2 MiB
+/// memory region, one vCPU in 64-bit mode, two guest instructions to an I/O exit, exit) beside
+/// `cvbench-vmm bare` running the workload's noop from the config the backend writes, jailed as
+/// the backend runs it and with `--no-jail` (the difference is the jail's own cost), and the
+/// `microvm-bare` backend's launch→exit (the same VMM with the harness's config file, stats
+/// file and pipes around it). Every row is one whole process, exec'd and waited for.
+fn floor_kvm(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
+    let Some(b) = backends.iter().find(|b| b.id() == BackendId::MicrovmBare) else { return };
+    let sibling = |name: &str, env: &str| cvbench::paths::sibling_binary(name, env).map_err(|e| e.to_string());
+    let (floor_bin, vmm, workload) = match (
+        sibling("cvbench-kvm-floor", "CVBENCH_KVM_FLOOR"),
+        sibling("cvbench-vmm", "CVBENCH_VMM"),
+        cvbench::paths::workload_binary().map_err(|e| e.to_string()),
+    ) {
+        (Ok(f), Ok(v), Ok(w)) => (f, v, w),
+        (f, v, w) => {
+            let why: Vec<String> = [f, v, w].into_iter().filter_map(Result::err).collect();
+            eprintln!("SKIPPED: floor/kvm: {}", why.join("; "));
+            return;
+        }
+    };
+    let req = request("noop", &[], "criterion-floor-kvm");
+    if !works(b.as_ref(), &req) {
+        return;
+    }
+    let Ok(dir) = tempfile::tempdir() else {
+        eprintln!("SKIPPED: floor/kvm: cannot create a temporary directory");
+        return;
+    };
+    let config_for = |jail: bool| {
+        let config = cvbench_microvm::bare::BareConfig {
+            elf: workload.clone(),
+            argv: vec![workload.display().to_string(), "noop".into()],
+            env: Vec::new(),
+            mem_mib: cvbench::backend::microvm_bare::DEFAULT_MEM_MIB,
+            timeout: Some(req.timeout),
+            measure_memory: true,
+            run_dir: None,
+            max_file_mib: cvbench_microvm::bare::default_max_file_mib(),
+            net: None,
+            jail,
+            selftest_forbidden_syscall: false,
+        };
+        let path = dir.path().join(if jail { "jailed.json" } else { "no-jail.json" });
+        std::fs::write(&path, serde_json::to_vec(&config).expect("a BareConfig serialises")).map(|()| path)
+    };
+    let (Ok(jailed), Ok(open)) = (config_for(true), config_for(false)) else {
+        eprintln!("SKIPPED: floor/kvm: cannot write the VMM configs in {}", dir.path().display());
+        return;
+    };
+    let stats = dir.path().join("stats.json");
+    let vmm_cmd = |config: &PathBuf| {
+        let mut cmd = std::process::Command::new(&vmm);
+        cmd.arg("bare").arg("--config").arg(config).arg("--stats-json").arg(&stats);
+        cmd
+    };
+    let floor_cmd = || std::process::Command::new(&floor_bin);
+    for (what, cmd) in [("cvbench-kvm-floor", floor_cmd()), ("cvbench-vmm bare", vmm_cmd(&jailed))] {
+        if exec_once(cmd, Duration::ZERO).is_zero() {
+            eprintln!("SKIPPED: floor/kvm: {what} failed here (run it by hand to see why)");
+            return;
+        }
+    }
+    let mut g = c.benchmark_group("floor/kvm");
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_millis(500));
+    g.bench_function("kvm_floor", |bench| {
+        bench.iter_custom(|iters| kept_iters("kvm_floor", iters, || exec_once(floor_cmd(), req.timeout)))
+    });
+    for (row, config) in [("vmm_bare_jailed", &jailed), ("vmm_bare_no_jail", &open)] {
+        g.bench_function(row, |bench| {
+            bench.iter_custom(|iters| kept_iters(row, iters, || exec_once(vmm_cmd(config), req.timeout)))
+        });
+    }
+    g.bench_function(b.name(), |bench| {
+        bench.iter_custom(|iters| kept_iters(b.name(), iters, || launch_once(b.as_ref(), &req)))
     });
     g.finish();
+    print_ratios("floor/kvm", "kvm_floor");
 }
 
 /// Criterion's `criterion_main!`, spelled out so the backends are chosen and
@@ -260,6 +399,7 @@ fn main() {
     syscall(&mut c, &backends);
     jail(&mut c, &backends);
     floor(&mut c, &backends);
+    floor_kvm(&mut c, &backends);
     c.final_summary();
     drop(backends);
     if let Some(dir) = SINK_DIR.get() {

@@ -32,7 +32,7 @@ use crate::workload::{Needs, SERVE_PORT};
 const BACKEND: &str = BackendId::MicrovmBare.name();
 /// Enough for every supported workload's defaults (mem-touch: 128 + 32 MiB); host memory is
 /// only used for pages the guest touches.
-const DEFAULT_MEM_MIB: u32 = 512;
+pub const DEFAULT_MEM_MIB: u32 = 512;
 /// The /30 between the VMM's private namespace and the peer's.
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 1);
 const VMM_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 2);

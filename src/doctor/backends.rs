@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use crate::backend::{self, id::Need, BackendId};
 use crate::env::{self, KvmKind};
@@ -53,7 +54,10 @@ pub struct Host {
     pub overlayfs: bool,
     pub workload_binary: bool,
     pub vmm_binary: bool,
-    pub guest_kernel: GuestKernel,
+    /// The guest kernel, probed on first use: finding its source version runs `dpkg-query`
+    /// (tens of ms), which only the Linux-guest backends' verdicts need, not a
+    /// `cvbench run` of any other backend.
+    pub guest_kernel: OnceLock<GuestKernel>,
     pub busybox: bool,
     /// Free MiB under the runtime's state dir (or its nearest existing parent).
     pub state_free_mib: Option<u64>,
@@ -71,7 +75,7 @@ impl Host {
             overlayfs: true,
             workload_binary: true,
             vmm_binary: true,
-            guest_kernel: GuestKernel::Built("/cache/vmlinux".into()),
+            guest_kernel: OnceLock::from(GuestKernel::Built("/cache/vmlinux".into())),
             busybox: true,
             state_free_mib: Some(10_000),
             on_path: |_| true,
@@ -85,11 +89,16 @@ impl Host {
             overlayfs: env::overlayfs_available(),
             workload_binary: paths::workload_binary().is_ok(),
             vmm_binary: paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").is_ok(),
-            guest_kernel: backend::microvm::guest_kernel(),
+            guest_kernel: OnceLock::new(),
             busybox: Path::new("/bin/busybox").is_file(),
             state_free_mib: free_mib(Path::new(cvbench_runtime::DEFAULT_STATE_DIR)),
             on_path: backend::peers::on_path,
         }
+    }
+
+    /// The guest kernel's state, probed now if no verdict asked before.
+    pub fn guest_kernel(&self) -> &GuestKernel {
+        self.guest_kernel.get_or_init(backend::microvm::guest_kernel)
     }
 }
 
@@ -151,7 +160,7 @@ fn need_tool(cmd: &str, package: &str, h: &Host) -> Result<(), Blocker> {
 /// A Linux guest: kernel built, busybox for its init, and a KVM that runs
 /// guest user space (kvm_pvm does not: the run would only end at its timeout).
 fn need_linux_guest(backend: &str, h: &Host) -> Result<(), Blocker> {
-    if let Some((reason, fix)) = h.guest_kernel.missing() {
+    if let Some((reason, fix)) = h.guest_kernel().missing() {
         return Err(Blocker::new(reason, Some(fix)));
     }
     if !h.busybox {
@@ -253,14 +262,17 @@ mod tests {
     fn missing_kernel_says_to_build_it() {
         let source =
             KernelSource { package: "linux-source-6.1".into(), tarball: "/usr/src/linux-source-6.1.tar.xz".into() };
-        let h = Host { guest_kernel: GuestKernel::NotBuilt { source, expected: "/c/vmlinux".into() }, ..good_host() };
+        let h = Host {
+            guest_kernel: OnceLock::from(GuestKernel::NotBuilt { source, expected: "/c/vmlinux".into() }),
+            ..good_host()
+        };
         assert_eq!(verdict(BackendId::Microvm, &h).unwrap_err().fix.as_deref(), Some("scripts/build-guest-kernel"));
     }
 
     #[test]
     fn missing_kernel_source_says_to_install_one_not_to_run_the_build_that_fails() {
         let no_source = kernel_cache::Error::FindSource { dir: "/usr/src".into() };
-        let h = Host { guest_kernel: GuestKernel::Unbuildable(no_source), ..good_host() };
+        let h = Host { guest_kernel: OnceLock::from(GuestKernel::Unbuildable(no_source)), ..good_host() };
         for backend in [BackendId::Microvm, BackendId::Qemu] {
             let b = verdict(backend, &h).unwrap_err();
             assert!(b.reason.contains("no kernel source under /usr/src"), "{b}");

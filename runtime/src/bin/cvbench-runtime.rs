@@ -197,6 +197,14 @@ fn exit_code(e: &container::ExitStatus) -> i32 {
     e.code.unwrap_or_else(|| 128 + e.signal.unwrap_or(0))
 }
 
+/// `run`'s phase timings on stderr when `CVBENCH_RUNTIME_TIMINGS` is set (an OCI caller passes
+/// no flags of ours), and `run-image --timings`'s; one `phase <name> <ms>` line each.
+fn print_phases(phases: &[(String, u64)]) {
+    for (name, ns) in phases {
+        eprintln!("phase {name:<16} {:>10.3} ms", *ns as f64 / 1e6);
+    }
+}
+
 fn run_image(root: PathBuf, run_root: PathBuf, a: RunImageArgs) -> Result<i32> {
     if let Some(w) = &a.workload {
         let store = Store::open(&root)?;
@@ -225,9 +233,7 @@ fn run_image(root: PathBuf, run_root: PathBuf, a: RunImageArgs) -> Result<i32> {
     c.delete()?;
     let exit = exit?;
     if a.timings {
-        for (name, ns) in c.phases() {
-            eprintln!("phase {name:<16} {:>10.3} ms", *ns as f64 / 1e6);
-        }
+        print_phases(c.phases());
         eprintln!("exit {exit:?} memory_peak={:?} cpu_ns={:?}", stats.memory_peak_bytes, stats.cpu_usage_ns);
     }
     Ok(exit_code(&exit))
@@ -320,6 +326,7 @@ fn run_cli(cli: Cli) -> Result<i32> {
         }
         Cmd::Run(a) => {
             cleanup::install_signal_handlers();
+            let timings = std::env::var_os("CVBENCH_RUNTIME_TIMINGS").is_some();
             let (bundle, opts) = oci_create(&a, &run_root)?;
             if opts.console_socket.is_some() {
                 bail!("run: --console-socket is for create; run relays the terminal itself");
@@ -327,7 +334,11 @@ fn run_cli(cli: Cli) -> Result<i32> {
             let mut b = oci::load_warned(&bundle, &run_root)?;
             b.config.id = a.id;
             if !b.config.terminal {
-                return Ok(exit_code(&oci::run(b, &bundle, Stdio::default())?));
+                let (exit, phases) = oci::run(b, &bundle, Stdio::default())?;
+                if timings {
+                    print_phases(&phases);
+                }
+                return Ok(exit_code(&exit));
             }
             // process.terminal: the container's stdio is a new pty, relayed to ours.
             let pty = oci::console::Pty::open(b.config.console_size)?;
@@ -335,7 +346,11 @@ fn run_cli(cli: Cli) -> Result<i32> {
             let relay = pty.relay()?;
             let r = oci::run(b, &bundle, stdio);
             relay.finish(std::time::Duration::from_secs(2));
-            return Ok(exit_code(&r?));
+            let (exit, phases) = r?;
+            if timings {
+                print_phases(&phases);
+            }
+            return Ok(exit_code(&exit));
         }
         Cmd::Exec(a) => {
             if a.console_socket.is_some() || a.tty {

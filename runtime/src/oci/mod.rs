@@ -201,13 +201,19 @@ pub fn create(id: &str, bundle: &Path, run_root: &Path, opts: &CreateOptions) ->
 /// OCI `run` of a loaded bundle (its `config.id` set): create, start, wait and delete in one
 /// process, with the bundle's hooks under the same rules as the separate verbs. Returns how
 /// the container ended.
-pub fn run(b: Bundle, bundle: &Path, stdio: Stdio) -> Result<container::ExitStatus, crate::Error> {
+/// Returns the exit status and the host-side phase timings (name, ns), in order.
+pub fn run(
+    b: Bundle,
+    bundle: &Path,
+    stdio: Stdio,
+) -> Result<(container::ExitStatus, Vec<(String, u64)>), crate::Error> {
     let h = &b.hooks;
     let all =
         [h.prestart(), h.create_runtime(), h.create_container(), h.start_container(), h.poststart(), h.poststop()];
     if all.iter().all(|v| v.as_ref().is_none_or(Vec::is_empty)) {
         // No hooks: the fast path, which overlaps the cgroup attach with the child's set-up.
-        return Ok(container::run(&b.config, stdio, None)?.exit);
+        let r = container::run(&b.config, stdio, None)?;
+        return Ok((r.exit, r.phases));
     }
     let mut c = Container::create_gated(&b.config, stdio, Gate::Ready)?;
     c.state_mut().bundle = Some(bundle.to_path_buf());
@@ -222,7 +228,7 @@ pub fn run(b: Bundle, bundle: &Path, stdio: Stdio) -> Result<container::ExitStat
     let deleted = c.delete();
     hooks::run_warn("poststop", h.poststop(), &state_doc(c.state(), Status::Stopped));
     deleted?;
-    exit
+    Ok((exit?, c.phases().to_vec()))
 }
 
 /// OCI `start`: release a created container.
