@@ -351,6 +351,7 @@ fn floor_kvm(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
             net: None,
             jail,
             selftest_forbidden_syscall: false,
+            snapshot_to: None,
         };
         let path = dir.path().join(if jail { "jailed.json" } else { "no-jail.json" });
         std::fs::write(&path, serde_json::to_vec(&config).expect("a BareConfig serialises")).map(|()| path)
