@@ -24,6 +24,11 @@ pub enum BackendId {
     Docker,
     DockerCvbench,
     Qemu,
+    Youki,
+    Podman,
+    Gvisor,
+    GvisorPtrace,
+    GvisorKvm,
 }
 
 /// The kind of isolation a backend provides; the report summarises ratios per kind.
@@ -33,7 +38,7 @@ pub enum Kind {
     Native,
     /// Namespaces, cgroups and a root filesystem on the host kernel.
     Container,
-    /// A user-space kernel between the workload and the host (none yet; gVisor would be one).
+    /// A user-space kernel between the workload and the host (gVisor's sentry).
     Sandbox,
     /// A guest under KVM.
     Vm,
@@ -75,6 +80,46 @@ pub enum Need {
         cmd: &'static str,
         package: &'static str,
     },
+    /// A peer that `scripts/install-peers` puts in cvbench's cache (or one on `PATH`).
+    Peer(PeerTool),
+    /// A KVM whose guest ring-0 code runs natively: gVisor's KVM platform runs its sentry as a
+    /// guest kernel, which kvm_pvm would emulate instruction by instruction.
+    KvmRing0,
+}
+
+/// A peer binary cvbench installs into its own cache rather than from the host's apt sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerTool {
+    /// gVisor's runsc from bookworm-backports (the first Debian build with the systrap platform).
+    Runsc,
+    /// youki, built by `cargo install`.
+    Youki,
+}
+
+impl PeerTool {
+    /// The command's name (also how it is looked up on `PATH`).
+    pub const fn cmd(self) -> &'static str {
+        match self {
+            PeerTool::Runsc => "runsc",
+            PeerTool::Youki => "youki",
+        }
+    }
+
+    /// Where `scripts/install-peers` puts the binary, relative to `<cache>/cvbench/peers`.
+    pub const fn cache_path(self) -> &'static str {
+        match self {
+            PeerTool::Runsc => "runsc/usr/bin/runsc",
+            PeerTool::Youki => "youki/bin/youki",
+        }
+    }
+
+    /// The command that installs it.
+    pub const fn install(self) -> &'static str {
+        match self {
+            PeerTool::Runsc => "scripts/install-peers runsc",
+            PeerTool::Youki => "scripts/install-peers youki",
+        }
+    }
 }
 
 /// What the report says about a backend.
@@ -96,10 +141,12 @@ pub struct UnknownBackend(pub String);
 
 const DOCKERD: Need = Need::Tool { cmd: "dockerd", package: "docker.io   # or keep Docker's own docker-ce" };
 const OCI_NET: &str = "veth pair on a /30 into a server namespace the run created";
+const PODMAN: Need = Need::Tool { cmd: "podman", package: "podman" };
+const GVISOR_NET: &str = "veth pair on a /30 into a server namespace the run created, through gVisor's own netstack (part of what is measured)";
 
 impl BackendId {
     /// Every backend, in report order (also the order `--help` lists them).
-    pub const ALL: [BackendId; 10] = [
+    pub const ALL: [BackendId; 15] = [
         BackendId::Native,
         BackendId::Container,
         BackendId::MicrovmBare,
@@ -109,6 +156,11 @@ impl BackendId {
         BackendId::CvbenchRuntime,
         BackendId::Docker,
         BackendId::DockerCvbench,
+        BackendId::Youki,
+        BackendId::Podman,
+        BackendId::Gvisor,
+        BackendId::GvisorPtrace,
+        BackendId::GvisorKvm,
         BackendId::Qemu,
     ];
 
@@ -125,6 +177,11 @@ impl BackendId {
             BackendId::Docker => "docker",
             BackendId::DockerCvbench => "docker-cvbench",
             BackendId::Qemu => "qemu",
+            BackendId::Youki => "youki",
+            BackendId::Podman => "podman",
+            BackendId::Gvisor => "gvisor",
+            BackendId::GvisorPtrace => "gvisor-ptrace",
+            BackendId::GvisorKvm => "gvisor-kvm",
         }
     }
 
@@ -146,6 +203,11 @@ impl BackendId {
             BackendId::Docker => "Peer: Docker (a private dockerd the suite starts and stops)",
             BackendId::DockerCvbench => "Docker's engine over our runtime (`--runtime cvbench`)",
             BackendId::Qemu => "Peer: qemu-system-x86_64 -M microvm, same kernel and initramfs",
+            BackendId::Youki => "Peer: youki (the OCI runtime in Rust) on the same bundle as runc and crun",
+            BackendId::Podman => "Peer: podman run (daemonless engine, its default OCI runtime)",
+            BackendId::Gvisor => "Sandbox: gVisor's runsc (systrap platform) on the same bundle as runc",
+            BackendId::GvisorPtrace => "Sandbox: gVisor's runsc with the ptrace platform",
+            BackendId::GvisorKvm => "Sandbox: gVisor's runsc with the KVM platform (needs hardware KVM)",
         }
     }
 
@@ -157,7 +219,10 @@ impl BackendId {
             | BackendId::Crun
             | BackendId::CvbenchRuntime
             | BackendId::Docker
-            | BackendId::DockerCvbench => Kind::Container,
+            | BackendId::DockerCvbench
+            | BackendId::Youki
+            | BackendId::Podman => Kind::Container,
+            BackendId::Gvisor | BackendId::GvisorPtrace | BackendId::GvisorKvm => Kind::Sandbox,
             BackendId::MicrovmBare | BackendId::Microvm | BackendId::Qemu => Kind::Vm,
         }
     }
@@ -176,6 +241,10 @@ impl BackendId {
             BackendId::Runc => &[Tool { cmd: "runc", package: "runc" }, Root, StateSpace, Workload],
             BackendId::Crun => &[Tool { cmd: "crun", package: "crun" }, Root, StateSpace, Workload],
             BackendId::Docker | BackendId::DockerCvbench => &[DOCKERD, Root, StateSpace, Workload],
+            BackendId::Youki => &[Peer(PeerTool::Youki), Root, StateSpace, Workload],
+            BackendId::Podman => &[PODMAN, Root, StateSpace, Workload],
+            BackendId::Gvisor | BackendId::GvisorPtrace => &[Peer(PeerTool::Runsc), Root, StateSpace, Workload],
+            BackendId::GvisorKvm => &[Peer(PeerTool::Runsc), Root, Kvm, KvmRing0, StateSpace, Workload],
         }
     }
 
@@ -191,7 +260,12 @@ impl BackendId {
             | BackendId::Crun
             | BackendId::CvbenchRuntime
             | BackendId::Docker
-            | BackendId::DockerCvbench => None,
+            | BackendId::DockerCvbench
+            | BackendId::Youki
+            | BackendId::Podman
+            | BackendId::Gvisor
+            | BackendId::GvisorPtrace
+            | BackendId::GvisorKvm => None,
         }
     }
 
@@ -255,6 +329,36 @@ impl BackendId {
                 "the docker CLI, shim and container; not the shared dockerd and containerd",
                 OCI_NET,
                 (188, 189, 34),
+            ),
+            BackendId::Youki => p(
+                "`youki run` on the same generated OCI bundle as runc and crun",
+                "the youki process and the container",
+                OCI_NET,
+                (255, 187, 120),
+            ),
+            BackendId::Podman => p(
+                "`podman run --rm` (no daemon): podman → conmon → its default OCI runtime (crun on Debian 12)",
+                "the podman CLI, conmon and the container",
+                OCI_NET,
+                (152, 223, 138),
+            ),
+            BackendId::Gvisor => p(
+                "`runsc --platform=systrap run` on the same generated OCI bundle as runc",
+                "runsc, its gofer, the sandbox (sentry) and its systrap stub processes",
+                GVISOR_NET,
+                (174, 199, 232),
+            ),
+            BackendId::GvisorPtrace => p(
+                "`runsc --platform=ptrace run` on the same generated OCI bundle as runc",
+                "runsc, its gofer, the sandbox (sentry) and its traced stub processes",
+                GVISOR_NET,
+                (197, 176, 213),
+            ),
+            BackendId::GvisorKvm => p(
+                "`runsc --platform=kvm run` on the same generated OCI bundle as runc",
+                "runsc, its gofer and the sandbox (sentry running as a KVM guest kernel)",
+                GVISOR_NET,
+                (196, 156, 148),
             ),
         }
     }
@@ -346,5 +450,16 @@ mod tests {
         for b in [BackendId::Runc, BackendId::Crun, BackendId::Docker, BackendId::DockerCvbench] {
             assert_eq!(b.placement(), None, "{b}");
         }
+    }
+
+    #[test]
+    fn gvisor_is_a_sandbox_and_youki_and_podman_are_containers() {
+        for b in [BackendId::Gvisor, BackendId::GvisorPtrace, BackendId::GvisorKvm] {
+            assert_eq!(b.kind(), Kind::Sandbox, "{b}");
+            assert!(b.needs().contains(&Need::Peer(PeerTool::Runsc)), "{b}");
+        }
+        assert!(BackendId::GvisorKvm.needs().contains(&Need::KvmRing0));
+        assert_eq!(BackendId::Youki.kind(), Kind::Container);
+        assert_eq!(BackendId::Podman.kind(), Kind::Container);
     }
 }
