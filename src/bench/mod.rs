@@ -12,6 +12,7 @@ pub mod image_ctx;
 pub mod image_depth;
 pub mod parent_cgroup;
 pub mod plan;
+pub mod seccomp_bpf;
 pub mod surface;
 pub mod timeouts;
 
