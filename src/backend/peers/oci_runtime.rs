@@ -196,6 +196,20 @@ pub(crate) fn detach_unified(cmd: &mut Command) {
     }
 }
 
+/// Does the network namespace at `netns` show `net.core.rmem_default` (which runsc of mid-2024
+/// takes for the mark of the host's own namespace)? Checked from a short-lived thread that joins
+/// it: `/proc/sys/net` shows the namespace of the thread that reads it.
+fn shows_rmem_default(netns: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(netns) else { return false };
+    std::thread::spawn(move || {
+        use std::os::fd::AsFd;
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_ok()
+            && Path::new("/proc/sys/net/core/rmem_default").exists()
+    })
+    .join()
+    .unwrap_or(false)
+}
+
 /// runsc of mid-2024 takes a network namespace for the host's own when
 /// `/proc/sys/net/core/rmem_default` exists in it, and refuses it; kernels since about 6.14 show
 /// that file in every namespace. Run in a private mount namespace with an empty read-only tmpfs
@@ -328,7 +342,7 @@ impl Backend for OciRuntime {
             // `sandbox`: gVisor's own netstack over the interfaces of the namespace the run made;
             // `none`: only the netstack's loopback (runsc refuses to take the host's namespace).
             cmd.arg(if peer.is_some() { "--network=sandbox" } else { "--network=none" });
-            if peer.is_some() {
+            if peer.as_ref().and_then(NetPath::client_netns).is_some_and(|ns| shows_rmem_default(&ns)) {
                 hide_proc_sys_net(&mut cmd);
                 notes.push(format!("{name}: runsc runs in a private mount namespace with /proc/sys/net hidden (runsc 2024 mistakes any namespace showing net.core.rmem_default, as kernels since ~6.14 do, for the host's)"));
             }
