@@ -211,7 +211,7 @@ fn shows_rmem_default(netns: &Path) -> bool {
 }
 
 /// runsc of mid-2024 takes a network namespace for the host's own when
-/// `/proc/sys/net/core/rmem_default` exists in it, and refuses it; kernels since about 6.14 show
+/// `/proc/sys/net/core/rmem_default` exists in it, and refuses it; recent kernels (6.12 and 6.18, seen) show
 /// that file in every namespace. Run in a private mount namespace with an empty read-only tmpfs
 /// over `/proc/sys/net`, runsc finds it missing and takes the run's namespace (the host's mounts
 /// and sysctls are untouched; the sentry's netstack does not read the host's).
@@ -344,7 +344,7 @@ impl Backend for OciRuntime {
             cmd.arg(if peer.is_some() { "--network=sandbox" } else { "--network=none" });
             if peer.as_ref().and_then(NetPath::client_netns).is_some_and(|ns| shows_rmem_default(&ns)) {
                 hide_proc_sys_net(&mut cmd);
-                notes.push(format!("{name}: runsc runs in a private mount namespace with /proc/sys/net hidden (runsc 2024 mistakes any namespace showing net.core.rmem_default, as kernels since ~6.14 do, for the host's)"));
+                notes.push(format!("{name}: runsc runs in a private mount namespace with /proc/sys/net hidden (runsc 2024 mistakes any namespace showing net.core.rmem_default, as recent kernels do, for the host's)"));
             }
         }
         if self.kind == Kind::Youki {
