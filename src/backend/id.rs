@@ -28,6 +28,11 @@ pub enum BackendId {
     Docker,
     DockerCvbench,
     Qemu,
+    Youki,
+    Podman,
+    Gvisor,
+    GvisorPtrace,
+    GvisorKvm,
 }
 
 /// The kind of isolation a backend provides; the report summarises ratios per kind.
@@ -37,7 +42,7 @@ pub enum Kind {
     Native,
     /// Namespaces, cgroups and a root filesystem on the host kernel.
     Container,
-    /// A user-space kernel between the workload and the host (none yet; gVisor would be one).
+    /// A user-space kernel between the workload and the host (gVisor's sentry).
     Sandbox,
     /// The bare VM: the workload at guest CPL3 under KVM with no guest kernel, every system call
     /// a VM exit serviced by the VMM. It isolates the cost of hardware virtualisation from the
@@ -49,7 +54,7 @@ pub enum Kind {
 
 impl Kind {
     /// The kinds the report summarises against native, in its order.
-    pub const COMPARED: [Kind; 3] = [Kind::Container, Kind::BareVm, Kind::Vm];
+    pub const COMPARED: [Kind; 4] = [Kind::Container, Kind::Sandbox, Kind::BareVm, Kind::Vm];
 
     pub fn plural(self) -> &'static str {
         match self {
@@ -93,6 +98,46 @@ pub enum Need {
         cmd: &'static str,
         package: &'static str,
     },
+    /// A peer that `scripts/install-peers` puts in cvbench's cache (or one on `PATH`).
+    Peer(PeerTool),
+    /// A KVM whose guest ring-0 code runs natively: gVisor's KVM platform runs its sentry as a
+    /// guest kernel, which kvm_pvm would emulate instruction by instruction.
+    KvmRing0,
+}
+
+/// A peer binary cvbench installs into its own cache rather than from the host's apt sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerTool {
+    /// gVisor's runsc from bookworm-backports (the first Debian build with the systrap platform).
+    Runsc,
+    /// youki, built by `cargo install`.
+    Youki,
+}
+
+impl PeerTool {
+    /// The command's name (also how it is looked up on `PATH`).
+    pub const fn cmd(self) -> &'static str {
+        match self {
+            PeerTool::Runsc => "runsc",
+            PeerTool::Youki => "youki",
+        }
+    }
+
+    /// Where `scripts/install-peers` puts the binary, relative to `<cache>/cvbench/peers`.
+    pub const fn cache_path(self) -> &'static str {
+        match self {
+            PeerTool::Runsc => "runsc/usr/bin/runsc",
+            PeerTool::Youki => "youki/bin/youki",
+        }
+    }
+
+    /// The command that installs it.
+    pub const fn install(self) -> &'static str {
+        match self {
+            PeerTool::Runsc => "scripts/install-peers runsc",
+            PeerTool::Youki => "scripts/install-peers youki",
+        }
+    }
 }
 
 /// What the report says about a backend.
@@ -114,10 +159,12 @@ pub struct UnknownBackend(pub String);
 
 const DOCKERD: Need = Need::Tool { cmd: "dockerd", package: "docker.io   # or keep Docker's own docker-ce" };
 const OCI_NET: &str = "veth pair on a /30 into a server namespace the run created";
+const PODMAN: Need = Need::Tool { cmd: "podman", package: "podman" };
+const GVISOR_NET: &str = "veth pair on a /30 into a server namespace the run created, through gVisor's own netstack (part of what is measured)";
 
 impl BackendId {
     /// Every backend, in report order (also the order `--help` lists them).
-    pub const ALL: [BackendId; 12] = [
+    pub const ALL: [BackendId; 17] = [
         BackendId::Native,
         BackendId::Container,
         BackendId::ContainerNomemcg,
@@ -129,6 +176,11 @@ impl BackendId {
         BackendId::CvbenchRuntime,
         BackendId::Docker,
         BackendId::DockerCvbench,
+        BackendId::Youki,
+        BackendId::Podman,
+        BackendId::Gvisor,
+        BackendId::GvisorPtrace,
+        BackendId::GvisorKvm,
         BackendId::Qemu,
     ];
 
@@ -147,6 +199,11 @@ impl BackendId {
             BackendId::Docker => "docker",
             BackendId::DockerCvbench => "docker-cvbench",
             BackendId::Qemu => "qemu",
+            BackendId::Youki => "youki",
+            BackendId::Podman => "podman",
+            BackendId::Gvisor => "gvisor",
+            BackendId::GvisorPtrace => "gvisor-ptrace",
+            BackendId::GvisorKvm => "gvisor-kvm",
         }
     }
 
@@ -170,6 +227,11 @@ impl BackendId {
             BackendId::Docker => "Peer: Docker (a private dockerd the suite starts and stops)",
             BackendId::DockerCvbench => "Docker's engine over our runtime (`--runtime cvbench`)",
             BackendId::Qemu => "Peer: qemu-system-x86_64 -M microvm, same kernel and initramfs",
+            BackendId::Youki => "Peer: youki (the OCI runtime in Rust) on the same bundle as runc and crun",
+            BackendId::Podman => "Peer: podman run (daemonless engine, its default OCI runtime)",
+            BackendId::Gvisor => "Sandbox: gVisor's runsc (systrap platform) on the same bundle as runc",
+            BackendId::GvisorPtrace => "Sandbox: gVisor's runsc with the ptrace platform",
+            BackendId::GvisorKvm => "Sandbox: gVisor's runsc with the KVM platform (needs hardware KVM)",
         }
     }
 
@@ -183,7 +245,10 @@ impl BackendId {
             | BackendId::Crun
             | BackendId::CvbenchRuntime
             | BackendId::Docker
-            | BackendId::DockerCvbench => Kind::Container,
+            | BackendId::DockerCvbench
+            | BackendId::Youki
+            | BackendId::Podman => Kind::Container,
+            BackendId::Gvisor | BackendId::GvisorPtrace | BackendId::GvisorKvm => Kind::Sandbox,
             BackendId::MicrovmBare => Kind::BareVm,
             BackendId::Microvm | BackendId::Qemu => Kind::Vm,
         }
@@ -205,6 +270,10 @@ impl BackendId {
             BackendId::Runc => &[Tool { cmd: "runc", package: "runc" }, Root, StateSpace, Workload],
             BackendId::Crun => &[Tool { cmd: "crun", package: "crun" }, Root, StateSpace, Workload],
             BackendId::Docker | BackendId::DockerCvbench => &[DOCKERD, Root, StateSpace, Workload],
+            BackendId::Youki => &[Peer(PeerTool::Youki), Root, StateSpace, Workload],
+            BackendId::Podman => &[PODMAN, Root, StateSpace, Workload],
+            BackendId::Gvisor | BackendId::GvisorPtrace => &[Peer(PeerTool::Runsc), Root, StateSpace, Workload],
+            BackendId::GvisorKvm => &[Peer(PeerTool::Runsc), Root, Kvm, KvmRing0, StateSpace, Workload],
         }
     }
 
@@ -232,7 +301,12 @@ impl BackendId {
             | BackendId::Crun
             | BackendId::CvbenchRuntime
             | BackendId::Docker
-            | BackendId::DockerCvbench => None,
+            | BackendId::DockerCvbench
+            | BackendId::Youki
+            | BackendId::Podman
+            | BackendId::Gvisor
+            | BackendId::GvisorPtrace
+            | BackendId::GvisorKvm => None,
         }
     }
 
@@ -257,13 +331,13 @@ impl BackendId {
                  cgroup, which the kernel does not charge (v1; refused under v2 where the subtree enables memory)",
                 "as `container`; no cgroup memory figures",
                 OCI_NET,
-                (174, 199, 232),
+                (158, 218, 229),
             ),
             BackendId::ContainerHostnet => p(
                 "in-process runtime as `container`, but in the host's network namespace (no veth)",
                 "as `container`",
                 "host network namespace: the peer server listens on 127.0.0.1 in the root namespace",
-                (152, 223, 138),
+                (219, 219, 141),
             ),
             BackendId::MicrovmBare => p(
                 "cvbench-vmm bare: a KVM VM running the ELF at CPL3, every syscall forwarded to the VMM",
@@ -309,6 +383,36 @@ impl BackendId {
                 "the docker CLI and the container; dockerd, containerd and the shims apart (shared daemon)",
                 OCI_NET,
                 (188, 189, 34),
+            ),
+            BackendId::Youki => p(
+                "`youki run` on the same generated OCI bundle as runc and crun",
+                "the youki process and the container",
+                OCI_NET,
+                (255, 187, 120),
+            ),
+            BackendId::Podman => p(
+                "`podman run --rm` (no daemon): podman → conmon → its default OCI runtime (crun on Debian 12)",
+                "the podman CLI, conmon and the container",
+                OCI_NET,
+                (152, 223, 138),
+            ),
+            BackendId::Gvisor => p(
+                "`runsc --platform=systrap run` on the same generated OCI bundle as runc",
+                "runsc, its gofer, the sandbox (sentry) and its systrap stub processes",
+                GVISOR_NET,
+                (174, 199, 232),
+            ),
+            BackendId::GvisorPtrace => p(
+                "`runsc --platform=ptrace run` on the same generated OCI bundle as runc",
+                "runsc, its gofer, the sandbox (sentry) and its traced stub processes",
+                GVISOR_NET,
+                (197, 176, 213),
+            ),
+            BackendId::GvisorKvm => p(
+                "`runsc --platform=kvm run` on the same generated OCI bundle as runc",
+                "runsc, its gofer and the sandbox (sentry running as a KVM guest kernel)",
+                GVISOR_NET,
+                (196, 156, 148),
             ),
         }
     }
@@ -410,5 +514,16 @@ mod tests {
         {
             assert_eq!(b.placement(), None, "{b}");
         }
+    }
+
+    #[test]
+    fn gvisor_is_a_sandbox_and_youki_and_podman_are_containers() {
+        for b in [BackendId::Gvisor, BackendId::GvisorPtrace, BackendId::GvisorKvm] {
+            assert_eq!(b.kind(), Kind::Sandbox, "{b}");
+            assert!(b.needs().contains(&Need::Peer(PeerTool::Runsc)), "{b}");
+        }
+        assert!(BackendId::GvisorKvm.needs().contains(&Need::KvmRing0));
+        assert_eq!(BackendId::Youki.kind(), Kind::Container);
+        assert_eq!(BackendId::Podman.kind(), Kind::Container);
     }
 }

@@ -216,7 +216,7 @@ pub const ALL: &[&str] = &{
 impl BackendId {
     /// The backend itself: the one place a variant meets its module.
     pub fn backend(self) -> Box<dyn Backend> {
-        use peers::oci_runtime::{Kind as Oci, OciRuntime};
+        use peers::oci_runtime::{Kind as Oci, OciRuntime, Platform};
         match self {
             BackendId::Native => Box::new(native::Native::new()),
             BackendId::Container => Box::new(container::ContainerBackend::new()),
@@ -230,6 +230,11 @@ impl BackendId {
             BackendId::Docker => Box::new(peers::docker::Docker::new()),
             BackendId::DockerCvbench => Box::new(peers::docker::Docker::over_cvbench_runtime()),
             BackendId::Qemu => Box::new(peers::qemu::Qemu::new()),
+            BackendId::Youki => Box::new(OciRuntime::new(Oci::Youki)),
+            BackendId::Podman => Box::new(peers::podman::Podman::new()),
+            BackendId::Gvisor => Box::new(OciRuntime::new(Oci::Gvisor(Platform::Systrap))),
+            BackendId::GvisorPtrace => Box::new(OciRuntime::new(Oci::Gvisor(Platform::Ptrace))),
+            BackendId::GvisorKvm => Box::new(OciRuntime::new(Oci::Gvisor(Platform::Kvm))),
         }
     }
 }

@@ -47,6 +47,14 @@ pub fn not_applicable(backend: BackendId) -> Option<String> {
         other @ (BackendId::Native | BackendId::CvbenchRuntime | BackendId::DockerCvbench) => {
             Some(format!("cold start does not apply to {other}: it runs no image"))
         }
+        other @ (BackendId::Youki
+        | BackendId::Podman
+        | BackendId::Gvisor
+        | BackendId::GvisorPtrace
+        | BackendId::GvisorKvm) => Some(format!(
+            "cold start is not measured for {other} yet: runc and crun stand for the exec'd runtimes, docker for the \
+             engines; this peer has no registry pull path in the suite"
+        )),
     }
 }
 

@@ -1,15 +1,20 @@
 //! The security-surface probe: start one `idle` instance, and from the host
 //! read what isolates its most isolated process — namespaces it does not
-//! share with the harness, effective capabilities, seccomp mode and filter
-//! count, no_new_privs — from `/proc/<pid>/{status,ns}`. The same reading
-//! for every backend; for a VM it describes the VMM process.
+//! share with the harness, effective and bounding capabilities, seccomp mode
+//! and filter count, no_new_privs — from `/proc/<pid>/{status,ns}`, how many
+//! system calls its seccomp filters let through (the filters read back with
+//! ptrace and run by `seccomp_bpf`), and whether any process of the instance
+//! execs the workload on the host kernel at all. The same reading for every
+//! backend; for a VM it describes the VMM process, for gVisor also the
+//! sentry's own host filter.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::backend::{Backend, LaunchSpec};
+use super::seccomp_bpf::{self, AllowList};
+use crate::backend::{Backend, Kind, LaunchSpec};
 use crate::record::{RunRecord, SCHEMA_VERSION};
 use crate::runner::RunRequest;
 
@@ -66,6 +71,7 @@ pub struct ProcSurface {
     pub name: String,
     pub own_namespaces: Vec<String>,
     pub cap_eff: u64,
+    pub cap_bnd: u64,
     pub seccomp_mode: Option<u32>,
     pub seccomp_filters: Option<u32>,
     pub no_new_privs: Option<bool>,
@@ -82,6 +88,7 @@ pub fn parse_status(pid: i32, status: &str) -> ProcSurface {
         name: field(status, "Name").unwrap_or("?").to_string(),
         own_namespaces: Vec::new(),
         cap_eff: field(status, "CapEff").and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0),
+        cap_bnd: field(status, "CapBnd").and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0),
         seccomp_mode: field(status, "Seccomp").and_then(|v| v.parse().ok()),
         seccomp_filters: field(status, "Seccomp_filters").and_then(|v| v.parse().ok()),
         no_new_privs: field(status, "NoNewPrivs").map(|v| v == "1"),
@@ -108,6 +115,12 @@ fn inspect(proc_root: &Path, pid: i32) -> Option<ProcSurface> {
     let dir = proc_root.join(pid.to_string());
     let status = std::fs::read_to_string(dir.join("status")).ok()?;
     let mut s = parse_status(pid, &status);
+    // runsc re-execs itself (comm `exe`); its argv[0] says which part it is (runsc-gofer, runsc-sandbox).
+    if s.name == "exe" {
+        if let Some(a) = argv0(pid).filter(|a| !a.is_empty()) {
+            s.name = a;
+        }
+    }
     let me = proc_root.join("self/ns");
     for ns in NAMESPACES {
         let theirs = std::fs::read_link(dir.join("ns").join(ns)).ok();
@@ -131,6 +144,7 @@ fn notes_for(s: &ProcSurface) -> Vec<String> {
             }
         ),
         format!("surface.capabilities: {}", cap_names(s.cap_eff)),
+        format!("surface.bounding: {}", cap_names(s.cap_bnd)),
         format!(
             "surface.seccomp: {}",
             match (s.seccomp_mode, s.seccomp_filters) {
@@ -150,6 +164,44 @@ fn notes_for(s: &ProcSurface) -> Vec<String> {
             }
         ),
     ]
+}
+
+/// The allow-list of `pid`'s seccomp filters, as a note value.
+fn allow_list(s: &ProcSurface) -> String {
+    if s.seccomp_mode != Some(2) {
+        return format!("all {} (no filter)", seccomp_bpf::SYSCALL_RANGE);
+    }
+    match seccomp_bpf::read_filters(s.pid) {
+        Ok(Some(f)) => AllowList::measure(&f).map(|m| m.to_string()).unwrap_or_else(|e| format!("unreadable: {e}")),
+        Ok(None) => format!("all {} (no filter)", seccomp_bpf::SYSCALL_RANGE),
+        Err(e) => format!("not readable ({e})"),
+    }
+}
+
+fn argv0(pid: i32) -> Option<String> {
+    let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    c.split(|b| *b == 0).next().map(|a| String::from_utf8_lossy(a).into_owned())
+}
+
+/// Whether a process of the instance execs the workload binary on the host kernel, measured from
+/// `/proc/<pid>/exe`; otherwise what serves the workload's system calls instead.
+fn kernel_between(kind: Kind, pids: &[i32]) -> String {
+    let on_host = pids.iter().find(|p| {
+        std::fs::read_link(format!("/proc/{p}/exe"))
+            .ok()
+            .and_then(|e| e.file_name().map(|n| n.to_string_lossy().starts_with("cvbench-workload")))
+            .unwrap_or(false)
+    });
+    match (on_host, kind) {
+        (Some(p), _) => format!("none: pid {p} execs cvbench-workload, its system calls go to the host kernel"),
+        (None, Kind::Sandbox) => {
+            "user-space kernel: no process of the instance execs the workload; gVisor's sentry serves its system calls".into()
+        }
+        (None, Kind::Vm) => {
+            "guest: no process of the instance execs the workload; a guest kernel (or, for microvm-bare, the VMM) serves its system calls".into()
+        }
+        (None, _) => "unknown: no process of the instance execs the workload binary".into(),
+    }
 }
 
 /// Probe `b` once; the record's notes carry `surface.*` facts, or its error.
@@ -207,9 +259,23 @@ fn probe_into(b: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Result<
         let seen: Vec<ProcSurface> = inst.pids().into_iter().filter_map(|p| inspect(Path::new("/proc"), p)).collect();
         // The most isolated process; on a tie the later one (the payload
         // comes after the runtime or shim in a backend's pid list).
+        let pids = inst.pids();
         match seen.iter().rev().max_by_key(|s| s.own_namespaces.len()) {
             Some(s) => {
                 rec.notes.extend(notes_for(s));
+                rec.notes.push(format!("surface.seccomp_allowed: {}", allow_list(s)));
+                rec.notes.push(format!("surface.kernel_between: {}", kernel_between(b.id().kind(), &pids)));
+                // gVisor: the sentry's own filter bounds what the whole sandbox can ask of the host.
+                if let Some(sentry) = pids.iter().copied().find(|p| argv0(*p).as_deref() == Some("runsc-sandbox")) {
+                    if let Some(ss) = inspect(Path::new("/proc"), sentry) {
+                        rec.notes.push(format!(
+                            "surface.sentry_filter: pid {sentry}, seccomp mode {}, {}; capabilities {}",
+                            ss.seccomp_mode.map_or("?".into(), |m| m.to_string()),
+                            allow_list(&ss),
+                            cap_names(ss.cap_eff)
+                        ));
+                    }
+                }
                 Ok(())
             }
             None => Err("none of the instance's processes could be read in /proc".to_string()),
@@ -238,6 +304,16 @@ mod tests {
         assert_eq!(s.name, "cvbench-worklo");
         assert_eq!(s.cap_eff, 0xa80425fb);
         assert_eq!((s.seccomp_mode, s.seccomp_filters, s.no_new_privs), (Some(2), Some(1), Some(true)));
+    }
+
+    #[test]
+    fn a_process_without_a_filter_allows_every_call_and_runs_on_the_host_kernel() {
+        let me = std::process::id() as i32;
+        let s = inspect(Path::new("/proc"), me).unwrap();
+        assert_eq!(allow_list(&s), format!("all {} (no filter)", seccomp_bpf::SYSCALL_RANGE));
+        // The test binary is not the workload: nothing of this "instance" execs it.
+        assert!(kernel_between(Kind::Sandbox, &[me]).starts_with("user-space kernel"));
+        assert!(kernel_between(Kind::Container, &[me]).starts_with("unknown"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::backend::{self, id::Need, BackendId};
+use crate::backend::{self, id::Need, id::PeerTool, BackendId};
 use crate::env::{self, KvmKind};
 use crate::paths;
 use cvbench_microvm::linux::kernel_cache::GuestKernel;
@@ -63,6 +63,8 @@ pub struct Host {
     pub state_free_mib: Option<u64>,
     /// Which peer commands are on `PATH` (runc, crun, dockerd, qemu-system-x86_64).
     pub on_path: fn(&str) -> bool,
+    /// Which of the peers cvbench installs into its cache (or finds on `PATH`) are there.
+    pub peer_found: fn(PeerTool) -> bool,
 }
 
 impl Host {
@@ -79,6 +81,7 @@ impl Host {
             busybox: true,
             state_free_mib: Some(10_000),
             on_path: |_| true,
+            peer_found: |_| true,
         }
     }
 
@@ -93,6 +96,7 @@ impl Host {
             busybox: Path::new("/bin/busybox").is_file(),
             state_free_mib: free_mib(Path::new(cvbench_runtime::DEFAULT_STATE_DIR)),
             on_path: backend::peers::on_path,
+            peer_found: |t| backend::peers::find_peer(t).is_some(),
         }
     }
 
@@ -157,6 +161,32 @@ fn need_tool(cmd: &str, package: &str, h: &Host) -> Result<(), Blocker> {
     Err(Blocker::new(format!("{cmd} is not installed"), Some(&format!("apt-get install {package}"))))
 }
 
+fn need_peer(tool: PeerTool, h: &Host) -> Result<(), Blocker> {
+    if (h.peer_found)(tool) {
+        return Ok(());
+    }
+    let whence = match tool {
+        PeerTool::Runsc => "bookworm-backports' runsc (with systrap) is unpacked into cvbench's cache",
+        PeerTool::Youki => "youki is built into cvbench's cache by cargo install",
+    };
+    Err(Blocker::new(format!("{} is not installed ({whence})", tool.cmd()), Some(tool.install())))
+}
+
+/// gVisor's KVM platform runs the sentry as a guest kernel: on kvm_pvm that ring-0 code is
+/// emulated (about 2 MIPS), and runsc was measured to hang there until killed.
+fn need_kvm_ring0(backend: &str, h: &Host) -> Result<(), Blocker> {
+    match h.kvm {
+        KvmKind::SoftwarePvm => Err(Blocker::new(
+            format!(
+                "/dev/kvm is kvm_pvm (software nested KVM): {backend}'s sentry runs as a guest kernel, whose ring-0 \
+                 code kvm_pvm emulates; runsc --platform=kvm hangs here instead of running the workload"
+            ),
+            Some("run on a host with hardware KVM (kvm_intel/kvm_amd), e.g. scripts/testhost"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A Linux guest: kernel built, busybox for its init, and a KVM that runs
 /// guest user space (kvm_pvm does not: the run would only end at its timeout).
 fn need_linux_guest(backend: &str, h: &Host) -> Result<(), Blocker> {
@@ -198,6 +228,8 @@ pub fn verdict(backend: BackendId, h: &Host) -> Result<(), Blocker> {
         Need::Vmm => need_vmm(h),
         Need::LinuxGuest => need_linux_guest(name, h),
         Need::Tool { cmd, package } => need_tool(cmd, package, h),
+        Need::Peer(tool) => need_peer(tool, h),
+        Need::KvmRing0 => need_kvm_ring0(name, h),
     })
 }
 
@@ -286,6 +318,42 @@ mod tests {
         let b = verdict(BackendId::Docker, &h).unwrap_err();
         assert!(b.reason.contains("dockerd is not installed"), "{b}");
         assert!(b.fix.unwrap().starts_with("apt-get install docker.io"));
+    }
+
+    #[test]
+    fn missing_runsc_and_youki_name_the_install_command() {
+        let h = Host { peer_found: |_| false, ..good_host() };
+        for (b, fix) in [
+            (BackendId::Gvisor, "scripts/install-peers runsc"),
+            (BackendId::GvisorPtrace, "scripts/install-peers runsc"),
+            (BackendId::GvisorKvm, "scripts/install-peers runsc"),
+            (BackendId::Youki, "scripts/install-peers youki"),
+        ] {
+            let v = verdict(b, &h).unwrap_err();
+            assert_eq!(v.fix.as_deref(), Some(fix), "{b}: {v}");
+            assert!(v.reason.contains("is not installed"), "{b}: {v}");
+        }
+        assert_eq!(verdict(BackendId::Runc, &h), Ok(()));
+    }
+
+    #[test]
+    fn missing_podman_says_which_package() {
+        let h = Host { on_path: |c| c != "podman", ..good_host() };
+        let b = verdict(BackendId::Podman, &h).unwrap_err();
+        assert!(b.reason.contains("podman is not installed"), "{b}");
+        assert_eq!(b.fix.as_deref(), Some("apt-get install podman"));
+    }
+
+    #[test]
+    fn software_kvm_rules_out_gvisor_kvm_but_not_the_other_platforms() {
+        let h = Host { kvm: KvmKind::SoftwarePvm, ..good_host() };
+        let b = verdict(BackendId::GvisorKvm, &h).unwrap_err();
+        assert!(b.reason.contains("kvm_pvm") && !b.starts_anyway, "{b}");
+        assert_eq!(verdict(BackendId::Gvisor, &h), Ok(()));
+        assert_eq!(verdict(BackendId::GvisorPtrace, &h), Ok(()));
+        assert_eq!(verdict(BackendId::GvisorKvm, &good_host()), Ok(()));
+        let none = Host { kvm: KvmKind::Absent, ..good_host() };
+        assert!(verdict(BackendId::GvisorKvm, &none).unwrap_err().fix.unwrap().contains("modprobe"));
     }
 
     #[test]

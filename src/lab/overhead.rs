@@ -125,7 +125,16 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
 
     let mut st = Table::new(
         "Security surface, read from the host while an idle instance runs",
-        &["backend", "process", "own namespaces", "capabilities", "seccomp", "no_new_privs"],
+        &[
+            "backend",
+            "process",
+            "own namespaces",
+            "capabilities",
+            "seccomp",
+            "syscalls allowed",
+            "kernel between",
+            "no_new_privs",
+        ],
     );
     for b in &shown {
         let Some(rec) = agg.records("surface", b).first() else { continue };
@@ -138,6 +147,8 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
             note("namespaces"),
             note("capabilities"),
             note("seccomp"),
+            note("seccomp_allowed"),
+            note("kernel_between"),
             note("no_new_privs"),
         ]);
     }

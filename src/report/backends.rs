@@ -54,8 +54,9 @@ mod tests {
 
     #[test]
     fn unknown_names_are_kept_as_containers_in_grey() {
-        assert_eq!(kind("gvisor"), Kind::Container);
-        assert_eq!(rgb("gvisor"), (127, 127, 127));
+        assert_eq!(kind("kata"), Kind::Container);
+        assert_eq!(rgb("kata"), (127, 127, 127));
+        assert_eq!(kind("gvisor"), Kind::Sandbox);
         assert_eq!(kind("native"), Kind::Native);
     }
 

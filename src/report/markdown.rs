@@ -433,16 +433,18 @@ fn surface(out: &mut String, a: &Aggregate) {
     let _ = writeln!(
         out,
         "Read from the host while an `idle` instance runs (`/proc/<pid>/status` and `/proc/<pid>/ns/*` of the \
-         instance's most isolated process), plus what the backend states about itself. The number of system \
-         calls a seccomp filter allows cannot be read back from the kernel; where the backend does not state \
-         it, the table says so.\n"
+         instance's most isolated process), plus what the backend states about itself. The system calls a seccomp \
+         filter allows are counted by reading the filters back from the running process \
+         (`PTRACE_SECCOMP_GET_FILTER`) and running them on every x86-64 syscall number with zero arguments; \
+         for gVisor the sentry's own host filter is read the same way. The kernel between the workload and the \
+         host is measured from `/proc/<pid>/exe`: whether any process of the instance execs the workload.\n"
     );
-    let _ = writeln!(out, "| backend | process | namespaces not shared with the host | capabilities kept | seccomp | no_new_privs | what the backend states |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "| backend | process | namespaces not shared with the host | capabilities kept (bounding set) | seccomp | syscalls allowed | kernel between workload and host | no_new_privs | what the backend states |\n|---|---|---|---|---|---|---|---|---|");
     for b in &a.backends {
         let recs = a.records("surface", b);
         let Some(r) = recs.first() else { continue };
         if let Some(e) = &r.error {
-            let _ = writeln!(out, "| {b} | ✗ | | | | | probe failed: {} |", short(e));
+            let _ = writeln!(out, "| {b} | ✗ | | | | | | | probe failed: {} |", short(e));
             continue;
         }
         let note =
@@ -450,11 +452,19 @@ fn surface(out: &mut String, a: &Aggregate) {
         let stated: Vec<&str> = r.notes.iter().filter(|n| !n.starts_with("surface.")).map(String::as_str).collect();
         let _ = writeln!(
             out,
-            "| {b} | {} | {} | {} | {} | {} | {} |",
+            "| {b} | {} | {} | {} ({}) | {} | {}{} | {} | {} | {} |",
             note("process"),
             note("namespaces"),
             note("capabilities"),
+            note("bounding"),
             note("seccomp"),
+            note("seccomp_allowed"),
+            r.notes
+                .iter()
+                .find_map(|n| n.strip_prefix("surface.sentry_filter: "))
+                .map(|s| format!("; sentry's host filter: {s}"))
+                .unwrap_or_default(),
+            note("kernel_between"),
             note("no_new_privs"),
             short(&stated.join("; ")),
         );

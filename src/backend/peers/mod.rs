@@ -1,19 +1,22 @@
 //! Peer systems the suite compares against, each behind the same `Backend`
-//! trait: `runc` and `crun` (OCI bundles generated from the workload
-//! binary), `docker` (a private dockerd of its own) and `qemu`
-//! (`-M microvm` with our guest kernel and initramfs). This module holds what
-//! they share: errors, state directories and scratch space (the network
-//! path is `backend::netpath`, shared with native).
+//! trait: `runc`, `crun`, `youki` and gVisor's `runsc` (OCI bundles generated
+//! from the workload binary), `docker` (a private dockerd of its own),
+//! `podman` (daemonless, a private store) and `qemu` (`-M microvm` with our
+//! guest kernel and initramfs). This module holds what they share: errors,
+//! where a peer binary is found, state directories and scratch space (the
+//! network path is `backend::netpath`, shared with native).
 
 pub mod docker;
 pub mod oci;
 pub mod oci_runtime;
+pub mod podman;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::id::PeerTool;
 use super::BackendError;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,26 @@ pub(crate) fn launch_err(
 /// Is `cmd` on PATH?
 pub fn on_path(cmd: &str) -> bool {
     std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file())).unwrap_or(false)
+}
+
+/// `<cache>/cvbench/peers`, where `scripts/install-peers` puts runsc and youki.
+pub fn peer_cache() -> Option<PathBuf> {
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let cache = nonempty("XDG_CACHE_HOME").or_else(|| nonempty("HOME").map(|h| h.join(".cache")))?;
+    Some(cache.join("cvbench/peers"))
+}
+
+/// The binary of `tool`: cvbench's cache first (the version the suite installs), then `PATH`.
+pub fn find_peer(tool: PeerTool) -> Option<PathBuf> {
+    find_peer_in(peer_cache().as_deref(), tool)
+}
+
+fn find_peer_in(cache: Option<&Path>, tool: PeerTool) -> Option<PathBuf> {
+    if let Some(p) = cache.map(|c| c.join(tool.cache_path())).filter(|p| p.is_file()) {
+        return Some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(tool.cmd())).find(|p| p.is_file())
 }
 
 /// Run a short tool invocation to completion; its stderr becomes the error.
@@ -89,6 +112,19 @@ pub fn children(pid: i32) -> Vec<i32> {
     v
 }
 
+/// Every descendant of `pid`, parents before children.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = children(pid);
+    while let Some(p) = todo.pop() {
+        if !out.contains(&p) {
+            out.push(p);
+            todo.extend(children(p));
+        }
+    }
+    out
+}
+
 /// Read a pid file if it is there yet.
 pub fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -112,6 +148,21 @@ mod tests {
         c.kill().unwrap();
         c.wait().unwrap();
         assert!(found);
+    }
+
+    #[test]
+    fn a_peer_in_the_cache_wins_over_path() {
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join(PeerTool::Youki.cache_path());
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::write(&bin, b"").unwrap();
+        assert_eq!(find_peer_in(Some(d.path()), PeerTool::Youki), Some(bin));
+        // Not in this cache: only PATH can have it (and `youki` is no Debian package).
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(
+            find_peer_in(Some(empty.path()), PeerTool::Youki),
+            on_path("youki").then(|| find_peer_in(None, PeerTool::Youki)).flatten()
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The `runc`, `crun` and `cvbench-runtime` backends (all three exec'd CLIs, unlike the
-//! `container` backend, which calls our runtime as a library): `<runtime> run` of a generated OCI bundle
+//! The `runc`, `crun`, `youki`, `cvbench-runtime` and gVisor (`runsc`, three platforms) backends
+//! (all exec'd CLIs, unlike the `container` backend, which calls our runtime as a library):
+//! `<runtime> run` of a generated OCI bundle
 //! in the foreground (the runtime process stays the container's parent and
 //! passes the harness's pipes straight through), with a state root of our
 //! own. crun 1.8 refuses hybrid cgroups while the cgroup2 mount has
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use super::oci::{self, RunConfig};
 use super::{launch_err, PeerError};
+use crate::backend::id::PeerTool;
 use crate::backend::netpath::{Client, NetPath};
 use crate::backend::process::ChildProcess;
 use crate::backend::{Backend, BackendError, BackendId, Instance, LaunchSpec};
@@ -30,6 +32,38 @@ pub enum Kind {
     Crun,
     /// Our own runtime's CLI, exec'd on the same bundle as runc and crun.
     Cvbench,
+    Youki,
+    /// gVisor's runsc on one of its platforms.
+    Gvisor(Platform),
+}
+
+/// How gVisor's sentry intercepts the workload's system calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    /// seccomp `SECCOMP_RET_TRAP` in stub processes plus shared-memory stubs (default since 2023).
+    Systrap,
+    /// `PTRACE_SYSEMU` on stub processes.
+    Ptrace,
+    /// The sentry runs as a guest kernel in a KVM VM; the workload in its guest user mode.
+    Kvm,
+}
+
+impl Platform {
+    pub const fn flag(self) -> &'static str {
+        match self {
+            Platform::Systrap => "--platform=systrap",
+            Platform::Ptrace => "--platform=ptrace",
+            Platform::Kvm => "--platform=kvm",
+        }
+    }
+
+    fn how(self) -> &'static str {
+        match self {
+            Platform::Systrap => "systrap (seccomp traps in stub processes, shared-memory hand-off to the sentry)",
+            Platform::Ptrace => "ptrace (PTRACE_SYSEMU stops of stub processes)",
+            Platform::Kvm => "kvm (the sentry as a guest kernel under /dev/kvm)",
+        }
+    }
 }
 
 impl Kind {
@@ -38,6 +72,18 @@ impl Kind {
             Kind::Runc => BackendId::Runc,
             Kind::Crun => BackendId::Crun,
             Kind::Cvbench => BackendId::CvbenchRuntime,
+            Kind::Youki => BackendId::Youki,
+            Kind::Gvisor(Platform::Systrap) => BackendId::Gvisor,
+            Kind::Gvisor(Platform::Ptrace) => BackendId::GvisorPtrace,
+            Kind::Gvisor(Platform::Kvm) => BackendId::GvisorKvm,
+        }
+    }
+
+    fn peer_tool(self) -> Option<PeerTool> {
+        match self {
+            Kind::Youki => Some(PeerTool::Youki),
+            Kind::Gvisor(_) => Some(PeerTool::Runsc),
+            Kind::Runc | Kind::Crun | Kind::Cvbench => None,
         }
     }
 
@@ -45,8 +91,13 @@ impl Kind {
         self.id().name()
     }
 
-    /// The program to exec: runc and crun from PATH, ours beside the cvbench binary.
+    /// The program to exec: runc and crun from PATH, youki and runsc from cvbench's cache (then
+    /// PATH), ours beside the cvbench binary.
     fn program(self) -> Result<PathBuf, String> {
+        if let Some(tool) = self.peer_tool() {
+            return super::find_peer(tool)
+                .ok_or_else(|| format!("{} is not installed (fix: {})", tool.cmd(), tool.install()));
+        }
         match self {
             Kind::Cvbench => paths::sibling_binary("cvbench-runtime", "CVBENCH_RUNTIME").map_err(|e| e.to_string()),
             k if super::on_path(k.name()) => Ok(PathBuf::from(k.name())),
@@ -97,6 +148,9 @@ impl OciRuntime {
     fn command(&self, st: &State) -> Command {
         let mut cmd = Command::new(self.kind.program().unwrap_or_else(|_| PathBuf::from(self.kind.name())));
         cmd.arg("--root").arg(&st.root);
+        if let Kind::Gvisor(p) = self.kind {
+            cmd.arg(p.flag());
+        }
         if self.kind == Kind::Crun && needs_unified_detach() {
             detach_unified(&mut cmd);
         }
@@ -142,8 +196,74 @@ pub(crate) fn detach_unified(cmd: &mut Command) {
     }
 }
 
+/// Does the network namespace at `netns` show `net.core.rmem_default` (which runsc of mid-2024
+/// takes for the mark of the host's own namespace)? Checked from a short-lived thread that joins
+/// it: `/proc/sys/net` shows the namespace of the thread that reads it.
+fn shows_rmem_default(netns: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(netns) else { return false };
+    std::thread::spawn(move || {
+        use std::os::fd::AsFd;
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_ok()
+            && Path::new("/proc/sys/net/core/rmem_default").exists()
+    })
+    .join()
+    .unwrap_or(false)
+}
+
+/// runsc of mid-2024 takes a network namespace for the host's own when
+/// `/proc/sys/net/core/rmem_default` exists in it, and refuses it; recent kernels (6.12 and 6.18, seen) show
+/// that file in every namespace. Run in a private mount namespace with an empty read-only tmpfs
+/// over `/proc/sys/net`, runsc finds it missing and takes the run's namespace (the host's mounts
+/// and sysctls are untouched; the sentry's netstack does not read the host's).
+fn hide_proc_sys_net(cmd: &mut Command) {
+    let (Ok(root), Ok(target), Ok(fstype)) = (CString::new("/"), CString::new("/proc/sys/net"), CString::new("tmpfs"))
+    else {
+        return;
+    };
+    // SAFETY: runs in the child between fork and exec; unshare and mount are raw syscalls
+    // (async-signal-safe) on strings prepared before the fork. The mount namespace is the
+    // child's own, so the tmpfs is seen by runsc and its children only.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), private, std::ptr::null()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            if libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, std::ptr::null()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// youki 0.7's `run` blocks SIGCHLD only after it has started the container and then waits for
+/// that signal: a workload that exits first leaves it waiting beside a zombie forever (about one
+/// run in three here). Started with SIGCHLD already blocked (the mask survives exec), the early
+/// signal stays pending until youki's wait collects it.
+fn block_sigchld(cmd: &mut Command) {
+    // SAFETY: runs in the child between fork and exec; sigprocmask is async-signal-safe and the
+    // set is built on the child's stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 struct OciInstance {
     backend: &'static str,
+    kind: Kind,
     child: ChildProcess,
     id: String,
     bundle: PathBuf,
@@ -175,11 +295,18 @@ impl Backend for OciRuntime {
         let bin = paths::workload_binary().map_err(|e| launch_err(name, w, e))?;
         let mut args = vec![spec.workload.to_string()];
         args.extend(spec.args.iter().cloned());
-        let mut notes = vec![format!(
+        let mut notes = Vec::new();
+        if let Kind::Gvisor(p) = self.kind {
+            notes.push(format!(
+                "{name}: gVisor sandbox, platform {}: the workload's system calls are served by the sentry (a user-space kernel), which makes its own seccomp-filtered host calls; network runs through gVisor's netstack (part of what is measured); the disk volume is served through the gofer; footprint counts runsc, the gofer, the sandbox and its stubs",
+                p.how()
+            ));
+        }
+        notes.push(format!(
             "{name}: exec'd CLI; generated OCI bundle (read-only rootfs with the workload only), namespaces {}, capabilities kept {}, no seccomp profile (as `runc spec` generates); footprint counts the runtime process (the container's parent in `run` mode) and the container",
             oci::NAMESPACES.join(","),
             oci::CAPS.join(",")
-        )];
+        ));
         let (mut peer, mut scratch) = (None, None);
         match spec.needs() {
             Needs { network: true, .. } => {
@@ -211,12 +338,26 @@ impl Backend for OciRuntime {
         .map_err(|e| launch_err(name, w, e))?;
         let pid_file = bundle.join("pid");
         let mut cmd = self.command(&st);
+        if matches!(self.kind, Kind::Gvisor(_)) {
+            // `sandbox`: gVisor's own netstack over the interfaces of the namespace the run made;
+            // `none`: only the netstack's loopback (runsc refuses to take the host's namespace).
+            cmd.arg(if peer.is_some() { "--network=sandbox" } else { "--network=none" });
+            if peer.as_ref().and_then(NetPath::client_netns).is_some_and(|ns| shows_rmem_default(&ns)) {
+                hide_proc_sys_net(&mut cmd);
+                notes.push(format!("{name}: runsc runs in a private mount namespace with /proc/sys/net hidden (runsc 2024 mistakes any namespace showing net.core.rmem_default, as recent kernels do, for the host's)"));
+            }
+        }
+        if self.kind == Kind::Youki {
+            block_sigchld(&mut cmd);
+            notes.push(format!("{name}: started with SIGCHLD blocked (youki 0.7's `run` otherwise misses the exit of a workload that ends before it waits, and hangs); the workload inherits that mask"));
+        }
         cmd.arg("run").arg("--bundle").arg(&bundle).arg("--pid-file").arg(&pid_file).arg(&id);
         let mut delete_cmd = self.command(&st);
         delete_cmd.args(["delete", "--force", &id]);
         let child = ChildProcess::spawn(name, cmd, spec)?;
         Ok(Box::new(OciInstance {
             backend: name,
+            kind: self.kind,
             child,
             id,
             bundle,
@@ -233,6 +374,13 @@ impl Backend for OciRuntime {
 impl Instance for OciInstance {
     fn pids(&self) -> Vec<i32> {
         let runtime = self.child.pid();
+        if matches!(self.kind, Kind::Gvisor(_)) {
+            // runsc's gofer, the sandbox and the stubs that run the workload's code are all its
+            // descendants; the pid file names the sandbox, already among them.
+            let mut v = vec![runtime];
+            v.extend(super::descendants(runtime));
+            return v;
+        }
         let mut v = vec![runtime];
         // runc writes its pid file only after starting the process, so at
         // READY it may not be there yet; the container's init is then found
