@@ -239,6 +239,7 @@ fn test(args: &TestArgs) -> Result<bool> {
     print!("{}", host.summary("host"));
 
     let (th, retries, boots) = testhost(args, plan)?;
+    host.extend(fresh_os(args));
 
     println!("\n== tally over both hosts");
     if !retries.is_empty() {
@@ -258,6 +259,44 @@ fn test(args: &TestArgs) -> Result<bool> {
     // The tally's line stays the last one printed.
     print!("{}", total.summary("total"));
     Ok(ok)
+}
+
+/// The fresh-OS part (scripts/fresh-os: the README's set-up in minimal Debian 12 and 13 trees).
+/// It takes most of an hour per tree on two cores (a release build and a guest kernel each), so it runs
+/// only when asked (`CVBENCH_FRESH_OS=1`); otherwise it is one counted skip that says how.
+fn fresh_os(args: &TestArgs) -> HostResults {
+    const SUITES: [&str; 2] = ["bookworm", "trixie"];
+    let mut results = HostResults::default();
+    let asked = std::env::var("CVBENCH_FRESH_OS").is_ok_and(|v| v == "1");
+    if !asked || !args.only.is_empty() {
+        let line = "SKIPPED: [fresh-os] the README's set-up in bare Debian 12 and 13 trees (scripts/fresh-os \
+                    bookworm trixie; 52 and 56 minutes here, side by side on a loaded machine): set CVBENCH_FRESH_OS=1 to run it"
+            .to_string();
+        println!("{line}");
+        let mut p = PartResult::named("fresh-os");
+        p.skips.push(line);
+        results.parts.push(p);
+        return results;
+    }
+    for suite in SUITES {
+        println!("== fresh OS: {suite} (scripts/fresh-os {suite})");
+        let mut p = PartResult::named(format!("fresh-os:{suite}"));
+        match Command::new("scripts/fresh-os").arg(suite).status() {
+            Ok(st) if st.success() => p.passed = 1,
+            Ok(st) => {
+                p.failed = 1;
+                p.note = Some(format!("scripts/fresh-os {suite} exited {st}"));
+                results.failed_commands.push(format!("scripts/fresh-os {suite}"));
+            }
+            Err(e) => {
+                p.failed = 1;
+                p.note = Some(format!("cannot run scripts/fresh-os: {e}"));
+                results.failed_commands.push(format!("scripts/fresh-os {suite}"));
+            }
+        }
+        results.parts.push(p);
+    }
+    results
 }
 
 /// What one `cvbench-xtask test` ended with, written beside the build for tools and readers.
