@@ -159,51 +159,143 @@ impl fmt::Display for AllowList {
     }
 }
 
+/// Most filters read from one process, and the most instructions one filter can have.
+const MAX_FILTERS: usize = 64;
+const MAX_INSNS: usize = 4096;
+
+/// What the tracing child writes for each filter: its instruction count, then the instructions;
+/// then one of these markers.
+const END_OF_FILTERS: i64 = -1;
+const NO_FILTER: i64 = -2;
+const FAILED: i64 = -3;
+
 /// Read every seccomp filter of `pid` (root; the process is stopped for the moment it takes).
 /// `Ok(None)`: the process has no filter.
+///
+/// The tracer is a child process forked for the purpose, never a thread of this one: a ptrace
+/// stop is reported to every waiting thread of the tracer's process, so when `pid` is our own
+/// child (the bare VM's VMM is), a thread of ours waiting for it to exit would take the stop
+/// for its end, and the tracer would wait for a stop it never sees.
 pub fn read_filters(pid: i32) -> Result<Option<Vec<Vec<Insn>>>, String> {
+    // Everything the child uses is made before the fork: between fork and _exit it makes only
+    // raw system calls on this memory (async-signal-safe; this process has other threads).
+    let mut buf = vec![libc::sock_filter { code: 0, jt: 0, jf: 0, k: 0 }; MAX_INSNS];
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: fork(2); the child runs `trace_and_write` (raw system calls only) and `_exit`s.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if child == 0 {
+        use std::os::fd::AsRawFd;
+        trace_and_write(pid, &mut buf, wr.as_raw_fd());
+        // SAFETY: ends the forked child without running this process's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    drop(wr);
+    let mut bytes = Vec::new();
+    let read = std::io::Read::read_to_end(&mut std::fs::File::from(rd), &mut bytes);
+    let mut status = 0;
+    // SAFETY: reaps the child forked above; `status` is a valid out-pointer.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    read.map_err(|e| format!("reading the filters of {pid} from the tracing child: {e}"))?;
+    parse_filters(pid, &bytes)
+}
+
+/// The forked child's work: seize and stop `pid`, write each filter to `fd`, detach.
+fn trace_and_write(pid: i32, buf: &mut [libc::sock_filter], fd: i32) {
     const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
     let null = std::ptr::null_mut::<libc::c_void>();
-    let os = |what: &str| format!("{what} {pid}: {}", std::io::Error::last_os_error());
-    // SAFETY: PTRACE_SEIZE takes no memory from us (addr and data are null); it fails cleanly
-    // for a process we may not trace.
+    let put = |v: i64| {
+        // SAFETY: write(2) of an 8-byte local.
+        unsafe { libc::write(fd, (&v as *const i64).cast(), 8) };
+    };
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64;
+    // SAFETY: PTRACE_SEIZE takes no memory (addr and data null); it fails cleanly for a process
+    // that may not be traced.
     if unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, null, null) } != 0 {
-        return Err(os("PTRACE_SEIZE"));
+        put(FAILED);
+        put(errno());
+        return;
     }
-    let result = (|| {
-        // SAFETY: as above; the tracee is ours now.
-        if unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, pid, null, null) } != 0 {
-            return Err(os("PTRACE_INTERRUPT"));
-        }
-        let mut status = 0;
-        // SAFETY: waits for the group-stop of the seized tracee; `status` is a valid out-pointer.
-        if unsafe { libc::waitpid(pid, &mut status, libc::__WALL) } != pid {
-            return Err(os("waitpid"));
-        }
-        let mut filters = Vec::new();
-        for index in 0..64usize {
-            let mut buf = vec![libc::sock_filter { code: 0, jt: 0, jf: 0, k: 0 }; 4096];
+    let mut status = 0;
+    // SAFETY: PTRACE_INTERRUPT of our seized tracee, then waitpid for its stop (`status` valid).
+    let stopped = unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, pid, null, null) } == 0
+        && unsafe { libc::waitpid(pid, &mut status, libc::__WALL) } == pid;
+    if !stopped {
+        put(FAILED);
+        put(errno());
+    } else {
+        for index in 0..MAX_FILTERS {
             // SAFETY: the tracee is seized and stopped; the kernel writes at most the filter's
-            // length in instructions into `buf`, which holds BPF_MAXINSNS (4096) of them.
+            // length (at most BPF_MAXINSNS = MAX_INSNS instructions) into `buf`.
             let n =
                 unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index as *mut libc::c_void, buf.as_mut_ptr()) };
             if n < 0 {
-                let e = std::io::Error::last_os_error();
-                // ENOENT: past the last filter; EINVAL at index 0: the process has none.
-                return match e.raw_os_error() {
-                    Some(libc::ENOENT) if !filters.is_empty() => Ok(Some(filters)),
-                    Some(libc::EINVAL) | Some(libc::ENOENT) if index == 0 => Ok(None),
-                    _ => Err(format!("PTRACE_SECCOMP_GET_FILTER {pid}[{index}]: {e}")),
-                };
+                let e = errno();
+                if e == i64::from(libc::ENOENT) && index > 0 {
+                    put(END_OF_FILTERS);
+                } else if (e == i64::from(libc::EINVAL) || e == i64::from(libc::ENOENT)) && index == 0 {
+                    put(NO_FILTER);
+                } else {
+                    put(FAILED);
+                    put(e);
+                }
+                break;
             }
-            buf.truncate(n as usize);
-            filters.push(buf.iter().map(|i| Insn { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect());
+            let n = (n as usize).min(buf.len());
+            put(n as i64);
+            // SAFETY: write(2) of the first `n` instructions of `buf` (8 bytes each).
+            unsafe { libc::write(fd, buf.as_ptr().cast(), n * 8) };
         }
-        Ok(Some(filters))
-    })();
+    }
     // SAFETY: detaching our own tracee, no memory passed; it resumes where it stopped.
     unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, null, null) };
-    result
+}
+
+/// The child's stream back into filters (or its error).
+fn parse_filters(pid: i32, bytes: &[u8]) -> Result<Option<Vec<Vec<Insn>>>, String> {
+    let mut at = 0;
+    let mut next = |len: usize| -> Option<&[u8]> {
+        let s = bytes.get(at..at + len)?;
+        at += len;
+        Some(s)
+    };
+    let mut filters = Vec::new();
+    loop {
+        let Some(word) = next(8) else {
+            return Err(format!("the tracing child's answer about {pid} ended early"));
+        };
+        let v = i64::from_ne_bytes(word.try_into().map_err(|_| "short word".to_string())?);
+        match v {
+            END_OF_FILTERS => return Ok(Some(filters)),
+            NO_FILTER => return Ok(None),
+            FAILED => {
+                let e = next(8).map_or(0, |w| i64::from_ne_bytes(w.try_into().unwrap_or([0; 8])));
+                let err = std::io::Error::from_raw_os_error(e as i32);
+                return Err(format!(
+                    "ptrace of {pid} (PTRACE_SEIZE, PTRACE_INTERRUPT or PTRACE_SECCOMP_GET_FILTER): {err}"
+                ));
+            }
+            n if (0..=MAX_INSNS as i64).contains(&n) => {
+                let raw = next(n as usize * 8).ok_or_else(|| format!("a filter of {pid} ended early"))?;
+                let insns = raw
+                    .chunks_exact(8)
+                    .map(|c| Insn {
+                        code: u16::from_ne_bytes([c[0], c[1]]),
+                        jt: c[2],
+                        jf: c[3],
+                        k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+                    })
+                    .collect();
+                filters.push(insns);
+                if filters.len() == MAX_FILTERS {
+                    return Ok(Some(filters));
+                }
+            }
+            other => return Err(format!("the tracing child sent {other} for {pid}")),
+        }
+    }
 }
 
 #[cfg(test)]
