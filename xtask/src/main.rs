@@ -270,7 +270,7 @@ fn fresh_os(args: &TestArgs) -> HostResults {
     let asked = std::env::var("CVBENCH_FRESH_OS").is_ok_and(|v| v == "1");
     if !asked || !args.only.is_empty() {
         let line = "SKIPPED: [fresh-os] the README's set-up in bare Debian 12 and 13 trees (scripts/fresh-os \
-                    bookworm trixie; 52 and 56 minutes here, side by side on a loaded machine): set CVBENCH_FRESH_OS=1 to run it"
+                    bookworm trixie; 18 and 19 minutes here, side by side beside a test run): set CVBENCH_FRESH_OS=1 to run it"
             .to_string();
         println!("{line}");
         let mut p = PartResult::named("fresh-os");
