@@ -51,7 +51,7 @@ fn a_restored_instance_records_restore_phases_job_faults_and_snapshot_size() {
         assert_eq!(rec.metrics["touch_pages"], 1024.0);
         // The first touches fault in the VMM's memory, but how many faults that is depends on
         // the host's paging: one per 4 KiB page under kvm_pvm's shadow paging (1024 here),
-        // one per 2 MiB under hardware KVM with transparent huge pages (2 in the test host).
+        // far fewer under hardware KVM with transparent huge pages (the test host counted 1).
         assert!(rec.metrics["job_minflt"] >= 1.0, "{:?}", rec.metrics);
         assert!(rec.extra["minflt_after_restore"] >= 1.0, "{:?}", rec.extra);
         assert!(rec.extra["snapshot_memory_disk_kib"] > 0.0);
