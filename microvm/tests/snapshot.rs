@@ -114,8 +114,10 @@ fn a_restored_guest_runs_its_job_with_lazy_and_eager_memory() {
         let s: cvbench_microvm::stats::BareStats = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
         let r = s.restore.expect("restore info");
         assert_eq!(r.load.name(), load);
-        // The job first-touches 1024 fresh pages: each one is a fault of the VMM process.
-        assert!(r.minflt_after_restore >= 1024, "{load}: {r:?}");
+        // The job first-touches 1024 fresh pages, faults of the VMM process: one per 4 KiB page
+        // under kvm_pvm's shadow paging, far fewer with THP under hardware KVM (the test host
+        // counted 2 for eager), so the test asserts that faults happened, not how many.
+        assert!(r.minflt_after_restore >= 1, "{load}: {r:?}");
     }
 }
 
