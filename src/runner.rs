@@ -69,10 +69,11 @@ fn pipes() -> Result<[(std::os::fd::OwnedFd, std::os::fd::OwnedFd); 2], RunnerEr
     Ok([out, err])
 }
 
-/// Run one instance to completion and describe it. Never panics on a failed
-/// run: the failure goes into `error`.
-pub fn run(backend: &dyn Backend, req: &RunRequest) -> RunRecord {
-    let mut rec = RunRecord {
+/// The record of one unit of `req` on `backend`, started now, before anything is measured:
+/// the one place a unit's identity (backend, workload, arguments, environment, scenario,
+/// round) is copied into its record, for the runner and the bench's own units alike.
+pub fn record_for(backend: &dyn Backend, req: &RunRequest) -> RunRecord {
+    RunRecord {
         schema_version: SCHEMA_VERSION,
         backend: backend.name().to_string(),
         workload: req.workload.to_string(),
@@ -88,7 +89,13 @@ pub fn run(backend: &dyn Backend, req: &RunRequest) -> RunRecord {
         extra: BTreeMap::new(),
         notes: Vec::new(),
         error: None,
-    };
+    }
+}
+
+/// Run one instance to completion and describe it. Never panics on a failed
+/// run: the failure goes into `error`.
+pub fn run(backend: &dyn Backend, req: &RunRequest) -> RunRecord {
+    let mut rec = record_for(backend, req);
     if let Err(e) = run_into(backend, req, &mut rec) {
         rec.error = Some(e);
     }

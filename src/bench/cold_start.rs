@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio as PStdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cvbench_registry::{Client, Options};
 use cvbench_runtime::config::{ContainerConfig, RootfsSource};
@@ -21,7 +21,7 @@ use cvbench_runtime::image::Store;
 use super::image_ctx::{self, ImageBench};
 use crate::backend::peers::{self, oci};
 use crate::backend::{Backend, BackendId};
-use crate::record::{RunRecord, SCHEMA_VERSION};
+use crate::record::RunRecord;
 use crate::runner::RunRequest;
 
 /// Set by `cvbench bench --drop-caches`: drop the page cache before every cold start.
@@ -78,18 +78,7 @@ fn ns(t: Instant) -> u64 {
 
 /// Run one cold start of `b` and make its record.
 pub fn unit(b: &dyn Backend, req: &RunRequest) -> RunRecord {
-    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let mut rec = RunRecord {
-        schema_version: SCHEMA_VERSION,
-        backend: b.name().to_string(),
-        workload: req.workload.to_string(),
-        args: req.args.clone(),
-        env_id: req.env_id.clone(),
-        scenario: req.scenario.clone(),
-        iteration: req.iteration,
-        started_unix_ms,
-        ..Default::default()
-    };
+    let mut rec = crate::runner::record_for(b, req);
     if let Some(why) = not_applicable(b.id()) {
         rec.error = Some(why);
         return rec;

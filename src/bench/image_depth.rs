@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cvbench_registry::{Client, Options};
 use cvbench_runtime::config::{ContainerConfig, RootfsSource};
@@ -21,7 +21,7 @@ use nix::mount::{mount, MsFlags};
 use super::cold_start::DROP_CACHES;
 use super::image_ctx::{self, ImageBench, BIG_FILE};
 use crate::backend::{Backend, BackendId};
-use crate::record::{RunRecord, SCHEMA_VERSION};
+use crate::record::RunRecord;
 use crate::runner::RunRequest;
 
 /// Why a backend has no image-depth cell: the scenario is about our overlay layers.
@@ -157,17 +157,7 @@ fn measure(ctx: &ImageBench, layers: u32, req: &RunRequest, rec: &mut RunRecord)
 
 /// Run one image-depth unit on `b` (the container backend).
 pub fn unit(b: &dyn Backend, req: &RunRequest, layers: u32) -> RunRecord {
-    let mut rec = RunRecord {
-        schema_version: SCHEMA_VERSION,
-        backend: b.name().to_string(),
-        workload: req.workload.to_string(),
-        args: req.args.clone(),
-        env_id: req.env_id.clone(),
-        scenario: req.scenario.clone(),
-        iteration: req.iteration,
-        started_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-        ..Default::default()
-    };
+    let mut rec = crate::runner::record_for(b, req);
     if let Some(why) = not_applicable(b.id()) {
         rec.error = Some(why);
         return rec;

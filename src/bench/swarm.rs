@@ -5,10 +5,10 @@
 //! and all tasks run again; leader loss until a new leader answers; each engine's memory idle
 //! and with tasks. Only the `docker` backend has this cell.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, BackendId};
-use crate::record::{RunRecord, SCHEMA_VERSION};
+use crate::record::RunRecord;
 use crate::runner::RunRequest;
 use crate::swarm::{cluster, Role, Swarm, SwarmConfig, SwarmError};
 
@@ -30,18 +30,7 @@ fn bound(n: u32) -> Duration {
 
 /// One round of `swarm-N`.
 pub fn unit(b: &dyn Backend, req: &RunRequest, n: u32) -> RunRecord {
-    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let mut rec = RunRecord {
-        schema_version: SCHEMA_VERSION,
-        backend: b.name().to_string(),
-        workload: req.workload.to_string(),
-        args: req.args.clone(),
-        env_id: req.env_id.clone(),
-        scenario: req.scenario.clone(),
-        iteration: req.iteration,
-        started_unix_ms,
-        ..Default::default()
-    };
+    let mut rec = crate::runner::record_for(b, req);
     if let Some(why) = not_applicable(b.id()) {
         rec.error = Some(why);
         return rec;
