@@ -13,43 +13,8 @@ use std::time::{Duration, Instant};
 
 use cvbench_microvm::bare::elf::build_test_elf;
 
-fn skip_reason() -> Option<(cvbench_testkit::Need, String)> {
-    use cvbench_testkit::Need;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some((Need::Root, "bare micro-VM tests need root".into()));
-    }
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        Ok(_) => None,
-        Err(e) => Some((Need::Kvm, format!("cannot open /dev/kvm: {e}"))),
-    }
-}
-
-macro_rules! require_kvm {
-    () => {
-        if let Some((need, why)) = skip_reason() {
-            cvbench_testkit::skip(need, &why);
-            return;
-        }
-    };
-}
-
-fn vmm() -> &'static str {
-    env!("CARGO_BIN_EXE_cvbench-vmm")
-}
-
-fn workload() -> PathBuf {
-    let p = std::env::var_os("CVBENCH_WORKLOAD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../workload/target/release/cvbench-workload"));
-    assert!(
-        p.exists(),
-        "workload binary {} is missing: build it with `cargo build --release --manifest-path \
-         workload/Cargo.toml --target-dir workload/target` or set CVBENCH_WORKLOAD",
-        p.display()
-    );
-    p
-}
+mod common;
+use common::{require_kvm, vmm, workload};
 
 /// Kills the child on drop, so a failing assertion leaves no VMM behind.
 struct Reap(Option<Child>);
@@ -103,13 +68,13 @@ fn same_shape_as_native(args: &[&str]) {
 
 #[test]
 fn noop_matches_native_structure() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     same_shape_as_native(&["noop"]);
 }
 
 #[test]
 fn cpu_matches_native_structure_and_checksums() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let args = ["cpu", "--sha-mib", "2", "--sieve-n", "1000000", "--matmul-n", "32"];
     same_shape_as_native(&args);
     let out = run_bare(&workload(), &[], &args);
@@ -120,25 +85,25 @@ fn cpu_matches_native_structure_and_checksums() {
 
 #[test]
 fn mem_bw_matches_native_structure() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     same_shape_as_native(&["mem-bw", "--array-mib", "4", "--iters", "2"]);
 }
 
 #[test]
 fn mem_touch_matches_native_structure() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     same_shape_as_native(&["mem-touch", "--touch-mib", "8", "--chase-mib", "2", "--accesses", "20000"]);
 }
 
 #[test]
 fn syscall_matches_native_structure() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     same_shape_as_native(&["syscall", "--iters", "2000"]);
 }
 
 #[test]
 fn idle_matches_native_structure_and_ends_when_stdin_closes() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let w = workload();
     let native = Command::new(&w).arg("idle").stdin(Stdio::null()).output().expect("spawn workload");
     let mut child = Reap(Some(
@@ -161,7 +126,7 @@ fn idle_matches_native_structure_and_ends_when_stdin_closes() {
 
 #[test]
 fn idle_stops_on_sigterm_through_the_guest_signalfd() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let mut child = Reap(Some(
         bare_cmd(&workload(), &["--timeout-s", "60"], &["idle"])
             .stdin(Stdio::piped())
@@ -200,7 +165,7 @@ const EXIT_42: &[u8] = &[
 
 #[test]
 fn guest_exit_status_becomes_the_vmm_exit_status() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let dir = tempfile::tempdir().expect("tempdir");
     let out = run_bare(&test_elf(dir.path(), "exit42", EXIT_42), &[], &[]);
     assert_eq!(out.status.code(), Some(42), "{}", String::from_utf8_lossy(&out.stderr));
@@ -211,7 +176,7 @@ fn guest_exit_status_becomes_the_vmm_exit_status() {
 
 #[test]
 fn guest_page_fault_is_reported_with_vector_rip_and_address() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let dir = tempfile::tempdir().expect("tempdir");
     // mov rax, [0x10]: the null page is not mapped.
     let code = [0x48, 0x8b, 0x04, 0x25, 0x10, 0, 0, 0];
@@ -225,7 +190,7 @@ fn guest_page_fault_is_reported_with_vector_rip_and_address() {
 
 #[test]
 fn invalid_opcode_is_reported_not_hung() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let dir = tempfile::tempdir().expect("tempdir");
     let out = run_bare(&test_elf(dir.path(), "ud2", &[0x0f, 0x0b]), &["--timeout-s", "20"], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -235,7 +200,7 @@ fn invalid_opcode_is_reported_not_hung() {
 
 #[test]
 fn port_io_from_the_program_faults_like_in_a_process() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let dir = tempfile::tempdir().expect("tempdir");
     // out 0x80, al at CPL3: only the VMM's stub ports are open in the I/O bitmap.
     let out = run_bare(&test_elf(dir.path(), "outb", &[0xe6, 0x80]), &[], &[]);
@@ -246,7 +211,7 @@ fn port_io_from_the_program_faults_like_in_a_process() {
 
 #[test]
 fn unknown_syscall_returns_enosys_with_a_warning() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let dir = tempfile::tempdir().expect("tempdir");
     let code = [
         0xb8, 0xe7, 0x03, 0, 0, // mov eax, 999
@@ -264,7 +229,7 @@ fn unknown_syscall_returns_enosys_with_a_warning() {
 
 #[test]
 fn network_workloads_fail_clearly_with_enosys() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let out = run_bare(&workload(), &[], &["net-rr", "--peer", "127.0.0.1:9", "--requests", "1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -273,7 +238,7 @@ fn network_workloads_fail_clearly_with_enosys() {
 
 #[test]
 fn a_guest_spinning_past_its_timeout_is_stopped() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let dir = tempfile::tempdir().expect("tempdir");
     let t = Instant::now();
     let out = run_bare(&test_elf(dir.path(), "spin", &[0xeb, 0xfe]), &["--timeout-s", "0.5"], &[]);
@@ -285,7 +250,7 @@ fn a_guest_spinning_past_its_timeout_is_stopped() {
 
 #[test]
 fn sigterm_kills_a_guest_that_does_not_block_it() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let dir = tempfile::tempdir().expect("tempdir");
     let spin = test_elf(dir.path(), "spin", &[0xeb, 0xfe]);
     let mut child =
@@ -300,7 +265,7 @@ fn sigterm_kills_a_guest_that_does_not_block_it() {
 
 #[test]
 fn stats_json_names_the_kvm_kind_and_counts_syscalls() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let dir = tempfile::tempdir().expect("tempdir");
     let stats = dir.path().join("stats.json");
     let out = run_bare(&workload(), &["--stats-json", stats.to_str().expect("utf8")], &["noop"]);
@@ -388,7 +353,7 @@ fn print_config_of_the_flags_is_what_config_takes() {
 
 #[test]
 fn noop_runs_from_a_config_file() {
-    require_kvm!();
+    require_kvm!("bare micro-VM tests");
     let w = workload();
     let config = cvbench_microvm::bare::BareConfig {
         elf: w.clone(),

@@ -6,41 +6,11 @@
 //! leaves no files). Needs root and /dev/kvm; otherwise `SKIPPED: <reason>`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn skip_reason() -> Option<(cvbench_testkit::Need, String)> {
-    use cvbench_testkit::Need;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some((Need::Root, "bare micro-VM snapshot tests need root (the VMM jails itself)".into()));
-    }
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        Ok(_) => None,
-        Err(e) => Some((Need::Kvm, format!("cannot open /dev/kvm: {e}"))),
-    }
-}
-
-macro_rules! require_kvm {
-    () => {
-        if let Some((need, why)) = skip_reason() {
-            cvbench_testkit::skip(need, &why);
-            return;
-        }
-    };
-}
-
-fn vmm() -> &'static str {
-    env!("CARGO_BIN_EXE_cvbench-vmm")
-}
-
-fn workload() -> PathBuf {
-    let p = std::env::var_os("CVBENCH_WORKLOAD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../workload/target/release/cvbench-workload"));
-    assert!(p.exists(), "workload binary {} is missing (build workload/ or set CVBENCH_WORKLOAD)", p.display());
-    p
-}
+mod common;
+use common::{require_kvm, vmm, workload};
 
 /// Take a snapshot of `wait-go --job <job...>` with 64 MiB of guest memory into `dir`.
 fn take(dir: &Path, job: &[&str]) -> Output {
@@ -100,7 +70,7 @@ fn reframe(dir: &Path, edit: impl Fn(&mut serde_json::Value)) {
 
 #[test]
 fn a_restored_guest_runs_its_job_with_lazy_and_eager_memory() {
-    require_kvm!();
+    require_kvm!("bare micro-VM snapshot tests (the VMM jails itself)");
     let dir =
         snapshot(&["wait-go", "--job", "mem-touch", "--touch-mib", "4", "--chase-mib", "1", "--accesses", "1000"]);
     for load in ["lazy", "eager"] {
@@ -123,7 +93,7 @@ fn a_restored_guest_runs_its_job_with_lazy_and_eager_memory() {
 
 #[test]
 fn a_snapshot_restores_more_than_once() {
-    require_kvm!();
+    require_kvm!("bare micro-VM snapshot tests (the VMM jails itself)");
     let dir = snapshot(&["wait-go", "--job", "noop"]);
     for _ in 0..2 {
         let o = restore(dir.path(), &[]);
@@ -134,7 +104,7 @@ fn a_snapshot_restores_more_than_once() {
 
 #[test]
 fn a_workload_that_exits_before_blocking_leaves_nothing_and_says_so() {
-    require_kvm!();
+    require_kvm!("bare micro-VM snapshot tests (the VMM jails itself)");
     let dir = tempfile::tempdir().unwrap();
     let o = take(dir.path(), &["noop"]);
     assert!(!o.status.success());
@@ -145,7 +115,7 @@ fn a_workload_that_exits_before_blocking_leaves_nothing_and_says_so() {
 
 #[test]
 fn a_state_file_from_another_format_version_is_refused() {
-    require_kvm!();
+    require_kvm!("bare micro-VM snapshot tests (the VMM jails itself)");
     let dir = snapshot(&["wait-go", "--job", "noop"]);
     let path = dir.path().join("state");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -159,7 +129,7 @@ fn a_state_file_from_another_format_version_is_refused() {
 
 #[test]
 fn a_state_file_whose_checksum_fails_is_refused() {
-    require_kvm!();
+    require_kvm!("bare micro-VM snapshot tests (the VMM jails itself)");
     let dir = snapshot(&["wait-go", "--job", "noop"]);
     let path = dir.path().join("state");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -173,7 +143,7 @@ fn a_state_file_whose_checksum_fails_is_refused() {
 
 #[test]
 fn a_truncated_memory_file_is_refused() {
-    require_kvm!();
+    require_kvm!("bare micro-VM snapshot tests (the VMM jails itself)");
     let dir = snapshot(&["wait-go", "--job", "noop"]);
     let mem = dir.path().join("memory");
     std::fs::OpenOptions::new().write(true).open(&mem).unwrap().set_len(32 << 20).unwrap();
@@ -186,7 +156,7 @@ fn a_truncated_memory_file_is_refused() {
 
 #[test]
 fn a_snapshot_of_another_memory_size_is_refused() {
-    require_kvm!();
+    require_kvm!("bare micro-VM snapshot tests (the VMM jails itself)");
     let dir = snapshot(&["wait-go", "--job", "noop"]);
     let o = restore(dir.path(), &["--mem-mib", "128"]);
     assert_eq!(o.status.code(), Some(125));
@@ -200,7 +170,7 @@ type Edit = Box<dyn Fn(&mut serde_json::Value)>;
 
 #[test]
 fn a_forged_state_with_a_good_checksum_is_still_bounded() {
-    require_kvm!();
+    require_kvm!("bare micro-VM snapshot tests (the VMM jails itself)");
     let dir = snapshot(&["wait-go", "--job", "noop"]);
     let original = std::fs::read(dir.path().join("state")).unwrap();
     let cases: Vec<(&str, Edit)> = vec![
