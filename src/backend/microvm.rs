@@ -7,22 +7,24 @@
 //! first system call faults, and the record says exactly that.
 
 use std::collections::BTreeMap;
-
-use super::console::{self, Console};
-use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cvbench_microvm::builder::{BlkConfig, Config, NetConfig};
-use cvbench_microvm::linux::{initramfs, kernel_cache};
 use cvbench_microvm::stats::{GuestEnd, LinuxStats};
 use cvbench_microvm::{kvm_probe, KvmKind};
 
-use super::peers::{launch_err, run_tool, scratch};
-use super::process::{spawn_server, ChildProcess};
+use super::console::{self, Console};
+use super::guestkit::disk::make_disk;
+use super::guestkit::initrd::{shared_initrd, InitrdSlot};
+use super::guestkit::kernel::{kernel, vmm_binary};
+use super::guestkit::peer::{PeerServer, GUEST_IP, HOST_IP};
+use super::guestkit::vmm::{vmm_timeout_ms, write_vmm_config};
+use super::guestkit::DEFAULT_MEM_MIB;
+use super::peers::{launch_err, scratch};
+use super::process::ChildProcess;
 use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::paths;
 use crate::record::ExitInfo;
@@ -31,29 +33,6 @@ use crate::workload::{Needs, SERVE_PORT};
 const BACKEND: &str = BackendId::Microvm.name();
 /// `cvbench-vmm linux`'s exit code when the guest powered off without reporting a status.
 const VMM_NO_STATUS: i32 = 126;
-/// Guest RAM, the same for the QEMU peer. 256 MiB: the full profile's `mem-touch` maps 96 MiB of
-/// buffers on top of the kernel and the initramfs (held in RAM); RAM is touched lazily, so an idle
-/// guest's footprint does not grow with it.
-pub(crate) const DEFAULT_MEM_MIB: u32 = 256;
-/// The VM's /30: host (tap, peer server) and guest ends. Both live only in the run's own
-/// network namespace (the peer's), never in the host's.
-pub(crate) const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
-pub(crate) const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
-const DISK_MIB: u64 = 512;
-
-/// The guest timeout in milliseconds, as the VMM derived it from `--timeout-s {:.3}` when the
-/// harness passed flags: seconds printed to three decimals, times 1000, truncated. Kept so the
-/// typed config is the same VM the flags made.
-pub(crate) fn vmm_timeout_ms(t: Duration) -> u64 {
-    let printed = format!("{:.3}", t.as_secs_f64());
-    printed.parse::<f64>().map(|s| (s * 1000.0) as u64).unwrap_or(t.as_millis() as u64)
-}
-
-/// The guest timeout as a `Duration`, as the bare VMM derived it from `--timeout-s {:.3}`.
-pub(crate) fn vmm_timeout(t: Duration) -> Duration {
-    let printed = format!("{:.3}", t.as_secs_f64());
-    printed.parse::<f64>().map(Duration::from_secs_f64).unwrap_or(t)
-}
 
 /// One launch's Linux VM, before it becomes the VMM's [`Config`].
 pub(crate) struct LinuxPlan {
@@ -90,34 +69,10 @@ impl LinuxPlan {
     }
 }
 
-/// Write a VMM config (`builder::Config` or `BareConfig`) for `cvbench-vmm ... --config FILE`.
-pub(crate) fn write_vmm_config(path: &Path, config: &impl serde::Serialize) -> std::io::Result<()> {
-    let json = serde_json::to_vec(config).map_err(std::io::Error::other)?;
-    std::fs::write(path, json)
-}
-
-/// The guest kernel: built (its path), or what is missing and the command that fixes it.
-pub fn guest_kernel() -> kernel_cache::GuestKernel {
-    kernel_cache::GuestKernel::probe()
-}
-
-pub(crate) fn kernel() -> Result<PathBuf, String> {
-    let k = guest_kernel();
-    if let Some(p) = k.path() {
-        return Ok(p.to_path_buf());
-    }
-    let (reason, fix) = k.missing().unwrap_or_default();
-    Err(format!("{reason}; fix: {fix}"))
-}
-
-fn vmm_binary() -> Result<PathBuf, String> {
-    paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").map_err(|e| e.to_string())
-}
-
 /// The Linux micro-VM backend. The initramfs is built once per backend object.
 #[derive(Default)]
 pub struct MicroVm {
-    initrd: Mutex<Option<Arc<tempfile::NamedTempFile>>>,
+    initrd: InitrdSlot,
 }
 
 impl MicroVm {
@@ -134,73 +89,6 @@ impl MicroVm {
     fn initrd(&self) -> Result<Arc<tempfile::NamedTempFile>, String> {
         shared_initrd(&self.initrd, "cvbench-microvm-initrd", &std::env::temp_dir())
     }
-}
-
-/// The guest initramfs (busybox, `/init`, the workload), written once into `dir` and shared by
-/// every instance of a backend (ours and the QEMU peer boot the same image).
-pub(crate) fn shared_initrd(
-    slot: &Mutex<Option<Arc<tempfile::NamedTempFile>>>,
-    prefix: &str,
-    dir: &Path,
-) -> Result<Arc<tempfile::NamedTempFile>, String> {
-    let mut g = slot.lock().map_err(|_| "initrd lock poisoned".to_string())?;
-    if let Some(f) = g.as_ref() {
-        return Ok(f.clone());
-    }
-    let img = initramfs::GuestImage {
-        workload: paths::workload_binary().map_err(|e| e.to_string())?,
-        busybox: PathBuf::from("/bin/busybox"),
-    };
-    let f = tempfile::Builder::new()
-        .prefix(&format!("{prefix}-{}-", std::process::id()))
-        .tempfile_in(dir)
-        .map_err(|e| e.to_string())?;
-    // Removed by the signal owner's cleanup too, should the process die of Ctrl-C before the
-    // last Arc drops.
-    cvbench_signals::remove_on_interrupt(f.path().to_path_buf());
-    initramfs::write_guest_image(&img, f.path()).map_err(|e| e.to_string())?;
-    let f = Arc::new(f);
-    *g = Some(f.clone());
-    Ok(f)
-}
-
-/// The peer `cvbench-workload serve`, alone in a network namespace it unshared at start; the
-/// VMM puts the VM's tap into that namespace, so guest traffic never reaches the host's.
-pub(crate) struct PeerServer {
-    pub(crate) proc: ChildProcess,
-}
-
-impl PeerServer {
-    pub(crate) fn start(workload_bin: &Path) -> Result<PeerServer, BackendError> {
-        let mut cmd = Command::new(workload_bin);
-        // 0.0.0.0: the tap (and its address) appears only when the VMM starts.
-        cmd.args(["serve", "--listen", &format!("0.0.0.0:{SERVE_PORT}"), "--max-conns", "1"]);
-        // SAFETY: the closure runs between fork and exec and only calls unshare(2), which is
-        // async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let proc = spawn_server("microvm-peer", cmd)?;
-        Ok(PeerServer { proc })
-    }
-
-    pub(crate) fn netns(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.proc.pid()))
-    }
-}
-
-/// A sparse raw image with an ext4 filesystem, for the `disk` workload (mounted at /mnt).
-pub(crate) fn make_disk(backend: &str, dir: &Path, workload: &str) -> Result<PathBuf, BackendError> {
-    let img = dir.join("disk.ext4");
-    let f = std::fs::File::create(&img).map_err(|e| launch_err(backend, workload, e))?;
-    f.set_len(DISK_MIB << 20).map_err(|e| launch_err(backend, workload, e))?;
-    run_tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)).map_err(|e| launch_err(backend, workload, e))?;
-    Ok(img)
 }
 
 struct MicroVmInstance {
@@ -505,25 +393,8 @@ impl Drop for MicroVmInstance {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::backend::guestkit::vmm::test_support::{print_config, vmm_or_skip};
     use std::ffi::OsString;
-
-    /// `cvbench-vmm`, built beside the test binary; `None` (after a loud skip) when it is not.
-    pub(crate) fn vmm_or_skip() -> Option<PathBuf> {
-        match vmm_binary() {
-            Ok(p) => Some(p),
-            Err(e) => {
-                cvbench_testkit::skip(cvbench_testkit::Need::Other, &format!("cvbench-vmm not built: {e}"));
-                None
-            }
-        }
-    }
-
-    /// `cvbench-vmm <flags> --print-config`: the config the VMM resolves from those flags.
-    pub(crate) fn print_config<T: serde::de::DeserializeOwned>(vmm: &Path, flags: &[OsString]) -> T {
-        let out = Command::new(vmm).args(flags).output().expect("spawn cvbench-vmm");
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice(&out.stdout).expect("the printed config")
-    }
 
     /// The flags the harness passed before it passed the config (the removed code, verbatim in
     /// effect), with `--print-config` inserted before `--`.
@@ -620,12 +491,5 @@ pub(crate) mod tests {
             ["linux".into(), "--config".into(), path.into_os_string(), "--print-config".into()].into();
         let read: Config = print_config(&vmm, &flags);
         assert_eq!(read, p.config());
-    }
-
-    #[test]
-    fn timeout_is_the_old_flags_three_decimals() {
-        assert_eq!(vmm_timeout_ms(Duration::from_secs(30)), 30_000);
-        assert_eq!(vmm_timeout_ms(Duration::from_micros(1_500_400)), 1_500);
-        assert_eq!(vmm_timeout(Duration::from_micros(2_000_400)), Duration::from_secs(2));
     }
 }

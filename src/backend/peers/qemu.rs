@@ -16,7 +16,11 @@ use cvbench_microvm::linux::cmdline::{self, CmdlineSpec, GuestNet, Reboot};
 
 use super::{launch_err, run_tool};
 use crate::backend::console::{self, Console};
-use crate::backend::microvm::{self, PeerServer, GUEST_IP, HOST_IP};
+use crate::backend::guestkit::disk::make_disk;
+use crate::backend::guestkit::initrd::{shared_initrd, InitrdSlot};
+use crate::backend::guestkit::kernel::kernel;
+use crate::backend::guestkit::peer::{PeerServer, GUEST_IP, HOST_IP};
+use crate::backend::guestkit::DEFAULT_MEM_MIB;
 use crate::backend::process::ChildProcess;
 use crate::backend::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::env::{self, KvmKind};
@@ -26,10 +30,10 @@ use crate::workload::Needs;
 use crate::workload::SERVE_PORT;
 
 const BACKEND: &str = BackendId::Qemu.name();
-const GUEST_MEM_MIB: u32 = microvm::DEFAULT_MEM_MIB;
+const GUEST_MEM_MIB: u32 = DEFAULT_MEM_MIB;
 
 pub struct Qemu {
-    initrd: Mutex<Option<Arc<tempfile::NamedTempFile>>>,
+    initrd: InitrdSlot,
 }
 
 impl Default for Qemu {
@@ -44,7 +48,7 @@ impl Qemu {
     }
 
     fn initrd(&self) -> Result<Arc<tempfile::NamedTempFile>, String> {
-        microvm::shared_initrd(&self.initrd, "cvbench-qemu-initrd", &std::env::temp_dir())
+        shared_initrd(&self.initrd, "cvbench-qemu-initrd", &std::env::temp_dir())
     }
 }
 
@@ -142,12 +146,12 @@ impl Backend for Qemu {
         if !Path::new("/bin/busybox").is_file() {
             return Err("/bin/busybox missing (apt-get install busybox-static)".into());
         }
-        microvm::kernel().map(|_| ())
+        kernel().map(|_| ())
     }
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
         let w = spec.workload.name();
-        let kernel = microvm::kernel().map_err(|e| launch_err(BACKEND, w, e))?;
+        let kernel = kernel().map_err(|e| launch_err(BACKEND, w, e))?;
         let initrd = self.initrd().map_err(|e| launch_err(BACKEND, w, e))?;
         let dir = super::scratch("cvbench-qemu-").map_err(|e| launch_err(BACKEND, w, e))?;
         let kvm = env::kvm_kind();
@@ -166,7 +170,7 @@ impl Backend for Qemu {
                 peer = Some(p);
             }
             Needs { disk: true, .. } => {
-                disk = Some(microvm::make_disk(BACKEND, dir.path(), w)?);
+                disk = Some(make_disk(BACKEND, dir.path(), w)?);
                 args.extend(["--dir".to_string(), "/mnt".to_string()]);
             }
             _ => {}
