@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cvbench_microvm::linux::cmdline::{self, CmdlineSpec, GuestNet, Reboot};
+use cvbench_netlink::tap;
 
-use super::{launch_err, run_tool};
+use super::launch_err;
 use crate::backend::console::{self, Console};
 use crate::backend::guestkit::disk::make_disk;
 use crate::backend::guestkit::initrd::{shared_initrd, InitrdSlot};
@@ -103,16 +104,17 @@ fn append(kvm: KvmKind, net: bool, workload: &str, args: &[String]) -> Result<St
     })
 }
 
-/// A persistent tap with the host end of the /30, created inside `netns`; it goes away with the
-/// namespace when the peer server (its only process) exits.
+/// A persistent tap with the host end of the /30, created inside `netns` (over the project's one
+/// link set-up path, no `ip`); it goes away with the namespace when the peer server (its only
+/// process) exits.
 fn make_tap(netns: &Path, name: &str) -> Result<(), String> {
-    let ns = format!("--net={}", netns.display());
-    let ip = |args: &[&str]| {
-        run_tool(Command::new("nsenter").arg(&ns).arg("ip").args(args)).map(|_| ()).map_err(|e| e.to_string())
-    };
-    ip(&["tuntap", "add", "dev", name, "mode", "tap"])?;
-    ip(&["addr", "add", &format!("{HOST_IP}/30"), "dev", name])?;
-    ip(&["link", "set", name, "up"])
+    let ns = std::fs::File::open(netns).map_err(|e| format!("open {}: {e}", netns.display()))?;
+    cvbench_netlink::in_netns(&ns, || {
+        drop(tap::create(name, tap::Lifetime::Persistent)?);
+        let mut r = cvbench_netlink::Rtnl::open()?;
+        cvbench_netlink::address_and_raise(&mut r, name, HOST_IP, 30).map(drop)
+    })
+    .map_err(|e| format!("tap {name} in {}: {e}", netns.display()))
 }
 
 struct QemuInstance {
