@@ -10,12 +10,9 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 
 use cvbench_microvm::stats::BareStats;
 
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("the jail tests need root".into());
-    }
-    cvbench_microvm::kvm_probe().usable().err()
+/// Root (namespaces, the jail) and a usable KVM, or a loud skip.
+fn runnable() -> bool {
+    cvbench_testkit::require_root_and_kvm("the jail tests", || cvbench_microvm::kvm_probe().usable())
 }
 
 fn workload() -> PathBuf {
@@ -61,8 +58,7 @@ fn status_field(pid: u32, key: &str) -> String {
 
 #[test]
 fn a_running_jailed_vmm_has_no_capabilities_a_seccomp_filter_and_no_new_privs() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
+    if !runnable() {
         return;
     }
     let (mut vmm, _out) = idle_vmm(&[]);
@@ -81,8 +77,7 @@ fn a_running_jailed_vmm_has_no_capabilities_a_seccomp_filter_and_no_new_privs() 
 
 #[test]
 fn a_system_call_outside_the_allow_list_kills_only_that_vmm_and_names_the_call() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
+    if !runnable() {
         return;
     }
     let (mut bystander, _out) = idle_vmm(&[]);
@@ -104,8 +99,7 @@ fn a_system_call_outside_the_allow_list_kills_only_that_vmm_and_names_the_call()
 
 #[test]
 fn no_jail_leaves_the_vmm_unconfined_and_the_stats_say_so() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
+    if !runnable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
