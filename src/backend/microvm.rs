@@ -10,25 +10,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cvbench_microvm::builder::{BlkConfig, Config, NetConfig};
 use cvbench_microvm::stats::{GuestEnd, LinuxStats};
 use cvbench_microvm::{kvm_probe, KvmKind};
 
-use super::console::{self, Console};
-use super::guestkit::disk::make_disk;
+use super::console;
+use super::guestkit::guest::{GuestIo, GuestProcess};
 use super::guestkit::initrd::{shared_initrd, InitrdSlot};
 use super::guestkit::kernel::{kernel, vmm_binary};
-use super::guestkit::peer::{PeerServer, GUEST_IP, HOST_IP};
+use super::guestkit::peer::{GUEST_IP, HOST_IP};
 use super::guestkit::vmm::{vmm_timeout_ms, write_vmm_config};
 use super::guestkit::DEFAULT_MEM_MIB;
 use super::peers::{launch_err, scratch};
-use super::process::ChildProcess;
 use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
-use crate::paths;
 use crate::record::ExitInfo;
-use crate::workload::{Needs, SERVE_PORT};
 
 const BACKEND: &str = BackendId::Microvm.name();
 /// `cvbench-vmm linux`'s exit code when the guest powered off without reporting a status.
@@ -92,22 +89,13 @@ impl MicroVm {
 }
 
 struct MicroVmInstance {
-    child: ChildProcess,
-    console: Arc<Mutex<Console>>,
-    relay: Option<std::thread::JoinHandle<()>>,
-    launched: Instant,
+    vm: GuestProcess,
     stats_path: PathBuf,
-    args: Vec<String>,
     kvm: KvmKind,
     _scratch: tempfile::TempDir,
     _initrd: Arc<tempfile::NamedTempFile>,
-    peer: Option<PeerServer>,
     /// The workload's status read from /init's console line because the VMM saw none.
     status_from_console: Option<i32>,
-    /// Guest RAM, MiB.
-    mem_mib: u32,
-    /// Closing stdin (`idle`) stops the guest.
-    stdin_stop: console::StdinStop,
 }
 
 impl Backend for MicroVm {
@@ -136,40 +124,23 @@ impl Backend for MicroVm {
 
         let mem = spec.options.guest_mem_mib.unwrap_or(DEFAULT_MEM_MIB);
         let vcpus = spec.options.vcpus.unwrap_or(1);
-        let mut args = spec.args.clone();
-        let mut peer = None;
-        let mut net = None;
-        let mut blk = None;
-        match spec.needs() {
-            Needs { network: true, .. } => {
-                let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, w, e))?;
-                let p = PeerServer::start(&bin)?;
-                net = Some(NetConfig {
-                    netns: p.netns(),
-                    tap: format!("cvbvm{}", p.proc.pid()),
-                    host_ip: HOST_IP,
-                    guest_ip: GUEST_IP,
-                    prefix_len: 30,
-                });
-                args.extend(["--peer".to_string(), format!("{HOST_IP}:{SERVE_PORT}")]);
-                peer = Some(p);
-            }
-            Needs { disk: true, .. } => {
-                let img = make_disk(BACKEND, dir.path(), w)?;
-                blk = Some(img);
-                args.extend(["--dir".to_string(), "/mnt".to_string()]);
-            }
-            _ => {}
-        }
+        let io = GuestIo::prepare(BACKEND, &spec, dir.path())?;
+        let net = io.peer.as_ref().map(|p| NetConfig {
+            netns: p.netns(),
+            tap: format!("cvbvm{}", p.proc.pid()),
+            host_ip: HOST_IP,
+            guest_ip: GUEST_IP,
+            prefix_len: 30,
+        });
         let plan = LinuxPlan {
             kernel,
             initrd: initrd.path().to_path_buf(),
             workload: w.to_string(),
-            args: args.clone(),
+            args: io.args.clone(),
             mem_mib: mem,
             vcpus,
             net,
-            blk,
+            blk: io.disk.clone(),
             timeout: spec.timeout,
         };
         let config = plan.config();
@@ -177,40 +148,8 @@ impl Backend for MicroVm {
         write_vmm_config(&config_path, &config).map_err(|e| launch_err(BACKEND, w, e))?;
         let mut cmd = Command::new(&vmm);
         cmd.arg("linux").arg("--config").arg(&config_path).arg("--stats-json").arg(&stats_path);
-
-        let LaunchSpec { workload, stdout, stderr, timeout, options, .. } = spec;
-        let stdin_stop = console::StdinStop::new(spec.stdin_pipe);
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, w, e))?;
-        let child_spec = LaunchSpec {
-            workload,
-            args: args.clone(),
-            // The guest has no stdin: `idle` ends by stop/drop, not by closing stdin.
-            stdin_pipe: false,
-            stdout: wr,
-            stderr,
-            timeout,
-            options,
-        };
-        let mem_mib = mem;
-        let launched = Instant::now();
-        let child = ChildProcess::spawn(BACKEND, cmd, child_spec)?;
-        let (console, relay) = console::relay(rd, stdout);
-        Ok(Box::new(MicroVmInstance {
-            child,
-            console,
-            relay: Some(relay),
-            launched,
-            stats_path,
-            args,
-            kvm,
-            _scratch: dir,
-            _initrd: initrd,
-            peer,
-
-            status_from_console: None,
-            mem_mib,
-            stdin_stop,
-        }))
+        let vm = GuestProcess::spawn(BACKEND, cmd, spec, io, mem)?;
+        Ok(Box::new(MicroVmInstance { vm, stats_path, kvm, _scratch: dir, _initrd: initrd, status_from_console: None }))
     }
 }
 
@@ -220,53 +159,42 @@ impl MicroVmInstance {
         let text = std::fs::read_to_string(&self.stats_path).ok()?;
         serde_json::from_str(&text).ok()
     }
-
-    fn finish(&mut self) {
-        if let Some(h) = self.relay.take() {
-            let _ = h.join();
-        }
-        if let Some(p) = self.peer.as_mut() {
-            let _ = p.proc.stop(Duration::from_secs(2));
-        }
-    }
 }
 
 impl Instance for MicroVmInstance {
     fn pids(&self) -> Vec<i32> {
-        vec![self.child.pid()]
+        vec![self.vm.child.pid()]
     }
 
     fn close_stdin(&mut self) {
-        // The guest has no stdin (see `launch`): ending its input means asking the VMM to stop
-        // the guest (SIGTERM), which is how an `idle` instance ends.
-        self.stdin_stop.close_stdin(&self.child);
+        self.vm.close_stdin();
     }
 
     fn effective_args(&self) -> Option<Vec<String>> {
-        Some(self.args.clone())
+        Some(self.vm.args.clone())
     }
 
     fn stopped_instead_of_closing_stdin(&self) -> bool {
-        self.stdin_stop.requested()
+        self.vm.stdin_stop.requested()
     }
 
     fn guest_ram_bytes(&self) -> Option<u64> {
-        Some(u64::from(self.mem_mib) << 20)
+        Some(self.vm.guest_ram_bytes())
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
-        let r = self.child.wait(timeout);
-        self.finish();
+        let r = self.vm.child.wait(timeout);
+        self.vm.finish();
         match r {
             // The VMM ends with 128 + signal when stopped: that is success when we asked for it.
-            Ok(e) if self.stdin_stop.requested() && e.code == Some(128 + libc::SIGTERM) => {
+            Ok(e) if self.vm.stdin_stop.requested() && e.code == Some(128 + libc::SIGTERM) => {
                 Ok(ExitInfo { code: Some(0), ..e })
             }
             // The VMM saw the guest power off without the boot-timer exit-status write; when
             // /init's console line says how the workload ended, that is the workload's status
             // (and the record says where it came from).
             Ok(e) if e.code == Some(VMM_NO_STATUS) => {
-                match self.console.lock().ok().and_then(|c| console::reported_status(&c.tail)) {
+                match self.vm.console.lock().ok().and_then(|c| console::reported_status(&c.tail)) {
                     Some(code) => {
                         self.status_from_console = Some(code);
                         Ok(ExitInfo { code: Some(code), ..e })
@@ -279,9 +207,7 @@ impl Instance for MicroVmInstance {
     }
 
     fn stop(&mut self) -> Result<ExitInfo, BackendError> {
-        let r = self.child.stop(Duration::from_secs(2));
-        self.finish();
-        r
+        self.vm.stop()
     }
 
     fn phases(&self) -> Vec<(String, u64)> {
@@ -298,9 +224,9 @@ impl Instance for MicroVmInstance {
                 v.push(("vmm start→/init in user space (boot timer)".to_string(), ns(ms)));
             }
         }
-        if let Ok(c) = self.console.lock() {
+        if let Ok(c) = self.vm.console.lock() {
             if let Some(t) = c.first_output {
-                v.push(("launch→first console line".to_string(), t.duration_since(self.launched).as_nanos() as u64));
+                v.push(("launch→first console line".to_string(), t.duration_since(self.vm.launched).as_nanos() as u64));
             }
         }
         v
@@ -334,7 +260,7 @@ impl Instance for MicroVmInstance {
                 "microvm: the VMM saw no boot-timer exit-status write; status {code} taken from /init's console line"
             ));
         }
-        if self.peer.is_some() {
+        if self.vm.peer.is_some() {
             v.push("net: virtio-net tap in a server namespace the run created (a /30 of its own)".to_string());
         }
         let Some(s) = self.stats() else {
@@ -372,7 +298,7 @@ impl Instance for MicroVmInstance {
                     .into(),
             );
         }
-        if let Ok(c) = self.console.lock() {
+        if let Ok(c) = self.vm.console.lock() {
             if !c.milestones.is_empty() {
                 v.push(format!("microvm: guest console: {}", c.milestones.join(" / ")));
             } else if !c.tail.iter().any(|l| crate::record::is_ready_line(l)) && !c.tail.is_empty() {
@@ -380,13 +306,6 @@ impl Instance for MicroVmInstance {
             }
         }
         v
-    }
-}
-
-impl Drop for MicroVmInstance {
-    fn drop(&mut self) {
-        let _ = self.child.stop(Duration::from_millis(500));
-        self.finish();
     }
 }
 

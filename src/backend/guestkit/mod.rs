@@ -6,6 +6,7 @@
 //! `kernel` whether the guest kernel is built.
 
 pub mod disk;
+pub mod guest;
 pub mod initrd;
 pub mod kernel;
 pub mod peer;
