@@ -196,7 +196,7 @@ fn kernel_between(kind: Kind, pids: &[i32]) -> String {
         (None, Kind::Sandbox) => {
             "user-space kernel: no process of the instance execs the workload; gVisor's sentry serves its system calls".into()
         }
-        (None, Kind::Vm) => {
+        (None, Kind::Vm | Kind::BareVm) => {
             "guest: no process of the instance execs the workload; a guest kernel (or, for microvm-bare, the VMM) serves its system calls".into()
         }
         (None, _) => "unknown: no process of the instance execs the workload binary".into(),
@@ -275,6 +275,8 @@ mod tests {
         // The test binary is not the workload: nothing of this "instance" execs it.
         assert!(kernel_between(Kind::Sandbox, &[me]).starts_with("user-space kernel"));
         assert!(kernel_between(Kind::Container, &[me]).starts_with("unknown"));
+        // The bare VM is a VM here: its VMM serves the workload's system calls.
+        assert!(kernel_between(Kind::BareVm, &[me]).starts_with("guest"));
     }
 
     #[test]
