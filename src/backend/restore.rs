@@ -6,7 +6,6 @@
 //! with the phases restore → first output → exit, the job's own time and faults, the
 //! snapshot's size on disk and the VMM's page faults after the restore.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -17,9 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cvbench_microvm::snapshot::memory::Load;
 use cvbench_microvm::stats::{BareStats, SnapshotInfo};
 
-use super::BackendId;
 use crate::paths;
-use crate::record::{ExitInfo, Footprint, HostTimings, RunRecord, WorkloadOutput, SCHEMA_VERSION};
+use crate::record::{ExitInfo, RunRecord, WorkloadOutput};
 use crate::workload::Workload;
 
 /// Guest memory of snapshotted VMs, as the bare backend's default.
@@ -241,25 +239,10 @@ impl WaitingVm {
         self.child.as_ref().map(|c| c.id() as i32)
     }
 
-    /// Send the go line, wait for the run to end, and record it.
-    pub fn go(mut self, workload: Workload, args: &[String], snapshot: Option<&Snapshot>) -> RunRecord {
-        let mut rec = RunRecord {
-            schema_version: SCHEMA_VERSION,
-            backend: BackendId::MicrovmBare.name().to_string(),
-            workload: workload.to_string(),
-            args: args.to_vec(),
-            env_id: String::new(),
-            scenario: String::new(),
-            iteration: 0,
-            started_unix_ms: self.started_unix_ms,
-            host: HostTimings::default(),
-            footprint: Footprint::default(),
-            exit: None,
-            metrics: BTreeMap::new(),
-            extra: BTreeMap::new(),
-            notes: Vec::new(),
-            error: None,
-        };
+    /// Send the go line, wait for the run to end, and record it into `rec` (the unit's record
+    /// as `runner::record_of` started it; its start time becomes this VM's launch time).
+    pub fn go(mut self, mut rec: RunRecord, snapshot: Option<&Snapshot>) -> RunRecord {
+        rec.started_unix_ms = self.started_unix_ms;
         let mut child = self.child.take().expect("a restored VM has its child until go");
         let t_go = Instant::now();
         if let Some(mut stdin) = child.stdin.take() {
