@@ -3,7 +3,9 @@
 //! timed by the harness), and `syscall`, where the workload times itself
 //! (ns per getppid); `jail/microvm-bare`; and the floors, `floor/namespaces` and `floor/kvm`,
 //! each start beside the least the kernel charges for it, ending with medians and ratios (see
-//! benches/FLOORS.md). Backends that cannot run here print `SKIPPED: <reason>`.
+//! benches/FLOORS.md); and `linux_vm/boot`, our Linux micro-VM beside QEMU's microvm (boot to
+//! READY, VMM memory overhead), where both run a Linux guest (the test host). Backends that
+//! cannot run here print `SKIPPED: <reason>`.
 //! Every record is also written to `results/criterion-<unix time>/` in the
 //! harness's own schema (criterion's JSON is not parsed).
 //!
