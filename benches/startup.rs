@@ -3,7 +3,9 @@
 //! timed by the harness), and `syscall`, where the workload times itself
 //! (ns per getppid); `jail/microvm-bare`; and the floors, `floor/namespaces` and `floor/kvm`,
 //! each start beside the least the kernel charges for it, ending with medians and ratios (see
-//! benches/FLOORS.md). Backends that cannot run here print `SKIPPED: <reason>`.
+//! benches/FLOORS.md); and `linux_vm/boot`, our Linux micro-VM beside QEMU's microvm (boot to
+//! READY, VMM memory overhead), where both run a Linux guest (the test host). Backends that
+//! cannot run here print `SKIPPED: <reason>`.
 //! Every record is also written to `results/criterion-<unix time>/` in the
 //! harness's own schema (criterion's JSON is not parsed).
 //!
@@ -391,6 +393,62 @@ fn floor_kvm(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
     print_ratios("floor/kvm", "kvm_floor");
 }
 
+/// Per-launch memory overheads (KiB, at READY) of the `linux_vm/boot` rows, by row.
+static OVERHEAD_KIB: Mutex<Vec<(String, f64)>> = Mutex::new(Vec::new());
+
+/// Our Linux micro-VM beside QEMU's `-M microvm` booting the same kernel, initramfs, devices and
+/// command line (the `microvm` and `qemu` backends): launch→READY on the harness's clock, and
+/// each VMM's memory overhead at READY (its RSS minus the guest RAM the guest touched, from
+/// smaps), with both ratios to QEMU's. Runs where both backends can run a Linux guest's user
+/// space: on this project's hosts, only in the test host (`scripts/testhost`), whose timings are
+/// emulated: the ratios are what it can show, never hardware figures.
+fn linux_vm(c: &mut Criterion, backends: &[Box<dyn Backend>]) {
+    let ours = backends.iter().find(|b| b.id() == BackendId::Microvm);
+    let qemu = backends.iter().find(|b| b.id() == BackendId::Qemu);
+    let (Some(ours), Some(qemu)) = (ours, qemu) else {
+        eprintln!("SKIPPED: linux_vm/boot: needs both the microvm and qemu backends (a Linux guest's user space)");
+        return;
+    };
+    let mut req = request("noop", &[], "criterion-linux-vm");
+    req.sample_footprint = true;
+    if !works(ours.as_ref(), &req) || !works(qemu.as_ref(), &req) {
+        return;
+    }
+    let mut g = c.benchmark_group("linux_vm/boot");
+    // One boot per sample: a Linux guest in the emulated test host takes seconds.
+    g.sample_size(10);
+    g.sampling_mode(criterion::SamplingMode::Flat);
+    g.warm_up_time(Duration::from_millis(1));
+    g.measurement_time(Duration::from_millis(1));
+    for b in [ours, qemu] {
+        g.bench_function(b.name(), |bench| {
+            bench.iter_custom(|iters| {
+                kept_iters(b.name(), iters, || {
+                    let rec = runner::run(b.as_ref(), &req);
+                    keep(&rec);
+                    if let (Some(kib), Ok(mut v)) = (rec.extra.get("vmm_overhead_kib"), OVERHEAD_KIB.lock()) {
+                        v.push((b.name().to_string(), *kib));
+                    }
+                    rec.host.launch_to_ready_ns.map(Duration::from_nanos).unwrap_or(req.timeout)
+                })
+            })
+        });
+    }
+    g.finish();
+    eprintln!("cvbench bench: linux_vm/boot: launch→READY; {}", cvbench::hostkind::host_cpu().describe());
+    print_ratios("linux_vm/boot", qemu.name());
+    let overheads = OVERHEAD_KIB.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+    let med = |row: &str| median(overheads.iter().filter(|(r, _)| r == row).map(|(_, k)| *k).collect());
+    eprintln!("cvbench bench: linux_vm/boot: VMM memory overhead at READY (RSS − guest RAM touched), medians");
+    for b in [ours, qemu] {
+        let n = overheads.iter().filter(|(r, _)| r == b.name()).count();
+        match med(b.name()) {
+            Some(k) => eprintln!("  {:<28} {:>9.2} MiB  (n={n})", b.name(), k / 1024.0),
+            None => eprintln!("  {:<28} not measured (no smaps at READY)", b.name()),
+        }
+    }
+}
+
 /// Criterion's `criterion_main!`, spelled out so the backends are chosen and
 /// checked once for both groups and dropped (daemons stopped) at the end.
 fn main() {
@@ -401,6 +459,7 @@ fn main() {
     jail(&mut c, &backends);
     floor(&mut c, &backends);
     floor_kvm(&mut c, &backends);
+    linux_vm(&mut c, &backends);
     c.final_summary();
     drop(backends);
     if let Some(dir) = SINK_DIR.get() {

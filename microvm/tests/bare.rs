@@ -373,3 +373,18 @@ fn noop_runs_from_a_config_file() {
     let (name, _) = shape(&out, "bare VM run from --config");
     assert_eq!(name, "noop");
 }
+
+/// Every vCPU of a VM starts from KVM's supported CPUID, asked once per VM: the cached table is
+/// the one a fresh KVM_GET_SUPPORTED_CPUID returns, entry for entry, on every call.
+#[test]
+fn supported_cpuid_cached_per_vm_is_what_kvm_reports() {
+    use cvbench_microvm::vstate::{KvmVm, Vm, VmOptions};
+    require_kvm!("KVM's supported CPUID");
+    let vm = KvmVm::new(VmOptions { irqchip: false }).expect("a VM");
+    let fresh = vm.kvm().get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).expect("supported CPUID");
+    let first = vm.supported_cpuid().expect("first call");
+    let second = vm.supported_cpuid().expect("second call");
+    assert!(!fresh.as_slice().is_empty());
+    assert_eq!(first.as_slice(), fresh.as_slice());
+    assert_eq!(second.as_slice(), fresh.as_slice());
+}

@@ -77,6 +77,10 @@ pub struct KvmVm {
     kvm: Kvm,
     fd: VmFd,
     memory: Option<GuestMemoryMmap>,
+    /// KVM's supported CPUID, asked once per VM: every vCPU starts from the same table, and
+    /// the ioctl runs the host's `cpuid` for every leaf (each one a trap when this host is
+    /// itself a VM). It cannot change while the `/dev/kvm` handle pins the module.
+    supported_cpuid: std::sync::OnceLock<CpuId>,
 }
 
 impl KvmVm {
@@ -88,7 +92,7 @@ impl KvmVm {
             return Err(VmError::ApiVersion(version));
         }
         let fd = kvm.create_vm().map_err(VmError::CreateVm)?;
-        let vm = KvmVm { kvm, fd, memory: None };
+        let vm = KvmVm { kvm, fd, memory: None, supported_cpuid: std::sync::OnceLock::new() };
         if opts.irqchip {
             vm.create_irqchip()?;
             let pit = kvm_pit_config { flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
@@ -153,7 +157,11 @@ impl Vm for KvmVm {
     }
 
     fn supported_cpuid(&self) -> Result<CpuId, VmError> {
-        self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmError::SupportedCpuid)
+        if let Some(c) = self.supported_cpuid.get() {
+            return Ok(c.clone());
+        }
+        let c = self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmError::SupportedCpuid)?;
+        Ok(self.supported_cpuid.get_or_init(|| c).clone())
     }
 
     fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), VmError> {

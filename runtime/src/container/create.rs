@@ -172,7 +172,9 @@ impl Container {
         c.state.keeper = if gate == Gate::Fifo { Keeper::Detached } else { Keeper::Owner };
         let scratch = rootfs::scratch_dir(&cfg.run_root);
         fs::create_dir_all(&scratch).map_err(io_err(&scratch))?;
-        c.save_state()?;
+        // Known to the signal owner's cleanup now; on disk from the first save below, once it
+        // lists the cgroups (each write is a file and a rename: write only what gc needs).
+        cleanup::track(&c.state);
         c.phase("prepare", t0);
 
         let t = now_ns();
@@ -274,7 +276,10 @@ impl Container {
             c.phase("network", t);
         }
         c.state.pid_start = proc_start_time(c.state.pid).unwrap_or(0);
-        c.save_state()?;
+        if gate != Gate::Immediate {
+            // The child sets up its rootfs before the next save: its pid is on disk meanwhile.
+            c.save_state()?;
+        }
         match gate {
             Gate::Immediate => {
                 c.send(channel::MSG_GO)?;
