@@ -100,6 +100,7 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, sizes: Sizes, seed: u64, named: O
         on_named(target, &ns, &mut recs);
         return recs;
     }
+    let round = Instant::now();
     let t = Instant::now();
     let mut s = match Swarm::create(&SwarmConfig::default(), &|_| {}) {
         Ok(s) => s,
@@ -137,6 +138,10 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, sizes: Sizes, seed: u64, named: O
         m.fill(r);
     }
     drop(s);
+    // The whole round, teardown included: what one unit of this cell costs.
+    for r in &mut recs {
+        r.extra.insert("swarm_round_s".into(), round.elapsed().as_secs_f64());
+    }
     recs
 }
 
@@ -282,12 +287,6 @@ fn docker_run_beside(e: &dyn Engine, image: &str, n: u32) -> Result<Duration, Sw
     waited.map(|_| elapsed)
 }
 
-/// What is not measured on a swarm the user named, and why.
-pub const NAMED_NOT_MEASURED: &str = "node loss and leader loss are not measured on a swarm the user named: \
-     they kill engines, and cvbench stops nothing on a user's hosts; the engines' memory is not measured there \
-     (they run on other hosts); the rolling update restarts every task on the same image \
-     (`docker service update --force`), since the run pushes no tag to the user's registry";
-
 /// The round on the user's swarm: every size in turn, with the run's own service, removed after.
 fn on_named(target: &Target, ns: &[u32], recs: &mut [RunRecord]) {
     let r = match Remote::connect(target) {
@@ -308,7 +307,7 @@ fn on_named(target: &Target, ns: &[u32], recs: &mut [RunRecord]) {
             ns.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
             target.image
         ));
-        rec.notes.push(format!("swarm: {NAMED_NOT_MEASURED}"));
+        rec.notes.push(format!("swarm: {}", crate::swarm::remote::NOT_MEASURED));
         rec.extra.insert("swarm_named".into(), 1.0);
         let mut m = Measured::default();
         let result = measure_named(&r, &service, n, &mut m);
@@ -326,7 +325,7 @@ fn on_named(target: &Target, ns: &[u32], recs: &mut [RunRecord]) {
 
 const CALL: Duration = Duration::from_secs(30);
 
-/// The phases a user's swarm allows (see [`NAMED_NOT_MEASURED`]).
+/// The phases a user's swarm allows (see [`crate::swarm::remote::NOT_MEASURED`]).
 fn measure_named(r: &Remote, service: &str, n: u32, m: &mut Measured) -> Result<(), SwarmError> {
     let want = n as usize;
     let image = r.target.image.as_str();

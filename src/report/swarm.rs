@@ -86,17 +86,31 @@ pub fn section(records: &[RunRecord], out: &Path, w: &mut Written) -> String {
         return String::new();
     }
     let (table, order) = phases(records);
-    let mut s = String::from("\n## Docker Swarm: orchestration on a swarm made by the run\n\n");
-    let _ = write!(
-        s,
-        "Each round makes one swarm (3 managers + 2 workers, each a private dockerd in its own network namespace \
-         on a run-created bridge; nothing routed to the host), pulls the workload's two tags on every node, and \
-         measures the round's service sizes N on it in an order shuffled from the run's seed; after each N the \
-         service is removed and the killed worker and leader engines are restarted on their data roots, and the next \
-         N starts once every node is back and no engine holds a container. Seconds, median (min–max) over the \
-         successful rounds. These cells have no native to pair with, so they are descriptive; a column with fewer \
-         than the {MIN_ROUNDS} rounds a verdict needs says so.\n\n"
-    );
+    let named = records.iter().any(|r| r.extra.get("swarm_named").is_some_and(|v| *v == 1.0));
+    let mut s = String::new();
+    if named {
+        let _ = write!(
+            s,
+            "\n## Docker Swarm: orchestration on a swarm named by --swarm-manager\n\n\
+             Each round measures the round's service sizes N, in an order shuffled from the run's seed, on the swarm \
+             the user named (its address and nodes: the manifest's `swarm`), with a service of the run's own that is \
+             removed after each N. Not measured there: {}. Seconds, median (min–max) over the successful rounds; a \
+             column with fewer than the {MIN_ROUNDS} rounds a verdict needs says so.\n\n",
+            crate::swarm::remote::NOT_MEASURED
+        );
+    } else {
+        let _ = write!(
+            s,
+            "\n## Docker Swarm: orchestration on a swarm made by the run\n\n\
+             Each round makes one swarm (3 managers + 2 workers, each a private dockerd in its own network namespace \
+             on a run-created bridge; nothing routed to the host), pulls the workload's two tags on every node, and \
+             measures the round's service sizes N on it in an order shuffled from the run's seed; after each N the \
+             service is removed and the killed worker and leader engines are restarted on their data roots, and the \
+             next N starts once every node is back and no engine holds a container. Seconds, median (min–max) over \
+             the successful rounds. These cells have no native to pair with, so they are descriptive; a column with \
+             fewer than the {MIN_ROUNDS} rounds a verdict needs says so.\n\n"
+        );
+    }
     let sizes: Vec<u32> = table.keys().copied().collect();
     let _ = write!(s, "| phase |");
     for n in &sizes {

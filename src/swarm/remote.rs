@@ -17,6 +17,12 @@ use crate::record::{Availability, NamedSwarm, SwarmNodeInfo, SwarmRole};
 /// One CLI call's bound.
 const CALL: Duration = Duration::from_secs(30);
 
+/// What is not measured on a swarm the user named, and why.
+pub const NOT_MEASURED: &str = "node loss and leader loss are not measured on a swarm the user named: \
+     they kill engines, and cvbench stops nothing on a user's hosts; the engines' memory is not measured there \
+     (they run on other hosts); the rolling update restarts every task on the same image \
+     (`docker service update --force`), since the run pushes no tag to the user's registry";
+
 /// A docker API address: `unix:///absolute/path` or `tcp://host:port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
