@@ -6,8 +6,9 @@
 //! tag; node loss (SIGKILL of a worker's dockerd and containerd) until the node is down and all
 //! tasks run again; leader loss until a new leader answers; each engine's memory idle and with
 //! tasks. After each N the service is removed and the killed engines are restarted on their data
-//! roots, and the next N waits until every node is back and no engine holds a container. Only
-//! the `docker` backend has this cell.
+//! roots, and the next N waits until every node is back and no engine holds a container (a swarm
+//! that does not come back in time is torn down and the next N gets a fresh one; nothing is
+//! restored after the last N). Only the `docker` backend has this cell.
 
 use std::time::{Duration, Instant};
 
@@ -81,11 +82,9 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, sizes: Sizes, seed: u64, named: O
             }
             r.notes.push(format!(
                 "swarm: one swarm of 3 managers + 2 workers per round, each a private dockerd 20.10 in its own \
-                 network namespace on a run-created bridge, dispatcher heartbeat 1 s; the round's sizes ({}) \
-                 measured on it in shuffled order, killed engines restarted between them, both image tags pulled on \
-                 every node first; {n} idle tasks; \
-                 images from a registry on the bridge",
-                ns.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                 network namespace on a run-created bridge, dispatcher heartbeat 1 s; every size of the round \
+                 measured on it in shuffled order (extra.swarm_position), killed engines restarted between sizes, \
+                 both image tags pulled on every node first; {n} idle tasks; images from a registry on the bridge"
             ));
             r
         })
@@ -101,48 +100,72 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, sizes: Sizes, seed: u64, named: O
         return recs;
     }
     let round = Instant::now();
-    let t = Instant::now();
-    let mut s = match Swarm::create(&SwarmConfig::default(), &|_| {}) {
-        Ok(s) => s,
-        Err(e) => {
-            for r in &mut recs {
-                r.error = Some(format!("swarm: {e}"));
-            }
-            return recs;
-        }
-    };
-    let formed = t.elapsed();
-    // Every node holds both tags before any size runs: the first size of a round pulls nothing
-    // the later ones do not.
-    let t = Instant::now();
-    let mut broken = prepare(&s).err().map(|e| format!("images not pulled on every node: {e}"));
-    let prepared = t.elapsed();
-    for (r, &n) in recs.iter_mut().zip(&ns) {
-        if let Some(why) = &broken {
-            r.error = Some(format!("swarm-{n}: not measured: {why}"));
-            continue;
-        }
+    let mut swarm: Option<Formed> = None;
+    // Why the swarm of the round was dropped (a failed restore), said on the size that re-forms it.
+    let mut dropped: Option<String> = None;
+    let last = ns.len().saturating_sub(1);
+    for (k, (r, &n)) in recs.iter_mut().zip(&ns).enumerate() {
+        let f = match swarm.take() {
+            Some(f) => f,
+            None => match Formed::new() {
+                Ok(f) => {
+                    if let Some(why) = dropped.take() {
+                        r.notes.push(format!("swarm: a fresh swarm for this size: {why}"));
+                    }
+                    f
+                }
+                Err(e) => {
+                    r.error = Some(format!("swarm-{n}: {e}"));
+                    continue;
+                }
+            },
+        };
+        let Formed { mut s, formed, prepared } = f;
         let mut m = Measured::default();
         m.phase("swarm formed", formed);
         m.extra.insert("swarm_prepull_ns".into(), prepared.as_nanos() as f64);
         let result = measure(&mut s, n, &mut m);
-        let t = Instant::now();
-        let restored = restore(&mut s);
-        m.extra.insert("swarm_restore_ns".into(), t.elapsed().as_nanos() as f64);
         if let Err(e) = result {
             r.error = Some(format!("swarm-{n}: {e}"));
         }
-        if let Err(e) = restored {
-            broken = Some(format!("the swarm was not restored after swarm-{n}: {e}"));
+        // After the last size the swarm is torn down whole: nothing to restore.
+        if k < last {
+            let t = Instant::now();
+            let restored = restore(&mut s);
+            m.extra.insert("swarm_restore_ns".into(), t.elapsed().as_nanos() as f64);
+            match restored {
+                Ok(()) => swarm = Some(Formed { s, formed, prepared }),
+                Err(e) => dropped = Some(format!("the swarm was not restored after swarm-{n} ({e})")),
+            }
         }
         m.fill(r);
     }
-    drop(s);
+    drop(swarm);
     // The whole round, teardown included: what one unit of this cell costs.
     for r in &mut recs {
         r.extra.insert("swarm_round_s".into(), round.elapsed().as_secs_f64());
     }
     recs
+}
+
+/// A swarm of the round, formed and with both tags on every node; how long each took.
+struct Formed {
+    s: Swarm,
+    formed: Duration,
+    prepared: Duration,
+}
+
+impl Formed {
+    fn new() -> Result<Formed, SwarmError> {
+        let t = Instant::now();
+        let s = Swarm::create(&SwarmConfig::default(), &|_| {})?;
+        let formed = t.elapsed();
+        // Every node holds both tags before any size runs: the first size on a swarm pulls
+        // nothing the later ones do not.
+        let t = Instant::now();
+        prepare(&s)?;
+        Ok(Formed { s, formed, prepared: t.elapsed() })
+    }
 }
 
 #[derive(Default)]
