@@ -111,19 +111,24 @@ struct Progress {
     /// The first error of each cell under way (backend, scenario), printed under its line when
     /// it is done (the backends of a scenario run interleaved).
     cell_errors: HashMap<(String, String), String>,
+    /// The scenario of the unit under way.
+    scenario: String,
 }
 
 impl Observer for Progress {
     fn unit(&mut self, backend: &str, scenario: &str, iteration: u32) {
         self.bar.set_message(format!("{scenario} · {backend} #{iteration}"));
         self.in_unit = true;
+        self.scenario = scenario.to_string();
     }
     fn records(&mut self, recs: &[RunRecord]) {
         for r in recs {
             if let Some(e) = &r.error {
                 self.failed += 1;
+                // Keyed by the cell (a swarm round's records are named swarm-N, its cell swarm).
+                let cell = if self.in_unit { self.scenario.clone() } else { r.scenario.clone() };
                 self.cell_errors
-                    .entry((r.backend.clone(), r.scenario.clone()))
+                    .entry((r.backend.clone(), cell))
                     .or_insert_with(|| e.lines().next().unwrap_or_default().to_string());
             }
             if let Err(e) = self.sink.append(r) {
@@ -280,6 +285,7 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
         write_error: None,
         cells: Vec::new(),
         cell_errors: HashMap::new(),
+        scenario: String::new(),
     };
     bench::run(&plan, &slots, &env_id, &mut obs, cvbench_signals::flag());
     obs.bar.finish_with_message("done");
