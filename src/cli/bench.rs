@@ -56,8 +56,8 @@ pub struct BenchArgs {
     /// stops nothing on your hosts). Needs --swarm-image.
     #[arg(long, value_name = "ENDPOINT", value_parser = clap::value_parser!(cvbench::swarm::remote::Endpoint))]
     pub swarm_manager: Option<cvbench::swarm::remote::Endpoint>,
-    /// With --swarm-manager: the workload image every node of that swarm can pull (push
-    /// `cvbench image` output to a registry they reach; it runs `/cvbench-workload idle`).
+    /// With --swarm-manager: an image every node of that swarm can pull, holding the workload
+    /// binary as /cvbench-workload (the run starts `/cvbench-workload idle` from it).
     #[arg(long, value_name = "REF", requires = "swarm_manager")]
     pub swarm_image: Option<String>,
     /// Print how long this matrix would take, estimated from a previous run's result set
