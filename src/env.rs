@@ -106,6 +106,9 @@ pub struct Manifest {
     /// How the bench run was designed (absent for single runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub design: Option<Design>,
+    /// The swarm the user named with `bench --swarm-manager` and its nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<crate::record::NamedSwarm>,
 }
 
 fn cpuinfo_model() -> String {
@@ -255,6 +258,7 @@ impl Manifest {
             git_dirty: None,
             host_net: None,
             design: None,
+            swarm: None,
         }
     }
 
@@ -268,7 +272,14 @@ impl Manifest {
     /// manifest's host description (not the load average, the tree's dirty
     /// state, the network state or the run's design).
     pub fn id(&self) -> String {
-        let host = Manifest { loadavg_at_start: None, git_dirty: None, host_net: None, design: None, ..self.clone() };
+        let host = Manifest {
+            loadavg_at_start: None,
+            git_dirty: None,
+            host_net: None,
+            design: None,
+            swarm: None,
+            ..self.clone()
+        };
         let json = serde_json::to_vec(&host).unwrap_or_default();
         let d = Sha256::digest(&json);
         d.iter().take(6).map(|b| format!("{b:02x}")).collect()

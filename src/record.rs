@@ -154,6 +154,58 @@ pub struct HostNet {
     pub dockerd_running: bool,
 }
 
+/// What a node does in a Docker Swarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwarmRole {
+    Manager,
+    Worker,
+}
+
+impl SwarmRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            SwarmRole::Manager => "manager",
+            SwarmRole::Worker => "worker",
+        }
+    }
+}
+
+/// Whether a swarm node takes tasks (`docker node update --availability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    Active,
+    Pause,
+    Drain,
+}
+
+/// One node of a swarm the user named, as its manager listed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmNodeInfo {
+    pub id: String,
+    pub hostname: String,
+    pub role: SwarmRole,
+    pub engine_version: String,
+    pub availability: Availability,
+    /// `ready`, `down`, `unknown`, `disconnected`.
+    pub state: String,
+    pub leader: bool,
+}
+
+/// A swarm the user named (`cvbench bench --swarm-manager`): its address and its nodes at the
+/// start of the run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedSwarm {
+    /// The docker API address given (`unix:///…`, `tcp://host:port`).
+    pub endpoint: String,
+    /// The workload image its nodes pulled.
+    pub image: String,
+    pub nodes: Vec<SwarmNodeInfo>,
+}
+
 /// One run: what ran where, what the host saw, what the workload measured.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

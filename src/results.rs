@@ -294,6 +294,7 @@ mod tests {
             git_dirty: Some(false),
             host_net: None,
             design: None,
+            swarm: None,
         }
     }
 

@@ -2,7 +2,9 @@
 //! a service; SIGKILL of a worker's dockerd and containerd gets its tasks rescheduled on the other
 //! nodes; and nothing is left behind (processes, namespaces, mounts, directories). Faults: an
 //! image the nodes cannot pull never converges, and the error names the service and the task
-//! states. Needs root and Debian's docker.io and docker-registry.
+//! states. `bench --swarm-manager`: junk endpoints are refused; a swarm addressed by its
+//! manager's socket is measured and its nodes recorded. Needs root and Debian's docker.io and
+//! docker-registry.
 
 use std::path::Path;
 use std::time::Duration;
@@ -189,5 +191,90 @@ fn crashed_run_child() {
     let s = Swarm::create(&cfg, &progress).unwrap();
     std::fs::write(Path::new("/run").join(&s.tag).join("formed"), "").unwrap();
     std::thread::sleep(Duration::from_secs(600));
+    drop(s);
+}
+
+/// `cvbench bench` with `args`, results in a fresh directory under the target dir.
+fn bench(args: &[&str], results: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cvbench"))
+        .args(["bench", "--quick", "--backends", "docker", "--workloads", "swarm", "--pin", "off", "--results"])
+        .arg(results)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn results_dir(name: &str) -> std::path::PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn junk_swarm_manager_endpoints_are_refused_before_anything_runs() {
+    for junk in ["10.0.0.5:2377", "unix://relative.sock", "tcp://host:99999", "ssh://me@host"] {
+        let results = results_dir("swarm-junk-endpoint");
+        let out = bench(&["--swarm-manager", junk, "--swarm-image", "x:1"], &results);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{junk} accepted");
+        assert!(err.contains("--swarm-manager") && err.contains(junk), "{junk}: {err}");
+        assert!(!results.exists(), "{junk}: a result set was started");
+    }
+}
+
+#[test]
+fn a_named_swarm_is_measured_and_its_nodes_are_in_the_manifest() {
+    if !usable() {
+        return;
+    }
+    // The run-made swarm stands in for a user's: the bench reaches it only through the manager's
+    // socket, as it would reach a swarm on other hosts.
+    let cfg = SwarmConfig { managers: 1, workers: 2, ..SwarmConfig::default() };
+    let s = Swarm::create(&cfg, &progress).unwrap();
+    let manager = s.nodes()[0].endpoint().to_string();
+    let worker = s.nodes()[1].endpoint().to_string();
+
+    let results = results_dir("swarm-named-worker");
+    let out = bench(&["--swarm-manager", &worker, "--swarm-image", s.image()], &results);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not a swarm manager"), "a worker accepted: {err}");
+
+    let results = results_dir("swarm-named");
+    let out = bench(&["--swarm-manager", &manager, "--swarm-image", s.image()], &results);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("manifest.json")).unwrap()).unwrap();
+    let named = &manifest["swarm"];
+    assert_eq!(named["endpoint"], manager.as_str());
+    let nodes = named["nodes"].as_array().unwrap();
+    let ids: Vec<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    for n in s.nodes() {
+        assert!(ids.contains(&n.node_id.as_str()), "{} missing from {ids:?}", n.label());
+    }
+    let role = |r: &str| nodes.iter().filter(|n| n["role"] == r).count();
+    assert_eq!((role("manager"), role("worker")), (1, 2));
+    assert!(nodes.iter().all(|n| n["availability"] == "active" && n["state"] == "ready"));
+    assert!(nodes.iter().all(|n| n["engine_version"].as_str().is_some_and(|v| !v.is_empty())));
+    assert_eq!(nodes.iter().filter(|n| n["leader"] == true).count(), 1);
+
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(results.join("records.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    for r in &records {
+        assert!(r["error"].is_null(), "{r}");
+        let phases: Vec<&str> =
+            r["host"]["phases"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap()).collect();
+        assert!(phases.contains(&"service all READY") && phases.contains(&"scale N→2N all running"), "{phases:?}");
+        assert!(!phases.iter().any(|p| p.contains("loss")), "a loss measured on a named swarm: {phases:?}");
+        let notes = r["notes"].to_string();
+        assert!(notes.contains("node loss and leader loss are not measured"), "{notes}");
+    }
+    // Nothing of the run is left on the named swarm, and none of its engines was stopped.
+    assert!(s.nodes().iter().all(|n| n.dockerd_pid().is_some()));
+    let services = s.nodes()[0].docker(&["service", "ls", "-q"], Duration::from_secs(30)).unwrap();
+    assert_eq!(services.trim(), "", "the run left a service");
     drop(s);
 }

@@ -143,7 +143,7 @@ pub fn run_unit(b: &dyn Backend, req: &RunRequest, shape: Shape) -> Vec<RunRecor
         Shape::ImageDepth { layers } => vec![image_depth::unit(b, req, layers)],
         Shape::RestoreStart { start } => vec![restore::unit(b, req, start)],
         Shape::RestoreDensity { n, start } => restore::density(b, req, n, start),
-        Shape::Swarm { n } => vec![swarm::unit(b, req, n)],
+        Shape::Swarm { sizes } => swarm::unit(b, req, sizes, 0, None),
     }
 }
 
@@ -193,6 +193,10 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
             }
         }
         let warm = plan.warmup_for(sc);
+        let budget = match sc.shape {
+            Shape::Swarm { sizes } => sizes.budget(),
+            _ => plan.cell_budget,
+        };
         for round in 0..warm + sc.iterations {
             let order = design::round_order(plan.seed, &sc.name, round, slots.len());
             for (position, &k) in order.iter().enumerate() {
@@ -212,7 +216,10 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                 obs.unit(b.name(), &sc.name, i);
                 let req = request(plan, sc, env_id, i);
                 let t = Instant::now();
-                let mut recs = run_unit(b.as_ref(), &req, sc.shape);
+                let mut recs = match sc.shape {
+                    Shape::Swarm { sizes } => swarm::unit(b.as_ref(), &req, sizes, plan.seed, plan.swarm.as_ref()),
+                    shape => run_unit(b.as_ref(), &req, shape),
+                };
                 let failed = recs.iter().find_map(|r| r.error.clone());
                 let st = states.entry(b.name().to_string()).or_default();
                 if warm_up {
@@ -294,13 +301,13 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                         &mut recs,
                         format!("cell stopped after {} failed units; {left} not run", cell.failed_units),
                     );
-                } else if left > 0 && cell.spent >= plan.cell_budget {
+                } else if left > 0 && cell.spent >= budget {
                     cell.closed = true;
                     note_last(
                         &mut recs,
                         format!(
                             "cell time budget of {:?} used after {} of {} units; {left} not run",
-                            plan.cell_budget, cell.done, sc.iterations
+                            budget, cell.done, sc.iterations
                         ),
                     );
                 }

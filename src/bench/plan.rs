@@ -35,8 +35,9 @@ pub enum Shape {
     RestoreStart { start: StartKind },
     /// N waiting instances at once, cold or restored from one snapshot (bench/restore.rs).
     RestoreDensity { n: u32, start: StartKind },
-    /// A service of N tasks on a swarm made by the run (bench/swarm.rs).
-    Swarm { n: u32 },
+    /// One swarm made by the run per round, every service size of the round on it
+    /// (bench/swarm.rs; one record per size).
+    Swarm { sizes: super::swarm::Sizes },
 }
 
 impl Shape {
@@ -56,7 +57,7 @@ pub const QUICK_OPT_IN: &[&str] = &["cold-start", "image-depth", "restore-start"
 /// Families even the full matrix runs only when `--workloads` names them: a swarm round builds
 /// five engines and takes minutes (bench/swarm.rs), so the swarm runs as its own bench
 /// (`cvbench bench --workloads swarm`, committed in `reports/swarm/`), and its cells are
-/// descriptive: docker only, no native to pair with, so no round count to judge them by.
+/// descriptive: docker only, no native to pair with.
 pub const FULL_OPT_IN: &[&str] = &["swarm"];
 
 /// Why `backend` has no cell in this scenario (written once, not run).
@@ -150,6 +151,10 @@ pub struct Plan {
     /// Drop the page cache before each cold-start pull and image-depth mount (`--drop-caches`).
     #[serde(default)]
     pub drop_caches: bool,
+    /// The swarm scenario runs on this swarm the user named instead of one the run makes
+    /// (`--swarm-manager`; the manifest records it).
+    #[serde(skip)]
+    pub swarm: Option<crate::swarm::remote::Target>,
 }
 
 /// The quiet-host gate's limit on cpu, io and memory `some avg10` (%).
@@ -305,14 +310,8 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             ..single("image-depth", Workload::Noop, &[], pick(2, FULL_ROUNDS))
         });
     }
-    let sizes = if q { super::swarm::QUICK_SIZES } else { super::swarm::SIZES };
-    for &n in sizes {
-        v.push(Scenario {
-            name: format!("swarm-{n}"),
-            shape: Shape::Swarm { n },
-            ..single("swarm", Workload::Idle, &[], pick(2, 5))
-        });
-    }
+    let sizes = if q { super::swarm::Sizes::Quick } else { super::swarm::Sizes::Full };
+    v.push(Scenario { shape: Shape::Swarm { sizes }, ..single("swarm", Workload::Idle, &[], pick(1, FULL_ROUNDS)) });
     v
 }
 
@@ -359,6 +358,7 @@ impl Plan {
             pin: None,
             stretch: Stretch::default(),
             drop_caches: false,
+            swarm: None,
         })
     }
 

@@ -49,6 +49,16 @@ pub struct BenchArgs {
     /// Cold-start and image-depth: drop the page cache before each unit (else it is warm).
     #[arg(long)]
     pub drop_caches: bool,
+    /// The swarm scenario on an existing swarm instead of one the run makes: the docker API
+    /// address of one of its managers (unix:///path/docker.sock or tcp://host:port). Its nodes
+    /// are recorded in the manifest; node loss and leader loss are not measured there (the run
+    /// stops nothing on your hosts). Needs --swarm-image.
+    #[arg(long, value_name = "ENDPOINT", value_parser = clap::value_parser!(cvbench::swarm::remote::Endpoint))]
+    pub swarm_manager: Option<cvbench::swarm::remote::Endpoint>,
+    /// With --swarm-manager: an image every node of that swarm can pull, holding the workload
+    /// binary as /cvbench-workload (the run starts `/cvbench-workload idle` from it).
+    #[arg(long, value_name = "REF", requires = "swarm_manager")]
+    pub swarm_image: Option<String>,
     /// Print how long this matrix would take, estimated from a previous run's result set
     /// (a `results/<ts>` directory or a report's `run/`), and run nothing.
     #[arg(long, value_name = "DIR")]
@@ -100,19 +110,24 @@ struct Progress {
     /// The first error of each cell under way (backend, scenario), printed under its line when
     /// it is done (the backends of a scenario run interleaved).
     cell_errors: HashMap<(String, String), String>,
+    /// The scenario of the unit under way.
+    scenario: String,
 }
 
 impl Observer for Progress {
     fn unit(&mut self, backend: &str, scenario: &str, iteration: u32) {
         self.bar.set_message(format!("{scenario} · {backend} #{iteration}"));
         self.in_unit = true;
+        self.scenario = scenario.to_string();
     }
     fn records(&mut self, recs: &[RunRecord]) {
         for r in recs {
             if let Some(e) = &r.error {
                 self.failed += 1;
+                // Keyed by the cell (a swarm round's records are named swarm-N, its cell swarm).
+                let cell = if self.in_unit { self.scenario.clone() } else { r.scenario.clone() };
                 self.cell_errors
-                    .entry((r.backend.clone(), r.scenario.clone()))
+                    .entry((r.backend.clone(), cell))
                     .or_insert_with(|| e.lines().next().unwrap_or_default().to_string());
             }
             if let Err(e) = self.sink.append(r) {
@@ -171,6 +186,44 @@ fn print_estimate(plan: &Plan, dir: &std::path::Path) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Check the swarm `--swarm-manager` names: a manager of an active swarm, an image given, the
+/// swarm scenario selected. Returns the target and what the manifest records (its nodes).
+fn named_swarm(
+    endpoint: cvbench::swarm::remote::Endpoint,
+    image: Option<String>,
+    plan: &Plan,
+) -> anyhow::Result<(cvbench::swarm::remote::Target, cvbench::record::NamedSwarm)> {
+    use cvbench::swarm::remote::{check_image, Remote, Target};
+    if !plan.scenarios.iter().any(|s| s.family == "swarm") {
+        anyhow::bail!("--swarm-manager {endpoint}: the swarm scenario is not selected (add --workloads swarm)");
+    }
+    let image = image.with_context(|| {
+        format!("--swarm-manager {endpoint} needs --swarm-image REF: an image of the workload every node can pull")
+    })?;
+    check_image(&image)?;
+    let target = Target { endpoint, image };
+    let remote = Remote::connect(&target).with_context(|| format!("--swarm-manager {}", target.endpoint))?;
+    let named = remote.describe().with_context(|| format!("listing the nodes of {}", target.endpoint))?;
+    eprintln!(
+        "cvbench bench: swarm scenario on {} ({} nodes), not on a swarm of its own",
+        target.endpoint,
+        named.nodes.len()
+    );
+    for n in &named.nodes {
+        eprintln!(
+            "  {} {:<20} {:<8} {:<7} engine {} {}{}",
+            &n.id[..n.id.len().min(12)],
+            n.hostname,
+            n.role.name(),
+            format!("{:?}", n.availability).to_lowercase(),
+            n.engine_version,
+            n.state,
+            if n.leader { " leader" } else { "" }
+        );
+    }
+    Ok((target, named))
+}
+
 pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     let names: Vec<String> = a.backends.clone().unwrap_or_else(|| backend::ALL.iter().map(|s| s.to_string()).collect());
     let profile = if a.quick { Profile::Quick } else { Profile::Full };
@@ -196,6 +249,11 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     }
     let mut manifest = Manifest::collect_for_bench();
     manifest.design = Some(plan.design(&names));
+    if let Some(endpoint) = a.swarm_manager.clone() {
+        let named = named_swarm(endpoint, a.swarm_image.clone(), &plan)?;
+        manifest.swarm = Some(named.1);
+        plan.swarm = Some(named.0);
+    }
     let env_id = manifest.id();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let dir = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(timestamp(now)));
@@ -226,6 +284,7 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
         write_error: None,
         cells: Vec::new(),
         cell_errors: HashMap::new(),
+        scenario: String::new(),
     };
     bench::run(&plan, &slots, &env_id, &mut obs, cvbench_signals::flag());
     obs.bar.finish_with_message("done");

@@ -12,6 +12,7 @@ use plotters::prelude::*;
 use super::charts::{self, ChartError, Point, Series};
 use super::Written;
 use crate::record::RunRecord;
+use crate::stats::decision::MIN_ROUNDS;
 use crate::stats::median;
 
 /// Per N: rounds that succeeded, and per phase the (median, min, max) seconds.
@@ -70,22 +71,50 @@ fn memory(records: &[RunRecord]) -> BTreeMap<u32, (Option<f64>, Option<f64>)> {
     out
 }
 
+/// `N = 10 (10 rounds)`, or with fewer than [`MIN_ROUNDS`] `N = 50 (3 rounds; not judged: 3 rounds < 10)`.
+fn column_head(n: u32, rounds: usize) -> String {
+    if rounds < MIN_ROUNDS {
+        format!("N = {n} ({rounds} rounds; not judged: {rounds} rounds < {MIN_ROUNDS})")
+    } else {
+        format!("N = {n} ({rounds} rounds)")
+    }
+}
+
 /// The markdown section (empty without swarm records).
 pub fn section(records: &[RunRecord], out: &Path, w: &mut Written) -> String {
     if !records.iter().any(|r| size_of(&r.scenario).is_some()) {
         return String::new();
     }
     let (table, order) = phases(records);
-    let mut s = String::from("\n## Docker Swarm: orchestration on a swarm made by the run\n\n");
-    s.push_str(
-        "Each round makes a fresh swarm (3 managers + 2 workers, each a private dockerd in its own network namespace \
-         on a run-created bridge; nothing routed to the host) and measures N idle tasks. Seconds, median (min–max) \
-         over the successful rounds.\n\n",
-    );
+    let named = records.iter().any(|r| r.extra.get("swarm_named").is_some_and(|v| *v == 1.0));
+    let mut s = String::new();
+    if named {
+        let _ = write!(
+            s,
+            "\n## Docker Swarm: orchestration on a swarm named by --swarm-manager\n\n\
+             Each round measures the round's service sizes N, in an order shuffled from the run's seed, on the swarm \
+             the user named (its address and nodes: the manifest's `swarm`), with a service of the run's own that is \
+             removed after each N. Not measured there: {}. Seconds, median (min–max) over the successful rounds; a \
+             column with fewer than the {MIN_ROUNDS} rounds a verdict needs says so.\n\n",
+            crate::swarm::remote::NOT_MEASURED
+        );
+    } else {
+        let _ = write!(
+            s,
+            "\n## Docker Swarm: orchestration on a swarm made by the run\n\n\
+             Each round makes one swarm (3 managers + 2 workers, each a private dockerd in its own network namespace \
+             on a run-created bridge; nothing routed to the host), pulls the workload's two tags on every node, and \
+             measures the round's service sizes N on it in an order shuffled from the run's seed; after each N the \
+             service is removed and the killed worker and leader engines are restarted on their data roots, and the \
+             next N starts once every node is back and no engine holds a container. Seconds, median (min–max) over \
+             the successful rounds. These cells have no native to pair with, so they are descriptive; a column with \
+             fewer than the {MIN_ROUNDS} rounds a verdict needs says so.\n\n"
+        );
+    }
     let sizes: Vec<u32> = table.keys().copied().collect();
     let _ = write!(s, "| phase |");
     for n in &sizes {
-        let _ = write!(s, " N = {n} ({} rounds) |", table[n].0);
+        let _ = write!(s, " {} |", column_head(*n, table[n].0));
     }
     let _ = writeln!(s, "\n|---|{}", "---|".repeat(sizes.len()));
     for k in &order {
@@ -243,6 +272,12 @@ mod tests {
         let (count, m) = &t[&10];
         assert_eq!(*count, 3);
         assert_eq!(m["service all running"], (2.0, 1.0, 3.0));
+    }
+
+    #[test]
+    fn a_size_with_fewer_than_ten_rounds_is_marked_not_judged() {
+        assert_eq!(column_head(50, 3), "N = 50 (3 rounds; not judged: 3 rounds < 10)");
+        assert_eq!(column_head(10, 10), "N = 10 (10 rounds)");
     }
 
     #[test]

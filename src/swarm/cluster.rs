@@ -13,6 +13,43 @@ const MANAGER_PORT: u16 = 2377;
 /// One CLI call's bound.
 const CALL: Duration = Duration::from_secs(30);
 
+/// A docker engine the CLI can address.
+pub trait Engine {
+    /// Run the docker CLI against this engine, bounded by `limit`.
+    fn docker(&self, args: &[&str], limit: Duration) -> Result<String, SwarmError>;
+}
+
+impl Engine for Node {
+    fn docker(&self, args: &[&str], limit: Duration) -> Result<String, SwarmError> {
+        Node::docker(self, args, limit)
+    }
+}
+
+/// A swarm whose services the measurements drive: the run's own ([`Swarm`]) or one the user
+/// named ([`super::remote::Remote`]).
+pub trait Services {
+    /// A manager that answers, asked afresh each call (the leader may have changed).
+    fn manager_engine(&self) -> Result<&dyn Engine, SwarmError>;
+    /// What a task's container printed.
+    fn task_log(&self, t: &Task) -> Result<String, SwarmError>;
+}
+
+impl Services for Swarm {
+    fn manager_engine(&self) -> Result<&dyn Engine, SwarmError> {
+        Ok(self.manager()?)
+    }
+
+    /// From the container's log on the task's node (a run-made swarm reaches every engine).
+    fn task_log(&self, t: &Task) -> Result<String, SwarmError> {
+        let node = self.nodes().iter().find(|n| n.node_id == t.node_id && n.dockerd_pid().is_some());
+        let cid = t.status.container.as_ref().map(|c| c.id.as_str()).unwrap_or("");
+        match node {
+            Some(n) if !cid.is_empty() => n.docker(&["logs", cid], CALL),
+            _ => Err(SwarmError::EngineDown { node: t.node_id.clone(), detail: "task not placed yet".into() }),
+        }
+    }
+}
+
 /// A node as a manager sees it (`docker node inspect`).
 #[derive(Debug, Deserialize)]
 pub struct NodeState {
@@ -171,7 +208,7 @@ pub fn leave(n: &mut Node) -> Result<(), SwarmError> {
 
 /// The worker join token, from a manager.
 pub fn worker_token(s: &Swarm) -> Result<String, SwarmError> {
-    Ok(s.manager()?.docker(&["swarm", "join-token", "-q", "worker"], CALL)?.trim().to_string())
+    Ok(s.manager_engine()?.docker(&["swarm", "join-token", "-q", "worker"], CALL)?.trim().to_string())
 }
 
 /// Poll `f` until it returns `Ok(None)`; `Ok(Some(why))` is "not yet". Returns the time taken.
@@ -196,7 +233,7 @@ pub fn wait_until(
 }
 
 /// Every node, as the manager `m` sees them.
-pub fn node_states(m: &Node) -> Result<Vec<NodeState>, SwarmError> {
+pub fn node_states(m: &dyn Engine) -> Result<Vec<NodeState>, SwarmError> {
     let ids = m.docker(&["node", "ls", "-q"], CALL)?;
     let ids: Vec<&str> = ids.split_whitespace().collect();
     if ids.is_empty() {
@@ -223,16 +260,16 @@ pub fn leader(s: &Swarm) -> Result<Option<usize>, SwarmError> {
 }
 
 /// The tasks of `service` meant to run, as the manager `m` sees them.
-pub fn tasks(m: &Node, service: &str) -> Result<Vec<Task>, SwarmError> {
+pub fn tasks(m: &dyn Engine, service: &str) -> Result<Vec<Task>, SwarmError> {
     tasks_where(m, service, &["-f", "desired-state=running"])
 }
 
 /// Every task of `service` the manager still remembers, failed and replaced ones too.
-pub fn task_history(m: &Node, service: &str) -> Result<Vec<Task>, SwarmError> {
+pub fn task_history(m: &dyn Engine, service: &str) -> Result<Vec<Task>, SwarmError> {
     tasks_where(m, service, &[])
 }
 
-fn tasks_where(m: &Node, service: &str, filter: &[&str]) -> Result<Vec<Task>, SwarmError> {
+fn tasks_where(m: &dyn Engine, service: &str, filter: &[&str]) -> Result<Vec<Task>, SwarmError> {
     let mut args = vec!["service", "ps", "-q", "--no-trunc"];
     args.extend(filter);
     args.push(service);
@@ -260,10 +297,10 @@ pub fn check_replicas(service: &str, n: usize) -> Result<(), SwarmError> {
 
 /// Create `service` with `replicas` tasks of the idle workload from `image` (detached: the
 /// caller waits for convergence itself).
-pub fn create_service(s: &Swarm, service: &str, replicas: usize, image: &str) -> Result<(), SwarmError> {
+pub fn create_service(s: &dyn Services, service: &str, replicas: usize, image: &str) -> Result<(), SwarmError> {
     check_replicas(service, replicas)?;
     let r = replicas.to_string();
-    s.manager()?.docker(
+    s.manager_engine()?.docker(
         &[
             "service",
             "create",
@@ -287,27 +324,33 @@ pub fn create_service(s: &Swarm, service: &str, replicas: usize, image: &str) ->
     Ok(())
 }
 
-pub fn scale(s: &Swarm, service: &str, replicas: usize) -> Result<(), SwarmError> {
+pub fn scale(s: &dyn Services, service: &str, replicas: usize) -> Result<(), SwarmError> {
     check_replicas(service, replicas)?;
-    s.manager()?.docker(&["service", "scale", "-d", &format!("{service}={replicas}")], CALL)?;
+    s.manager_engine()?.docker(&["service", "scale", "-d", &format!("{service}={replicas}")], CALL)?;
     Ok(())
 }
 
 /// A rolling update to `image`.
-pub fn update_image(s: &Swarm, service: &str, image: &str) -> Result<(), SwarmError> {
-    s.manager()?.docker(&["service", "update", "-d", "--no-resolve-image", "--image", image, service], CALL)?;
+pub fn update_image(s: &dyn Services, service: &str, image: &str) -> Result<(), SwarmError> {
+    s.manager_engine()?.docker(&["service", "update", "-d", "--no-resolve-image", "--image", image, service], CALL)?;
     Ok(())
 }
 
-pub fn remove_service(s: &Swarm, service: &str) -> Result<(), SwarmError> {
-    s.manager()?.docker(&["service", "rm", service], CALL)?;
+/// A rolling update that changes nothing but replaces every task (`--force`).
+pub fn force_update(s: &dyn Services, service: &str) -> Result<(), SwarmError> {
+    s.manager_engine()?.docker(&["service", "update", "-d", "--force", service], CALL)?;
+    Ok(())
+}
+
+pub fn remove_service(s: &dyn Services, service: &str) -> Result<(), SwarmError> {
+    s.manager_engine()?.docker(&["service", "rm", service], CALL)?;
     Ok(())
 }
 
 /// Wait until `want` tasks of `service` run (optionally all from `image`); the error names the
 /// service and the task states.
 pub fn wait_running(
-    s: &Swarm,
+    s: &dyn Services,
     service: &str,
     want: usize,
     image: Option<&str>,
@@ -315,7 +358,7 @@ pub fn wait_running(
 ) -> Result<Duration, SwarmError> {
     let mut last = TaskCounts::default();
     wait_until(&format!("service {service} converged"), limit, || {
-        let m = s.manager()?;
+        let m = s.manager_engine()?;
         let ts = tasks(m, service)?;
         let ok = ts.len() == want
             && ts.iter().all(|t| t.status.state == "running")
@@ -326,7 +369,7 @@ pub fn wait_running(
     .map_err(|e| match e {
         SwarmError::Wait { secs, .. } => {
             // The replaced tasks say why (a rejected pull, a failed start): name them too.
-            let history = s.manager().and_then(|m| task_history(m, service)).map(|h| TaskCounts::of(&h));
+            let history = s.manager_engine().and_then(|m| task_history(m, service)).map(|h| TaskCounts::of(&h));
             let states = match history {
                 Ok(h) => format!("{last} now; {h} in its history"),
                 Err(_) => last.to_string(),
@@ -342,30 +385,24 @@ fn t_ids(ts: &[Task]) -> Vec<String> {
 }
 
 /// The image each task was made from.
-fn image_of(m: &Node, ids: &[String]) -> Result<Vec<String>, SwarmError> {
+fn image_of(m: &dyn Engine, ids: &[String]) -> Result<Vec<String>, SwarmError> {
     let mut args = vec!["inspect", "--type", "task", "--format", "{{.Spec.ContainerSpec.Image}}"];
     args.extend(ids.iter().map(String::as_str));
     Ok(m.docker(&args, CALL)?.lines().map(str::to_string).collect())
 }
 
-/// Wait until every running task of `service` has printed READY (read from its container's log on
-/// its node's engine). Returns the time taken.
-pub fn wait_ready(s: &Swarm, service: &str, limit: Duration) -> Result<Duration, SwarmError> {
+/// Wait until every running task of `service` has printed READY (read from its log, see
+/// [`Services::task_log`]). Returns the time taken.
+pub fn wait_ready(s: &dyn Services, service: &str, limit: Duration) -> Result<Duration, SwarmError> {
     let mut seen = std::collections::BTreeSet::new();
     wait_until(&format!("every task of service {service} printed READY"), limit, || {
-        let ts = tasks(s.manager()?, service)?;
+        let ts = tasks(s.manager_engine()?, service)?;
         let mut waiting = 0;
         for t in &ts {
             if seen.contains(&t.id) {
                 continue;
             }
-            let node = s.nodes().iter().find(|n| n.node_id == t.node_id && n.dockerd_pid().is_some());
-            let cid = t.status.container.as_ref().map(|c| c.id.as_str()).unwrap_or("");
-            let ready = match (node, cid.is_empty()) {
-                (Some(n), false) => n.docker(&["logs", cid], CALL).is_ok_and(|l| l.contains("READY")),
-                _ => false,
-            };
-            if ready {
+            if s.task_log(t).is_ok_and(|l| l.contains("READY")) {
                 seen.insert(t.id.clone());
             } else {
                 waiting += 1;
@@ -379,6 +416,24 @@ pub fn wait_ready(s: &Swarm, service: &str, limit: Duration) -> Result<Duration,
     })
 }
 
+/// Wait until `want` tasks of `service` run and none of them is one of `before` (a forced
+/// rolling update replaced every task).
+pub fn wait_replaced(
+    s: &dyn Services,
+    service: &str,
+    want: usize,
+    before: &[String],
+    limit: Duration,
+) -> Result<Duration, SwarmError> {
+    wait_until(&format!("every task of service {service} replaced"), limit, || {
+        let ts = tasks(s.manager_engine()?, service)?;
+        let old = ts.iter().filter(|t| before.contains(&t.id)).count();
+        let running = ts.iter().filter(|t| t.status.state == "running").count();
+        Ok((old > 0 || running != want || ts.len() != want)
+            .then(|| format!("{running} of {want} running, {old} not replaced yet")))
+    })
+}
+
 /// Wait until the managers mark node `i` down.
 pub fn wait_node_down(s: &Swarm, i: usize, limit: Duration) -> Result<Duration, SwarmError> {
     let id = s.nodes().get(i).map(|n| n.node_id.clone()).unwrap_or_default();
@@ -386,6 +441,46 @@ pub fn wait_node_down(s: &Swarm, i: usize, limit: Duration) -> Result<Duration, 
         let states = node_states(s.manager()?)?;
         let st = states.iter().find(|n| n.id == id).map(|n| n.status.state.clone()).unwrap_or_else(|| "absent".into());
         Ok(if st == "down" { None } else { Some(format!("node {i} is {st}")) })
+    })
+}
+
+/// Wait until every node is ready, every manager reachable and one of them leads, as a running
+/// manager sees it (after restarting killed engines).
+pub fn wait_settled(s: &Swarm, limit: Duration) -> Result<Duration, SwarmError> {
+    wait_until("every node ready and every manager reachable", limit, || {
+        let states = node_states(s.manager()?)?;
+        let mut behind = Vec::new();
+        for n in s.nodes() {
+            let st = states.iter().find(|x| x.id == n.node_id);
+            let ok = st.is_some_and(|x| {
+                x.status.state == "ready"
+                    && (n.role == Role::Worker || x.manager.as_ref().is_some_and(|m| m.reachability == "reachable"))
+            });
+            if !ok {
+                behind.push(n.label());
+            }
+        }
+        let led = states.iter().any(|x| x.manager.as_ref().is_some_and(|m| m.leader));
+        Ok(match (behind.is_empty(), led) {
+            (true, true) => None,
+            (true, false) => Some("no leader".into()),
+            _ => Some(format!("not ready or not reachable: {}", behind.join(", "))),
+        })
+    })
+}
+
+/// Wait until no node's engine runs a container (a restarted engine removes the tasks it lost).
+pub fn wait_no_containers(s: &Swarm, limit: Duration) -> Result<Duration, SwarmError> {
+    wait_until("every engine without containers", limit, || {
+        let mut busy = Vec::new();
+        for n in s.nodes() {
+            let ids = n.docker(&["ps", "-aq"], CALL)?;
+            let k = ids.split_whitespace().count();
+            if k > 0 {
+                busy.push(format!("{} has {k}", n.label()));
+            }
+        }
+        Ok((!busy.is_empty()).then(|| busy.join(", ")))
     })
 }
 

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod net;
 pub mod node;
 mod registry;
+pub mod remote;
 pub mod teardown;
 
 use std::io::Read;
@@ -62,6 +63,8 @@ pub enum SwarmError {
     NotConverged { service: String, want: usize, secs: u64, states: String },
     #[error("{what} did not happen within {secs} s; {detail}")]
     Wait { what: String, secs: u64, detail: String },
+    #[error("{endpoint} is not a swarm manager ({state}); name a manager's docker API address")]
+    NotManager { endpoint: String, state: String },
     #[error("unreadable answer from `{command}`: {detail}")]
     Parse { command: String, detail: String },
 }

@@ -11,21 +11,7 @@ use std::time::{Duration, Instant};
 use super::{run_bounded, teardown, SwarmError};
 
 /// What a node does in the swarm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Manager,
-    Worker,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Manager => "manager",
-            Role::Worker => "worker",
-        }
-    }
-}
+pub use crate::record::SwarmRole as Role;
 
 /// Where one node lives.
 pub struct NodePlan<'a> {
@@ -51,13 +37,17 @@ pub struct Node {
     sock: String,
     cfg_dir: PathBuf,
     log: PathBuf,
+    /// Data root and exec root, kept for a restart.
+    data: PathBuf,
+    run: PathBuf,
+    registry: String,
     child: Option<Child>,
     /// The swarm's id for this node, once joined.
     pub node_id: String,
 }
 
 /// The docker client matching Debian's dockerd.
-fn docker_cli() -> PathBuf {
+pub(crate) fn docker_cli() -> PathBuf {
     let deb = PathBuf::from("/usr/bin/docker");
     if deb.is_file() {
         deb
@@ -78,45 +68,61 @@ impl Node {
         for d in [&data, &run] {
             std::fs::create_dir_all(d).map_err(io(d))?;
         }
-        let log = data.join("dockerd.log");
-        let out = std::fs::File::create(&log).map_err(io(&log))?;
-        let err = out.try_clone().map_err(io(&log))?;
-        let sock = format!("unix://{}/docker.sock", run.display());
-        let mut cmd = Command::new("nsenter");
-        // nsenter and unshare exec in place: the child's pid is dockerd's. The private mount
-        // namespace (slave of ours) keeps the overlay and netns mounts dockerd makes off the host.
-        cmd.arg(format!("--net={}", p.netns.display()))
-            .args(["unshare", "--mount", "--propagation", "slave", "dockerd"])
-            .arg("--data-root")
-            .arg(data.join("data"))
-            .arg("--exec-root")
-            .arg(run.join("x"))
-            .arg("-H")
-            .arg(&sock)
-            .arg("--pidfile")
-            .arg(run.join("dockerd.pid"))
-            .args(["--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none", "--log-level=error"])
-            .arg("--insecure-registry")
-            .arg(&p.registry)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            // Ctrl-C at the terminal must not reach it: the swarm's teardown stops it.
-            .process_group(0);
-        let child = cmd.spawn().map_err(|e| SwarmError::Spawn("dockerd".into(), e))?;
         let mut node = Node {
             index: p.index,
             role: p.role,
             addr: p.addr,
             netns: p.netns.clone(),
-            sock,
+            sock: format!("unix://{}/docker.sock", run.display()),
             cfg_dir: data.join("client"),
-            log,
-            child: Some(child),
+            log: data.join("dockerd.log"),
+            data,
+            run,
+            registry: p.registry.clone(),
+            child: None,
             node_id: String::new(),
         };
+        node.spawn()?;
         node.wait_answering(limit)?;
         Ok(node)
+    }
+
+    /// Start the engine of a node whose engine was killed ([`Node::kill_engine`]) on the same
+    /// data root: it comes back as the same swarm node. Waits (bounded) until it answers.
+    pub fn restart(&mut self, limit: Duration) -> Result<(), SwarmError> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn()?;
+        self.wait_answering(limit)
+    }
+
+    fn spawn(&mut self) -> Result<(), SwarmError> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).map_err(io(&self.log))?;
+        let err = out.try_clone().map_err(io(&self.log))?;
+        let mut cmd = Command::new("nsenter");
+        // nsenter and unshare exec in place: the child's pid is dockerd's. The private mount
+        // namespace (slave of ours) keeps the overlay and netns mounts dockerd makes off the host.
+        cmd.arg(format!("--net={}", self.netns.display()))
+            .args(["unshare", "--mount", "--propagation", "slave", "dockerd"])
+            .arg("--data-root")
+            .arg(self.data.join("data"))
+            .arg("--exec-root")
+            .arg(self.run.join("x"))
+            .arg("-H")
+            .arg(&self.sock)
+            .arg("--pidfile")
+            .arg(self.run.join("dockerd.pid"))
+            .args(["--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none", "--log-level=error"])
+            .arg("--insecure-registry")
+            .arg(&self.registry)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Ctrl-C at the terminal must not reach it: the swarm's teardown stops it.
+            .process_group(0);
+        self.child = Some(cmd.spawn().map_err(|e| SwarmError::Spawn("dockerd".into(), e))?);
+        Ok(())
     }
 
     fn wait_answering(&mut self, limit: Duration) -> Result<(), SwarmError> {
@@ -145,6 +151,11 @@ impl Node {
     /// `manager-0`, `worker-3`.
     pub fn label(&self) -> String {
         format!("{}-{}", self.role.name(), self.index)
+    }
+
+    /// The engine's API address (`unix:///run/cvbench-…/docker.sock`).
+    pub fn endpoint(&self) -> &str {
+        &self.sock
     }
 
     /// A docker CLI command aimed at this node's engine.

@@ -141,6 +141,10 @@ impl Daemon {
                 eprintln!("cvbench: docker: stopping the private dockerd: {e}");
             }
         }
+        // dockerd bind-mounts its data root onto itself and undoes it only on a clean stop: one
+        // killed past the bound (a busy host) leaves that mount, and the directory could not be
+        // removed. Not a mount point (the clean case): EINVAL, ignored.
+        let _ = nix::mount::umount2(&self.base.join("data"), nix::mount::MntFlags::MNT_DETACH);
         for d in [&self.exec_root, &self.base] {
             if let Err(e) = std::fs::remove_dir_all(d) {
                 if e.kind() != std::io::ErrorKind::NotFound {
