@@ -10,6 +10,7 @@
 //! and the memory file must be exactly the size the state names.
 
 pub mod frame;
+pub mod kvm;
 pub mod memory;
 pub mod vcpu;
 
