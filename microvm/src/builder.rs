@@ -325,7 +325,15 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> 
         }
         (Some(_), end) => {
             let dir = cfg.snapshot_to.clone().unwrap_or_default();
-            return Err(SnapshotError::GuestEnded { dir, end: format!("{end:?}") }.into());
+            let end = match end {
+                GuestEnd::PowerOff => "powered off".to_string(),
+                GuestEnd::Timeout => "ran into the timeout".to_string(),
+                GuestEnd::Signalled(sig) => format!("was stopped by signal {sig}"),
+                GuestEnd::Failed(why) => format!("failed ({why})"),
+                GuestEnd::Exited(code) => format!("exited with status {code}"),
+                GuestEnd::Snapshotted => "was saved".to_string(),
+            };
+            return Err(SnapshotError::NoReady { dir, end }.into());
         }
         (None, _) => None,
     };

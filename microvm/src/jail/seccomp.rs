@@ -122,9 +122,18 @@ const DEVICE_IO: &[i64] = &[
     libc::SYS_epoll_pwait,
 ];
 const MAIN: &[i64] = &[libc::SYS_rt_sigtimedwait, libc::SYS_fsync];
-/// Writing the snapshot files through descriptors opened before the jail.
-const SNAPSHOT_FILES: &[i64] =
-    &[libc::SYS_pwrite64, libc::SYS_mincore, libc::SYS_fstat, libc::SYS_newfstatat, libc::SYS_statx, libc::SYS_lseek];
+/// Writing the snapshot files through descriptors opened before the jail, and removing them
+/// again (unlinkat relative to the snapshot directory's descriptor, the only directory the
+/// jailed VMM can reach) when the guest ends before its snapshot point.
+const SNAPSHOT_FILES: &[i64] = &[
+    libc::SYS_pwrite64,
+    libc::SYS_mincore,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_lseek,
+    libc::SYS_unlinkat,
+];
 
 const fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
     (dir << 30) | ((size as u64) << 16) | (0xae << 8) | nr

@@ -94,11 +94,15 @@ pub fn restore(
     let count = snap.vcpus.len() as u8;
     let supported = vm.supported_cpuid()?;
     let mut vcpus = Vec::with_capacity(snap.vcpus.len());
+    let mut notes = vec![format!("restored from {} ({} load)", cfg.snapshot.display(), cfg.load.name())];
     for saved in &snap.vcpus {
         let mut vcpu = vm.create_vcpu(saved.id)?;
         let spec = cpuid::CpuidSpec { vcpu_id: saved.id, vcpus: count, pvm: snap.pvm_workarounds };
         vcpu.set_cpuid(&cpuid::filter(&supported, spec))?;
-        kvm_state::restore_vcpu(&mut vcpu, saved)?;
+        let refused = kvm_state::restore_vcpu(&mut vcpu, saved)?;
+        if !refused.is_empty() {
+            notes.push(format!("vCPU {}: KVM refused saved MSRs {refused:#x?}; left at reset values", saved.id));
+        }
         vcpus.push(vcpu);
     }
     trace(start, "VM and vCPU state restored");
@@ -135,7 +139,7 @@ pub fn restore(
         total: start.elapsed(),
         kvm_kind: kind,
         cmdline: snap.cmdline.clone(),
-        notes: vec![format!("restored from {} ({} load)", cfg.snapshot.display(), cfg.load.name())],
+        notes,
         jailed: cfg.jail,
         snapshot: None,
         restore: Some(RestoreInfo {

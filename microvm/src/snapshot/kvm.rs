@@ -41,8 +41,6 @@ pub enum KvmStateError {
         #[source]
         source: kvm_ioctls::Error,
     },
-    #[error("vCPU {id}: KVM took {set} of the {wanted} saved MSRs (refused {refused:#x})")]
-    MsrsPartial { id: u8, set: usize, wanted: usize, refused: u32 },
     #[error("cannot build an MSR list of {0} entries")]
     MsrList(usize),
     #[error("this host's KVM keeps an XSAVE area of {0} bytes; snapshots handle the 4096-byte area only")]
@@ -266,8 +264,9 @@ pub fn save_vcpu(vcpu: &mut KvmVcpu, msr_list: &[u32]) -> Result<VcpuState, KvmS
 }
 
 /// Load `s` into a fresh vCPU whose CPUID is already set (checked with [`VcpuState::check`]
-/// and [`check_xsave_size`] first).
-pub fn restore_vcpu(vcpu: &mut KvmVcpu, s: &VcpuState) -> Result<(), KvmStateError> {
+/// and [`check_xsave_size`] first). Returns the MSRs KVM refused to set (each dropped and
+/// reported, as the boot path reports the boot MSRs KVM refuses).
+pub fn restore_vcpu(vcpu: &mut KvmVcpu, s: &VcpuState) -> Result<Vec<u32>, KvmStateError> {
     let id = vcpu.id();
     let e = |op| move |source| KvmStateError::Vcpu { id, op, source };
     let fd = vcpu.fd();
@@ -280,15 +279,27 @@ pub fn restore_vcpu(vcpu: &mut KvmVcpu, s: &VcpuState) -> Result<(), KvmStateErr
     fd.set_xcrs(&s.xcrs.0).map_err(e("KVM_SET_XCRS"))?;
     fd.set_debug_regs(&s.debugregs.0).map_err(e("KVM_SET_DEBUGREGS"))?;
     fd.set_lapic(&s.lapic.0).map_err(e("KVM_SET_LAPIC"))?;
-    let entries: Vec<kvm_msr_entry> =
-        s.msrs.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
-    let msrs = Msrs::from_entries(&entries).map_err(|_| KvmStateError::MsrList(entries.len()))?;
-    let set = fd.set_msrs(&msrs).map_err(e("KVM_SET_MSRS"))?;
-    if set != entries.len() {
-        return Err(KvmStateError::MsrsPartial { id, set, wanted: entries.len(), refused: entries[set].index });
+    let refused = write_msrs(vcpu, &s.msrs)?;
+    vcpu.fd().set_vcpu_events(&s.events.0).map_err(e("KVM_SET_VCPU_EVENTS"))?;
+    Ok(refused)
+}
+
+/// Set `msrs`; KVM stops at the first it refuses, so that one is noted and the rest set.
+fn write_msrs(vcpu: &mut KvmVcpu, msrs: &[(u32, u64)]) -> Result<Vec<u32>, KvmStateError> {
+    let id = vcpu.id();
+    let mut refused = Vec::new();
+    let mut rest = msrs;
+    while !rest.is_empty() {
+        let entries: Vec<kvm_msr_entry> =
+            rest.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
+        let list = Msrs::from_entries(&entries).map_err(|_| KvmStateError::MsrList(entries.len()))?;
+        let n = vcpu.fd().set_msrs(&list).map_err(|source| KvmStateError::Vcpu { id, op: "KVM_SET_MSRS", source })?;
+        if let Some(&(index, _)) = rest.get(n) {
+            refused.push(index);
+        }
+        rest = &rest[(n + 1).min(rest.len())..];
     }
-    fd.set_vcpu_events(&s.events.0).map_err(e("KVM_SET_VCPU_EVENTS"))?;
-    Ok(())
+    Ok(refused)
 }
 
 /// Save the VM's irqchips, PIT and clock (every vCPU stopped).
