@@ -230,10 +230,15 @@ fn guest_initrd(dir: &Path) -> PathBuf {
     initrd
 }
 
-/// `linux --snapshot-to snap` of the guest running `args`; returns the output.
+/// `linux --snapshot-to snap` of a one-vCPU guest running `args`; returns the output.
 fn take(kernel: &Path, initrd: &Path, snap: &Path, console: &Path, args: &[&str]) -> Output {
+    take_on(1, kernel, initrd, snap, console, args)
+}
+
+fn take_on(vcpus: u8, kernel: &Path, initrd: &Path, snap: &Path, console: &Path, args: &[&str]) -> Output {
     vmm()
         .arg("linux")
+        .args(["--vcpus", &vcpus.to_string()])
         .arg("--kernel")
         .arg(kernel)
         .arg("--initrd")
@@ -297,15 +302,25 @@ fn restore_and_go(snap: &Path, console: &Path, stats: &Path, load: &str) -> (Out
     (out, s)
 }
 
-#[test]
-fn a_guest_saved_at_ready_restores_takes_its_go_line_and_runs_its_job() {
-    require_kvm!("Linux-guest snapshot runs");
+/// Skip (loudly) where the guest's user space cannot run.
+fn skip_under_pvm(what: &str) -> bool {
     if kvm_kind() == KvmKind::SoftwarePvm {
         cvbench_testkit::skip(
             cvbench_testkit::Need::Kvm,
-            "Linux-guest snapshot and restore: /dev/kvm is kvm_pvm, where the guest's user space (the \
-             workload that prints READY) cannot make system calls; this runs in the test host",
+            &format!(
+                "{what}: /dev/kvm is kvm_pvm, where the guest's user space (the workload that prints READY) \
+                 cannot make system calls; this runs in the test host"
+            ),
         );
+        return true;
+    }
+    false
+}
+
+#[test]
+fn a_guest_saved_at_ready_restores_takes_its_go_line_and_runs_its_job() {
+    require_kvm!("Linux-guest snapshot runs");
+    if skip_under_pvm("Linux-guest snapshot and restore") {
         return;
     }
     let Some(kernel) = guest_kernel() else { return };
@@ -314,13 +329,8 @@ fn a_guest_saved_at_ready_restores_takes_its_go_line_and_runs_its_job() {
     let snap = dir.path().join("snap");
     std::fs::create_dir(&snap).unwrap();
     let console = dir.path().join("take.log");
-    let out = take(
-        &kernel,
-        &initrd,
-        &snap,
-        &console,
-        &["wait-go", "--job", "mem-touch", "--touch-mib", "8", "--chase-mib", "1", "--accesses", "1000"],
-    );
+    let job = ["wait-go", "--job", "mem-touch", "--touch-mib", "8", "--chase-mib", "1", "--accesses", "1000"];
+    let out = take(&kernel, &initrd, &snap, &console, &job);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("take console:\n{}\nstderr:\n{stderr}", read_text(&console));
     assert_eq!(out.status.code(), Some(0), "taking the snapshot failed: {stderr}");
@@ -348,4 +358,33 @@ fn a_guest_saved_at_ready_restores_takes_its_go_line_and_runs_its_job() {
     }
     // The snapshot is reusable: restoring did not change it.
     assert_eq!(std::fs::metadata(snap.join("state")).unwrap().len(), state_len);
+}
+
+#[test]
+fn a_two_vcpu_guest_restores_with_both_vcpus() {
+    require_kvm!("Linux-guest snapshot runs");
+    if skip_under_pvm("two-vCPU Linux-guest snapshot and restore") {
+        return;
+    }
+    let Some(kernel) = guest_kernel() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = guest_initrd(dir.path());
+    let snap = dir.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    let console = dir.path().join("take.log");
+    let out = take_on(2, &kernel, &initrd, &snap, &console, &["wait-go", "--job", "noop"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("take console:\n{}\nstderr:\n{stderr}", read_text(&console));
+    assert_eq!(out.status.code(), Some(0), "taking the snapshot failed: {stderr}");
+    let state = std::fs::read(snap.join("state")).unwrap();
+    let saved: LinuxSnapshot = frame::decode(&snap.join("state"), KIND, FORMAT_VERSION, &state).unwrap();
+    assert_eq!(saved.vcpus.iter().map(|v| v.id).collect::<Vec<_>>(), [0, 1]);
+
+    let console = dir.path().join("restore.log");
+    let stats = dir.path().join("stats.json");
+    let (out, s) = restore_and_go(&snap, &console, &stats, "lazy");
+    assert_eq!(s.end, GuestEnd::PowerOff, "the restored guest did not power off by itself");
+    assert_eq!(s.exit_status, Some(0));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(read_text(&console).contains("\"job_ns\""), "the job's report is missing");
 }
