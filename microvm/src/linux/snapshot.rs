@@ -30,6 +30,9 @@ pub const READY_LINE: &[u8] = b"READY";
 pub const MAX_VCPUS: usize = 64;
 /// The UART's receive FIFO.
 const SERIAL_FIFO: usize = 64;
+/// The largest state file read: about 20 KB per vCPU (the XSAVE area and the MSRs dominate),
+/// so [`MAX_VCPUS`] of them fit with room to spare.
+pub const MAX_STATE_BYTES: u64 = 4 << 20;
 
 /// Everything but memory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,7 +93,7 @@ impl LinuxSnapshot {
 /// Read the state file in `dir` and check it against this host's MSR list.
 pub fn read(dir: &Path, host_msrs: &[u32]) -> Result<LinuxSnapshot, SnapshotError> {
     let path = dir.join(STATE_FILE);
-    let snap: LinuxSnapshot = frame::read(&path, KIND, FORMAT_VERSION)?;
+    let snap: LinuxSnapshot = frame::read_bounded(&path, KIND, FORMAT_VERSION, MAX_STATE_BYTES)?;
     snap.check(host_msrs).map_err(|what| SnapshotError::Invalid { path, what })?;
     Ok(snap)
 }
@@ -201,6 +204,16 @@ mod tests {
         let back: LinuxSnapshot = frame::decode(Path::new("/s/state"), KIND, FORMAT_VERSION, &bytes).unwrap();
         assert_eq!(back, s);
         assert!(bytes.len() < frame::MAX_STATE_BYTES as usize / 4, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn the_state_of_the_most_vcpus_allowed_fits_the_size_bound() {
+        let mut s = good();
+        // A vCPU as large as the test host's (about 120 MSRs), repeated MAX_VCPUS times.
+        s.vcpus[0].msrs = (0..120).map(|i| (i, u64::MAX)).collect();
+        s.vcpus = (0..MAX_VCPUS as u8).map(|id| VcpuState { id, ..s.vcpus[0].clone() }).collect();
+        let bytes = frame::encode(KIND, FORMAT_VERSION, &s).unwrap();
+        assert!((bytes.len() as u64) < MAX_STATE_BYTES, "{} bytes", bytes.len());
     }
 
     #[test]
