@@ -388,3 +388,27 @@ fn a_two_vcpu_guest_restores_with_both_vcpus() {
     assert_eq!(out.status.code(), Some(0));
     assert!(read_text(&console).contains("\"job_ns\""), "the job's report is missing");
 }
+
+#[test]
+fn a_guest_with_a_virtio_disk_is_refused_before_it_boots_and_leaves_nothing() {
+    require_kvm!("Linux snapshot bad-input tests");
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk).unwrap().set_len(1 << 20).unwrap();
+    // The kernel is never read: the refusal comes first.
+    let out = vmm()
+        .args(["linux", "--kernel", "/nonexistent/vmlinux", "--blk"])
+        .arg(&disk)
+        .arg("--snapshot-to")
+        .arg(&snap)
+        .args(["--", "wait-go", "--job", "noop"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("virtio devices") && stderr.contains("cannot be snapshotted"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&snap).unwrap().count(), 0, "files left in the snapshot directory");
+}
