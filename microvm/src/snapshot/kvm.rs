@@ -13,7 +13,8 @@
 //! Restore order follows what each part depends on (Firecracker's `restore_state`): the VM's
 //! PIT, clock and irqchips before any vCPU; per vCPU the CPUID first (the caller), then
 //! multiprocessing state, registers, special registers (which the MSRs and XSAVE depend on),
-//! XSAVE and XCRs, debug registers, the local APIC, the MSRs, and the pending events last.
+//! XSAVE and XCRs, debug registers, the local APIC, the MSRs (the TSC before its deadline), and
+//! the pending events last.
 
 use kvm_bindings::{
     kvm_clock_data, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_pit_state2,
@@ -246,25 +247,60 @@ fn read_msrs(vcpu: &mut KvmVcpu, indices: &[u32]) -> Result<Vec<(u32, u64)>, Kvm
     Ok(out)
 }
 
-/// Save a stopped vCPU (out of KVM_RUN, its last exit completed).
+/// The time-stamp counter and the LAPIC timer's deadline in it.
+const MSR_IA32_TSC: u32 = 0x10;
+const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
+
+/// Save a stopped vCPU (out of KVM_RUN, its last exit completed). Reading some state changes
+/// other state, so the order matters: the multiprocessing state first (reading it lets the
+/// LAPIC accept pending INIT/SIPI events), the pending events last (the other reads may add
+/// to them).
 pub fn save_vcpu(vcpu: &mut KvmVcpu, msr_list: &[u32]) -> Result<VcpuState, KvmStateError> {
     let id = vcpu.id();
     let e = |op| move |source| KvmStateError::Vcpu { id, op, source };
     let fd = vcpu.fd();
+    let mp_state = fd.get_mp_state().map_err(e("KVM_GET_MP_STATE"))?.mp_state;
     let regs = RegsState::from(&fd.get_regs().map_err(e("KVM_GET_REGS"))?);
     let sregs = Blob(fd.get_sregs().map_err(e("KVM_GET_SREGS"))?);
     let xsave = Blob(fd.get_xsave().map_err(e("KVM_GET_XSAVE"))?);
     let xcrs = Blob(fd.get_xcrs().map_err(e("KVM_GET_XCRS"))?);
-    let lapic = Blob(fd.get_lapic().map_err(e("KVM_GET_LAPIC"))?);
-    let mp_state = fd.get_mp_state().map_err(e("KVM_GET_MP_STATE"))?.mp_state;
-    let events = Blob(fd.get_vcpu_events().map_err(e("KVM_GET_VCPU_EVENTS"))?);
     let debugregs = Blob(fd.get_debug_regs().map_err(e("KVM_GET_DEBUGREGS"))?);
-    let msrs = read_msrs(vcpu, msr_list)?;
+    let lapic = Blob(fd.get_lapic().map_err(e("KVM_GET_LAPIC"))?);
+    let mut msrs = read_msrs(vcpu, msr_list)?;
+    arm_cleared_deadline(&mut msrs);
+    let events = Blob(vcpu.fd().get_vcpu_events().map_err(e("KVM_GET_VCPU_EVENTS"))?);
     Ok(VcpuState { id, regs, sregs, xsave, xcrs, lapic, msrs, mp_state, events, debugregs })
 }
 
+/// A TSC deadline of 0 (the timer just fired, or was disarmed while its interrupt was still
+/// on its way) is saved as "now": restored as 0 the vCPU may never see that timer interrupt
+/// and wait forever (Firecracker saw this); at the current TSC it fires once at resume, which
+/// the guest's timer code takes as an early or spurious tick.
+fn arm_cleared_deadline(msrs: &mut [(u32, u64)]) {
+    let Some(tsc) = msrs.iter().find(|m| m.0 == MSR_IA32_TSC).map(|m| m.1) else { return };
+    for m in msrs.iter_mut().filter(|m| m.0 == MSR_IA32_TSC_DEADLINE && m.1 == 0) {
+        m.1 = tsc;
+    }
+}
+
+/// The MSRs in restore order: the TSC first (KVM arms the deadline timer against the TSC as it
+/// is when the deadline is written), the TSC deadline last, the rest as saved.
+fn restore_order(msrs: &[(u32, u64)]) -> Vec<(u32, u64)> {
+    let rank = |index: u32| match index {
+        MSR_IA32_TSC => 0,
+        MSR_IA32_TSC_DEADLINE => 2,
+        _ => 1,
+    };
+    let mut v = msrs.to_vec();
+    v.sort_by_key(|m| rank(m.0));
+    v
+}
+
 /// Load `s` into a fresh vCPU whose CPUID is already set (checked with [`VcpuState::check`]
-/// and [`check_xsave_size`] first). Returns the MSRs KVM refused to set (each dropped and
+/// and [`check_xsave_size`] first). Order: registers before the pending events (setting
+/// registers clears a pending exception, the events bring it back), special registers before
+/// the LAPIC (they carry the APIC base), the LAPIC before the MSRs (the TSC deadline only
+/// takes with the LAPIC timer in deadline mode), events last. Returns the MSRs KVM refused to set (each dropped and
 /// reported, as the boot path reports the boot MSRs KVM refuses).
 pub fn restore_vcpu(vcpu: &mut KvmVcpu, s: &VcpuState) -> Result<Vec<u32>, KvmStateError> {
     let id = vcpu.id();
@@ -279,7 +315,7 @@ pub fn restore_vcpu(vcpu: &mut KvmVcpu, s: &VcpuState) -> Result<Vec<u32>, KvmSt
     fd.set_xcrs(&s.xcrs.0).map_err(e("KVM_SET_XCRS"))?;
     fd.set_debug_regs(&s.debugregs.0).map_err(e("KVM_SET_DEBUGREGS"))?;
     fd.set_lapic(&s.lapic.0).map_err(e("KVM_SET_LAPIC"))?;
-    let refused = write_msrs(vcpu, &s.msrs)?;
+    let refused = write_msrs(vcpu, &restore_order(&s.msrs))?;
     vcpu.fd().set_vcpu_events(&s.events.0).map_err(e("KVM_SET_VCPU_EVENTS"))?;
     Ok(refused)
 }
@@ -387,6 +423,19 @@ mod tests {
         let mut v = vcpu();
         v.msrs = (0..=MAX_MSRS as u32).map(|i| (i, 0)).collect();
         assert!(v.check(&(0..=MAX_MSRS as u32).collect::<Vec<_>>()).is_err());
+    }
+
+    #[test]
+    fn the_tsc_is_restored_before_its_deadline_and_a_cleared_deadline_is_saved_as_now() {
+        let saved = [(MSR_IA32_TSC_DEADLINE, 900), (0x174, 1), (MSR_IA32_TSC, 1000), (0x175, 2)];
+        let order: Vec<u32> = restore_order(&saved).iter().map(|m| m.0).collect();
+        assert_eq!(order, [MSR_IA32_TSC, 0x174, 0x175, MSR_IA32_TSC_DEADLINE]);
+        let mut msrs = vec![(MSR_IA32_TSC, 1000), (MSR_IA32_TSC_DEADLINE, 0)];
+        arm_cleared_deadline(&mut msrs);
+        assert_eq!(msrs[1], (MSR_IA32_TSC_DEADLINE, 1000));
+        let mut armed = vec![(MSR_IA32_TSC, 1000), (MSR_IA32_TSC_DEADLINE, 5000)];
+        arm_cleared_deadline(&mut armed);
+        assert_eq!(armed[1], (MSR_IA32_TSC_DEADLINE, 5000));
     }
 
     #[test]
