@@ -111,7 +111,7 @@ pub fn run_checks() -> Vec<Check> {
         "/dev/net/tun present (virtio-net tap devices)".into(),
         "/dev/net/tun missing: VM network workloads are skipped".into(),
     ));
-    let kernel = crate::backend::microvm::guest_kernel();
+    let kernel = crate::backend::guestkit::guest_kernel();
     v.push(match (kernel.path(), kernel.missing()) {
         (Some(p), _) => check("guest kernel", true, false, p.display().to_string(), String::new()),
         (None, missing) => {

@@ -1,13 +1,16 @@
 //! Runs one workload instance on one backend and turns what happened into a
 //! [`RunRecord`]: the launch→READY and launch→exit clocks, the footprint
 //! sampled while the instance is up, the workload's JSON, and any error.
+//! [`record_of`] is the one place a unit's identity goes into its record (every scenario's
+//! unit starts from it); [`run_with`] is the one launch → READY → end path, and a scenario
+//! that does more at READY (the security-surface probe) hooks in through [`Phases`].
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::backend::{Backend, BackendOptions, LaunchSpec};
+use crate::backend::{Backend, BackendId, BackendOptions, Instance, LaunchSpec};
 use crate::footprint;
 use crate::record::{Footprint, HostTimings, RunRecord, WorkloadOutput, SCHEMA_VERSION};
 use crate::workload::Workload;
@@ -31,6 +34,9 @@ pub struct RunRequest {
     /// there for the launch call only, so the instance's processes inherit
     /// it and the harness stays where it was).
     pub pin_instance_cpu: Option<usize>,
+    /// Drop the page cache before the unit's cold part (cold-start pull, image-depth mount):
+    /// `cvbench bench --drop-caches`, carried in the plan.
+    pub drop_caches: bool,
 }
 
 impl RunRequest {
@@ -46,9 +52,32 @@ impl RunRequest {
             scenario: workload.to_string(),
             iteration: 0,
             pin_instance_cpu: None,
+            drop_caches: false,
         }
     }
 }
+
+/// What a scenario adds to the one run path. The defaults are a plain run: nothing extra at
+/// READY, and the workload's end (exit status, result line) decides the record.
+pub trait Phases {
+    /// Called once the instance printed READY (after the footprint sample, before the hold).
+    /// An error becomes the record's error, after the instance has been ended and collected.
+    fn at_ready(&mut self, _inst: &dyn Instance, _rec: &mut RunRecord) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Whether the workload's own end decides the record. A probe that needs the instance
+    /// only up to READY says no: then only READY (and `at_ready`) can fail it, and the record
+    /// carries no metrics and no host-representativeness note (it holds no timing result).
+    fn judges_the_end(&self) -> bool {
+        true
+    }
+}
+
+/// A plain run.
+struct Plain;
+
+impl Phases for Plain {}
 
 /// Lines the stdout reader reports.
 enum Event {
@@ -73,9 +102,19 @@ fn pipes() -> Result<[(std::os::fd::OwnedFd, std::os::fd::OwnedFd); 2], RunnerEr
 /// the one place a unit's identity (backend, workload, arguments, environment, scenario,
 /// round) is copied into its record, for the runner and the bench's own units alike.
 pub fn record_for(backend: &dyn Backend, req: &RunRequest) -> RunRecord {
+    record_named(backend.name(), req)
+}
+
+/// [`record_for`] by the backend's id, for units that do not go through a [`Backend`] object
+/// (a restored VM).
+pub fn record_of(backend: BackendId, req: &RunRequest) -> RunRecord {
+    record_named(backend.name(), req)
+}
+
+fn record_named(backend: &str, req: &RunRequest) -> RunRecord {
     RunRecord {
         schema_version: SCHEMA_VERSION,
-        backend: backend.name().to_string(),
+        backend: backend.to_string(),
         workload: req.workload.to_string(),
         args: req.args.clone(),
         env_id: req.env_id.clone(),
@@ -95,8 +134,13 @@ pub fn record_for(backend: &dyn Backend, req: &RunRequest) -> RunRecord {
 /// Run one instance to completion and describe it. Never panics on a failed
 /// run: the failure goes into `error`.
 pub fn run(backend: &dyn Backend, req: &RunRequest) -> RunRecord {
+    run_with(backend, req, &mut Plain)
+}
+
+/// [`run`] with a scenario's [`Phases`].
+pub fn run_with(backend: &dyn Backend, req: &RunRequest, phases: &mut dyn Phases) -> RunRecord {
     let mut rec = record_for(backend, req);
-    if let Err(e) = run_into(backend, req, &mut rec) {
+    if let Err(e) = run_into(backend, req, phases, &mut rec) {
         rec.error = Some(e);
     }
     rec
@@ -114,7 +158,12 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Result<(), String> {
+fn run_into(
+    backend: &dyn Backend,
+    req: &RunRequest,
+    phases: &mut dyn Phases,
+    rec: &mut RunRecord,
+) -> Result<(), String> {
     let [(out_r, out_w), (err_r, err_w)] = pipes().map_err(|e| chain(&e))?;
     let spec = LaunchSpec {
         workload: req.workload,
@@ -179,6 +228,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
     let mut ready_hwm = None;
     let mut vmm_mem = None;
     let mut shared_mem = None;
+    let mut hooked = Ok(());
     match rx.recv_timeout(req.timeout) {
         Ok(Event::Ready(t)) => ready = Some(t),
         Ok(d @ Event::Done { .. }) => done = Some(d),
@@ -201,6 +251,7 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
                 shared_mem = Some((footprint::sample(&shared), shared.len()));
             }
         }
+        hooked = phases.at_ready(inst.as_ref(), rec);
         if !req.hold.is_zero() {
             std::thread::sleep(req.hold);
         }
@@ -234,8 +285,10 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
         }
         rec.extra.insert("shared_daemon_processes".into(), n as f64);
     }
-    rec.notes = inst.notes();
-    rec.notes.extend(crate::hostkind::not_representative_note(&crate::hostkind::host_cpu()));
+    rec.notes.extend(inst.notes());
+    if phases.judges_the_end() {
+        rec.notes.extend(crate::hostkind::not_representative_note(&crate::hostkind::host_cpu()));
+    }
     // A backend with exact accounting (a cgroup's peak) overrides the sampled peak.
     if let Some(k) = rec.extra.remove("peak_rss_kib") {
         rec.footprint.peak_rss_kib = Some(k as u64);
@@ -256,7 +309,17 @@ fn run_into(backend: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Res
             Ok(_) => why,
         });
     };
-    let exit = waited.map_err(|e| with_stderr(chain(&e), &stderr))?;
+    let exit = waited.map_err(|e| with_stderr(chain(&e), &stderr));
+    if !phases.judges_the_end() {
+        // A probe: READY and what it read there decide; the end only goes into the record.
+        rec.exit = exit.ok();
+        return match ready {
+            Some(_) => hooked,
+            None => Err(with_stderr(format!("{} never printed READY within {:?}", req.workload, req.timeout), &stderr)),
+        };
+    }
+    hooked?;
+    let exit = exit?;
     rec.exit = Some(exit);
     rec.host.launch_to_exit_ns = Some(t_exit.duration_since(t0).as_nanos() as u64);
     let (output, other) = match done {
@@ -417,5 +480,54 @@ mod tests {
         let err = rec.error.expect("an error");
         assert!(err.contains("stayed open"), "{err}");
         assert!(took < Duration::from_secs(35), "took {took:?}");
+    }
+
+    /// Records what the instance looked like at READY, and fails the unit there when asked.
+    struct Probe {
+        alive_at_ready: Option<bool>,
+        fail: bool,
+        judge_end: bool,
+    }
+
+    impl Phases for Probe {
+        fn at_ready(&mut self, inst: &dyn Instance, rec: &mut RunRecord) -> Result<(), String> {
+            let pid = nix::unistd::Pid::from_raw(inst.pids()[0]);
+            self.alive_at_ready = Some(nix::sys::signal::kill(pid, None).is_ok());
+            rec.notes.push("probe: read at READY".into());
+            if self.fail {
+                return Err("probe: nothing readable".into());
+            }
+            Ok(())
+        }
+        fn judges_the_end(&self) -> bool {
+            self.judge_end
+        }
+    }
+
+    #[test]
+    fn a_phase_at_ready_sees_the_live_instance_and_its_error_is_the_records_after_the_end() {
+        // The instance waits for stdin after READY: it is up while the phase looks at it.
+        let b = Shell(r#"echo READY; read x; echo '{"workload":"noop","metrics":{"x":1}}'"#.into());
+        let mut p = Probe { alive_at_ready: None, fail: true, judge_end: true };
+        let rec = run_with(&b, &RunRequest::new(Workload::Noop, vec![]), &mut p);
+        assert_eq!(p.alive_at_ready, Some(true));
+        assert_eq!(rec.error.as_deref(), Some("probe: nothing readable"));
+        assert!(rec.notes.iter().any(|n| n == "probe: read at READY"), "{:?}", rec.notes);
+        // The instance was still ended and collected.
+        assert!(rec.exit.is_none() && rec.host.launch_to_ready_ns.is_some());
+    }
+
+    #[test]
+    fn a_probe_is_judged_by_ready_and_its_phase_not_by_the_workloads_end() {
+        let b = Shell("echo READY; read x; exit 3".into());
+        let mut p = Probe { alive_at_ready: None, fail: false, judge_end: false };
+        let rec = run_with(&b, &RunRequest::new(Workload::Idle, vec![]), &mut p);
+        assert_eq!(rec.error, None);
+        assert_eq!(rec.exit.and_then(|e| e.code), Some(3));
+        assert!(rec.metrics.is_empty());
+
+        let silent = Shell("exit 0".into());
+        let rec = run_with(&silent, &RunRequest::new(Workload::Idle, vec![]), &mut p);
+        assert!(rec.error.as_deref().is_some_and(|e| e.contains("never printed READY")), "{:?}", rec.error);
     }
 }

@@ -5,28 +5,24 @@
 //! (`cargo build --workspace --bins`, as scripts/test does).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use cvbench::backend::by_name;
+use common::record;
+use cvbench::backend::BackendId;
 use cvbench::record::RunRecord;
 use cvbench::runner::{run, RunRequest};
+use cvbench::workload::Workload;
 
-fn skip_reason() -> Option<(cvbench_testkit::Need, String)> {
-    use cvbench_testkit::Need;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some((Need::Root, "microvm-bare tests need root".into()));
-    }
-    cvbench_microvm::kvm_probe().usable().err().map(|why| (Need::Kvm, why))
+mod common;
+
+/// Root and a usable KVM, or a loud skip.
+fn runnable() -> bool {
+    cvbench_testkit::require_root_and_kvm("microvm-bare tests", || cvbench_microvm::kvm_probe().usable())
 }
 
-fn record(backend: &str, workload: &str, args: &[&str]) -> RunRecord {
-    let b = by_name(backend).expect("backend");
-    let mut req =
-        RunRequest::new(workload.parse().expect("a known workload"), args.iter().map(|s| s.to_string()).collect());
-    req.sample_footprint = true;
-    req.timeout = Duration::from_secs(120);
-    run(b.as_ref(), &req)
+/// The workloads whose I/O the VMM forwards (network, disk).
+fn forwards_io(workload: &str) -> bool {
+    let needs = workload.parse::<Workload>().expect("a known workload").needs();
+    needs.network || needs.disk
 }
 
 fn keys(r: &RunRecord) -> BTreeSet<String> {
@@ -35,26 +31,18 @@ fn keys(r: &RunRecord) -> BTreeSet<String> {
 
 #[test]
 fn supported_workloads_give_records_shaped_like_native() {
-    if let Some((need, why)) = skip_reason() {
-        cvbench_testkit::skip(need, &why);
+    if !runnable() {
         return;
     }
-    let cases: &[(&str, &[&str])] = &[
-        ("noop", &[]),
-        ("cpu", &["--sha-mib", "1", "--sieve-n", "100000", "--matmul-n", "16"]),
-        ("mem-bw", &["--array-mib", "2", "--iters", "1"]),
-        ("mem-touch", &["--touch-mib", "2", "--chase-mib", "1", "--accesses", "1000"]),
-        ("syscall", &["--iters", "1000"]),
-        ("idle", &[]),
-    ];
-    for (w, args) in cases {
-        let vm = record("microvm-bare", w, args);
+    let cases = common::SMALL_CASES.iter().filter(|(w, ..)| !forwards_io(w));
+    for (w, args, _) in cases {
+        let vm = record(BackendId::MicrovmBare, w, args);
         assert_eq!(vm.error, None, "{w}: {vm:?}");
         assert!(vm.exit.expect("exit").success(), "{w}: {:?}", vm.exit);
         let ready = vm.host.launch_to_ready_ns.expect("launch→READY");
         let exit = vm.host.launch_to_exit_ns.expect("launch→exit");
         assert!(ready > 0 && ready <= exit, "{w}: ready {ready} exit {exit}");
-        let native = record("native", w, args);
+        let native = record(BackendId::Native, w, args);
         assert_eq!(keys(&vm), keys(&native), "{w}: metric keys differ from native");
         assert!(vm.extra.get("syscalls").copied().unwrap_or(0.0) >= 3.0, "{w}: {:?}", vm.extra);
         assert!(vm.footprint.peak_rss_kib.unwrap_or(0) > 0, "{w}: {:?}", vm.footprint);
@@ -66,20 +54,15 @@ fn supported_workloads_give_records_shaped_like_native() {
 
 #[test]
 fn network_and_disk_workloads_run_with_forwarded_io_and_match_native() {
-    if let Some((need, why)) = skip_reason() {
-        cvbench_testkit::skip(need, &why);
+    if !runnable() {
         return;
     }
-    let cases: &[(&str, &[&str])] = &[
-        ("net-stream", &["--mib", "8"]),
-        ("net-rr", &["--requests", "200"]),
-        ("disk", &["--size-mib", "4", "--rand-ops", "32"]),
-    ];
-    for (w, args) in cases {
-        let vm = record("microvm-bare", w, args);
+    let cases = common::SMALL_CASES.iter().filter(|(w, ..)| forwards_io(w));
+    for (w, args, _) in cases {
+        let vm = record(BackendId::MicrovmBare, w, args);
         assert_eq!(vm.error, None, "{w}: {vm:?}");
         assert!(vm.exit.expect("exit").success(), "{w}: {:?}", vm.exit);
-        let native = record("native", w, args);
+        let native = record(BackendId::Native, w, args);
         assert_eq!(keys(&vm), keys(&native), "{w}: metric keys differ from native");
         assert!(vm.extra.get("forwarded_calls").copied().unwrap_or(0.0) > 0.0, "{w}: {:?}", vm.extra);
         assert_eq!(vm.extra.get("refused_calls").copied(), Some(0.0), "{w}: {:?}", vm.notes);
@@ -88,11 +71,10 @@ fn network_and_disk_workloads_run_with_forwarded_io_and_match_native() {
 
 #[test]
 fn the_vmm_is_jailed_by_default_and_no_jail_is_an_explicit_option() {
-    if let Some((need, why)) = skip_reason() {
-        cvbench_testkit::skip(need, &why);
+    if !runnable() {
         return;
     }
-    let b = by_name("microvm-bare").expect("backend");
+    let b = BackendId::MicrovmBare.backend();
     let mut req = RunRequest::new(cvbench::workload::Workload::Noop, Vec::new());
     let jailed = run(b.as_ref(), &req);
     req.options.vmm_no_jail = true;

@@ -4,33 +4,19 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cvbench::backend::by_name;
+use cvbench::backend::{by_name, BackendId};
 use cvbench::record::RunRecord;
 use cvbench::runner::{run, RunRequest};
 
+mod common;
+
 fn native(workload: &str, args: &[&str]) -> RunRecord {
-    let b = by_name("native").unwrap();
-    let mut req =
-        RunRequest::new(workload.parse().expect("a known workload"), args.iter().map(|s| s.to_string()).collect());
-    req.sample_footprint = true;
-    req.timeout = Duration::from_secs(60);
-    run(b.as_ref(), &req)
+    common::record(BackendId::Native, workload, args)
 }
 
 #[test]
 fn every_workload_yields_a_complete_record() {
-    let cases: &[(&str, &[&str], &str)] = &[
-        ("noop", &[], ""),
-        ("cpu", &["--sha-mib", "1", "--sieve-n", "100000", "--matmul-n", "16"], "sieve_primes"),
-        ("mem-bw", &["--array-mib", "2", "--iters", "1"], "triad_gb_s"),
-        ("mem-touch", &["--touch-mib", "2", "--chase-mib", "1", "--accesses", "1000"], "touch_ns_per_page"),
-        ("syscall", &["--iters", "1000"], "ns_per_call"),
-        ("net-stream", &["--mib", "4"], "gbit_per_s"),
-        ("net-rr", &["--requests", "100"], "p99_us"),
-        ("disk", &["--size-mib", "2", "--rand-ops", "4"], "rand_write_iops"),
-        ("idle", &[], "idle_ns"),
-    ];
-    for (w, args, key) in cases {
+    for (w, args, key) in common::SMALL_CASES {
         let r = native(w, args);
         assert_eq!(r.error, None, "{w}: {r:?}");
         assert_eq!(r.backend, "native");
@@ -46,8 +32,7 @@ fn every_workload_yields_a_complete_record() {
 
 #[test]
 fn net_workloads_cross_a_veth_pair_between_run_created_namespaces() {
-    if !cvbench::env::is_root() {
-        eprintln!("SKIPPED: creating network namespaces needs root");
+    if !cvbench_testkit::require_root("creating network namespaces") {
         return;
     }
     let r = native("net-rr", &["--requests", "10"]);

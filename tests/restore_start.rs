@@ -1,31 +1,30 @@
 //! Starting the micro-VMs (bare, and the Linux guest where it runs) from a snapshot through
 //! the harness: a restored instance's record carries the restore phases, the job's metrics, the
-//! snapshot's size and the VMM's faults after the restore; a cold start of the same waiting workload records its boot instead; N
-//! instances restored from one snapshot all run; a workload with no waiting form is refused
+//! snapshot's size and the VMM's faults after the restore; a cold start of the same waiting
+//! workload records its boot instead; N instances restored from one snapshot all run; a workload with no waiting form is refused
 //! before anything starts. Needs root and /dev/kvm (else SKIPPED) and `cvbench-vmm` built.
 
 use std::time::Duration;
 
 use cvbench::backend::restore::{self, Guest, RestoreError};
+use cvbench::backend::BackendId;
+use cvbench::record::RunRecord;
+use cvbench::runner::{self, RunRequest};
 use cvbench::workload::Workload;
 use cvbench_microvm::snapshot::memory::Load;
 
-fn skip_reason() -> Option<(cvbench_testkit::Need, String)> {
-    use cvbench_testkit::Need;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some((Need::Root, "restore-start tests need root".into()));
-    }
-    cvbench_microvm::kvm_probe().usable().err().map(|why| (Need::Kvm, why))
+/// Root and a usable KVM, or a loud skip.
+fn runnable() -> bool {
+    cvbench_testkit::require_root_and_kvm("restore-start tests", || cvbench_microvm::kvm_probe().usable())
 }
 
-macro_rules! require_kvm {
-    () => {
-        if let Some((need, why)) = skip_reason() {
-            cvbench_testkit::skip(need, &why);
-            return;
-        }
-    };
+/// The unit's record as the harness starts it, for `WaitingVm::go` to fill.
+fn record(workload: Workload, args: &[String]) -> RunRecord {
+    record_on(BackendId::MicrovmBare, workload, args)
+}
+
+fn record_on(backend: BackendId, workload: Workload, args: &[String]) -> RunRecord {
+    runner::record_of(backend, &RunRequest::new(workload, args.to_vec()))
 }
 
 const T: Duration = Duration::from_secs(60);
@@ -36,13 +35,15 @@ fn touch_args() -> Vec<String> {
 
 #[test]
 fn a_restored_instance_records_restore_phases_job_faults_and_snapshot_size() {
-    require_kvm!();
+    if !runnable() {
+        return;
+    }
     let args = touch_args();
     let snap = restore::take_snapshot(Guest::Bare, Workload::MemTouch, &args, T).expect("snapshot");
     assert!(snap.info.memory_disk_bytes < snap.info.memory_bytes, "the memory file is sparse: {:?}", snap.info);
     for load in [Load::Lazy, Load::Eager] {
         let vm = restore::launch_restored(Guest::Bare, &snap.path(), load, T).expect("restored");
-        let rec = vm.go(Workload::MemTouch, &args, Some(&snap));
+        let rec = vm.go(record(Workload::MemTouch, &args), Some(&snap));
         assert_eq!(rec.error, None, "{load:?}");
         let phases: Vec<&str> = rec.host.phases.iter().map(|(n, _)| n.as_str()).collect();
         for p in ["restore", "go_to_first_output", "first_output_to_exit", "vmm_restore_memory"] {
@@ -60,9 +61,11 @@ fn a_restored_instance_records_restore_phases_job_faults_and_snapshot_size() {
 
 #[test]
 fn a_cold_start_of_the_waiting_workload_records_its_boot() {
-    require_kvm!();
+    if !runnable() {
+        return;
+    }
     let vm = restore::launch_cold(Guest::Bare, Workload::Noop, &[], T).expect("booted");
-    let rec = vm.go(Workload::Noop, &[], None);
+    let rec = vm.go(record(Workload::Noop, &[]), None);
     assert_eq!(rec.error, None);
     assert!(rec.host.phases.iter().any(|(n, _)| n == "boot_to_ready"), "{:?}", rec.host.phases);
     assert!(!rec.extra.contains_key("minflt_after_restore"));
@@ -70,7 +73,9 @@ fn a_cold_start_of_the_waiting_workload_records_its_boot() {
 
 #[test]
 fn instances_restored_from_one_snapshot_all_run() {
-    require_kvm!();
+    if !runnable() {
+        return;
+    }
     let snap = restore::take_snapshot(Guest::Bare, Workload::Noop, &[], T).expect("snapshot");
     let vms: Vec<_> =
         (0..3).map(|_| restore::launch_restored(Guest::Bare, &snap.path(), Load::Lazy, T).expect("restored")).collect();
@@ -79,7 +84,7 @@ fn instances_restored_from_one_snapshot_all_run() {
         assert!(cvbench::footprint::private_kib(pid).is_some_and(|k| k > 0));
     }
     for vm in vms {
-        assert_eq!(vm.go(Workload::Noop, &[], Some(&snap)).error, None);
+        assert_eq!(vm.go(record(Workload::Noop, &[]), Some(&snap)).error, None);
     }
 }
 
@@ -96,7 +101,9 @@ fn a_workload_without_a_waiting_form_is_refused_before_anything_starts() {
 /// guest's user space runs (hardware KVM: the test host); a loud SKIPPED under kvm_pvm.
 #[test]
 fn the_linux_guest_starts_cold_and_from_its_snapshot_through_the_harness() {
-    require_kvm!();
+    if !runnable() {
+        return;
+    }
     if cvbench_microvm::kvm_kind() == cvbench_microvm::KvmKind::SoftwarePvm {
         cvbench_testkit::skip(
             cvbench_testkit::Need::Kvm,
@@ -108,7 +115,7 @@ fn the_linux_guest_starts_cold_and_from_its_snapshot_through_the_harness() {
     let linux_t = Duration::from_secs(600);
     let args = touch_args();
     let vm = restore::launch_cold(Guest::Linux, Workload::MemTouch, &args, linux_t).expect("booted");
-    let rec = vm.go(Workload::MemTouch, &args, None);
+    let rec = vm.go(record_on(BackendId::Microvm, Workload::MemTouch, &args), None);
     assert_eq!(rec.error, None, "cold: {:?}", rec.notes);
     assert_eq!(rec.backend, "microvm");
     assert!(rec.host.phases.iter().any(|(n, _)| n == "boot_to_ready"), "{:?}", rec.host.phases);
@@ -118,7 +125,7 @@ fn the_linux_guest_starts_cold_and_from_its_snapshot_through_the_harness() {
     assert!(snap.info.memory_disk_bytes < snap.info.memory_bytes, "the memory file is sparse: {:?}", snap.info);
     for load in [Load::Lazy, Load::Eager] {
         let vm = restore::launch_restored(Guest::Linux, &snap.path(), load, linux_t).expect("restored");
-        let rec = vm.go(Workload::MemTouch, &args, Some(&snap));
+        let rec = vm.go(record_on(BackendId::Microvm, Workload::MemTouch, &args), Some(&snap));
         assert_eq!(rec.error, None, "{load:?}: {:?}", rec.notes);
         assert_eq!(rec.backend, "microvm");
         let phases: Vec<&str> = rec.host.phases.iter().map(|(n, _)| n.as_str()).collect();

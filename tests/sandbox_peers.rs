@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use cvbench::backend::BackendId;
 use cvbench::doctor::backends::{verdict, Host};
-use cvbench::record::RunRecord;
-use cvbench::runner::{run, RunRequest};
 use cvbench_testkit::{skip, Need};
+
+mod common;
 
 /// Can `b` run here? If not, one loud skip line naming the backend, the reason and the fix.
 fn runnable(b: BackendId) -> bool {
@@ -24,34 +24,13 @@ fn runnable(b: BackendId) -> bool {
     }
 }
 
-fn run_one(b: BackendId, workload: &str, args: &[&str]) -> RunRecord {
-    let backend = b.backend();
-    let mut req =
-        RunRequest::new(workload.parse().expect("a known workload"), args.iter().map(|s| s.to_string()).collect());
-    req.sample_footprint = true;
-    req.timeout = Duration::from_secs(120);
-    run(backend.as_ref(), &req)
-}
-
 /// Every workload that applies to a container-like backend, small, with the metric it must yield.
-const CASES: &[(&str, &[&str], &str)] = &[
-    ("noop", &[], ""),
-    ("cpu", &["--sha-mib", "1", "--sieve-n", "100000", "--matmul-n", "16"], "sieve_primes"),
-    ("mem-bw", &["--array-mib", "2", "--iters", "1"], "triad_gb_s"),
-    ("mem-touch", &["--touch-mib", "2", "--chase-mib", "1", "--accesses", "1000"], "touch_ns_per_page"),
-    ("syscall", &["--iters", "1000"], "ns_per_call"),
-    ("net-stream", &["--mib", "4"], "gbit_per_s"),
-    ("net-rr", &["--requests", "50"], "p99_us"),
-    ("disk", &["--size-mib", "2", "--rand-ops", "4"], "rand_write_iops"),
-    ("idle", &[], "idle_ns"),
-];
-
 fn every_workload_runs_on(b: BackendId) {
     if !runnable(b) {
         return;
     }
-    for (w, args, key) in CASES {
-        let r = run_one(b, w, args);
+    for (w, args, key) in common::SMALL_CASES {
+        let r = common::record(b, w, args);
         assert_eq!(r.error, None, "{b} {w}: {r:?}");
         assert_eq!(r.backend, b.name());
         assert!(r.exit.as_ref().is_some_and(|e| e.success()), "{b} {w}: {:?}", r.exit);
@@ -88,7 +67,7 @@ fn podman_runs_every_workload_and_shows_its_phases() {
     if !runnable(BackendId::Podman) {
         return;
     }
-    let r = run_one(BackendId::Podman, "noop", &[]);
+    let r = common::record(BackendId::Podman, "noop", &[]);
     let phases: Vec<&str> = r.host.phases.iter().map(|(n, _)| n.as_str()).collect();
     for p in ["cli+storage create", "conmon+runtime create", "runtime start"] {
         assert!(phases.contains(&p), "podman phases {phases:?} lack {p}");
@@ -100,7 +79,7 @@ fn gvisor_records_say_the_sentry_serves_the_system_calls() {
     if !runnable(BackendId::Gvisor) {
         return;
     }
-    let r = run_one(BackendId::Gvisor, "net-rr", &["--requests", "10"]);
+    let r = common::record(BackendId::Gvisor, "net-rr", &["--requests", "10"]);
     assert_eq!(r.error, None, "{r:?}");
     assert!(r.notes.iter().any(|n| n.contains("sentry") && n.contains("netstack")), "{:?}", r.notes);
 }

@@ -12,12 +12,11 @@ use std::process::{Child, Command};
 
 use cvbench_microvm::stats::BareStats;
 
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("the confinement test needs root (network namespaces)".into());
-    }
-    cvbench_microvm::kvm_probe().usable().err()
+/// Root (namespaces, the jail) and a usable KVM, or a loud skip.
+fn runnable() -> bool {
+    cvbench_testkit::require_root_and_kvm("the confinement test (network namespaces)", || {
+        cvbench_microvm::kvm_probe().usable()
+    })
 }
 
 /// Kills the child on drop.
@@ -73,8 +72,7 @@ fn listing(dir: &Path) -> Vec<String> {
 
 #[test]
 fn every_reach_past_the_grant_is_refused_and_the_run_continues() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
+    if !runnable() {
         return;
     }
     let top = tempfile::tempdir().unwrap();

@@ -5,24 +5,12 @@
 //! /dev/kvm; otherwise `SKIPPED: <reason>`.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
 use cvbench_microvm::stats::BareStats;
 
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("the jail tests need root".into());
-    }
-    cvbench_microvm::kvm_probe().usable().err()
-}
-
-fn workload() -> PathBuf {
-    std::env::var_os("CVBENCH_WORKLOAD").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../workload/target/release/cvbench-workload")
-    })
-}
+mod common;
+use common::{require_kvm, vmm, workload};
 
 /// Kills the child on drop.
 struct Reap(Child);
@@ -36,7 +24,7 @@ impl Drop for Reap {
 
 /// A bare VMM running `idle` until its stdin closes, after its READY line.
 fn idle_vmm(extra: &[&str]) -> (Reap, BufReader<ChildStdout>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cvbench-vmm"))
+    let mut child = Command::new(vmm())
         .arg("bare")
         .arg("--elf")
         .arg(workload())
@@ -61,10 +49,7 @@ fn status_field(pid: u32, key: &str) -> String {
 
 #[test]
 fn a_running_jailed_vmm_has_no_capabilities_a_seccomp_filter_and_no_new_privs() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
+    require_kvm!("the jail tests");
     let (mut vmm, _out) = idle_vmm(&[]);
     let pid = vmm.0.id();
     for cap in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
@@ -81,12 +66,9 @@ fn a_running_jailed_vmm_has_no_capabilities_a_seccomp_filter_and_no_new_privs() 
 
 #[test]
 fn a_system_call_outside_the_allow_list_kills_only_that_vmm_and_names_the_call() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
+    require_kvm!("the jail tests");
     let (mut bystander, _out) = idle_vmm(&[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_cvbench-vmm"))
+    let out = Command::new(vmm())
         .arg("bare")
         .arg("--elf")
         .arg(workload())
@@ -104,10 +86,7 @@ fn a_system_call_outside_the_allow_list_kills_only_that_vmm_and_names_the_call()
 
 #[test]
 fn no_jail_leaves_the_vmm_unconfined_and_the_stats_say_so() {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
+    require_kvm!("the jail tests");
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("stats.json");
     let (mut vmm, _out) = idle_vmm(&["--no-jail", "--stats-json", stats.to_str().unwrap()]);

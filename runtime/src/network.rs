@@ -2,8 +2,8 @@
 //! veth pair to a peer network namespace this run creates, never the root namespace; one /30
 //! per container from 10.200.0.0/16, claimed with an exclusive mkdir; nothing routed).
 //! Namespaces and links are made in-process: named namespaces by unshare + bind mount (what
-//! `ip netns add` does), links and addresses over route netlink (`netlink-packet-route`), so a
-//! veth container execs no `ip`.
+//! `ip netns add` does), links and addresses over route netlink (the `cvbench-netlink` crate,
+//! the project's one link set-up path), so a veth container execs no `ip`.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -11,6 +11,8 @@ use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+
+use cvbench_netlink::{Ns, Rtnl};
 
 /// Errors setting up or tearing down networking.
 #[derive(Debug, thiserror::Error)]
@@ -113,148 +115,6 @@ pub fn delete_netns(name: &str) -> Result<(), Error> {
     }
 }
 
-/// Route netlink, synchronous: one request at a time, each acknowledged.
-mod rtnl {
-    use std::fs::File;
-    use std::io;
-    use std::net::{IpAddr, Ipv4Addr};
-    use std::os::fd::{AsFd, AsRawFd};
-
-    use netlink_packet_core::{
-        NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
-    };
-    use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-    use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-    use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-    use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
-
-    /// Which namespace a new link end goes to.
-    pub enum Ns<'a> {
-        /// The namespace of this process.
-        Pid(u32),
-        /// The namespace open at this file.
-        File(&'a File),
-    }
-
-    pub struct Rtnl {
-        sock: Socket,
-        seq: u32,
-    }
-
-    impl Rtnl {
-        /// A socket in the calling thread's network namespace.
-        pub fn open() -> io::Result<Rtnl> {
-            let mut sock = Socket::new(NETLINK_ROUTE)?;
-            sock.bind_auto()?;
-            sock.connect(&SocketAddr::new(0, 0))?;
-            Ok(Rtnl { sock, seq: 0 })
-        }
-
-        /// A socket in the namespace open at `ns`: a netlink socket talks to the namespace it
-        /// was created in, so a helper thread joins `ns`, opens it and ends.
-        pub fn open_in(ns: &File) -> io::Result<Rtnl> {
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
-                    Rtnl::open()
-                })
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("netlink thread panicked")))
-            })
-        }
-
-        /// Send one request and collect the replies up to its acknowledgement.
-        fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
-            self.seq += 1;
-            let mut header = NetlinkHeader::default();
-            header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-            header.sequence_number = self.seq;
-            let mut m = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-            m.finalize();
-            let mut buf = vec![0u8; m.buffer_len()];
-            m.serialize(&mut buf);
-            self.sock.send(&buf, 0)?;
-            let mut replies = Vec::new();
-            loop {
-                let (data, _) = self.sock.recv_from_full()?;
-                let mut off = 0;
-                while off < data.len() {
-                    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                    let len = reply.header.length as usize;
-                    if reply.header.sequence_number == self.seq {
-                        match reply.payload {
-                            NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
-                            NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => return Ok(replies),
-                            NetlinkPayload::InnerMessage(r) => replies.push(r),
-                            _ => {}
-                        }
-                    }
-                    if len == 0 {
-                        break;
-                    }
-                    off += len;
-                }
-            }
-        }
-
-        /// A veth pair: `name` in `ns`, `peer` in `peer_ns`.
-        pub fn add_veth(&mut self, name: &str, ns: Ns, peer: &str, peer_ns: Ns) -> io::Result<()> {
-            fn place(m: &mut LinkMessage, ns: Ns) {
-                m.attributes.push(match ns {
-                    Ns::Pid(p) => LinkAttribute::NetNsPid(p),
-                    Ns::File(f) => LinkAttribute::NetNsFd(f.as_raw_fd()),
-                });
-            }
-            let mut p = LinkMessage::default();
-            p.attributes.push(LinkAttribute::IfName(peer.to_string()));
-            place(&mut p, peer_ns);
-            let mut m = LinkMessage::default();
-            m.attributes.push(LinkAttribute::IfName(name.to_string()));
-            place(&mut m, ns);
-            m.attributes.push(LinkAttribute::LinkInfo(vec![
-                LinkInfo::Kind(InfoKind::Veth),
-                LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
-            ]));
-            self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL).map(drop)
-        }
-
-        /// The index of interface `name` in this socket's namespace.
-        pub fn index_of(&mut self, name: &str) -> io::Result<u32> {
-            let mut m = LinkMessage::default();
-            m.attributes.push(LinkAttribute::IfName(name.to_string()));
-            let replies = self.request(RouteNetlinkMessage::GetLink(m), 0)?;
-            replies
-                .into_iter()
-                .find_map(|r| match r {
-                    RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
-                    _ => None,
-                })
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}")))
-        }
-
-        /// Add `addr/prefix` to interface `index`.
-        pub fn add_addr(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
-            let mut m = AddressMessage::default();
-            m.header.family = AddressFamily::Inet;
-            m.header.prefix_len = prefix;
-            m.header.index = index;
-            m.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
-            m.attributes.push(AddressAttribute::Address(IpAddr::V4(addr)));
-            self.request(RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_EXCL).map(drop)
-        }
-
-        /// Bring interface `index` up.
-        pub fn set_up(&mut self, index: u32) -> io::Result<()> {
-            let mut m = LinkMessage::default();
-            m.header.index = index;
-            m.header.flags = LinkFlags::Up;
-            m.header.change_mask = LinkFlags::Up;
-            self.request(RouteNetlinkMessage::SetLink(m), 0).map(drop)
-        }
-    }
-}
-
 fn nl(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
     move |source| Error::Netlink { what, source }
@@ -262,10 +122,9 @@ fn nl(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 
 /// Address `ifname` in the namespace open at `ns` as `addr/prefix` and bring it and `lo` up.
 pub fn configure_in(ns: &fs::File, ifname: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), Error> {
-    let mut r = rtnl::Rtnl::open_in(ns).map_err(nl("opening a socket in the peer namespace"))?;
-    let idx = r.index_of(ifname).map_err(nl(format!("looking up {ifname}")))?;
-    r.add_addr(idx, addr, prefix).map_err(nl(format!("adding {addr}/{prefix} to {ifname}")))?;
-    r.set_up(idx).map_err(nl(format!("bringing {ifname} up")))?;
+    let mut r = Rtnl::open_in(ns).map_err(nl("opening a socket in the peer namespace"))?;
+    cvbench_netlink::address_and_raise(&mut r, ifname, addr, prefix)
+        .map_err(nl(format!("adding {addr}/{prefix} to {ifname} and bringing it up")))?;
     let lo = r.index_of("lo").map_err(nl("looking up lo"))?;
     r.set_up(lo).map_err(nl("bringing lo up"))
 }
@@ -273,12 +132,12 @@ pub fn configure_in(ns: &fs::File, ifname: &str, addr: Ipv4Addr, prefix: u8) -> 
 /// Create a veth pair from this thread's namespace: `a` in the namespace open at `ns_a`,
 /// `b` in the namespace of process `pid_b` or open at `ns_b`.
 pub fn veth_between(a: &str, ns_a: &fs::File, b: &str, ns_b: VethEnd) -> Result<(), Error> {
-    let mut r = rtnl::Rtnl::open().map_err(nl("opening a route netlink socket"))?;
+    let mut r = Rtnl::open().map_err(nl("opening a route netlink socket"))?;
     let peer = match ns_b {
-        VethEnd::Pid(p) => rtnl::Ns::Pid(p),
-        VethEnd::Netns(f) => rtnl::Ns::File(f),
+        VethEnd::Pid(p) => Ns::Pid(p),
+        VethEnd::Netns(f) => Ns::File(f),
     };
-    r.add_veth(a, rtnl::Ns::File(ns_a), b, peer).map_err(nl(format!("creating veth {a} <-> {b}")))
+    r.add_veth(a, Ns::File(ns_a), b, peer).map_err(nl(format!("creating veth {a} <-> {b}")))
 }
 
 /// Where the second end of a veth pair goes.

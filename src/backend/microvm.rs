@@ -7,53 +7,29 @@
 //! first system call faults, and the record says exactly that.
 
 use std::collections::BTreeMap;
-
-use super::console::{self, Console};
-use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cvbench_microvm::builder::{BlkConfig, Config, NetConfig};
-use cvbench_microvm::linux::{initramfs, kernel_cache};
 use cvbench_microvm::stats::{GuestEnd, LinuxStats};
 use cvbench_microvm::{kvm_probe, KvmKind};
 
-use super::peers::{launch_err, run_tool, scratch};
-use super::process::{spawn_server, ChildProcess};
+use super::console;
+use super::guestkit::guest::{GuestIo, GuestProcess};
+use super::guestkit::initrd::{shared_initrd, InitrdSlot};
+use super::guestkit::kernel::{kernel, vmm_binary};
+use super::guestkit::peer::{GUEST_IP, HOST_IP};
+use super::guestkit::vmm::{vmm_timeout_ms, write_vmm_config};
+use super::guestkit::DEFAULT_MEM_MIB;
+use super::peers::{launch_err, scratch};
 use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
-use crate::paths;
 use crate::record::ExitInfo;
-use crate::workload::{Needs, SERVE_PORT};
 
 const BACKEND: &str = BackendId::Microvm.name();
 /// `cvbench-vmm linux`'s exit code when the guest powered off without reporting a status.
 const VMM_NO_STATUS: i32 = 126;
-/// Guest RAM, the same for the QEMU peer. 256 MiB: the full profile's `mem-touch` maps 96 MiB of
-/// buffers on top of the kernel and the initramfs (held in RAM); RAM is touched lazily, so an idle
-/// guest's footprint does not grow with it.
-pub(crate) const DEFAULT_MEM_MIB: u32 = 256;
-/// The VM's /30: host (tap, peer server) and guest ends. Both live only in the run's own
-/// network namespace (the peer's), never in the host's.
-pub(crate) const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
-pub(crate) const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
-const DISK_MIB: u64 = 512;
-
-/// The guest timeout in milliseconds, as the VMM derived it from `--timeout-s {:.3}` when the
-/// harness passed flags: seconds printed to three decimals, times 1000, truncated. Kept so the
-/// typed config is the same VM the flags made.
-pub(crate) fn vmm_timeout_ms(t: Duration) -> u64 {
-    let printed = format!("{:.3}", t.as_secs_f64());
-    printed.parse::<f64>().map(|s| (s * 1000.0) as u64).unwrap_or(t.as_millis() as u64)
-}
-
-/// The guest timeout as a `Duration`, as the bare VMM derived it from `--timeout-s {:.3}`.
-pub(crate) fn vmm_timeout(t: Duration) -> Duration {
-    let printed = format!("{:.3}", t.as_secs_f64());
-    printed.parse::<f64>().map(Duration::from_secs_f64).unwrap_or(t)
-}
 
 /// One launch's Linux VM, before it becomes the VMM's [`Config`].
 pub(crate) struct LinuxPlan {
@@ -92,34 +68,10 @@ impl LinuxPlan {
     }
 }
 
-/// Write a VMM config (`builder::Config` or `BareConfig`) for `cvbench-vmm ... --config FILE`.
-pub(crate) fn write_vmm_config(path: &Path, config: &impl serde::Serialize) -> std::io::Result<()> {
-    let json = serde_json::to_vec(config).map_err(std::io::Error::other)?;
-    std::fs::write(path, json)
-}
-
-/// The guest kernel: built (its path), or what is missing and the command that fixes it.
-pub fn guest_kernel() -> kernel_cache::GuestKernel {
-    kernel_cache::GuestKernel::probe()
-}
-
-pub(crate) fn kernel() -> Result<PathBuf, String> {
-    let k = guest_kernel();
-    if let Some(p) = k.path() {
-        return Ok(p.to_path_buf());
-    }
-    let (reason, fix) = k.missing().unwrap_or_default();
-    Err(format!("{reason}; fix: {fix}"))
-}
-
-fn vmm_binary() -> Result<PathBuf, String> {
-    paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").map_err(|e| e.to_string())
-}
-
 /// The Linux micro-VM backend. The initramfs is built once per backend object.
 #[derive(Default)]
 pub struct MicroVm {
-    initrd: Mutex<Option<Arc<tempfile::NamedTempFile>>>,
+    initrd: InitrdSlot,
 }
 
 impl MicroVm {
@@ -138,90 +90,14 @@ impl MicroVm {
     }
 }
 
-/// The guest initramfs (busybox, `/init`, the workload), written once into `dir` and shared by
-/// every instance of a backend (ours and the QEMU peer boot the same image).
-pub(crate) fn shared_initrd(
-    slot: &Mutex<Option<Arc<tempfile::NamedTempFile>>>,
-    prefix: &str,
-    dir: &Path,
-) -> Result<Arc<tempfile::NamedTempFile>, String> {
-    let mut g = slot.lock().map_err(|_| "initrd lock poisoned".to_string())?;
-    if let Some(f) = g.as_ref() {
-        return Ok(f.clone());
-    }
-    let img = initramfs::GuestImage {
-        workload: paths::workload_binary().map_err(|e| e.to_string())?,
-        busybox: PathBuf::from("/bin/busybox"),
-    };
-    let f = tempfile::Builder::new()
-        .prefix(&format!("{prefix}-{}-", std::process::id()))
-        .tempfile_in(dir)
-        .map_err(|e| e.to_string())?;
-    // Removed by the signal owner's cleanup too, should the process die of Ctrl-C before the
-    // last Arc drops.
-    cvbench_signals::remove_on_interrupt(f.path().to_path_buf());
-    initramfs::write_guest_image(&img, f.path()).map_err(|e| e.to_string())?;
-    let f = Arc::new(f);
-    *g = Some(f.clone());
-    Ok(f)
-}
-
-/// The peer `cvbench-workload serve`, alone in a network namespace it unshared at start; the
-/// VMM puts the VM's tap into that namespace, so guest traffic never reaches the host's.
-pub(crate) struct PeerServer {
-    pub(crate) proc: ChildProcess,
-}
-
-impl PeerServer {
-    pub(crate) fn start(workload_bin: &Path) -> Result<PeerServer, BackendError> {
-        let mut cmd = Command::new(workload_bin);
-        // 0.0.0.0: the tap (and its address) appears only when the VMM starts.
-        cmd.args(["serve", "--listen", &format!("0.0.0.0:{SERVE_PORT}"), "--max-conns", "1"]);
-        // SAFETY: the closure runs between fork and exec and only calls unshare(2), which is
-        // async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let proc = spawn_server("microvm-peer", cmd)?;
-        Ok(PeerServer { proc })
-    }
-
-    pub(crate) fn netns(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.proc.pid()))
-    }
-}
-
-/// A sparse raw image with an ext4 filesystem, for the `disk` workload (mounted at /mnt).
-pub(crate) fn make_disk(backend: &str, dir: &Path, workload: &str) -> Result<PathBuf, BackendError> {
-    let img = dir.join("disk.ext4");
-    let f = std::fs::File::create(&img).map_err(|e| launch_err(backend, workload, e))?;
-    f.set_len(DISK_MIB << 20).map_err(|e| launch_err(backend, workload, e))?;
-    run_tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)).map_err(|e| launch_err(backend, workload, e))?;
-    Ok(img)
-}
-
 struct MicroVmInstance {
-    child: ChildProcess,
-    console: Arc<Mutex<Console>>,
-    relay: Option<std::thread::JoinHandle<()>>,
-    launched: Instant,
+    vm: GuestProcess,
     stats_path: PathBuf,
-    args: Vec<String>,
     kvm: KvmKind,
     _scratch: tempfile::TempDir,
     _initrd: Arc<tempfile::NamedTempFile>,
-    peer: Option<PeerServer>,
     /// The workload's status read from /init's console line because the VMM saw none.
     status_from_console: Option<i32>,
-    /// Guest RAM, MiB.
-    mem_mib: u32,
-    /// Closing stdin (`idle`) stops the guest.
-    stdin_stop: console::StdinStop,
 }
 
 impl Backend for MicroVm {
@@ -250,40 +126,23 @@ impl Backend for MicroVm {
 
         let mem = spec.options.guest_mem_mib.unwrap_or(DEFAULT_MEM_MIB);
         let vcpus = spec.options.vcpus.unwrap_or(1);
-        let mut args = spec.args.clone();
-        let mut peer = None;
-        let mut net = None;
-        let mut blk = None;
-        match spec.needs() {
-            Needs { network: true, .. } => {
-                let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, w, e))?;
-                let p = PeerServer::start(&bin)?;
-                net = Some(NetConfig {
-                    netns: p.netns(),
-                    tap: format!("cvbvm{}", p.proc.pid()),
-                    host_ip: HOST_IP,
-                    guest_ip: GUEST_IP,
-                    prefix_len: 30,
-                });
-                args.extend(["--peer".to_string(), format!("{HOST_IP}:{SERVE_PORT}")]);
-                peer = Some(p);
-            }
-            Needs { disk: true, .. } => {
-                let img = make_disk(BACKEND, dir.path(), w)?;
-                blk = Some(img);
-                args.extend(["--dir".to_string(), "/mnt".to_string()]);
-            }
-            _ => {}
-        }
+        let io = GuestIo::prepare(BACKEND, &spec, dir.path())?;
+        let net = io.peer.as_ref().map(|p| NetConfig {
+            netns: p.netns(),
+            tap: format!("cvbvm{}", p.proc.pid()),
+            host_ip: HOST_IP,
+            guest_ip: GUEST_IP,
+            prefix_len: 30,
+        });
         let plan = LinuxPlan {
             kernel,
             initrd: initrd.path().to_path_buf(),
             workload: w.to_string(),
-            args: args.clone(),
+            args: io.args.clone(),
             mem_mib: mem,
             vcpus,
             net,
-            blk,
+            blk: io.disk.clone(),
             timeout: spec.timeout,
         };
         let config = plan.config();
@@ -291,40 +150,8 @@ impl Backend for MicroVm {
         write_vmm_config(&config_path, &config).map_err(|e| launch_err(BACKEND, w, e))?;
         let mut cmd = Command::new(&vmm);
         cmd.arg("linux").arg("--config").arg(&config_path).arg("--stats-json").arg(&stats_path);
-
-        let LaunchSpec { workload, stdout, stderr, timeout, options, .. } = spec;
-        let stdin_stop = console::StdinStop::new(spec.stdin_pipe);
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, w, e))?;
-        let child_spec = LaunchSpec {
-            workload,
-            args: args.clone(),
-            // The guest has no stdin: `idle` ends by stop/drop, not by closing stdin.
-            stdin_pipe: false,
-            stdout: wr,
-            stderr,
-            timeout,
-            options,
-        };
-        let mem_mib = mem;
-        let launched = Instant::now();
-        let child = ChildProcess::spawn(BACKEND, cmd, child_spec)?;
-        let (console, relay) = console::relay(rd, stdout);
-        Ok(Box::new(MicroVmInstance {
-            child,
-            console,
-            relay: Some(relay),
-            launched,
-            stats_path,
-            args,
-            kvm,
-            _scratch: dir,
-            _initrd: initrd,
-            peer,
-
-            status_from_console: None,
-            mem_mib,
-            stdin_stop,
-        }))
+        let vm = GuestProcess::spawn(BACKEND, cmd, spec, io, mem)?;
+        Ok(Box::new(MicroVmInstance { vm, stats_path, kvm, _scratch: dir, _initrd: initrd, status_from_console: None }))
     }
 }
 
@@ -334,53 +161,42 @@ impl MicroVmInstance {
         let text = std::fs::read_to_string(&self.stats_path).ok()?;
         serde_json::from_str(&text).ok()
     }
-
-    fn finish(&mut self) {
-        if let Some(h) = self.relay.take() {
-            let _ = h.join();
-        }
-        if let Some(p) = self.peer.as_mut() {
-            let _ = p.proc.stop(Duration::from_secs(2));
-        }
-    }
 }
 
 impl Instance for MicroVmInstance {
     fn pids(&self) -> Vec<i32> {
-        vec![self.child.pid()]
+        vec![self.vm.child.pid()]
     }
 
     fn close_stdin(&mut self) {
-        // The guest has no stdin (see `launch`): ending its input means asking the VMM to stop
-        // the guest (SIGTERM), which is how an `idle` instance ends.
-        self.stdin_stop.close_stdin(&self.child);
+        self.vm.close_stdin();
     }
 
     fn effective_args(&self) -> Option<Vec<String>> {
-        Some(self.args.clone())
+        Some(self.vm.args.clone())
     }
 
     fn stopped_instead_of_closing_stdin(&self) -> bool {
-        self.stdin_stop.requested()
+        self.vm.stdin_stop.requested()
     }
 
     fn guest_ram_bytes(&self) -> Option<u64> {
-        Some(u64::from(self.mem_mib) << 20)
+        Some(self.vm.guest_ram_bytes())
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
-        let r = self.child.wait(timeout);
-        self.finish();
+        let r = self.vm.child.wait(timeout);
+        self.vm.finish();
         match r {
             // The VMM ends with 128 + signal when stopped: that is success when we asked for it.
-            Ok(e) if self.stdin_stop.requested() && e.code == Some(128 + libc::SIGTERM) => {
+            Ok(e) if self.vm.stdin_stop.requested() && e.code == Some(128 + libc::SIGTERM) => {
                 Ok(ExitInfo { code: Some(0), ..e })
             }
             // The VMM saw the guest power off without the boot-timer exit-status write; when
             // /init's console line says how the workload ended, that is the workload's status
             // (and the record says where it came from).
             Ok(e) if e.code == Some(VMM_NO_STATUS) => {
-                match self.console.lock().ok().and_then(|c| console::reported_status(&c.tail)) {
+                match self.vm.console.lock().ok().and_then(|c| console::reported_status(&c.tail)) {
                     Some(code) => {
                         self.status_from_console = Some(code);
                         Ok(ExitInfo { code: Some(code), ..e })
@@ -393,9 +209,7 @@ impl Instance for MicroVmInstance {
     }
 
     fn stop(&mut self) -> Result<ExitInfo, BackendError> {
-        let r = self.child.stop(Duration::from_secs(2));
-        self.finish();
-        r
+        self.vm.stop()
     }
 
     fn phases(&self) -> Vec<(String, u64)> {
@@ -412,9 +226,9 @@ impl Instance for MicroVmInstance {
                 v.push(("vmm start→/init in user space (boot timer)".to_string(), ns(ms)));
             }
         }
-        if let Ok(c) = self.console.lock() {
+        if let Ok(c) = self.vm.console.lock() {
             if let Some(t) = c.first_output {
-                v.push(("launch→first console line".to_string(), t.duration_since(self.launched).as_nanos() as u64));
+                v.push(("launch→first console line".to_string(), t.duration_since(self.vm.launched).as_nanos() as u64));
             }
         }
         v
@@ -448,7 +262,7 @@ impl Instance for MicroVmInstance {
                 "microvm: the VMM saw no boot-timer exit-status write; status {code} taken from /init's console line"
             ));
         }
-        if self.peer.is_some() {
+        if self.vm.peer.is_some() {
             v.push("net: virtio-net tap in a server namespace the run created (a /30 of its own)".to_string());
         }
         let Some(s) = self.stats() else {
@@ -486,7 +300,7 @@ impl Instance for MicroVmInstance {
                     .into(),
             );
         }
-        if let Ok(c) = self.console.lock() {
+        if let Ok(c) = self.vm.console.lock() {
             if !c.milestones.is_empty() {
                 v.push(format!("microvm: guest console: {}", c.milestones.join(" / ")));
             } else if !c.tail.iter().any(|l| crate::record::is_ready_line(l)) && !c.tail.is_empty() {
@@ -497,35 +311,11 @@ impl Instance for MicroVmInstance {
     }
 }
 
-impl Drop for MicroVmInstance {
-    fn drop(&mut self) {
-        let _ = self.child.stop(Duration::from_millis(500));
-        self.finish();
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::backend::guestkit::vmm::test_support::{print_config, vmm_or_skip};
     use std::ffi::OsString;
-
-    /// `cvbench-vmm`, built beside the test binary; `None` (after a loud skip) when it is not.
-    pub(crate) fn vmm_or_skip() -> Option<PathBuf> {
-        match vmm_binary() {
-            Ok(p) => Some(p),
-            Err(e) => {
-                cvbench_testkit::skip(cvbench_testkit::Need::Other, &format!("cvbench-vmm not built: {e}"));
-                None
-            }
-        }
-    }
-
-    /// `cvbench-vmm <flags> --print-config`: the config the VMM resolves from those flags.
-    pub(crate) fn print_config<T: serde::de::DeserializeOwned>(vmm: &Path, flags: &[OsString]) -> T {
-        let out = Command::new(vmm).args(flags).output().expect("spawn cvbench-vmm");
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice(&out.stdout).expect("the printed config")
-    }
 
     /// The flags the harness passed before it passed the config (the removed code, verbatim in
     /// effect), with `--print-config` inserted before `--`.
@@ -622,12 +412,5 @@ pub(crate) mod tests {
             ["linux".into(), "--config".into(), path.into_os_string(), "--print-config".into()].into();
         let read: Config = print_config(&vmm, &flags);
         assert_eq!(read, p.config());
-    }
-
-    #[test]
-    fn timeout_is_the_old_flags_three_decimals() {
-        assert_eq!(vmm_timeout_ms(Duration::from_secs(30)), 30_000);
-        assert_eq!(vmm_timeout_ms(Duration::from_micros(1_500_400)), 1_500);
-        assert_eq!(vmm_timeout(Duration::from_micros(2_000_400)), Duration::from_secs(2));
     }
 }

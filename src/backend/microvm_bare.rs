@@ -20,7 +20,9 @@ use cvbench_microvm::jail::seccomp::EXIT_SECCOMP;
 use cvbench_microvm::stats::BareStats;
 use cvbench_microvm::{kvm_probe, KvmKind};
 
-use super::microvm::{vmm_timeout, write_vmm_config, PeerServer};
+use super::guestkit::kernel::vmm_binary;
+use super::guestkit::peer::PeerServer;
+use super::guestkit::vmm::{vmm_timeout, write_vmm_config};
 use super::peers::{launch_err, scratch};
 use super::process::ChildProcess;
 use super::{Backend, BackendError, BackendId, Instance, LaunchSpec};
@@ -36,10 +38,6 @@ pub const DEFAULT_MEM_MIB: u32 = 512;
 /// The /30 between the VMM's private namespace and the peer's.
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 1);
 const VMM_IP: Ipv4Addr = Ipv4Addr::new(10, 204, 0, 2);
-
-fn vmm_binary() -> Result<PathBuf, String> {
-    paths::sibling_binary("cvbench-vmm", "CVBENCH_VMM").map_err(|e| e.to_string())
-}
 
 /// The bare VM's counters in a record's `extra`: the one key table, written by this backend
 /// from the VMM's typed [`BareStats`] and read back by the labs through [`BareCounter::of`].
@@ -345,7 +343,7 @@ impl Instance for BareInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::microvm::tests::{print_config, vmm_or_skip};
+    use crate::backend::guestkit::vmm::test_support::{print_config, vmm_or_skip};
     use std::ffi::OsString;
 
     /// The flags the harness passed before it passed the config, with `--print-config`.

@@ -4,6 +4,7 @@
 
 pub mod console;
 pub mod container;
+pub mod guestkit;
 pub mod id;
 pub mod microvm;
 pub mod microvm_bare;

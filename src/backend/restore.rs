@@ -8,7 +8,6 @@
 //! disk and the VMM's page faults after the restore. The Linux guest reads its go line from
 //! its console, whose tty echoes it: that echo is not counted as the first output.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -21,7 +20,7 @@ use cvbench_microvm::stats::{BareStats, LinuxStats, RestoreInfo, SnapshotInfo};
 
 use super::BackendId;
 use crate::paths;
-use crate::record::{ExitInfo, Footprint, HostTimings, RunRecord, WorkloadOutput, SCHEMA_VERSION};
+use crate::record::{ExitInfo, RunRecord, WorkloadOutput};
 use crate::workload::Workload;
 
 /// Guest memory of snapshotted VMs, as the bare backend's default.
@@ -57,7 +56,7 @@ impl Guest {
     pub fn mem_mib(self) -> u32 {
         match self {
             Guest::Bare => SNAPSHOT_MEM_MIB,
-            Guest::Linux => super::microvm::DEFAULT_MEM_MIB,
+            Guest::Linux => super::guestkit::DEFAULT_MEM_MIB,
         }
     }
 
@@ -88,7 +87,7 @@ impl Guest {
                 cmd.arg("--elf").arg(paths::workload_binary()?);
             }
             Guest::Linux => {
-                let kernel = super::microvm::kernel().map_err(RestoreError::Guest)?;
+                let kernel = super::guestkit::kernel::kernel().map_err(RestoreError::Guest)?;
                 let initrd = scratch.path().join("initramfs.cpio");
                 let img = cvbench_microvm::linux::initramfs::GuestImage {
                     workload: paths::workload_binary()?,
@@ -400,25 +399,10 @@ impl WaitingVm {
         self.child.as_ref().map(|c| c.id() as i32)
     }
 
-    /// Send the go line, wait for the run to end, and record it.
-    pub fn go(mut self, workload: Workload, args: &[String], snapshot: Option<&Snapshot>) -> RunRecord {
-        let mut rec = RunRecord {
-            schema_version: SCHEMA_VERSION,
-            backend: self.guest.backend().name().to_string(),
-            workload: workload.to_string(),
-            args: args.to_vec(),
-            env_id: String::new(),
-            scenario: String::new(),
-            iteration: 0,
-            started_unix_ms: self.started_unix_ms,
-            host: HostTimings::default(),
-            footprint: Footprint::default(),
-            exit: None,
-            metrics: BTreeMap::new(),
-            extra: BTreeMap::new(),
-            notes: Vec::new(),
-            error: None,
-        };
+    /// Send the go line, wait for the run to end, and record it into `rec` (the unit's record
+    /// as `runner::record_of` started it; its start time becomes this VM's launch time).
+    pub fn go(mut self, mut rec: RunRecord, snapshot: Option<&Snapshot>) -> RunRecord {
+        rec.started_unix_ms = self.started_unix_ms;
         let mut child = self.child.take().expect("a restored VM has its child until go");
         let t_go = Instant::now();
         if let Some(mut stdin) = child.stdin.take() {

@@ -10,7 +10,6 @@
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio as PStdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cvbench_registry::{Client, Options};
@@ -23,9 +22,6 @@ use crate::backend::peers::{self, oci};
 use crate::backend::{Backend, BackendId};
 use crate::record::RunRecord;
 use crate::runner::RunRequest;
-
-/// Set by `cvbench bench --drop-caches`: drop the page cache before every cold start.
-pub static DROP_CACHES: AtomicBool = AtomicBool::new(false);
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -84,7 +80,7 @@ pub fn unit(b: &dyn Backend, req: &RunRequest) -> RunRecord {
         return rec;
     }
     let result = image_ctx::get().and_then(|ctx| {
-        let caches = if DROP_CACHES.load(Ordering::Relaxed) {
+        let caches = if req.drop_caches {
             image_ctx::drop_caches()?;
             "page cache dropped before the pull (--drop-caches)"
         } else {

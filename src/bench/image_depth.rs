@@ -9,7 +9,6 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cvbench_registry::{Client, Options};
@@ -18,7 +17,6 @@ use cvbench_runtime::container::{Container, Stdio};
 use cvbench_runtime::image::Store;
 use nix::mount::{mount, MsFlags};
 
-use super::cold_start::DROP_CACHES;
 use super::image_ctx::{self, ImageBench, BIG_FILE};
 use crate::backend::{Backend, BackendId};
 use crate::record::RunRecord;
@@ -123,7 +121,7 @@ fn measure(ctx: &ImageBench, layers: u32, req: &RunRequest, rec: &mut RunRecord)
     let client = Client::new(reference, &Options::default()).map_err(|e| crate::runner::chain(&e))?;
     let pulled = client.pull(&store).map_err(|e| crate::runner::chain(&e))?;
     let resolved = store.resolve(reference).map_err(|e| crate::runner::chain(&e))?;
-    if DROP_CACHES.load(Ordering::Relaxed) {
+    if req.drop_caches {
         image_ctx::drop_caches()?;
         rec.notes.push("image-depth: page cache dropped before the mount (--drop-caches)".into());
     } else {

@@ -128,6 +128,7 @@ fn request(plan: &Plan, sc: &Scenario, env_id: &str, iteration: u32) -> RunReque
     r.env_id = env_id.to_string();
     r.scenario = sc.name.clone();
     r.iteration = iteration;
+    r.drop_caches = plan.drop_caches;
     r
 }
 
@@ -420,6 +421,15 @@ mod tests {
         p.quiet.window = Duration::ZERO;
         p.cooldown = Duration::ZERO;
         p
+    }
+
+    #[test]
+    fn drop_caches_is_carried_from_the_plan_into_every_units_request() {
+        let mut p = plan(&["cold-start"]);
+        let sc = p.scenarios[0].clone();
+        assert!(!request(&p, &sc, "env", 0).drop_caches);
+        p.drop_caches = true;
+        assert!(request(&p, &sc, "env", 0).drop_caches);
     }
 
     #[test]

@@ -147,6 +147,9 @@ pub struct Plan {
     /// What stretches `run_timeout` here (instances per CPU, an emulated CPU's slowdown).
     #[serde(default)]
     pub stretch: Stretch,
+    /// Drop the page cache before each cold-start pull and image-depth mount (`--drop-caches`).
+    #[serde(default)]
+    pub drop_caches: bool,
 }
 
 /// The quiet-host gate's limit on cpu, io and memory `some avg10` (%).
@@ -355,6 +358,7 @@ impl Plan {
             cooldown: Duration::from_millis(if q { 500 } else { 3000 }),
             pin: None,
             stretch: Stretch::default(),
+            drop_caches: false,
         })
     }
 

@@ -75,20 +75,8 @@ fn guest_of(b: &dyn Backend) -> Result<Guest, String> {
 }
 
 fn failed(req: &RunRequest, b: &dyn Backend, error: String) -> RunRecord {
-    RunRecord {
-        schema_version: crate::record::SCHEMA_VERSION,
-        backend: b.name().to_string(),
-        workload: req.workload.to_string(),
-        args: req.args.clone(),
-        error: Some(error),
-        ..Default::default()
-    }
-}
-
-fn stamp(mut rec: RunRecord, req: &RunRequest) -> RunRecord {
-    rec.env_id = req.env_id.clone();
-    rec.scenario = req.scenario.clone();
-    rec.iteration = req.iteration;
+    let mut rec = crate::runner::record_for(b, req);
+    rec.error = Some(error);
     rec
 }
 
@@ -114,21 +102,21 @@ fn launch(guest: Guest, start: StartKind, req: &RunRequest, snap: Option<&Snapsh
 pub fn unit(b: &dyn Backend, req: &RunRequest, start: StartKind) -> RunRecord {
     let guest = match guest_of(b) {
         Ok(g) => g,
-        Err(e) => return stamp(failed(req, b, e), req),
+        Err(e) => return failed(req, b, e),
     };
     let snap = match snapshot_for(guest, start, req) {
         Ok(s) => s,
-        Err(e) => return stamp(failed(req, b, e), req),
+        Err(e) => return failed(req, b, e),
     };
     match launch(guest, start, req, snap.as_ref()) {
         Ok(vm) => {
-            let mut rec = vm.go(req.workload, &req.args, snap.as_ref());
+            let mut rec = vm.go(crate::runner::record_for(b, req), snap.as_ref());
             if let Some(s) = &snap {
                 rec.extra.insert("snapshot_take_ns".into(), s.take_ns as f64);
             }
-            stamp(rec, req)
+            rec
         }
-        Err(e) => stamp(failed(req, b, e), req),
+        Err(e) => failed(req, b, e),
     }
 }
 
@@ -137,18 +125,18 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, start: StartKind) -> RunRecord {
 pub fn density(b: &dyn Backend, req: &RunRequest, n: u32, start: StartKind) -> Vec<RunRecord> {
     let guest = match guest_of(b) {
         Ok(g) => g,
-        Err(e) => return vec![stamp(failed(req, b, e), req)],
+        Err(e) => return vec![failed(req, b, e)],
     };
     let snap = match snapshot_for(guest, start, req) {
         Ok(s) => s,
-        Err(e) => return vec![stamp(failed(req, b, e), req)],
+        Err(e) => return vec![failed(req, b, e)],
     };
     let mut vms = Vec::new();
     for _ in 0..n {
         match launch(guest, start, req, snap.as_ref()) {
             Ok(vm) => vms.push(vm),
             // The ones already up are stopped by their Drop.
-            Err(e) => return vec![stamp(failed(req, b, e), req)],
+            Err(e) => return vec![failed(req, b, e)],
         }
     }
     let private: Vec<Option<u64>> = vms.iter().map(|vm| vm.pid().and_then(footprint::private_kib)).collect();
@@ -156,13 +144,13 @@ pub fn density(b: &dyn Backend, req: &RunRequest, n: u32, start: StartKind) -> V
     vms.into_iter()
         .zip(private.into_iter().zip(rss))
         .map(|(vm, (private, rss))| {
-            let mut rec = vm.go(req.workload, &req.args, snap.as_ref());
+            let mut rec = vm.go(crate::runner::record_for(b, req), snap.as_ref());
             rec.extra.insert("density_n".into(), f64::from(n));
             if let Some(k) = private {
                 rec.extra.insert("waiting_private_kib".into(), k as f64);
             }
             rec.footprint.rss_kib = rss;
-            stamp(rec, req)
+            rec
         })
         .collect()
 }

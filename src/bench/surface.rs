@@ -8,15 +8,14 @@
 //! backend; for a VM it describes the VMM process, for gVisor also the
 //! sentry's own host filter.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::seccomp_bpf::{self, AllowList};
-use crate::backend::{Backend, Kind, LaunchSpec};
-use crate::record::{RunRecord, SCHEMA_VERSION};
-use crate::runner::RunRequest;
+use crate::backend::{Backend, Instance, Kind};
+use crate::record::RunRecord;
+use crate::runner::{self, RunRequest};
+use crate::workload::Workload;
 
 const NAMESPACES: &[&str] = &["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
 
@@ -197,98 +196,60 @@ fn kernel_between(kind: Kind, pids: &[i32]) -> String {
         (None, Kind::Sandbox) => {
             "user-space kernel: no process of the instance execs the workload; gVisor's sentry serves its system calls".into()
         }
-        (None, Kind::Vm) => {
+        (None, Kind::Vm | Kind::BareVm) => {
             "guest: no process of the instance execs the workload; a guest kernel (or, for microvm-bare, the VMM) serves its system calls".into()
         }
         (None, _) => "unknown: no process of the instance execs the workload binary".into(),
     }
 }
 
-/// Probe `b` once; the record's notes carry `surface.*` facts, or its error.
+/// Probe `b` once through the runner's one path: an `idle` instance, read from the host at
+/// READY; the record's notes carry `surface.*` facts, or its error.
 pub fn probe(b: &dyn Backend, req: &RunRequest) -> RunRecord {
-    let mut rec = RunRecord {
-        schema_version: SCHEMA_VERSION,
-        backend: b.name().to_string(),
-        workload: crate::workload::Workload::Idle.to_string(),
-        env_id: req.env_id.clone(),
-        scenario: req.scenario.clone(),
-        iteration: req.iteration,
-        started_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-        ..Default::default()
-    };
-    if let Err(e) = probe_into(b, req, &mut rec) {
-        rec.error = Some(e);
-    }
-    rec
+    let mut idle = req.clone();
+    idle.workload = Workload::Idle;
+    idle.args = Vec::new();
+    idle.sample_footprint = false;
+    idle.hold = Duration::ZERO;
+    // The probe reads the instance; it measures no time, so it is not pinned.
+    idle.pin_instance_cpu = None;
+    runner::run_with(b, &idle, &mut Surface { kind: b.id().kind() })
 }
 
-fn probe_into(b: &dyn Backend, req: &RunRequest, rec: &mut RunRecord) -> Result<(), String> {
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
-    let errf = std::fs::File::options().write(true).open("/dev/null").map_err(|e| e.to_string())?;
-    let spec = LaunchSpec {
-        workload: crate::workload::Workload::Idle,
-        args: Vec::new(),
-        stdin_pipe: true,
-        stdout: out_w,
-        stderr: errf.into(),
-        timeout: req.timeout,
-        options: req.options.clone(),
-    };
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(std::fs::File::from(out_r)).lines() {
-            let Ok(line) = line else { break };
-            if crate::record::is_ready_line(&line) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let t0 = Instant::now();
-    let mut inst = b.launch(spec).map_err(|e| {
-        let mut s = e.to_string();
-        let mut cur = std::error::Error::source(&e);
-        while let Some(c) = cur {
-            s.push_str(&format!(": {c}"));
-            cur = c.source();
-        }
-        s
-    })?;
-    let ready = rx.recv_timeout(req.timeout).is_ok();
-    let result = if ready {
-        rec.host.launch_to_ready_ns = Some(t0.elapsed().as_nanos() as u64);
-        let seen: Vec<ProcSurface> = inst.pids().into_iter().filter_map(|p| inspect(Path::new("/proc"), p)).collect();
+/// The probe's phase at READY.
+struct Surface {
+    kind: Kind,
+}
+
+impl runner::Phases for Surface {
+    fn at_ready(&mut self, inst: &dyn Instance, rec: &mut RunRecord) -> Result<(), String> {
+        let pids = inst.pids();
+        let seen: Vec<ProcSurface> = pids.iter().filter_map(|p| inspect(Path::new("/proc"), *p)).collect();
         // The most isolated process; on a tie the later one (the payload
         // comes after the runtime or shim in a backend's pid list).
-        let pids = inst.pids();
-        match seen.iter().rev().max_by_key(|s| s.own_namespaces.len()) {
-            Some(s) => {
-                rec.notes.extend(notes_for(s));
-                rec.notes.push(format!("surface.seccomp_allowed: {}", allow_list(s)));
-                rec.notes.push(format!("surface.kernel_between: {}", kernel_between(b.id().kind(), &pids)));
-                // gVisor: the sentry's own filter bounds what the whole sandbox can ask of the host.
-                if let Some(sentry) = pids.iter().copied().find(|p| argv0(*p).as_deref() == Some("runsc-sandbox")) {
-                    if let Some(ss) = inspect(Path::new("/proc"), sentry) {
-                        rec.notes.push(format!(
-                            "surface.sentry_filter: pid {sentry}, seccomp mode {}, {}; capabilities {}",
-                            ss.seccomp_mode.map_or("?".into(), |m| m.to_string()),
-                            allow_list(&ss),
-                            cap_names(ss.cap_eff)
-                        ));
-                    }
-                }
-                Ok(())
+        let Some(s) = seen.iter().rev().max_by_key(|s| s.own_namespaces.len()) else {
+            return Err("none of the instance's processes could be read in /proc".to_string());
+        };
+        rec.notes.extend(notes_for(s));
+        rec.notes.push(format!("surface.seccomp_allowed: {}", allow_list(s)));
+        rec.notes.push(format!("surface.kernel_between: {}", kernel_between(self.kind, &pids)));
+        // gVisor: the sentry's own filter bounds what the whole sandbox can ask of the host.
+        if let Some(sentry) = pids.iter().copied().find(|p| argv0(*p).as_deref() == Some("runsc-sandbox")) {
+            if let Some(ss) = inspect(Path::new("/proc"), sentry) {
+                rec.notes.push(format!(
+                    "surface.sentry_filter: pid {sentry}, seccomp mode {}, {}; capabilities {}",
+                    ss.seccomp_mode.map_or("?".into(), |m| m.to_string()),
+                    allow_list(&ss),
+                    cap_names(ss.cap_eff)
+                ));
             }
-            None => Err("none of the instance's processes could be read in /proc".to_string()),
         }
-    } else {
-        Err(format!("idle never printed READY within {:?}", req.timeout))
-    };
-    inst.close_stdin();
-    let _ = inst.wait(Duration::from_secs(10));
-    rec.notes.extend(inst.notes());
-    drop(inst);
-    let _ = reader.join();
-    result
+        Ok(())
+    }
+
+    fn judges_the_end(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -314,6 +275,8 @@ mod tests {
         // The test binary is not the workload: nothing of this "instance" execs it.
         assert!(kernel_between(Kind::Sandbox, &[me]).starts_with("user-space kernel"));
         assert!(kernel_between(Kind::Container, &[me]).starts_with("unknown"));
+        // The bare VM is a VM here: its VMM serves the workload's system calls.
+        assert!(kernel_between(Kind::BareVm, &[me]).starts_with("guest"));
     }
 
     #[test]
@@ -326,5 +289,18 @@ mod tests {
     fn own_process_shares_every_namespace_with_itself() {
         let s = inspect(Path::new("/proc"), std::process::id() as i32).unwrap();
         assert!(s.own_namespaces.is_empty(), "{:?}", s.own_namespaces);
+    }
+
+    #[test]
+    fn the_probe_reads_a_native_idle_instance_through_the_runner() {
+        let b = crate::backend::BackendId::Native.backend();
+        let mut req = RunRequest::new(Workload::Noop, vec!["--ignored".into()]);
+        req.timeout = Duration::from_secs(30);
+        let rec = probe(b.as_ref(), &req);
+        assert_eq!(rec.error, None, "{rec:?}");
+        assert_eq!((rec.workload.as_str(), rec.args.len()), ("idle", 0));
+        assert!(rec.notes.iter().any(|n| n.starts_with("surface.process: cvbench-worklo")), "{:?}", rec.notes);
+        assert!(rec.notes.iter().any(|n| n.starts_with("surface.kernel_between: none: pid")), "{:?}", rec.notes);
+        assert!(rec.host.launch_to_ready_ns.is_some());
     }
 }

@@ -7,7 +7,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cvbench::backend;
@@ -184,6 +183,7 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
             Some(design::default_pinning(&design::allowed_cpus()).context("--pin on needs at least two usable CPUs")?)
         }
     };
+    plan.drop_caches = a.drop_caches;
     plan.stretch = bench::timeouts::Stretch::for_host(&cvbench::hostkind::host_cpu());
     if plan.stretch.emulator_slowdown > 1.0 {
         eprintln!(
@@ -196,7 +196,6 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     }
     let mut manifest = Manifest::collect_for_bench();
     manifest.design = Some(plan.design(&names));
-    bench::cold_start::DROP_CACHES.store(a.drop_caches, Ordering::Relaxed);
     let env_id = manifest.id();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let dir = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(timestamp(now)));

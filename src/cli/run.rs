@@ -229,19 +229,19 @@ fn from_snapshot(a: &RunArgs, format: Format) -> anyhow::Result<i32> {
         snap.info.memory_disk_bytes >> 10,
         snap.info.state_bytes
     );
-    let env_id = cvbench::env::cached_env_id();
+    let mut req = RunRequest::try_from(a)?;
+    req.env_id = cvbench::env::cached_env_id();
+    req.scenario = "from-snapshot".into();
     let mut recs = Vec::new();
     for i in 0..a.warmup + a.runs {
-        let mut rec = match restore::launch_restored(guest, &snap.path(), a.load.into(), a.timeout) {
-            Ok(vm) => vm.go(a.workload, &a.args, Some(&snap)),
+        req.iteration = i.saturating_sub(a.warmup);
+        let rec = match restore::launch_restored(guest, &snap.path(), a.load.into(), a.timeout) {
+            Ok(vm) => vm.go(cvbench::runner::record_of(guest.backend(), &req), Some(&snap)),
             Err(e) => {
                 eprintln!("cvbench: restore failed: {}", cvbench::runner::chain(&e));
                 return Ok(exit::RUN_FAILED);
             }
         };
-        rec.env_id = env_id.clone();
-        rec.scenario = "from-snapshot".into();
-        rec.iteration = i.saturating_sub(a.warmup);
         if i < a.warmup {
             continue;
         }

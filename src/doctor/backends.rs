@@ -102,7 +102,7 @@ impl Host {
 
     /// The guest kernel's state, probed now if no verdict asked before.
     pub fn guest_kernel(&self) -> &GuestKernel {
-        self.guest_kernel.get_or_init(backend::microvm::guest_kernel)
+        self.guest_kernel.get_or_init(backend::guestkit::guest_kernel)
     }
 }
 

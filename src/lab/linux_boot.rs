@@ -32,7 +32,7 @@ pub fn run(opts: &LabOptions, r: &mut LabReport) {
              host, but every time in it is far slower than on hardware and only the milestones' order and ratios carry meaning",
         );
     }
-    let probed = crate::backend::microvm::guest_kernel();
+    let probed = crate::backend::guestkit::guest_kernel();
     let kernel = probed.path().map(std::path::Path::to_path_buf);
     ht.row([
         "guest kernel".to_string(),

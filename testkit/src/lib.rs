@@ -62,6 +62,26 @@ pub fn require_root(what: &str) -> bool {
     true
 }
 
+/// `true` when running as root and `kvm` — the caller's KVM probe, e.g.
+/// `|| cvbench_microvm::kvm_probe().usable()` — finds KVM usable; otherwise one skip (see
+/// [`skip`]) saying which of the two `what` lacks. Root is asked first: the probe may need it.
+#[track_caller]
+pub fn require_root_and_kvm<T, E: std::fmt::Display>(what: &str, kvm: impl FnOnce() -> Result<T, E>) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        skip(Need::Root, &format!("{what} needs root (euid {euid})"));
+        return false;
+    }
+    match kvm() {
+        Ok(_) => true,
+        Err(why) => {
+            skip(Need::Kvm, &format!("{what} needs a usable /dev/kvm: {why}"));
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

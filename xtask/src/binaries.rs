@@ -118,6 +118,8 @@ pub const TESTHOST: &[Declared] = &[
     Declared { package: "cvbench", target: "linux_guest_backends", args: &[], needs: GUEST },
     Declared { package: "cvbench", target: "microvm_bare", args: &[], needs: GUEST },
     Declared { package: "cvbench", target: "restore_start", args: &[], needs: GUEST },
+    // gVisor's KVM platform runs its sentry as a guest kernel: ruled out on kvm_pvm, run here.
+    Declared { package: "cvbench", target: "sandbox_peers", args: &["gvisor_kvm"], needs: GUEST },
     // The host-kind unit tests: the doctor's facts about a hardware-KVM, pure v2 host.
     Declared {
         package: "cvbench",

@@ -39,7 +39,6 @@ mod forward;
 pub mod heap;
 pub mod layout;
 pub mod net;
-mod netlink;
 mod runner;
 pub mod snapshot;
 pub mod stack;

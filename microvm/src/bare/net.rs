@@ -1,7 +1,7 @@
 //! The bare guest's network: a private network namespace for the VMM holding one veth whose
 //! other end sits in the run's peer namespace (one /30, the server there), and the policy
 //! that lets the guest make TCP connections to that one server and nothing else. The wiring is
-//! done in-process over rtnetlink (see `netlink`), not by running `ip`. A refused
+//! done in-process over rtnetlink (the `cvbench-netlink` crate), not by running `ip`. A refused
 //! call never reaches the host: the address is checked before `connect(2)` is made.
 
 use std::fs::File;
@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 
 use serde::{Deserialize, Serialize};
 
-use super::netlink::{link_index, Netlink};
+use cvbench_netlink::{Ns, Rtnl};
 
 /// Where the guest may connect, and how the VMM's namespace is wired to the peer's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,12 +69,13 @@ pub fn enter_private_netns(cfg: &NetConfig) -> Result<(), NetError> {
     let pid = std::process::id();
     let (mine, theirs) = (format!("cvbb{pid}"), format!("cvbp{pid}"));
     let nl_err = |step| move |source| NetError::Netlink { step, source };
-    let mut nl = Netlink::open().map_err(nl_err("opening a netlink socket"))?;
-    nl.add_veth(&mine, &theirs, peer_ns.as_raw_fd()).map_err(nl_err("creating the veth pair"))?;
-    let index = link_index(&mine).map_err(nl_err("finding the VMM's veth end"))?;
-    nl.add_address(index, local, 30).map_err(nl_err("addressing the VMM's veth end"))?;
-    nl.set_up(index).map_err(nl_err("bringing the VMM's veth end up"))?;
-    // The peer's end is configured from inside its namespace; come back even if that fails.
+    let mut nl = Rtnl::open().map_err(nl_err("opening a netlink socket"))?;
+    nl.add_veth(&mine, Ns::Here, &theirs, Ns::File(&peer_ns)).map_err(nl_err("creating the veth pair"))?;
+    cvbench_netlink::address_and_raise(&mut nl, &mine, local, 30)
+        .map_err(nl_err("addressing the VMM's veth end and bringing it up"))?;
+    // The peer's end is configured from inside its namespace (a netlink socket talks to the
+    // namespace it was opened in); come back even if that fails. No helper thread: the bare
+    // VMM stays one thread until its vCPU runs.
     let enter = |ns: &File, which| {
         // SAFETY: setns on an open namespace descriptor; this thread is the whole process.
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -84,10 +85,10 @@ pub fn enter_private_netns(cfg: &NetConfig) -> Result<(), NetError> {
     };
     enter(&peer_ns, "peer's")?;
     let peer_side = (|| {
-        let mut nl = Netlink::open().map_err(nl_err("opening a netlink socket in the peer namespace"))?;
-        let index = link_index(&theirs).map_err(nl_err("finding the peer's veth end"))?;
-        nl.add_address(index, peer, 30).map_err(nl_err("addressing the peer's veth end"))?;
-        nl.set_up(index).map_err(nl_err("bringing the peer's veth end up"))
+        let mut nl = Rtnl::open().map_err(nl_err("opening a netlink socket in the peer namespace"))?;
+        cvbench_netlink::address_and_raise(&mut nl, &theirs, peer, 30)
+            .map_err(nl_err("addressing the peer's veth end and bringing it up"))
+            .map(drop)
     })();
     enter(&own_ns, "VMM's own")?;
     peer_side

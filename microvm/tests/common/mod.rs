@@ -1,26 +1,12 @@
-//! What the bare-VM integration tests share: the root-and-/dev/kvm skip, the VMM binary under
+//! What the bare-VM integration tests share: the root-and-KVM skip (testkit's, with our probe), the VMM binary under
 //! test and the workload binary it loads.
 
 use std::path::{Path, PathBuf};
 
-/// Why `what` cannot run here (not root, or no usable /dev/kvm), or `None`.
-pub fn skip_reason(what: &str) -> Option<(cvbench_testkit::Need, String)> {
-    use cvbench_testkit::Need;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some((Need::Root, format!("{what} need root")));
-    }
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        Ok(_) => None,
-        Err(e) => Some((Need::Kvm, format!("cannot open /dev/kvm: {e}"))),
-    }
-}
-
-/// Return from the calling test, with a loud skip, when `skip_reason($what)` says so.
+/// Return from the calling test, with a loud skip, unless it runs as root with a usable KVM.
 macro_rules! require_kvm {
     ($what:expr) => {
-        if let Some((need, why)) = common::skip_reason($what) {
-            cvbench_testkit::skip(need, &why);
+        if !cvbench_testkit::require_root_and_kvm($what, || cvbench_microvm::kvm_probe().usable()) {
             return;
         }
     };

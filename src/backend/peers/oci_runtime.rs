@@ -215,14 +215,28 @@ fn shows_rmem_default(netns: &Path) -> bool {
 /// that file in every namespace. Run in a private mount namespace with an empty read-only tmpfs
 /// over `/proc/sys/net`, runsc finds it missing and takes the run's namespace (the host's mounts
 /// and sysctls are untouched; the sentry's netstack does not read the host's).
-fn hide_proc_sys_net(cmd: &mut Command) {
-    let (Ok(root), Ok(target), Ok(fstype)) = (CString::new("/"), CString::new("/proc/sys/net"), CString::new("tmpfs"))
-    else {
+///
+/// That tmpfs leaves `/proc` partly covered, and a user namespace may mount a new procfs only
+/// when its mount namespace already holds one that is fully visible (the kernel's
+/// `mount_too_revealing`): runsc's KVM platform boots its sandbox in a user namespace with its
+/// own pid namespace and mounts a procfs in its chroot, which the covered `/proc` alone made fail
+/// with EPERM ("error mounting proc in chroot", seen in the test host). So a second, uncovered
+/// procfs is mounted at `visible_proc` (an empty directory of the run), in the same private mount
+/// namespace: it goes away with runsc's processes.
+fn hide_proc_sys_net(cmd: &mut Command, visible_proc: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(root), Ok(target), Ok(fstype), Ok(procfs), Ok(proc_at)) = (
+        CString::new("/"),
+        CString::new("/proc/sys/net"),
+        CString::new("tmpfs"),
+        CString::new("proc"),
+        CString::new(visible_proc.as_os_str().as_bytes()),
+    ) else {
         return;
     };
     // SAFETY: runs in the child between fork and exec; unshare and mount are raw syscalls
     // (async-signal-safe) on strings prepared before the fork. The mount namespace is the
-    // child's own, so the tmpfs is seen by runsc and its children only.
+    // child's own, so the tmpfs and the second procfs are seen by runsc and its children only.
     unsafe {
         cmd.pre_exec(move || {
             if libc::unshare(libc::CLONE_NEWNS) != 0 {
@@ -234,6 +248,10 @@ fn hide_proc_sys_net(cmd: &mut Command) {
             }
             let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
             if libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, std::ptr::null()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let proc_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            if libc::mount(procfs.as_ptr(), proc_at.as_ptr(), procfs.as_ptr(), proc_flags, std::ptr::null()) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -343,7 +361,9 @@ impl Backend for OciRuntime {
             // `none`: only the netstack's loopback (runsc refuses to take the host's namespace).
             cmd.arg(if peer.is_some() { "--network=sandbox" } else { "--network=none" });
             if peer.as_ref().and_then(NetPath::client_netns).is_some_and(|ns| shows_rmem_default(&ns)) {
-                hide_proc_sys_net(&mut cmd);
+                let visible_proc = st.dir.path().join(format!("proc-{id}"));
+                std::fs::create_dir_all(&visible_proc).map_err(|e| launch_err(name, w, e))?;
+                hide_proc_sys_net(&mut cmd, &visible_proc);
                 notes.push(format!("{name}: runsc runs in a private mount namespace with /proc/sys/net hidden (runsc 2024 mistakes any namespace showing net.core.rmem_default, as recent kernels do, for the host's)"));
             }
         }

@@ -10,26 +10,27 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cvbench_microvm::linux::cmdline::{self, CmdlineSpec, GuestNet, Reboot};
+use cvbench_netlink::tap;
 
-use super::{launch_err, run_tool};
-use crate::backend::console::{self, Console};
-use crate::backend::microvm::{self, PeerServer, GUEST_IP, HOST_IP};
-use crate::backend::process::ChildProcess;
+use super::launch_err;
+use crate::backend::console;
+use crate::backend::guestkit::guest::{GuestIo, GuestProcess};
+use crate::backend::guestkit::initrd::{shared_initrd, InitrdSlot};
+use crate::backend::guestkit::kernel::kernel;
+use crate::backend::guestkit::peer::{GUEST_IP, HOST_IP};
+use crate::backend::guestkit::DEFAULT_MEM_MIB;
 use crate::backend::{Backend, BackendError, BackendId, Instance, LaunchSpec};
 use crate::env::{self, KvmKind};
-use crate::paths;
 use crate::record::ExitInfo;
-use crate::workload::Needs;
-use crate::workload::SERVE_PORT;
 
 const BACKEND: &str = BackendId::Qemu.name();
-const GUEST_MEM_MIB: u32 = microvm::DEFAULT_MEM_MIB;
+const GUEST_MEM_MIB: u32 = DEFAULT_MEM_MIB;
 
 pub struct Qemu {
-    initrd: Mutex<Option<Arc<tempfile::NamedTempFile>>>,
+    initrd: InitrdSlot,
 }
 
 impl Default for Qemu {
@@ -44,7 +45,7 @@ impl Qemu {
     }
 
     fn initrd(&self) -> Result<Arc<tempfile::NamedTempFile>, String> {
-        microvm::shared_initrd(&self.initrd, "cvbench-qemu-initrd", &std::env::temp_dir())
+        shared_initrd(&self.initrd, "cvbench-qemu-initrd", &std::env::temp_dir())
     }
 }
 
@@ -99,30 +100,22 @@ fn append(kvm: KvmKind, net: bool, workload: &str, args: &[String]) -> Result<St
     })
 }
 
-/// A persistent tap with the host end of the /30, created inside `netns`; it goes away with the
-/// namespace when the peer server (its only process) exits.
+/// A persistent tap with the host end of the /30, created inside `netns` (over the project's one
+/// link set-up path, no `ip`); it goes away with the namespace when the peer server (its only
+/// process) exits.
 fn make_tap(netns: &Path, name: &str) -> Result<(), String> {
-    let ns = format!("--net={}", netns.display());
-    let ip = |args: &[&str]| {
-        run_tool(Command::new("nsenter").arg(&ns).arg("ip").args(args)).map(|_| ()).map_err(|e| e.to_string())
-    };
-    ip(&["tuntap", "add", "dev", name, "mode", "tap"])?;
-    ip(&["addr", "add", &format!("{HOST_IP}/30"), "dev", name])?;
-    ip(&["link", "set", name, "up"])
+    let ns = std::fs::File::open(netns).map_err(|e| format!("open {}: {e}", netns.display()))?;
+    cvbench_netlink::in_netns(&ns, || {
+        drop(tap::create(name, tap::Lifetime::Persistent)?);
+        let mut r = cvbench_netlink::Rtnl::open()?;
+        cvbench_netlink::address_and_raise(&mut r, name, HOST_IP, 30).map(drop)
+    })
+    .map_err(|e| format!("tap {name} in {}: {e}", netns.display()))
 }
 
 struct QemuInstance {
-    child: ChildProcess,
-    console: Arc<Mutex<Console>>,
-    launched: Instant,
-    relay: Option<std::thread::JoinHandle<()>>,
+    vm: GuestProcess,
     kvm: KvmKind,
-    args: Vec<String>,
-    peer: Option<PeerServer>,
-    /// Guest RAM, MiB.
-    mem_mib: u32,
-    /// Closing stdin (`idle`) stops the guest.
-    stdin_stop: console::StdinStop,
     _scratch: tempfile::TempDir,
     _initrd: Arc<tempfile::NamedTempFile>,
 }
@@ -142,39 +135,28 @@ impl Backend for Qemu {
         if !Path::new("/bin/busybox").is_file() {
             return Err("/bin/busybox missing (apt-get install busybox-static)".into());
         }
-        microvm::kernel().map(|_| ())
+        kernel().map(|_| ())
     }
 
     fn launch(&self, spec: LaunchSpec) -> Result<Box<dyn Instance>, BackendError> {
         let w = spec.workload.name();
-        let kernel = microvm::kernel().map_err(|e| launch_err(BACKEND, w, e))?;
+        let kernel = kernel().map_err(|e| launch_err(BACKEND, w, e))?;
         let initrd = self.initrd().map_err(|e| launch_err(BACKEND, w, e))?;
         let dir = super::scratch("cvbench-qemu-").map_err(|e| launch_err(BACKEND, w, e))?;
         let kvm = env::kvm_kind();
-        let mut args = spec.args.clone();
-        let mut peer = None;
-        let mut tap = None;
-        let mut disk = None;
-        match spec.needs() {
-            Needs { network: true, .. } => {
-                let bin = paths::workload_binary().map_err(|e| launch_err(BACKEND, w, e))?;
-                let p = PeerServer::start(&bin)?;
+        let io = GuestIo::prepare(BACKEND, &spec, dir.path())?;
+        let tap = match &io.peer {
+            Some(p) => {
                 let name = format!("cvbqm{}", p.proc.pid());
                 make_tap(&p.netns(), &name).map_err(|e| launch_err(BACKEND, w, e))?;
-                args.extend(["--peer".to_string(), format!("{HOST_IP}:{SERVE_PORT}")]);
-                tap = Some(name);
-                peer = Some(p);
+                Some(name)
             }
-            Needs { disk: true, .. } => {
-                disk = Some(microvm::make_disk(BACKEND, dir.path(), w)?);
-                args.extend(["--dir".to_string(), "/mnt".to_string()]);
-            }
-            _ => {}
-        }
-        let append = append(kvm, tap.is_some(), w, &args).map_err(|e| launch_err(BACKEND, w, e))?;
-        let qargs = QemuArgs { kernel: &kernel, initrd: initrd.path(), append, tap, disk };
+            None => None,
+        };
+        let append = append(kvm, tap.is_some(), w, &io.args).map_err(|e| launch_err(BACKEND, w, e))?;
+        let qargs = QemuArgs { kernel: &kernel, initrd: initrd.path(), append, tap, disk: io.disk.clone() };
         let mut cmd = command(&qargs);
-        if let Some(p) = &peer {
+        if let Some(p) = &io.peer {
             // QEMU opens the tap inside the peer's namespace; nothing of the VM's network is
             // visible from the host's.
             let netns = std::fs::File::open(p.netns()).map_err(|e| launch_err(BACKEND, w, e))?;
@@ -191,53 +173,15 @@ impl Backend for Qemu {
             }
         }
         // The console goes through our relay, then to the harness's pipe.
-        let LaunchSpec { workload, stdout, stderr, timeout, options, .. } = spec;
-        let stdin_stop = console::StdinStop::new(spec.stdin_pipe);
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| launch_err(BACKEND, w, e))?;
-        let child_spec = LaunchSpec {
-            workload,
-            args: args.clone(),
-            // The guest's console is its only input; idle cannot be ended by
-            // closing stdin here (the instance is stopped instead).
-            stdin_pipe: false,
-            stdout: wr,
-            stderr,
-            timeout,
-            options,
-        };
-        let mem_mib = GUEST_MEM_MIB;
-        let launched = Instant::now();
-        let child = ChildProcess::spawn(BACKEND, cmd, child_spec)?;
-        let (console, relay) = console::relay(rd, stdout);
-        Ok(Box::new(QemuInstance {
-            child,
-            console,
-            launched,
-            relay: Some(relay),
-            kvm,
-            args,
-            peer,
-
-            mem_mib,
-            stdin_stop,
-            _scratch: dir,
-            _initrd: initrd,
-        }))
+        let vm = GuestProcess::spawn(BACKEND, cmd, spec, io, GUEST_MEM_MIB)?;
+        Ok(Box::new(QemuInstance { vm, kvm, _scratch: dir, _initrd: initrd }))
     }
 }
 
 impl QemuInstance {
-    fn finish(&mut self) {
-        if let Some(h) = self.relay.take() {
-            let _ = h.join();
-        }
-        if let Some(p) = self.peer.as_mut() {
-            let _ = p.proc.stop(Duration::from_secs(2));
-        }
-    }
-
     fn last_console_line(&self) -> String {
-        self.console
+        self.vm
+            .console
             .lock()
             .ok()
             .and_then(|c| c.tail.iter().rev().find(|l| !l.trim().is_empty()).cloned())
@@ -248,36 +192,35 @@ impl QemuInstance {
 
 impl Instance for QemuInstance {
     fn pids(&self) -> Vec<i32> {
-        vec![self.child.pid()]
+        vec![self.vm.child.pid()]
     }
 
     fn close_stdin(&mut self) {
-        // The guest has no stdin (see `launch`): ending its input means stopping QEMU (SIGTERM,
-        // on which QEMU powers the guest off and exits), which is how an `idle` instance ends.
-        self.stdin_stop.close_stdin(&self.child);
+        // On SIGTERM QEMU powers the guest off and exits.
+        self.vm.close_stdin();
     }
 
     fn effective_args(&self) -> Option<Vec<String>> {
-        Some(self.args.clone())
+        Some(self.vm.args.clone())
     }
 
     fn stopped_instead_of_closing_stdin(&self) -> bool {
-        self.stdin_stop.requested()
+        self.vm.stdin_stop.requested()
     }
 
     fn guest_ram_bytes(&self) -> Option<u64> {
-        Some(u64::from(self.mem_mib) << 20)
+        Some(self.vm.guest_ram_bytes())
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<ExitInfo, BackendError> {
-        let r = self.child.wait(timeout);
-        self.finish();
+        let r = self.vm.child.wait(timeout);
+        self.vm.finish();
         let exit = r.map_err(|e| BackendError::Other {
             backend: BACKEND.into(),
-            what: format!("running the guest ({:.1} s after launch)", self.launched.elapsed().as_secs_f64()),
+            what: format!("running the guest ({:.1} s after launch)", self.vm.launched.elapsed().as_secs_f64()),
             source: format!("{e}; {}", self.last_console_line()).into(),
         })?;
-        if self.stdin_stop.requested() {
+        if self.vm.stdin_stop.requested() {
             // Ended on our request (QEMU exits 0 on SIGTERM): /init never got to report.
             return Ok(ExitInfo { code: Some(0), signal: None, oom_killed: false });
         }
@@ -285,7 +228,7 @@ impl Instance for QemuInstance {
             return Ok(exit);
         }
         // QEMU itself ended cleanly: the workload's status is what /init reported.
-        let reported = self.console.lock().ok().and_then(|c| console::reported_status(&c.tail));
+        let reported = self.vm.console.lock().ok().and_then(|c| console::reported_status(&c.tail));
         match reported {
             Some(code) => Ok(ExitInfo { code: Some(code), signal: None, oom_killed: false }),
             None => Err(BackendError::Other {
@@ -297,18 +240,19 @@ impl Instance for QemuInstance {
     }
 
     fn stop(&mut self) -> Result<ExitInfo, BackendError> {
-        let r = self.child.stop(Duration::from_secs(2));
-        self.finish();
-        r
+        self.vm.stop()
     }
 
     fn phases(&self) -> Vec<(String, u64)> {
-        let Ok(c) = self.console.lock() else {
+        let Ok(c) = self.vm.console.lock() else {
             return Vec::new();
         };
         c.first_output
             .map(|t| {
-                vec![("qemu+kernel→first console line".to_string(), t.duration_since(self.launched).as_nanos() as u64)]
+                vec![(
+                    "qemu+kernel→first console line".to_string(),
+                    t.duration_since(self.vm.launched).as_nanos() as u64,
+                )]
             })
             .unwrap_or_default()
     }
@@ -327,19 +271,12 @@ impl Instance for QemuInstance {
                     .into(),
             );
         }
-        if let Ok(c) = self.console.lock() {
+        if let Ok(c) = self.vm.console.lock() {
             if !c.tail.iter().any(|l| crate::record::is_ready_line(l)) && !c.tail.is_empty() {
                 v.push(format!("qemu: guest console ended with: {}", c.tail_text()));
             }
         }
         v
-    }
-}
-
-impl Drop for QemuInstance {
-    fn drop(&mut self) {
-        let _ = self.child.stop(Duration::from_millis(500));
-        self.finish();
     }
 }
 

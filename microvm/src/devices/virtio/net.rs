@@ -1,15 +1,17 @@
 //! virtio-net backed by a tap device. The tap is created inside a network namespace the
 //! caller made for this VM (never the host's root namespace) and gets the host end of the
-//! VM's /30; the guest end is configured by the guest. No offloads are negotiated, so frames
+//! VM's /30 (through `cvbench-netlink`, the project's one link set-up path); the guest end is
+//! configured by the guest. No offloads are negotiated, so frames
 //! cross as plain Ethernet with a zeroed virtio-net header, copied by a worker thread.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cvbench_netlink::{tap, Rtnl};
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -26,10 +28,6 @@ const RX: usize = 0;
 const TX: usize = 1;
 const MAX_FRAME: usize = 65_550;
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const IFF_TAP: i16 = 0x0002;
-const IFF_NO_PI: i16 = 0x1000;
-
 /// Where and how to create the tap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TapConfig {
@@ -40,47 +38,6 @@ pub struct TapConfig {
     /// Host-side address of the tap, with `prefix_len` (a /30 per VM).
     pub host_ip: Ipv4Addr,
     pub prefix_len: u8,
-}
-
-/// `struct ifreq`: the interface name and a 24-byte union.
-#[repr(C)]
-#[derive(Default)]
-struct IfReq {
-    name: [u8; 16],
-    data: [u8; 24],
-}
-
-impl IfReq {
-    fn new(name: &str) -> IfReq {
-        let mut r = IfReq::default();
-        let n = name.len().min(15);
-        r.name[..n].copy_from_slice(&name.as_bytes()[..n]);
-        r
-    }
-
-    fn with_flags(name: &str, flags: i16) -> IfReq {
-        let mut r = IfReq::new(name);
-        r.data[..2].copy_from_slice(&flags.to_ne_bytes());
-        r
-    }
-
-    /// A `sockaddr_in` with `addr` in the union.
-    fn with_addr(name: &str, addr: Ipv4Addr) -> IfReq {
-        let mut r = IfReq::new(name);
-        r.data[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-        r.data[4..8].copy_from_slice(&addr.octets());
-        r
-    }
-}
-
-fn ioctl(fd: &impl AsRawFd, req: libc::c_ulong, ifr: &mut IfReq) -> std::io::Result<()> {
-    // SAFETY: `ifr` is a live, correctly sized `struct ifreq` for every request used here
-    // (TUNSETIFF, SIOCSIF{ADDR,NETMASK,FLAGS}, SIOCGIFFLAGS); the kernel reads/writes only it.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, std::ptr::from_mut(ifr)) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Create the tap inside `cfg.netns`, give it the host address and bring it up. The tap is
@@ -110,34 +67,15 @@ fn open_tap_in_netns(cfg: &TapConfig) -> std::io::Result<File> {
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(annotate(std::io::Error::last_os_error(), "setns", &cfg.netns));
     }
-    let tun = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open("/dev/net/tun")?;
-    ioctl(&tun, TUNSETIFF, &mut IfReq::with_flags(&cfg.name, IFF_TAP | IFF_NO_PI))?;
-    // SAFETY: plain socket(2); the fd is owned by the OwnedFd right away.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh, valid fd nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mask = u32::MAX.checked_shl(32 - u32::from(cfg.prefix_len.min(32))).unwrap_or(0);
-    ioctl(&sock, libc::SIOCSIFADDR, &mut IfReq::with_addr(&cfg.name, cfg.host_ip))?;
-    ioctl(&sock, libc::SIOCSIFNETMASK, &mut IfReq::with_addr(&cfg.name, Ipv4Addr::from(mask)))?;
-    let mut flags = IfReq::new(&cfg.name);
-    ioctl(&sock, libc::SIOCGIFFLAGS, &mut flags)?;
-    let cur = i16::from_ne_bytes([flags.data[0], flags.data[1]]);
-    ioctl(&sock, libc::SIOCSIFFLAGS, &mut IfReq::with_flags(&cfg.name, cur | libc::IFF_UP as i16))?;
+    let tun = tap::create(&cfg.name, tap::Lifetime::WhileOpen)?;
+    let mut r = Rtnl::open()?;
+    cvbench_netlink::address_and_raise(&mut r, &cfg.name, cfg.host_ip, cfg.prefix_len)?;
     Ok(tun)
 }
 
 fn annotate(e: std::io::Error, what: &str, path: &Path) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// A virtio network device over an open tap.
 pub struct Net {
@@ -313,14 +251,6 @@ pub fn mac_from_seed(seed: u32) -> [u8; 6] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ifreq_with_addr_holds_a_sockaddr_in() {
-        let r = IfReq::with_addr("tap0", Ipv4Addr::new(10, 1, 2, 3));
-        assert_eq!(&r.name[..5], b"tap0\0");
-        assert_eq!(u16::from_ne_bytes([r.data[0], r.data[1]]), libc::AF_INET as u16);
-        assert_eq!(&r.data[4..8], &[10, 1, 2, 3]);
-    }
 
     #[test]
     fn mac_from_seed_is_locally_administered_unicast() {
