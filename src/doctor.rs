@@ -149,7 +149,8 @@ fn criu_on_path() -> Option<std::path::PathBuf> {
     std::env::split_paths(&path).map(|d| d.join("criu")).find(|p| p.is_file())
 }
 
-/// Snapshots: the bare VM's own (wherever microvm-bare runs) and container checkpoint/restore,
+/// Snapshots: the bare VM's own (wherever microvm-bare runs), the Linux guest's (where its user
+/// space runs: hardware KVM) and container checkpoint/restore,
 /// which needs CRIU and is not built here. Decided from host facts only (KVM kind, whether a
 /// `criu` binary exists), never by running a probe.
 fn snapshots_check(kvm: KvmKind) -> Check {
@@ -160,6 +161,14 @@ fn snapshots_check(kvm: KvmKind) -> Check {
             "`cvbench run --from-snapshot`, bench family restore-start"
         )
         .to_string(),
+    };
+    let bare = match kvm {
+        KvmKind::Absent => bare,
+        KvmKind::SoftwarePvm => format!(
+            "{bare}; microvm (the Linux guest) snapshots need the guest's user space to reach its READY, which \
+             kvm_pvm does not run (they run in the test host)"
+        ),
+        _ => format!("{bare}; microvm (the Linux guest): `cvbench-vmm linux --snapshot-to DIR` / `linux-restore`"),
     };
     let criu = match criu_on_path() {
         None => "criu is not installed, so containers cannot be checkpointed here".to_string(),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::cpuid;
+use crate::bare::snapshot::SnapshotOut;
 use crate::devices::virtio::blk::Block;
 use crate::devices::virtio::mmio::QUEUE_NOTIFY_OFFSET;
 use crate::devices::virtio::net::{mac_from_seed, open_tap, Net, TapConfig};
@@ -23,9 +24,13 @@ use crate::devices::{
 };
 use crate::host::KvmKind;
 use crate::linux::cmdline::{CmdlineSpec, GuestNet};
+use crate::linux::snapshot::{LinuxSnapshot, ReadyWatch};
 use crate::linux::vcpus::VcpuRunError;
+use crate::linux::vcpus::{PauseRequest, RunControl};
 use crate::linux::{self, cpu, mptable, LinuxError};
-use crate::stats::{GuestEnd, LinuxStats};
+use crate::snapshot::kvm::{self as kvm_state, KvmStateError, VcpuState, VmState};
+use crate::snapshot::SnapshotError;
+use crate::stats::{GuestEnd, LinuxStats, RestoreInfo, SnapshotInfo};
 use crate::vstate::{
     create_guest_memory, GuestMemoryMmap, KvmVcpu, KvmVm, MemRange, MemoryError, StopRequest, Vcpu, VcpuError, Vm,
     VmError, VmOptions,
@@ -66,6 +71,14 @@ pub struct Config {
     /// Jail the VMM before the guest runs; off only for debugging (`--no-jail`).
     #[serde(default = "default_jail")]
     pub jail: bool,
+    /// Save the guest into this existing directory when its workload prints READY (`wait-go`)
+    /// and end the run there; fail, leaving nothing there, if the guest ends first.
+    #[serde(default)]
+    pub snapshot_to: Option<PathBuf>,
+    /// Forward the VMM's stdin to the guest console (the workload's stdin): how `wait-go`
+    /// gets its go line. End of file arrives as the tty's end-of-file character.
+    #[serde(default)]
+    pub console_input: bool,
 }
 
 fn default_jail() -> bool {
@@ -135,6 +148,16 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("saving or restoring the KVM state")]
+    KvmState(#[from] KvmStateError),
+    #[error("a Linux guest with virtio devices (disk, network) cannot be snapshotted: their queues and back ends are not saved")]
+    SnapshotDevices,
+    #[error("snapshot {path}: the serial state is invalid: {what}")]
+    SerialState { path: PathBuf, what: String },
+    #[error("cannot start the console input thread")]
+    ConsoleInput(#[source] std::io::Error),
 }
 
 /// What happened, with the VMM's own timings (all measured from `start`).
@@ -152,6 +175,10 @@ pub struct RunOutcome {
     pub notes: Vec<String>,
     /// Whether the VMM ran jailed.
     pub jailed: bool,
+    /// The snapshot this run saved (`snapshot_to`).
+    pub snapshot: Option<SnapshotInfo>,
+    /// How this run was restored (`linux-restore`).
+    pub restore: Option<RestoreInfo>,
 }
 
 impl RunOutcome {
@@ -173,6 +200,8 @@ impl RunOutcome {
                 use crate::jail::{seccomp::allowed_count, ThreadKind};
                 [ThreadKind::Main, ThreadKind::Vcpu, ThreadKind::Device].map(allowed_count).to_vec()
             }),
+            snapshot: self.snapshot.clone(),
+            restore: self.restore.clone(),
         }
     }
 }
@@ -188,7 +217,19 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> 
     let kind = crate::host::kvm_probe().usable().map_err(BuildError::NoKvm)?;
     let pvm = cfg.pvm_workarounds.unwrap_or(kind == KvmKind::SoftwarePvm);
     let mem_size = linux::check_mem_size(cfg.mem_mib)?;
+    if cfg.snapshot_to.is_some() && (cfg.blk.is_some() || cfg.net.is_some()) {
+        return Err(BuildError::SnapshotDevices);
+    }
+    // Made before the jail hides the file system; removed again unless a snapshot is written.
+    let snapshot_out = cfg.snapshot_to.as_deref().map(|d| SnapshotOut::create(d, mem_size)).transpose()?;
     let mut vm = KvmVm::new(VmOptions { irqchip: true })?;
+    let msr_list = match snapshot_out {
+        Some(_) => {
+            kvm_state::check_xsave_size(&vm)?;
+            kvm_state::host_msr_list(&vm)?
+        }
+        None => Vec::new(),
+    };
     let mem = create_guest_memory(&[MemRange { start: 0, size: mem_size as usize }])?;
     trace(start, "VM created, guest memory mapped");
     vm.register_memory(&mem)?;
@@ -205,7 +246,8 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> 
     let workers_stop = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("stop", e))?);
     let power_off = PowerOff::default();
     let boot_timer = BootTimer::new(start);
-    let serial = Arc::new(Mutex::new(attach_serial(&vm, cfg.console.as_ref())?));
+    let pause = snapshot_out.as_ref().map(|_| PauseRequest::default());
+    let serial = Arc::new(Mutex::new(attach_serial(&vm, cfg.console.as_ref(), pause.clone())?));
     let mut virtio = Vec::new();
     if let Some(b) = &cfg.blk {
         attach_virtio(&vm, &mem, Box::new(Block::open(&b.path, b.read_only)?), &workers_stop, &mut virtio)?;
@@ -247,11 +289,54 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> 
         crate::jail::enter()?;
         trace(start, "jailed");
     }
+    if cfg.console_input {
+        spawn_console_input(serial.clone(), cfg.jail)?;
+    }
     let first_run = Arc::new(OnceLock::new());
-    let timeout = cfg.timeout_ms.map(Duration::from_millis);
-    let end = linux::vcpus::run(vcpus, devices, power_off, timeout, first_run.clone(), stop, cfg.jail)?;
+    let main_kind =
+        if snapshot_out.is_some() { crate::jail::ThreadKind::MainSnapshot } else { crate::jail::ThreadKind::Main };
+    let ctl = RunControl {
+        timeout: cfg.timeout_ms.map(Duration::from_millis),
+        first_run: first_run.clone(),
+        stop,
+        pause,
+        jailed: cfg.jail,
+        main_kind,
+    };
+    let (end, mut vcpus) = linux::vcpus::run(vcpus, devices, power_off, ctl)?;
     let _ = workers_stop.write(1); // device workers exit
     serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    let snapshot = match (snapshot_out, &end) {
+        (Some(out), GuestEnd::Snapshotted) => {
+            let (vm_state, vcpu_states) = save_kvm_state(&vm, &mut vcpus, &msr_list, cfg.vcpus.max(1))?;
+            let snap = LinuxSnapshot {
+                vmm_version: env!("CARGO_PKG_VERSION").to_string(),
+                mem_mib: cfg.mem_mib,
+                pvm_workarounds: pvm,
+                cmdline: cmdline.clone(),
+                vm: vm_state,
+                vcpus: vcpu_states,
+                serial: serial.lock().unwrap_or_else(|e| e.into_inner()).snapshot(),
+                data_pages: 0,
+            };
+            trace(start, "state saved");
+            let (kind, version) = (linux::snapshot::KIND, linux::snapshot::FORMAT_VERSION);
+            Some(out.write_framed(&mem, mem_size, kind, version, |data_pages| LinuxSnapshot { data_pages, ..snap })?)
+        }
+        (Some(_), end) => {
+            let dir = cfg.snapshot_to.clone().unwrap_or_default();
+            let end = match end {
+                GuestEnd::PowerOff => "powered off".to_string(),
+                GuestEnd::Timeout => "ran into the timeout".to_string(),
+                GuestEnd::Signalled(sig) => format!("was stopped by signal {sig}"),
+                GuestEnd::Failed(why) => format!("failed ({why})"),
+                GuestEnd::Exited(code) => format!("exited with status {code}"),
+                GuestEnd::Snapshotted => "was saved".to_string(),
+            };
+            return Err(SnapshotError::NoReady { dir, end }.into());
+        }
+        (None, _) => None,
+    };
     for t in &virtio {
         let t = t.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = t.activate_error() {
@@ -267,18 +352,83 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> 
         cmdline,
         notes,
         jailed: cfg.jail,
+        snapshot,
+        restore: None,
     })
 }
 
+/// The KVM state of the VM and of its `want_vcpus` vCPUs, stopped at the snapshot point.
+fn save_kvm_state(
+    vm: &KvmVm,
+    vcpus: &mut [KvmVcpu],
+    msr_list: &[u32],
+    want_vcpus: u8,
+) -> Result<(VmState, Vec<VcpuState>), BuildError> {
+    if vcpus.len() != usize::from(want_vcpus) {
+        return Err(VcpuRunError::Guest { id: 0, what: "a vCPU thread ended abnormally".into(), rip: 0 }.into());
+    }
+    vcpus.sort_by_key(|v| v.id());
+    let saved = vcpus.iter_mut().map(|v| kvm_state::save_vcpu(v, msr_list)).collect::<Result<Vec<_>, _>>()?;
+    Ok((kvm_state::save_vm(vm)?, saved))
+}
+
+/// A thread that feeds the VMM's stdin to the guest console, as fast as the UART's FIFO
+/// drains; at end of file it sends the tty's end-of-file character (^D), so a guest reading
+/// its stdin sees the end too. It installs the device workers' allow-list when jailed.
+pub(crate) fn spawn_console_input(serial: Arc<Mutex<Serial>>, jailed: bool) -> Result<(), BuildError> {
+    const EOT: u8 = 0x04;
+    std::thread::Builder::new()
+        .name("console-in".into())
+        .spawn(move || {
+            if jailed && crate::jail::install(crate::jail::ThreadKind::Device).is_err() {
+                return;
+            }
+            let mut buf = [0u8; 256];
+            loop {
+                let n = match std::io::Read::read(&mut std::io::stdin().lock(), &mut buf) {
+                    Ok(0) | Err(_) => 0,
+                    Ok(n) => n,
+                };
+                let mut pending: &[u8] = if n == 0 { &[EOT] } else { &buf[..n] };
+                while !pending.is_empty() {
+                    let took = serial.lock().unwrap_or_else(|e| e.into_inner()).enqueue_input(pending);
+                    pending = &pending[took..];
+                    if !pending.is_empty() {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                if n == 0 {
+                    return;
+                }
+            }
+        })
+        .map(drop)
+        .map_err(BuildError::ConsoleInput)
+}
+
 /// With `CVBENCH_VMM_DEBUG` set, print how long each build step took since `start`.
-fn trace(start: Instant, step: &str) {
+pub(crate) fn trace(start: Instant, step: &str) {
     if std::env::var_os("CVBENCH_VMM_DEBUG").is_some() {
         eprintln!("cvbench-vmm: {:8.3} ms  {step}", start.elapsed().as_secs_f64() * 1000.0);
     }
 }
 
-/// COM1 with its irqfd on IRQ 4, writing to `console` (or stdout).
-fn attach_serial(vm: &KvmVm, console: Option<&PathBuf>) -> Result<Serial, BuildError> {
+/// COM1 with its irqfd on IRQ 4, writing to `console` (or stdout); with `pause`, the console
+/// is watched for the snapshot point.
+fn attach_serial(vm: &KvmVm, console: Option<&PathBuf>, pause: Option<PauseRequest>) -> Result<Serial, BuildError> {
+    let (irq, out) = serial_parts(vm, console)?;
+    let out = match pause {
+        Some(p) => Box::new(ReadyWatch::new(out, p)),
+        None => out,
+    };
+    Ok(Serial::new(irq, out))
+}
+
+/// COM1's irqfd (registered on IRQ 4) and its console sink.
+pub(crate) fn serial_parts(
+    vm: &KvmVm,
+    console: Option<&PathBuf>,
+) -> Result<(EventFd, crate::devices::serial::ConsoleOut), BuildError> {
     let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("serial", e))?;
     vm.register_irqfd(&irq, SERIAL_IRQ)?;
     let out: Box<dyn Write + Send> = match console {
@@ -288,7 +438,7 @@ fn attach_serial(vm: &KvmVm, console: Option<&PathBuf>) -> Result<Serial, BuildE
         }
         None => Box::new(LineWriter::new(std::io::stdout())),
     };
-    Ok(Serial::new(irq, out))
+    Ok((irq, out))
 }
 
 /// A virtio-mmio window for `device`: irqfd on its IRQ, ioeventfd on its QueueNotify.
@@ -309,7 +459,7 @@ fn attach_virtio(
 }
 
 /// Put every device on its bus: serial and i8042 on port I/O, boot timer and virtio on MMIO.
-fn attach_buses(
+pub(crate) fn attach_buses(
     serial: &Arc<Mutex<Serial>>,
     i8042: I8042,
     boot_timer: &BootTimer,

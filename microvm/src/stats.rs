@@ -20,7 +20,8 @@ pub enum GuestEnd {
     Timeout,
     /// A vCPU failed (entry failure, emulation error, ioctl error).
     Failed(String),
-    /// The bare guest blocked reading stdin and was saved to a snapshot instead of running on.
+    /// The guest reached its snapshot point (the bare guest blocked reading stdin, the Linux
+    /// guest's workload printed READY) and was saved instead of running on.
     Snapshotted,
 }
 
@@ -124,6 +125,12 @@ pub struct LinuxStats {
     /// Allow-list sizes of the main, vCPU and device threads, when jailed.
     #[serde(default)]
     pub seccomp_allowed_syscalls: Option<Vec<usize>>,
+    /// The snapshot this run saved (`linux --snapshot-to`).
+    #[serde(default)]
+    pub snapshot: Option<SnapshotInfo>,
+    /// How this run was restored (`linux-restore`).
+    #[serde(default)]
+    pub restore: Option<RestoreInfo>,
 }
 
 #[cfg(test)]

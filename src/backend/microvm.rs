@@ -62,6 +62,8 @@ impl LinuxPlan {
             timeout_ms: Some(vmm_timeout_ms(self.timeout)),
             pvm_workarounds: None,
             jail: true,
+            snapshot_to: None,
+            console_input: false,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The restore-start scenario: the bare VM's waiting workload (`wait-go`) started cold (boot →
+//! The restore-start scenario: a micro-VM's waiting workload (`wait-go`) started cold (boot →
 //! READY → go → exit) against restored from a snapshot (restore → go → exit, memory mapped
 //! lazily or read in eagerly), with the phases, the job's own time and page faults, the
 //! snapshot's size on disk and the VMM's faults after the restore; and density from one
@@ -6,13 +6,14 @@
 //! (`Private_Clean + Private_Dirty`: the file's page cache is shared, not counted) against N
 //! cold boots.
 //!
-//! Only microvm-bare has snapshots here. Container checkpoint/restore goes through CRIU,
-//! which fails on this host's kernel (`cvbench doctor` says why); a gVisor backend would
-//! add its `runsc checkpoint`/`restore` pair as one more [`not_applicable`] arm and unit.
+//! microvm-bare and microvm (the Linux guest, where its user space runs: hardware KVM) have
+//! snapshots. Container checkpoint/restore goes through CRIU, which fails on this host's
+//! kernel (`cvbench doctor` says why); a gVisor backend would add its `runsc
+//! checkpoint`/`restore` pair as one more [`not_applicable`] arm and unit.
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::restore::{self, Snapshot, WaitingVm};
+use crate::backend::restore::{self, Guest, Snapshot, WaitingVm};
 use crate::backend::{Backend, BackendId};
 use crate::footprint;
 use crate::record::RunRecord;
@@ -55,11 +56,22 @@ impl StartKind {
 pub fn not_applicable(backend: BackendId) -> Option<String> {
     match backend {
         BackendId::MicrovmBare => None,
+        BackendId::Microvm if cvbench_microvm::kvm_kind() == cvbench_microvm::KvmKind::SoftwarePvm => Some(
+            "microvm: starting from a snapshot needs the Linux guest's user space (the waiting workload) to run: \
+             unavailable here, /dev/kvm is kvm_pvm (it runs in the test host)"
+                .into(),
+        ),
+        BackendId::Microvm => None,
         other => Some(format!(
-            "restore-start runs on microvm-bare, whose VMM takes and restores snapshots; {other} has no snapshot \
-             path here (container checkpoint/restore needs CRIU, which fails on this host's kernel)"
+            "restore-start runs on microvm-bare and microvm, whose VMM takes and restores snapshots; {other} has no \
+             snapshot path here (container checkpoint/restore needs CRIU, which fails on this host's kernel)"
         )),
     }
+}
+
+/// The guest a restore-start unit of `b` runs (the plan only schedules backends that have one).
+fn guest_of(b: &dyn Backend) -> Result<Guest, String> {
+    Guest::of(b.id()).ok_or_else(|| format!("{} has no snapshots", b.name()))
 }
 
 fn failed(req: &RunRequest, b: &dyn Backend, error: String) -> RunRecord {
@@ -69,30 +81,34 @@ fn failed(req: &RunRequest, b: &dyn Backend, error: String) -> RunRecord {
 }
 
 /// The snapshot a unit restores from (none for a cold start).
-fn snapshot_for(start: StartKind, req: &RunRequest) -> Result<Option<Snapshot>, String> {
+fn snapshot_for(guest: Guest, start: StartKind, req: &RunRequest) -> Result<Option<Snapshot>, String> {
     match start {
         StartKind::Cold => Ok(None),
-        _ => {
-            restore::take_snapshot(req.workload, &req.args, req.timeout).map(Some).map_err(|e| crate::runner::chain(&e))
-        }
+        _ => restore::take_snapshot(guest, req.workload, &req.args, req.timeout)
+            .map(Some)
+            .map_err(|e| crate::runner::chain(&e)),
     }
 }
 
-fn launch(start: StartKind, req: &RunRequest, snap: Option<&Snapshot>) -> Result<WaitingVm, String> {
+fn launch(guest: Guest, start: StartKind, req: &RunRequest, snap: Option<&Snapshot>) -> Result<WaitingVm, String> {
     let r = match (start.load(), snap) {
-        (Some(load), Some(s)) => restore::launch_restored(&s.path(), load, req.timeout),
-        _ => restore::launch_cold(req.workload, &req.args, req.timeout),
+        (Some(load), Some(s)) => restore::launch_restored(guest, &s.path(), load, req.timeout),
+        _ => restore::launch_cold(guest, req.workload, &req.args, req.timeout),
     };
     r.map_err(|e| crate::runner::chain(&e))
 }
 
 /// One instance: started, told to go, ended.
 pub fn unit(b: &dyn Backend, req: &RunRequest, start: StartKind) -> RunRecord {
-    let snap = match snapshot_for(start, req) {
+    let guest = match guest_of(b) {
+        Ok(g) => g,
+        Err(e) => return failed(req, b, e),
+    };
+    let snap = match snapshot_for(guest, start, req) {
         Ok(s) => s,
         Err(e) => return failed(req, b, e),
     };
-    match launch(start, req, snap.as_ref()) {
+    match launch(guest, start, req, snap.as_ref()) {
         Ok(vm) => {
             let mut rec = vm.go(crate::runner::record_for(b, req), snap.as_ref());
             if let Some(s) = &snap {
@@ -107,13 +123,17 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, start: StartKind) -> RunRecord {
 /// `n` instances waiting at once (restored ones from one snapshot), each one's private memory
 /// sampled while all wait, then each told to go.
 pub fn density(b: &dyn Backend, req: &RunRequest, n: u32, start: StartKind) -> Vec<RunRecord> {
-    let snap = match snapshot_for(start, req) {
+    let guest = match guest_of(b) {
+        Ok(g) => g,
+        Err(e) => return vec![failed(req, b, e)],
+    };
+    let snap = match snapshot_for(guest, start, req) {
         Ok(s) => s,
         Err(e) => return vec![failed(req, b, e)],
     };
     let mut vms = Vec::new();
     for _ in 0..n {
-        match launch(start, req, snap.as_ref()) {
+        match launch(guest, start, req, snap.as_ref()) {
             Ok(vm) => vms.push(vm),
             // The ones already up are stopped by their Drop.
             Err(e) => return vec![failed(req, b, e)],
@@ -140,10 +160,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_microvm_bare_has_a_cell_and_the_others_say_why() {
+    fn only_the_micro_vms_have_a_cell_and_the_others_say_why() {
+        let pvm = cvbench_microvm::kvm_kind() == cvbench_microvm::KvmKind::SoftwarePvm;
         for b in BackendId::ALL {
             let na = not_applicable(b);
-            assert_eq!(na.is_none(), b == BackendId::MicrovmBare, "{b}");
+            let has = b == BackendId::MicrovmBare || (b == BackendId::Microvm && !pvm);
+            assert_eq!(na.is_none(), has, "{b}");
             if let Some(why) = na {
                 assert!(why.contains(b.name()), "{why}");
             }

@@ -97,7 +97,7 @@ pub struct RunArgs {
     /// VMs: guest memory in MiB.
     #[arg(long)]
     pub guest_mem_mib: Option<u32>,
-    /// microvm-bare: boot the workload's waiting form once, save it where it waits for its go
+    /// microvm-bare, microvm: boot the workload's waiting form once, save it where it waits for its go
     /// line, then time each run as restore → go → exit (noop, cpu, mem-touch).
     #[arg(long)]
     pub from_snapshot: bool,
@@ -207,12 +207,21 @@ pub fn execute(a: RunArgs) -> anyhow::Result<i32> {
 /// `--from-snapshot`: one snapshot, then `--warmup` + `--runs` restores of it.
 fn from_snapshot(a: &RunArgs, format: Format) -> anyhow::Result<i32> {
     use cvbench::backend::restore;
-    if a.backend != BackendId::MicrovmBare || a.baseline.is_some() {
-        return Err(Usage("--from-snapshot runs on --backend microvm-bare only, without --baseline".into()).into());
+    let guest = match restore::Guest::of(a.backend) {
+        Some(g) if a.baseline.is_none() => g,
+        _ => {
+            return Err(Usage(
+                "--from-snapshot runs on --backend microvm-bare or microvm only, without --baseline".into(),
+            )
+            .into())
+        }
+    };
+    if let Some(why) = cvbench::bench::restore::not_applicable(a.backend) {
+        return Err(Usage(why).into());
     }
     restore::wait_go_args(a.workload, &a.args).map_err(|e| Usage(e.to_string()))?;
     eprintln!("cvbench: taking the snapshot ({} waiting for its go line) ...", a.workload);
-    let snap = restore::take_snapshot(a.workload, &a.args, a.timeout)?;
+    let snap = restore::take_snapshot(guest, a.workload, &a.args, a.timeout)?;
     eprintln!(
         "cvbench: snapshot taken in {:.1} ms: memory {} MiB ({} KiB on disk), state {} bytes",
         snap.take_ns as f64 / 1e6,
@@ -226,8 +235,8 @@ fn from_snapshot(a: &RunArgs, format: Format) -> anyhow::Result<i32> {
     let mut recs = Vec::new();
     for i in 0..a.warmup + a.runs {
         req.iteration = i.saturating_sub(a.warmup);
-        let rec = match restore::launch_restored(&snap.path(), a.load.into(), a.timeout) {
-            Ok(vm) => vm.go(cvbench::runner::record_of(BackendId::MicrovmBare, &req), Some(&snap)),
+        let rec = match restore::launch_restored(guest, &snap.path(), a.load.into(), a.timeout) {
+            Ok(vm) => vm.go(cvbench::runner::record_of(guest.backend(), &req), Some(&snap)),
             Err(e) => {
                 eprintln!("cvbench: restore failed: {}", cvbench::runner::chain(&e));
                 return Ok(exit::RUN_FAILED);

@@ -114,6 +114,7 @@ pub const TESTHOST: &[Declared] = &[
     Declared { package: "cvbench-microvm", target: "jail", args: &[], needs: GUEST },
     Declared { package: "cvbench-microvm", target: "bare_confinement", args: &[], needs: GUEST },
     Declared { package: "cvbench-microvm", target: "snapshot", args: &[], needs: GUEST },
+    Declared { package: "cvbench-microvm", target: "linux_snapshot", args: &[], needs: GUEST },
     Declared { package: "cvbench", target: "linux_guest_backends", args: &[], needs: GUEST },
     Declared { package: "cvbench", target: "microvm_bare", args: &[], needs: GUEST },
     Declared { package: "cvbench", target: "restore_start", args: &[], needs: GUEST },

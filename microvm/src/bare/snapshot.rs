@@ -203,14 +203,31 @@ impl SnapshotOut {
     }
 
     /// Write guest memory, then the state (the file that makes a snapshot), both synced.
-    pub fn write(mut self, mem: &GuestMemoryMmap, mut snap: BareSnapshot) -> Result<SnapshotInfo, SnapshotError> {
+    pub fn write(self, mem: &GuestMemoryMmap, mut snap: BareSnapshot) -> Result<SnapshotInfo, SnapshotError> {
+        let mem_size = snap.mem_size;
+        self.write_framed(mem, mem_size, KIND, FORMAT_VERSION, |data_pages| {
+            snap.data_pages = data_pages;
+            snap
+        })
+    }
+
+    /// Write the first `mem_size` bytes of guest memory, then the state `body` makes from the
+    /// count of data pages, framed as `kind` at `version` (any guest kind's snapshot).
+    pub fn write_framed<T: Serialize>(
+        mut self,
+        mem: &GuestMemoryMmap,
+        mem_size: u64,
+        kind: &str,
+        version: u32,
+        body: impl FnOnce(u64) -> T,
+    ) -> Result<SnapshotInfo, SnapshotError> {
         use std::io::Write;
         let mpath = self.dir.join(MEMORY_FILE);
         let spath = self.dir.join(STATE_FILE);
-        let written = memory::write(mem, snap.mem_size, &self.memory, self.scan_all)
+        let written = memory::write(mem, mem_size, &self.memory, self.scan_all)
             .map_err(|source| SnapshotError::Io { what: "write", path: mpath.clone(), source })?;
-        snap.data_pages = written.data_pages;
-        let bytes = frame::encode(KIND, FORMAT_VERSION, &snap)
+        let snap = body(written.data_pages);
+        let bytes = frame::encode(kind, version, &snap)
             .map_err(|e| SnapshotError::Invalid { path: spath.clone(), what: e.to_string() })?;
         let io = |source| SnapshotError::Io { what: "write", path: spath.clone(), source };
         let state = self.state.as_mut().ok_or_else(|| io(std::io::ErrorKind::NotFound.into()))?;
@@ -220,7 +237,7 @@ impl SnapshotOut {
         self.written = true;
         Ok(SnapshotInfo {
             dir: self.dir.clone(),
-            memory_bytes: snap.mem_size,
+            memory_bytes: mem_size,
             memory_disk_bytes: disk,
             state_bytes: bytes.len() as u64,
             data_pages: written.data_pages,

@@ -39,6 +39,9 @@ enum Mode {
     /// Restore a bare guest saved with `bare --snapshot-to DIR` and run it on: it resumes
     /// inside its read from stdin.
     BareRestore(RestoreArgs),
+    /// Restore a Linux guest saved with `linux --snapshot-to DIR` and run it on: its workload
+    /// resumes waiting for the go line, which this process's stdin delivers to the console.
+    LinuxRestore(vmm_linux::LinuxRestoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -247,6 +250,10 @@ fn main() {
             cvbench_signals::block_stop_signals();
             vmm_linux::run(args, start)
         }
+        Mode::LinuxRestore(args) => {
+            cvbench_signals::block_stop_signals();
+            vmm_linux::run_restore(&args, start)
+        }
     };
     std::process::exit(code);
 }
@@ -290,20 +297,27 @@ fn run_restore(args: &RestoreArgs) -> i32 {
             return EXIT_VMM_ERROR;
         }
     };
-    let ready = match args.ready_fd {
-        // Only a descriptor this process inherited open, and never stdio.
+    let ready = match inherited_fd(args.ready_fd) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    finish_bare(bare::restore(&config, ready), stats_file)
+}
+
+/// `--ready-fd`: a descriptor this process inherited open, and never stdio.
+fn inherited_fd(fd: Option<i32>) -> Result<Option<std::fs::File>, i32> {
+    match fd {
         Some(fd) if fd > 2 && std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok() => {
             // SAFETY: `fd` is open in this process (checked above) and nothing else here owns it;
             // the harness passed it for this one use.
-            Some(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+            Ok(Some(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) }))
         }
         Some(fd) => {
             eprintln!("cvbench-vmm: --ready-fd {fd} is not an open descriptor above 2");
-            return EXIT_VMM_ERROR;
+            Err(EXIT_VMM_ERROR)
         }
-        None => None,
-    };
-    finish_bare(bare::restore(&config, ready), stats_file)
+        None => Ok(None),
+    }
 }
 
 /// Write the stats and turn a bare run's end into the exit status.

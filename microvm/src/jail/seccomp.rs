@@ -30,6 +30,12 @@ pub enum ThreadKind {
     Device,
     /// The Linux VMM's main thread once the vCPUs run: waits, kicks and reports.
     Main,
+    /// [`ThreadKind::Main`] of a run that saves a snapshot: it also reads (never sets) the
+    /// stopped vCPUs' and the VM's KVM state and writes the two snapshot files it opened
+    /// before the jail, and reads its own page-fault counts.
+    MainSnapshot,
+    /// [`ThreadKind::Main`] of a restored run: it also reads its own page-fault counts.
+    MainRestored,
 }
 
 /// Every thread: memory, futexes, signals, time, exit, stdio.
@@ -116,6 +122,18 @@ const DEVICE_IO: &[i64] = &[
     libc::SYS_epoll_pwait,
 ];
 const MAIN: &[i64] = &[libc::SYS_rt_sigtimedwait, libc::SYS_fsync];
+/// Writing the snapshot files through descriptors opened before the jail, and removing them
+/// again (unlinkat relative to the snapshot directory's descriptor, the only directory the
+/// jailed VMM can reach) when the guest ends before its snapshot point.
+const SNAPSHOT_FILES: &[i64] = &[
+    libc::SYS_pwrite64,
+    libc::SYS_mincore,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_lseek,
+    libc::SYS_unlinkat,
+];
 
 const fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
     (dir << 30) | ((size as u64) << 16) | (0xae << 8) | nr
@@ -129,6 +147,34 @@ const KVM_GET_SREGS: u64 = ioc(IOC_READ, 0x83, std::mem::size_of::<kvm_bindings:
 const KVM_SET_SREGS: u64 = ioc(IOC_WRITE, 0x84, std::mem::size_of::<kvm_bindings::kvm_sregs>());
 const KVM_GET_FPU: u64 = ioc(IOC_READ, 0x8c, std::mem::size_of::<kvm_bindings::kvm_fpu>());
 const KVM_IRQ_LINE: u64 = ioc(IOC_WRITE, 0x61, std::mem::size_of::<kvm_bindings::kvm_irq_level>());
+const KVM_GET_XSAVE: u64 = ioc(IOC_READ, 0xa4, std::mem::size_of::<kvm_bindings::kvm_xsave>());
+const KVM_GET_XCRS: u64 = ioc(IOC_READ, 0xa6, std::mem::size_of::<kvm_bindings::kvm_xcrs>());
+const KVM_GET_LAPIC: u64 = ioc(IOC_READ, 0x8e, std::mem::size_of::<kvm_bindings::kvm_lapic_state>());
+const KVM_GET_MSRS: u64 = ioc(IOC_READ | IOC_WRITE, 0x88, std::mem::size_of::<kvm_bindings::kvm_msrs>());
+const KVM_GET_MP_STATE: u64 = ioc(IOC_READ, 0x98, std::mem::size_of::<kvm_bindings::kvm_mp_state>());
+const KVM_GET_VCPU_EVENTS: u64 = ioc(IOC_READ, 0x9f, std::mem::size_of::<kvm_bindings::kvm_vcpu_events>());
+const KVM_GET_DEBUGREGS: u64 = ioc(IOC_READ, 0xa1, std::mem::size_of::<kvm_bindings::kvm_debugregs>());
+const KVM_GET_IRQCHIP: u64 = ioc(IOC_READ | IOC_WRITE, 0x62, std::mem::size_of::<kvm_bindings::kvm_irqchip>());
+const KVM_GET_PIT2: u64 = ioc(IOC_READ, 0x9f, std::mem::size_of::<kvm_bindings::kvm_pit_state2>());
+const KVM_GET_CLOCK: u64 = ioc(IOC_READ, 0x7c, std::mem::size_of::<kvm_bindings::kvm_clock_data>());
+
+/// The state reads of a snapshot: every KVM_GET_* [`crate::snapshot::kvm`] makes, no setter.
+fn snapshot_ioctls() -> &'static [u64] {
+    &[
+        KVM_GET_REGS,
+        KVM_GET_SREGS,
+        KVM_GET_XSAVE,
+        KVM_GET_XCRS,
+        KVM_GET_LAPIC,
+        KVM_GET_MSRS,
+        KVM_GET_MP_STATE,
+        KVM_GET_VCPU_EVENTS,
+        KVM_GET_DEBUGREGS,
+        KVM_GET_IRQCHIP,
+        KVM_GET_PIT2,
+        KVM_GET_CLOCK,
+    ]
+}
 
 /// The KVM ioctls a running vCPU makes (KVM_RUN, register access for the syscall path and
 /// fault reports, the irq line for devices; KVM_GET_FPU when the bare VM takes a snapshot).
@@ -155,6 +201,17 @@ pub fn allowed(kind: ThreadKind) -> (Vec<i64>, &'static [u64]) {
         }
         ThreadKind::Main => {
             v.extend(MAIN);
+            &[]
+        }
+        ThreadKind::MainSnapshot => {
+            v.extend(MAIN);
+            v.extend(SNAPSHOT_FILES);
+            v.push(libc::SYS_getrusage);
+            snapshot_ioctls()
+        }
+        ThreadKind::MainRestored => {
+            v.extend(MAIN);
+            v.push(libc::SYS_getrusage);
             &[]
         }
     };
@@ -279,11 +336,26 @@ mod tests {
         assert_eq!(KVM_RUN, 0xae80);
         assert_eq!(KVM_GET_REGS, 0x8090_ae81);
         assert_eq!(KVM_SET_SREGS, 0x4138_ae84);
+        assert_eq!(
+            [KVM_GET_LAPIC, KVM_GET_MSRS, KVM_GET_IRQCHIP, KVM_GET_CLOCK, KVM_GET_XSAVE, KVM_GET_PIT2],
+            [0x8400_ae8e, 0xc008_ae88, 0xc208_ae62, 0x8030_ae7c, 0x9000_aea4, 0x8070_ae9f]
+        );
+        assert_eq!(
+            [KVM_GET_VCPU_EVENTS, KVM_GET_MP_STATE, KVM_GET_DEBUGREGS, KVM_GET_XCRS],
+            [0x8040_ae9f, 0x8004_ae98, 0x8080_aea1, 0x8188_aea6]
+        );
     }
 
     #[test]
     fn every_kind_compiles_and_the_bare_list_excludes_process_creation() {
-        for kind in [ThreadKind::BareVcpu, ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Main] {
+        for kind in [
+            ThreadKind::BareVcpu,
+            ThreadKind::Vcpu,
+            ThreadKind::Device,
+            ThreadKind::Main,
+            ThreadKind::MainSnapshot,
+            ThreadKind::MainRestored,
+        ] {
             assert!(!filter(kind).unwrap().is_empty());
         }
         let (bare, _) = allowed(ThreadKind::BareVcpu);

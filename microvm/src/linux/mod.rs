@@ -14,6 +14,8 @@ pub mod flatten;
 pub mod initramfs;
 pub mod kernel_cache;
 pub mod mptable;
+pub mod restore;
+pub mod snapshot;
 pub mod vcpus;
 
 use std::fs::File;

@@ -105,6 +105,33 @@ fn debug_enabled() -> bool {
 
 const DEBUG_SAMPLE: Duration = Duration::from_secs(5);
 
+/// Set when the guest reached its snapshot point: the run stops its vCPUs at a clean point
+/// (each out of KVM_RUN through its kick, its last exit completed) and hands them back.
+#[derive(Clone, Debug, Default)]
+pub struct PauseRequest(Arc<AtomicBool>);
+
+impl PauseRequest {
+    pub fn request(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// How a run is bounded and watched, besides its vCPUs and devices.
+pub struct RunControl<'a> {
+    pub timeout: Option<Duration>,
+    pub first_run: FirstRun,
+    /// Ends the run early (SIGTERM/SIGINT).
+    pub stop: &'a StopRequest,
+    /// Pauses the run for a snapshot (then it ends [`GuestEnd::Snapshotted`]).
+    pub pause: Option<PauseRequest>,
+    pub jailed: bool,
+    /// The main thread's allow-list once the vCPUs run.
+    pub main_kind: ThreadKind,
+}
+
 /// The moment vCPU 0 first entered the guest.
 pub type FirstRun = Arc<OnceLock<Instant>>;
 
@@ -115,16 +142,15 @@ struct VcpuThread {
     kick: Arc<VcpuKick>,
 }
 
-/// Run all vCPUs until power-off, a failure, `timeout` or a `stop` request.
+/// Run all vCPUs until power-off, a failure, the timeout, a stop or a pause request. The
+/// vCPUs come back stopped (for a snapshot after a pause).
 pub fn run(
     vcpus: Vec<KvmVcpu>,
     devices: Arc<Devices>,
     power_off: PowerOff,
-    timeout: Option<Duration>,
-    first_run: FirstRun,
-    stop: &StopRequest,
-    jailed: bool,
-) -> Result<GuestEnd, VcpuRunError> {
+    ctl: RunControl<'_>,
+) -> Result<(GuestEnd, Vec<KvmVcpu>), VcpuRunError> {
+    let RunControl { timeout, first_run, stop, pause, jailed, main_kind } = ctl;
     install_kick_handler().map_err(VcpuRunError::Signal)?;
     let stopping = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Result<i32, String>>();
@@ -162,7 +188,7 @@ pub fn run(
     }
     drop(tx);
     if jailed {
-        if let Err(e) = jail::install(ThreadKind::Main) {
+        if let Err(e) = jail::install(main_kind) {
             stop_all(&stopping, threads);
             return Err(VcpuRunError::Jail(e));
         }
@@ -172,6 +198,9 @@ pub fn run(
     let end = loop {
         if let Some(sig) = stop.requested() {
             break GuestEnd::Signalled(sig);
+        }
+        if pause.as_ref().is_some_and(PauseRequest::requested) {
+            break GuestEnd::Snapshotted;
         }
         let wait = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -195,20 +224,24 @@ pub fn run(
             }
         }
     };
-    stop_all(&stopping, threads);
-    Ok(end)
+    let vcpus = stop_all(&stopping, threads);
+    Ok((end, vcpus))
 }
 
 /// Ask every vCPU thread to stop, kick it and wait for it. The kick's immediate_exit makes a
-/// KVM_RUN that has not started yet return at once, so one kick per thread suffices.
-fn stop_all(stopping: &AtomicBool, threads: Vec<VcpuThread>) {
+/// KVM_RUN that has not started yet return at once, so one kick per thread suffices. A
+/// kicked KVM_RUN first completes the exit the thread last handled, so each vCPU handed back
+/// is at an instruction boundary with nothing pending in user space.
+fn stop_all(stopping: &AtomicBool, threads: Vec<VcpuThread>) -> Vec<KvmVcpu> {
     stopping.store(true, Ordering::SeqCst);
     for t in &threads {
         t.kick.kick();
     }
+    let mut vcpus = Vec::new();
     for t in threads {
         let vcpu = t.handle.join();
         t.kick.disarm();
-        drop(vcpu);
+        vcpus.extend(vcpu.ok());
     }
+    vcpus
 }

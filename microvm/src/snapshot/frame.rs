@@ -61,15 +61,19 @@ pub fn decode<T: DeserializeOwned>(path: &Path, kind: &str, version: u32, bytes:
 
 /// Read and decode the state file at `path`, refusing one larger than [`MAX_STATE_BYTES`].
 pub fn read<T: DeserializeOwned>(path: &Path, kind: &str, version: u32) -> Result<T, SnapshotError> {
+    read_bounded(path, kind, version, MAX_STATE_BYTES)
+}
+
+/// [`read`] with the guest kind's own size bound (a Linux guest's state grows with its vCPUs).
+pub fn read_bounded<T: DeserializeOwned>(path: &Path, kind: &str, version: u32, max: u64) -> Result<T, SnapshotError> {
     let io = |what, source| SnapshotError::Io { what, path: path.to_path_buf(), source };
     let file = super::open_regular(path).map_err(|e| io("open", e))?;
     let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_STATE_BYTES + 1), &mut bytes)
-        .map_err(|e| io("read", e))?;
-    if bytes.len() as u64 > MAX_STATE_BYTES {
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max + 1), &mut bytes).map_err(|e| io("read", e))?;
+    if bytes.len() as u64 > max {
         return Err(SnapshotError::Invalid {
             path: path.to_path_buf(),
-            what: format!("it is larger than {MAX_STATE_BYTES} bytes"),
+            what: format!("it is larger than {max} bytes"),
         });
     }
     decode(path, kind, version, &bytes)

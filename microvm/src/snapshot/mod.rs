@@ -10,6 +10,7 @@
 //! and the memory file must be exactly the size the state names.
 
 pub mod frame;
+pub mod kvm;
 pub mod memory;
 pub mod vcpu;
 
@@ -67,6 +68,8 @@ pub enum SnapshotError {
     MemoryMismatch { path: PathBuf, found: u64, expected: u64 },
     #[error("no snapshot written to {dir}: the guest {end} before it blocked reading stdin (a snapshot is taken where the workload waits for its go line, e.g. `wait-go`)")]
     GuestEnded { dir: PathBuf, end: String },
+    #[error("no snapshot written to {dir}: the guest {end} before its workload printed READY (a Linux guest is saved at the READY line of a workload that then waits, e.g. `wait-go`)")]
+    NoReady { dir: PathBuf, end: String },
     #[error("cannot map snapshot memory {path}")]
     Map {
         path: PathBuf,

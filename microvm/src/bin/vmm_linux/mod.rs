@@ -9,13 +9,16 @@ use std::time::Instant;
 
 use anyhow::Context;
 use cvbench_microvm::builder::{self, BlkConfig, Config, NetConfig};
+use cvbench_microvm::linux::restore::{self, RestoreConfig};
 use cvbench_microvm::stats::GuestEnd;
 use cvbench_microvm::vstate::StopRequest;
 
 use super::{error_chain, EXIT_GUEST_CRASH, EXIT_TIMEOUT, EXIT_VMM_ERROR};
 
 /// The flags that describe the VM; `--config` replaces them all.
-const LINUX_VM_FLAGS: [&str; 16] = [
+const LINUX_VM_FLAGS: [&str; 18] = [
+    "snapshot_to",
+    "console_input",
     "kernel",
     "initrd",
     "cmdline",
@@ -82,6 +85,13 @@ pub struct LinuxArgs {
     /// Do not jail the VMM (no namespaces, root, capability drop or seccomp): debugging only.
     #[arg(long)]
     no_jail: bool,
+    /// Save the guest into this existing directory when its workload prints READY (`wait-go`)
+    /// and exit 0; fail, leaving nothing there, if the guest ends first. No virtio devices.
+    #[arg(long)]
+    snapshot_to: Option<PathBuf>,
+    /// Forward stdin to the guest console (the workload's stdin, e.g. `wait-go`'s go line).
+    #[arg(long)]
+    console_input: bool,
     /// Print the resolved config as JSON (what `--config` takes) and exit without booting.
     #[arg(long)]
     print_config: bool,
@@ -134,6 +144,8 @@ impl TryFrom<LinuxArgs> for Config {
             timeout_ms,
             pvm_workarounds,
             jail: !a.no_jail,
+            snapshot_to: a.snapshot_to,
+            console_input: a.console_input,
         })
     }
 }
@@ -170,7 +182,90 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
             return EXIT_VMM_ERROR;
         }
     };
-    let outcome = match builder::build_and_boot_from(&config, start, &stop) {
+    finish(builder::build_and_boot_from(&config, start, &stop), stats_file, stats_path)
+}
+
+/// `cvbench-vmm linux-restore`: restore a Linux guest saved with `linux --snapshot-to`.
+#[derive(clap::Args)]
+pub struct LinuxRestoreArgs {
+    /// The snapshot directory (files `memory` and `state`).
+    #[arg(long)]
+    snapshot: PathBuf,
+    /// `lazy`: map the memory file MAP_PRIVATE (pages fault in on first touch); `eager`: read
+    /// it into memory before the guest resumes.
+    #[arg(long, default_value = "lazy")]
+    load: cvbench_microvm::snapshot::memory::Load,
+    /// Refuse the snapshot unless its guest memory is this many MiB.
+    #[arg(long)]
+    mem_mib: Option<u64>,
+    /// Serial console output file (default: stdout).
+    #[arg(long)]
+    console: Option<PathBuf>,
+    /// Stop the guest after this many seconds.
+    #[arg(long)]
+    timeout_s: Option<f64>,
+    /// Write the run's timings, end and restore figures as JSON to this file.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
+    /// Write the line `restored` to this inherited descriptor when the guest is about to resume.
+    #[arg(long)]
+    ready_fd: Option<i32>,
+    /// Do not jail the VMM: debugging only.
+    #[arg(long)]
+    no_jail: bool,
+}
+
+impl TryFrom<&LinuxRestoreArgs> for RestoreConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: &LinuxRestoreArgs) -> anyhow::Result<RestoreConfig> {
+        let timeout_ms = match a.timeout_s {
+            Some(s) if s.is_finite() && s > 0.0 => Some((s * 1000.0) as u64),
+            Some(s) => anyhow::bail!("--timeout-s must be a positive number of seconds, not {s}"),
+            None => None,
+        };
+        Ok(RestoreConfig {
+            snapshot: a.snapshot.clone(),
+            load: a.load,
+            mem_mib: a.mem_mib,
+            console: a.console.clone(),
+            timeout_ms,
+            jail: !a.no_jail,
+        })
+    }
+}
+
+/// Restore and run the Linux guest; returns the process exit status.
+pub fn run_restore(args: &LinuxRestoreArgs, start: Instant) -> i32 {
+    let config = match RestoreConfig::try_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cvbench-vmm: {e:#}");
+            return EXIT_VMM_ERROR;
+        }
+    };
+    let stop = StopRequest::collecting_stop_signals();
+    let stats_file = match args.stats_json.as_ref().map(std::fs::File::create).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cvbench-vmm: cannot create the stats file: {e}");
+            return EXIT_VMM_ERROR;
+        }
+    };
+    let ready = match super::inherited_fd(args.ready_fd) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    finish(restore::restore(&config, start, &stop, ready), stats_file, args.stats_json.clone())
+}
+
+/// Report a Linux run (stats file, summary line) and turn its end into the exit status.
+fn finish(
+    result: Result<builder::RunOutcome, builder::BuildError>,
+    stats_file: Option<std::fs::File>,
+    stats_path: Option<PathBuf>,
+) -> i32 {
+    let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             eprintln!("cvbench-vmm: {}", error_chain(&e));
@@ -191,8 +286,8 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
             EXIT_GUEST_CRASH
         }
         (GuestEnd::Timeout, _) => EXIT_TIMEOUT,
-        // Only the bare guest is snapshotted.
-        (GuestEnd::Failed(_) | GuestEnd::Snapshotted, _) => EXIT_GUEST_CRASH,
+        (GuestEnd::Snapshotted, _) => 0,
+        (GuestEnd::Failed(_), _) => EXIT_GUEST_CRASH,
         (GuestEnd::Signalled(sig), _) => 128 + sig,
         // The bare guest's end; a Linux guest reports its status through the boot timer.
         (GuestEnd::Exited(code), _) => *code,

@@ -1,0 +1,153 @@
+//! Restoring a Linux guest saved with `linux --snapshot-to` (see [`super::snapshot`]) and
+//! running it on: the guest resumes inside its workload's wait for the go line, which the
+//! VMM's stdin delivers through the console.
+//!
+//! Everything is read and checked before the VM is created, so a bad snapshot never starts a
+//! guest. Then, in dependency order: guest memory (mapped lazily or read in), the VM with its
+//! irqchip and PIT, the VM's PIT, clock and irqchip state, the serial UART from its state,
+//! each vCPU (CPUID filtered as at boot, then its saved state), the jail, and the run.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::x86_64::cpuid;
+use crate::builder::{attach_buses, serial_parts, spawn_console_input, trace, BuildError, RunOutcome};
+use crate::devices::{BootTimer, PowerOff, Serial, I8042};
+use crate::linux::snapshot;
+use crate::linux::vcpus::RunControl;
+use crate::snapshot::kvm::{self as kvm_state, KvmStateError};
+use crate::snapshot::memory::Load;
+use crate::snapshot::{SnapshotError, MEMORY_FILE, STATE_FILE};
+use crate::stats::RestoreInfo;
+use crate::vstate::{KvmVm, StopRequest, Vcpu, Vm, VmOptions};
+
+/// A Linux guest to restore. The CLI and the harness build this.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// The snapshot directory (`memory`, `state`).
+    pub snapshot: PathBuf,
+    #[serde(default)]
+    pub load: Load,
+    /// Refuse the snapshot unless its guest memory is this many MiB.
+    #[serde(default)]
+    pub mem_mib: Option<u64>,
+    /// Serial console output file; stdout when absent.
+    #[serde(default)]
+    pub console: Option<PathBuf>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Jail the VMM before the guest resumes; off only for debugging.
+    #[serde(default = "yes")]
+    pub jail: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Minor and major page faults of this process so far.
+fn own_faults() -> (u64, u64) {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    (ru.ru_minflt as u64, ru.ru_majflt as u64)
+}
+
+/// Restore `cfg.snapshot` and run the guest to its end, timing from `start`. `ready`, when
+/// given, gets one line (`restored`) as the guest is about to resume.
+pub fn restore(
+    cfg: &RestoreConfig,
+    start: Instant,
+    stop: &StopRequest,
+    ready: Option<std::fs::File>,
+) -> Result<RunOutcome, BuildError> {
+    let kind = crate::host::kvm_probe().usable().map_err(BuildError::NoKvm)?;
+    let host_msrs = kvm_ioctls::Kvm::new()
+        .and_then(|k| k.get_msr_index_list())
+        .map(|l| l.as_slice().to_vec())
+        .map_err(|source| KvmStateError::Vm { op: "KVM_GET_MSR_INDEX_LIST", source })?;
+    let snap = snapshot::read(&cfg.snapshot, &host_msrs)?;
+    let memory_file = snapshot::open_memory(&cfg.snapshot, &snap, cfg.mem_mib)?;
+    trace(start, "snapshot read and checked");
+
+    let mem = crate::snapshot::memory::restore(memory_file, snap.mem_size(), cfg.load)
+        .map_err(|source| SnapshotError::Map { path: cfg.snapshot.join(MEMORY_FILE), source })?;
+    trace(start, "guest memory restored");
+    let mut vm = KvmVm::new(VmOptions { irqchip: true })?;
+    kvm_state::check_xsave_size(&vm)?;
+    vm.register_memory(&mem)?;
+    kvm_state::restore_vm(&vm, &snap.vm)?;
+
+    let (irq, out) = serial_parts(&vm, cfg.console.as_ref())?;
+    let serial = Serial::from_state(&snap.serial, irq, out)
+        .map_err(|what| BuildError::SerialState { path: cfg.snapshot.join(STATE_FILE), what })?;
+    let serial = Arc::new(Mutex::new(serial));
+    let power_off = PowerOff::default();
+    let boot_timer = BootTimer::new(start);
+    let devices = Arc::new(attach_buses(&serial, I8042::new(power_off.clone()), &boot_timer, &[])?);
+
+    let count = snap.vcpus.len() as u8;
+    let supported = vm.supported_cpuid()?;
+    let mut vcpus = Vec::with_capacity(snap.vcpus.len());
+    let mut notes = vec![format!("restored from {} ({} load)", cfg.snapshot.display(), cfg.load.name())];
+    for saved in &snap.vcpus {
+        let mut vcpu = vm.create_vcpu(saved.id)?;
+        let spec = cpuid::CpuidSpec { vcpu_id: saved.id, vcpus: count, pvm: snap.pvm_workarounds };
+        vcpu.set_cpuid(&cpuid::filter(&supported, spec))?;
+        let refused = kvm_state::restore_vcpu(&mut vcpu, saved)?;
+        if !refused.is_empty() {
+            notes.push(format!("vCPU {}: KVM refused saved MSRs {refused:#x?}; left at reset values", saved.id));
+        }
+        vcpus.push(vcpu);
+    }
+    trace(start, "VM and vCPU state restored");
+
+    if cfg.jail {
+        crate::jail::seccomp::install_sigsys_reporter()?;
+        crate::jail::enter()?;
+        trace(start, "jailed");
+    }
+    spawn_console_input(serial.clone(), cfg.jail)?;
+    let (minflt_restore, _) = own_faults();
+    let restore_ns = start.elapsed().as_nanos() as u64;
+    if let Some(mut f) = ready {
+        // The caller times the restore by this line; a closed pipe only loses that.
+        let _ = std::io::Write::write_all(&mut f, b"restored\n");
+    }
+    let before = own_faults();
+    let first_run = Arc::new(OnceLock::new());
+    let ctl = RunControl {
+        timeout: cfg.timeout_ms.map(Duration::from_millis),
+        first_run: first_run.clone(),
+        stop,
+        pause: None,
+        jailed: cfg.jail,
+        main_kind: crate::jail::ThreadKind::MainRestored,
+    };
+    let (end, _vcpus) = crate::linux::vcpus::run(vcpus, devices, power_off, ctl)?;
+    let after = own_faults();
+    serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    Ok(RunOutcome {
+        end,
+        boot: boot_timer.times(),
+        first_kvm_run: first_run.get().map(|t| t.duration_since(start)),
+        total: start.elapsed(),
+        kvm_kind: kind,
+        cmdline: snap.cmdline.clone(),
+        notes,
+        jailed: cfg.jail,
+        snapshot: None,
+        restore: Some(RestoreInfo {
+            load: cfg.load,
+            restore_ns,
+            minflt_after_restore: after.0.saturating_sub(before.0),
+            majflt_after_restore: after.1.saturating_sub(before.1),
+            minflt_restore,
+        }),
+    })
+}

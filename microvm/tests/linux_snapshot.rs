@@ -1,0 +1,414 @@
+//! Linux-guest snapshots: KVM state saved from a live vCPU loads into a fresh one (here), every
+//! bad snapshot is refused by `cvbench-vmm linux-restore` before a VM exists (here), a guest
+//! that ends before its READY leaves no snapshot behind (here: one guest boot), and a guest
+//! saved at `wait-go`'s READY restores, takes its go line and runs its job (only where the
+//! guest's user space runs: hardware KVM, i.e. the test host; a loud SKIPPED under kvm_pvm).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::require_kvm;
+use cvbench_microvm::devices::serial::SerialSnapshot;
+use cvbench_microvm::linux::initramfs::{write_guest_image, GuestImage};
+use cvbench_microvm::linux::kernel_cache;
+use cvbench_microvm::linux::snapshot::{LinuxSnapshot, FORMAT_VERSION, KIND};
+use cvbench_microvm::snapshot::frame;
+use cvbench_microvm::snapshot::kvm::{self, Blob, VcpuState, VmState};
+use cvbench_microvm::stats::{GuestEnd, LinuxStats};
+use cvbench_microvm::vstate::{KvmVm, Vcpu, Vm, VmOptions};
+use cvbench_microvm::{kvm_kind, KvmKind};
+use kvm_bindings::{kvm_irqchip, kvm_regs, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE};
+
+const MEM_MIB: u64 = 128;
+
+fn vmm() -> Command {
+    Command::new(common::vmm())
+}
+
+fn host_msrs(vm: &KvmVm) -> Vec<u32> {
+    kvm::host_msr_list(vm).unwrap()
+}
+
+#[test]
+fn kvm_state_saved_from_a_vcpu_loads_into_a_fresh_one() {
+    require_kvm!("KVM state round trips");
+    let vm = KvmVm::new(VmOptions { irqchip: true }).unwrap();
+    let msrs = host_msrs(&vm);
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    vcpu.set_cpuid(&vm.supported_cpuid().unwrap()).unwrap();
+    let regs = kvm_regs { rax: 0x1234, rbx: 7, rip: 0xfff0, rflags: 0x2, ..Default::default() };
+    vcpu.set_regs(&regs).unwrap();
+    let saved = kvm::save_vcpu(&mut vcpu, &msrs).unwrap();
+    let saved_vm = kvm::save_vm(&vm).unwrap();
+    assert!(saved.check(&msrs).is_ok());
+    assert!(saved_vm.check().is_ok());
+    assert!(!saved.msrs.is_empty(), "no MSR could be read");
+
+    let fresh_vm = KvmVm::new(VmOptions { irqchip: true }).unwrap();
+    kvm::restore_vm(&fresh_vm, &saved_vm).unwrap();
+    let mut fresh = fresh_vm.create_vcpu(0).unwrap();
+    fresh.set_cpuid(&fresh_vm.supported_cpuid().unwrap()).unwrap();
+    let refused = kvm::restore_vcpu(&mut fresh, &saved).unwrap();
+    assert!(refused.is_empty(), "KVM refused saved MSRs {refused:#x?}");
+    let again = kvm::save_vcpu(&mut fresh, &msrs).unwrap();
+    assert_eq!(again.regs, saved.regs);
+    assert_eq!(again.sregs, saved.sregs);
+    assert_eq!(again.mp_state, saved.mp_state);
+    assert_eq!(again.xcrs, saved.xcrs);
+    let indices = |v: &VcpuState| v.msrs.iter().map(|m| m.0).collect::<Vec<_>>();
+    assert_eq!(indices(&again), indices(&saved));
+    // The LAPIC's registers other than the timer's current count (which runs) come back.
+    let (a, b) = (&again.lapic.0.regs, &saved.lapic.0.regs);
+    assert_eq!(a[..0x390], b[..0x390]);
+}
+
+/// A state file that passes every check (zeroed KVM state: the refusals below all come first).
+fn good_state() -> LinuxSnapshot {
+    let chip = |id| Blob(kvm_irqchip { chip_id: id, ..Default::default() });
+    LinuxSnapshot {
+        vmm_version: "test".into(),
+        mem_mib: MEM_MIB,
+        pvm_workarounds: false,
+        cmdline: "console=ttyS0".into(),
+        vm: VmState {
+            pic_master: chip(KVM_IRQCHIP_PIC_MASTER),
+            pic_slave: chip(KVM_IRQCHIP_PIC_SLAVE),
+            ioapic: chip(KVM_IRQCHIP_IOAPIC),
+            pit: Blob::default(),
+            clock: Blob::default(),
+        },
+        vcpus: vec![VcpuState {
+            id: 0,
+            regs: Default::default(),
+            sregs: Blob::default(),
+            xsave: Blob::default(),
+            xcrs: Blob::default(),
+            lapic: Blob::default(),
+            msrs: Vec::new(),
+            mp_state: 0,
+            events: Blob::default(),
+            debugregs: Blob::default(),
+        }],
+        serial: SerialSnapshot::default(),
+        data_pages: 0,
+    }
+}
+
+/// A snapshot directory holding `state` framed at `version` and a sparse memory file of
+/// `mem_bytes` bytes.
+fn write_snapshot(dir: &Path, state: &LinuxSnapshot, version: u32, mem_bytes: u64) {
+    std::fs::write(dir.join("state"), frame::encode(KIND, version, state).unwrap()).unwrap();
+    std::fs::File::create(dir.join("memory")).unwrap().set_len(mem_bytes).unwrap();
+}
+
+/// `linux-restore` of `dir` with `extra` flags; returns the output.
+fn restore(dir: &Path, extra: &[&str]) -> Output {
+    vmm()
+        .arg("linux-restore")
+        .arg("--snapshot")
+        .arg(dir)
+        .args(["--timeout-s", "10"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn listing(dir: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The restore must fail as a VMM error (125) naming `file` and saying `what`, and leave the
+/// snapshot directory as it was.
+fn assert_refused(dir: &Path, extra: &[&str], file: &str, what: &str) {
+    let before = listing(dir);
+    let out = restore(dir, extra);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{what}: {stderr}");
+    assert!(stderr.contains(&dir.join(file).display().to_string()), "{what}: the error does not name {file}: {stderr}");
+    assert!(stderr.contains(what), "{what}: {stderr}");
+    assert!(!stderr.contains("linux guest:"), "{what}: a guest ran: {stderr}");
+    assert_eq!(listing(dir), before, "{what}: the snapshot directory changed");
+}
+
+#[test]
+fn bad_snapshots_are_refused_before_a_vm_exists_naming_the_file() {
+    require_kvm!("Linux snapshot bad-input tests");
+    let mem = MEM_MIB << 20;
+    type Case = (&'static str, Box<dyn Fn(&mut LinuxSnapshot)>, u32, u64, &'static [&'static str], &'static str);
+    let cases: Vec<Case> = vec![
+        ("another format version", Box::new(|_| {}), FORMAT_VERSION + 1, mem, &[], "state"),
+        ("another memory size asked for", Box::new(|_| {}), FORMAT_VERSION, mem, &["--mem-mib", "256"], "memory"),
+        ("truncated memory", Box::new(|_| {}), FORMAT_VERSION, mem - 4096, &[], "memory"),
+        ("memory size forged", Box::new(|s| s.mem_mib = 1 << 20), FORMAT_VERSION, mem, &[], "state"),
+        ("no vCPU", Box::new(|s| s.vcpus.clear()), FORMAT_VERSION, mem, &[], "state"),
+        (
+            "an MSR KVM does not save",
+            Box::new(|s| s.vcpus[0].msrs.push((0x4b56_4dff, 1))),
+            FORMAT_VERSION,
+            mem,
+            &[],
+            "state",
+        ),
+        ("serial FIFO overfull", Box::new(|s| s.serial.in_buffer = vec![b'x'; 65]), FORMAT_VERSION, mem, &[], "state"),
+        (
+            "irqchip swapped",
+            Box::new(|s| s.vm.ioapic.0.chip_id = KVM_IRQCHIP_PIC_MASTER),
+            FORMAT_VERSION,
+            mem,
+            &[],
+            "state",
+        ),
+        ("data pages forged", Box::new(|s| s.data_pages = u64::MAX), FORMAT_VERSION, mem, &[], "state"),
+    ];
+    let expect = [
+        "format version",
+        "were asked for",
+        "truncated",
+        "outside 16",
+        "vCPUs",
+        "0x4b564dff",
+        "FIFO",
+        "irqchip",
+        "data pages",
+    ];
+    for ((what, edit, version, mem_bytes, flags, file), phrase) in cases.into_iter().zip(expect) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = good_state();
+        edit(&mut s);
+        write_snapshot(dir.path(), &s, version, mem_bytes);
+        eprintln!("case: {what}");
+        assert_refused(dir.path(), flags, file, phrase);
+    }
+}
+
+#[test]
+fn a_state_file_whose_checksum_fails_or_that_is_missing_is_refused() {
+    require_kvm!("Linux snapshot bad-input tests");
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), &good_state(), FORMAT_VERSION, MEM_MIB << 20);
+    let path = dir.path().join("state");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.iter().rposition(|&b| b == b'8').unwrap(); // in "128"
+    bytes[at] = b'9';
+    std::fs::write(&path, &bytes).unwrap();
+    assert_refused(dir.path(), &[], "state", "fails its checksum");
+    std::fs::remove_file(&path).unwrap();
+    assert_refused(dir.path(), &[], "state", "cannot open");
+    // A bare VM's state is not a Linux guest's.
+    std::fs::write(&path, frame::encode("bare", 1, &good_state()).unwrap()).unwrap();
+    assert_refused(dir.path(), &[], "state", "not a linux snapshot");
+}
+
+fn guest_kernel() -> Option<PathBuf> {
+    let k = kernel_cache::GuestKernel::probe();
+    match (k.path(), k.missing()) {
+        (Some(p), _) => Some(p.to_path_buf()),
+        (None, missing) => {
+            let (reason, fix) = missing.unwrap_or_default();
+            cvbench_testkit::skip(cvbench_testkit::Need::Kvm, &format!("no guest kernel: {reason}; fix: {fix}"));
+            None
+        }
+    }
+}
+
+fn guest_initrd(dir: &Path) -> PathBuf {
+    let initrd = dir.join("initramfs.cpio");
+    write_guest_image(&GuestImage { workload: common::workload(), busybox: PathBuf::from("/bin/busybox") }, &initrd)
+        .unwrap();
+    initrd
+}
+
+/// `linux --snapshot-to snap` of a one-vCPU guest running `args`; returns the output.
+fn take(kernel: &Path, initrd: &Path, snap: &Path, console: &Path, args: &[&str]) -> Output {
+    take_on(1, kernel, initrd, snap, console, args)
+}
+
+fn take_on(vcpus: u8, kernel: &Path, initrd: &Path, snap: &Path, console: &Path, args: &[&str]) -> Output {
+    vmm()
+        .arg("linux")
+        .args(["--vcpus", &vcpus.to_string()])
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--initrd")
+        .arg(initrd)
+        .args(["--cmdline", "quiet", "--mem-mib", &MEM_MIB.to_string()])
+        .arg("--console")
+        .arg(console)
+        .arg("--snapshot-to")
+        .arg(snap)
+        .args(["--timeout-s", "600", "--"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn read_text(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+#[test]
+fn a_guest_that_ends_before_ready_leaves_no_snapshot() {
+    require_kvm!("Linux-guest snapshot runs");
+    let Some(kernel) = guest_kernel() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = guest_initrd(dir.path());
+    let snap = dir.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    let console = dir.path().join("console.log");
+    // An unknown subcommand: the workload prints its usage and exits 2 without a READY.
+    let out = take(&kernel, &initrd, &snap, &console, &["no-such-workload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("console:\n{}\nstderr:\n{stderr}", read_text(&console));
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("no snapshot written to") && stderr.contains(&snap.display().to_string()), "{stderr}");
+    assert!(stderr.contains("before its workload printed READY"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&snap).unwrap().count(), 0, "files left in the snapshot directory");
+}
+
+fn restore_and_go(snap: &Path, console: &Path, stats: &Path, load: &str) -> (Output, LinuxStats) {
+    let mut child = vmm()
+        .arg("linux-restore")
+        .arg("--snapshot")
+        .arg(snap)
+        .args(["--load", load, "--timeout-s", "600"])
+        .arg("--console")
+        .arg(console)
+        .arg("--stats-json")
+        .arg(stats)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = read_text(stats);
+    eprintln!("restore ({load}) console:\n{}\nstderr:\n{}", read_text(console), String::from_utf8_lossy(&out.stderr));
+    let s: LinuxStats =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats {}: {e}: {text}", stats.display()));
+    (out, s)
+}
+
+/// Skip (loudly) where the guest's user space cannot run.
+fn skip_under_pvm(what: &str) -> bool {
+    if kvm_kind() == KvmKind::SoftwarePvm {
+        cvbench_testkit::skip(
+            cvbench_testkit::Need::Kvm,
+            &format!(
+                "{what}: /dev/kvm is kvm_pvm, where the guest's user space (the workload that prints READY) \
+                 cannot make system calls; this runs in the test host"
+            ),
+        );
+        return true;
+    }
+    false
+}
+
+#[test]
+fn a_guest_saved_at_ready_restores_takes_its_go_line_and_runs_its_job() {
+    require_kvm!("Linux-guest snapshot runs");
+    if skip_under_pvm("Linux-guest snapshot and restore") {
+        return;
+    }
+    let Some(kernel) = guest_kernel() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = guest_initrd(dir.path());
+    let snap = dir.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    let console = dir.path().join("take.log");
+    let job = ["wait-go", "--job", "mem-touch", "--touch-mib", "8", "--chase-mib", "1", "--accesses", "1000"];
+    let out = take(&kernel, &initrd, &snap, &console, &job);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("take console:\n{}\nstderr:\n{stderr}", read_text(&console));
+    assert_eq!(out.status.code(), Some(0), "taking the snapshot failed: {stderr}");
+    assert!(read_text(&console).contains("READY"), "no READY before the snapshot");
+    let state_len = std::fs::metadata(snap.join("state")).unwrap().len();
+    assert_eq!(std::fs::metadata(snap.join("memory")).unwrap().len(), MEM_MIB << 20);
+    assert!(state_len > 0);
+
+    for load in ["lazy", "eager"] {
+        let console = dir.path().join(format!("restore-{load}.log"));
+        let stats = dir.path().join(format!("stats-{load}.json"));
+        let (out, s) = restore_and_go(&snap, &console, &stats, load);
+        let log = read_text(&console);
+        assert_eq!(s.end, GuestEnd::PowerOff, "{load}: the restored guest did not power off by itself");
+        assert_eq!(s.exit_status, Some(0), "{load}: the job's exit status");
+        assert_eq!(out.status.code(), Some(0), "{load}");
+        assert!(log.contains("\"job_ns\""), "{load}: the job's report is missing from the console: {log}");
+        assert!(!log.contains("READY"), "{load}: the restored guest booted again instead of resuming: {log}");
+        let r = s.restore.expect("restore figures");
+        assert!(r.restore_ns > 0);
+        if load == "lazy" {
+            // The job touched 8 MiB the snapshot held as holes plus guest pages from the file.
+            assert!(r.minflt_after_restore > 0, "{load}: no page faults after a lazy restore");
+        }
+    }
+    // The snapshot is reusable: restoring did not change it.
+    assert_eq!(std::fs::metadata(snap.join("state")).unwrap().len(), state_len);
+}
+
+#[test]
+fn a_two_vcpu_guest_restores_with_both_vcpus() {
+    require_kvm!("Linux-guest snapshot runs");
+    if skip_under_pvm("two-vCPU Linux-guest snapshot and restore") {
+        return;
+    }
+    let Some(kernel) = guest_kernel() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = guest_initrd(dir.path());
+    let snap = dir.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    let console = dir.path().join("take.log");
+    let out = take_on(2, &kernel, &initrd, &snap, &console, &["wait-go", "--job", "noop"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("take console:\n{}\nstderr:\n{stderr}", read_text(&console));
+    assert_eq!(out.status.code(), Some(0), "taking the snapshot failed: {stderr}");
+    let state = std::fs::read(snap.join("state")).unwrap();
+    let saved: LinuxSnapshot = frame::decode(&snap.join("state"), KIND, FORMAT_VERSION, &state).unwrap();
+    assert_eq!(saved.vcpus.iter().map(|v| v.id).collect::<Vec<_>>(), [0, 1]);
+
+    let console = dir.path().join("restore.log");
+    let stats = dir.path().join("stats.json");
+    let (out, s) = restore_and_go(&snap, &console, &stats, "lazy");
+    assert_eq!(s.end, GuestEnd::PowerOff, "the restored guest did not power off by itself");
+    assert_eq!(s.exit_status, Some(0));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(read_text(&console).contains("\"job_ns\""), "the job's report is missing");
+}
+
+#[test]
+fn a_guest_with_a_virtio_disk_is_refused_before_it_boots_and_leaves_nothing() {
+    require_kvm!("Linux snapshot bad-input tests");
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk).unwrap().set_len(1 << 20).unwrap();
+    // The kernel is never read: the refusal comes first.
+    let out = vmm()
+        .args(["linux", "--kernel", "/nonexistent/vmlinux", "--blk"])
+        .arg(&disk)
+        .arg("--snapshot-to")
+        .arg(&snap)
+        .args(["--", "wait-go", "--job", "noop"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("virtio devices") && stderr.contains("cannot be snapshotted"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&snap).unwrap().count(), 0, "files left in the snapshot directory");
+}
