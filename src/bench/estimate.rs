@@ -194,11 +194,11 @@ mod tests {
     fn each_backend_costs_its_own_units_times_the_plans_rounds() {
         // native's units take 1 s, container's 3 s (the gap to the next unit's start).
         let mut prior = vec![
-            rec("native", "cpu", 0, 0, 900),
-            rec("container", "cpu", 0, 1_000, 2_900),
-            rec("native", "cpu", 1, 4_000, 900),
+            rec("native", "cpu", 0, 1_000, 900),
+            rec("container", "cpu", 0, 2_000, 2_900),
+            rec("native", "cpu", 1, 5_000, 900),
         ];
-        prior.push(rec("container", "cpu", 1, 5_000, 3_000));
+        prior.push(rec("container", "cpu", 1, 6_000, 3_000));
         for r in &mut prior {
             r.args = cpu_args();
         }
