@@ -5,7 +5,9 @@
 //! did not run in a scenario is assumed to cost that scenario's mean over the backends it ran
 //! (the estimate counts them); a backend this host rules out costs nothing (one placeholder
 //! record). The gate (a calm host: one steal window per unit; a busy one: every unit waits
-//! the bound) and the cool-downs are added. Sizes that changed since the prior run are not
+//! the bound) and the cool-downs are added. A density unit of a prior that held every instance
+//! a fixed time (before the group hold) is rescaled: its time from the last READY to its end
+//! becomes the plan's window (its teardown is not counted then). Sizes that changed since the prior run are not
 //! rescaled: the estimate names the scenarios whose arguments differ and those it has no
 //! prior for.
 
@@ -79,6 +81,10 @@ struct Unit {
     start_ms: f64,
     end_ms: f64,
     gate_ms: f64,
+    /// The last READY of a batch.
+    last_ready_ms: Option<f64>,
+    /// A density unit that recorded its window (run with the group hold).
+    windowed: bool,
 }
 
 /// The prior's units of each scenario (a batch's instances are one unit), in start order.
@@ -92,9 +98,16 @@ fn prior_units(prior: &[RunRecord]) -> BTreeMap<&str, Vec<Unit>> {
             start_ms: start,
             end_ms: end,
             gate_ms: 0.0,
+            last_ready_ms: None,
+            windowed: false,
         });
         u.start_ms = u.start_ms.min(start);
         u.end_ms = u.end_ms.max(end);
+        if let Some(ns) = r.host.launch_to_ready_ns {
+            let ready = start + ns as f64 / 1e6;
+            u.last_ready_ms = Some(u.last_ready_ms.map_or(ready, |t: f64| t.max(ready)));
+        }
+        u.windowed |= r.extra.contains_key("density_window_ms");
         u.gate_ms = u.gate_ms.max(r.extra.get("quiet_wait_ms").copied().unwrap_or(0.0));
     }
     let mut out: BTreeMap<&str, Vec<Unit>> = BTreeMap::new();
@@ -107,14 +120,19 @@ fn prior_units(prior: &[RunRecord]) -> BTreeMap<&str, Vec<Unit>> {
     out
 }
 
-/// Mean seconds per unit of each backend in one scenario of the prior.
-fn unit_costs(units: &[Unit]) -> BTreeMap<String, f64> {
+/// Mean seconds per unit of each backend in one scenario of the prior. `window`: a density
+/// scenario's window in the plan; a prior density unit that held each instance a fixed time
+/// instead (before the group hold) has its time from the last READY to its end replaced by it.
+fn unit_costs(units: &[Unit], window: Option<Duration>) -> BTreeMap<String, f64> {
     let mut sums: BTreeMap<String, (f64, u32)> = BTreeMap::new();
     for (k, u) in units.iter().enumerate() {
-        let ms = match units.get(k + 1) {
+        let mut ms = match units.get(k + 1) {
             Some(next) => next.start_ms - u.start_ms - next.gate_ms,
             None => u.end_ms - u.start_ms,
         };
+        if let (Some(w), Some(up), false) = (window, u.last_ready_ms, u.windowed) {
+            ms -= (u.end_ms - up).max(0.0) - w.as_secs_f64() * 1e3;
+        }
         let e = sums.entry(u.backend.clone()).or_insert((0.0, 0));
         e.0 += ms.max(0.0) / 1e3;
         e.1 += 1;
@@ -135,7 +153,8 @@ pub fn estimate(plan: &Plan, prior: &[RunRecord], ruled_out: &BTreeSet<String>) 
     let mut lines = Vec::new();
     let (mut units, mut cells) = (0u64, 0u64);
     for sc in &plan.scenarios {
-        let costs = units_by.get(sc.name.as_str()).map(|u| unit_costs(u)).unwrap_or_default();
+        let window = matches!(sc.shape, super::plan::Shape::Density { .. }).then_some(plan.density_window);
+        let costs = units_by.get(sc.name.as_str()).map(|u| unit_costs(u, window)).unwrap_or_default();
         let mean = (!costs.is_empty()).then(|| costs.values().sum::<f64>() / costs.len() as f64);
         let running: Vec<&String> = plan
             .backends
@@ -249,6 +268,28 @@ mod tests {
         let by: BTreeMap<&str, usize> = e.lines.iter().map(|l| (l.scenario.as_str(), l.backends)).collect();
         assert_eq!((by["net-rr"], by["cpu"]), (2, 1));
         assert_eq!(e.cells, 3);
+    }
+
+    #[test]
+    fn a_fixed_hold_density_unit_is_rescaled_to_the_window_and_a_windowed_one_is_not() {
+        // Two 10-instance units: all READY 1 s after their start, the first held 5 s past that
+        // (fixed hold), the second recorded its window.
+        let mut prior = Vec::new();
+        for (it, start, windowed) in [(0, 1_000, false), (1, 10_000, true)] {
+            let mut r = rec("native", "density-10", it, start, 6_000);
+            r.host.launch_to_ready_ns = Some(1_000_000_000);
+            if windowed {
+                r.extra.insert("density_window_ms".into(), 5_000.0);
+            }
+            prior.push(r);
+        }
+        let plan = Plan::new(Profile::Full, vec!["native".into()], Some(&["density".to_string()])).unwrap();
+        let e = estimate(&plan, &prior, &none());
+        let d10 = e.lines.iter().find(|l| l.scenario == "density-10").unwrap();
+        // Unit 0: 9 s to the next start, 5 s of it after the last READY: 4 s + the 2 s window.
+        // Unit 1 (the block's last): its own 6 s.
+        assert_eq!(plan.density_window, Duration::from_secs(2));
+        assert_eq!(d10.unit_secs, Some((6.0 + 6.0) / 2.0));
     }
 
     #[test]
