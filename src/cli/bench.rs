@@ -247,16 +247,10 @@ fn print_estimate(
     Ok(())
 }
 
-/// The committed result sets a run's estimate can come from, the most recent first: the last
-/// full run (`reports/run`) and the timing run its estimate was first made from
-/// (`reports/timing`).
+/// The committed result set a run's estimate comes from: the last full run, `reports/run`.
 fn default_prior() -> Option<PathBuf> {
-    let root = cvbench::paths::repo_root().join("reports");
-    let last_start = |d: &PathBuf| -> Option<u64> {
-        let set = cvbench::results::ResultSet::read_dir(d).ok()?;
-        set.records.iter().map(|r| r.started_unix_ms).max()
-    };
-    [root.join("run"), root.join("timing")].into_iter().filter_map(|d| Some((last_start(&d)?, d))).max().map(|(_, d)| d)
+    let dir = cvbench::paths::repo_root().join("reports").join("run");
+    dir.join("manifest.json").is_file().then_some(dir)
 }
 
 pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
