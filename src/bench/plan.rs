@@ -221,7 +221,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
     let pick = |quick: u32, full: u32| if q { quick } else { full };
     let mut v = vec![
         Scenario { shape: Shape::Surface, ..single("surface", Workload::Idle, &[], 1) },
-        single("startup-serial", Workload::Noop, &[], pick(5, 40)),
+        single("startup-serial", Workload::Noop, &[], pick(3, 40)),
     ];
     let parallel_ns: &[u32] = if q { &[1, 10] } else { &[1, 10, 50] };
     for &n in parallel_ns {
@@ -229,7 +229,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             name: format!("startup-parallel-{n}"),
             family: "startup-parallel".into(),
             shape: Shape::Parallel { n },
-            iterations: if n > 1 { pick(1, FULL_ROUNDS) } else { pick(2, FULL_ROUNDS) },
+            iterations: pick(1, FULL_ROUNDS),
             ..single("startup-parallel", Workload::Noop, &[], 0)
         });
     }
@@ -256,8 +256,8 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             ..single("density", Workload::Idle, &[], 0)
         });
     }
-    // Quick: two measured units after the warm-up are enough to see a matrix work (a quick run
-    // is too small to judge anyway) and keep it under three minutes.
+    // Quick: two measured units are enough to see a matrix work (a quick run is too small to
+    // judge anyway) and keep it under three minutes on a calm host.
     let it = pick(2, FULL_ROUNDS);
     if q {
         v.push(single("cpu", Workload::Cpu, &["--sha-mib", "4", "--sieve-n", "1000000", "--matmul-n", "80"], it));
@@ -366,7 +366,9 @@ impl Plan {
             run_timeout: Duration::from_secs(if q { 8 } else { 60 }),
             spacing: Duration::from_millis(if q { 25 } else { 50 }),
             seed: 0,
-            warmup_units: 1,
+            // Quick: no warm-up unit (a third of its single-instance time here); a quick run is
+            // too small to judge, and its design records the 0.
+            warmup_units: if q { 0 } else { 1 },
             quiet: QuietGate {
                 max_psi_some_avg10: QUIET_MAX_PSI_PCT,
                 max_steal_pct: QUIET_MAX_STEAL_PCT,
@@ -519,7 +521,7 @@ mod tests {
     fn plan_filters_by_family_and_rejects_unknown_ones() {
         let p = Plan::new(Profile::Quick, vec!["native".into()], Some(&["cpu".to_string()])).unwrap();
         assert_eq!(p.scenarios.len(), 1);
-        assert_eq!(p.total_units(), 2 + 1);
+        assert_eq!(p.total_units(), 2);
         assert!(Plan::new(Profile::Quick, vec![], Some(&["gpu".to_string()])).is_err());
     }
 
@@ -529,6 +531,14 @@ mod tests {
         for s in scenarios(Profile::Full).into_iter().filter(judged) {
             assert!(s.iterations >= 10, "{} has {}", s.name, s.iterations);
         }
+    }
+
+    #[test]
+    fn only_the_full_plan_discards_a_warm_up_unit() {
+        let cpu = Some(vec!["cpu".to_string()]);
+        let full = Plan::new(Profile::Full, vec![], cpu.as_deref()).unwrap();
+        let quick = Plan::new(Profile::Quick, vec![], cpu.as_deref()).unwrap();
+        assert_eq!((full.warmup_for(&full.scenarios[0]), quick.warmup_for(&quick.scenarios[0])), (1, 0));
     }
 
     #[test]
@@ -580,6 +590,7 @@ mod tests {
     fn design_records_one_order_per_round_including_warm_up() {
         let mut p = Plan::new(Profile::Quick, vec![], Some(&["cpu".to_string(), "surface".to_string()])).unwrap();
         p.seed = 5;
+        p.warmup_units = 1;
         let d = p.design(&["native".to_string(), "crun".to_string()]);
         // surface: 1 round, no warm-up; cpu: 1 warm-up + 2 measured.
         assert_eq!(d.orders.len(), 1 + 3);
