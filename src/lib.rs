@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod env;
 pub mod figures;
 pub mod footprint;
+pub mod group_hold;
 pub mod hostkind;
 pub mod lab;
 pub mod paths;

@@ -48,6 +48,9 @@ pub struct Design {
     /// Scenarios sized below that minimum, each with why.
     #[serde(default)]
     pub timed_region_exceptions: Vec<String>,
+    /// What the plan left out or shortened to fit its time bound, each with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cuts: Vec<String>,
 }
 
 /// The quiet-host gate's limits, as run.

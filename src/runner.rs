@@ -25,8 +25,11 @@ pub struct RunRequest {
     /// Sample RSS/PSS of the instance's processes once it is READY, and poll
     /// their peak RSS while they run.
     pub sample_footprint: bool,
-    /// For `idle`: how long to keep it up after READY before closing stdin.
+    /// For `idle`: how long to keep it up after READY before closing stdin (with `group`:
+    /// the most it is kept up).
     pub hold: Duration,
+    /// Instances up together (density): hold until all of the group are READY, then its window.
+    pub group: Option<std::sync::Arc<crate::group_hold::GroupHold>>,
     pub env_id: String,
     pub scenario: String,
     pub iteration: u32,
@@ -48,6 +51,7 @@ impl RunRequest {
             timeout: Duration::from_secs(120),
             sample_footprint: false,
             hold: Duration::ZERO,
+            group: None,
             env_id: String::new(),
             scenario: workload.to_string(),
             iteration: 0,
@@ -164,6 +168,8 @@ fn run_into(
     phases: &mut dyn Phases,
     rec: &mut RunRecord,
 ) -> Result<(), String> {
+    // Dropped on every way out: an instance that ends before READY releases its group.
+    let mut member = req.group.as_deref().map(crate::group_hold::GroupHold::join);
     let [(out_r, out_w), (err_r, err_w)] = pipes().map_err(|e| chain(&e))?;
     let spec = LaunchSpec {
         workload: req.workload,
@@ -252,8 +258,10 @@ fn run_into(
             }
         }
         hooked = phases.at_ready(inst.as_ref(), rec);
-        if !req.hold.is_zero() {
-            std::thread::sleep(req.hold);
+        match member.as_mut() {
+            Some(m) => m.ready_and_hold(req.hold),
+            None if !req.hold.is_zero() => std::thread::sleep(req.hold),
+            None => {}
         }
     }
     inst.close_stdin();

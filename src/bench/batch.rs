@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::parent_cgroup::{self, ParentCgroup, Placement};
 use crate::backend::Backend;
+use crate::group_hold::GroupHold;
 use crate::record::RunRecord;
 use crate::runner::{self, RunRequest};
 
@@ -96,8 +97,10 @@ pub fn median_in_window(samples: &[(Instant, u64)], from: Instant, to: Instant) 
 /// same time, it carries an error instead. Where the harness can place every
 /// instance in one parent cgroup (see [`BackendId::placement`](crate::backend::BackendId::placement)), the growth
 /// of that cgroup's memory charge per instance is the unit's main figure.
-pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord> {
+pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32, window: Duration) -> Vec<RunRecord> {
     let mut req = req.clone();
+    // Every instance stays up until all N are READY, then `window` more (at most `req.hold`).
+    req.group = Some(Arc::new(GroupHold::new(n, window)));
     let mut cg_note = None;
     let parent = match backend.id().placement() {
         None => {
@@ -163,6 +166,7 @@ pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord
 
     let all_ready = out.iter().all(|l| l.rec.error.is_none());
     let last_ready = out.iter().filter_map(ready_at).max();
+    // The first to leave goes at the window's end or at its own bound, whichever is sooner.
     let first_close = out.iter().filter_map(ready_at).min().map(|t| t + req.hold);
     let pss: Vec<u64> = out.iter().filter_map(|l| l.rec.footprint.pss_kib).collect();
     // The shared daemon (dockerd, containerd, shims) at its largest while the N were starting.
@@ -192,6 +196,8 @@ pub fn density(backend: &dyn Backend, req: &RunRequest, n: u32) -> Vec<RunRecord
     if !all_ready {
         return recs;
     }
+    let close = close.min(up + window);
+    first.extra.insert("density_window_ms".into(), close.saturating_duration_since(up).as_millis() as f64);
     if up >= close {
         first.error = Some(format!(
             "density-{n}: the {n} instances were never all up at once (hold {:?} too short for the launch spread)",

@@ -133,11 +133,11 @@ fn request(plan: &Plan, sc: &Scenario, env_id: &str, iteration: u32) -> RunReque
 }
 
 /// Run one unit of `sc` on `b`.
-pub fn run_unit(b: &dyn Backend, req: &RunRequest, shape: Shape) -> Vec<RunRecord> {
+pub fn run_unit(b: &dyn Backend, req: &RunRequest, shape: Shape, window: Duration) -> Vec<RunRecord> {
     match shape {
         Shape::Single => vec![runner::run(b, req)],
         Shape::Parallel { n } => batch::parallel(b, req, n),
-        Shape::Density { n } => batch::density(b, req, n),
+        Shape::Density { n } => batch::density(b, req, n, window),
         Shape::Surface => vec![surface::probe(b, req)],
         Shape::ColdStart => vec![cold_start::unit(b, req)],
         Shape::ImageDepth { layers } => vec![image_depth::unit(b, req, layers)],
@@ -218,7 +218,7 @@ pub fn run(plan: &Plan, slots: &[Slot], env_id: &str, obs: &mut dyn Observer, st
                 let t = Instant::now();
                 let mut recs = match sc.shape {
                     Shape::Swarm { sizes } => swarm::unit(b.as_ref(), &req, sizes, plan.seed, plan.swarm.as_ref()),
-                    shape => run_unit(b.as_ref(), &req, shape),
+                    shape => run_unit(b.as_ref(), &req, shape, plan.density_window),
                 };
                 let failed = recs.iter().find_map(|r| r.error.clone());
                 let st = states.entry(b.name().to_string()).or_default();
@@ -443,7 +443,7 @@ mod tests {
     fn unavailable_backend_gets_one_error_record_per_scenario() {
         let slots = vec![Slot::Unavailable { name: "qemu".into(), reason: "guest kernel not built".into() }];
         let mut c = Collect::default();
-        run(&plan(&["cpu", "disk"]), &slots, "e", &mut c, &AtomicBool::new(false));
+        run(&plan(&["cpu", "disk"]).with_rounds(3), &slots, "e", &mut c, &AtomicBool::new(false));
         assert_eq!(c.recs.len(), 2);
         assert!(c.recs[0].error.as_deref().unwrap().contains("guest kernel not built"));
         assert_eq!(c.skipped, 6);
@@ -453,7 +453,7 @@ mod tests {
     fn failing_cells_stop_early_and_the_backend_is_then_skipped() {
         let slots = vec![Slot::Ready(Box::new(Broken))];
         let mut c = Collect::default();
-        run(&plan(&["cpu", "mem-bw", "disk"]), &slots, "e", &mut c, &AtomicBool::new(false));
+        run(&plan(&["cpu", "mem-bw", "disk"]).with_rounds(3), &slots, "e", &mut c, &AtomicBool::new(false));
         // cpu: 2 failed units, then mem-bw and disk get a skipped placeholder.
         assert_eq!(c.order.len(), 2);
         assert_eq!(c.recs.len(), 4);

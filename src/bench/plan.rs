@@ -70,6 +70,27 @@ pub fn not_applicable(sc: &Scenario, backend: BackendId) -> Option<String> {
         Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),
         Shape::RestoreStart { .. } | Shape::RestoreDensity { .. } => super::restore::not_applicable(backend),
         Shape::Swarm { .. } => super::swarm::not_applicable(backend),
+        Shape::Density { n } if n > DENSITY_ALL_UP_TO => density_stand_in(backend).map(|(by, why)| {
+            format!("{backend} runs density up to {DENSITY_ALL_UP_TO} instances: above that {by}'s row stands for it ({why})")
+        }),
+        _ => None,
+    }
+}
+
+/// Density with more instances than this runs on a representative subset of the backends.
+pub const DENSITY_ALL_UP_TO: u32 = 10;
+
+/// The backend whose density row above [`DENSITY_ALL_UP_TO`] stands for `b`, and why: a
+/// variant whose N-instance memory and launch spread are another backend's, left out of the
+/// run's most expensive cells (a density-50 unit of docker's engine takes 15-45 s here).
+pub fn density_stand_in(b: BackendId) -> Option<(BackendId, &'static str)> {
+    match b {
+        BackendId::DockerCvbench => {
+            Some((BackendId::Docker, "the same engine, dockerd and containerd, with our runtime in place of runc"))
+        }
+        BackendId::GvisorPtrace | BackendId::GvisorKvm => {
+            Some((BackendId::Gvisor, "the same sentry and gofer per sandbox on another system-call platform"))
+        }
         _ => None,
     }
 }
@@ -143,6 +164,9 @@ pub struct Plan {
     /// Pause between two scenario blocks, so one block's churn (density-50's
     /// teardown) has settled before the next starts.
     pub cooldown: Duration,
+    /// Density: how long the N instances stay up together after the last READY (their memory
+    /// is the median over this window).
+    pub density_window: Duration,
     /// Harness and instance CPUs, when pinned.
     pub pin: Option<Pinning>,
     /// What stretches `run_timeout` here (instances per CPU, an emulated CPU's slowdown).
@@ -205,7 +229,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
     let pick = |quick: u32, full: u32| if q { quick } else { full };
     let mut v = vec![
         Scenario { shape: Shape::Surface, ..single("surface", Workload::Idle, &[], 1) },
-        single("startup-serial", Workload::Noop, &[], pick(8, 40)),
+        single("startup-serial", Workload::Noop, &[], pick(3, 40)),
     ];
     let parallel_ns: &[u32] = if q { &[1, 10] } else { &[1, 10, 50] };
     for &n in parallel_ns {
@@ -213,14 +237,14 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             name: format!("startup-parallel-{n}"),
             family: "startup-parallel".into(),
             shape: Shape::Parallel { n },
-            iterations: if n > 1 { pick(1, FULL_ROUNDS) } else { pick(2, FULL_ROUNDS) },
+            iterations: pick(1, FULL_ROUNDS),
             ..single("startup-parallel", Workload::Noop, &[], 0)
         });
     }
     v.push(Scenario {
         hold: Duration::from_millis(300),
         sample_footprint: true,
-        ..single("footprint", Workload::Idle, &[], pick(3, FULL_ROUNDS))
+        ..single("footprint", Workload::Idle, &[], pick(2, FULL_ROUNDS))
     });
     // No density-1 in the full profile: one idle instance's memory is the footprint scenario's,
     // and at 10 rounds its 3.5 minutes here would take the full run past its 75-minute bound.
@@ -231,15 +255,18 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
             family: "density".into(),
             shape: Shape::Density { n },
             iterations: pick(1, FULL_ROUNDS),
-            // Long enough for the last of N launches to be READY while the
-            // first is still up: a fixed floor plus a per-instance allowance
-            // (docker's 50 launches spread over ~15 s here).
-            hold: Duration::from_millis(if q { 800 + 300 * u64::from(n) } else { 1500 + 400 * u64::from(n) }),
+            // The most an instance stays up after its READY while the group waits for the rest
+            // (the group hold ends the plan's density window after the last READY): room for a
+            // launch spread far past docker's (50 launches spread over 15 s on a calm host here,
+            // 45 s under load).
+            hold: Duration::from_millis(if q { 3000 + 1000 * u64::from(n) } else { 5000 + 1500 * u64::from(n) }),
             sample_footprint: true,
             ..single("density", Workload::Idle, &[], 0)
         });
     }
-    let it = pick(3, FULL_ROUNDS);
+    // Quick: two measured units are enough to see a matrix work (a quick run is too small to
+    // judge anyway) and keep it under three minutes on a calm host.
+    let it = pick(2, FULL_ROUNDS);
     if q {
         v.push(single("cpu", Workload::Cpu, &["--sha-mib", "4", "--sieve-n", "1000000", "--matmul-n", "80"], it));
         v.push(single("mem-bw", Workload::MemBw, &["--array-mib", "8", "--iters", "3"], it));
@@ -341,7 +368,9 @@ impl Plan {
             run_timeout: Duration::from_secs(if q { 8 } else { 60 }),
             spacing: Duration::from_millis(if q { 25 } else { 50 }),
             seed: 0,
-            warmup_units: 1,
+            // Quick: no warm-up unit (a third of its single-instance time here); a quick run is
+            // too small to judge, and its design records the 0.
+            warmup_units: if q { 0 } else { 1 },
             quiet: QuietGate {
                 max_psi_some_avg10: QUIET_MAX_PSI_PCT,
                 max_steal_pct: QUIET_MAX_STEAL_PCT,
@@ -355,11 +384,57 @@ impl Plan {
                 max_wait: Duration::from_millis(if q { 50 } else { 300 }),
             },
             cooldown: Duration::from_millis(if q { 500 } else { 3000 }),
+            // The cgroup charge and memory.stat medians over the first 0.5-2 s after the last
+            // READY equal those over 2-16 s within one charge batch (measured here, README
+            // "bench"), so a longer window only idles.
+            density_window: Duration::from_millis(if q { 1000 } else { 2000 }),
             pin: None,
             stretch: Stretch::default(),
             drop_caches: false,
             swarm: None,
         })
+    }
+
+    /// Every measured scenario at `rounds` rounds (the surface probe stays at one): a run to
+    /// time the matrix or try it out; below [`FULL_ROUNDS`] the report judges no cell.
+    pub fn with_rounds(mut self, rounds: u32) -> Plan {
+        for sc in self.scenarios.iter_mut().filter(|s| s.shape != Shape::Surface) {
+            sc.iterations = rounds.max(1);
+        }
+        self
+    }
+
+    /// What this plan leaves out or shortens to fit its time bound, each with why (recorded in
+    /// the design; the report's method section lists them).
+    pub fn cuts(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.profile == Profile::Full {
+            v.push("no density-1: one idle instance's memory is the footprint scenario's".to_string());
+        }
+        if self.scenarios.iter().any(|s| matches!(s.shape, Shape::Density { n } if n > DENSITY_ALL_UP_TO)) {
+            let left: Vec<String> = self
+                .backends
+                .iter()
+                .filter_map(|b| b.parse::<BackendId>().ok())
+                .filter_map(|b| density_stand_in(b).map(|(by, why)| format!("{b} (by {by}: {why})")))
+                .collect();
+            if !left.is_empty() {
+                v.push(format!(
+                    "density above {DENSITY_ALL_UP_TO} instances on a representative subset: left out {}; \
+                     each runs density-{DENSITY_ALL_UP_TO}",
+                    left.join("; ")
+                ));
+            }
+        }
+        if self.scenarios.iter().any(|s| matches!(s.shape, Shape::Density { .. })) {
+            v.push(format!(
+                "density: the N instances stay up together {:.1} s after the last READY (each at most its hold), \
+                 not a fixed hold sized for the slowest launch spread: the cgroup charge and memory.stat medians \
+                 over the first 0.5-2 s after the last READY equal those over 2-16 s within one charge batch",
+                self.density_window.as_secs_f64()
+            ));
+        }
+        v
     }
 
     /// The order the scenario blocks run in (indices into `scenarios`).
@@ -405,6 +480,7 @@ impl Plan {
             } else {
                 Vec::new()
             },
+            cuts: self.cuts(),
         }
     }
 
@@ -449,7 +525,7 @@ mod tests {
     fn plan_filters_by_family_and_rejects_unknown_ones() {
         let p = Plan::new(Profile::Quick, vec!["native".into()], Some(&["cpu".to_string()])).unwrap();
         assert_eq!(p.scenarios.len(), 1);
-        assert_eq!(p.total_units(), 3 + 1);
+        assert_eq!(p.total_units(), 2);
         assert!(Plan::new(Profile::Quick, vec![], Some(&["gpu".to_string()])).is_err());
     }
 
@@ -462,12 +538,66 @@ mod tests {
     }
 
     #[test]
+    fn only_the_full_plan_discards_a_warm_up_unit() {
+        let cpu = Some(vec!["cpu".to_string()]);
+        let full = Plan::new(Profile::Full, vec![], cpu.as_deref()).unwrap();
+        let quick = Plan::new(Profile::Quick, vec![], cpu.as_deref()).unwrap();
+        assert_eq!((full.warmup_for(&full.scenarios[0]), quick.warmup_for(&quick.scenarios[0])), (1, 0));
+    }
+
+    #[test]
+    fn every_judged_cell_of_the_full_plan_has_at_least_ten_rounds_on_every_backend() {
+        let all: Vec<String> = BackendId::ALL.iter().map(|b| b.name().to_string()).collect();
+        let p = Plan::new(Profile::Full, all, None).unwrap();
+        let judged = |s: &Scenario| s.shape != Shape::Surface && !FULL_OPT_IN.contains(&s.family.as_str());
+        for s in p.scenarios.iter().filter(|s| judged(s)) {
+            assert!(s.iterations >= FULL_ROUNDS, "{} has {}", s.name, s.iterations);
+        }
+        // --rounds below the minimum is allowed (a timing run), and says nothing about the profile.
+        assert!(p.with_rounds(1).scenarios.iter().filter(|s| judged(s)).all(|s| s.iterations == 1));
+    }
+
+    #[test]
+    fn density_above_ten_leaves_out_only_variants_whose_stand_in_runs_it() {
+        let sc = scenarios(Profile::Full);
+        let d50 = sc.iter().find(|s| s.name == "density-50").unwrap();
+        let d10 = sc.iter().find(|s| s.name == "density-10").unwrap();
+        let mut left = 0;
+        for b in BackendId::ALL {
+            assert!(not_applicable(d10, b).is_none() || b.only_families().is_some(), "{b} lacks density-10");
+            if let Some((by, _)) = density_stand_in(b) {
+                left += 1;
+                assert!(not_applicable(d50, b).unwrap().contains(by.name()), "{b}");
+                assert!(not_applicable(d50, by).is_none(), "{b}'s stand-in {by} must run density-50");
+            } else if b.only_families().is_none() {
+                assert!(not_applicable(d50, b).is_none(), "{b} is left out of density-50 without a stand-in");
+            }
+        }
+        assert!(left > 0);
+    }
+
+    #[test]
+    fn the_full_design_states_its_cuts_and_the_quick_one_the_density_window() {
+        let all: Vec<String> = BackendId::ALL.iter().map(|b| b.name().to_string()).collect();
+        let full = Plan::new(Profile::Full, all.clone(), None).unwrap().design(&all);
+        assert!(full.cuts.iter().any(|c| c.starts_with("no density-1")), "{:?}", full.cuts);
+        assert!(full.cuts.iter().any(|c| c.contains("docker-cvbench (by docker")), "{:?}", full.cuts);
+        assert!(full.cuts.iter().any(|c| c.contains("2.0 s after the last READY")), "{:?}", full.cuts);
+        let quick = Plan::new(Profile::Quick, all.clone(), None).unwrap().design(&all);
+        assert_eq!(quick.cuts.len(), 1, "{:?}", quick.cuts);
+        // Without the variants there is no subset to state.
+        let few = Plan::new(Profile::Full, vec!["native".into(), "docker".into()], None).unwrap();
+        assert!(!few.cuts().iter().any(|c| c.contains("representative subset")));
+    }
+
+    #[test]
     fn design_records_one_order_per_round_including_warm_up() {
         let mut p = Plan::new(Profile::Quick, vec![], Some(&["cpu".to_string(), "surface".to_string()])).unwrap();
         p.seed = 5;
+        p.warmup_units = 1;
         let d = p.design(&["native".to_string(), "crun".to_string()]);
-        // surface: 1 round, no warm-up; cpu: 1 warm-up + 3 measured.
-        assert_eq!(d.orders.len(), 1 + 4);
+        // surface: 1 round, no warm-up; cpu: 1 warm-up + 2 measured.
+        assert_eq!(d.orders.len(), 1 + 3);
         assert!(d.orders[1].starts_with("cpu#0: "), "{:?}", d.orders);
         assert_eq!(d.seed, 5);
     }

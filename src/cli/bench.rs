@@ -5,7 +5,7 @@
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// (a `results/<ts>` directory or a report's `run/`), and run nothing.
     #[arg(long, value_name = "DIR")]
     pub estimate_from: Option<PathBuf>,
+    /// Measured rounds per cell instead of the profile's (a run to time or try the matrix:
+    /// below 10 the report judges no cell).
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -162,28 +166,105 @@ impl Observer for Progress {
     }
 }
 
-fn print_estimate(plan: &Plan, dir: &std::path::Path) -> anyhow::Result<i32> {
+/// The plan's backends this host rules out, from the doctor's verdicts (host facts, instant):
+/// each gets one placeholder record and costs no time.
+fn ruled_out(names: &[String], host: &cvbench::doctor::backends::Host) -> BTreeSet<String> {
+    names
+        .iter()
+        .filter(|n| match n.parse::<backend::BackendId>() {
+            Ok(id) => cvbench::doctor::backends::verdict(id, host).is_err(),
+            Err(_) => true,
+        })
+        .cloned()
+        .collect()
+}
+
+/// The size of the plan: cells, rounds, units.
+fn print_plan_size(plan: &Plan, e: &bench::estimate::Estimate, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    // The security-surface probe runs once per backend; it is not measured in rounds.
+    let measured: Vec<u32> =
+        plan.scenarios.iter().filter(|s| s.shape != bench::Shape::Surface).map(|s| s.iterations).collect();
+    let (lo, hi) = (measured.iter().min().copied().unwrap_or(0), measured.iter().max().copied().unwrap_or(0));
+    let rounds = if lo == hi { format!("{lo}") } else { format!("{lo}-{hi}") };
+    let warm = if plan.scenarios.iter().any(|s| plan.warmup_for(s) > 0) {
+        format!(" (+{} warm-up in single-instance scenarios)", plan.warmup_units)
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "plan: {:?} profile, {} scenarios, {} cells that run here, {rounds} measured rounds per cell{warm}, {} units",
+        plan.profile,
+        plan.scenarios.len(),
+        e.cells,
+        e.units
+    )
+}
+
+/// Print the estimate of `plan` from the result set in `dir`.
+fn print_estimate(
+    plan: &Plan,
+    dir: &std::path::Path,
+    ruled: &BTreeSet<String>,
+    table: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
     let prior = cvbench::results::ResultSet::read_dir(dir).with_context(|| dir.display().to_string())?;
-    let design = prior.manifest.design.as_ref().context("that result set records no design (not a bench run)")?;
-    let e = bench::estimate::estimate(plan, design, &prior.records);
-    println!("{:<22} {:>9} {:>7} {:>9} {:>9}", "scenario", "s/slot", "rounds", "backends", "minutes");
-    for l in &e.lines {
-        let slot = l.slot_secs.map_or("no prior".to_string(), |s| format!("{s:.2}"));
-        println!("{:<22} {slot:>9} {:>7} {:>9} {:>9.1}", l.scenario, l.rounds, l.backends, l.secs / 60.0);
+    let e = bench::estimate::estimate(plan, &prior.records, ruled);
+    if table {
+        writeln!(out, "{:<24} {:>8} {:>7} {:>9} {:>8}", "scenario", "s/unit", "rounds", "backends", "minutes")?;
+        for l in &e.lines {
+            let unit = l.unit_secs.map_or("no prior".to_string(), |s| format!("{s:.2}"));
+            let mut note = String::new();
+            if l.assumed > 0 {
+                note.push_str(&format!("  ({} at the prior's mean)", l.assumed));
+            }
+            if l.sizes_changed {
+                note.push_str("  (other sizes in the prior)");
+            }
+            writeln!(
+                out,
+                "{:<24} {unit:>8} {:>7} {:>9} {:>8.1}{note}",
+                l.scenario,
+                l.rounds,
+                l.backends,
+                l.secs / 60.0
+            )?;
+        }
+        writeln!(
+            out,
+            "cool-downs {:.1} min; quiet gate {:.1} min on a calm host, {:.1} min if every unit waits its bound",
+            e.cooldown_secs / 60.0,
+            e.gate_calm_secs / 60.0,
+            e.gate_busy_secs / 60.0
+        )?;
     }
-    println!(
-        "{} units; cool-downs {:.1} min; quiet gate {:.1} min on a calm host, {:.1} min if every unit waits its bound",
-        e.units,
-        e.cooldown_secs / 60.0,
-        e.gate_calm_secs / 60.0,
-        e.gate_busy_secs / 60.0
-    );
-    println!(
-        "estimate: {:.0} min (calm host), {:.0} min at most (every gate at its bound)",
+    print_plan_size(plan, &e, out)?;
+    if !ruled.is_empty() {
+        writeln!(out, "ruled out here (no units): {}", ruled.iter().cloned().collect::<Vec<_>>().join(", "))?;
+    }
+    writeln!(
+        out,
+        "estimate: {:.0} min (calm host), {:.0} min at most (every gate at its bound), from the run of {} in {}",
         e.expected().as_secs_f64() / 60.0,
-        e.worst().as_secs_f64() / 60.0
-    );
-    Ok(0)
+        e.worst().as_secs_f64() / 60.0,
+        prior.manifest.git_rev.as_deref().unwrap_or("an unknown commit"),
+        dir.display()
+    )?;
+    let (none, resized) = (e.without_prior(), e.resized());
+    if !none.is_empty() {
+        writeln!(out, "  not counted (no prior units): {}", none.join(", "))?;
+    }
+    if !resized.is_empty() {
+        writeln!(out, "  not rescaled (that run had other sizes): {}", resized.join(", "))?;
+    }
+    Ok(())
+}
+
+/// The committed result set a run's estimate comes from: the last full run, `reports/run`.
+fn default_prior() -> Option<PathBuf> {
+    let dir = cvbench::paths::repo_root().join("reports").join("run");
+    dir.join("manifest.json").is_file().then_some(dir)
 }
 
 /// Check the swarm `--swarm-manager` names: a manager of an active swarm, an image given, the
@@ -228,6 +309,9 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     let names: Vec<String> = a.backends.clone().unwrap_or_else(|| backend::ALL.iter().map(|s| s.to_string()).collect());
     let profile = if a.quick { Profile::Quick } else { Profile::Full };
     let mut plan = Plan::new(profile, names.clone(), a.workloads.as_deref())?;
+    if let Some(r) = a.rounds {
+        plan = plan.with_rounds(r);
+    }
     plan.seed = a.seed.unwrap_or_else(design::fresh_seed);
     plan.pin = match a.pin {
         PinArg::Off => None,
@@ -244,8 +328,24 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
             plan.stretch.emulator_slowdown, plan.stretch.emulator_slowdown
         );
     }
+    let host = cvbench::doctor::backends::Host::probe();
+    let ruled = ruled_out(&names, &host);
     if let Some(dir) = &a.estimate_from {
-        return print_estimate(&plan, dir);
+        print_estimate(&plan, dir, &ruled, true, &mut std::io::stdout())?;
+        return Ok(0);
+    }
+    // Before anything runs: how big the matrix is and how long it should take.
+    match default_prior() {
+        Some(dir) => {
+            if let Err(e) = print_estimate(&plan, &dir, &ruled, false, &mut std::io::stderr()) {
+                eprintln!("estimate: none ({e:#})");
+            }
+        }
+        None => {
+            let e = bench::estimate::estimate(&plan, &[], &ruled);
+            print_plan_size(&plan, &e, &mut std::io::stderr())?;
+            eprintln!("estimate: none (no committed run in reports/ to estimate from)");
+        }
     }
     let mut manifest = Manifest::collect_for_bench();
     manifest.design = Some(plan.design(&names));
@@ -259,7 +359,6 @@ pub fn execute(a: BenchArgs) -> anyhow::Result<i32> {
     let dir = a.results.clone().unwrap_or_else(|| PathBuf::from("results").join(timestamp(now)));
     let sink = RecordSink::create(&dir, &manifest).with_context(|| dir.display().to_string())?;
     eprintln!("cvbench bench: {profile:?} matrix, seed {}, results in {}", plan.seed, dir.display());
-    let host = cvbench::doctor::backends::Host::probe();
     // Before any backend's check starts a daemon (dockerd): helpers go to the harness's CPU.
     cvbench::backend::process::set_helper_cpu(plan.pin.map(|p| p.harness_cpu));
     let slots: Vec<Slot> = names.iter().map(|n| Slot::resolve(n, &host)).collect();

@@ -284,6 +284,18 @@ fn headline_table(out: &mut String, a: &Aggregate) {
     }
 }
 
+/// What the run's plan left out or shortened to fit its time bound (from the manifest's design).
+fn cuts(out: &mut String, set: &ResultSet) {
+    let Some(d) = set.manifest.design.as_ref().filter(|d| !d.cuts.is_empty()) else {
+        return;
+    };
+    let _ = writeln!(out, "**What this run leaves out or shortens to fit its time bound, and why:**\n");
+    for c in &d.cuts {
+        let _ = writeln!(out, "- {c}");
+    }
+    out.push('\n');
+}
+
 /// How the ratio cells were judged, and how they came out.
 fn decisions(out: &mut String, a: &Aggregate, previous: Option<&Aggregate>) {
     let r = &a.rules;
@@ -590,6 +602,7 @@ pub fn render(set: &ResultSet, a: &Aggregate, previous: Option<&Aggregate>, figs
     backend_profiles(&mut out, a);
     headline_table(&mut out, a);
     decisions(&mut out, a, previous);
+    cuts(&mut out, set);
     if let Some(p) = &figs.ratios {
         let _ = writeln!(out, "![overhead ratios]({p})\n");
     }
@@ -656,6 +669,21 @@ pub fn render(set: &ResultSet, a: &Aggregate, previous: Option<&Aggregate>, figs
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_method_lists_the_plans_cuts_and_nothing_without_them() {
+        let dir = crate::paths::repo_root().join("tests/fixtures/results-small");
+        let mut set = ResultSet::read_dir(&dir).unwrap();
+        let cut = "density above 10 instances on a representative subset: left out x (by y: why)";
+        set.manifest.design = Some(crate::record::Design { cuts: vec![cut.into()], ..Default::default() });
+        let mut out = String::new();
+        cuts(&mut out, &set);
+        assert!(out.contains(&format!("- {cut}\n")), "{out}");
+        set.manifest.design = Some(crate::record::Design::default());
+        out.clear();
+        cuts(&mut out, &set);
+        assert!(out.is_empty(), "{out}");
+    }
 
     #[test]
     fn generic_note_hides_scratch_names() {
