@@ -67,7 +67,9 @@ pub fn not_applicable(sc: &Scenario, backend: BackendId) -> Option<String> {
     match sc.shape {
         Shape::ColdStart => super::cold_start::not_applicable(backend),
         Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),
-        Shape::RestoreStart { .. } | Shape::RestoreDensity { .. } => super::restore::not_applicable(backend),
+        Shape::RestoreStart { start } | Shape::RestoreDensity { start, .. } => {
+            super::restore::not_applicable(backend, start)
+        }
         Shape::Swarm { .. } => super::swarm::not_applicable(backend),
         _ => None,
     }
@@ -287,7 +289,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         });
     }
     let n = pick(5, 20);
-    for start in [StartKind::Cold, StartKind::Lazy] {
+    for start in [StartKind::Cold, StartKind::Lazy, StartKind::Restore] {
         v.push(Scenario {
             name: format!("restore-density-{}-{n}", start.name()),
             shape: Shape::RestoreDensity { n, start },

@@ -6,9 +6,9 @@
 //! (`Private_Clean + Private_Dirty`: the file's page cache is shared, not counted) against N
 //! cold boots.
 //!
-//! Only microvm-bare has snapshots here. Container checkpoint/restore goes through CRIU,
-//! which fails on this host's kernel (`cvbench doctor` says why); a gVisor backend would
-//! add its `runsc checkpoint`/`restore` pair as one more [`not_applicable`] arm and unit.
+//! The containers that checkpoint (gvisor and gvisor-ptrace through runsc, runc and
+//! cvbench-runtime through CRIU) run the same units in `restore_container.rs`, with one start
+//! kind of their own, `restore` (a runtime's one way to restore).
 
 use serde::{Deserialize, Serialize};
 
@@ -29,48 +29,54 @@ pub enum StartKind {
     Lazy,
     /// Restore, memory read in first.
     Eager,
+    /// A container runtime's restore from its checkpoint image.
+    Restore,
 }
 
 impl StartKind {
-    pub const ALL: [StartKind; 3] = [StartKind::Cold, StartKind::Lazy, StartKind::Eager];
+    pub const ALL: [StartKind; 4] = [StartKind::Cold, StartKind::Lazy, StartKind::Eager, StartKind::Restore];
 
     pub const fn name(self) -> &'static str {
         match self {
             StartKind::Cold => "cold",
             StartKind::Lazy => "lazy",
             StartKind::Eager => "eager",
+            StartKind::Restore => "restore",
         }
     }
 
     fn load(self) -> Option<Load> {
         match self {
-            StartKind::Cold => None,
+            StartKind::Cold | StartKind::Restore => None,
             StartKind::Lazy => Some(Load::Lazy),
             StartKind::Eager => Some(Load::Eager),
         }
     }
 }
 
-/// Why `backend` has no restore-start cell.
-pub fn not_applicable(backend: BackendId) -> Option<String> {
-    match backend {
-        BackendId::MicrovmBare => None,
-        other => Some(format!(
-            "restore-start runs on microvm-bare, whose VMM takes and restores snapshots; {other} has no snapshot \
-             path here (container checkpoint/restore needs CRIU, which fails on this host's kernel)"
+/// Why `backend` has no restore-start cell for `start`.
+pub fn not_applicable(backend: BackendId, start: StartKind) -> Option<String> {
+    let container = crate::backend::peers::checkpoint::kind_for(backend).is_ok();
+    match (backend, start) {
+        (BackendId::MicrovmBare, StartKind::Restore) => {
+            Some("microvm-bare restores lazily or eagerly; `restore` is a container runtime's start".into())
+        }
+        (BackendId::MicrovmBare, _) => None,
+        (_, StartKind::Cold | StartKind::Restore) if container => None,
+        (_, StartKind::Lazy | StartKind::Eager) if container => {
+            Some(format!("{backend} has one restore (`restore`), not the VMM's lazy or eager memory"))
+        }
+        (other, _) => Some(format!(
+            "restore-start runs on microvm-bare (the VMM's snapshots) and on the containers that checkpoint \
+             (gvisor, gvisor-ptrace, runc, cvbench-runtime); {other} has no snapshot path"
         )),
     }
 }
 
 fn failed(req: &RunRequest, b: &dyn Backend, error: String) -> RunRecord {
-    RunRecord {
-        schema_version: crate::record::SCHEMA_VERSION,
-        backend: b.name().to_string(),
-        workload: req.workload.to_string(),
-        args: req.args.clone(),
-        error: Some(error),
-        ..Default::default()
-    }
+    let mut rec = crate::runner::record_for(b, req);
+    rec.error = Some(error);
+    rec
 }
 
 fn stamp(mut rec: RunRecord, req: &RunRequest) -> RunRecord {
@@ -100,6 +106,9 @@ fn launch(start: StartKind, req: &RunRequest, snap: Option<&Snapshot>) -> Result
 
 /// One instance: started, told to go, ended.
 pub fn unit(b: &dyn Backend, req: &RunRequest, start: StartKind) -> RunRecord {
+    if b.id() != BackendId::MicrovmBare {
+        return super::restore_container::unit(b, req, start);
+    }
     let snap = match snapshot_for(start, req) {
         Ok(s) => s,
         Err(e) => return stamp(failed(req, b, e), req),
@@ -119,6 +128,9 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, start: StartKind) -> RunRecord {
 /// `n` instances waiting at once (restored ones from one snapshot), each one's private memory
 /// sampled while all wait, then each told to go.
 pub fn density(b: &dyn Backend, req: &RunRequest, n: u32, start: StartKind) -> Vec<RunRecord> {
+    if b.id() != BackendId::MicrovmBare {
+        return super::restore_container::density(b, req, n, start);
+    }
     let snap = match snapshot_for(start, req) {
         Ok(s) => s,
         Err(e) => return vec![stamp(failed(req, b, e), req)],
@@ -152,12 +164,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_microvm_bare_has_a_cell_and_the_others_say_why() {
+    fn microvm_bare_and_the_checkpointing_containers_have_cells_and_the_others_say_why() {
+        let containers = [BackendId::Gvisor, BackendId::GvisorPtrace, BackendId::Runc, BackendId::CvbenchRuntime];
         for b in BackendId::ALL {
-            let na = not_applicable(b);
-            assert_eq!(na.is_none(), b == BackendId::MicrovmBare, "{b}");
-            if let Some(why) = na {
-                assert!(why.contains(b.name()), "{why}");
+            for start in StartKind::ALL {
+                let na = not_applicable(b, start);
+                let expect = match start {
+                    StartKind::Cold => b == BackendId::MicrovmBare || containers.contains(&b),
+                    StartKind::Lazy | StartKind::Eager => b == BackendId::MicrovmBare,
+                    StartKind::Restore => containers.contains(&b),
+                };
+                assert_eq!(na.is_none(), expect, "{b} {start:?}");
+                if let Some(why) = na {
+                    assert!(why.contains(b.name()), "{why}");
+                }
             }
         }
     }

@@ -408,7 +408,8 @@ impl WaitingContainer {
         if let Some(k) = self.minflt_at_ready {
             rec.extra.insert("minflt_to_ready".into(), k as f64);
             if let Some(end) = minflt_end {
-                rec.extra.insert("minflt_after_restore".into(), end.saturating_sub(k) as f64);
+                let key = if self.restored { "minflt_after_restore" } else { "minflt_after_ready" };
+                rec.extra.insert(key.into(), end.saturating_sub(k) as f64);
             }
         }
         if let (true, Some(c)) = (self.restored, ckpt) {
