@@ -113,17 +113,26 @@ impl Drop for Setup {
     }
 }
 
-/// Delete every container left in the state root `root` (a run stopped half-way).
+/// Delete every container left in the state root `root` (a run stopped half-way): those
+/// `list -q` names, or (a runtime without `list`, ours) the state directories under it.
 fn force_delete_all(program: &Path, root: &Path) {
-    let Ok(out) = Command::new(program).arg("--root").arg(root).args(["list", "-q"]).stderr(Stdio::null()).output()
-    else {
-        return;
+    let listed = Command::new(program).arg("--root").arg(root).args(["list", "-q"]).stderr(Stdio::null()).output();
+    let mut ids: Vec<String> = match listed {
+        Ok(out) if out.status.success() => {
+            String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+        }
+        _ => Vec::new(),
     };
-    for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+    if let Ok(dir) = std::fs::read_dir(root.join("containers")) {
+        ids.extend(dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+    }
+    ids.sort();
+    ids.dedup();
+    for id in ids {
         let _ = Command::new(program)
             .arg("--root")
             .arg(root)
-            .args(["delete", "--force", id])
+            .args(["delete", "--force", &id])
             .stderr(Stdio::null())
             .stdout(Stdio::null())
             .status();
