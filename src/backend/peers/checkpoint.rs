@@ -89,8 +89,8 @@ impl Setup {
         oci::write_bundle(&bundle, &RunConfig { rootfs: &rootfs, args: guest, netns: None, data: None })?;
         let root = dir.path().join("state");
         std::fs::create_dir_all(&root).map_err(|e| PeerError::Io(root.clone(), e))?;
-        let (program, root_c) = (kind.program().unwrap_or_else(|_| PathBuf::from(kind.name())), root.clone());
-        cvbench_signals::on_interrupt(move || force_delete_all(&program, &root_c));
+        let program = kind.program().unwrap_or_else(|_| PathBuf::from(kind.name()));
+        live_roots(|v| v.push((program, root.clone())));
         cvbench_signals::remove_on_interrupt(dir.path().to_path_buf());
         Ok(Setup { kind, dir, bundle, root })
     }
@@ -110,6 +110,25 @@ impl Drop for Setup {
     fn drop(&mut self) {
         let program = self.kind.program().unwrap_or_else(|_| PathBuf::from(self.kind.name()));
         force_delete_all(&program, &self.root);
+        live_roots(|v| v.retain(|(_, r)| r != &self.root));
+    }
+}
+
+/// The state roots of the set-ups alive now, with their runtime: one interrupt callback
+/// (registered with the signal owner on first use) deletes what is left in each on Ctrl-C.
+fn live_roots(f: impl FnOnce(&mut Vec<(PathBuf, PathBuf)>)) {
+    static LIVE: std::sync::Mutex<Vec<(PathBuf, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        cvbench_signals::on_interrupt(|| {
+            let live = LIVE.lock().map(|v| v.clone()).unwrap_or_default();
+            for (program, root) in live {
+                force_delete_all(&program, &root);
+            }
+        })
+    });
+    if let Ok(mut v) = LIVE.lock() {
+        f(&mut v);
     }
 }
 
