@@ -1,7 +1,8 @@
 //! `checkpoint` and `restore` of our runtime's containers through the `criu` binary, the way
 //! runc drives it. Checkpoint: `criu dump` of the container's init (its namespaces, mounts,
 //! seccomp filter and credentials come along; the process is stopped), the container's stdio
-//! recorded as `descriptors.json`, the image sealed ([`super::image`]). Restore: the image
+//! recorded as `descriptors.json`, the image sealed ([`super::image`]); as a shell job, since the
+//! init's session leader (the runtime that started it) is outside its pid namespace. Restore: the image
 //! verified as untrusted input before anything exists, a cgroup of its own made from the
 //! bundle's limits (criu starts inside it, so every restored task is charged there and keeps
 //! the device rules), the bundle's rootfs bind-mounted in a private mount namespace as criu's
@@ -129,17 +130,17 @@ fn parse_criu_version(out: &str) -> Option<(u32, u32)> {
     Some((it.next()??, it.next().flatten().unwrap_or(0)))
 }
 
-/// The last lines of a criu log, for an error message.
+/// The lines of a criu log worth showing: its last error lines and its last lines (the cause
+/// often sits just before "Dumping FAILED" without an error mark), in log order.
 fn log_tail(log: &Path) -> String {
     let text = fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    let errors: Vec<&str> = lines.iter().copied().filter(|l| l.contains("Error")).collect();
-    let pick = if errors.is_empty() {
-        &lines[lines.len().saturating_sub(8)..]
-    } else {
-        &errors[errors.len().saturating_sub(8)..]
-    };
-    pick.join("\n")
+    let errors: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains("Error")).collect();
+    let mut pick: Vec<usize> = errors[errors.len().saturating_sub(6)..].to_vec();
+    pick.extend(lines.len().saturating_sub(6)..lines.len());
+    pick.sort_unstable();
+    pick.dedup();
+    pick.into_iter().map(|i| lines[i]).collect::<Vec<_>>().join("\n")
 }
 
 /// Check one recorded descriptor: a pipe (`pipe:[INODE]`), a socket, anon inode or an
@@ -208,6 +209,8 @@ pub fn checkpoint(id: &str, run_root: &Path, image_dir: &Path) -> Result<Manifes
         .arg("criu-dump.log")
         .arg("-v4")
         .arg("--manage-cgroups=ignore")
+        // The init's session leader is outside its pid namespace (the runtime that started it).
+        .arg("--shell-job")
         .status()
         .map_err(Error::Spawn)?;
     if !status.success() {
@@ -317,7 +320,8 @@ pub fn restore(o: &RestoreOptions) -> Result<i32, Error> {
         .arg("--restore-detached")
         .arg("--pidfile")
         .arg(&criu_pid_file)
-        .arg("--manage-cgroups=ignore");
+        .arg("--manage-cgroups=ignore")
+        .arg("--shell-job");
     for i in &inherit {
         cmd.arg("--inherit-fd").arg(i);
     }
@@ -440,10 +444,14 @@ mod tests {
     }
 
     #[test]
-    fn the_log_tail_prefers_error_lines() {
+    fn the_log_tail_keeps_the_error_lines_and_the_last_lines() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x.log");
-        fs::write(&p, "a\nError (criu/kerndat.c:1615): kerndat_vdso_fill_symtable failed\nb\n").unwrap();
-        assert_eq!(log_tail(&p), "Error (criu/kerndat.c:1615): kerndat_vdso_fill_symtable failed");
+        let mut text: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
+        text[3] = "Error (criu/kerndat.c:1615): kerndat_vdso_fill_symtable failed".into();
+        fs::write(&p, text.join("\n")).unwrap();
+        let tail = log_tail(&p);
+        assert!(tail.starts_with("Error (criu/kerndat.c:1615)"), "{tail}");
+        assert!(tail.ends_with("line 19") && tail.contains("line 14") && !tail.contains("line 13"), "{tail}");
     }
 }

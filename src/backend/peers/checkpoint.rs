@@ -95,6 +95,19 @@ impl Setup {
         Ok(Setup { kind, dir, bundle, root })
     }
 
+    /// runc's CRIU options. runc writes its criu logs into the image directory unless told
+    /// otherwise, which would change a sealed image: a work directory of its own, `name`, beside
+    /// the image. And `--shell-job`: the container's init was not made a session leader, its
+    /// session's leader (runc) is outside the container's pid namespace.
+    fn work_path(&self, cmd: &mut Command, name: &str) -> Result<(), CheckpointError> {
+        if self.kind == Kind::Runc {
+            let work = self.dir.path().join(name);
+            std::fs::create_dir_all(&work).map_err(|e| PeerError::Io(work.clone(), e))?;
+            cmd.arg("--work-path").arg(work).arg("--shell-job");
+        }
+        Ok(())
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(self.kind.program().unwrap_or_else(|_| PathBuf::from(self.kind.name())));
         cmd.arg("--root").arg(&self.root);
@@ -240,11 +253,10 @@ pub fn take(
     let image = setup.dir.path().join("image");
     std::fs::create_dir(&image).map_err(|e| PeerError::Io(image.clone(), e))?;
     let tc = Instant::now();
-    let out = setup
-        .command()
-        .arg("checkpoint")
-        .arg("--image-path")
-        .arg(&image)
+    let mut cmd = setup.command();
+    cmd.arg("checkpoint").arg("--image-path").arg(&image);
+    setup.work_path(&mut cmd, "work-checkpoint")?;
+    let out = cmd
         .arg(&vm.id)
         .stdin(Stdio::null())
         .output()
@@ -504,14 +516,9 @@ fn restore_from(setup: &Setup, image_dir: &Path, timeout: Duration) -> Result<Wa
     let id = super::unique("cvb-restored");
     let pid_file = setup.dir.path().join(format!("{id}.pid"));
     let mut cmd = setup.command();
-    cmd.arg("restore")
-        .arg("--image-path")
-        .arg(image_dir)
-        .arg("--bundle")
-        .arg(&setup.bundle)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg(&id);
+    cmd.arg("restore").arg("--image-path").arg(image_dir);
+    setup.work_path(&mut cmd, &format!("work-{id}"))?;
+    cmd.arg("--bundle").arg(&setup.bundle).arg("--pid-file").arg(&pid_file).arg(&id);
     let what = format!("{} restore", setup.kind.name());
     let r = WaitingContainer::spawn(setup, cmd, id, Some(pid_file.clone()), what, timeout);
     if r.is_err() {
