@@ -1,8 +1,8 @@
 //! `checkpoint` and `restore` of our runtime's containers through the `criu` binary, the way
 //! runc drives it. Checkpoint: `criu dump` of the container's init (its namespaces, mounts,
 //! seccomp filter and credentials come along; the process is stopped), the container's stdio
-//! recorded as `descriptors.json`, the image sealed ([`super::image`]); as a shell job, since the
-//! init's session leader (the runtime that started it) is outside its pid namespace. Restore: the image
+//! recorded as `descriptors.json`, the image sealed ([`super::image`]). The init leads its own
+//! session (`process/init.rs`), as CRIU needs without `--shell-job`. Restore: the image
 //! verified as untrusted input before anything exists, a cgroup of its own made from the
 //! bundle's limits (criu starts inside it, so every restored task is charged there and keeps
 //! the device rules), the bundle's rootfs bind-mounted in a private mount namespace as criu's
@@ -209,8 +209,6 @@ pub fn checkpoint(id: &str, run_root: &Path, image_dir: &Path) -> Result<Manifes
         .arg("criu-dump.log")
         .arg("-v4")
         .arg("--manage-cgroups=ignore")
-        // The init's session leader is outside its pid namespace (the runtime that started it).
-        .arg("--shell-job")
         .status()
         .map_err(Error::Spawn)?;
     if !status.success() {
@@ -320,8 +318,7 @@ pub fn restore(o: &RestoreOptions) -> Result<i32, Error> {
         .arg("--restore-detached")
         .arg("--pidfile")
         .arg(&criu_pid_file)
-        .arg("--manage-cgroups=ignore")
-        .arg("--shell-job");
+        .arg("--manage-cgroups=ignore");
     for i in &inherit {
         cmd.arg("--inherit-fd").arg(i);
     }

@@ -95,15 +95,13 @@ impl Setup {
         Ok(Setup { kind, dir, bundle, root })
     }
 
-    /// runc's CRIU options. runc writes its criu logs into the image directory unless told
-    /// otherwise, which would change a sealed image: a work directory of its own, `name`, beside
-    /// the image. And `--shell-job`: the container's init was not made a session leader, its
-    /// session's leader (runc) is outside the container's pid namespace.
+    /// runc writes its criu logs into the image directory unless told otherwise, which would
+    /// change a sealed image: give it a work directory of its own, `name`, beside the image.
     fn work_path(&self, cmd: &mut Command, name: &str) -> Result<(), CheckpointError> {
         if self.kind == Kind::Runc {
             let work = self.dir.path().join(name);
             std::fs::create_dir_all(&work).map_err(|e| PeerError::Io(work.clone(), e))?;
-            cmd.arg("--work-path").arg(work).arg("--shell-job");
+            cmd.arg("--work-path").arg(work);
         }
         Ok(())
     }
