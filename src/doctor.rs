@@ -143,16 +143,12 @@ pub fn run_checks() -> Vec<Check> {
     v
 }
 
-/// Whether a directory of `$PATH` holds an executable `criu`.
-fn criu_on_path() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("criu")).find(|p| p.is_file())
-}
+pub use cvbench_runtime::checkpoint::criu::CriuFacts;
 
-/// Snapshots: the bare VM's own (wherever microvm-bare runs), the Linux guest's (where its user
-/// space runs: hardware KVM) and container checkpoint/restore,
-/// which needs CRIU and is not built here. Decided from host facts only (KVM kind, whether a
-/// `criu` binary exists), never by running a probe.
+/// Snapshots and checkpoints: the bare VM's own (wherever microvm-bare runs), the Linux guest's
+/// (where its user space runs: hardware KVM), gVisor's (wherever runsc runs) and CRIU's for runc
+/// and cvbench-runtime. Decided from host facts only (KVM kind, the criu binary's version, the
+/// kernel's vDSO mappings), never by a probe that could hang.
 fn snapshots_check(kvm: KvmKind) -> Check {
     let bare = match kvm {
         KvmKind::Absent => "microvm-bare snapshots need /dev/kvm".to_string(),
@@ -170,20 +166,23 @@ fn snapshots_check(kvm: KvmKind) -> Check {
         ),
         _ => format!("{bare}; microvm (the Linux guest): `cvbench-vmm linux --snapshot-to DIR` / `linux-restore`"),
     };
-    let criu = match criu_on_path() {
-        None => "criu is not installed, so containers cannot be checkpointed here".to_string(),
-        Some(p) => format!("criu at {}", p.display()),
+    let gvisor = if crate::backend::peers::find_peer(crate::backend::id::PeerTool::Runsc).is_some() {
+        "gvisor: `runsc checkpoint`/`restore` (no CRIU)"
+    } else {
+        "gvisor checkpoints need runsc (scripts/install-peers)"
     };
+    let criu = CriuFacts::probe().verdict();
+    let ok = kvm != KvmKind::Absent && criu.is_ok();
     Check {
         name: "snapshots".into(),
-        status: if kvm == KvmKind::Absent { Status::Missing } else { Status::Warn },
-        detail: format!(
-            "{bare}; container checkpoint/restore (runc, cvbench-runtime through criu) is not built yet: {criu}{}",
-            concat!(
-                " (Debian 12's criu 3.17.1 was seen failing `criu check` on a 6.18 kernel with \"vdso: Unexpected ",
-                "rt vDSO area bounds\"; Debian's 6.1 kernel, as in the test host, is where it is expected to run)"
-            )
-        ),
+        status: if kvm == KvmKind::Absent {
+            Status::Missing
+        } else if ok {
+            Status::Ok
+        } else {
+            Status::Warn
+        },
+        detail: format!("{bare}; {gvisor}; {}", criu.unwrap_or_else(|e| e)),
         core: false,
     }
 }

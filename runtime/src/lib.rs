@@ -6,6 +6,7 @@
 
 pub mod capabilities;
 pub mod cgroups;
+pub mod checkpoint;
 pub mod cleanup;
 pub mod config;
 pub mod container;

@@ -17,6 +17,7 @@ pub mod parent_cgroup;
 pub mod plan;
 pub mod quiet;
 pub mod restore;
+pub mod restore_container;
 pub mod seccomp_bpf;
 pub mod surface;
 pub mod swarm;

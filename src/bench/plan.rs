@@ -68,7 +68,9 @@ pub fn not_applicable(sc: &Scenario, backend: BackendId) -> Option<String> {
     match sc.shape {
         Shape::ColdStart => super::cold_start::not_applicable(backend),
         Shape::ImageDepth { .. } => super::image_depth::not_applicable(backend),
-        Shape::RestoreStart { .. } | Shape::RestoreDensity { .. } => super::restore::not_applicable(backend),
+        Shape::RestoreStart { start } | Shape::RestoreDensity { start, .. } => {
+            super::restore::not_applicable(backend, start)
+        }
         Shape::Swarm { .. } => super::swarm::not_applicable(backend),
         Shape::Density { n } if n > DENSITY_ALL_UP_TO => density_stand_in(backend).map(|(by, why)| {
             format!("{backend} runs density up to {DENSITY_ALL_UP_TO} instances: above that {by}'s row stands for it ({why})")
@@ -322,7 +324,7 @@ pub fn scenarios(profile: Profile) -> Vec<Scenario> {
         });
     }
     let n = pick(5, 20);
-    for start in [StartKind::Cold, StartKind::Lazy] {
+    for start in [StartKind::Cold, StartKind::Lazy, StartKind::Restore] {
         v.push(Scenario {
             name: format!("restore-density-{}-{n}", start.name()),
             shape: Shape::RestoreDensity { n, start },

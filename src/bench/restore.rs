@@ -7,9 +7,9 @@
 //! cold boots.
 //!
 //! microvm-bare and microvm (the Linux guest, where its user space runs: hardware KVM) have
-//! snapshots. Container checkpoint/restore goes through CRIU, which fails on this host's
-//! kernel (`cvbench doctor` says why); a gVisor backend would add its `runsc
-//! checkpoint`/`restore` pair as one more [`not_applicable`] arm and unit.
+//! snapshots. The containers that checkpoint (gvisor and gvisor-ptrace through runsc, runc and
+//! cvbench-runtime through CRIU) run the same units in `restore_container.rs`, with one start
+//! kind of their own, `restore` (a runtime's one way to restore).
 
 use serde::{Deserialize, Serialize};
 
@@ -30,41 +30,52 @@ pub enum StartKind {
     Lazy,
     /// Restore, memory read in first.
     Eager,
+    /// A container runtime's restore from its checkpoint image.
+    Restore,
 }
 
 impl StartKind {
-    pub const ALL: [StartKind; 3] = [StartKind::Cold, StartKind::Lazy, StartKind::Eager];
+    pub const ALL: [StartKind; 4] = [StartKind::Cold, StartKind::Lazy, StartKind::Eager, StartKind::Restore];
 
     pub const fn name(self) -> &'static str {
         match self {
             StartKind::Cold => "cold",
             StartKind::Lazy => "lazy",
             StartKind::Eager => "eager",
+            StartKind::Restore => "restore",
         }
     }
 
     fn load(self) -> Option<Load> {
         match self {
-            StartKind::Cold => None,
+            StartKind::Cold | StartKind::Restore => None,
             StartKind::Lazy => Some(Load::Lazy),
             StartKind::Eager => Some(Load::Eager),
         }
     }
 }
 
-/// Why `backend` has no restore-start cell.
-pub fn not_applicable(backend: BackendId) -> Option<String> {
-    match backend {
-        BackendId::MicrovmBare => None,
-        BackendId::Microvm if cvbench_microvm::kvm_kind() == cvbench_microvm::KvmKind::SoftwarePvm => Some(
+/// Why `backend` has no restore-start cell for `start`.
+pub fn not_applicable(backend: BackendId, start: StartKind) -> Option<String> {
+    let container = crate::backend::peers::checkpoint::kind_for(backend).is_ok();
+    let vm = Guest::of(backend).is_some();
+    match (backend, start) {
+        (BackendId::Microvm, _) if cvbench_microvm::kvm_kind() == cvbench_microvm::KvmKind::SoftwarePvm => Some(
             "microvm: starting from a snapshot needs the Linux guest's user space (the waiting workload) to run: \
              unavailable here, /dev/kvm is kvm_pvm (it runs in the test host)"
                 .into(),
         ),
-        BackendId::Microvm => None,
-        other => Some(format!(
-            "restore-start runs on microvm-bare and microvm, whose VMM takes and restores snapshots; {other} has no \
-             snapshot path here (container checkpoint/restore needs CRIU, which fails on this host's kernel)"
+        (_, StartKind::Restore) if vm => {
+            Some(format!("{backend} restores lazily or eagerly; `restore` is a container runtime's start"))
+        }
+        (_, _) if vm => None,
+        (_, StartKind::Cold | StartKind::Restore) if container => None,
+        (_, StartKind::Lazy | StartKind::Eager) if container => {
+            Some(format!("{backend} has one restore (`restore`), not the VMM's lazy or eager memory"))
+        }
+        (other, _) => Some(format!(
+            "restore-start runs on microvm-bare and microvm (the VMM's snapshots) and on the containers that \
+             checkpoint (gvisor, gvisor-ptrace, runc, cvbench-runtime); {other} has no snapshot path"
         )),
     }
 }
@@ -100,6 +111,9 @@ fn launch(guest: Guest, start: StartKind, req: &RunRequest, snap: Option<&Snapsh
 
 /// One instance: started, told to go, ended.
 pub fn unit(b: &dyn Backend, req: &RunRequest, start: StartKind) -> RunRecord {
+    if Guest::of(b.id()).is_none() {
+        return super::restore_container::unit(b, req, start);
+    }
     let guest = match guest_of(b) {
         Ok(g) => g,
         Err(e) => return failed(req, b, e),
@@ -123,6 +137,9 @@ pub fn unit(b: &dyn Backend, req: &RunRequest, start: StartKind) -> RunRecord {
 /// `n` instances waiting at once (restored ones from one snapshot), each one's private memory
 /// sampled while all wait, then each told to go.
 pub fn density(b: &dyn Backend, req: &RunRequest, n: u32, start: StartKind) -> Vec<RunRecord> {
+    if Guest::of(b.id()).is_none() {
+        return super::restore_container::density(b, req, n, start);
+    }
     let guest = match guest_of(b) {
         Ok(g) => g,
         Err(e) => return vec![failed(req, b, e)],
@@ -160,14 +177,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_micro_vms_have_a_cell_and_the_others_say_why() {
+    fn the_micro_vms_and_the_checkpointing_containers_have_cells_and_the_others_say_why() {
         let pvm = cvbench_microvm::kvm_kind() == cvbench_microvm::KvmKind::SoftwarePvm;
+        let vms = [BackendId::MicrovmBare, BackendId::Microvm];
+        let containers = [BackendId::Gvisor, BackendId::GvisorPtrace, BackendId::Runc, BackendId::CvbenchRuntime];
         for b in BackendId::ALL {
-            let na = not_applicable(b);
-            let has = b == BackendId::MicrovmBare || (b == BackendId::Microvm && !pvm);
-            assert_eq!(na.is_none(), has, "{b}");
-            if let Some(why) = na {
-                assert!(why.contains(b.name()), "{why}");
+            for start in StartKind::ALL {
+                let na = not_applicable(b, start);
+                let vm = vms.contains(&b) && !(b == BackendId::Microvm && pvm);
+                let expect = match start {
+                    StartKind::Cold => vm || containers.contains(&b),
+                    StartKind::Lazy | StartKind::Eager => vm,
+                    StartKind::Restore => containers.contains(&b),
+                };
+                assert_eq!(na.is_none(), expect, "{b} {start:?}");
+                if let Some(why) = na {
+                    assert!(why.contains(b.name()), "{why}");
+                }
             }
         }
     }

@@ -22,7 +22,7 @@ pub enum Seccomp {
 }
 
 /// How restored guest memory is brought in (`cvbench_microvm::snapshot::memory::Load`).
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LoadArg {
     Lazy,
     Eager,
@@ -98,7 +98,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub guest_mem_mib: Option<u32>,
     /// microvm-bare, microvm: boot the workload's waiting form once, save it where it waits for its go
-    /// line, then time each run as restore → go → exit (noop, cpu, mem-touch).
+    /// line, then time each run as restore → go → exit (noop, cpu, mem-touch). gvisor,
+    /// gvisor-ptrace, runc, cvbench-runtime: the same with the runtime's checkpoint/restore.
     #[arg(long)]
     pub from_snapshot: bool,
     /// With --from-snapshot: map the memory file lazily (MAP_PRIVATE) or read it in first.
@@ -157,6 +158,9 @@ pub fn execute(a: RunArgs) -> anyhow::Result<i32> {
     let format = a.format.resolve(a.json);
     let host = Host::probe();
     let target = resolve(a.backend, &host)?;
+    if a.from_snapshot && cvbench::backend::restore::Guest::of(a.backend).is_none() {
+        return from_checkpoint(&a, target.as_ref(), format);
+    }
     if a.from_snapshot {
         return from_snapshot(&a, format);
     }
@@ -216,7 +220,7 @@ fn from_snapshot(a: &RunArgs, format: Format) -> anyhow::Result<i32> {
             .into())
         }
     };
-    if let Some(why) = cvbench::bench::restore::not_applicable(a.backend) {
+    if let Some(why) = cvbench::bench::restore::not_applicable(a.backend, cvbench::bench::restore::StartKind::Lazy) {
         return Err(Usage(why).into());
     }
     restore::wait_go_args(a.workload, &a.args).map_err(|e| Usage(e.to_string()))?;
@@ -239,6 +243,61 @@ fn from_snapshot(a: &RunArgs, format: Format) -> anyhow::Result<i32> {
             Ok(vm) => vm.go(cvbench::runner::record_of(guest.backend(), &req), Some(&snap)),
             Err(e) => {
                 eprintln!("cvbench: restore failed: {}", cvbench::runner::chain(&e));
+                return Ok(exit::RUN_FAILED);
+            }
+        };
+        if i < a.warmup {
+            continue;
+        }
+        if format == Format::Json {
+            println!("{}", serde_json::to_string(&rec).context("serialising the record")?);
+        }
+        recs.push(rec);
+    }
+    let failed = recs.iter().any(|r| r.error.is_some());
+    if a.runs == 1 {
+        if format == Format::Table {
+            print_summary(&recs[0]);
+        }
+    } else {
+        let text = hyperfine_summary(a, &[recs]);
+        match format {
+            Format::Table => print!("{text}"),
+            Format::Json => eprint!("{text}"),
+        }
+    }
+    Ok(if failed { exit::RUN_FAILED } else { exit::OK })
+}
+
+/// `--from-snapshot` on a container backend: one checkpoint of the waiting workload, then
+/// `--warmup` + `--runs` restores of it.
+fn from_checkpoint(a: &RunArgs, target: &dyn Backend, format: Format) -> anyhow::Result<i32> {
+    use cvbench::backend::peers::checkpoint;
+    if a.baseline.is_some() || a.load != LoadArg::Lazy {
+        return Err(Usage("--from-snapshot on a container backend takes neither --baseline nor --load".into()).into());
+    }
+    checkpoint::kind_for(a.backend).map_err(|e| Usage(e.to_string()))?;
+    cvbench::backend::restore::wait_go_args(a.workload, &a.args).map_err(|e| Usage(e.to_string()))?;
+    eprintln!("cvbench: checkpointing {} ({} waiting for its go line) ...", a.backend, a.workload);
+    let ckpt = checkpoint::take(a.backend, a.workload, &a.args, a.timeout)?;
+    eprintln!(
+        "cvbench: checkpoint taken in {:.1} ms (the checkpoint call {:.1} ms): image {} KiB on disk in {} files, at {}",
+        ckpt.take_ns as f64 / 1e6,
+        ckpt.checkpoint_ns as f64 / 1e6,
+        ckpt.disk_bytes() >> 10,
+        ckpt.manifest.files.len(),
+        ckpt.image().display()
+    );
+    let mut req = RunRequest::try_from(a)?;
+    req.env_id = cvbench::env::cached_env_id();
+    req.scenario = "from-snapshot".into();
+    let mut recs = Vec::new();
+    for i in 0..a.warmup + a.runs {
+        req.iteration = i.saturating_sub(a.warmup);
+        let rec = match checkpoint::launch_restored(&ckpt, a.timeout) {
+            Ok(w) => w.go(runner::record_for(target, &req), a.timeout, Some(&ckpt)),
+            Err(e) => {
+                eprintln!("cvbench: restore failed: {}", runner::chain(&e));
                 return Ok(exit::RUN_FAILED);
             }
         };

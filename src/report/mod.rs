@@ -299,7 +299,7 @@ pub fn generate_with(set: &ResultSet, out: &Path, opts: &Options) -> Result<Writ
     figs.errors = w.chart_errors.clone();
     let md = markdown::render(set, &a, previous.as_ref(), &figs)
         + &images::section(&set.records, out, &mut w)
-        + &restore::section(&set.records, out, &mut w)
+        + &restore::section(&set.records, out, &mut w, platform::Platform::from_manifest(&set.manifest).emulated)
         + &swarm::section(&set.records, out, &mut w);
     let p = out.join("REPORT.md");
     std::fs::write(&p, md).map_err(|e| ReportError::Write(p.clone(), e))?;

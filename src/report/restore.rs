@@ -1,7 +1,8 @@
 //! The report's "Start from a snapshot" section: the restore-start scenario's cold starts
-//! against restores (lazy and eager memory) of a micro-VM's waiting workload, with a phase
-//! chart, and density from one snapshot (private memory per waiting instance); one part per
-//! backend that has such records (microvm-bare, microvm).
+//! against restores (lazy and eager memory) of a micro-VM's waiting workload and against
+//! the checkpointing containers' restores (gVisor, runc, cvbench-runtime), one row per backend
+//! and start with where it was measured, a phase chart, the units that failed with their
+//! first error, and density from one snapshot (private memory per waiting instance).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,15 +12,28 @@ use super::Written;
 use crate::record::RunRecord;
 use crate::stats::median;
 
-/// The three starts, in report order: (scenario name, row label).
-const STARTS: [(&str, &str); 3] = [
-    ("restore-start-cold", "cold boot"),
+/// The starts, in report order: (scenario name, row label).
+const STARTS: [(&str, &str); 4] = [
+    ("restore-start-cold", "cold start"),
     ("restore-start-lazy", "lazy restore"),
     ("restore-start-eager", "eager restore"),
+    ("restore-start-restore", "restore (checkpoint)"),
 ];
 
-fn ok<'a>(records: &'a [RunRecord], scenario: &str) -> Vec<&'a RunRecord> {
-    records.iter().filter(|r| r.scenario == scenario && r.error.is_none()).collect()
+fn ok<'a>(records: &'a [RunRecord], backend: &str, scenario: &str) -> Vec<&'a RunRecord> {
+    records.iter().filter(|r| r.backend == backend && r.scenario == scenario && r.error.is_none()).collect()
+}
+
+/// The backends with restore-start records, in the report's backend order (foreign names last).
+fn backends(records: &[RunRecord]) -> Vec<String> {
+    let mut v: Vec<String> =
+        records.iter().filter(|r| r.scenario.starts_with("restore-")).map(|r| r.backend.clone()).collect();
+    v.sort_by_key(|b| {
+        let pos = crate::backend::BackendId::ALL.iter().position(|id| id.name() == b.as_str());
+        (pos.unwrap_or(usize::MAX), b.clone())
+    });
+    v.dedup();
+    v
 }
 
 fn med(v: impl Iterator<Item = f64>) -> Option<f64> {
@@ -37,89 +51,106 @@ fn cell(v: Option<f64>, digits: usize) -> String {
 /// Medians of each start's phases, for the chart.
 fn phase_bars(records: &[RunRecord]) -> Vec<PhaseBar> {
     let mut bars = Vec::new();
-    for (sc, label) in STARTS {
-        let rs = ok(records, sc);
-        let ready = med(rs.iter().filter_map(|r| phase_ms(r, &["restore", "boot_to_ready"])));
-        let first = med(rs.iter().filter_map(|r| phase_ms(r, &["go_to_first_output"])));
-        let last = med(rs.iter().filter_map(|r| phase_ms(r, &["first_output_to_exit"])));
-        // The chart labels each bar with its median launch→ready.
-        let to_ready = med(rs.iter().filter_map(|r| r.host.launch_to_ready_ns.map(|n| n as f64 / 1e6)));
-        if let (Some(a), Some(b), Some(c), Some(total_ms)) = (ready, first, last, to_ready) {
-            // Laid end to end from launch: to ready, then (after READY) the go and the job.
-            let seg = |name: &str, start: f64, len: f64, when: When| PhaseSegment {
-                name: name.into(),
-                start,
-                end: start + len,
-                when,
-            };
-            let segments = vec![
-                seg("to ready", 0.0, a, When::Before),
-                seg("go → first output", a, b, When::After),
-                seg("→ exit", a + b, c, When::After),
-            ];
-            let uncovered = (total_ms > a).then_some((a, total_ms));
-            let ready = Point { x: 0.0, y: total_ms, lo: total_ms, hi: total_ms };
-            bars.push(PhaseBar { label: label.into(), segments, uncovered, ready });
+    for backend in backends(records) {
+        for (sc, start) in STARTS {
+            let rs = ok(records, &backend, sc);
+            let label = format!("{backend} · {start}");
+            let ready = med(rs.iter().filter_map(|r| phase_ms(r, &["restore", "boot_to_ready"])));
+            let first = med(rs.iter().filter_map(|r| phase_ms(r, &["go_to_first_output"])));
+            let last = med(rs.iter().filter_map(|r| phase_ms(r, &["first_output_to_exit"])));
+            // The chart labels each bar with its median launch→ready.
+            let to_ready = med(rs.iter().filter_map(|r| r.host.launch_to_ready_ns.map(|n| n as f64 / 1e6)));
+            if let (Some(a), Some(b), Some(c), Some(total_ms)) = (ready, first, last, to_ready) {
+                // Laid end to end from launch: to ready, then (after READY) the go and the job.
+                let seg = |name: &str, start: f64, len: f64, when: When| PhaseSegment {
+                    name: name.into(),
+                    start,
+                    end: start + len,
+                    when,
+                };
+                let segments = vec![
+                    seg("to ready", 0.0, a, When::Before),
+                    seg("go → first output", a, b, When::After),
+                    seg("→ exit", a + b, c, When::After),
+                ];
+                let uncovered = (total_ms > a).then_some((a, total_ms));
+                let ready = Point { x: 0.0, y: total_ms, lo: total_ms, hi: total_ms };
+                bars.push(PhaseBar { label, segments, uncovered, ready });
+            }
         }
     }
     bars
 }
 
 /// The section, or nothing when the result set has no restore-start records.
-pub fn section(records: &[RunRecord], out: &Path, w: &mut Written) -> String {
+/// `emulated`: the result set was measured on an emulated CPU (the test host).
+pub fn section(records: &[RunRecord], out: &Path, w: &mut Written, emulated: bool) -> String {
     if !records.iter().any(|r| r.scenario.starts_with("restore-")) {
         return String::new();
     }
+    let place = if emulated { "test host ‡" } else { "this host" };
     let mut s = String::from("\n## Start from a snapshot\n\n");
     s.push_str(
         "A micro-VM's waiting workload (`wait-go`: READY, then a go line on stdin, then the job) booted cold \
          against restored from a snapshot taken where it waits: lazy restore maps the memory file `MAP_PRIVATE` \
          (pages fault in on first touch), eager restore reads it in first. A restored VM's \"ready\" is the \
          VMM's `restored` line (the guest printed READY before it was saved); a cold Linux guest's includes its \
-         kernel's boot. Medians of the successful units.\n",
+         kernel's boot. The containers that \
+         checkpoint (gVisor through `runsc checkpoint`, runc and cvbench-runtime through CRIU) run the same \
+         waiting workload in the runtime's foreground `run`, checkpointed at READY; a restored container's \
+         \"ready\" is the runtime's pid file after `restore`, its faults after restore are those of the \
+         process tree under that pid (for gVisor the sandbox: sentry and stubs; gVisor's own getrusage reports \
+         no page faults, so its job's faults read 0). Medians of the successful \
+         units; \"where\" is the host the result set was measured on.\n\n",
     );
-    let mut backends: Vec<&str> =
-        records.iter().filter(|r| r.scenario.starts_with("restore-")).map(|r| r.backend.as_str()).collect();
-    backends.sort_unstable();
-    backends.dedup();
-    for b in backends {
-        let mine: Vec<RunRecord> = records.iter().filter(|r| r.backend == b).cloned().collect();
-        s.push_str(&backend_part(&mine, b, out, w));
-    }
-    s
-}
-
-/// One backend's table, chart and density rows.
-fn backend_part(records: &[RunRecord], backend: &str, out: &Path, w: &mut Written) -> String {
-    let mut s = format!("\n### {}\n\n", if backend.is_empty() { "(unnamed backend)" } else { backend });
     s.push_str(
-        "| start | n | ready ms | exit ms | job ms | job's page faults | VMM faults after restore | snapshot on disk KiB |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| backend | start | where | n | ready ms | exit ms | job ms | job's page faults | faults after restore | snapshot on disk KiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for (sc, label) in STARTS {
-        let rs = ok(records, sc);
-        let get = |f: &dyn Fn(&RunRecord) -> Option<f64>| med(rs.iter().filter_map(|r| f(r)));
-        let _ = writeln!(
-            s,
-            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
-            rs.len(),
-            cell(get(&|r| r.host.launch_to_ready_ns.map(|n| n as f64 / 1e6)), 1),
-            cell(get(&|r| r.host.launch_to_exit_ns.map(|n| n as f64 / 1e6)), 1),
-            cell(get(&|r| r.metrics.get("job_ns").map(|n| n / 1e6)), 1),
-            cell(get(&|r| r.metrics.get("job_minflt").copied()), 0),
-            cell(get(&|r| r.extra.get("minflt_after_restore").copied()), 0),
-            cell(get(&|r| r.extra.get("snapshot_memory_disk_kib").copied()), 0),
-        );
+    let mut failures = Vec::new();
+    for backend in backends(records) {
+        for (sc, label) in STARTS {
+            let rs = ok(records, &backend, sc);
+            // Units that ran and failed; the bench's placeholders for cells that do not apply
+            // (never started: no start time) stay in the report's list of cells not run.
+            let bad: Vec<&RunRecord> = records
+                .iter()
+                .filter(|r| r.backend == backend && r.scenario == sc && r.error.is_some() && r.started_unix_ms != 0)
+                .collect();
+            if let Some(first) = bad.first() {
+                failures.push(format!(
+                    "- {backend} · {label}: {} of {} units failed; first error: {}",
+                    bad.len(),
+                    bad.len() + rs.len(),
+                    first.error.as_deref().unwrap_or_default().lines().next().unwrap_or_default()
+                ));
+            }
+            if rs.is_empty() {
+                continue;
+            }
+            let get = |f: &dyn Fn(&RunRecord) -> Option<f64>| med(rs.iter().filter_map(|r| f(r)));
+            let _ = writeln!(
+                s,
+                "| {backend} | {label} | {place} | {} | {} | {} | {} | {} | {} | {} |",
+                rs.len(),
+                cell(get(&|r| r.host.launch_to_ready_ns.map(|n| n as f64 / 1e6)), 1),
+                cell(get(&|r| r.host.launch_to_exit_ns.map(|n| n as f64 / 1e6)), 1),
+                cell(get(&|r| r.metrics.get("job_ns").map(|n| n / 1e6)), 1),
+                cell(get(&|r| r.metrics.get("job_minflt").copied()), 0),
+                cell(get(&|r| r.extra.get("minflt_after_restore").copied()), 0),
+                cell(get(&|r| r.extra.get("snapshot_memory_disk_kib").copied()), 0),
+            );
+        }
+    }
+    if !failures.is_empty() {
+        s.push_str("\nUnits that failed here (kept in the records with their error):\n\n");
+        for f in failures {
+            let _ = writeln!(s, "{f}");
+        }
     }
     let bars = phase_bars(records);
     if !bars.is_empty() {
-        // microvm-bare's chart keeps the name it had when it was the only one.
-        let name = if backend == "microvm-bare" || backend.is_empty() {
-            "restore-start".into()
-        } else {
-            format!("restore-start-{backend}")
-        };
-        let name = name.as_str();
+        let name = "restore-start";
         let r = charts::phases(
             &out.join(name),
             "cold boot vs restore → go → exit (mem-touch 16 MiB, medians; label: launch→ready)",
@@ -136,27 +167,40 @@ fn backend_part(records: &[RunRecord], backend: &str, out: &Path, w: &mut Writte
             }
         }
     }
-    s.push_str("\n#### Density from one snapshot\n\n");
+    s.push_str("\n### Density from one snapshot\n\n");
     s.push_str(
         "N instances waiting for their go line at once, booted cold or restored from the same memory file. \
          Private memory is `Private_Clean + Private_Dirty` of each VMM's smaps_rollup while all wait: the \
          snapshot file's page cache is shared between the restored instances and not counted.\n\n\
-         | start | instances | private KiB per instance | RSS KiB per instance |\n|---|---|---|---|\n",
+         For a container it is the sum over the process tree under the runtime's pid (for gVisor the \
+         sandbox), the runtime process itself not counted.\n\n\
+         | backend | start | instances | private KiB per instance | RSS KiB per instance |\n|---|---|---|---|---|\n",
     );
     let mut names: Vec<&str> =
         records.iter().filter(|r| r.scenario.starts_with("restore-density-")).map(|r| r.scenario.as_str()).collect();
     names.sort_unstable();
     names.dedup();
-    for sc in names {
-        let rs = ok(records, sc);
-        let label = if sc.contains("-lazy-") { "restored (lazy)" } else { "cold boot" };
-        let _ = writeln!(
-            s,
-            "| {label} | {} | {} | {} |",
-            rs.len(),
-            cell(med(rs.iter().filter_map(|r| r.extra.get("waiting_private_kib").copied())), 0),
-            cell(med(rs.iter().filter_map(|r| r.footprint.rss_kib.map(|k| k as f64))), 0),
-        );
+    for backend in backends(records) {
+        for sc in &names {
+            let rs = ok(records, &backend, sc);
+            if rs.is_empty() {
+                continue;
+            }
+            let label = if sc.contains("-lazy-") {
+                "restored (lazy)"
+            } else if sc.contains("-restore-") {
+                "restored (checkpoint)"
+            } else {
+                "cold start"
+            };
+            let _ = writeln!(
+                s,
+                "| {backend} | {label} | {} | {} | {} |",
+                rs.len(),
+                cell(med(rs.iter().filter_map(|r| r.extra.get("waiting_private_kib").copied())), 0),
+                cell(med(rs.iter().filter_map(|r| r.footprint.rss_kib.map(|k| k as f64))), 0),
+            );
+        }
     }
     if records.iter().any(|r| r.scenario.starts_with("restore-") && r.extra.get("kvm_software_pvm") == Some(&1.0)) {
         s.push_str(
@@ -172,7 +216,7 @@ mod tests {
     use super::*;
 
     fn rec(scenario: &str, ready_ms: u64, extra: &[(&str, f64)]) -> RunRecord {
-        let mut r = RunRecord { scenario: scenario.into(), ..Default::default() };
+        let mut r = RunRecord { scenario: scenario.into(), backend: "microvm-bare".into(), ..Default::default() };
         r.host.launch_to_ready_ns = Some(ready_ms * 1_000_000);
         r.host.launch_to_exit_ns = Some((ready_ms + 100) * 1_000_000);
         r.extra = extra.iter().map(|(k, v)| (k.to_string(), *v)).collect();
@@ -180,25 +224,9 @@ mod tests {
     }
 
     #[test]
-    fn each_backend_gets_its_own_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut bare = rec("restore-start-lazy", 10, &[]);
-        bare.backend = "microvm-bare".into();
-        let mut linux = rec("restore-start-lazy", 400, &[]);
-        linux.backend = "microvm".into();
-        let s = section(&[bare, linux], dir.path(), &mut Written::default());
-        // Backends in name order: microvm's part ends where microvm-bare's begins.
-        let (l, b) = (s.find("### microvm\n").unwrap(), s.find("### microvm-bare").unwrap());
-        assert!(l < b, "{s}");
-        let (linux_part, bare_part) = (&s[l..b], &s[b..]);
-        assert!(linux_part.contains("| lazy restore | 1 | 400.0 |") && !linux_part.contains("| 10.0 |"), "{s}");
-        assert!(bare_part.contains("| lazy restore | 1 | 10.0 |") && !bare_part.contains("| 400.0 |"), "{s}");
-    }
-
-    #[test]
     fn no_restore_records_no_section() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(section(&[rec("startup-serial", 5, &[])], dir.path(), &mut Written::default()), "");
+        assert_eq!(section(&[rec("startup-serial", 5, &[])], dir.path(), &mut Written::default(), false), "");
     }
 
     #[test]
@@ -210,9 +238,31 @@ mod tests {
             rec("restore-start-lazy", 20, &[("minflt_after_restore", 5000.0)]),
             rec("restore-density-lazy-5", 10, &[("waiting_private_kib", 548.0)]),
         ];
-        let s = section(&rs, dir.path(), &mut Written::default());
-        assert!(s.contains("| cold boot | 1 | 30.0 | 130.0 |"), "{s}");
-        assert!(s.contains("| lazy restore | 2 | 15.0 | 115.0 | — | — | 4500 |"), "{s}");
-        assert!(s.contains("| restored (lazy) | 1 | 548 |"), "{s}");
+        let s = section(&rs, dir.path(), &mut Written::default(), false);
+        assert!(s.contains("| microvm-bare | cold start | this host | 1 | 30.0 | 130.0 |"), "{s}");
+        assert!(s.contains("| microvm-bare | lazy restore | this host | 2 | 15.0 | 115.0 | — | — | 4500 |"), "{s}");
+        assert!(s.contains("| microvm-bare | restored (lazy) | 1 | 548 |"), "{s}");
+    }
+
+    #[test]
+    fn container_rows_are_per_backend_say_where_and_list_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = rec("restore-start-restore", 200, &[("minflt_after_restore", 800.0)]);
+        g.backend = "gvisor".into();
+        let mut r = rec("restore-start-restore", 1, &[]);
+        r.backend = "runc".into();
+        r.started_unix_ms = 1;
+        r.error = Some("runc checkpoint failed (exit Some(1)): criu failed".into());
+        let mut na = rec("restore-start-lazy", 0, &[]);
+        na.backend = "gvisor".into();
+        na.error = Some("gvisor has one restore".into());
+        let s = section(&[g, r, na], dir.path(), &mut Written::default(), true);
+        assert!(!s.contains("gvisor has one restore"), "a cell that does not apply is no failed unit: {s}");
+        assert!(s.contains("| gvisor | restore (checkpoint) | test host ‡ | 1 | 200.0 |"), "{s}");
+        assert!(!s.contains("| runc |"), "{s}");
+        assert!(
+            s.contains("- runc · restore (checkpoint): 1 of 1 units failed; first error: runc checkpoint failed"),
+            "{s}"
+        );
     }
 }

@@ -72,6 +72,9 @@ pub enum Need {
     CgroupV2,
     /// KVM with hardware semantics: a Linux guest's user space makes system calls.
     HardwareKvm,
+    /// A kernel CRIU can checkpoint on (this host's has the [vvar_vclock] mapping criu 3.17
+    /// cannot handle; the test host's Debian kernel has not).
+    Criu,
 }
 
 impl Need {
@@ -80,6 +83,7 @@ impl Need {
             Need::Root => "root",
             Need::CgroupV2 => "pure cgroup v2",
             Need::HardwareKvm => "hardware-semantics KVM",
+            Need::Criu => "a kernel CRIU runs on",
         }
     }
 }
@@ -95,6 +99,7 @@ pub struct Declared {
 
 const RUNTIME: &[Need] = &[Need::Root, Need::CgroupV2];
 const GUEST: &[Need] = &[Need::Root, Need::HardwareKvm];
+const CRIU: &[Need] = &[Need::Root, Need::Criu];
 
 /// The test binaries the test-host pass runs, in order (every test binary runs on this host).
 pub const TESTHOST: &[Declared] = &[
@@ -120,6 +125,9 @@ pub const TESTHOST: &[Declared] = &[
     Declared { package: "cvbench", target: "restore_start", args: &[], needs: GUEST },
     // gVisor's KVM platform runs its sentry as a guest kernel: ruled out on kvm_pvm, run here.
     Declared { package: "cvbench", target: "sandbox_peers", args: &["gvisor_kvm"], needs: GUEST },
+    // Container checkpoint/restore through CRIU (runc, cvbench-runtime) and its bad input.
+    Declared { package: "cvbench-runtime", target: "checkpoint", args: &[], needs: CRIU },
+    Declared { package: "cvbench", target: "checkpoint", args: &[], needs: CRIU },
     // The host-kind unit tests: the doctor's facts about a hardware-KVM, pure v2 host.
     Declared {
         package: "cvbench",

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use cvbench_runtime::config::{ContainerConfig, NetMode, Resources, RootfsSource};
 use cvbench_runtime::container::{self, Container, Stdio};
 use cvbench_runtime::image::{build, import, Store};
-use cvbench_runtime::{cleanup, namespaces, oci, seccomp};
+use cvbench_runtime::{checkpoint, cleanup, namespaces, oci, seccomp};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -65,6 +65,17 @@ enum Cmd {
     Run(CreateArgs),
     /// Run a process in a running container (process.json as `docker exec` passes it).
     Exec(ExecArgs),
+    /// Checkpoint a running container through criu into --image-path (the container stops).
+    Checkpoint {
+        id: String,
+        #[arg(long)]
+        image_path: PathBuf,
+        /// Accepted for runc compatibility: criu's logs go to the container's state dir.
+        #[arg(long)]
+        work_path: Option<PathBuf>,
+    },
+    /// Restore a container from a checkpoint image (criu) and wait for it, as `run` does.
+    Restore(RestoreArgs),
     /// List the processes of a container (host pids).
     Ps {
         id: String,
@@ -98,6 +109,21 @@ struct CreateArgs {
     /// Accepted for runc compatibility: no session keyring is made either way.
     #[arg(long)]
     no_new_keyring: bool,
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    id: String,
+    #[arg(long, short, default_value = ".")]
+    bundle: PathBuf,
+    #[arg(long)]
+    image_path: PathBuf,
+    /// Write the restored container's pid here once it runs.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// Accepted for runc compatibility: criu's logs go to the container's state dir.
+    #[arg(long)]
+    work_path: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -306,6 +332,8 @@ fn run_cli(cli: Cli) -> Result<i32> {
             | Cmd::Run(_)
             | Cmd::Exec(_)
             | Cmd::Ps { .. }
+            | Cmd::Checkpoint { .. }
+            | Cmd::Restore(_)
     );
     let run_root = match (&cli.run_root, &cli.root) {
         (Some(r), _) => r.clone(),
@@ -372,6 +400,20 @@ fn run_cli(cli: Cli) -> Result<i32> {
                     println!("{p}");
                 }
             }
+        }
+        Cmd::Checkpoint { id, image_path, work_path: _ } => {
+            let m = checkpoint::criu::checkpoint(&id, &run_root, &image_path)?;
+            eprintln!("checkpoint of {id}: {} files, {} bytes in {}", m.files.len(), m.bytes(), image_path.display());
+        }
+        Cmd::Restore(a) => {
+            let bundle = std::fs::canonicalize(&a.bundle).with_context(|| a.bundle.display().to_string())?;
+            return Ok(checkpoint::criu::restore(&checkpoint::criu::RestoreOptions {
+                id: &a.id,
+                bundle: &bundle,
+                run_root: &run_root,
+                image_dir: &a.image_path,
+                pid_file: a.pid_file.as_deref(),
+            })?);
         }
         Cmd::Features => println!("{:#}", oci::features()),
         Cmd::RunImage(a) => {

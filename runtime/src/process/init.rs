@@ -379,6 +379,12 @@ pub fn run(plan: &ChildPlan, old_mask: &libc::sigset_t) -> ! {
         if let Err(e) = session.and_then(|()| check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } as libc::c_long)) {
             fail(st, STEP_CTTY, e);
         }
+    } else {
+        // As runc's init: a session of its own, so the container's session leader is inside
+        // its pid namespace (CRIU refuses to checkpoint a tree whose leader is outside). The
+        // cloned child leads no process group, so setsid cannot fail.
+        // SAFETY: setsid(2) takes no arguments.
+        unsafe { libc::setsid() };
     }
     let gate = plan.start_fifo.as_ref().map(|p| start_gate(p, st));
     if let Some(h) = &plan.hostname {

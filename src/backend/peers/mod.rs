@@ -6,6 +6,7 @@
 //! where a peer binary is found, state directories and scratch space (the
 //! network path is `backend::netpath`, shared with native).
 
+pub mod checkpoint;
 pub mod docker;
 pub mod oci;
 pub mod oci_runtime;

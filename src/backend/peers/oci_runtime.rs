@@ -87,13 +87,13 @@ impl Kind {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         self.id().name()
     }
 
     /// The program to exec: runc and crun from PATH, youki and runsc from cvbench's cache (then
     /// PATH), ours beside the cvbench binary.
-    fn program(self) -> Result<PathBuf, String> {
+    pub(crate) fn program(self) -> Result<PathBuf, String> {
         if let Some(tool) = self.peer_tool() {
             return super::find_peer(tool)
                 .ok_or_else(|| format!("{} is not installed (fix: {})", tool.cmd(), tool.install()));
