@@ -394,6 +394,17 @@ impl ContainerConfig {
     pub fn has(&self, ns: Namespace) -> bool {
         self.namespaces.contains(&ns)
     }
+
+    /// Whether the container joins an existing namespace of this kind by path.
+    pub fn joins(&self, ns: Namespace) -> bool {
+        self.join_namespaces.iter().any(|(k, _)| *k == ns)
+    }
+
+    /// Whether the container has a mount namespace of its own: a new one, or one it joins by
+    /// path. Without one, its rootfs set-up would change the runtime's (the host's) mounts.
+    pub fn has_mount_ns(&self) -> bool {
+        self.has(Namespace::Mount) || self.joins(Namespace::Mount)
+    }
 }
 
 #[cfg(test)]

@@ -477,8 +477,15 @@ pub fn convert(spec: &Spec, bundle: &Path, run_root: &Path) -> Result<Bundle, Er
             }
         }
     }
-    if !cfg.has(Namespace::Mount) {
-        return Err(invalid("linux.namespaces", "a new mount namespace is required (the rootfs lives in it)"));
+    // Without a "mount" entry the container would share the runtime's mount namespace, and its
+    // rootfs set-up (the bind of root.path, /proc, /dev, pivot_root) would change the host's
+    // mounts: refused by name rather than done.
+    if !cfg.has_mount_ns() {
+        return Err(invalid(
+            "linux.namespaces",
+            "has no \"mount\" entry: sharing the runtime's mount namespace is not supported \
+             (the rootfs set-up would change the host's mounts); give a new one or a path to join",
+        ));
     }
     // No net namespace of its own: the container shares the host's (joined or inherited)
     // network, and nothing else about it changes (caps, seccomp, masks stay as the spec says).
