@@ -89,6 +89,13 @@ pub struct Resources {
     pub memory_bytes: Option<u64>,
     /// Memory plus swap (v1 `memsw`); v2 gets `swap = this - memory`.
     pub memory_swap_bytes: Option<u64>,
+    /// Soft limit (OCI `memory.reservation`): v1 `memory.soft_limit_in_bytes`, v2 `memory.low`.
+    pub memory_reservation_bytes: Option<u64>,
+    /// v1 `memory.swappiness` (0..=100); cgroup v2 has no per-cgroup swappiness (refused).
+    pub memory_swappiness: Option<u64>,
+    /// v1 `memory.oom_control` = 1: the OOM killer leaves the cgroup's tasks alone (they wait
+    /// for memory instead); cgroup v2 has no such switch (refused).
+    pub disable_oom_killer: bool,
     pub cpu_quota_us: Option<i64>,
     pub cpu_period_us: Option<u64>,
     /// v1 `cpu.shares` (2..=262144); converted for v2 `cpu.weight`.
@@ -117,6 +124,17 @@ pub struct BlockIo {
     pub throttle_write_bps: Vec<ThrottleDevice>,
     pub throttle_read_iops: Vec<ThrottleDevice>,
     pub throttle_write_iops: Vec<ThrottleDevice>,
+}
+
+impl Resources {
+    /// Whether any memory setting is asked for (each needs the memory controller).
+    pub fn wants_memory_controller(&self) -> bool {
+        self.memory_bytes.is_some()
+            || self.memory_swap_bytes.is_some()
+            || self.memory_reservation_bytes.is_some()
+            || self.memory_swappiness.is_some()
+            || self.disable_oom_killer
+    }
 }
 
 impl BlockIo {

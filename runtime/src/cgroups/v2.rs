@@ -47,7 +47,7 @@ impl V2 {
     /// that asks for it (None: the runtime's own limits).
     fn needed(res: &Resources) -> Vec<(&'static str, Option<&'static str>)> {
         let mut c = Vec::new();
-        if res.memory_bytes.is_some() || res.memory_swap_bytes.is_some() {
+        if res.wants_memory_controller() {
             c.push(("memory", None));
         }
         if res.cpu_quota_us.is_some() || res.cpu_shares.is_some() {
@@ -137,6 +137,9 @@ impl V2 {
 
     fn apply(&self, res: &Resources) -> Result<(), Error> {
         let d = &self.dir;
+        if let Some(r) = res.memory_reservation_bytes {
+            write_file(&d.join("memory.low"), &r.to_string())?;
+        }
         if let Some(m) = res.memory_bytes {
             write_file(&d.join("memory.max"), &m.to_string())?;
             let swap = res.memory_swap_bytes.map(|s| s - m).unwrap_or(0);
@@ -212,6 +215,14 @@ impl CgroupManager for V2 {
                 ("linux.resources.network.priorities", "cgroup v1's net_prio controller (v2 has none)")
             };
             let needs = needs.to_string();
+            return Err(Error::ControllerMissingFor { field, needs, root: self.root.clone() });
+        }
+        let v1_only = [
+            (res.memory_swappiness.is_some(), "linux.resources.memory.swappiness", "memory.swappiness"),
+            (res.disable_oom_killer, "linux.resources.memory.disableOOMKiller", "memory.oom_control"),
+        ];
+        if let Some((_, field, file)) = v1_only.into_iter().find(|(set, _, _)| *set) {
+            let needs = format!("cgroup v1's {file} (cgroup v2 has no equivalent)");
             return Err(Error::ControllerMissingFor { field, needs, root: self.root.clone() });
         }
         self.enable_controllers(res)?;
@@ -351,6 +362,18 @@ mod tests {
         let err = cg.create(&res).unwrap_err();
 
         assert!(err.to_string().contains("`linux.resources.network.classID` needs cgroup v1's net_cls"), "{err}");
+        assert!(!tmp.path().join("c").exists());
+    }
+
+    #[test]
+    fn memory_swappiness_on_v2_is_refused_by_field_before_anything_is_made() {
+        let tmp = fake_root("cpu memory pids\n");
+        let mut cg = V2::new(tmp.path(), &BTreeMap::new(), "c").unwrap();
+        let res = Resources { memory_swappiness: Some(10), ..Default::default() };
+
+        let err = cg.create(&res).unwrap_err();
+
+        assert!(err.to_string().contains("`linux.resources.memory.swappiness` needs cgroup v1's"), "{err}");
         assert!(!tmp.path().join("c").exists());
     }
 
