@@ -39,10 +39,6 @@ impl V2 {
         &self.dir
     }
 
-    fn parent(&self) -> &Path {
-        self.dir.parent().unwrap_or(&self.root)
-    }
-
     /// Controllers the limits need, in `cgroup.controllers` names, each with the OCI field
     /// that asks for it (None: the runtime's own limits).
     fn needed(res: &Resources) -> Vec<(&'static str, Option<&'static str>)> {
@@ -68,11 +64,12 @@ impl V2 {
         c
     }
 
-    fn enable_controllers(&self, res: &Resources) -> Result<(), Error> {
-        let available = read_file(&self.parent().join("cgroup.controllers")).unwrap_or_default();
+    /// Enable, in `parent`'s `cgroup.subtree_control`, the controllers its children need.
+    fn enable_controllers(parent: &Path, res: &Resources) -> Result<(), Error> {
+        let available = read_file(&parent.join("cgroup.controllers")).unwrap_or_default();
         let available: Vec<&str> = available.split_whitespace().collect();
         let needed = Self::needed(res);
-        let subtree = self.parent().join("cgroup.subtree_control");
+        let subtree = parent.join("cgroup.subtree_control");
         if res.no_memory_controller && read_file(&subtree).unwrap_or_default().split_whitespace().any(|c| c == "memory")
         {
             // v2 turns a controller on for every child of a parent: this one would be charged.
@@ -83,7 +80,7 @@ impl V2 {
         }
         for (ctrl, field) in &needed {
             if !available.contains(ctrl) {
-                let root = self.parent().to_path_buf();
+                let root = parent.to_path_buf();
                 return Err(match field {
                     Some(field) => {
                         Error::ControllerMissingFor { field, needs: format!("the `{ctrl}` controller"), root }
@@ -225,8 +222,18 @@ impl CgroupManager for V2 {
             let needs = format!("cgroup v1's {file} (cgroup v2 has no equivalent)");
             return Err(Error::ControllerMissingFor { field, needs, root: self.root.clone() });
         }
-        self.enable_controllers(res)?;
-        super::create_levels(&self.dir, &mut self.created_parents, |_| Ok(()))?;
+        // A nested cgroupsPath (`a/b/c`): every level made here passes the controllers on to
+        // the next, starting at the deepest level that exists.
+        let top = self.dir.ancestors().skip(1).find(|a| a.exists()).unwrap_or(&self.root).to_path_buf();
+        Self::enable_controllers(&top, res)?;
+        let dir = self.dir.clone();
+        super::create_levels(&self.dir, &mut self.created_parents, |level| {
+            if level == dir {
+                Ok(())
+            } else {
+                Self::enable_controllers(level, res)
+            }
+        })?;
         self.created = true;
         self.apply(res)?;
         let fd = File::open(&self.dir).map_err(|source| Error::Read { path: self.dir.clone(), source })?;
