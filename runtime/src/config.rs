@@ -89,6 +89,13 @@ pub struct Resources {
     pub memory_bytes: Option<u64>,
     /// Memory plus swap (v1 `memsw`); v2 gets `swap = this - memory`.
     pub memory_swap_bytes: Option<u64>,
+    /// Soft limit (OCI `memory.reservation`): v1 `memory.soft_limit_in_bytes`, v2 `memory.low`.
+    pub memory_reservation_bytes: Option<u64>,
+    /// v1 `memory.swappiness` (0..=100); cgroup v2 has no per-cgroup swappiness (refused).
+    pub memory_swappiness: Option<u64>,
+    /// v1 `memory.oom_control` = 1: the OOM killer leaves the cgroup's tasks alone (they wait
+    /// for memory instead); cgroup v2 has no such switch (refused).
+    pub disable_oom_killer: bool,
     pub cpu_quota_us: Option<i64>,
     pub cpu_period_us: Option<u64>,
     /// v1 `cpu.shares` (2..=262144); converted for v2 `cpu.weight`.
@@ -117,6 +124,17 @@ pub struct BlockIo {
     pub throttle_write_bps: Vec<ThrottleDevice>,
     pub throttle_read_iops: Vec<ThrottleDevice>,
     pub throttle_write_iops: Vec<ThrottleDevice>,
+}
+
+impl Resources {
+    /// Whether any memory setting is asked for (each needs the memory controller).
+    pub fn wants_memory_controller(&self) -> bool {
+        self.memory_bytes.is_some()
+            || self.memory_swap_bytes.is_some()
+            || self.memory_reservation_bytes.is_some()
+            || self.memory_swappiness.is_some()
+            || self.disable_oom_killer
+    }
 }
 
 impl BlockIo {
@@ -393,6 +411,17 @@ impl ContainerConfig {
     /// Whether the container gets a namespace of this kind.
     pub fn has(&self, ns: Namespace) -> bool {
         self.namespaces.contains(&ns)
+    }
+
+    /// Whether the container joins an existing namespace of this kind by path.
+    pub fn joins(&self, ns: Namespace) -> bool {
+        self.join_namespaces.iter().any(|(k, _)| *k == ns)
+    }
+
+    /// Whether the container has a mount namespace of its own: a new one, or one it joins by
+    /// path. Without one, its rootfs set-up would change the runtime's (the host's) mounts.
+    pub fn has_mount_ns(&self) -> bool {
+        self.has(Namespace::Mount) || self.joins(Namespace::Mount)
     }
 }
 

@@ -240,7 +240,9 @@ fn v1_controller_field(test: &str, ctrl: &str, resources: serde_json::Value, fie
         return;
     }
     let b = tempfile::tempdir().unwrap();
-    let top = format!("cvbench-{}-{ctrl}", std::process::id());
+    // Named after the file, so two tests of one controller do not share a cgroup or an id.
+    let tag = file.replace('.', "_");
+    let top = format!("cvbench-{}-{tag}", std::process::id());
     let show = format!("/bin/busybox cat /sys/fs/cgroup/{ctrl}/{top}/{file}");
     // The container reads its own limit through a bind of the host's cgroupfs.
     bundle_with(
@@ -255,7 +257,7 @@ fn v1_controller_field(test: &str, ctrl: &str, resources: serde_json::Value, fie
     fs::write(&cfg, spec.to_string()).unwrap();
     let guard = Cleanup {
         run_root: tempfile::Builder::new().prefix("cvbench-test-cgv1-").tempdir_in(common::run_parent()).unwrap(),
-        id: format!("cgv1-{ctrl}-{}", std::process::id()),
+        id: format!("cgv1-{tag}-{}", std::process::id()),
         top: top.clone(),
     };
     let before = common::counts(guard.run_root.path());
@@ -297,4 +299,16 @@ fn network_class_id_reaches_net_cls_or_names_the_field() {
         "net_cls.classid",
         "1048577",
     );
+}
+
+/// One test for both memory settings: the leak count is per process, so two tests' cgroups
+/// of one run would see each other.
+#[test]
+fn memory_swappiness_and_soft_limit_reach_the_v1_memory_cgroup() {
+    let test = "memory_swappiness_and_soft_limit_reach_the_v1_memory_cgroup";
+    let swappiness = serde_json::json!({"memory": {"swappiness": 17}});
+    v1_controller_field(test, "memory", swappiness, "linux.resources.memory.swappiness", "memory.swappiness", "17");
+    let reservation = serde_json::json!({"memory": {"reservation": 33554432}});
+    let (field, file) = ("linux.resources.memory.reservation", "memory.soft_limit_in_bytes");
+    v1_controller_field(test, "memory", reservation, field, file, "33554432");
 }

@@ -105,3 +105,29 @@ fn v2_manager_attach_by_pid_and_missing_controller_error() {
     assert!(!cg.dir().exists());
     println!("cgroup v2 exercised: cgroup.procs attach by pid, controller-missing error");
 }
+
+#[test]
+fn v2_nested_cgroups_path_passes_controllers_down_every_level_it_makes() {
+    let test = "v2_nested_cgroups_path_passes_controllers_down_every_level_it_makes";
+    if !root(test) {
+        return;
+    }
+    let Some(unified) = v2_root() else { return };
+    if !controllers(unified).split_whitespace().any(|c| c == "pids") {
+        let reason = format!("{test}: the cgroup2 root {unified} offers no pids controller (hybrid host)");
+        cvbench_testkit::skip(cvbench_testkit::Need::CgroupV2, &reason);
+        return;
+    }
+    let own = cvbench_runtime::cgroups::parse_proc_cgroup(&std::fs::read_to_string("/proc/self/cgroup").unwrap());
+    let top = format!("cvbench-{}-nest", std::process::id());
+    let mut cg = V2::new(Path::new(unified), &own, &format!("{top}/a/b")).unwrap();
+    let top_dir = cg.dir().parent().unwrap().parent().unwrap().to_path_buf();
+
+    let made = cg.create(&Resources { pids_max: Some(8), ..Default::default() });
+
+    let pids_max = std::fs::read_to_string(cg.dir().join("pids.max"));
+    let _ = cg.remove();
+    made.unwrap();
+    assert_eq!(pids_max.unwrap().trim(), "8");
+    assert!(!top_dir.exists(), "the levels it made are removed");
+}

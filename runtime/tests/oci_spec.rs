@@ -441,3 +441,89 @@ fn run_honours_hooks_with_late_failures_as_warnings() {
     assert_eq!(fs::read_to_string(&log).unwrap_or_default(), "prestart\npoststart\npoststop\n");
     assert_eq!(settles_to(r.run_root.path(), &before), before);
 }
+
+/// A process of ours (`unshare --mount --fork sleep`) holding a mount namespace of its own;
+/// killed by pid on drop.
+struct MountNsHolder {
+    child: std::process::Child,
+}
+
+impl MountNsHolder {
+    fn start() -> MountNsHolder {
+        let child = Command::new("unshare").args(["--mount", "--fork", "sleep", "600"]).spawn().unwrap();
+        MountNsHolder { child }
+    }
+
+    /// The holder's mount namespace once `unshare` has entered it (it differs from ours).
+    fn ns_path(&self) -> String {
+        let path = format!("/proc/{}/ns/mnt", self.child.id());
+        let ours = fs::read_link("/proc/self/ns/mnt").unwrap();
+        for _ in 0..100 {
+            if fs::read_link(&path).is_ok_and(|l| l != ours) {
+                return path;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("unshare did not enter a new mount namespace");
+    }
+}
+
+impl Drop for MountNsHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn mount_namespace_given_by_path_is_joined_and_the_host_gains_no_mount() {
+    let Some((b, mut spec)) = runc_spec_bundle(
+        "mount_namespace_given_by_path_is_joined_and_the_host_gains_no_mount",
+        &["/bin/busybox", "readlink", "/proc/self/ns/mnt"],
+    ) else {
+        return;
+    };
+    let holder = MountNsHolder::start();
+    let path = holder.ns_path();
+    let want = fs::read_link(&path).unwrap();
+    for ns in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "mount" {
+            ns["path"] = json!(path);
+        }
+    }
+    write(b.path(), &spec);
+    let r = Run::new();
+    let before = counts(r.run_root.path());
+
+    let out = r.run("spec-mntpath", b.path());
+
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    assert_eq!(s.trim(), want.to_string_lossy(), "the container must be in the joined mount namespace");
+    assert_eq!(settles_to(r.run_root.path(), &before), before);
+    // The rootfs set-up happened in the joined namespace: the host has no mount of the bundle.
+    let bundle = b.path().to_string_lossy().into_owned();
+    let host = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host.lines().any(|l| l.contains(&bundle)), "host mounts under {bundle}:\n{host}");
+}
+
+#[test]
+fn bundle_without_a_mount_namespace_is_refused_by_field() {
+    let Some((b, mut spec)) =
+        runc_spec_bundle("bundle_without_a_mount_namespace_is_refused_by_field", &["/bin/busybox", "true"])
+    else {
+        return;
+    };
+    let ns: Vec<Value> =
+        spec["linux"]["namespaces"].as_array().unwrap().iter().filter(|n| n["type"] != "mount").cloned().collect();
+    spec["linux"]["namespaces"] = json!(ns);
+    write(b.path(), &spec);
+    let r = Run::new();
+    let before = counts(r.run_root.path());
+
+    let out = r.run("spec-nomnt", b.path());
+
+    assert!(!out.status.success());
+    assert!(text(&out).contains("linux.namespaces") && text(&out).contains("\"mount\""), "{}", text(&out));
+    assert_eq!(settles_to(r.run_root.path(), &before), before);
+}

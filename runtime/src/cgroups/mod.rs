@@ -125,10 +125,16 @@ const WEIGHTS: std::ops::RangeInclusive<u16> = 10..=1000;
 
 /// Check limits before touching the kernel, so bad input fails with a clear message.
 pub fn validate(res: &Resources) -> Result<(), Error> {
-    if res.no_memory_controller && (res.memory_bytes.is_some() || res.memory_swap_bytes.is_some()) {
+    if res.no_memory_controller && res.wants_memory_controller() {
         return Err(Error::BadValue {
             field: "linux.resources.memory",
             reason: "a memory limit needs the memory controller the container is to be run without".into(),
+        });
+    }
+    if let Some(s) = res.memory_swappiness.filter(|s| *s > 100) {
+        return Err(Error::BadValue {
+            field: "linux.resources.memory.swappiness",
+            reason: format!("{s} is above 100"),
         });
     }
     let b = &res.block_io;

@@ -119,12 +119,29 @@ impl V1 {
         Ok(())
     }
 
+    /// The memory settings besides the limits: soft limit, swappiness, the OOM-killer switch.
+    fn apply_memory_extras(dir: &Path, res: &Resources) -> Result<(), Error> {
+        if let Some(r) = res.memory_reservation_bytes {
+            write_file(&dir.join("memory.soft_limit_in_bytes"), &r.to_string())?;
+        }
+        if let Some(s) = res.memory_swappiness {
+            write_file(&dir.join("memory.swappiness"), &s.to_string())?;
+        }
+        if res.disable_oom_killer {
+            write_file(&dir.join("memory.oom_control"), "1")?;
+        }
+        Ok(())
+    }
+
     fn apply(&self, res: &Resources) -> Result<(), Error> {
         if let Some(dir) = self.dir("devices") {
             for rule in &res.devices {
                 let file = if rule.allow { "devices.allow" } else { "devices.deny" };
                 write_file(&dir.join(file), &rule.v1_line())?;
             }
+        }
+        if let Some(dir) = self.dir("memory") {
+            Self::apply_memory_extras(dir, res)?;
         }
         if let (Some(dir), Some(mem)) = (self.dir("memory"), res.memory_bytes) {
             write_file(&dir.join("memory.limit_in_bytes"), &mem.to_string())?;
@@ -406,6 +423,37 @@ mod tests {
         assert_eq!(read("cpu/c/cpu.shares"), "512");
         assert_eq!(read("pids/c/pids.max"), "32");
         assert_eq!(read("cpuset/c/cpuset.cpus"), "0-1");
+    }
+
+    #[test]
+    fn create_writes_soft_limit_swappiness_and_the_oom_switch() {
+        let (tmp, own) = fake_root();
+        let mut cg = V1::new(tmp.path(), &own, "c");
+        let res = Resources {
+            memory_reservation_bytes: Some(32 << 20),
+            memory_swappiness: Some(17),
+            disable_oom_killer: true,
+            ..Default::default()
+        };
+
+        cg.create(&res).unwrap();
+
+        let read = |p: &str| fs::read_to_string(tmp.path().join("memory/outer/c").join(p)).unwrap();
+        assert_eq!(read("memory.soft_limit_in_bytes"), "33554432");
+        assert_eq!(read("memory.swappiness"), "17");
+        assert_eq!(read("memory.oom_control"), "1");
+    }
+
+    #[test]
+    fn swappiness_above_100_is_refused_by_field() {
+        let (tmp, own) = fake_root();
+        let mut cg = V1::new(tmp.path(), &own, "c");
+        let res = Resources { memory_swappiness: Some(101), ..Default::default() };
+
+        let err = cg.create(&res).unwrap_err();
+
+        assert!(err.to_string().contains("linux.resources.memory.swappiness"), "{err}");
+        assert!(!tmp.path().join("memory/outer/c").exists());
     }
 
     #[test]

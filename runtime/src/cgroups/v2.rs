@@ -39,15 +39,11 @@ impl V2 {
         &self.dir
     }
 
-    fn parent(&self) -> &Path {
-        self.dir.parent().unwrap_or(&self.root)
-    }
-
     /// Controllers the limits need, in `cgroup.controllers` names, each with the OCI field
     /// that asks for it (None: the runtime's own limits).
     fn needed(res: &Resources) -> Vec<(&'static str, Option<&'static str>)> {
         let mut c = Vec::new();
-        if res.memory_bytes.is_some() || res.memory_swap_bytes.is_some() {
+        if res.wants_memory_controller() {
             c.push(("memory", None));
         }
         if res.cpu_quota_us.is_some() || res.cpu_shares.is_some() {
@@ -68,11 +64,12 @@ impl V2 {
         c
     }
 
-    fn enable_controllers(&self, res: &Resources) -> Result<(), Error> {
-        let available = read_file(&self.parent().join("cgroup.controllers")).unwrap_or_default();
+    /// Enable, in `parent`'s `cgroup.subtree_control`, the controllers its children need.
+    fn enable_controllers(parent: &Path, res: &Resources) -> Result<(), Error> {
+        let available = read_file(&parent.join("cgroup.controllers")).unwrap_or_default();
         let available: Vec<&str> = available.split_whitespace().collect();
         let needed = Self::needed(res);
-        let subtree = self.parent().join("cgroup.subtree_control");
+        let subtree = parent.join("cgroup.subtree_control");
         if res.no_memory_controller && read_file(&subtree).unwrap_or_default().split_whitespace().any(|c| c == "memory")
         {
             // v2 turns a controller on for every child of a parent: this one would be charged.
@@ -83,7 +80,7 @@ impl V2 {
         }
         for (ctrl, field) in &needed {
             if !available.contains(ctrl) {
-                let root = self.parent().to_path_buf();
+                let root = parent.to_path_buf();
                 return Err(match field {
                     Some(field) => {
                         Error::ControllerMissingFor { field, needs: format!("the `{ctrl}` controller"), root }
@@ -137,6 +134,9 @@ impl V2 {
 
     fn apply(&self, res: &Resources) -> Result<(), Error> {
         let d = &self.dir;
+        if let Some(r) = res.memory_reservation_bytes {
+            write_file(&d.join("memory.low"), &r.to_string())?;
+        }
         if let Some(m) = res.memory_bytes {
             write_file(&d.join("memory.max"), &m.to_string())?;
             let swap = res.memory_swap_bytes.map(|s| s - m).unwrap_or(0);
@@ -214,8 +214,26 @@ impl CgroupManager for V2 {
             let needs = needs.to_string();
             return Err(Error::ControllerMissingFor { field, needs, root: self.root.clone() });
         }
-        self.enable_controllers(res)?;
-        super::create_levels(&self.dir, &mut self.created_parents, |_| Ok(()))?;
+        let v1_only = [
+            (res.memory_swappiness.is_some(), "linux.resources.memory.swappiness", "memory.swappiness"),
+            (res.disable_oom_killer, "linux.resources.memory.disableOOMKiller", "memory.oom_control"),
+        ];
+        if let Some((_, field, file)) = v1_only.into_iter().find(|(set, _, _)| *set) {
+            let needs = format!("cgroup v1's {file} (cgroup v2 has no equivalent)");
+            return Err(Error::ControllerMissingFor { field, needs, root: self.root.clone() });
+        }
+        // A nested cgroupsPath (`a/b/c`): every level made here passes the controllers on to
+        // the next, starting at the deepest level that exists.
+        let top = self.dir.ancestors().skip(1).find(|a| a.exists()).unwrap_or(&self.root).to_path_buf();
+        Self::enable_controllers(&top, res)?;
+        let dir = self.dir.clone();
+        super::create_levels(&self.dir, &mut self.created_parents, |level| {
+            if level == dir {
+                Ok(())
+            } else {
+                Self::enable_controllers(level, res)
+            }
+        })?;
         self.created = true;
         self.apply(res)?;
         let fd = File::open(&self.dir).map_err(|source| Error::Read { path: self.dir.clone(), source })?;
@@ -351,6 +369,18 @@ mod tests {
         let err = cg.create(&res).unwrap_err();
 
         assert!(err.to_string().contains("`linux.resources.network.classID` needs cgroup v1's net_cls"), "{err}");
+        assert!(!tmp.path().join("c").exists());
+    }
+
+    #[test]
+    fn memory_swappiness_on_v2_is_refused_by_field_before_anything_is_made() {
+        let tmp = fake_root("cpu memory pids\n");
+        let mut cg = V2::new(tmp.path(), &BTreeMap::new(), "c").unwrap();
+        let res = Resources { memory_swappiness: Some(10), ..Default::default() };
+
+        let err = cg.create(&res).unwrap_err();
+
+        assert!(err.to_string().contains("`linux.resources.memory.swappiness` needs cgroup v1's"), "{err}");
         assert!(!tmp.path().join("c").exists());
     }
 

@@ -25,8 +25,10 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Validate the parts of a config that need no kernel.
 pub fn validate(cfg: &ContainerConfig) -> Result<(), Error> {
-    if !cfg.has(Namespace::Mount) {
-        return Err(Error::Config("the mount namespace is required (the rootfs lives in it)".into()));
+    if !cfg.has_mount_ns() {
+        return Err(Error::Config(
+            "a mount namespace is required, new or joined by path (the rootfs set-up happens in it)".into(),
+        ));
     }
     match (cfg.net, cfg.has(Namespace::Net)) {
         (NetMode::Host, true) => return Err(Error::Config("--net host needs the net namespace left out".into())),
@@ -364,9 +366,13 @@ impl Container {
         let mut join = Vec::new();
         for (kind, _) in cfg.join_namespaces.iter().filter(|(k, _)| *k != Namespace::Pid) {
             if let Some(fd) = join_fd(cfg, *kind)? {
-                join.push((std::os::fd::IntoRawFd::into_raw_fd(fd), kind.clone_flag() as libc::c_int));
+                join.push((*kind, std::os::fd::IntoRawFd::into_raw_fd(fd), kind.clone_flag() as libc::c_int));
             }
         }
+        // A joined mount namespace is entered last: setns(CLONE_NEWNS) also moves the child's
+        // root and cwd, and the others (a user namespace above all) must come first.
+        join.sort_by_key(|(kind, _, _)| *kind == Namespace::Mount);
+        let join = join.into_iter().map(|(_, fd, flag)| (fd, flag)).collect();
         let iface = self.veth.as_ref().map(|v| {
             let mut name = [0u8; libc::IFNAMSIZ];
             name[..network::CONTAINER_IF.len()].copy_from_slice(network::CONTAINER_IF.as_bytes());

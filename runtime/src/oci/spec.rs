@@ -68,7 +68,7 @@ const TOP_UNHONOURED: &[&str] = &["solaris", "windows", "vm", "zos"];
 const PROCESS_UNHONOURED: &[&str] = &["commandLine", "scheduler", "ioPriority", "execCPUAffinity"];
 const LINUX_UNHONOURED: &[&str] = &["timeOffsets", "netDevices", "personality", "intelRdt", "memoryPolicy"];
 const RESOURCES_UNHONOURED: &[&str] = &["rdma", "unified"];
-const MEMORY_UNHONOURED: &[&str] = &["swappiness", "useHierarchy", "checkBeforeUpdate"];
+const MEMORY_UNHONOURED: &[&str] = &["useHierarchy", "checkBeforeUpdate"];
 /// Deprecated memory properties ignored with a warning, as runc does: kernel memory limits are
 /// gone from cgroup v2 and from v1 since Linux 5.16 (writes fail or do nothing).
 const MEMORY_DEPRECATED: &[&str] = &["kernel", "kernelTCP"];
@@ -183,7 +183,7 @@ fn check_raw(v: &Value, ignored: &mut Vec<String>, deprecated: &mut Vec<String>)
     check_keys(
         memory,
         "linux.resources.memory.",
-        &["limit", "swap", "reservation", "disableOOMKiller", "kernel", "kernelTCP"],
+        &["limit", "swap", "reservation", "swappiness", "disableOOMKiller", "kernel", "kernelTCP"],
         MEMORY_UNHONOURED,
         ignored,
     )?;
@@ -477,8 +477,15 @@ pub fn convert(spec: &Spec, bundle: &Path, run_root: &Path) -> Result<Bundle, Er
             }
         }
     }
-    if !cfg.has(Namespace::Mount) {
-        return Err(invalid("linux.namespaces", "a new mount namespace is required (the rootfs lives in it)"));
+    // Without a "mount" entry the container would share the runtime's mount namespace, and its
+    // rootfs set-up (the bind of root.path, /proc, /dev, pivot_root) would change the host's
+    // mounts: refused by name rather than done.
+    if !cfg.has_mount_ns() {
+        return Err(invalid(
+            "linux.namespaces",
+            "has no \"mount\" entry: sharing the runtime's mount namespace is not supported \
+             (the rootfs set-up would change the host's mounts); give a new one or a path to join",
+        ));
     }
     // No net namespace of its own: the container shares the host's (joined or inherited)
     // network, and nothing else about it changes (caps, seccomp, masks stay as the spec says).
@@ -630,12 +637,9 @@ fn resources(r: &oci_spec::runtime::LinuxResources, cfg: &ContainerConfig) -> Re
     if let Some(m) = r.memory() {
         out.memory_bytes = m.limit().map(|v| v as u64).filter(|v| *v > 0);
         out.memory_swap_bytes = m.swap().map(|v| v as u64).filter(|v| *v > 0);
-        if m.reservation().is_some() {
-            return Err(unsupported("linux.resources.memory.reservation"));
-        }
-        if m.disable_oom_killer() == Some(true) {
-            return Err(unsupported("linux.resources.memory.disableOOMKiller"));
-        }
+        out.memory_reservation_bytes = m.reservation().map(|v| v as u64).filter(|v| *v > 0);
+        out.memory_swappiness = m.swappiness();
+        out.disable_oom_killer = m.disable_oom_killer() == Some(true);
     }
     if let Some(c) = r.cpu() {
         out.cpu_shares = c.shares().filter(|s| *s > 0);
