@@ -236,37 +236,11 @@ fn from_snapshot(a: &RunArgs, format: Format) -> anyhow::Result<i32> {
     let mut req = RunRequest::try_from(a)?;
     req.env_id = cvbench::env::cached_env_id();
     req.scenario = "from-snapshot".into();
-    let mut recs = Vec::new();
-    for i in 0..a.warmup + a.runs {
-        req.iteration = i.saturating_sub(a.warmup);
-        let rec = match restore::launch_restored(guest, &snap.path(), a.load.into(), a.timeout) {
-            Ok(vm) => vm.go(cvbench::runner::record_of(guest.backend(), &req), Some(&snap)),
-            Err(e) => {
-                eprintln!("cvbench: restore failed: {}", cvbench::runner::chain(&e));
-                return Ok(exit::RUN_FAILED);
-            }
-        };
-        if i < a.warmup {
-            continue;
-        }
-        if format == Format::Json {
-            println!("{}", serde_json::to_string(&rec).context("serialising the record")?);
-        }
-        recs.push(rec);
-    }
-    let failed = recs.iter().any(|r| r.error.is_some());
-    if a.runs == 1 {
-        if format == Format::Table {
-            print_summary(&recs[0]);
-        }
-    } else {
-        let text = hyperfine_summary(a, &[recs]);
-        match format {
-            Format::Table => print!("{text}"),
-            Format::Json => eprint!("{text}"),
-        }
-    }
-    Ok(if failed { exit::RUN_FAILED } else { exit::OK })
+    restores(a, format, &mut req, |req| {
+        restore::launch_restored(guest, &snap.path(), a.load.into(), a.timeout)
+            .map(|vm| vm.go(cvbench::runner::record_of(guest.backend(), req), Some(&snap)))
+            .map_err(|e| cvbench::runner::chain(&e))
+    })
 }
 
 /// `--from-snapshot` on a container backend: one checkpoint of the waiting workload, then
@@ -291,13 +265,28 @@ fn from_checkpoint(a: &RunArgs, target: &dyn Backend, format: Format) -> anyhow:
     let mut req = RunRequest::try_from(a)?;
     req.env_id = cvbench::env::cached_env_id();
     req.scenario = "from-snapshot".into();
+    restores(a, format, &mut req, |req| {
+        checkpoint::launch_restored(&ckpt, a.timeout)
+            .map(|w| w.go(runner::record_for(target, req), a.timeout, Some(&ckpt)))
+            .map_err(|e| runner::chain(&e))
+    })
+}
+
+/// `--warmup` + `--runs` restores, each by `restore_one` (a record, or why the restore itself
+/// failed, which ends the series), printed like `run`'s own series.
+fn restores(
+    a: &RunArgs,
+    format: Format,
+    req: &mut RunRequest,
+    mut restore_one: impl FnMut(&RunRequest) -> Result<RunRecord, String>,
+) -> anyhow::Result<i32> {
     let mut recs = Vec::new();
     for i in 0..a.warmup + a.runs {
         req.iteration = i.saturating_sub(a.warmup);
-        let rec = match checkpoint::launch_restored(&ckpt, a.timeout) {
-            Ok(w) => w.go(runner::record_for(target, &req), a.timeout, Some(&ckpt)),
+        let rec = match restore_one(req) {
+            Ok(rec) => rec,
             Err(e) => {
-                eprintln!("cvbench: restore failed: {}", runner::chain(&e));
+                eprintln!("cvbench: restore failed: {e}");
                 return Ok(exit::RUN_FAILED);
             }
         };

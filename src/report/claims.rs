@@ -12,8 +12,8 @@ use crate::stats::{self, decision, paired, Interval};
 
 /// Our container without the memory cgroup controller, and with the host's network
 /// namespace (backends of their own; named here until the report meets them in a run).
-pub const NO_MEMCG: &str = "container-nomemcg";
-pub const HOST_NET: &str = "container-hostnet";
+pub const NO_MEMCG: &str = BackendId::ContainerNomemcg.name();
+pub const HOST_NET: &str = BackendId::ContainerHostnet.name();
 
 /// A cost below this is no difference worth a claim, whatever its CI (the report's default).
 pub const MIN_EFFECT: f64 = decision::DEFAULT_MIN_EFFECT;
