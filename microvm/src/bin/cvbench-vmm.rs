@@ -44,8 +44,9 @@ enum Mode {
     LinuxRestore(vmm_linux::LinuxRestoreArgs),
 }
 
+/// What both restores (`bare-restore`, `linux-restore`) take besides the guest's own facts.
 #[derive(clap::Args)]
-struct RestoreArgs {
+struct RestoreRun {
     /// The snapshot directory (files `memory` and `state`).
     #[arg(long)]
     snapshot: PathBuf,
@@ -53,9 +54,6 @@ struct RestoreArgs {
     /// it into memory before the guest resumes.
     #[arg(long, default_value = "lazy")]
     load: cvbench_microvm::snapshot::memory::Load,
-    /// Refuse the snapshot unless its guest memory is this many MiB.
-    #[arg(long)]
-    mem_mib: Option<u32>,
     /// Stop the guest after this many seconds (fractions allowed).
     #[arg(long)]
     timeout_s: Option<f64>,
@@ -70,17 +68,38 @@ struct RestoreArgs {
     no_jail: bool,
 }
 
+impl RestoreRun {
+    /// The stats file (created now: once jailed, the VMM can reach no path) and the
+    /// `--ready-fd` descriptor, or the exit status that says why not.
+    fn open(&self) -> Result<(Option<std::fs::File>, Option<std::fs::File>), i32> {
+        let stats = self.stats_json.as_ref().map(std::fs::File::create).transpose().map_err(|e| {
+            eprintln!("cvbench-vmm: cannot create the stats file: {e}");
+            EXIT_VMM_ERROR
+        })?;
+        Ok((stats, inherited_fd(self.ready_fd)?))
+    }
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    run: RestoreRun,
+    /// Refuse the snapshot unless its guest memory is this many MiB.
+    #[arg(long)]
+    mem_mib: Option<u32>,
+}
+
 impl TryFrom<&RestoreArgs> for RestoreConfig {
     type Error = anyhow::Error;
 
     fn try_from(a: &RestoreArgs) -> anyhow::Result<RestoreConfig> {
         Ok(RestoreConfig {
-            snapshot: a.snapshot.clone(),
-            load: a.load,
+            snapshot: a.run.snapshot.clone(),
+            load: a.run.load,
             mem_mib: a.mem_mib,
-            timeout: timeout_of(a.timeout_s)?,
-            measure_memory: a.stats_json.is_some(),
-            jail: !a.no_jail,
+            timeout: timeout_of(a.run.timeout_s)?,
+            measure_memory: a.run.stats_json.is_some(),
+            jail: !a.run.no_jail,
         })
     }
 }
@@ -290,15 +309,8 @@ fn run_restore(args: &RestoreArgs) -> i32 {
             return EXIT_VMM_ERROR;
         }
     };
-    let stats_file = match args.stats_json.as_ref().map(std::fs::File::create).transpose() {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("cvbench-vmm: cannot create the stats file: {e}");
-            return EXIT_VMM_ERROR;
-        }
-    };
-    let ready = match inherited_fd(args.ready_fd) {
-        Ok(r) => r,
+    let (stats_file, ready) = match args.run.open() {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     finish_bare(bare::restore(&config, ready), stats_file)

@@ -188,49 +188,27 @@ pub fn run(args: LinuxArgs, start: Instant) -> i32 {
 /// `cvbench-vmm linux-restore`: restore a Linux guest saved with `linux --snapshot-to`.
 #[derive(clap::Args)]
 pub struct LinuxRestoreArgs {
-    /// The snapshot directory (files `memory` and `state`).
-    #[arg(long)]
-    snapshot: PathBuf,
-    /// `lazy`: map the memory file MAP_PRIVATE (pages fault in on first touch); `eager`: read
-    /// it into memory before the guest resumes.
-    #[arg(long, default_value = "lazy")]
-    load: cvbench_microvm::snapshot::memory::Load,
+    #[command(flatten)]
+    run: super::RestoreRun,
     /// Refuse the snapshot unless its guest memory is this many MiB.
     #[arg(long)]
     mem_mib: Option<u64>,
     /// Serial console output file (default: stdout).
     #[arg(long)]
     console: Option<PathBuf>,
-    /// Stop the guest after this many seconds.
-    #[arg(long)]
-    timeout_s: Option<f64>,
-    /// Write the run's timings, end and restore figures as JSON to this file.
-    #[arg(long)]
-    stats_json: Option<PathBuf>,
-    /// Write the line `restored` to this inherited descriptor when the guest is about to resume.
-    #[arg(long)]
-    ready_fd: Option<i32>,
-    /// Do not jail the VMM: debugging only.
-    #[arg(long)]
-    no_jail: bool,
 }
 
 impl TryFrom<&LinuxRestoreArgs> for RestoreConfig {
     type Error = anyhow::Error;
 
     fn try_from(a: &LinuxRestoreArgs) -> anyhow::Result<RestoreConfig> {
-        let timeout_ms = match a.timeout_s {
-            Some(s) if s.is_finite() && s > 0.0 => Some((s * 1000.0) as u64),
-            Some(s) => anyhow::bail!("--timeout-s must be a positive number of seconds, not {s}"),
-            None => None,
-        };
         Ok(RestoreConfig {
-            snapshot: a.snapshot.clone(),
-            load: a.load,
+            snapshot: a.run.snapshot.clone(),
+            load: a.run.load,
             mem_mib: a.mem_mib,
             console: a.console.clone(),
-            timeout_ms,
-            jail: !a.no_jail,
+            timeout_ms: super::timeout_of(a.run.timeout_s)?.map(|d| d.as_millis() as u64),
+            jail: !a.run.no_jail,
         })
     }
 }
@@ -245,18 +223,11 @@ pub fn run_restore(args: &LinuxRestoreArgs, start: Instant) -> i32 {
         }
     };
     let stop = StopRequest::collecting_stop_signals();
-    let stats_file = match args.stats_json.as_ref().map(std::fs::File::create).transpose() {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("cvbench-vmm: cannot create the stats file: {e}");
-            return EXIT_VMM_ERROR;
-        }
-    };
-    let ready = match super::inherited_fd(args.ready_fd) {
-        Ok(r) => r,
+    let (stats_file, ready) = match args.run.open() {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
-    finish(restore::restore(&config, start, &stop, ready), stats_file, args.stats_json.clone())
+    finish(restore::restore(&config, start, &stop, ready), stats_file, args.run.stats_json.clone())
 }
 
 /// Report a Linux run (stats file, summary line) and turn its end into the exit status.
