@@ -141,23 +141,7 @@ pub fn read(dir: &Path) -> Result<Checked, SnapshotError> {
 /// Open the memory file in `dir` and check it is exactly `checked`'s memory size, and that
 /// size is `want_mib` when one is asked for.
 pub fn open_memory(dir: &Path, checked: &Checked, want_mib: Option<u32>) -> Result<File, SnapshotError> {
-    let path = dir.join(MEMORY_FILE);
-    let file = crate::snapshot::open_regular(&path).map_err(|source| SnapshotError::Io {
-        what: "open",
-        path: path.clone(),
-        source,
-    })?;
-    let found = file.metadata().map_err(|source| SnapshotError::Io { what: "stat", path: path.clone(), source })?.len();
-    let expected = checked.snap.mem_size;
-    if found != expected {
-        return Err(SnapshotError::MemorySize { path, found, expected });
-    }
-    if let Some(mib) = want_mib.map(u64::from) {
-        if mib << 20 != expected {
-            return Err(SnapshotError::MemoryMismatch { path, found: expected >> 20, expected: mib });
-        }
-    }
-    Ok(file)
+    crate::snapshot::open_memory(dir, checked.snap.mem_size, want_mib.map(u64::from))
 }
 
 /// The two files of a snapshot being taken, made before the VMM is jailed (the jail hides

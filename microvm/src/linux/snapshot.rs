@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::devices::serial::{ConsoleOut, SerialSnapshot};
 use crate::linux::vcpus::PauseRequest;
 use crate::snapshot::kvm::{VcpuState, VmState};
-use crate::snapshot::{frame, SnapshotError, MEMORY_FILE, STATE_FILE};
+use crate::snapshot::{frame, SnapshotError, STATE_FILE};
 
 /// The state file's kind word.
 pub const KIND: &str = "linux";
@@ -100,22 +100,7 @@ pub fn read(dir: &Path, host_msrs: &[u32]) -> Result<LinuxSnapshot, SnapshotErro
 
 /// Open the memory file in `dir`: exactly the state's memory size, and `want_mib` when asked.
 pub fn open_memory(dir: &Path, snap: &LinuxSnapshot, want_mib: Option<u64>) -> Result<std::fs::File, SnapshotError> {
-    let path = dir.join(MEMORY_FILE);
-    let file = crate::snapshot::open_regular(&path).map_err(|source| SnapshotError::Io {
-        what: "open",
-        path: path.clone(),
-        source,
-    })?;
-    let found = file.metadata().map_err(|source| SnapshotError::Io { what: "stat", path: path.clone(), source })?.len();
-    if found != snap.mem_size() {
-        return Err(SnapshotError::MemorySize { path, found, expected: snap.mem_size() });
-    }
-    if let Some(mib) = want_mib {
-        if mib != snap.mem_mib {
-            return Err(SnapshotError::MemoryMismatch { path, found: snap.mem_mib, expected: mib });
-        }
-    }
-    Ok(file)
+    crate::snapshot::open_memory(dir, snap.mem_size(), want_mib)
 }
 
 /// The console sink of a run that takes a snapshot: passes every byte on and requests the

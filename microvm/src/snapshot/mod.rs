@@ -36,6 +36,27 @@ pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Open the memory file in `dir`: a regular file of exactly `expected` bytes (the state's
+/// memory size), and of `want_mib` MiB when one is asked for.
+pub fn open_memory(
+    dir: &std::path::Path,
+    expected: u64,
+    want_mib: Option<u64>,
+) -> Result<std::fs::File, SnapshotError> {
+    let path = dir.join(MEMORY_FILE);
+    let file = open_regular(&path).map_err(|source| SnapshotError::Io { what: "open", path: path.clone(), source })?;
+    let found = file.metadata().map_err(|source| SnapshotError::Io { what: "stat", path: path.clone(), source })?.len();
+    if found != expected {
+        return Err(SnapshotError::MemorySize { path, found, expected });
+    }
+    if let Some(mib) = want_mib {
+        if mib.checked_shl(20) != Some(expected) {
+            return Err(SnapshotError::MemoryMismatch { path, found: expected >> 20, expected: mib });
+        }
+    }
+    Ok(file)
+}
+
 /// Why a snapshot could not be written or read. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
