@@ -296,8 +296,10 @@ fn docker_run_beside(e: &dyn Engine, image: &str, n: u32) -> Result<Duration, Sw
     }
     let waited = started.and_then(|()| {
         cluster::wait_until("every docker run -d printed READY", bound(n), || {
-            let waiting =
-                ids.iter().filter(|id| !e.docker(&["logs", id], call).is_ok_and(|l| l.contains("READY"))).count();
+            let waiting = ids
+                .iter()
+                .filter(|id| !e.docker(&["logs", id], call).is_ok_and(|l| l.lines().any(crate::record::is_ready_line)))
+                .count();
             Ok((waiting > 0).then(|| format!("{waiting} of {n} not READY")))
         })
     });

@@ -402,7 +402,7 @@ pub fn wait_ready(s: &dyn Services, service: &str, limit: Duration) -> Result<Du
             if seen.contains(&t.id) {
                 continue;
             }
-            if s.task_log(t).is_ok_and(|l| l.contains("READY")) {
+            if s.task_log(t).is_ok_and(|l| l.lines().any(crate::record::is_ready_line)) {
                 seen.insert(t.id.clone());
             } else {
                 waiting += 1;
