@@ -101,6 +101,22 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL).map(drop)
     }
 
+    /// A bridge named `name` in this socket's namespace.
+    pub fn add_bridge(&mut self, name: &str) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+        self.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL).map(drop)
+    }
+
+    /// Make interface `index` a port of the bridge `bridge` (both in this socket's namespace).
+    pub fn set_bridge(&mut self, index: u32, bridge: u32) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Controller(bridge));
+        self.request(RouteNetlinkMessage::SetLink(m), 0).map(drop)
+    }
+
     /// The index of interface `name` in this socket's namespace.
     pub fn index_of(&mut self, name: &str) -> io::Result<u32> {
         let mut m = LinkMessage::default();

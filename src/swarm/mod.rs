@@ -109,9 +109,7 @@ pub fn host_missing() -> Vec<String> {
     if !crate::env::is_root() {
         v.push("root (private dockerds and network namespaces)".to_string());
     }
-    for (tool, pkg) in
-        [("dockerd", "docker.io"), ("nsenter", "util-linux"), ("unshare", "util-linux"), ("ip", "iproute2")]
-    {
+    for (tool, pkg) in [("dockerd", "docker.io"), ("nsenter", "util-linux"), ("unshare", "util-linux")] {
         if !crate::backend::peers::on_path(tool) {
             v.push(format!("{tool} (apt-get install {pkg})"));
         }

@@ -3,8 +3,8 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::Command;
 
+use cvbench_netlink::{address_and_raise, Ns, Rtnl};
 use cvbench_runtime::network::{create_netns, delete_netns, NETNS_DIR};
 
 use super::SwarmError;
@@ -33,20 +33,17 @@ pub fn node_ns_name(tag: &str, i: usize) -> String {
     format!("{tag}-n{i}")
 }
 
-/// `ip` with `args`; its stderr becomes the error.
-fn ip(args: &[&str]) -> Result<(), SwarmError> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| SwarmError::Net { what: format!("ip {}", args.join(" ")), detail: e.to_string() })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(SwarmError::Net {
-            what: format!("ip {}", args.join(" ")),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+/// A link set-up step through route netlink; the kernel's error names what failed.
+fn step<T>(what: &str, r: std::io::Result<T>) -> Result<T, SwarmError> {
+    r.map_err(|e| SwarmError::Net { what: what.to_string(), detail: e.to_string() })
+}
+
+/// A route netlink socket in the named namespace at `path`, and the namespace's open file.
+fn rtnl_in(path: &std::path::Path) -> Result<(std::fs::File, Rtnl), SwarmError> {
+    let what = format!("open the network namespace {}", path.display());
+    let ns = step(&what, std::fs::File::open(path))?;
+    let r = step(&what, Rtnl::open_in(&ns))?;
+    Ok((ns, r))
 }
 
 /// Whether any IPv4 route of the root namespace (`/proc/net/route` text) covers or lies inside
@@ -83,22 +80,21 @@ impl Fabric {
         }
         let mut f = Fabric { subnet, bridge_ns: bridge_ns_name(tag), node_ns: Vec::new() };
         create_netns(&f.bridge_ns).map_err(|e| SwarmError::Netns(f.bridge_ns.clone(), e))?;
-        let gw = format!("{}/24", f.gateway());
-        ip(&["-n", &f.bridge_ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", &f.bridge_ns, "link", "add", BRIDGE, "type", "bridge"])?;
-        ip(&["-n", &f.bridge_ns, "addr", "add", &gw, "dev", BRIDGE])?;
-        ip(&["-n", &f.bridge_ns, "link", "set", BRIDGE, "up"])?;
+        let (bridge_ns, mut br) = rtnl_in(&f.bridge_ns_path())?;
+        step("raise lo in the bridge namespace", br.index_of("lo").and_then(|i| br.set_up(i)))?;
+        step("add the bridge", br.add_bridge(BRIDGE))?;
+        let bridge = step("address the bridge", address_and_raise(&mut br, BRIDGE, f.gateway(), 24))?;
         for i in 0..nodes {
             let ns = node_ns_name(tag, i);
             create_netns(&ns).map_err(|e| SwarmError::Netns(ns.clone(), e))?;
             f.node_ns.push(ns.clone());
             let port = format!("n{i}");
-            let addr = format!("{}/24", f.node_addr(i));
-            ip(&["link", "add", NODE_IF, "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &f.bridge_ns])?;
-            ip(&["-n", &ns, "addr", "add", &addr, "dev", NODE_IF])?;
-            ip(&["-n", &ns, "link", "set", NODE_IF, "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", &f.bridge_ns, "link", "set", &port, "master", BRIDGE, "up"])?;
+            let (_, mut node) = rtnl_in(&f.node_ns_path(i))?;
+            step(&format!("add the veth of {ns}"), node.add_veth(NODE_IF, Ns::Here, &port, Ns::File(&bridge_ns)))?;
+            step(&format!("address {NODE_IF} in {ns}"), address_and_raise(&mut node, NODE_IF, f.node_addr(i), 24))?;
+            step(&format!("raise lo in {ns}"), node.index_of("lo").and_then(|l| node.set_up(l)))?;
+            let p = step(&format!("find {port}"), br.index_of(&port))?;
+            step(&format!("put {port} on the bridge"), br.set_bridge(p, bridge).and_then(|()| br.set_up(p)))?;
         }
         Ok(f)
     }
