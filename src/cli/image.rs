@@ -117,6 +117,7 @@ pub fn gc(a: GcArgs) -> anyhow::Result<i32> {
     // Swarms first: their processes are found through the namespaces the runtime's gc would remove.
     let mut removed = cvbench::swarm::teardown::gc();
     removed.extend(cleanup::gc(&a.state_dir, &cvbench_runtime::default_run_root()));
+    removed.extend(cvbench::backend::peers::docker::gc());
     if removed.is_empty() {
         println!("gc: nothing left behind");
     }

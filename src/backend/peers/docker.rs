@@ -45,6 +45,51 @@ fn cli_path() -> PathBuf {
     }
 }
 
+/// The run pid in a private daemon's directory name (`cvbench-docker-<pid>` or `…-<pid>-c`
+/// under `/var/tmp`, `cvbd-<pid>` or `cvbd-<pid>-c` under `/run`).
+fn daemon_owner(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("cvbench-docker-").or_else(|| name.strip_prefix("cvbd-"))?;
+    let pid = rest.strip_suffix("-c").unwrap_or(rest);
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether a live process names `dir` on its command line (a dockerd or containerd of a dead
+/// run that outlived it still uses its directories: they are left alone).
+fn in_use(dir: &std::path::Path) -> bool {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return true };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle)))
+}
+
+/// The private daemons' directories of runs that are gone (their data root unmounted first:
+/// dockerd can leave it bind-mounted on itself), removed; what was removed or failed, one line
+/// each.
+pub fn gc() -> Vec<String> {
+    let mut out = Vec::new();
+    for parent in ["/var/tmp", "/run"] {
+        let Ok(rd) = std::fs::read_dir(parent) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = daemon_owner(&name) else { continue };
+            let dir = e.path();
+            if cvbench_runtime::state::alive(pid, 0) || in_use(&dir) {
+                continue;
+            }
+            let _ = nix::mount::umount2(&dir.join("data"), nix::mount::MntFlags::MNT_DETACH);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => out.push(format!("docker: removed {} (its run, pid {pid}, is gone)", dir.display())),
+                Err(err) => out.push(format!("docker: cannot remove {}: {err}", dir.display())),
+            }
+        }
+    }
+    out
+}
+
 fn unix_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
@@ -566,6 +611,50 @@ impl Drop for DockerInstance {
 
 #[cfg(test)]
 mod tests {
+
+    /// A dead run's daemon directory, its data root bind-mounted on itself as dockerd leaves
+    /// it: gc unmounts and removes it, and leaves a live run's directory alone.
+    #[test]
+    fn gc_removes_a_dead_runs_daemon_directory_even_with_its_data_root_mounted() {
+        if !cvbench_testkit::require_root("bind-mounting a daemon's data root") {
+            return;
+        }
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let gone = PathBuf::from(format!("/var/tmp/cvbench-docker-{dead}-c"));
+        let live = PathBuf::from(format!("/var/tmp/cvbench-docker-{}-c", std::process::id()));
+        for d in [&gone, &live] {
+            std::fs::create_dir_all(d.join("data")).unwrap();
+        }
+        nix::mount::mount(
+            Some(&gone.join("data")),
+            &gone.join("data"),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        let out = gc();
+        let live_kept = live.exists();
+        let _ = std::fs::remove_dir_all(&live);
+        assert!(!gone.exists(), "{out:?}");
+        assert!(out.iter().any(|l| l.contains(&gone.display().to_string())), "{out:?}");
+        assert!(live_kept, "a live run's directory was removed: {out:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&gone.display().to_string()), "the data root is still mounted");
+    }
+
+    #[test]
+    fn private_daemon_directories_name_their_run() {
+        assert_eq!(daemon_owner("cvbench-docker-123"), Some(123));
+        assert_eq!(daemon_owner("cvbench-docker-123-c"), Some(123));
+        assert_eq!(daemon_owner("cvbd-77-c"), Some(77));
+        for other in ["cvbench-docker-", "cvbench-docker-12x", "cvbench-docker-1-c-c", "cvbench-envid", "cvbd-"] {
+            assert_eq!(daemon_owner(other), None, "{other}");
+        }
+    }
+
     use super::*;
 
     fn ev(list: &[(u128, &str)]) -> Vec<(u128, String)> {
