@@ -8,25 +8,14 @@ use nix::unistd::Pid;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cvbench_microvm::bare::elf::build_test_elf;
+use cvbench_testkit::Reap;
 
 mod common;
 use common::{require_kvm, vmm, workload};
-
-/// Kills the child on drop, so a failing assertion leaves no VMM behind.
-struct Reap(Option<Child>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn bare_cmd(elf: &Path, extra: &[&str], args: &[&str]) -> Command {
     let mut c = Command::new(vmm());
@@ -106,18 +95,17 @@ fn idle_matches_native_structure_and_ends_when_stdin_closes() {
     require_kvm!("bare micro-VM tests");
     let w = workload();
     let native = Command::new(&w).arg("idle").stdin(Stdio::null()).output().expect("spawn workload");
-    let mut child = Reap(Some(
+    let mut child = Reap::new(
         bare_cmd(&w, &["--timeout-s", "60"], &["idle"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn cvbench-vmm"),
-    ));
-    let c = child.0.as_mut().expect("child");
+    );
     std::thread::sleep(Duration::from_millis(200));
-    c.stdin.take().expect("stdin").write_all(b"some input\n").expect("write stdin");
+    child.stdin.take().expect("stdin").write_all(b"some input\n").expect("write stdin");
     // Dropping the pipe's write end (above) closes the VMM's stdin: the guest's poll sees EOF.
-    let vm = child.0.take().expect("child").wait_with_output().expect("wait");
+    let vm = child.into_inner().wait_with_output().expect("wait");
     let (n_name, n_keys) = shape(&native, "native idle");
     let (v_name, v_keys) = shape(&vm, "bare idle");
     assert_eq!((v_name, v_keys), (n_name, n_keys));
@@ -127,25 +115,24 @@ fn idle_matches_native_structure_and_ends_when_stdin_closes() {
 #[test]
 fn idle_stops_on_sigterm_through_the_guest_signalfd() {
     require_kvm!("bare micro-VM tests");
-    let mut child = Reap(Some(
+    let mut child = Reap::new(
         bare_cmd(&workload(), &["--timeout-s", "60"], &["idle"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn cvbench-vmm"),
-    ));
-    let c = child.0.as_mut().expect("child");
+    );
     // Hold stdin open until the VMM has exited, so only the signal can end `idle`.
-    let stdin = c.stdin.take();
+    let stdin = child.stdin.take();
     // The guest prints READY after it has blocked SIGTERM and made its signalfd.
-    let mut stdout = std::io::BufReader::new(c.stdout.take().expect("stdout"));
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     let mut first = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut first).expect("read READY");
     assert_eq!(first, "READY\n");
-    kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).expect("SIGTERM to our own child");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM to our own child");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read the JSON line");
-    let status = child.0.take().expect("child").wait().expect("wait");
+    let status = child.into_inner().wait().expect("wait");
     drop(stdin);
     assert!(status.success(), "{status:?} {rest}");
     assert!(rest.contains("\"stopped_by_signal\":1"), "{rest}");
@@ -253,12 +240,10 @@ fn sigterm_kills_a_guest_that_does_not_block_it() {
     require_kvm!("bare micro-VM tests");
     let dir = tempfile::tempdir().expect("tempdir");
     let spin = test_elf(dir.path(), "spin", &[0xeb, 0xfe]);
-    let mut child =
-        Reap(Some(bare_cmd(&spin, &["--timeout-s", "60"], &[]).stdin(Stdio::null()).spawn().expect("spawn")));
-    let c = child.0.as_mut().expect("child");
+    let child = Reap::new(bare_cmd(&spin, &["--timeout-s", "60"], &[]).stdin(Stdio::null()).spawn().expect("spawn"));
     std::thread::sleep(Duration::from_millis(300));
-    kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).expect("SIGTERM to our own child");
-    let status = child.0.take().expect("child").wait().expect("wait");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM to our own child");
+    let status = child.into_inner().wait().expect("wait");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
 }

@@ -8,25 +8,16 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 use cvbench_microvm::stats::BareStats;
+use cvbench_testkit::Reap;
 
 /// Root (namespaces, the jail) and a usable KVM, or a loud skip.
 fn runnable() -> bool {
     cvbench_testkit::require_root_and_kvm("the confinement test (network namespaces)", || {
         cvbench_microvm::kvm_probe().usable()
     })
-}
-
-/// Kills the child on drop.
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Build the probe guest into `dir`.
@@ -60,7 +51,7 @@ fn peer_namespace() -> Reap {
             Ok(())
         });
     }
-    Reap(cmd.spawn().expect("spawn the peer namespace holder"))
+    Reap::new(cmd.spawn().expect("spawn the peer namespace holder"))
 }
 
 fn listing(dir: &Path) -> Vec<String> {
@@ -91,7 +82,7 @@ fn every_reach_past_the_grant_is_refused_and_the_run_continues() {
         .arg(&probe)
         .arg("--run-dir")
         .arg(&run)
-        .args(["--net-peer-pid", &peer.0.id().to_string(), "--net-peer", "10.204.0.1:5201"])
+        .args(["--net-peer-pid", &peer.id().to_string(), "--net-peer", "10.204.0.1:5201"])
         .args(["--net-local-ip", "10.204.0.2", "--timeout-s", "60"])
         .arg("--stats-json")
         .arg(&stats_path)

@@ -5,22 +5,13 @@
 //! /dev/kvm; otherwise `SKIPPED: <reason>`.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 
 use cvbench_microvm::stats::BareStats;
+use cvbench_testkit::Reap;
 
 mod common;
 use common::{require_kvm, vmm, workload};
-
-/// Kills the child on drop.
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A bare VMM running `idle` until its stdin closes, after its READY line.
 fn idle_vmm(extra: &[&str]) -> (Reap, BufReader<ChildStdout>) {
@@ -38,7 +29,7 @@ fn idle_vmm(extra: &[&str]) -> (Reap, BufReader<ChildStdout>) {
     let mut line = String::new();
     out.read_line(&mut line).expect("READY line");
     assert_eq!(line.trim(), "READY");
-    (Reap(child), out)
+    (Reap::new(child), out)
 }
 
 fn status_field(pid: u32, key: &str) -> String {
@@ -51,7 +42,7 @@ fn status_field(pid: u32, key: &str) -> String {
 fn a_running_jailed_vmm_has_no_capabilities_a_seccomp_filter_and_no_new_privs() {
     require_kvm!("the jail tests");
     let (mut vmm, _out) = idle_vmm(&[]);
-    let pid = vmm.0.id();
+    let pid = vmm.id();
     for cap in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
         assert_eq!(status_field(pid, cap), "0000000000000000", "{cap}");
     }
@@ -59,8 +50,8 @@ fn a_running_jailed_vmm_has_no_capabilities_a_seccomp_filter_and_no_new_privs() 
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).expect("mnt ns");
     assert_ne!(ns(&pid.to_string()), ns("self"), "the VMM kept the host's mount namespace");
-    drop(vmm.0.stdin.take()); // idle ends
-    let status = vmm.0.wait().expect("wait");
+    drop(vmm.stdin.take()); // idle ends
+    let status = vmm.wait().expect("wait");
     assert!(status.success(), "{status:?}");
 }
 
@@ -79,9 +70,9 @@ fn a_system_call_outside_the_allow_list_kills_only_that_vmm_and_names_the_call()
     assert_eq!(out.status.code(), Some(cvbench_microvm::jail::seccomp::EXIT_SECCOMP), "{stderr}");
     assert!(stderr.contains(&format!("seccomp: blocked system call {}", libc::SYS_getcwd)), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("READY"), "the guest ran after the violation");
-    assert_eq!(bystander.0.try_wait().expect("try_wait"), None, "another VMM died too");
-    drop(bystander.0.stdin.take());
-    assert!(bystander.0.wait().expect("wait").success());
+    assert_eq!(bystander.try_wait().expect("try_wait"), None, "another VMM died too");
+    drop(bystander.stdin.take());
+    assert!(bystander.wait().expect("wait").success());
 }
 
 #[test]
@@ -90,9 +81,9 @@ fn no_jail_leaves_the_vmm_unconfined_and_the_stats_say_so() {
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("stats.json");
     let (mut vmm, _out) = idle_vmm(&["--no-jail", "--stats-json", stats.to_str().unwrap()]);
-    assert_eq!(status_field(vmm.0.id(), "Seccomp"), "0");
-    drop(vmm.0.stdin.take());
-    assert!(vmm.0.wait().expect("wait").success());
+    assert_eq!(status_field(vmm.id(), "Seccomp"), "0");
+    drop(vmm.stdin.take());
+    assert!(vmm.wait().expect("wait").success());
     let s: BareStats = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert!(!s.jailed);
     assert_eq!(s.seccomp_allowed_syscalls, None);

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use common::{counts, root, workload};
 use cvbench_runtime::checkpoint::criu::CriuFacts;
 use cvbench_runtime::checkpoint::image;
+use cvbench_testkit::Reap;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cvbench-runtime");
 
@@ -53,18 +54,6 @@ fn spawn(mut cmd: Command) -> (Child, BufReader<std::process::ChildStdout>) {
     (child, out)
 }
 
-/// Kills a child left running by a failed assertion.
-struct Reap(Option<Child>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 #[test]
 fn checkpoint_restore_go_runs_the_job_and_leaves_nothing() {
     if !root("checkpoint_restore_go_runs_the_job_and_leaves_nothing") {
@@ -85,7 +74,7 @@ fn checkpoint_restore_go_runs_the_job_and_leaves_nothing() {
         c.arg("run").arg("--bundle").arg(&b).arg("ck1");
         c
     });
-    let mut run = Reap(Some(child));
+    let run = Reap::new(child);
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "READY");
@@ -93,7 +82,7 @@ fn checkpoint_restore_go_runs_the_job_and_leaves_nothing() {
     let o = rt(run_root).arg("checkpoint").arg("--image-path").arg(&img).arg("ck1").output().unwrap();
     assert!(o.status.success(), "checkpoint: {}", String::from_utf8_lossy(&o.stderr));
     // The dump stopped the container: its `run` ends.
-    run.0.take().unwrap().wait().unwrap();
+    run.into_inner().wait().unwrap();
     let m = image::verify(&img, "cvbench-runtime").expect("a sealed image");
     assert!(m.files.iter().any(|f| f.name.starts_with("pages-")), "criu wrote memory pages: {m:?}");
     let pid_file = env.state.path().join("restored.pid");
@@ -103,20 +92,19 @@ fn checkpoint_restore_go_runs_the_job_and_leaves_nothing() {
         c.arg("ck2");
         c
     });
-    let mut restored = Reap(Some(child));
-    let c = restored.0.as_mut().unwrap();
+    let mut restored = Reap::new(child);
     for _ in 0..3000 {
-        if pid_file.exists() || c.try_wait().unwrap().is_some() {
+        if pid_file.exists() || restored.try_wait().unwrap().is_some() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(pid_file.exists(), "restore wrote no pid file");
-    c.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    restored.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let mut result = String::new();
     out.read_line(&mut result).unwrap();
     assert!(result.contains("\"job_ns\""), "the restored workload ran its job: {result:?}");
-    let mut c = restored.0.take().unwrap();
+    let mut c = restored.into_inner();
     let status = c.wait().unwrap();
     let mut err = String::new();
     let _ = std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err);

@@ -4,7 +4,11 @@
 //! `scripts/test` counts those lines and lists their reasons in its summary. Inside the test host
 //! (`scripts/testhost` sets `CVBENCH_TESTHOST=1`), root, hardware-semantics KVM and cgroup v2 are
 //! all present by construction, so a skip for lack of one of them means the test (or the test host)
-//! is broken: [`skip`] panics there instead of skipping.
+//! is broken: [`skip`] panics there instead of skipping. [`Reap`] keeps a test's child process from
+//! outliving a failed assertion.
+
+mod reap;
+pub use reap::Reap;
 
 /// What a test needs that the machine may lack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
