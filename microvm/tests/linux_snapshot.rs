@@ -230,29 +230,39 @@ fn guest_initrd(dir: &Path) -> PathBuf {
     initrd
 }
 
-/// `linux --snapshot-to snap` of a one-vCPU guest running `args`; returns the output.
-fn take(kernel: &Path, initrd: &Path, snap: &Path, console: &Path, args: &[&str]) -> Output {
-    take_on(1, kernel, initrd, snap, console, args)
+/// A snapshot taken in a test's directory: where it went, the guest's console, the VMM's output.
+struct Taken {
+    snap: PathBuf,
+    console: PathBuf,
+    out: Output,
 }
 
-fn take_on(vcpus: u8, kernel: &Path, initrd: &Path, snap: &Path, console: &Path, args: &[&str]) -> Output {
-    vmm()
+/// `linux --snapshot-to DIR/snap` of a guest with `vcpus` vCPUs running `args`, its console in
+/// `DIR/take.log`; the console and the VMM's stderr go to the test's log.
+fn take(dir: &Path, kernel: &Path, vcpus: u8, args: &[&str]) -> Taken {
+    let initrd = guest_initrd(dir);
+    let snap = dir.join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    let console = dir.join("take.log");
+    let out = vmm()
         .arg("linux")
         .args(["--vcpus", &vcpus.to_string()])
         .arg("--kernel")
         .arg(kernel)
         .arg("--initrd")
-        .arg(initrd)
+        .arg(&initrd)
         .args(["--cmdline", "quiet", "--mem-mib", &MEM_MIB.to_string()])
         .arg("--console")
-        .arg(console)
+        .arg(&console)
         .arg("--snapshot-to")
-        .arg(snap)
+        .arg(&snap)
         .args(["--timeout-s", "600", "--"])
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap()
+        .unwrap();
+    eprintln!("take console:\n{}\nstderr:\n{}", read_text(&console), String::from_utf8_lossy(&out.stderr));
+    Taken { snap, console, out }
 }
 
 fn read_text(path: &Path) -> String {
@@ -264,14 +274,9 @@ fn a_guest_that_ends_before_ready_leaves_no_snapshot() {
     require_kvm!("Linux-guest snapshot runs");
     let Some(kernel) = guest_kernel() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let initrd = guest_initrd(dir.path());
-    let snap = dir.path().join("snap");
-    std::fs::create_dir(&snap).unwrap();
-    let console = dir.path().join("console.log");
     // An unknown subcommand: the workload prints its usage and exits 2 without a READY.
-    let out = take(&kernel, &initrd, &snap, &console, &["no-such-workload"]);
+    let Taken { snap, out, .. } = take(dir.path(), &kernel, 1, &["no-such-workload"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("console:\n{}\nstderr:\n{stderr}", read_text(&console));
     assert_eq!(out.status.code(), Some(125), "{stderr}");
     assert!(stderr.contains("no snapshot written to") && stderr.contains(&snap.display().to_string()), "{stderr}");
     assert!(stderr.contains("before its workload printed READY"), "{stderr}");
@@ -325,14 +330,9 @@ fn a_guest_saved_at_ready_restores_takes_its_go_line_and_runs_its_job() {
     }
     let Some(kernel) = guest_kernel() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let initrd = guest_initrd(dir.path());
-    let snap = dir.path().join("snap");
-    std::fs::create_dir(&snap).unwrap();
-    let console = dir.path().join("take.log");
     let job = ["wait-go", "--job", "mem-touch", "--touch-mib", "8", "--chase-mib", "1", "--accesses", "1000"];
-    let out = take(&kernel, &initrd, &snap, &console, &job);
+    let Taken { snap, console, out } = take(dir.path(), &kernel, 1, &job);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("take console:\n{}\nstderr:\n{stderr}", read_text(&console));
     assert_eq!(out.status.code(), Some(0), "taking the snapshot failed: {stderr}");
     assert!(read_text(&console).contains("READY"), "no READY before the snapshot");
     let state_len = std::fs::metadata(snap.join("state")).unwrap().len();
@@ -368,13 +368,8 @@ fn a_two_vcpu_guest_restores_with_both_vcpus() {
     }
     let Some(kernel) = guest_kernel() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let initrd = guest_initrd(dir.path());
-    let snap = dir.path().join("snap");
-    std::fs::create_dir(&snap).unwrap();
-    let console = dir.path().join("take.log");
-    let out = take_on(2, &kernel, &initrd, &snap, &console, &["wait-go", "--job", "noop"]);
+    let Taken { snap, out, .. } = take(dir.path(), &kernel, 2, &["wait-go", "--job", "noop"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("take console:\n{}\nstderr:\n{stderr}", read_text(&console));
     assert_eq!(out.status.code(), Some(0), "taking the snapshot failed: {stderr}");
     let state = std::fs::read(snap.join("state")).unwrap();
     let saved: LinuxSnapshot = frame::decode(&snap.join("state"), KIND, FORMAT_VERSION, &state).unwrap();
