@@ -249,6 +249,15 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+impl RunRecord {
+    /// A record the bench wrote for a cell that never started here (the backend cannot run on
+    /// this host, or the scenario does not apply to it): an error and no start time. A unit that
+    /// started and failed is not one.
+    pub fn never_ran(&self) -> bool {
+        self.error.is_some() && self.started_unix_ms == 0
+    }
+}
+
 /// Timings taken by the host, in nanoseconds from the launch call.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

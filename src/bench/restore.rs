@@ -55,9 +55,17 @@ impl StartKind {
     }
 }
 
+/// Why CRIU cannot checkpoint on this host, if it cannot (host facts, probed once).
+fn criu_unusable() -> Option<&'static str> {
+    static WHY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    WHY.get_or_init(|| cvbench_runtime::checkpoint::criu::CriuFacts::probe().verdict().err()).as_deref()
+}
+
 /// Why `backend` has no restore-start cell for `start`.
 pub fn not_applicable(backend: BackendId, start: StartKind) -> Option<String> {
-    let container = crate::backend::peers::checkpoint::kind_for(backend).is_ok();
+    let kind = crate::backend::peers::checkpoint::kind_for(backend);
+    let container = kind.is_ok();
+    let criu = kind.is_ok_and(crate::backend::peers::checkpoint::uses_criu);
     let vm = Guest::of(backend).is_some();
     match (backend, start) {
         (BackendId::Microvm, _) if cvbench_microvm::kvm_kind() == cvbench_microvm::KvmKind::SoftwarePvm => Some(
@@ -69,6 +77,9 @@ pub fn not_applicable(backend: BackendId, start: StartKind) -> Option<String> {
             Some(format!("{backend} restores lazily or eagerly; `restore` is a container runtime's start"))
         }
         (_, _) if vm => None,
+        (_, StartKind::Restore) if criu && criu_unusable().is_some() => {
+            Some(format!("{backend} restore: {}", criu_unusable().unwrap_or_default()))
+        }
         (_, StartKind::Cold | StartKind::Restore) if container => None,
         (_, StartKind::Lazy | StartKind::Eager) if container => {
             Some(format!("{backend} has one restore (`restore`), not the VMM's lazy or eager memory"))
@@ -179,6 +190,7 @@ mod tests {
     #[test]
     fn the_micro_vms_and_the_checkpointing_containers_have_cells_and_the_others_say_why() {
         let pvm = cvbench_microvm::kvm_kind() == cvbench_microvm::KvmKind::SoftwarePvm;
+        let criu_ok = criu_unusable().is_none();
         let vms = [BackendId::MicrovmBare, BackendId::Microvm];
         let containers = [BackendId::Gvisor, BackendId::GvisorPtrace, BackendId::Runc, BackendId::CvbenchRuntime];
         for b in BackendId::ALL {
@@ -188,7 +200,9 @@ mod tests {
                 let expect = match start {
                     StartKind::Cold => vm || containers.contains(&b),
                     StartKind::Lazy | StartKind::Eager => vm,
-                    StartKind::Restore => containers.contains(&b),
+                    StartKind::Restore => {
+                        containers.contains(&b) && (criu_ok || matches!(b, BackendId::Gvisor | BackendId::GvisorPtrace))
+                    }
                 };
                 assert_eq!(na.is_none(), expect, "{b} {start:?}");
                 if let Some(why) = na {

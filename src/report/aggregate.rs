@@ -316,7 +316,8 @@ impl Aggregate {
         let (ratio, ratio_ci) = (paired.map(|p| p.paired.centre), paired.map(|p| p.paired.ci));
         let mut errors: Vec<String> = Vec::new();
         let mut failed = 0;
-        for r in recs {
+        // Cells that never started here are "not run" (their reasons are listed apart), not failures.
+        for r in recs.iter().filter(|r| !r.never_ran()) {
             if let Some(e) = &r.error {
                 failed += 1;
                 if errors.len() < 3 && !errors.contains(e) {
@@ -376,6 +377,7 @@ mod tests {
             workload: "noop".into(),
             host: HostTimings { launch_to_ready_ns: Some(ready_ns), ..Default::default() },
             error: error.map(String::from),
+            started_unix_ms: 1_700_000_000_000,
             ..Default::default()
         }
     }
@@ -417,6 +419,12 @@ mod tests {
         assert_eq!(c.significance, None);
         assert_eq!(c.paired.unwrap().verdict, Verdict::NotJudged(decision::Unjudged::TooFewRounds));
         assert!(a.too_small_to_judge());
+        // A cell that never started here (a placeholder: an error, no start time) is not a failure.
+        let mut never = rec("crun", 0, Some("does not apply"));
+        never.scenario = "cpu".into();
+        never.started_unix_ms = 0;
+        let c = Aggregate::new(&[never]).cell("cpu", "crun", READY);
+        assert_eq!((c.failed, c.summary), (0, None));
     }
 
     #[test]

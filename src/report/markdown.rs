@@ -216,14 +216,19 @@ fn backend_profiles(out: &mut String, a: &Aggregate) {
 
 fn backend_status(out: &mut String, a: &Aggregate) {
     let _ = writeln!(out, "## Backends\n");
-    let _ = writeln!(out, "| backend | runs ok | runs failed | status |\n|---|---:|---:|---|");
+    let _ = writeln!(
+        out,
+        "Units that ran and succeeded or failed; cells that never started here (the backend cannot run on \
+         this host, or the scenario does not apply to it) are counted apart, with their reasons under *Not \
+         measured*.\n"
+    );
+    let _ = writeln!(out, "| backend | runs ok | runs failed | cells not run | status |\n|---|---:|---:|---:|---|");
     for b in &a.backends {
         let recs: Vec<_> = a.groups.iter().filter(|((_, gb), _)| gb == b).flat_map(|(_, v)| v).collect();
         let ok = recs.iter().filter(|r| r.error.is_none()).count();
-        let failed = recs.len() - ok;
-        let status = if failed == 0 {
-            "ran every scenario".to_string()
-        } else if ok == 0 {
+        let not_run = recs.iter().filter(|r| r.never_ran()).count();
+        let failed = recs.len() - ok - not_run;
+        let status = if ok == 0 {
             let first = recs.iter().find_map(|r| r.error.as_deref()).unwrap_or("");
             // The backend's own explanation (e.g. what KVM kind stopped it) beats the last symptom.
             let why = recs.iter().flat_map(|r| r.notes.iter()).find(|n| n.contains("not run:"));
@@ -231,10 +236,14 @@ fn backend_status(out: &mut String, a: &Aggregate) {
                 Some(n) => format!("**could not run here**: {} (symptom: {})", short(n), short(first)),
                 None => format!("**could not run here**: {}", short(first)),
             }
+        } else if failed > 0 {
+            "ran; some units failed (see *Not measured*)".to_string()
+        } else if not_run > 0 {
+            "ran every cell that applies here".to_string()
         } else {
-            "ran; some cells failed (see *Not measured*)".to_string()
+            "ran every scenario".to_string()
         };
-        let _ = writeln!(out, "| {b} | {ok} | {failed} | {status} |");
+        let _ = writeln!(out, "| {b} | {ok} | {failed} | {not_run} | {status} |");
     }
     out.push('\n');
 }
@@ -249,8 +258,9 @@ fn headline_table(out: &mut String, a: &Aggregate) {
          **bold** only when judged different (q ≤ {} after Benjamini–Hochberg and at least {:.0}% from native); \
          otherwise it reads \"≈ native (within ×a–b)\" with its CI. ⚠ marks a noisy cell (coefficient of \
          variation above {:.0}%). For throughput (↑) a ratio below 1 is a loss; for times and sizes (↓) a ratio \
-         above 1 is. With fewer than {} paired rounds a ratio is not judged. ✗ = every run of the cell failed \
-         (reasons under *Not measured*); — = not run.\n",
+         above 1 is. With fewer than {} paired rounds a ratio is not judged. ✗ = every unit of the cell that ran \
+         failed; — = not run here (the backend cannot run on this host, or the cell does not apply to it); the \
+         reasons for both are under *Not measured*.\n",
         a.rules.fdr_q,
         a.rules.min_effect * 100.0,
         stats::NOISY_CV * 100.0,

@@ -12,6 +12,10 @@ use super::Written;
 use crate::record::RunRecord;
 use crate::stats::median;
 
+/// The restore-start report of the test host's run, relative to the report's directory; linked
+/// from a report of this host's run when it is there.
+const TESTHOST_REPORT: &str = "restore-start/testhost/REPORT.md";
+
 /// The starts, in report order: (scenario name, row label).
 const STARTS: [(&str, &str); 4] = [
     ("restore-start-cold", "cold start"),
@@ -115,7 +119,7 @@ pub fn section(records: &[RunRecord], out: &Path, w: &mut Written, emulated: boo
             // (never started: no start time) stay in the report's list of cells not run.
             let bad: Vec<&RunRecord> = records
                 .iter()
-                .filter(|r| r.backend == backend && r.scenario == sc && r.error.is_some() && r.started_unix_ms != 0)
+                .filter(|r| r.backend == backend && r.scenario == sc && r.error.is_some() && !r.never_ran())
                 .collect();
             if let Some(first) = bad.first() {
                 failures.push(format!(
@@ -147,6 +151,15 @@ pub fn section(records: &[RunRecord], out: &Path, w: &mut Written, emulated: boo
         for f in failures {
             let _ = writeln!(s, "{f}");
         }
+    }
+    if !emulated && out.join(TESTHOST_REPORT).is_file() {
+        let _ = write!(
+            s,
+            "\nThe starts that need hardware KVM (the Linux micro-VM, microvm) or CRIU (runc and \
+             cvbench-runtime restore, where this host's kernel stops it) were measured in the test host, \
+             whose CPU is emulated (its timings are not representative of any hardware; its ratios hold within \
+             one boot): [{TESTHOST_REPORT}]({TESTHOST_REPORT}).\n"
+        );
     }
     let bars = phase_bars(records);
     if !bars.is_empty() {
@@ -221,6 +234,20 @@ mod tests {
         r.host.launch_to_exit_ns = Some((ready_ms + 100) * 1_000_000);
         r.extra = extra.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         r
+    }
+
+    #[test]
+    fn the_test_host_report_is_linked_only_when_it_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = vec![rec("restore-start-cold", 30, &[])];
+        let without = section(&rs, dir.path(), &mut Written::default(), false);
+        assert!(!without.contains(TESTHOST_REPORT), "{without}");
+        std::fs::create_dir_all(dir.path().join("restore-start/testhost")).unwrap();
+        std::fs::write(dir.path().join(TESTHOST_REPORT), "# test host\n").unwrap();
+        let with = section(&rs, dir.path(), &mut Written::default(), false);
+        assert!(with.contains(&format!("[{TESTHOST_REPORT}]({TESTHOST_REPORT})")), "{with}");
+        // The test host's own report does not link to itself.
+        assert!(!section(&rs, dir.path(), &mut Written::default(), true).contains(TESTHOST_REPORT));
     }
 
     #[test]

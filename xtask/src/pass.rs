@@ -149,7 +149,12 @@ pub fn run(cfg: &PassConfig) -> Result<bool, PassError> {
         }
         state.current = Some(name.clone());
         state.save(&cfg.state)?;
-        let r = run_part(cfg, &part, started)?;
+        let part_started = Instant::now();
+        let mut r = run_part(cfg, &part, started)?;
+        let seconds = part_started.elapsed().as_secs();
+        for p in &mut r.parts {
+            p.seconds = Some(seconds);
+        }
         state.failed_commands.extend(r.failed_commands);
         state.done.extend(r.parts);
         state.current = None;
@@ -159,11 +164,25 @@ pub fn run(cfg: &PassConfig) -> Result<bool, PassError> {
         println!("testhost pass: {resumed} part(s) resumed from the previous boot (see RESUMED lines)");
     }
     println!("testhost pass took {} s (emulated CPU: timings not representative)", started.elapsed().as_secs());
+    println!("testhost pass: its longest parts: {}", longest(&state.done, 6));
     state.finished = true;
     state.save(&cfg.state)?;
     let all = state.results();
     print!("{}", all.summary("testhost"));
     Ok(all.ok())
+}
+
+/// The `n` parts that took longest, as "NAME N s, ..." (parts resumed from an earlier boot
+/// keep the time they took there).
+fn longest(done: &[PartResult], n: usize) -> String {
+    let mut timed: Vec<(&str, u64)> = done.iter().filter_map(|p| Some((p.name.as_str(), p.seconds?))).collect();
+    timed.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let shown: Vec<String> = timed.iter().take(n).map(|(name, s)| format!("{name} {s} s")).collect();
+    if shown.is_empty() {
+        "none timed".into()
+    } else {
+        shown.join(", ")
+    }
 }
 
 fn run_part(cfg: &PassConfig, part: &Part, started: Instant) -> Result<HostResults, PassError> {
@@ -317,6 +336,14 @@ mod tests {
         assert!(!failed_cell("   microvm net-stream 1/3 1 failed, "));
         assert!(!failed_cell("microvm net-stream 1/3 1 failed, "));
         assert!(!failed_cell("  microvm net-stream 1/3 01 failed, "));
+    }
+
+    #[test]
+    fn the_longest_parts_come_first_and_untimed_ones_are_left_out() {
+        let p = |name: &str, seconds| PartResult { seconds, ..PartResult::named(name) };
+        let done = [p("a", Some(5)), p("b", None), p("c", Some(90)), p("d", Some(5))];
+        assert_eq!(longest(&done, 2), "c 90 s, a 5 s");
+        assert_eq!(longest(&done[1..2], 3), "none timed");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct PartResult {
     pub skips: Vec<String>,
     /// Why a failure was counted that libtest did not report (a crash, a timeout, a check).
     pub note: Option<String>,
+    /// Wall-clock seconds the part took, where the pass timed it (the test-host pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
 }
 
 impl PartResult {
