@@ -24,7 +24,7 @@ use crate::devices::{
 };
 use crate::host::KvmKind;
 use crate::linux::cmdline::{CmdlineSpec, GuestNet};
-use crate::linux::snapshot::{LinuxSnapshot, ReadyWatch};
+use crate::linux::snapshot::{GuestNetSnapshot, LinuxSnapshot, ReadyWatch};
 use crate::linux::vcpus::VcpuRunError;
 use crate::linux::vcpus::{PauseRequest, RunControl};
 use crate::linux::{self, cpu, mptable, LinuxError};
@@ -152,8 +152,8 @@ pub enum BuildError {
     Snapshot(#[from] SnapshotError),
     #[error("saving or restoring the KVM state")]
     KvmState(#[from] KvmStateError),
-    #[error("a Linux guest with virtio devices (disk, network) cannot be snapshotted: their queues and back ends are not saved")]
-    SnapshotDevices,
+    #[error("snapshot {path}: {what}")]
+    RestoreDevices { path: PathBuf, what: String },
     #[error("snapshot {path}: the serial state is invalid: {what}")]
     SerialState { path: PathBuf, what: String },
     #[error("cannot start the console input thread")]
@@ -217,9 +217,6 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> 
     let kind = crate::host::kvm_probe().usable().map_err(BuildError::NoKvm)?;
     let pvm = cfg.pvm_workarounds.unwrap_or(kind == KvmKind::SoftwarePvm);
     let mem_size = linux::check_mem_size(cfg.mem_mib)?;
-    if cfg.snapshot_to.is_some() && (cfg.blk.is_some() || cfg.net.is_some()) {
-        return Err(BuildError::SnapshotDevices);
-    }
     // Made before the jail hides the file system; removed again unless a snapshot is written.
     let snapshot_out = cfg.snapshot_to.as_deref().map(|d| SnapshotOut::create(d, mem_size)).transpose()?;
     let mut vm = KvmVm::new(VmOptions { irqchip: true })?;
@@ -249,18 +246,9 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> 
     let pause = snapshot_out.as_ref().map(|_| PauseRequest::default());
     let serial = Arc::new(Mutex::new(attach_serial(&vm, cfg.console.as_ref(), pause.clone())?));
     let mut virtio = Vec::new();
-    if let Some(b) = &cfg.blk {
-        attach_virtio(&vm, &mem, Box::new(Block::open(&b.path, b.read_only)?), &workers_stop, &mut virtio)?;
-    }
-    if let Some(n) = &cfg.net {
-        let tap = open_tap(&TapConfig {
-            netns: n.netns.clone(),
-            name: n.tap.clone(),
-            host_ip: n.host_ip,
-            prefix_len: n.prefix_len,
-        })?;
-        let net = Net::new(tap, mac_from_seed(std::process::id()));
-        attach_virtio(&vm, &mem, Box::new(net), &workers_stop, &mut virtio)?;
+    for device in open_devices(cfg.blk.as_ref(), cfg.net.as_ref(), mac_from_seed(std::process::id()))? {
+        let fds = virtio_fds(&vm, virtio.len(), &workers_stop)?;
+        virtio.push(Arc::new(Mutex::new(MmioTransport::new(device, mem.clone(), fds.0, fds.1, fds.2))));
     }
 
     let cmdline = linux::cmdline::build(&CmdlineSpec {
@@ -308,6 +296,12 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> 
     serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
     let snapshot = match (snapshot_out, &end) {
         (Some(out), GuestEnd::Snapshotted) => {
+            // The workers hand back their queues before guest memory is written: nothing
+            // changes the rings after this.
+            let devices = virtio
+                .iter()
+                .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()).save())
+                .collect::<Result<Vec<_>, _>>()?;
             let (vm_state, vcpu_states) = save_kvm_state(&vm, &mut vcpus, &msr_list, cfg.vcpus.max(1))?;
             let snap = LinuxSnapshot {
                 vmm_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -317,6 +311,12 @@ pub fn build_and_boot_from(cfg: &Config, start: Instant, stop: &StopRequest) -> 
                 vm: vm_state,
                 vcpus: vcpu_states,
                 serial: serial.lock().unwrap_or_else(|e| e.into_inner()).snapshot(),
+                devices,
+                net: cfg.net.as_ref().map(|n| GuestNetSnapshot {
+                    host_ip: n.host_ip,
+                    guest_ip: n.guest_ip,
+                    prefix_len: n.prefix_len,
+                }),
                 data_pages: 0,
             };
             trace(start, "state saved");
@@ -441,21 +441,41 @@ pub(crate) fn serial_parts(
     Ok((irq, out))
 }
 
-/// A virtio-mmio window for `device`: irqfd on its IRQ, ioeventfd on its QueueNotify.
-fn attach_virtio(
+/// The virtio devices of a VM in window order (the disk, then the NIC), their back ends
+/// opened: the disk image, and a tap made in the given namespace. `mac` is the NIC's address.
+pub(crate) fn open_devices(
+    blk: Option<&BlkConfig>,
+    net: Option<&NetConfig>,
+    mac: [u8; 6],
+) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    if let Some(b) = blk {
+        devices.push(Box::new(Block::open(&b.path, b.read_only)?));
+    }
+    if let Some(n) = net {
+        let tap = open_tap(&TapConfig {
+            netns: n.netns.clone(),
+            name: n.tap.clone(),
+            host_ip: n.host_ip,
+            prefix_len: n.prefix_len,
+        })?;
+        devices.push(Box::new(Net::new(tap, mac)));
+    }
+    Ok(devices)
+}
+
+/// The eventfds of virtio-mmio window `n`: the irqfd on its IRQ, the ioeventfd on its
+/// QueueNotify register, and the VM's shared stop eventfd.
+pub(crate) fn virtio_fds(
     vm: &KvmVm,
-    mem: &GuestMemoryMmap,
-    device: Box<dyn VirtioDevice>,
+    n: usize,
     stop: &Arc<EventFd>,
-    transports: &mut Vec<Arc<Mutex<MmioTransport>>>,
-) -> Result<(), BuildError> {
-    let n = transports.len();
+) -> Result<(EventFd, EventFd, Arc<EventFd>), BuildError> {
     let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("virtio irq", e))?;
     vm.register_irqfd(&irq, VIRTIO_FIRST_IRQ + n as u32)?;
     let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("virtio notify", e))?;
     vm.register_ioevent(&notify, virtio_window(n) + QUEUE_NOTIFY_OFFSET)?;
-    transports.push(Arc::new(Mutex::new(MmioTransport::new(device, mem.clone(), irq, notify, stop.clone()))));
-    Ok(())
+    Ok((irq, notify, stop.clone()))
 }
 
 /// Put every device on its bus: serial and i8042 on port I/O, boot timer and virtio on MMIO.

@@ -1,8 +1,10 @@
 //! Linux-guest snapshots: KVM state saved from a live vCPU loads into a fresh one (here), every
 //! bad snapshot is refused by `cvbench-vmm linux-restore` before a VM exists (here), a guest
-//! that ends before its READY leaves no snapshot behind (here: one guest boot), and a guest
-//! saved at `wait-go`'s READY restores, takes its go line and runs its job (only where the
-//! guest's user space runs: hardware KVM, i.e. the test host; a loud SKIPPED under kvm_pvm).
+//! that ends before its READY leaves no snapshot behind (here: one guest boot), a restore given
+//! other devices than the snapshot's is refused (here), and a guest saved at `wait-go`'s READY
+//! restores, takes its go line and runs its job, also with a virtio disk it then writes and
+//! reads (only where the guest's user space runs: hardware KVM, i.e. the test host; a loud
+//! SKIPPED under kvm_pvm).
 
 mod common;
 
@@ -12,9 +14,10 @@ use std::process::{Command, Output, Stdio};
 
 use common::require_kvm;
 use cvbench_microvm::devices::serial::SerialSnapshot;
+use cvbench_microvm::devices::virtio::state::{DeviceSnapshot, QueueSnapshot, TransportSnapshot};
 use cvbench_microvm::linux::initramfs::{write_guest_image, GuestImage};
 use cvbench_microvm::linux::kernel_cache;
-use cvbench_microvm::linux::snapshot::{LinuxSnapshot, FORMAT_VERSION, KIND};
+use cvbench_microvm::linux::snapshot::{GuestNetSnapshot, LinuxSnapshot, FORMAT_VERSION, KIND};
 use cvbench_microvm::snapshot::frame;
 use cvbench_microvm::snapshot::kvm::{self, Blob, VcpuState, VmState};
 use cvbench_microvm::stats::{GuestEnd, LinuxStats};
@@ -93,7 +96,33 @@ fn good_state() -> LinuxSnapshot {
             debugregs: Blob::default(),
         }],
         serial: SerialSnapshot::default(),
+        devices: Vec::new(),
+        net: None,
         data_pages: 0,
+    }
+}
+
+/// A virtio-blk transport serving one queue, as saved from a guest with a 1 MiB disk.
+fn disk_state() -> TransportSnapshot {
+    TransportSnapshot {
+        device: DeviceSnapshot::Block { sectors: 2048, read_only: false },
+        status: 0xf,
+        acked_features: 1 << 32,
+        queue_sel: 0,
+        device_features_sel: 0,
+        driver_features_sel: 0,
+        interrupt_status: 0,
+        activated: true,
+        queues: vec![QueueSnapshot {
+            size: 256,
+            ready: true,
+            desc_table: 0x1_0000,
+            avail_ring: 0x1_1000,
+            used_ring: 0x1_2000,
+            next_avail: 3,
+            next_used: 3,
+            event_idx: false,
+        }],
     }
 }
 
@@ -240,6 +269,11 @@ struct Taken {
 /// `linux --snapshot-to DIR/snap` of a guest with `vcpus` vCPUs running `args`, its console in
 /// `DIR/take.log`; the console and the VMM's stderr go to the test's log.
 fn take(dir: &Path, kernel: &Path, vcpus: u8, args: &[&str]) -> Taken {
+    take_with(dir, kernel, vcpus, &[], args)
+}
+
+/// [`take`] with extra VMM flags (e.g. a disk).
+fn take_with(dir: &Path, kernel: &Path, vcpus: u8, flags: &[&str], args: &[&str]) -> Taken {
     let initrd = guest_initrd(dir);
     let snap = dir.join("snap");
     std::fs::create_dir(&snap).unwrap();
@@ -256,6 +290,7 @@ fn take(dir: &Path, kernel: &Path, vcpus: u8, args: &[&str]) -> Taken {
         .arg(&console)
         .arg("--snapshot-to")
         .arg(&snap)
+        .args(flags)
         .args(["--timeout-s", "600", "--"])
         .args(args)
         .stdin(Stdio::null())
@@ -284,11 +319,17 @@ fn a_guest_that_ends_before_ready_leaves_no_snapshot() {
 }
 
 fn restore_and_go(snap: &Path, console: &Path, stats: &Path, load: &str) -> (Output, LinuxStats) {
+    restore_and_go_with(snap, console, stats, load, &[])
+}
+
+/// [`restore_and_go`] with extra VMM flags (e.g. the disk again).
+fn restore_and_go_with(snap: &Path, console: &Path, stats: &Path, load: &str, flags: &[&str]) -> (Output, LinuxStats) {
     let mut child = vmm()
         .arg("linux-restore")
         .arg("--snapshot")
         .arg(snap)
         .args(["--load", load, "--timeout-s", "600"])
+        .args(flags)
         .arg("--console")
         .arg(console)
         .arg("--stats-json")
@@ -385,25 +426,89 @@ fn a_two_vcpu_guest_restores_with_both_vcpus() {
 }
 
 #[test]
-fn a_guest_with_a_virtio_disk_is_refused_before_it_boots_and_leaves_nothing() {
+fn a_restore_whose_devices_do_not_match_the_snapshot_is_refused() {
     require_kvm!("Linux snapshot bad-input tests");
     let dir = tempfile::tempdir().unwrap();
-    let snap = dir.path().join("snap");
-    std::fs::create_dir(&snap).unwrap();
-    let disk = dir.path().join("disk.img");
-    std::fs::File::create(&disk).unwrap().set_len(1 << 20).unwrap();
-    // The kernel is never read: the refusal comes first.
-    let out = vmm()
-        .args(["linux", "--kernel", "/nonexistent/vmlinux", "--blk"])
-        .arg(&disk)
-        .arg("--snapshot-to")
-        .arg(&snap)
-        .args(["--", "wait-go", "--job", "noop"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let image = |name: &str, len: u64| {
+        let p = dir.path().join(name);
+        std::fs::File::create(&p).unwrap().set_len(len).unwrap();
+        p.display().to_string()
+    };
+    let (disk, bigger) = (image("disk.img", 1 << 20), image("bigger.img", 2 << 20));
+    let with_disk = |edit: &dyn Fn(&mut LinuxSnapshot)| {
+        let mut s = good_state();
+        s.devices = vec![disk_state()];
+        edit(&mut s);
+        s
+    };
+    let with_nic = {
+        let mut s = good_state();
+        let nic = TransportSnapshot { device: DeviceSnapshot::Net { mac: [2, 0xcb, 0, 0, 0, 1] }, ..disk_state() };
+        s.devices = vec![TransportSnapshot { queues: vec![nic.queues[0]; 2], ..nic }];
+        s.net =
+            Some(GuestNetSnapshot { host_ip: [10, 0, 0, 1].into(), guest_ip: [10, 0, 0, 2].into(), prefix_len: 30 });
+        s
+    };
+    let cases: Vec<(&str, LinuxSnapshot, Vec<&str>, &str)> = vec![
+        ("a disk saved, none given", with_disk(&|_| {}), vec![], "saved with a virtio-blk disk"),
+        ("a disk given, none saved", good_state(), vec!["--blk", disk.as_str()], "saved without a disk"),
+        ("a disk of another size", with_disk(&|_| {}), vec!["--blk", bigger.as_str()], "saved as"),
+        (
+            "a queue past guest memory",
+            with_disk(&|s| s.devices[0].queues[0].used_ring = MEM_MIB << 20),
+            vec!["--blk", disk.as_str()],
+            "ends past guest memory",
+        ),
+        (
+            "a queue larger than the device's",
+            with_disk(&|s| s.devices[0].queues[0].size = 1024),
+            vec!["--blk", disk.as_str()],
+            "size 1024",
+        ),
+        ("a NIC saved, no network given", with_nic, vec![], "saved with a NIC"),
+    ];
+    for (what, state, flags, phrase) in cases {
+        let snap = tempfile::tempdir_in(dir.path()).unwrap();
+        write_snapshot(snap.path(), &state, FORMAT_VERSION, MEM_MIB << 20);
+        eprintln!("case: {what}");
+        assert_refused(snap.path(), &flags, "state", phrase);
+    }
+}
+
+#[test]
+fn a_guest_saved_with_a_disk_restores_and_writes_and_reads_it() {
+    require_kvm!("Linux-guest snapshot runs");
+    if skip_under_pvm("Linux-guest snapshot and restore with a virtio disk") {
+        return;
+    }
+    let Some(kernel) = guest_kernel() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.ext4");
+    std::fs::File::create(&disk).unwrap().set_len(32 << 20).unwrap();
+    let mkfs = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk).status().expect("mkfs.ext4 (e2fsprogs)");
+    assert!(mkfs.success(), "mkfs.ext4 failed");
+    let disk = disk.display().to_string();
+    // The guest's /init mounts the disk at /mnt; the job writes, syncs and reads a file there.
+    let job = ["wait-go", "--job", "disk", "--dir", "/mnt", "--size-mib", "2", "--rand-ops", "8"];
+    let Taken { snap, console, out } = take_with(dir.path(), &kernel, 1, &["--blk", disk.as_str()], &job);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(125), "{stderr}");
-    assert!(stderr.contains("virtio devices") && stderr.contains("cannot be snapshotted"), "{stderr}");
-    assert_eq!(std::fs::read_dir(&snap).unwrap().count(), 0, "files left in the snapshot directory");
+    assert_eq!(out.status.code(), Some(0), "taking the snapshot failed: {stderr}");
+    assert!(read_text(&console).contains("READY"), "no READY before the snapshot");
+    let state = std::fs::read(snap.join("state")).unwrap();
+    let saved: LinuxSnapshot = frame::decode(&snap.join("state"), KIND, FORMAT_VERSION, &state).unwrap();
+    assert_eq!(saved.devices.len(), 1);
+    let blk = &saved.devices[0];
+    assert!(matches!(blk.device, DeviceSnapshot::Block { sectors: 65536, read_only: false }), "{:?}", blk.device);
+    assert!(blk.activated && blk.queues[0].ready, "the guest's driver had not brought the disk up: {blk:?}");
+    assert!(blk.queues[0].next_used > 0, "the guest mounted the disk, so requests were served: {blk:?}");
+
+    let console = dir.path().join("restore.log");
+    let stats = dir.path().join("stats.json");
+    let (out, s) = restore_and_go_with(&snap, &console, &stats, "lazy", &["--blk", disk.as_str()]);
+    let log = read_text(&console);
+    assert_eq!(s.end, GuestEnd::PowerOff, "the restored guest did not power off by itself");
+    assert_eq!(s.exit_status, Some(0), "the disk job's exit status: {log}");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(log.contains("\"seq_write_mb_s\"") && log.contains("\"job_ns\""), "the job's report is missing: {log}");
+    assert!(!log.contains("READY"), "the restored guest booted again instead of resuming: {log}");
 }

@@ -6,6 +6,7 @@
 //! and synced, and `direct_io` = 0 says so.
 
 use crate::mem::xorshift;
+use crate::opts::{Opts, UsageError};
 use crate::out::Report;
 use crate::sys::{self, now_ns, Errno, Mapping};
 
@@ -21,6 +22,19 @@ pub struct DiskParams<'a> {
     pub rand_read_ops: u64,
 }
 
+impl<'a> DiskParams<'a> {
+    /// `[--dir /tmp] [--size-mib 64] [--rand-ops 256] [--rand-read-ops RAND_OPS]`; the
+    /// directory's NUL-terminated path goes into `buf`.
+    pub fn from_opts(o: &mut Opts, buf: &'a mut [u8; 512]) -> Result<DiskParams<'a>, UsageError> {
+        let dir = o.path("dir", b"/tmp", buf)?;
+        let size_mib = o.num("size-mib", 64, 1, crate::MIB_MAX)?;
+        let rand_ops = o.num("rand-ops", 256, 1, 1 << 24)?;
+        // Reads are ~50x cheaper than fsync'd writes: sized on their own so both regions last.
+        let rand_read_ops = o.num("rand-read-ops", rand_ops, 1, 1 << 24)?;
+        Ok(DiskParams { dir, size_mib, rand_ops, rand_read_ops })
+    }
+}
+
 fn file_path(dir: &[u8], buf: &mut [u8; 600]) -> usize {
     const NAME: &[u8] = b"/cvbench-disk.tmp\0";
     let d = &dir[..dir.len() - 1];
@@ -29,7 +43,7 @@ fn file_path(dir: &[u8], buf: &mut [u8; 600]) -> usize {
     d.len() + NAME.len()
 }
 
-pub fn run(p: &DiskParams) -> Result<(), Errno> {
+pub fn run(p: &DiskParams) -> Result<Report, Errno> {
     let mut pbuf = [0u8; 600];
     let plen = file_path(p.dir, &mut pbuf);
     let path = &pbuf[..plen];
@@ -61,8 +75,7 @@ pub fn run(p: &DiskParams) -> Result<(), Errno> {
         .metric("timed_region_min_ns", seq_w.min(rand_w).min(seq_r).min(rand_r) as f64)
         .metric("direct_io", direct as u8 as f64)
         .metric("elapsed_ns", (seq_w + rand_w + seq_r + rand_r) as f64);
-    r.finish();
-    Ok(())
+    Ok(r)
 }
 
 type Times = (u64, u64, u64, u64, bool);

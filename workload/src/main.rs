@@ -37,7 +37,7 @@ use sys::{Errno, PollFd, POLLIN};
 const USAGE: &str = "usage: cvbench-workload <subcommand> [--option value ...]
   noop                                   print READY and exit
   idle                                   block until stdin closes or SIGTERM/SIGINT
-  wait-go   --job noop|cpu|mem-touch [job options]
+  wait-go   --job noop|cpu|mem-touch|disk [job options]
                                          print READY, wait for a line on stdin, run the job
   cpu       [--sha-mib 64] [--sieve-n 4000000] [--matmul-n 160]
   mem-bw    [--array-mib 32] [--iters 5]
@@ -105,7 +105,8 @@ fn dispatch(args: &rt::Args) -> Result<(), Failure> {
             idle()?;
         }
         b"wait-go" => {
-            let job = wait::Job::parse(&mut o)?;
+            let mut buf = [0u8; 512];
+            let job = wait::Job::parse(&mut o, &mut buf)?;
             o.finish()?;
             ready();
             wait::wait_then_run(&job)?;
@@ -156,14 +157,10 @@ fn dispatch(args: &rt::Args) -> Result<(), Failure> {
         }
         b"disk" => {
             let mut buf = [0u8; 512];
-            let dir = o.path("dir", b"/tmp", &mut buf)?;
-            let size_mib = o.num("size-mib", 64, 1, MIB_MAX)?;
-            let rand_ops = o.num("rand-ops", 256, 1, 1 << 24)?;
-            // Reads are ~50x cheaper than fsync'd writes: sized on their own so both regions last.
-            let rand_read_ops = o.num("rand-read-ops", rand_ops, 1, 1 << 24)?;
+            let p = disk::DiskParams::from_opts(&mut o, &mut buf)?;
             o.finish()?;
             ready();
-            disk::run(&disk::DiskParams { dir, size_mib, rand_ops, rand_read_ops })?;
+            disk::run(&p)?.finish();
         }
         b"help" | b"--help" | b"-h" => {
             eprint(format_args!("{USAGE}"));

@@ -6,26 +6,31 @@
 //! restored memory costs on first touch.
 
 use crate::cpu::{self, CpuParams};
+use crate::disk::{self, DiskParams};
 use crate::mem::{self, TouchParams};
 use crate::opts::{Opts, UsageError};
 use crate::out::Report;
 use crate::sys::{self, Errno};
 
 /// The job run after the go line.
-pub enum Job {
+pub enum Job<'a> {
     Noop,
     Cpu(CpuParams),
     MemTouch(TouchParams),
+    /// The disk workload on `--dir` (e.g. a restored micro-VM's virtio disk at /mnt).
+    Disk(DiskParams<'a>),
 }
 
-impl Job {
-    /// `--job noop|cpu|mem-touch` plus that job's own options.
-    pub fn parse(o: &mut Opts) -> Result<Job, UsageError> {
+impl<'a> Job<'a> {
+    /// `--job noop|cpu|mem-touch|disk` plus that job's own options (a disk job's directory
+    /// path goes into `buf`).
+    pub fn parse(o: &mut Opts, buf: &'a mut [u8; 512]) -> Result<Job<'a>, UsageError> {
         match o.word("job")? {
             None => Err(UsageError::Missing("job")),
             Some(b"noop") => Ok(Job::Noop),
             Some(b"cpu") => Ok(Job::Cpu(CpuParams::from_opts(o)?)),
             Some(b"mem-touch") => Ok(Job::MemTouch(TouchParams::from_opts(o)?)),
+            Some(b"disk") => Ok(Job::Disk(DiskParams::from_opts(o, buf)?)),
             Some(other) => Err(UsageError::BadChoice(other)),
         }
     }
@@ -56,6 +61,7 @@ pub fn wait_then_run(job: &Job) -> Result<(), Errno> {
         Job::Noop => Report::new("noop"),
         Job::Cpu(p) => cpu::run(p)?,
         Job::MemTouch(p) => mem::touch(p)?,
+        Job::Disk(p) => disk::run(p)?,
     };
     let job_ns = sys::now_ns() - t;
     let (min1, maj1) = sys::page_faults()?;

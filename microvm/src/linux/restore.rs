@@ -5,7 +5,9 @@
 //! Everything is read and checked before the VM is created, so a bad snapshot never starts a
 //! guest. Then, in dependency order: guest memory (mapped lazily or read in), the VM with its
 //! irqchip and PIT, the VM's PIT, clock and irqchip state, the serial UART from its state,
-//! each vCPU (CPUID filtered as at boot, then its saved state), the jail, and the run.
+//! the virtio devices from theirs (their back ends given again: the same disk, a network
+//! namespace for a new tap with the guest's addresses), each vCPU (CPUID filtered as at boot,
+//! then its saved state), the jail, the devices' workers restarted, and the run.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,8 +16,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::x86_64::cpuid;
-use crate::builder::{attach_buses, serial_parts, spawn_console_input, trace, BuildError, RunOutcome};
-use crate::devices::{BootTimer, PowerOff, Serial, I8042};
+use crate::builder::{
+    attach_buses, open_devices, serial_parts, spawn_console_input, trace, virtio_fds, BlkConfig, BuildError, NetConfig,
+    RunOutcome,
+};
+use crate::devices::virtio::state::DeviceSnapshot;
+use crate::devices::virtio::VirtioDevice;
+use crate::devices::{BootTimer, MmioTransport, PowerOff, Serial, I8042};
 use crate::linux::snapshot;
 use crate::linux::vcpus::RunControl;
 use crate::snapshot::kvm::{self as kvm_state, KvmStateError};
@@ -23,6 +30,7 @@ use crate::snapshot::memory::Load;
 use crate::snapshot::{SnapshotError, MEMORY_FILE, STATE_FILE};
 use crate::stats::RestoreInfo;
 use crate::vstate::{KvmVm, StopRequest, Vcpu, Vm, VmOptions};
+use vmm_sys_util::eventfd::EventFd;
 
 /// A Linux guest to restore. The CLI and the harness build this.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +51,13 @@ pub struct RestoreConfig {
     /// Jail the VMM before the guest resumes; off only for debugging.
     #[serde(default = "yes")]
     pub jail: bool,
+    /// The disk of a guest saved with one: the same image (its size is checked).
+    #[serde(default)]
+    pub blk: Option<BlkConfig>,
+    /// The network of a guest saved with a NIC: a namespace and tap name for a new tap, with
+    /// the addresses the guest was saved with.
+    #[serde(default)]
+    pub net: Option<NetConfig>,
 }
 
 fn yes() -> bool {
@@ -73,6 +88,7 @@ pub fn restore(
         .map_err(|source| KvmStateError::Vm { op: "KVM_GET_MSR_INDEX_LIST", source })?;
     let snap = snapshot::read(&cfg.snapshot, &host_msrs)?;
     let memory_file = snapshot::open_memory(&cfg.snapshot, &snap, cfg.mem_mib)?;
+    let devices = back_ends(cfg, &snap)?;
     trace(start, "snapshot read and checked");
 
     let mem = crate::snapshot::memory::restore(memory_file, snap.mem_size(), cfg.load)
@@ -87,9 +103,16 @@ pub fn restore(
     let serial = Serial::from_state(&snap.serial, irq, out)
         .map_err(|what| BuildError::SerialState { path: cfg.snapshot.join(STATE_FILE), what })?;
     let serial = Arc::new(Mutex::new(serial));
+    let workers_stop = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| BuildError::EventFd("stop", e))?);
+    let mut virtio = Vec::with_capacity(devices.len());
+    for (device, state) in devices.into_iter().zip(&snap.devices) {
+        let fds = virtio_fds(&vm, virtio.len(), &workers_stop)?;
+        let t = MmioTransport::restore(device, mem.clone(), snap.mem_size(), fds, state)?;
+        virtio.push(Arc::new(Mutex::new(t)));
+    }
     let power_off = PowerOff::default();
     let boot_timer = BootTimer::new(start);
-    let devices = Arc::new(attach_buses(&serial, I8042::new(power_off.clone()), &boot_timer, &[])?);
+    let devices = Arc::new(attach_buses(&serial, I8042::new(power_off.clone()), &boot_timer, &virtio)?);
 
     let count = snap.vcpus.len() as u8;
     let supported = vm.supported_cpuid()?;
@@ -112,6 +135,9 @@ pub fn restore(
         crate::jail::enter()?;
         trace(start, "jailed");
     }
+    for t in &virtio {
+        t.lock().unwrap_or_else(|e| e.into_inner()).resume()?;
+    }
     spawn_console_input(serial.clone(), cfg.jail)?;
     let (minflt_restore, _) = own_faults();
     let restore_ns = start.elapsed().as_nanos() as u64;
@@ -130,6 +156,7 @@ pub fn restore(
         main_kind: crate::jail::ThreadKind::MainRestored,
     };
     let (end, _vcpus) = crate::linux::vcpus::run(vcpus, devices, power_off, ctl)?;
+    let _ = workers_stop.write(1); // device workers exit
     let after = own_faults();
     serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
     Ok(RunOutcome {
@@ -150,4 +177,53 @@ pub fn restore(
             minflt_restore,
         }),
     })
+}
+
+/// The back ends the restore was given, opened as devices in the snapshot's window order and
+/// checked against the saved devices before any VM exists: the same kinds, the disk's size and
+/// read-only bit, the guest network's addresses, and each transport's state.
+fn back_ends(cfg: &RestoreConfig, snap: &snapshot::LinuxSnapshot) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
+    let refuse = |what: String| BuildError::RestoreDevices { path: cfg.snapshot.join(STATE_FILE), what };
+    let saved_disk = snap.devices.iter().find(|d| matches!(d.device, DeviceSnapshot::Block { .. }));
+    let saved_nic = snap.devices.iter().find_map(|d| match d.device {
+        DeviceSnapshot::Net { mac } => Some(mac),
+        DeviceSnapshot::Block { .. } => None,
+    });
+    match (saved_disk, &cfg.blk) {
+        (Some(_), None) => {
+            return Err(refuse("the guest was saved with a virtio-blk disk: give the same image (--blk)".into()))
+        }
+        (None, Some(b)) => {
+            return Err(refuse(format!("the guest was saved without a disk, but {} was given", b.path.display())))
+        }
+        _ => {}
+    }
+    match (snap.net, &cfg.net) {
+        (Some(_), None) => {
+            return Err(refuse("the guest was saved with a NIC: give a network namespace and tap (--net-*)".into()))
+        }
+        (None, Some(_)) => return Err(refuse("the guest was saved without a NIC, but a network was given".into())),
+        (Some(saved), Some(n))
+            if (saved.host_ip, saved.guest_ip, saved.prefix_len) != (n.host_ip, n.guest_ip, n.prefix_len) =>
+        {
+            return Err(refuse(format!(
+                "the guest's network is {}/{} with the host at {}; the restore gave {}/{} with the host at {}",
+                saved.guest_ip, saved.prefix_len, saved.host_ip, n.guest_ip, n.prefix_len, n.host_ip
+            )))
+        }
+        _ => {}
+    }
+    let devices = open_devices(cfg.blk.as_ref(), cfg.net.as_ref(), saved_nic.unwrap_or_default())?;
+    for (device, state) in devices.iter().zip(&snap.devices) {
+        if device.state() != state.device {
+            return Err(refuse(format!(
+                "{}: saved as {:?}, the back end given is {:?}",
+                device.name(),
+                state.device,
+                device.state()
+            )));
+        }
+        state.check(device.features(), device.queue_max_sizes(), snap.mem_size()).map_err(refuse)?;
+    }
+    Ok(devices)
 }

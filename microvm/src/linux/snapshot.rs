@@ -6,16 +6,20 @@
 //! at a clean point (kicked out of KVM_RUN, last exit completed) and saves guest memory plus
 //! the state: the KVM state of each vCPU and of the VM ([`crate::snapshot::kvm`]), the serial
 //! UART (registers and unread input) and what the restore needs to rebuild the machine the
-//! same way (memory size, vCPU count, the CPUID variant). The i8042 and the boot timer keep no
-//! state a resumed guest depends on. A VM with virtio devices is not saved: their queues and
-//! back ends (tap, disk) are not part of this format.
+//! same way (memory size, vCPU count, the CPUID variant), and each virtio device's transport
+//! registers, queues and own facts ([`crate::devices::virtio::state`]), saved after its worker
+//! stopped. The i8042 and the boot timer keep no state a resumed guest depends on. Back ends
+//! are not saved: the restore is given a disk and a network namespace again, and they must
+//! match what the guest saw (the disk's size, the guest network's addresses).
 
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::devices::serial::{ConsoleOut, SerialSnapshot};
+use crate::devices::virtio::state::{DeviceSnapshot, TransportSnapshot};
 use crate::linux::vcpus::PauseRequest;
 use crate::snapshot::kvm::{VcpuState, VmState};
 use crate::snapshot::{frame, SnapshotError, STATE_FILE};
@@ -23,7 +27,7 @@ use crate::snapshot::{frame, SnapshotError, STATE_FILE};
 /// The state file's kind word.
 pub const KIND: &str = "linux";
 /// The state format this VMM writes and reads. Bump on any change to [`LinuxSnapshot`].
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The console line that marks the snapshot point.
 pub const READY_LINE: &[u8] = b"READY";
 /// The most vCPUs a snapshot may describe (the MP table's limit in this VMM).
@@ -50,8 +54,21 @@ pub struct LinuxSnapshot {
     /// One per vCPU, ids 0..n in order.
     pub vcpus: Vec<VcpuState>,
     pub serial: SerialSnapshot,
+    /// The virtio devices in window order: at most a disk, then at most a NIC.
+    pub devices: Vec<TransportSnapshot>,
+    /// The guest network's addresses, when it has a NIC (its kernel configured them at boot).
+    pub net: Option<GuestNetSnapshot>,
     /// Memory pages that hold data (written to the file; the rest are holes).
     pub data_pages: u64,
+}
+
+/// The addresses of the guest's /30, which live on in the guest's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestNetSnapshot {
+    pub host_ip: Ipv4Addr,
+    pub guest_ip: Ipv4Addr,
+    pub prefix_len: u8,
 }
 
 impl LinuxSnapshot {
@@ -79,6 +96,17 @@ impl LinuxSnapshot {
                 "{} bytes of pending serial input (the FIFO holds {SERIAL_FIFO})",
                 self.serial.in_buffer.len()
             ));
+        }
+        let kinds: Vec<&str> = self.devices.iter().map(|d| d.device.name()).collect();
+        if !matches!(kinds[..], [] | ["virtio-blk"] | ["virtio-net"] | ["virtio-blk", "virtio-net"]) {
+            return Err(format!("virtio devices {kinds:?} (at most a disk, then at most a NIC)"));
+        }
+        let has_nic = self.devices.iter().any(|d| matches!(d.device, DeviceSnapshot::Net { .. }));
+        if has_nic != self.net.is_some() {
+            return Err("a NIC without the guest network's addresses, or addresses without a NIC".into());
+        }
+        if self.net.is_some_and(|n| n.prefix_len == 0 || n.prefix_len > 30) {
+            return Err("a guest network prefix outside /1../30".into());
         }
         if self.data_pages > self.mem_size() / 4096 {
             return Err(format!("{} data pages do not fit in {} MiB", self.data_pages, self.mem_mib));
@@ -177,13 +205,29 @@ mod tests {
             },
             vcpus: vec![vcpu(0), vcpu(1)],
             serial: SerialSnapshot::default(),
+            devices: Vec::new(),
+            net: None,
             data_pages: 100,
         }
     }
 
+    fn disk() -> TransportSnapshot {
+        crate::devices::virtio::state::tests::good()
+    }
+
+    fn nic() -> TransportSnapshot {
+        TransportSnapshot { device: DeviceSnapshot::Net { mac: [2, 0xcb, 0, 0, 0, 1] }, ..disk() }
+    }
+
+    fn addresses() -> GuestNetSnapshot {
+        GuestNetSnapshot { host_ip: Ipv4Addr::new(10, 0, 0, 1), guest_ip: Ipv4Addr::new(10, 0, 0, 2), prefix_len: 30 }
+    }
+
     #[test]
     fn a_consistent_snapshot_passes_and_round_trips_through_its_frame() {
-        let s = good();
+        let mut s = good();
+        s.devices = vec![disk(), nic()];
+        s.net = Some(addresses());
         assert!(s.check(&[0x10]).is_ok());
         let bytes = frame::encode(KIND, FORMAT_VERSION, &s).unwrap();
         let back: LinuxSnapshot = frame::decode(Path::new("/s/state"), KIND, FORMAT_VERSION, &bytes).unwrap();
@@ -216,6 +260,23 @@ mod tests {
             ("serial FIFO", Box::new(|s| s.serial.in_buffer = vec![b'x'; 65])),
             ("data pages", Box::new(|s| s.data_pages = u64::MAX)),
             ("command line", Box::new(|s| s.cmdline = "x".repeat(crate::linux::CMDLINE_MAX + 1))),
+            ("two disks", Box::new(|s| s.devices = vec![disk(), disk()])),
+            (
+                "NIC before disk",
+                Box::new(|s| {
+                    s.devices = vec![nic(), disk()];
+                    s.net = Some(addresses());
+                }),
+            ),
+            ("NIC without addresses", Box::new(|s| s.devices = vec![nic()])),
+            ("addresses without a NIC", Box::new(|s| s.net = Some(addresses()))),
+            (
+                "prefix",
+                Box::new(|s| {
+                    s.devices = vec![nic()];
+                    s.net = Some(GuestNetSnapshot { prefix_len: 31, ..addresses() });
+                }),
+            ),
         ];
         for (what, edit) in cases {
             let mut s = good();

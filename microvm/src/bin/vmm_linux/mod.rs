@@ -56,20 +56,8 @@ pub struct LinuxArgs {
     mem_mib: u64,
     #[arg(long, default_value_t = 1)]
     vcpus: u8,
-    /// Network namespace file (e.g. /run/netns/NAME) to create the tap in; enables virtio-net.
-    #[arg(long, requires_all = ["net_tap", "net_host_ip", "net_guest_ip"])]
-    net_netns: Option<PathBuf>,
-    #[arg(long)]
-    net_tap: Option<String>,
-    #[arg(long)]
-    net_host_ip: Option<Ipv4Addr>,
-    #[arg(long)]
-    net_guest_ip: Option<Ipv4Addr>,
-    /// Raw disk image for virtio-blk.
-    #[arg(long)]
-    blk: Option<PathBuf>,
-    #[arg(long)]
-    blk_read_only: bool,
+    #[command(flatten)]
+    devices: DeviceArgs,
     /// Serial console output file (default: stdout).
     #[arg(long)]
     console: Option<PathBuf>,
@@ -86,7 +74,7 @@ pub struct LinuxArgs {
     #[arg(long)]
     no_jail: bool,
     /// Save the guest into this existing directory when its workload prints READY (`wait-go`)
-    /// and exit 0; fail, leaving nothing there, if the guest ends first. No virtio devices.
+    /// and exit 0; fail, leaving nothing there, if the guest ends first.
     #[arg(long)]
     snapshot_to: Option<PathBuf>,
     /// Forward stdin to the guest console (the workload's stdin, e.g. `wait-go`'s go line).
@@ -121,16 +109,7 @@ impl TryFrom<LinuxArgs> for Config {
             "off" => Some(false),
             other => anyhow::bail!("--pvm-workarounds takes auto, on or off, not {other:?}"),
         };
-        let net = match a.net_netns {
-            Some(netns) => Some(NetConfig {
-                netns,
-                tap: a.net_tap.context("--net-tap is required with --net-netns")?,
-                host_ip: a.net_host_ip.context("--net-host-ip is required")?,
-                guest_ip: a.net_guest_ip.context("--net-guest-ip is required")?,
-                prefix_len: 30,
-            }),
-            None => None,
-        };
+        let (net, blk) = a.devices.configs()?;
         Ok(Config {
             kernel,
             initrd: a.initrd,
@@ -139,7 +118,7 @@ impl TryFrom<LinuxArgs> for Config {
             mem_mib: a.mem_mib,
             vcpus: a.vcpus,
             net,
-            blk: a.blk.map(|path| BlkConfig { path, read_only: a.blk_read_only }),
+            blk,
             console: a.console,
             timeout_ms,
             pvm_workarounds,
@@ -147,6 +126,43 @@ impl TryFrom<LinuxArgs> for Config {
             snapshot_to: a.snapshot_to,
             console_input: a.console_input,
         })
+    }
+}
+
+/// The virtio devices' back ends, shared by `linux` and `linux-restore`.
+#[derive(clap::Args)]
+struct DeviceArgs {
+    /// Network namespace file (e.g. /run/netns/NAME) to create the tap in; enables virtio-net.
+    #[arg(long, requires_all = ["net_tap", "net_host_ip", "net_guest_ip"])]
+    net_netns: Option<PathBuf>,
+    #[arg(long)]
+    net_tap: Option<String>,
+    #[arg(long)]
+    net_host_ip: Option<Ipv4Addr>,
+    #[arg(long)]
+    net_guest_ip: Option<Ipv4Addr>,
+    /// Raw disk image for virtio-blk.
+    #[arg(long)]
+    blk: Option<PathBuf>,
+    #[arg(long)]
+    blk_read_only: bool,
+}
+
+impl DeviceArgs {
+    /// The network (a /30) and the disk the flags describe.
+    fn configs(&self) -> anyhow::Result<(Option<NetConfig>, Option<BlkConfig>)> {
+        let net = match &self.net_netns {
+            Some(netns) => Some(NetConfig {
+                netns: netns.clone(),
+                tap: self.net_tap.clone().context("--net-tap is required with --net-netns")?,
+                host_ip: self.net_host_ip.context("--net-host-ip is required")?,
+                guest_ip: self.net_guest_ip.context("--net-guest-ip is required")?,
+                prefix_len: 30,
+            }),
+            None => None,
+        };
+        let blk = self.blk.clone().map(|path| BlkConfig { path, read_only: self.blk_read_only });
+        Ok((net, blk))
     }
 }
 
@@ -196,13 +212,20 @@ pub struct LinuxRestoreArgs {
     /// Serial console output file (default: stdout).
     #[arg(long)]
     console: Option<PathBuf>,
+    /// The guest's disk and network, when it was saved with them: the same image, and a
+    /// namespace for a new tap with the addresses the guest was saved with.
+    #[command(flatten)]
+    devices: DeviceArgs,
 }
 
 impl TryFrom<&LinuxRestoreArgs> for RestoreConfig {
     type Error = anyhow::Error;
 
     fn try_from(a: &LinuxRestoreArgs) -> anyhow::Result<RestoreConfig> {
+        let (net, blk) = a.devices.configs()?;
         Ok(RestoreConfig {
+            net,
+            blk,
             snapshot: a.run.snapshot.clone(),
             load: a.run.load,
             mem_mib: a.mem_mib,

@@ -12,7 +12,8 @@ use vm_memory::ByteValued;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateContext, Interrupt, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
+use super::state::DeviceSnapshot;
+use super::{ActivateContext, Interrupt, VirtioDevice, VirtioError, Worker, VIRTIO_F_VERSION_1};
 use crate::vstate::GuestMemoryMmap;
 
 const VIRTIO_ID_BLOCK: u32 = 2;
@@ -76,7 +77,10 @@ impl VirtioDevice for Block {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         super::read_config_bytes(&self.config, offset, data);
     }
-    fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
+    fn state(&self) -> DeviceSnapshot {
+        DeviceSnapshot::Block { sectors: u64::from_le_bytes(self.config), read_only: self.read_only }
+    }
+    fn activate(&mut self, ctx: ActivateContext) -> Result<Worker, VirtioError> {
         let mut queues = ctx.queues;
         if queues.len() != 1 {
             return Err(VirtioError::QueueCount(self.name(), queues.len(), 1));
@@ -85,28 +89,14 @@ impl VirtioDevice for Block {
             path: self.path.clone(),
             source: std::io::Error::other("device activated twice"),
         })?;
-        let mut worker = BlockWorker {
+        let worker = BlockWorker {
             file,
             mem: ctx.mem,
             queue: queues.remove(0),
             interrupt: ctx.interrupt,
             disk_id: disk_id(&self.path),
         };
-        let (notify, stop) = (ctx.notify, ctx.stop);
-        std::thread::Builder::new()
-            .name("virtio-blk".into())
-            .spawn(move || {
-                // Narrow the filter inherited from the vCPU thread that activated the device.
-                if crate::jail::active() {
-                    if let Err(e) = crate::jail::install(crate::jail::ThreadKind::Device) {
-                        eprintln!("cvbench-vmm: virtio-blk: {e}");
-                        return;
-                    }
-                }
-                worker.run(&notify, &stop)
-            })
-            .map_err(|e| VirtioError::SpawnWorker(self.name(), e))?;
-        Ok(())
+        super::spawn_worker(self.name(), worker, ctx.notify, ctx.stop, BlockWorker::run, |w| vec![w.queue])
     }
 }
 

@@ -1,13 +1,17 @@
 //! The virtio-mmio transport (version 2, "modern"): the register window the guest driver
 //! programs to negotiate features and set up queues. On DRIVER_OK it hands the queues to the
-//! device model, which serves them from its own thread.
+//! device model, which serves them from its own thread. For a snapshot the transport stops
+//! that thread and saves the registers and queues ([`MmioTransport::save`]); a restore builds
+//! the transport from them and restarts the device where it stood ([`MmioTransport::restore`],
+//! then [`MmioTransport::resume`] once the VMM is jailed).
 
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateContext, Interrupt, VirtioDevice, VirtioError};
+use super::state::{QueueSnapshot, TransportSnapshot};
+use super::{ActivateContext, Interrupt, VirtioDevice, VirtioError, Worker};
 use crate::vstate::GuestMemoryMmap;
 
 const MAGIC: u32 = 0x7472_6976; // "virt"
@@ -38,6 +42,11 @@ pub struct MmioTransport {
     status: u32,
     activated: bool,
     activate_error: Option<String>,
+    /// The device's worker, while it serves the queues.
+    worker: Option<Worker>,
+    /// Restored from a snapshot of a device that was serving: [`MmioTransport::resume`]
+    /// restarts it with these queues and raises these interrupt bits.
+    resume_with: Option<(Vec<Queue>, u32)>,
 }
 
 impl MmioTransport {
@@ -69,7 +78,87 @@ impl MmioTransport {
             status: 0,
             activated: false,
             activate_error: None,
+            worker: None,
+            resume_with: None,
         }
+    }
+
+    /// Stop the device's worker (the VM's stop eventfd must have fired) and save the
+    /// transport and its queues as they stand.
+    pub fn save(&mut self) -> Result<TransportSnapshot, VirtioError> {
+        let name = self.device.name();
+        if let Some(e) = &self.activate_error {
+            return Err(VirtioError::FailedDevice(name, e.clone()));
+        }
+        if let Some(worker) = self.worker.take() {
+            self.queues = worker.join().map_err(|_| VirtioError::WorkerPanicked(name))?;
+        }
+        Ok(TransportSnapshot {
+            device: self.device.state(),
+            status: self.status,
+            acked_features: self.acked_features,
+            queue_sel: self.queue_sel,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            interrupt_status: self.interrupt.status(),
+            activated: self.activated,
+            queues: self.queues.iter().map(QueueSnapshot::of).collect(),
+        })
+    }
+
+    /// A transport for `device` continuing from `state` (checked here against the device and
+    /// `mem_size` bytes of guest memory); the other arguments are as for [`MmioTransport::new`].
+    /// A device that was serving starts again only at [`MmioTransport::resume`].
+    pub fn restore(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemoryMmap,
+        mem_size: u64,
+        fds: (EventFd, EventFd, Arc<EventFd>),
+        state: &TransportSnapshot,
+    ) -> Result<MmioTransport, VirtioError> {
+        let name = device.name();
+        let have = device.state();
+        if have != state.device {
+            return Err(VirtioError::Mismatch(name, format!("saved {:?}, given {have:?}", state.device)));
+        }
+        state
+            .check(device.features(), device.queue_max_sizes(), mem_size)
+            .map_err(|what| VirtioError::BadState(name, what))?;
+        let queues = state
+            .queues
+            .iter()
+            .zip(device.queue_max_sizes())
+            .map(|(q, &max)| q.to_queue(max, &mem))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|what| VirtioError::BadState(name, what))?;
+        let (irq, notify, stop) = fds;
+        let mut t = MmioTransport::new(device, mem, irq, notify, stop);
+        t.status = state.status;
+        t.acked_features = state.acked_features;
+        t.queue_sel = state.queue_sel;
+        t.device_features_sel = state.device_features_sel;
+        t.driver_features_sel = state.driver_features_sel;
+        if state.activated {
+            t.resume_with = Some((queues, state.interrupt_status));
+        } else {
+            t.queues = queues;
+        }
+        Ok(t)
+    }
+
+    /// Restart a restored device that was serving: its worker takes the saved queues, looks at
+    /// them once (buffers the driver queued before the snapshot), and pending interrupts are
+    /// raised again. Call it after the jail, so the worker narrows the jail's filter.
+    pub fn resume(&mut self) -> Result<(), VirtioError> {
+        let Some((queues, interrupts)) = self.resume_with.take() else {
+            return Ok(());
+        };
+        self.queues = queues;
+        self.try_activate()?;
+        self.activated = true;
+        let _ = self.notify.write(1);
+        self.interrupt.resume(interrupts);
+        Ok(())
     }
 
     /// Why activation failed, if it did (the guest sees DEVICE_NEEDS_RESET-like failure).
@@ -216,14 +305,16 @@ impl MmioTransport {
             dst.set_size(src.size());
             dst.set_ready(src.ready());
         }
-        self.device.activate(ActivateContext {
+        let worker = self.device.activate(ActivateContext {
             mem: self.mem.clone(),
             queues,
             acked_features: self.acked_features,
             interrupt: self.interrupt.clone(),
             notify,
             stop: self.stop.clone(),
-        })
+        })?;
+        self.worker = Some(worker);
+        Ok(())
     }
 }
 
@@ -246,6 +337,7 @@ impl crate::devices::bus::BusDevice for MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::virtio::state::DeviceSnapshot;
     use crate::vstate::{create_guest_memory, MemRange};
     use std::sync::Mutex;
 
@@ -269,23 +361,98 @@ mod tests {
         fn read_config(&self, offset: u64, data: &mut [u8]) {
             super::super::read_config_bytes(&[7, 8], offset, data);
         }
-        fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
+        fn state(&self) -> DeviceSnapshot {
+            DeviceSnapshot::Net { mac: [2, 0, 0, 0, 0, 1] }
+        }
+        fn activate(&mut self, ctx: ActivateContext) -> Result<Worker, VirtioError> {
             *self.activated.lock().unwrap() = Some(ctx.queues.len());
-            Ok(())
+            let (queues, stop) = (ctx.queues, ctx.stop);
+            Ok(std::thread::spawn(move || {
+                // Serve nothing; stop when told, handing the queues back.
+                let mut pfd =
+                    libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&*stop), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, -1) };
+                queues
+            }))
         }
     }
 
+    fn fds() -> (EventFd, EventFd, Arc<EventFd>) {
+        (EventFd::new(0).unwrap(), EventFd::new(0).unwrap(), Arc::new(EventFd::new(0).unwrap()))
+    }
+
+    fn memory() -> GuestMemoryMmap {
+        create_guest_memory(&[MemRange { start: 0, size: 0x10000 }]).unwrap()
+    }
+
     fn transport() -> (MmioTransport, Arc<Mutex<Option<usize>>>) {
-        let mem = create_guest_memory(&[MemRange { start: 0, size: 0x10000 }]).unwrap();
         let flag = Arc::new(Mutex::new(None));
-        let t = MmioTransport::new(
-            Box::new(Dummy { activated: flag.clone() }),
-            mem,
-            EventFd::new(0).unwrap(),
-            EventFd::new(0).unwrap(),
-            Arc::new(EventFd::new(0).unwrap()),
-        );
+        let (irq, notify, stop) = fds();
+        let t = MmioTransport::new(Box::new(Dummy { activated: flag.clone() }), memory(), irq, notify, stop);
         (t, flag)
+    }
+
+    /// Program queue `sel` (16 entries) at `base` and mark it ready.
+    fn set_up_queue(t: &mut MmioTransport, sel: u32, base: u32) {
+        t.write(0x30, &sel.to_le_bytes());
+        t.write(0x38, &16u32.to_le_bytes());
+        t.write(0x80, &base.to_le_bytes());
+        t.write(0x90, &(base + 0x100).to_le_bytes());
+        t.write(0xa0, &(base + 0x200).to_le_bytes());
+        t.write(0x44, &1u32.to_le_bytes());
+    }
+
+    fn bring_up(t: &mut MmioTransport) {
+        t.write(0x70, &(STATUS_ACKNOWLEDGE | STATUS_DRIVER).to_le_bytes());
+        t.write(0x24, &1u32.to_le_bytes());
+        t.write(0x20, &1u32.to_le_bytes());
+        t.write(0x70, &(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK).to_le_bytes());
+        set_up_queue(t, 0, 0x1000);
+        set_up_queue(t, 1, 0x2000);
+        t.write(0x70, &(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK).to_le_bytes());
+    }
+
+    #[test]
+    fn a_serving_device_is_saved_with_its_queues_and_restored_serving_them() {
+        let (mut t, flag) = transport();
+        bring_up(&mut t);
+        assert_eq!(*flag.lock().unwrap(), Some(2));
+        t.stop.write(1).unwrap();
+        let saved = t.save().unwrap();
+        assert!(saved.activated);
+        assert_eq!(saved.queues.len(), 2);
+        assert_eq!((saved.queues[1].desc_table, saved.queues[1].size, saved.queues[1].ready), (0x2000, 16, true));
+        assert_eq!(saved.acked_features, 1 << 32);
+
+        let flag2 = Arc::new(Mutex::new(None));
+        let device = Box::new(Dummy { activated: flag2.clone() });
+        let mut r = MmioTransport::restore(device, memory(), 0x10000, fds(), &saved).unwrap();
+        assert_eq!(*flag2.lock().unwrap(), None, "started before resume");
+        r.resume().unwrap();
+        assert_eq!(*flag2.lock().unwrap(), Some(2));
+        assert_eq!(read32(&mut r, 0x70), saved.status);
+        r.stop.write(1).unwrap();
+        assert_eq!(r.save().unwrap(), saved, "a restored device saves the same state again");
+    }
+
+    #[test]
+    fn a_restore_refuses_another_device_or_a_bad_queue() {
+        let (mut t, _) = transport();
+        bring_up(&mut t);
+        t.stop.write(1).unwrap();
+        let saved = t.save().unwrap();
+        let dummy = || Box::new(Dummy { activated: Arc::new(Mutex::new(None)) });
+
+        let mut other = saved.clone();
+        other.device = DeviceSnapshot::Net { mac: [2, 0, 0, 0, 0, 9] };
+        let e = MmioTransport::restore(dummy(), memory(), 0x10000, fds(), &other).err().unwrap();
+        assert!(matches!(e, VirtioError::Mismatch(..)), "{e}");
+
+        let mut bad = saved.clone();
+        bad.queues[0].used_ring = 0x1_0000;
+        let e = MmioTransport::restore(dummy(), memory(), 0x10000, fds(), &bad).err().unwrap();
+        assert!(e.to_string().contains("queue 0") && e.to_string().contains("used ring"), "{e}");
     }
 
     fn read32(t: &mut MmioTransport, off: u64) -> u32 {

@@ -2,10 +2,12 @@
 //! a tap (`net`) and the block device backed by a raw file (`blk`). Guest notifications arrive
 //! on ioeventfds and each active device serves its queues on its own worker thread; interrupts
 //! go back to the guest through irqfds, so the data path never exits to a vCPU thread.
+//! A worker hands its queues back when it stops, so a snapshot can save them (`state`).
 
 pub mod blk;
 pub mod mmio;
 pub mod net;
+pub mod state;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -35,6 +37,14 @@ pub enum VirtioError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the worker thread of {0} panicked")]
+    WorkerPanicked(&'static str),
+    #[error("{0} failed to activate, so it cannot be saved: {1}")]
+    FailedDevice(&'static str, String),
+    #[error("the snapshot's {0} does not match the back end given for it: {1}")]
+    Mismatch(&'static str, String),
+    #[error("the snapshot's {0} state is invalid: {1}")]
+    BadState(&'static str, String),
     #[error("tap device {name}")]
     Tap {
         name: String,
@@ -68,6 +78,15 @@ impl Interrupt {
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
+
+    /// Continue from a snapshot: the bits the driver had not acknowledged, raised again (an
+    /// extra interrupt is harmless, a lost one would leave the driver waiting).
+    pub fn resume(&self, bits: u32) {
+        if bits != 0 {
+            self.status.fetch_or(bits, Ordering::SeqCst);
+            let _ = self.irq.write(1);
+        }
+    }
 }
 
 /// What the MMIO transport needs from a device model.
@@ -82,9 +101,40 @@ pub trait VirtioDevice: Send {
     fn queue_max_sizes(&self) -> &[u16];
     /// Read the device-specific configuration space at `offset`.
     fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// What a snapshot keeps of the device itself.
+    fn state(&self) -> state::DeviceSnapshot;
     /// The driver is ready: start serving `queues`. `notify` fires when the driver kicks any
-    /// queue; `stop` fires when the VM shuts down.
-    fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError>;
+    /// queue; `stop` fires when the VM shuts down, and the worker then returns the queues.
+    fn activate(&mut self, ctx: ActivateContext) -> Result<Worker, VirtioError>;
+}
+
+/// A device's worker thread; joined, it gives back its queues as they were when it stopped.
+pub type Worker = std::thread::JoinHandle<Vec<Queue>>;
+
+/// Start `name`'s worker thread running `serve`, which gets the notify and stop eventfds and
+/// returns the queues when it stops. The thread narrows the seccomp filter it inherited from
+/// the vCPU (or main) thread that activated the device when the VMM is jailed.
+pub fn spawn_worker<W: Send + 'static>(
+    name: &'static str,
+    mut worker: W,
+    notify: EventFd,
+    stop: Arc<EventFd>,
+    serve: fn(&mut W, &EventFd, &EventFd),
+    queues: fn(W) -> Vec<Queue>,
+) -> Result<Worker, VirtioError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if crate::jail::active() {
+                if let Err(e) = crate::jail::install(crate::jail::ThreadKind::Device) {
+                    eprintln!("cvbench-vmm: {name}: {e}");
+                    return queues(worker);
+                }
+            }
+            serve(&mut worker, &notify, &stop);
+            queues(worker)
+        })
+        .map_err(|e| VirtioError::SpawnWorker(name, e))
 }
 
 /// Everything a device needs to start serving its queues.

@@ -16,7 +16,8 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{ActivateContext, Interrupt, VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
+use super::state::DeviceSnapshot;
+use super::{ActivateContext, Interrupt, VirtioDevice, VirtioError, Worker, VIRTIO_F_VERSION_1};
 use crate::vstate::GuestMemoryMmap;
 
 const VIRTIO_ID_NET: u32 = 1;
@@ -106,7 +107,10 @@ impl VirtioDevice for Net {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         super::read_config_bytes(&self.config, offset, data);
     }
-    fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
+    fn state(&self) -> DeviceSnapshot {
+        DeviceSnapshot::Net { mac: self.config }
+    }
+    fn activate(&mut self, ctx: ActivateContext) -> Result<Worker, VirtioError> {
         if ctx.queues.len() != 2 {
             return Err(VirtioError::QueueCount(self.name(), ctx.queues.len(), 2));
         }
@@ -114,7 +118,7 @@ impl VirtioDevice for Net {
             name: "tap".into(),
             source: std::io::Error::other("device activated twice"),
         })?;
-        let mut worker = NetWorker {
+        let worker = NetWorker {
             tap,
             mem: ctx.mem,
             queues: ctx.queues,
@@ -122,21 +126,9 @@ impl VirtioDevice for Net {
             pending: None,
             buf: vec![0u8; MAX_FRAME],
         };
-        let (notify, stop) = (ctx.notify, ctx.stop);
-        std::thread::Builder::new()
-            .name("virtio-net".into())
-            .spawn(move || {
-                // Narrow the filter inherited from the vCPU thread that activated the device.
-                if crate::jail::active() {
-                    if let Err(e) = crate::jail::install(crate::jail::ThreadKind::Device) {
-                        eprintln!("cvbench-vmm: virtio-net: {e}");
-                        return;
-                    }
-                }
-                worker.run(&notify, &stop)
-            })
-            .map_err(|e| VirtioError::SpawnWorker(self.name(), e))?;
-        Ok(())
+        // A frame read from the tap but not yet given to the guest is dropped when the worker
+        // stops for a snapshot, as a wire may drop it.
+        super::spawn_worker(self.name(), worker, ctx.notify, ctx.stop, NetWorker::run, |w| w.queues)
     }
 }
 
