@@ -466,7 +466,10 @@ fn surface(out: &mut String, a: &Aggregate) {
         let recs = a.records("surface", b);
         let Some(r) = recs.first() else { continue };
         if let Some(e) = &r.error {
-            let _ = writeln!(out, "| {b} | ✗ | | | | | | | probe failed: {} |", short(e));
+            // A probe that never started here (the backend cannot run, or the cell does not apply)
+            // is not a failed probe.
+            let (mark, what) = if r.never_ran() { ("—", "not run here") } else { ("✗", "probe failed") };
+            let _ = writeln!(out, "| {b} | {mark} | | | | | | | {what}: {} |", short(e));
             continue;
         }
         let note =
@@ -679,6 +682,23 @@ pub fn render(set: &ResultSet, a: &Aggregate, previous: Option<&Aggregate>, figs
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_surface_probe_that_never_started_is_not_a_failed_probe() {
+        let rec = |backend: &str, started_unix_ms| crate::record::RunRecord {
+            backend: backend.into(),
+            scenario: "surface".into(),
+            workload: "idle".into(),
+            started_unix_ms,
+            error: Some(format!("{backend}: why")),
+            ..Default::default()
+        };
+        let a = Aggregate::new(&[rec("container-hostnet", 0), rec("crun", 1_700_000_000_000)]);
+        let mut out = String::new();
+        surface(&mut out, &a);
+        assert!(out.contains("| container-hostnet | — | | | | | | | not run here: container-hostnet: why |"), "{out}");
+        assert!(out.contains("| crun | ✗ | | | | | | | probe failed: crun: why |"), "{out}");
+    }
 
     #[test]
     fn the_method_lists_the_plans_cuts_and_nothing_without_them() {
