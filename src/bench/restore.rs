@@ -77,9 +77,8 @@ pub fn not_applicable(backend: BackendId, start: StartKind) -> Option<String> {
             Some(format!("{backend} restores lazily or eagerly; `restore` is a container runtime's start"))
         }
         (_, _) if vm => None,
-        (_, StartKind::Restore) if criu && criu_unusable().is_some() => {
-            Some(format!("{backend} restore: {}", criu_unusable().unwrap_or_default()))
-        }
+        // A checkpointing container runs its restore unless CRIU, which it needs, cannot run here.
+        (_, StartKind::Restore) if criu => criu_unusable().map(|why| format!("{backend} restore: {why}")),
         (_, StartKind::Cold | StartKind::Restore) if container => None,
         (_, StartKind::Lazy | StartKind::Eager) if container => {
             Some(format!("{backend} has one restore (`restore`), not the VMM's lazy or eager memory"))

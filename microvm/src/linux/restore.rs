@@ -20,6 +20,7 @@ use crate::builder::{
     attach_buses, open_devices, serial_parts, spawn_console_input, trace, virtio_fds, BlkConfig, BuildError, NetConfig,
     RunOutcome,
 };
+use crate::devices::virtio::mmio::check_restore;
 use crate::devices::virtio::state::DeviceSnapshot;
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::{BootTimer, MmioTransport, PowerOff, Serial, I8042};
@@ -184,16 +185,16 @@ pub fn restore(
 /// read-only bit, the guest network's addresses, and each transport's state.
 fn back_ends(cfg: &RestoreConfig, snap: &snapshot::LinuxSnapshot) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
     let refuse = |what: String| BuildError::RestoreDevices { path: cfg.snapshot.join(STATE_FILE), what };
-    let saved_disk = snap.devices.iter().find(|d| matches!(d.device, DeviceSnapshot::Block { .. }));
+    let saved_disk = snap.devices.iter().any(|d| matches!(d.device, DeviceSnapshot::Block { .. }));
     let saved_nic = snap.devices.iter().find_map(|d| match d.device {
         DeviceSnapshot::Net { mac } => Some(mac),
         DeviceSnapshot::Block { .. } => None,
     });
     match (saved_disk, &cfg.blk) {
-        (Some(_), None) => {
+        (true, None) => {
             return Err(refuse("the guest was saved with a virtio-blk disk: give the same image (--blk)".into()))
         }
-        (None, Some(b)) => {
+        (false, Some(b)) => {
             return Err(refuse(format!("the guest was saved without a disk, but {} was given", b.path.display())))
         }
         _ => {}
@@ -215,15 +216,7 @@ fn back_ends(cfg: &RestoreConfig, snap: &snapshot::LinuxSnapshot) -> Result<Vec<
     }
     let devices = open_devices(cfg.blk.as_ref(), cfg.net.as_ref(), saved_nic.unwrap_or_default())?;
     for (device, state) in devices.iter().zip(&snap.devices) {
-        if device.state() != state.device {
-            return Err(refuse(format!(
-                "{}: saved as {:?}, the back end given is {:?}",
-                device.name(),
-                state.device,
-                device.state()
-            )));
-        }
-        state.check(device.features(), device.queue_max_sizes(), snap.mem_size()).map_err(refuse)?;
+        check_restore(device.as_ref(), snap.mem_size(), state).map_err(|e| refuse(e.to_string()))?;
     }
     Ok(devices)
 }

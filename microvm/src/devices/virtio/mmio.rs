@@ -117,13 +117,7 @@ impl MmioTransport {
         state: &TransportSnapshot,
     ) -> Result<MmioTransport, VirtioError> {
         let name = device.name();
-        let have = device.state();
-        if have != state.device {
-            return Err(VirtioError::Mismatch(name, format!("saved {:?}, given {have:?}", state.device)));
-        }
-        state
-            .check(device.features(), device.queue_max_sizes(), mem_size)
-            .map_err(|what| VirtioError::BadState(name, what))?;
+        check_restore(device.as_ref(), mem_size, state)?;
         let queues = state
             .queues
             .iter()
@@ -316,6 +310,19 @@ impl MmioTransport {
         self.worker = Some(worker);
         Ok(())
     }
+}
+
+/// Whether `state` can continue on `device` in guest memory of `mem_size` bytes: the same device
+/// as the guest saw (kind, a disk's size and read-only bit, a NIC's MAC) and a transport state
+/// within the device's bounds. The restore calls it before any VM exists, and again as it builds
+/// the transport.
+pub fn check_restore(device: &dyn VirtioDevice, mem_size: u64, state: &TransportSnapshot) -> Result<(), VirtioError> {
+    let name = device.name();
+    let have = device.state();
+    if have != state.device {
+        return Err(VirtioError::Mismatch(name, format!("saved as {:?}, given {have:?}", state.device)));
+    }
+    state.check(device.features(), device.queue_max_sizes(), mem_size).map_err(|what| VirtioError::BadState(name, what))
 }
 
 /// `Queue::new` only fails for sizes that are zero, above 32768 or not a power of two; device
