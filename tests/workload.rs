@@ -84,7 +84,7 @@ fn net_workloads_talk_to_serve_on_loopback() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let mut server = Command::new(bin())
-        .args(["serve", "--listen", &addr, "--max-conns", "2"])
+        .args(["serve", "--listen", &addr, "--max-conns", "3"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -96,6 +96,25 @@ fn net_workloads_talk_to_serve_on_loopback() {
     assert!(s["gbit_per_s"] > 0.0);
     let r = metrics(&["net-rr", "--peer", &addr, "--requests", "200"]);
     assert!(r["p50_us"] > 0.0 && r["p99_us"] >= r["p50_us"], "{r:?}");
+    // The waiting form's net-rr job (what a restored micro-VM runs over its NIC): READY, go, the
+    // client's report with the wait and the job's figures added.
+    let mut child = Command::new(bin())
+        .args(["wait-go", "--job", "net-rr", "--peer", &addr, "--requests", "50"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"go\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (ready, report) = text.split_once('\n').unwrap();
+    assert_eq!(ready, "READY");
+    let o = WorkloadOutput::parse(report.trim()).unwrap_or_else(|| panic!("bad JSON line {report}"));
+    assert_eq!(o.workload, "net-rr");
+    let m = o.finite_metrics();
+    assert_eq!(m["requests"], 50.0);
+    assert!(m["p50_us"] > 0.0 && m["job_ns"] > 0.0, "{m:?}");
     let status = server.wait().unwrap();
     assert!(status.success(), "serve exits 0 after --max-conns connections");
 }
@@ -150,6 +169,7 @@ fn bad_arguments_exit_2_with_usage() {
     for args in [
         &["wait-go"][..],
         &["wait-go", "--job", "mem-bw"][..],
+        &["wait-go", "--job", "net-rr"][..],
         &[][..],
         &["frobnicate"][..],
         &["cpu", "--sha-mib"][..],

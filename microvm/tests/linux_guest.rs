@@ -13,10 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/netns.rs"]
+mod netns;
+
 use cvbench_microvm::linux::initramfs::{write_guest_image, GuestImage};
 use cvbench_microvm::linux::kernel_cache;
 use cvbench_microvm::stats::{GuestEnd, LinuxStats};
 use cvbench_microvm::{kvm_kind, kvm_probe, KvmKind};
+use netns::Netns;
 
 fn skip_without_root_and_kvm() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -55,31 +59,6 @@ fn workload_binary() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// A network namespace made for one test, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("cvbvm-{tag}-{}", std::process::id());
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
-        assert!(ok.success(), "ip netns add {name} failed");
-        Netns(name)
-    }
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.0)
-    }
-    fn links(&self) -> String {
-        let out = Command::new("ip").args(["netns", "exec", &self.0, "ip", "-o", "link"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 /// The VMM child, killed on drop if still running.

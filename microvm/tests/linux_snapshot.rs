@@ -3,10 +3,12 @@
 //! that ends before its READY leaves no snapshot behind (here: one guest boot), a restore given
 //! other devices than the snapshot's is refused (here), and a guest saved at `wait-go`'s READY
 //! restores, takes its go line and runs its job, also with a virtio disk it then writes and
-//! reads (only where the guest's user space runs: hardware KVM, i.e. the test host; a loud
+//! reads and with a virtio NIC it then talks to a peer through (only where the guest's user space runs: hardware KVM, i.e. the test host; a loud
 //! SKIPPED under kvm_pvm).
 
 mod common;
+#[path = "common/netns.rs"]
+mod netns;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use cvbench_microvm::stats::{GuestEnd, LinuxStats};
 use cvbench_microvm::vstate::{KvmVm, Vcpu, Vm, VmOptions};
 use cvbench_microvm::{kvm_kind, KvmKind};
 use kvm_bindings::{kvm_irqchip, kvm_regs, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE};
+use netns::Netns;
 
 const MEM_MIB: u64 = 128;
 
@@ -511,4 +514,64 @@ fn a_guest_saved_with_a_disk_restores_and_writes_and_reads_it() {
     assert_eq!(out.status.code(), Some(0));
     assert!(log.contains("\"seq_write_mb_s\"") && log.contains("\"job_ns\""), "the job's report is missing: {log}");
     assert!(!log.contains("READY"), "the restored guest booted again instead of resuming: {log}");
+}
+
+#[test]
+fn a_guest_saved_with_a_nic_restores_and_talks_over_it() {
+    require_kvm!("Linux-guest snapshot runs");
+    if skip_under_pvm("Linux-guest snapshot and restore with a virtio NIC") {
+        return;
+    }
+    let Some(kernel) = guest_kernel() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let netns = Netns::new("snapnet");
+    // The peer, in the test's namespace: one connection served, then it exits 0. It listens on
+    // every address of the namespace, as the tap (and 10.203.0.1 on it) exists only while a VMM runs.
+    let mut server = cvbench_testkit::Reap::new(
+        Command::new("nsenter")
+            .arg(format!("--net={}", netns.path().display()))
+            .arg(common::workload())
+            .args(["serve", "--listen", "0.0.0.0:5201", "--max-conns", "1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("nsenter (util-linux)"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "READY", "the peer server did not start");
+    let tap = format!("cvbs{}", std::process::id() % 100_000);
+    let ns = netns.path().display().to_string();
+    let net =
+        ["--net-netns", ns.as_str(), "--net-tap", &tap, "--net-host-ip", "10.203.0.1", "--net-guest-ip", "10.203.0.2"];
+    let job = ["wait-go", "--job", "net-rr", "--peer", "10.203.0.1:5201", "--requests", "50"];
+    let Taken { snap, console, out } = take_with(dir.path(), &kernel, 1, &net, &job);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "taking the snapshot failed: {stderr}");
+    assert!(read_text(&console).contains("READY"), "no READY before the snapshot");
+    assert!(!netns.links().contains(&tap), "tap {tap} left behind by the VMM that took the snapshot");
+    let state = std::fs::read(snap.join("state")).unwrap();
+    let saved: LinuxSnapshot = frame::decode(&snap.join("state"), KIND, FORMAT_VERSION, &state).unwrap();
+    assert_eq!(saved.devices.len(), 1);
+    let nic = &saved.devices[0];
+    assert!(matches!(nic.device, DeviceSnapshot::Net { .. }), "{:?}", nic.device);
+    assert!(
+        nic.activated && nic.queues.iter().all(|q| q.ready),
+        "the guest's driver had not brought the NIC up: {nic:?}"
+    );
+    let want = GuestNetSnapshot { host_ip: [10, 203, 0, 1].into(), guest_ip: [10, 203, 0, 2].into(), prefix_len: 30 };
+    assert_eq!(saved.net, Some(want));
+
+    let console = dir.path().join("restore.log");
+    let stats = dir.path().join("stats.json");
+    let (out, s) = restore_and_go_with(&snap, &console, &stats, "lazy", &net);
+    let log = read_text(&console);
+    assert_eq!(s.end, GuestEnd::PowerOff, "the restored guest did not power off by itself");
+    assert_eq!(s.exit_status, Some(0), "the net-rr job's exit status: {log}");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(log.contains("\"requests\":50") && log.contains("\"p50_us\""), "the job's report is missing: {log}");
+    assert!(!log.contains("READY"), "the restored guest booted again instead of resuming: {log}");
+    // The peer saw the restored guest's one connection and ended by itself.
+    let status = server.into_inner().wait().unwrap();
+    assert!(status.success(), "the peer server: {status}");
+    assert!(!netns.links().contains(&tap), "tap {tap} left behind by the restored VMM");
 }

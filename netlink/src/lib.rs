@@ -46,7 +46,7 @@ mod tests {
     /// A tap and a veth made in a network namespace of a test thread's own: both addressed and
     /// up there, neither visible in the host's namespace.
     #[test]
-    fn tap_and_veth_in_a_private_namespace_are_addressed_and_up() {
+    fn tap_and_veth_in_a_private_namespace_are_addressed_and_up_and_the_tap_takes_a_mac() {
         if !cvbench_testkit::require_root("creating network namespaces and links") {
             return;
         }
@@ -55,6 +55,9 @@ mod tests {
             let _tap = tap::create("cvbnltap0", tap::Lifetime::WhileOpen)?;
             let mut r = Rtnl::open()?;
             let tap_idx = address_and_raise(&mut r, "cvbnltap0", Ipv4Addr::new(10, 205, 0, 1), 30)?;
+            let mac = [0x02, 0xcc, 10, 205, 0, 1];
+            r.set_mac(tap_idx, mac)?;
+            assert_eq!(r.mac_of(tap_idx)?, mac, "the tap's address as set");
             r.add_veth("cvbnlv0", Ns::Here, "cvbnlv1", Ns::Here)?;
             address_and_raise(&mut r, "cvbnlv0", Ipv4Addr::new(10, 205, 0, 5), 30)?;
             address_and_raise(&mut r, "cvbnlv1", Ipv4Addr::new(10, 205, 0, 6), 30)?;

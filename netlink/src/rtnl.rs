@@ -142,6 +142,33 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_EXCL).map(drop)
     }
 
+    /// Set the hardware address of interface `index`.
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.request(RouteNetlinkMessage::SetLink(m), 0).map(drop)
+    }
+
+    /// The hardware address of interface `index` (an Ethernet-like link's six bytes).
+    pub fn mac_of(&mut self, index: u32) -> io::Result<[u8; 6]> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        let replies = self.request(RouteNetlinkMessage::GetLink(m), 0)?;
+        replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(l.attributes),
+                _ => None,
+            })
+            .flatten()
+            .find_map(|a| match a {
+                LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
+                _ => None,
+            })
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("interface {index} has no 6-byte address")))
+    }
+
     /// Bring interface `index` up.
     pub fn set_up(&mut self, index: u32) -> io::Result<()> {
         let mut m = LinkMessage::default();

@@ -442,15 +442,16 @@ fn run_honours_hooks_with_late_failures_as_warnings() {
     assert_eq!(settles_to(r.run_root.path(), &before), before);
 }
 
-/// A process of ours (`unshare --mount --fork sleep`) holding a mount namespace of its own;
-/// killed by pid on drop.
+/// A process of ours (`unshare --mount sleep`: unshare execs `sleep` in the namespace it made, one
+/// pid, no fork that would outlive a kill) holding a mount namespace of its own; killed by pid on
+/// drop.
 struct MountNsHolder {
     child: std::process::Child,
 }
 
 impl MountNsHolder {
     fn start() -> MountNsHolder {
-        let child = Command::new("unshare").args(["--mount", "--fork", "sleep", "600"]).spawn().unwrap();
+        let child = Command::new("unshare").args(["--mount", "sleep", "600"]).spawn().unwrap();
         MountNsHolder { child }
     }
 

@@ -37,7 +37,7 @@ use sys::{Errno, PollFd, POLLIN};
 const USAGE: &str = "usage: cvbench-workload <subcommand> [--option value ...]
   noop                                   print READY and exit
   idle                                   block until stdin closes or SIGTERM/SIGINT
-  wait-go   --job noop|cpu|mem-touch|disk [job options]
+  wait-go   --job noop|cpu|mem-touch|disk|net-rr [job options]
                                          print READY, wait for a line on stdin, run the job
   cpu       [--sha-mib 64] [--sieve-n 4000000] [--matmul-n 160]
   mem-bw    [--array-mib 32] [--iters 5]
@@ -147,7 +147,7 @@ fn dispatch(args: &rt::Args) -> Result<(), Failure> {
             let n = o.num("requests", 10_000, 1, 10_000_000)?;
             o.finish()?;
             ready();
-            net::rr(peer, n)?;
+            net::rr(peer, n)?.finish();
         }
         b"serve" => {
             let listen = o.addr("listen", Some(([127, 0, 0, 1], 5201)))?;

@@ -77,7 +77,8 @@ pub fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-pub fn rr(addr: ([u8; 4], u16), count: u64) -> Result<(), Errno> {
+/// The request/response client; its report is left open for the caller to add to and finish.
+pub fn rr(addr: ([u8; 4], u16), count: u64) -> Result<Report, Errno> {
     let fd = connect(addr)?;
     let mut lat = Mapping::new(count as usize * 4)?;
     lat.prefault();
@@ -105,8 +106,7 @@ pub fn rr(addr: ([u8; 4], u16), count: u64) -> Result<(), Errno> {
         .metric("max_us", lat.last().copied().unwrap_or(0) as f64 / 1e3)
         .metric("tps", count as f64 / (elapsed.max(1) as f64 / 1e9))
         .metric("elapsed_ns", elapsed as f64);
-    r.finish();
-    Ok(())
+    Ok(r)
 }
 
 fn serve_one(conn: i32, buf: &mut [u8]) -> Result<u64, Errno> {

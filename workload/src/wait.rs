@@ -8,6 +8,7 @@
 use crate::cpu::{self, CpuParams};
 use crate::disk::{self, DiskParams};
 use crate::mem::{self, TouchParams};
+use crate::net;
 use crate::opts::{Opts, UsageError};
 use crate::out::Report;
 use crate::sys::{self, Errno};
@@ -19,10 +20,12 @@ pub enum Job<'a> {
     MemTouch(TouchParams),
     /// The disk workload on `--dir` (e.g. a restored micro-VM's virtio disk at /mnt).
     Disk(DiskParams<'a>),
+    /// The request/response client against `--peer` (e.g. a restored micro-VM's virtio NIC).
+    NetRr { peer: ([u8; 4], u16), requests: u64 },
 }
 
 impl<'a> Job<'a> {
-    /// `--job noop|cpu|mem-touch|disk` plus that job's own options (a disk job's directory
+    /// `--job noop|cpu|mem-touch|disk|net-rr` plus that job's own options (a disk job's directory
     /// path goes into `buf`).
     pub fn parse(o: &mut Opts, buf: &'a mut [u8; 512]) -> Result<Job<'a>, UsageError> {
         match o.word("job")? {
@@ -31,6 +34,9 @@ impl<'a> Job<'a> {
             Some(b"cpu") => Ok(Job::Cpu(CpuParams::from_opts(o)?)),
             Some(b"mem-touch") => Ok(Job::MemTouch(TouchParams::from_opts(o)?)),
             Some(b"disk") => Ok(Job::Disk(DiskParams::from_opts(o, buf)?)),
+            Some(b"net-rr") => {
+                Ok(Job::NetRr { peer: o.addr("peer", None)?, requests: o.num("requests", 10_000, 1, 10_000_000)? })
+            }
             Some(other) => Err(UsageError::BadChoice(other)),
         }
     }
@@ -62,6 +68,7 @@ pub fn wait_then_run(job: &Job) -> Result<(), Errno> {
         Job::Cpu(p) => cpu::run(p)?,
         Job::MemTouch(p) => mem::touch(p)?,
         Job::Disk(p) => disk::run(p)?,
+        Job::NetRr { peer, requests } => net::rr(*peer, *requests)?,
     };
     let job_ns = sys::now_ns() - t;
     let (min1, maj1) = sys::page_faults()?;

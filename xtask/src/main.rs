@@ -233,8 +233,9 @@ fn test(args: &TestArgs) -> Result<bool> {
     for cmd in host_cmds {
         let what = run::describe(&cmd);
         let mut collector = libtest::Collector::new(binaries::names_by_file(&built), None);
-        let status = run::streamed(cmd, |l| collector.feed(l))?;
-        host.extend(collector.finish(&what, status));
+        let ended = run::streamed(cmd, |l| collector.feed(l))?;
+        host.extend(collector.finish(&what, ended.status));
+        host.extend(HostResults::left_behind(&what, &ended.left_behind));
     }
     print!("{}", host.summary("host"));
 

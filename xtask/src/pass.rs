@@ -203,11 +203,13 @@ fn run_part(cfg: &PassConfig, part: &Part, started: Instant) -> Result<HostResul
             let cmd = run::bounded(cfg.part_timeout, &cmd);
             let what = run::describe(&cmd);
             let mut c = Collector::new(HashMap::new(), Some(&b.name));
-            let status = run::streamed(cmd, |l| c.feed(l))?;
-            if run::timed_out(status) {
+            let ended = run::streamed(cmd, |l| c.feed(l))?;
+            if run::timed_out(ended.status) {
                 overran(&what);
             }
-            Ok(c.finish(&what, status))
+            let mut r = c.finish(&what, ended.status);
+            r.extend(HostResults::left_behind(&what, &ended.left_behind));
+            Ok(r)
         }
         Part::Lab5 => {
             let mut cmd = Command::new(&cfg.cvbench);
@@ -267,12 +269,13 @@ fn check(name: &str, what: &str, cmd: Command, mut each: impl FnMut(&str)) -> Re
     println!("== check: {what}");
     let command = run::describe(&cmd);
     let mut part = PartResult::named(name);
-    let status = run::streamed(cmd, |line| {
+    let ended = run::streamed(cmd, |line| {
         if let Line::Skipped(s) = Line::parse(line) {
             part.skips.push(s.to_string());
         }
         each(line);
     })?;
+    let status = ended.status;
     if run::timed_out(status) {
         overran(&command);
     }
@@ -284,9 +287,10 @@ fn check(name: &str, what: &str, cmd: Command, mut each: impl FnMut(&str)) -> Re
         part.failed = 1;
         part.note = Some(format!("exit {status}"));
         println!("check: {what}: FAILED (exit {status})");
-        out.failed_commands.push(command);
+        out.failed_commands.push(command.clone());
     }
     out.parts.push(part);
+    out.extend(HostResults::left_behind(&command, &ended.left_behind));
     Ok(out)
 }
 

@@ -64,6 +64,21 @@ impl HostResults {
         self.failed_commands.extend(other.failed_commands);
     }
 
+    /// One failed part for a command that left processes running (`procs`, each as it prints),
+    /// nothing when it left none: a test's leak fails the tally even when every test passed.
+    pub fn left_behind(command: &str, procs: &[impl std::fmt::Display]) -> HostResults {
+        let mut out = HostResults::default();
+        if procs.is_empty() {
+            return out;
+        }
+        let mut part = PartResult::named(format!("left running by {command}"));
+        part.failed = 1;
+        part.note = Some(procs.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "));
+        out.parts.push(part);
+        out.failed_commands.push(command.to_string());
+        out
+    }
+
     pub fn tally(&self) -> Tally {
         // Per part: a skip that is not among libtest's passes (the test-host pass left out)
         // takes nothing from another part's passes.
@@ -128,6 +143,17 @@ mod tests {
             skips: skips.iter().map(|s| s.to_string()).collect(),
             ..PartResult::default()
         }
+    }
+
+    #[test]
+    fn a_command_that_left_processes_running_fails_even_with_every_test_passed() {
+        let mut r = HostResults { parts: vec![part("a:a", 4, 0, &[])], failed_commands: vec![] };
+        r.extend(HostResults::left_behind("a-bin", &[] as &[String]));
+        assert!(r.ok(), "nothing left: nothing added");
+        r.extend(HostResults::left_behind("a-bin", &["pid 7 (sleep 600)".to_string()]));
+        assert!(!r.ok());
+        assert_eq!(r.tally(), Tally { passed: 4, failed: 1, skipped: 0 });
+        assert_eq!(r.parts[1].note.as_deref(), Some("pid 7 (sleep 600)"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! What the bare-VM integration tests share: the root-and-KVM skip (testkit's, with our probe), the VMM binary under
-//! test and the workload binary it loads.
+//! What the VMM's integration tests share: the root-and-KVM skip (testkit's, with our probe), the
+//! VMM binary under test and the workload binary it loads.
 
 use std::path::{Path, PathBuf};
 

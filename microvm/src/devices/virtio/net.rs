@@ -41,7 +41,7 @@ pub struct TapConfig {
     pub prefix_len: u8,
 }
 
-/// Create the tap inside `cfg.netns`, give it the host address and bring it up. The tap is
+/// Create the tap inside `cfg.netns`, give it [`host_mac`] and the host address and bring it up. The tap is
 /// not persistent: it disappears when the returned fd (and every copy) is closed.
 pub fn open_tap(cfg: &TapConfig) -> Result<File, VirtioError> {
     let name = cfg.name.clone();
@@ -70,6 +70,8 @@ fn open_tap_in_netns(cfg: &TapConfig) -> std::io::Result<File> {
     }
     let tun = tap::create(&cfg.name, tap::Lifetime::WhileOpen)?;
     let mut r = Rtnl::open()?;
+    let index = r.index_of(&cfg.name)?;
+    r.set_mac(index, host_mac(cfg.host_ip))?;
     cvbench_netlink::address_and_raise(&mut r, &cfg.name, cfg.host_ip, cfg.prefix_len)?;
     Ok(tun)
 }
@@ -240,9 +242,26 @@ pub fn mac_from_seed(seed: u32) -> [u8; 6] {
     [0x02, 0xcb, b[0], b[1], b[2], b[3]]
 }
 
+/// The tap's own hardware address, a function of its IPv4 address alone: a guest restored from a
+/// snapshot onto a new tap (same addresses) finds the host at the MAC its neighbour table
+/// remembers, instead of sending to a random one the new tap drops until the entry goes stale.
+pub fn host_mac(host_ip: Ipv4Addr) -> [u8; 6] {
+    let o = host_ip.octets();
+    [0x02, 0xcc, o[0], o[1], o[2], o[3]]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_mac_is_the_same_for_the_same_address_and_never_the_guests() {
+        let a = host_mac(Ipv4Addr::new(10, 203, 0, 1));
+        assert_eq!(a, host_mac(Ipv4Addr::new(10, 203, 0, 1)));
+        assert_ne!(a, host_mac(Ipv4Addr::new(10, 203, 0, 5)));
+        assert_eq!(a[0] & 0x03, 0x02, "locally administered unicast");
+        assert_ne!(a[..2], mac_from_seed(0x0acb_0001)[..2], "the guest's prefix differs");
+    }
 
     #[test]
     fn mac_from_seed_is_locally_administered_unicast() {
