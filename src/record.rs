@@ -34,10 +34,17 @@ pub struct Design {
     /// (`quiet_above_limit` = 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet: Option<QuietDesign>,
-    /// The order the scenario blocks ran in (shuffled from the seed).
-    #[serde(default)]
+    /// How the scenarios' rounds were laid out in time (absent: blocks, every run before sweeps).
+    #[serde(default, skip_serializing_if = "Schedule::is_blocks")]
+    pub schedule: Schedule,
+    /// Blocks: the order the scenario blocks ran in (shuffled from the seed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub block_order: Vec<String>,
-    /// Pause between two scenario blocks (ms).
+    /// Sweeps: each sweep's order of scenarios, `sweep#r: scenario,scenario,...`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sweep_orders: Vec<String>,
+    /// Blocks: the pause between two scenario blocks; sweeps: the pause after a round of a
+    /// multi-instance scenario (ms).
     #[serde(default)]
     pub cooldown_ms: u64,
     /// CPU pinning, when on: the harness on one CPU, the instance on another.
@@ -54,6 +61,27 @@ pub struct Design {
 }
 
 /// The quiet-host gate's limits, as run.
+/// How a run lays its scenarios' rounds out in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Every round of one scenario, then every round of the next (scenarios in a shuffled
+    /// order): a cell's rounds lie within minutes of each other, and its CI misses the drift of
+    /// the rest of the run.
+    #[default]
+    Blocks,
+    /// Sweep r runs round r of every scenario, the scenarios shuffled per sweep: a cell's rounds
+    /// are spread over the whole run, so its CI over rounds carries the run's drift, and the
+    /// two halves of its rounds are the two halves of the run.
+    Sweeps,
+}
+
+impl Schedule {
+    fn is_blocks(&self) -> bool {
+        *self == Schedule::Blocks
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuietDesign {
@@ -119,10 +147,16 @@ impl Design {
                 load.unwrap_or(f64::NAN)
             ),
         };
-        let blocks = match self.block_order.len() {
-            0 => String::new(),
-            n => format!(
+        let blocks = match (self.schedule, self.block_order.len(), self.sweep_orders.len()) {
+            (Schedule::Blocks, 0, _) => String::new(),
+            (Schedule::Blocks, n, _) => format!(
                 "{n} scenario blocks in a shuffled order with {} ms of cool-down between them; ",
+                self.cooldown_ms
+            ),
+            (Schedule::Sweeps, _, n) => format!(
+                "{n} sweeps over the scenarios (sweep r runs round r of each, the scenarios in an order shuffled \
+                 per sweep, so a cell's rounds are spread over the whole run and its CI carries the run's drift), \
+                 {} ms of cool-down after a round of a multi-instance scenario; ",
                 self.cooldown_ms
             ),
         };

@@ -1,5 +1,5 @@
 //! The design of experiments of a bench run: the seeded shuffle of the
-//! scenario blocks and of the backends' order within each round, and CPU
+//! scenarios within each sweep and of the backends' order within each round, and CPU
 //! pinning (harness on one CPU, the instance on another). Ordering is a pure
 //! function of the seed; the pinning sets only this process's own state and
 //! that of the daemons it started. The quiet-host gate is `quiet.rs`.
@@ -24,11 +24,11 @@ fn shuffled(mut rng: SplitMix64, n: usize) -> Vec<usize> {
     v
 }
 
-/// The order in which the scenario blocks run: a Fisher–Yates shuffle of
-/// `0..n` drawn from `seed`, so no family always follows the same one (the
-/// cpu block right after density-50's churn, say).
-pub fn block_order(seed: u64, n: usize) -> Vec<usize> {
-    shuffled(SplitMix64::new(seed ^ seed_of("scenario-blocks")), n)
+/// The order in which `n` scenarios run their round in sweep `sweep`: a Fisher–Yates shuffle of
+/// `0..n` drawn from `seed` and the sweep, so no family always follows the same one (the cpu
+/// round right after density-50's churn, say) and every sweep has its own order.
+pub fn sweep_order(seed: u64, sweep: u32, n: usize) -> Vec<usize> {
+    shuffled(SplitMix64::new(seed ^ seed_of(&format!("sweep#{sweep}"))), n)
 }
 
 /// A seed for a run that did not ask for one: the clock's nanoseconds.
@@ -116,13 +116,14 @@ mod tests {
     }
 
     #[test]
-    fn block_order_is_a_seeded_permutation() {
-        let a = block_order(3, 12);
+    fn sweep_order_is_a_seeded_permutation_of_its_own_per_sweep() {
+        let a = sweep_order(3, 0, 12);
+        assert_ne!(sweep_order(3, 1, 12), a, "the next sweep has its own order");
         let mut sorted = a.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..12).collect::<Vec<_>>());
-        assert_eq!(block_order(3, 12), a);
-        assert_ne!(block_order(4, 12), a);
+        assert_eq!(sweep_order(3, 0, 12), a);
+        assert_ne!(sweep_order(4, 0, 12), a);
     }
 
     #[test]

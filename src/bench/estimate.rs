@@ -39,7 +39,7 @@ pub struct Line {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Estimate {
     pub lines: Vec<Line>,
-    /// Units run, the pauses between blocks, and the gate when the host is calm (one steal
+    /// Units run, the pauses after rounds that churn, and the gate when the host is calm (one steal
     /// window per unit) and when it is never calm (every unit waits the bound).
     pub units: u64,
     /// Backend × scenario cells that will run units.
@@ -178,12 +178,14 @@ pub fn estimate(plan: &Plan, prior: &[RunRecord], ruled_out: &BTreeSet<String>) 
         });
     }
     let gate = plan.quiet;
-    let blocks = lines.iter().filter(|l| l.backends > 0).count();
+    // A cool-down follows every round of a scenario that churns (bar the run's very last round).
+    let churn_rounds: u32 =
+        plan.scenarios.iter().zip(&lines).filter(|(sc, l)| sc.churns() && l.backends > 0).map(|(_, l)| l.rounds).sum();
     Estimate {
         lines,
         units,
         cells,
-        cooldown_secs: plan.cooldown.as_secs_f64() * blocks.saturating_sub(1) as f64,
+        cooldown_secs: plan.cooldown.as_secs_f64() * f64::from(churn_rounds),
         gate_calm_secs: units as f64 * gate.window.as_secs_f64(),
         gate_busy_secs: units as f64 * (gate.max_wait + gate.window).as_secs_f64(),
     }
@@ -232,7 +234,7 @@ mod tests {
         assert_eq!(cpu.unit_secs, Some(2.0));
         assert!(!cpu.sizes_changed);
         assert_eq!((e.units, e.cells), (22, 2));
-        assert_eq!(e.cooldown_secs, 0.0, "one block, no pause");
+        assert_eq!(e.cooldown_secs, 0.0, "cpu runs one instance at a time: no pause after its rounds");
         assert!(e.worst() > e.expected());
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::quiet::QuietGate;
 use super::restore::StartKind;
 use super::timeouts::Stretch;
-use crate::record::{Design, Pinning};
+use crate::record::{Design, Pinning, Schedule};
 
 /// How many instances a unit of a scenario starts and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +115,15 @@ pub struct Scenario {
     pub sample_footprint: bool,
 }
 
+impl Scenario {
+    /// Whether a round of it starts and tears down many instances or engines at once (parallel,
+    /// density, restore density, the swarm): the next scenario's round waits the plan's
+    /// cool-down after it.
+    pub fn churns(&self) -> bool {
+        self.shape.instances() > 1 || matches!(self.shape, Shape::Swarm { .. })
+    }
+}
+
 /// The sizes of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -163,8 +172,8 @@ pub struct Plan {
     pub warmup_units: u32,
     /// Quiet-host gate before each unit.
     pub quiet: QuietGate,
-    /// Pause between two scenario blocks, so one block's churn (density-50's
-    /// teardown) has settled before the next starts.
+    /// Pause after a round of a multi-instance scenario ([`Scenario::churns`]), so its churn
+    /// (density-50's teardown) has settled before the next scenario's round starts.
     pub cooldown: Duration,
     /// Density: how long the N instances stay up together after the last READY (their memory
     /// is the median over this window).
@@ -385,7 +394,7 @@ impl Plan {
                 // stretch the run without settling it.
                 max_wait: Duration::from_millis(if q { 50 } else { 300 }),
             },
-            cooldown: Duration::from_millis(if q { 500 } else { 3000 }),
+            cooldown: Duration::from_millis(if q { 500 } else { 2000 }),
             // The cgroup charge and memory.stat medians over the first 0.5-2 s after the last
             // READY equal those over 2-16 s within one charge batch (measured here, README
             // "bench"), so a longer window only idles.
@@ -439,9 +448,23 @@ impl Plan {
         v
     }
 
-    /// The order the scenario blocks run in (indices into `scenarios`).
-    pub fn block_order(&self) -> Vec<usize> {
-        super::design::block_order(self.seed, self.scenarios.len())
+    /// Rounds of `sc`, warm-up included.
+    pub fn rounds_of(&self, sc: &Scenario) -> u32 {
+        self.warmup_for(sc) + sc.iterations
+    }
+
+    /// How many sweeps the run makes: one per round of its longest scenario.
+    pub fn sweeps(&self) -> u32 {
+        self.scenarios.iter().map(|sc| self.rounds_of(sc)).max().unwrap_or(0)
+    }
+
+    /// The scenarios (indices into `scenarios`) that run a round in sweep `sweep`, in that
+    /// sweep's shuffled order: round `sweep` of each scenario that has one.
+    pub fn sweep_order(&self, sweep: u32) -> Vec<usize> {
+        super::design::sweep_order(self.seed, sweep, self.scenarios.len())
+            .into_iter()
+            .filter(|&i| sweep < self.rounds_of(&self.scenarios[i]))
+            .collect()
     }
 
     /// Warm-up units for `sc`: only single-instance scenarios measured more
@@ -459,7 +482,7 @@ impl Plan {
     pub fn design(&self, backends: &[String]) -> Design {
         let mut orders = Vec::new();
         for sc in &self.scenarios {
-            for round in 0..self.warmup_for(sc) + sc.iterations {
+            for round in 0..self.rounds_of(sc) {
                 let order = super::design::round_order(self.seed, &sc.name, round, backends.len());
                 let names: Vec<&str> = order.iter().map(|i| backends[*i].as_str()).collect();
                 orders.push(format!("{}#{round}: {}", sc.name, names.join(",")));
@@ -473,7 +496,15 @@ impl Plan {
             quiet_max_load: None,
             quiet_max_wait_ms: self.quiet.max_wait.as_millis() as u64,
             quiet: Some(self.quiet.describe(super::quiet::psi_available(std::path::Path::new("/proc")))),
-            block_order: self.block_order().iter().map(|&i| self.scenarios[i].name.clone()).collect(),
+            schedule: Schedule::Sweeps,
+            block_order: Vec::new(),
+            sweep_orders: (0..self.sweeps())
+                .map(|sweep| {
+                    let names: Vec<&str> =
+                        self.sweep_order(sweep).iter().map(|&i| self.scenarios[i].name.as_str()).collect();
+                    format!("sweep#{sweep}: {}", names.join(","))
+                })
+                .collect(),
             cooldown_ms: self.cooldown.as_millis() as u64,
             pin: self.pin,
             min_timed_region_ms: if self.profile == Profile::Full { MIN_TIMED_REGION.as_millis() as u64 } else { 0 },
