@@ -243,15 +243,20 @@ fn print_estimate(
     if !ruled.is_empty() {
         writeln!(out, "ruled out here (no units): {}", ruled.iter().cloned().collect::<Vec<_>>().join(", "))?;
     }
+    let (none, resized) = (e.without_prior(), e.resized());
+    let from =
+        format!("the run of {} in {}", prior.manifest.git_rev.as_deref().unwrap_or("an unknown commit"), dir.display());
+    if !none.is_empty() && e.lines.iter().all(|l| l.backends == 0 || l.unit_secs.is_none()) {
+        // Nothing of this plan has a price: a "0 min" would read as a fact.
+        writeln!(out, "estimate: none: {from} has no units of {}", none.join(", "))?;
+        return Ok(());
+    }
     writeln!(
         out,
-        "estimate: {:.0} min (calm host), {:.0} min at most (every gate at its bound), from the run of {} in {}",
+        "estimate: {:.0} min (calm host), {:.0} min at most (every gate at its bound), from {from}",
         e.expected().as_secs_f64() / 60.0,
         e.worst().as_secs_f64() / 60.0,
-        prior.manifest.git_rev.as_deref().unwrap_or("an unknown commit"),
-        dir.display()
     )?;
-    let (none, resized) = (e.without_prior(), e.resized());
     if !none.is_empty() {
         writeln!(out, "  not counted (no prior units): {}", none.join(", "))?;
     }

@@ -22,6 +22,23 @@ fn size_of(scenario: &str) -> Option<u32> {
     scenario.strip_prefix("swarm-")?.parse().ok()
 }
 
+/// Where the swarm's own bench writes its report, relative to the main report's directory.
+const OWN_REPORT: &str = "swarm/REPORT.md";
+
+/// A report without swarm records (the full matrix leaves the swarm out: a round builds five
+/// engines) points at the swarm's own committed report when it sits beside it.
+fn link_to_own_bench(out: &Path) -> String {
+    if !out.join(OWN_REPORT).is_file() {
+        return String::new();
+    }
+    format!(
+        "\n## Docker Swarm\n\nThe swarm scenario (service start, scaling, rolling update, node loss and leader \
+         failover on a swarm of five private engines the run makes) is a bench of its own, \
+         `cvbench bench --backends docker --workloads swarm`: its rows and chart are in \
+         [{OWN_REPORT}]({OWN_REPORT}).\n"
+    )
+}
+
 /// Phase seconds per N over the successful rounds, in the order the rounds record them.
 pub fn phases(records: &[RunRecord]) -> (PhaseTable, Vec<String>) {
     let mut raw: BTreeMap<u32, (usize, BTreeMap<String, Vec<f64>>)> = BTreeMap::new();
@@ -83,7 +100,7 @@ fn column_head(n: u32, rounds: usize) -> String {
 /// The markdown section (empty without swarm records).
 pub fn section(records: &[RunRecord], out: &Path, w: &mut Written) -> String {
     if !records.iter().any(|r| size_of(&r.scenario).is_some()) {
-        return String::new();
+        return link_to_own_bench(out);
     }
     let (table, order) = phases(records);
     let named = records.iter().any(|r| r.extra.get("swarm_named").is_some_and(|v| *v == 1.0));
@@ -281,8 +298,15 @@ mod tests {
     }
 
     #[test]
-    fn no_swarm_records_no_section() {
+    fn no_swarm_records_no_section_but_a_link_to_the_swarms_own_report_beside_it() {
         let mut w = Written { files: vec![], chart_errors: vec![] };
-        assert_eq!(section(&[rec("cold-start", &[], None)], Path::new("/nonexistent"), &mut w), "");
+        let recs = [rec("cold-start", &[], None)];
+        assert_eq!(section(&recs, Path::new("/nonexistent"), &mut w), "");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("swarm")).unwrap();
+        std::fs::write(dir.path().join(OWN_REPORT), "# swarm\n").unwrap();
+        let s = section(&recs, dir.path(), &mut w);
+        assert!(s.contains(&format!("[{OWN_REPORT}]({OWN_REPORT})")), "{s}");
+        assert!(w.files.is_empty(), "a link draws no chart");
     }
 }
