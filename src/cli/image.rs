@@ -118,6 +118,9 @@ pub fn gc(a: GcArgs) -> anyhow::Result<i32> {
     let mut removed = cvbench::swarm::teardown::gc();
     removed.extend(cleanup::gc(&a.state_dir, &cvbench_runtime::default_run_root()));
     removed.extend(cvbench::backend::peers::docker::gc());
+    removed.extend(cvbench::backend::peers::leftovers::gc_cgroups(std::path::Path::new(
+        cvbench::backend::peers::leftovers::CGROUP_ROOT,
+    )));
     if removed.is_empty() {
         println!("gc: nothing left behind");
     }

@@ -21,7 +21,10 @@ pub enum Job<'a> {
     /// The disk workload on `--dir` (e.g. a restored micro-VM's virtio disk at /mnt).
     Disk(DiskParams<'a>),
     /// The request/response client against `--peer` (e.g. a restored micro-VM's virtio NIC).
-    NetRr { peer: ([u8; 4], u16), requests: u64 },
+    NetRr {
+        peer: ([u8; 4], u16),
+        requests: u64,
+    },
 }
 
 impl<'a> Job<'a> {

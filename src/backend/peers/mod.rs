@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod docker;
+pub mod leftovers;
 pub mod oci;
 pub mod oci_runtime;
 pub mod podman;
