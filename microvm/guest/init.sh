@@ -37,4 +37,9 @@ fi
 $bb devmem $((BT + 2)) 8 $status || $bb devmem $((BT + 2)) 8 $status   # exit status (our VMM's boot timer)
 echo "cvbench-init: exit status $status" > /dev/console   # for VMMs without the boot timer (QEMU)
 $bb sync
+# Let the console drain before the VM goes: a write to /dev/console returns once the tty holds the
+# bytes, not once the UART has sent them, and `reboot -f` does not wait. Re-applying the console's
+# own settings is tcsetattr(TCSADRAIN), which waits until every written byte has left (seen in the
+# test host without it: a guest whose console ended mid-report, `{"workload":"noop","metrics":{`).
+$bb stty -F /dev/console "$($bb stty -F /dev/console -g)" 2>/dev/null
 $bb reboot -f                             # reboot=k (i8042) or reboot=t (triple fault): the VMM exits

@@ -351,6 +351,15 @@ fn restore_and_go_with(snap: &Path, console: &Path, stats: &Path, load: &str, fl
     (out, s)
 }
 
+/// The guest kernel for a test whose guest runs its user space (`what` it checks), or `None`
+/// after a loud skip: under kvm_pvm, or without a built guest kernel.
+fn guest_for(what: &str) -> Option<PathBuf> {
+    if skip_under_pvm(what) {
+        return None;
+    }
+    guest_kernel()
+}
+
 /// Skip (loudly) where the guest's user space cannot run.
 fn skip_under_pvm(what: &str) -> bool {
     if kvm_kind() == KvmKind::SoftwarePvm {
@@ -369,10 +378,7 @@ fn skip_under_pvm(what: &str) -> bool {
 #[test]
 fn a_guest_saved_at_ready_restores_takes_its_go_line_and_runs_its_job() {
     require_kvm!("Linux-guest snapshot runs");
-    if skip_under_pvm("Linux-guest snapshot and restore") {
-        return;
-    }
-    let Some(kernel) = guest_kernel() else { return };
+    let Some(kernel) = guest_for("Linux-guest snapshot and restore") else { return };
     let dir = tempfile::tempdir().unwrap();
     let job = ["wait-go", "--job", "mem-touch", "--touch-mib", "8", "--chase-mib", "1", "--accesses", "1000"];
     let Taken { snap, console, out } = take(dir.path(), &kernel, 1, &job);
@@ -407,10 +413,7 @@ fn a_guest_saved_at_ready_restores_takes_its_go_line_and_runs_its_job() {
 #[test]
 fn a_two_vcpu_guest_restores_with_both_vcpus() {
     require_kvm!("Linux-guest snapshot runs");
-    if skip_under_pvm("two-vCPU Linux-guest snapshot and restore") {
-        return;
-    }
-    let Some(kernel) = guest_kernel() else { return };
+    let Some(kernel) = guest_for("two-vCPU Linux-guest snapshot and restore") else { return };
     let dir = tempfile::tempdir().unwrap();
     let Taken { snap, out, .. } = take(dir.path(), &kernel, 2, &["wait-go", "--job", "noop"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -481,10 +484,7 @@ fn a_restore_whose_devices_do_not_match_the_snapshot_is_refused() {
 #[test]
 fn a_guest_saved_with_a_disk_restores_and_writes_and_reads_it() {
     require_kvm!("Linux-guest snapshot runs");
-    if skip_under_pvm("Linux-guest snapshot and restore with a virtio disk") {
-        return;
-    }
-    let Some(kernel) = guest_kernel() else { return };
+    let Some(kernel) = guest_for("Linux-guest snapshot and restore with a virtio disk") else { return };
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.ext4");
     std::fs::File::create(&disk).unwrap().set_len(32 << 20).unwrap();
@@ -519,10 +519,7 @@ fn a_guest_saved_with_a_disk_restores_and_writes_and_reads_it() {
 #[test]
 fn a_guest_saved_with_a_nic_restores_and_talks_over_it() {
     require_kvm!("Linux-guest snapshot runs");
-    if skip_under_pvm("Linux-guest snapshot and restore with a virtio NIC") {
-        return;
-    }
-    let Some(kernel) = guest_kernel() else { return };
+    let Some(kernel) = guest_for("Linux-guest snapshot and restore with a virtio NIC") else { return };
     let dir = tempfile::tempdir().unwrap();
     let netns = Netns::new("snapnet");
     // The peer, in the test's namespace: one connection served, then it exits 0. It listens on

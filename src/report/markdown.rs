@@ -342,6 +342,10 @@ fn decisions(out: &mut String, a: &Aggregate, previous: Option<&Aggregate>) {
     );
     let cells: Vec<_> = a.ratio_cells().map(|(k, c)| (k, *c)).collect();
     let judged = a.judged_cells();
+    if cells.is_empty() {
+        let _ = writeln!(out, "{}\n", super::summary::NO_NATIVE);
+        return;
+    }
     if judged == 0 {
         let _ = writeln!(
             out,

@@ -204,8 +204,15 @@ fn capitalised(s: &str) -> String {
     c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }
 
+/// A run with no cell beside native (the swarm's own bench: docker only) judges nothing.
+pub const NO_NATIVE: &str = "This run has no cell with native beside it (e.g. the swarm's own bench: docker only), so \
+     nothing in it is judged against native; its figures are descriptive.";
+
 /// The sentence that opens the summary of a run too small to judge.
 fn too_small(a: &Aggregate) -> String {
+    if a.ratio_cells().next().is_none() {
+        return NO_NATIVE.to_string();
+    }
     let most = a.ratio_cells().map(|(_, c)| c.paired.rounds).max().unwrap_or(0);
     format!(
         "This run is too small to judge: no ratio cell has the {} paired rounds a verdict needs (the most any has \
@@ -341,5 +348,12 @@ mod tests {
         assert!(!s.contains("differ from native (BH"), "{s}");
         assert!(!s.contains("held in both halves"), "{s}");
         assert!((3..=6).contains(&sentences(&s)), "{s}");
+    }
+    #[test]
+    fn a_run_without_native_says_it_judges_nothing_against_it() {
+        let recs: Vec<RunRecord> = run(10, 0.5).into_iter().filter(|r| r.backend == "docker").collect();
+        let s = executive(&Aggregate::new(&recs), None);
+        assert!(s.starts_with(NO_NATIVE), "{s}");
+        assert!(!s.contains("too small"), "{s}");
     }
 }
