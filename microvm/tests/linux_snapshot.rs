@@ -321,11 +321,8 @@ fn a_guest_that_ends_before_ready_leaves_no_snapshot() {
     assert_eq!(std::fs::read_dir(&snap).unwrap().count(), 0, "files left in the snapshot directory");
 }
 
-fn restore_and_go(snap: &Path, console: &Path, stats: &Path, load: &str) -> (Output, LinuxStats) {
-    restore_and_go_with(snap, console, stats, load, &[])
-}
-
-/// [`restore_and_go`] with extra VMM flags (e.g. the disk again).
+/// Restore `snap` (`load`, extra VMM flags such as the disk again), send the go line, wait for the
+/// VMM; its output and the stats it wrote.
 fn restore_and_go_with(snap: &Path, console: &Path, stats: &Path, load: &str, flags: &[&str]) -> (Output, LinuxStats) {
     let mut child = vmm()
         .arg("linux-restore")
@@ -349,6 +346,20 @@ fn restore_and_go_with(snap: &Path, console: &Path, stats: &Path, load: &str, fl
     let s: LinuxStats =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats {}: {e}: {text}", stats.display()));
     (out, s)
+}
+
+/// Restore `snap` with `load` and `flags`, send the go line, and check that the guest resumed (no
+/// second READY), ran its job to exit status 0 and powered off by itself; the console's text.
+fn resumed_and_ran(dir: &Path, snap: &Path, load: &str, flags: &[&str], job: &str) -> (String, LinuxStats) {
+    let console = dir.join(format!("restore-{load}.log"));
+    let stats = dir.join(format!("stats-{load}.json"));
+    let (out, s) = restore_and_go_with(snap, &console, &stats, load, flags);
+    let log = read_text(&console);
+    assert_eq!(s.end, GuestEnd::PowerOff, "{load}: the restored guest did not power off by itself");
+    assert_eq!(s.exit_status, Some(0), "{load}: the {job} job's exit status: {log}");
+    assert_eq!(out.status.code(), Some(0), "{load}");
+    assert!(!log.contains("READY"), "{load}: the restored guest booted again instead of resuming: {log}");
+    (log, s)
 }
 
 /// The guest kernel for a test whose guest runs its user space (`what` it checks), or `None`
@@ -390,15 +401,8 @@ fn a_guest_saved_at_ready_restores_takes_its_go_line_and_runs_its_job() {
     assert!(state_len > 0);
 
     for load in ["lazy", "eager"] {
-        let console = dir.path().join(format!("restore-{load}.log"));
-        let stats = dir.path().join(format!("stats-{load}.json"));
-        let (out, s) = restore_and_go(&snap, &console, &stats, load);
-        let log = read_text(&console);
-        assert_eq!(s.end, GuestEnd::PowerOff, "{load}: the restored guest did not power off by itself");
-        assert_eq!(s.exit_status, Some(0), "{load}: the job's exit status");
-        assert_eq!(out.status.code(), Some(0), "{load}");
+        let (log, s) = resumed_and_ran(dir.path(), &snap, load, &[], "mem-touch");
         assert!(log.contains("\"job_ns\""), "{load}: the job's report is missing from the console: {log}");
-        assert!(!log.contains("READY"), "{load}: the restored guest booted again instead of resuming: {log}");
         let r = s.restore.expect("restore figures");
         assert!(r.restore_ns > 0);
         if load == "lazy" {
@@ -422,13 +426,8 @@ fn a_two_vcpu_guest_restores_with_both_vcpus() {
     let saved: LinuxSnapshot = frame::decode(&snap.join("state"), KIND, FORMAT_VERSION, &state).unwrap();
     assert_eq!(saved.vcpus.iter().map(|v| v.id).collect::<Vec<_>>(), [0, 1]);
 
-    let console = dir.path().join("restore.log");
-    let stats = dir.path().join("stats.json");
-    let (out, s) = restore_and_go(&snap, &console, &stats, "lazy");
-    assert_eq!(s.end, GuestEnd::PowerOff, "the restored guest did not power off by itself");
-    assert_eq!(s.exit_status, Some(0));
-    assert_eq!(out.status.code(), Some(0));
-    assert!(read_text(&console).contains("\"job_ns\""), "the job's report is missing");
+    let (log, _) = resumed_and_ran(dir.path(), &snap, "lazy", &[], "noop");
+    assert!(log.contains("\"job_ns\""), "the job's report is missing");
 }
 
 #[test]
@@ -505,15 +504,8 @@ fn a_guest_saved_with_a_disk_restores_and_writes_and_reads_it() {
     assert!(blk.activated && blk.queues[0].ready, "the guest's driver had not brought the disk up: {blk:?}");
     assert!(blk.queues[0].next_used > 0, "the guest mounted the disk, so requests were served: {blk:?}");
 
-    let console = dir.path().join("restore.log");
-    let stats = dir.path().join("stats.json");
-    let (out, s) = restore_and_go_with(&snap, &console, &stats, "lazy", &["--blk", disk.as_str()]);
-    let log = read_text(&console);
-    assert_eq!(s.end, GuestEnd::PowerOff, "the restored guest did not power off by itself");
-    assert_eq!(s.exit_status, Some(0), "the disk job's exit status: {log}");
-    assert_eq!(out.status.code(), Some(0));
+    let (log, _) = resumed_and_ran(dir.path(), &snap, "lazy", &["--blk", disk.as_str()], "disk");
     assert!(log.contains("\"seq_write_mb_s\"") && log.contains("\"job_ns\""), "the job's report is missing: {log}");
-    assert!(!log.contains("READY"), "the restored guest booted again instead of resuming: {log}");
 }
 
 #[test]
@@ -558,15 +550,8 @@ fn a_guest_saved_with_a_nic_restores_and_talks_over_it() {
     let want = GuestNetSnapshot { host_ip: [10, 203, 0, 1].into(), guest_ip: [10, 203, 0, 2].into(), prefix_len: 30 };
     assert_eq!(saved.net, Some(want));
 
-    let console = dir.path().join("restore.log");
-    let stats = dir.path().join("stats.json");
-    let (out, s) = restore_and_go_with(&snap, &console, &stats, "lazy", &net);
-    let log = read_text(&console);
-    assert_eq!(s.end, GuestEnd::PowerOff, "the restored guest did not power off by itself");
-    assert_eq!(s.exit_status, Some(0), "the net-rr job's exit status: {log}");
-    assert_eq!(out.status.code(), Some(0));
+    let (log, _) = resumed_and_ran(dir.path(), &snap, "lazy", &net, "net-rr");
     assert!(log.contains("\"requests\":50") && log.contains("\"p50_us\""), "the job's report is missing: {log}");
-    assert!(!log.contains("READY"), "the restored guest booted again instead of resuming: {log}");
     // The peer saw the restored guest's one connection and ended by itself.
     let status = server.into_inner().wait().unwrap();
     assert!(status.success(), "the peer server: {status}");

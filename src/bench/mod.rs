@@ -215,19 +215,15 @@ fn open_cells(
     for (slot, cell) in slots.iter().zip(cells.iter_mut()) {
         let why = match slot {
             Slot::Unavailable { reason, .. } => Some(format!("backend unavailable here: {reason}")),
-            Slot::Ready(_) => match states.get(slot.name()) {
+            Slot::Ready(b) => match states.get(slot.name()) {
                 Some(st) if st.given_up() => Some(format!(
                     "skipped: the backend's first {} units here all failed (first error: {})",
                     st.failed_units,
                     st.first_error.as_deref().unwrap_or("?")
                 )),
-                _ => None,
+                _ => plan::not_applicable(sc, b.id()),
             },
         };
-        let why = why.or_else(|| match slot {
-            Slot::Ready(b) => plan::not_applicable(sc, b.id()),
-            Slot::Unavailable { .. } => None,
-        });
         if let Some(e) = why {
             obs.records(&[placeholder(slot.name(), sc, env_id, e)]);
             obs.skipped(u64::from(plan.rounds_of(sc)));
